@@ -1,0 +1,1 @@
+"""Simulated network scenarios: trace-driven link emulation, policy comparison, reports."""
