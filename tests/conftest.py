@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,19 @@ def broker() -> Iterator[Broker]:
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
     with mosquitto() as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def digits_bundle() -> Path:
+    """The trained digits CNN split into a bundle (built once, cached across runs)."""
+    from collab.testing.bundles import example_bundle
+
+    return example_bundle("digits")
+
+
+@pytest.fixture(scope="session")
+def resnet_bundle() -> Path:
+    """The ResNet-18-style example split into a bundle (built once, cached across runs)."""
+    from collab.testing.bundles import example_bundle
+
+    return example_bundle("resnet")
