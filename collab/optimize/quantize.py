@@ -1,0 +1,139 @@
+"""ONNX Runtime quantization of single-input ONNX models (heads, full models).
+
+Methods (the variant name is the method name):
+
+* ``int8_static`` — QDQ, per-channel weights, activations calibrated (MinMax) on
+  sample inputs. The fast one: ORT fuses QDQ pairs into integer kernels (VNNI).
+* ``int8_dynamic`` — weights only, activation scales computed at run time; no
+  calibration data, helps MatMul/Gemm-heavy models, little for convolutions.
+* ``fp16`` — halves the file; on x86 CPUs ORT mostly inserts casts, so it is kept
+  only when it passes the agreement check and the tier asks for size.
+
+onnxruntime errors are wrapped into :class:`~collab.errors.BundleError` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from collab.errors import BundleError, ConfigError
+
+METHODS = ("int8_static", "int8_dynamic", "fp16")
+
+
+class ArrayCalibrationReader(CalibrationDataReader):
+    """Feeds calibration samples one batch at a time (ORT's CalibrationDataReader)."""
+
+    def __init__(self, input_name: str, samples: np.ndarray, batch: int = 16) -> None:
+        self._input_name = input_name
+        self._samples = np.ascontiguousarray(samples, dtype=np.float32)
+        self._batch = batch
+        self._it: Iterator[dict[str, np.ndarray]] = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, len(self._samples), self._batch):
+            yield {self._input_name: self._samples[i : i + self._batch]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._batches()
+
+
+def _input_name(path: Path) -> str:
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    if len(names) != 1:
+        raise BundleError(f"{path.name}: expected one input, found {names}")
+    return names[0]
+
+
+def _preprocessed(src: Path, tmp: Path) -> Path:
+    """ORT's recommended pre-pass (shape inference + graph optimization) so BatchNorm is
+    folded into Conv before weights are quantized per channel."""
+    out = tmp / "pre.onnx"
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    except Exception as e:  # some graphs defeat the optimizer; quantize the original then
+        logging.getLogger("collab").debug("quant_pre_process failed for %s: %s", src.name, e)
+        return src
+    return out
+
+
+def quantize_int8_static(src: Path, dst: Path, calibration: np.ndarray, *, per_channel: bool = True) -> None:
+    if len(calibration) == 0:
+        raise ConfigError("static INT8 quantization needs at least one calibration input")
+    with tempfile.TemporaryDirectory() as td:
+        pre = _preprocessed(src, Path(td))
+        reader = ArrayCalibrationReader(_input_name(pre), calibration)
+        quantize_static(
+            str(pre),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+
+
+def quantize_int8_dynamic(src: Path, dst: Path, calibration: np.ndarray | None = None) -> None:
+    with tempfile.TemporaryDirectory() as td:
+        pre = _preprocessed(src, Path(td))
+        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+
+
+def convert_fp16(src: Path, dst: Path, calibration: np.ndarray | None = None) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    # keep_io_types: the bundle contract is float32 in and out, whatever is inside
+    onnx.save(convert_float_to_float16(model, keep_io_types=True), str(dst))
+
+
+_IMPL: dict[str, Callable[[Path, Path, np.ndarray], None]] = {
+    "int8_static": quantize_int8_static,
+    "int8_dynamic": quantize_int8_dynamic,
+    "fp16": convert_fp16,
+}
+
+
+def check_methods(methods: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown quantization method(s) {unknown}; choose from {list(METHODS)}")
+    return tuple(dict.fromkeys(methods))
+
+
+def quantize(method: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: np.ndarray) -> Path:
+    """Write the ``method`` variant of ``src`` to ``dst``; BundleError if ORT fails."""
+    check_methods([method])
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _IMPL[method](src, dst, calibration)
+    except (ConfigError, BundleError):
+        raise
+    except Exception as e:  # onnxruntime.quantization raises plain exceptions
+        raise BundleError(f"{method} quantization of {src.name} failed: {e}") from e
+    return dst
