@@ -1,0 +1,83 @@
+"""Pick the codec that minimises predicted transfer time under an accuracy budget.
+
+predicted_ms = encode_ms + bytes * 8 / bandwidth_bps * 1000 + decode_ms, over codecs
+whose top-1 agreement loss (1 - agreement) is within the budget; lossless codecs are
+always eligible. Deterministic: ties (equal predicted time) go to the smaller name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from collab.codec.spec import Codec
+from collab.errors import CodecError, ConfigError
+
+REQUIRED = ("bytes", "encode_ms", "decode_ms", "agreement")
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    codec: str
+    predicted_ms: float
+    bytes: float
+
+
+def _stat(name: str, row: Mapping[str, float], key: str) -> float:
+    try:
+        v = float(row[key])
+    except KeyError:
+        raise ConfigError(f"calibration entry {name!r} lacks {key!r}") from None
+    except (TypeError, ValueError):
+        raise ConfigError(f"calibration entry {name!r}: {key} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(f"calibration entry {name!r}: {key}={v!r} must be finite and >= 0")
+    return v
+
+
+def predicted_ms(row: Mapping[str, float], bandwidth_bps: float) -> float:
+    return (
+        float(row["encode_ms"])
+        + float(row["bytes"]) * 8000.0 / bandwidth_bps
+        + float(row["decode_ms"])
+    )
+
+
+def choose_codec(
+    stats: Mapping[str, Mapping[str, float]], *, bandwidth_bps: float, accuracy_budget: float
+) -> CodecChoice:
+    """``stats``: codec name -> STATS (see calibration.json). Raises ConfigError on an
+    empty or invalid table, or when no codec fits the budget (no lossless entry)."""
+    if not (
+        isinstance(bandwidth_bps, int | float)
+        and math.isfinite(bandwidth_bps)
+        and bandwidth_bps > 0
+    ):
+        raise ConfigError(f"bandwidth_bps must be a positive number, got {bandwidth_bps!r}")
+    if not (isinstance(accuracy_budget, int | float) and 0.0 <= accuracy_budget <= 1.0):
+        raise ConfigError(f"accuracy_budget must be in [0, 1], got {accuracy_budget!r}")
+    if not stats:
+        raise ConfigError("empty codec calibration table")
+    best: tuple[float, str, float] | None = None
+    for name in sorted(stats):
+        row = stats[name]
+        try:
+            codec = Codec.parse(name)
+        except CodecError as e:
+            raise ConfigError(f"calibration table: {e}") from e
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"calibration entry {name!r} is not a mapping")
+        vals = {k: _stat(name, row, k) for k in REQUIRED}
+        if vals["agreement"] > 1.0:
+            raise ConfigError(f"calibration entry {name!r}: agreement {vals['agreement']} > 1")
+        if not codec.lossless and 1.0 - vals["agreement"] > accuracy_budget + 1e-12:
+            continue
+        ms = predicted_ms(vals, bandwidth_bps)
+        if best is None or ms < best[0]:  # sorted iteration: ties keep the smaller name
+            best = (ms, name, vals["bytes"])
+    if best is None:
+        raise ConfigError(
+            f"no codec meets accuracy_budget={accuracy_budget} and the table has no lossless codec"
+        )
+    return CodecChoice(codec=best[1], predicted_ms=best[0], bytes=best[2])

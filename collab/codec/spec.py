@@ -1,0 +1,101 @@
+"""Codec names: ``<quant>[+<entropy><level>][+sparse][+clip<pct>]``.
+
+The name is the unit the calibration table, the policy and the wire frame agree on,
+so parsing is strict and :attr:`Codec.name` is canonical (``Codec.parse(n).name == n``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from collab.errors import CodecError
+
+QUANTS = ("f32", "f16", "int8", "int4")
+ENTROPIES = ("none", "zstd", "brotli")
+LEVEL_RANGE = {"zstd": (1, 22), "brotli": (0, 11), "none": (0, 0)}
+BITS = {"int8": 8, "int4": 4}
+
+_ENTROPY_RE = re.compile(r"^(zstd|brotli)(\d{1,2})$")
+_CLIP_RE = re.compile(r"^clip(\d{2}(?:\.\d{1,4})?)$")
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One way of turning a float tensor into bytes.
+
+    ``clip`` (int8/int4 only) is a percentile, e.g. 99.9: per channel, the range is
+    the [100-clip, clip] percentile range instead of [min, max], trading rare outliers
+    for resolution. The range actually used travels in the frame.
+    """
+
+    quant: str = "f32"
+    entropy: str = "none"
+    level: int = 0
+    sparse: bool = False
+    clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.quant not in QUANTS:
+            raise CodecError(f"unknown quantizer {self.quant!r} (known: {', '.join(QUANTS)})")
+        if self.entropy not in ENTROPIES:
+            raise CodecError(f"unknown entropy coder {self.entropy!r} (known: zstd, brotli)")
+        lo, hi = LEVEL_RANGE[self.entropy]
+        if not (isinstance(self.level, int) and lo <= self.level <= hi):
+            raise CodecError(f"{self.entropy} level {self.level!r} outside [{lo}, {hi}]")
+        if self.clip is not None:
+            if self.quant not in BITS:
+                raise CodecError("clip applies to int8/int4 only")
+            if not (50.0 < self.clip < 100.0):
+                raise CodecError(f"clip percentile {self.clip!r} must be in (50, 100)")
+
+    @property
+    def name(self) -> str:
+        parts = [self.quant]
+        if self.entropy != "none":
+            parts.append(f"{self.entropy}{self.level}")
+        if self.sparse:
+            parts.append("sparse")
+        if self.clip is not None:
+            parts.append(f"clip{self.clip:g}")
+        return "+".join(parts)
+
+    @property
+    def lossless(self) -> bool:
+        """Bit-exact round trip for float32 input."""
+        return self.quant == "f32"
+
+    @property
+    def bits(self) -> int:
+        return {"f32": 32, "f16": 16, "int8": 8, "int4": 4}[self.quant]
+
+    @classmethod
+    def parse(cls, name: str | Codec) -> Codec:
+        if isinstance(name, Codec):
+            return name
+        if not isinstance(name, str):
+            raise CodecError(f"codec name must be a string, got {type(name).__name__}")
+        parts = name.split("+")
+        quant, rest = parts[0], parts[1:]
+        entropy, level, sparse, clip = "none", 0, False, None
+        if rest and (m := _ENTROPY_RE.match(rest[0])):
+            entropy, level = m.group(1), int(m.group(2))
+            rest = rest[1:]
+        if rest and rest[0] == "sparse":
+            sparse, rest = True, rest[1:]
+        if rest and (m := _CLIP_RE.match(rest[0])):
+            clip, rest = float(m.group(1)), rest[1:]
+        if rest:
+            raise CodecError(
+                f"bad codec name {name!r}: expected <f32|f16|int8|int4>[+zstdN|+brotliN][+sparse][+clipP]"
+            )
+        codec = cls(quant=quant, entropy=entropy, level=level, sparse=sparse, clip=clip)
+        if codec.name != name:
+            raise CodecError(f"bad codec name {name!r} (canonical form: {codec.name!r})")
+        return codec
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LOSSLESS_DEFAULT = "f32+zstd1"

@@ -1,0 +1,163 @@
+"""Round trips, error bounds and frame validation of collab.codec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collab.codec import Codec, decode, encode, peek
+from collab.codec.quantize import affine_params
+from collab.errors import CodecError
+
+ALL = [
+    f"{q}{e}{s}"
+    for q in ("f32", "f16", "int8", "int4")
+    for e in ("", "+zstd1", "+zstd3", "+brotli1", "+brotli5")
+    for s in ("", "+sparse")
+]
+
+
+def relu_features(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = (
+        rng.normal(size=shape).astype(np.float32)
+        * rng.uniform(0.1, 5, size=shape[1])[None, :, None, None]
+    )
+    return np.maximum(x.astype(np.float32), 0)
+
+
+def channel_bound(x: np.ndarray, codec: Codec) -> np.ndarray:
+    """Documented bound, broadcastable against x: scale/2 + 2**-19 * max|x_c|."""
+    x3 = x.reshape(x.shape[0], x.shape[1], -1) if x.ndim >= 2 else x.reshape(1, 1, -1)
+    scale, _ = affine_params(x3, codec.bits, include_zero=codec.sparse)
+    mag = np.abs(x3).max(axis=(0, 2)) if x3.size else np.zeros(x3.shape[1])
+    b = scale.astype(np.float64) / 2 * (1 + 1e-6) + mag * 2.0**-19
+    return b[None, :, None]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_round_trip_every_codec(name: str) -> None:
+    codec = Codec.parse(name)
+    x = relu_features((2, 8, 5, 7))
+    frame = encode(x, name)
+    y = decode(frame)
+    assert y.dtype == np.float32 and y.shape == x.shape and y.flags.writeable
+    h = peek(frame)
+    assert h.codec_name == name and h.shape == x.shape and h.frame_bytes == len(frame)
+    if codec.lossless:
+        assert np.array_equal(x.view(np.uint32), y.view(np.uint32))
+    elif codec.quant == "f16":
+        assert np.allclose(y, x, rtol=2**-11, atol=2**-24)
+    else:
+        err = np.abs(y.astype(np.float64) - x).reshape(2, 8, -1)
+        assert (err <= channel_bound(x, codec)).all()
+        assert (y[x == 0] == 0).all()  # zeros of ReLU features stay exact
+
+
+def test_lossless_keeps_special_values() -> None:
+    x = np.array([[0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, 3.4e38]], np.float32)
+    for name in ("f32", "f32+zstd1", "f32+brotli1+sparse", "f32+sparse"):
+        y = decode(encode(x, name))
+        assert np.array_equal(x.view(np.uint32), y.view(np.uint32)), name
+
+
+def test_codec_names_parse_canonically() -> None:
+    for name in [*ALL, "int8+zstd1+clip99.9", "int4+brotli11+sparse+clip99", "f32+zstd22"]:
+        assert Codec.parse(name).name == name
+    for bad in [
+        "",
+        "f64",
+        "int8+zstd",
+        "int8+zstd0",
+        "int8+zstd23",
+        "int8+lz4",
+        "int8+sparse+zstd1",
+        "f32+clip99",
+        "int8+clip100",
+        "int8+zstd01",
+        "int8++zstd1",
+        7,
+    ]:
+        with pytest.raises(CodecError):
+            Codec.parse(bad)  # type: ignore[arg-type]
+    assert Codec.parse("f32").lossless and Codec.parse("f32+zstd1+sparse").lossless
+    assert not Codec.parse("f16").lossless
+
+
+def test_shapes_edge_cases() -> None:
+    for shape in [(), (0,), (5,), (1, 0, 3), (3, 1), (1, 2, 1, 1, 1, 1, 1, 3), (1, 3, 1)]:
+        x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+        for name in ("f32+zstd1", "f16", "int8+zstd1+sparse", "int4+brotli1", "int4"):
+            y = decode(encode(x, name))
+            assert y.shape == x.shape, (shape, name)
+
+
+def test_constant_and_offset_channels() -> None:
+    x = np.stack(
+        [
+            np.full((4, 4), 3.25),
+            np.full((4, 4), 0.0),
+            1000 + np.linspace(0, 1, 16).reshape(4, 4),
+            np.full((4, 4), -7.0),
+        ]
+    )[None].astype(np.float32)
+    for name in ("int8", "int4+zstd1", "int8+sparse"):
+        y = decode(encode(x, name))
+        err = np.abs(y.astype(np.float64) - x).reshape(1, 4, -1)
+        assert (err <= channel_bound(x, Codec.parse(name))).all(), name
+    assert np.array_equal(decode(encode(x, "int8"))[0, :2], x[0, :2])
+
+
+def test_input_dtypes() -> None:
+    x = np.linspace(-3, 3, 24).reshape(2, 3, 4)
+    for dt in (np.float16, np.float32, np.float64):
+        y = decode(encode(x.astype(dt), "f32"))
+        assert y.dtype == np.float32 and np.array_equal(y, x.astype(dt).astype(np.float32))
+        assert peek(encode(x.astype(dt), "f32")).source_dtype == np.dtype(dt).name
+    with pytest.raises(CodecError):
+        encode(np.arange(4), "f32")
+    with pytest.raises(CodecError):
+        encode(np.zeros((1,) * 9, np.float32), "f32")
+
+
+def test_lossy_codecs_reject_non_finite() -> None:
+    x = np.array([[1.0, np.nan]], np.float32)
+    for name in ("int8", "int4+zstd1+clip99"):
+        with pytest.raises(CodecError):
+            encode(x, name)
+    with pytest.raises(CodecError):
+        encode(np.array([1e6], np.float32), "f16")
+
+
+def test_clip_improves_resolution_with_outliers() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 4, 64, 64)).astype(np.float32)
+    x[0, :, 0, 0] = 200.0  # one outlier per channel
+    plain = decode(encode(x, "int8"))
+    clipped = decode(encode(x, "int8+clip99.9"))
+    body = (slice(None), slice(None), slice(1, None))
+    assert np.abs(clipped - x)[body].mean() < np.abs(plain - x)[body].mean() / 10
+    assert peek(encode(x, "int8+clip99.9")).codec.clip == 99.9
+
+
+def test_decode_rejects_trailing_and_truncated_frames() -> None:
+    frame = encode(relu_features((1, 4, 3, 3)), "int8+zstd1")
+    for bad in (frame + b"\0", frame[:-1], frame[:10], b"", b"x" * 100):
+        with pytest.raises(CodecError):
+            decode(bad)
+    with pytest.raises(CodecError):
+        decode("not bytes")  # type: ignore[arg-type]
+    assert np.array_equal(decode(bytearray(frame)), decode(memoryview(frame)))
+
+
+def test_max_bytes_guards_allocation() -> None:
+    frame = encode(np.zeros((1, 16, 32, 32), np.float32), "int8+zstd1")
+    with pytest.raises(CodecError, match="limit"):
+        decode(frame, max_bytes=1000)
+    assert decode(frame, max_bytes=16 * 32 * 32 * 4).shape == (1, 16, 32, 32)
+
+
+def test_sparse_is_smaller_on_relu_features_without_entropy() -> None:
+    x = relu_features((1, 16, 16, 16))
+    assert len(encode(x, "f32+sparse")) < 0.7 * len(encode(x, "f32"))
+    assert len(encode(x, "int8+sparse")) < 0.7 * len(encode(x, "int8"))
