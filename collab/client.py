@@ -1,0 +1,470 @@
+"""The edge SDK: ``collab.Client`` answers every request, choosing the path per request.
+
+Fallback design: the edge holds the full model, every head AND every tail. A cloud
+call that fails, or would no longer return in time, is finished locally from what
+the edge already computed: a collaborative request runs the local tail on the
+uncompressed head output (so the head work is not wasted and the answer is exact);
+a cloud-only request runs the full model. Cloud calls get a timeout of
+``deadline - elapsed - predicted local finish``, so the local finish still fits the
+deadline. Nothing here imports torch.
+
+Deadline semantics: ``infer`` always returns a result (``deadline_met`` tells whether
+it came in time); with ``strict_deadline=True`` a late result raises DeadlineError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from collab import codec as codecs
+from collab.bundle import Bundle, load_bundle
+from collab.decision import (
+    Candidate,
+    CloudState,
+    Decision,
+    EdgeState,
+    Hysteresis,
+    Policy,
+    Profile,
+    decide,
+    parse_policy,
+    profile_from_bundle,
+)
+from collab.errors import CodecError, CollabError, ConfigError, DeadlineError
+from collab.log import logger
+from collab.net.breaker import CircuitBreaker
+from collab.net.estimator import Ewma, LinkEstimator
+from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.proto import collab_pb2, collab_pb2_grpc
+from collab.runtime import EdgeRuntime
+from collab.transport import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    RpcError,
+    TlsConfig,
+    load_from_proto,
+    make_channel,
+    rpc_errors,
+    timing_from_proto,
+)
+
+# Errors that mean "this cloud cannot serve this model", not "the cloud is down".
+_MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                 grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    cloud: tuple[str, ...] = ()  # "host:port" of every cloud replica (round-robin)
+    policy: str = "auto"  # auto | edge_only | cloud_only | split:<name>
+    deadline_ms: float | None = None  # per-request deadline (None: no deadline)
+    accuracy_budget: float = 0.005  # max top-1 agreement loss allowed for lossy codecs/variants
+    probe_interval_s: float = 1.0
+    bandwidth_probe_interval_s: float | None = None  # default 5 x probe_interval_s
+    probe_timeout_s: float = 1.0
+    max_probe_bytes: int = 262_144
+    cloud_timeout_ms: float = 5_000.0  # cap of a cloud call when there is no deadline
+    breaker_failures: int = 3  # consecutive failed cloud calls that open the breaker
+    breaker_cooldown_s: float = 1.0
+    hysteresis: float = 0.10  # switch only if >10 % faster (and > hysteresis_ms)
+    hysteresis_ms: float = 0.5
+    slowdown: float = 1.0  # emulate a weaker edge: pad edge compute to slowdown x measured
+    intra_threads: int = 1
+    strict_deadline: bool = False
+    initial_probe: bool = True  # probe once before returning from the constructor
+    warm: bool = True  # load every session in a background thread at start
+    tls: TlsConfig | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cloud, str):
+            object.__setattr__(self, "cloud", tuple(a for a in self.cloud.split(",") if a))
+        else:
+            object.__setattr__(self, "cloud", tuple(self.cloud))
+        if self.deadline_ms is not None and self.deadline_ms <= 0:
+            raise ConfigError(f"deadline_ms must be > 0 (got {self.deadline_ms})")
+        if not 0.0 <= self.accuracy_budget <= 1.0:
+            raise ConfigError(f"accuracy_budget must be in [0, 1] (got {self.accuracy_budget})")
+        if self.slowdown < 1.0:
+            raise ConfigError(f"slowdown must be >= 1.0 (got {self.slowdown})")
+        if self.probe_interval_s <= 0 or self.probe_timeout_s <= 0:
+            raise ConfigError("probe_interval_s and probe_timeout_s must be > 0")
+        if self.breaker_failures < 1:
+            raise ConfigError("breaker_failures must be >= 1")
+        parse_policy(self.policy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceResult:
+    output: np.ndarray
+    path: str  # edge_only | cloud_only | split
+    split_point: str | None
+    bytes_sent: int
+    timings: dict[str, float]  # stage -> ms (edge, encode, cloud_call, local_finish, total, ...)
+    fell_back: bool
+    codec: str | None = None
+    variant: str | None = None
+    deadline_met: bool = True
+    fallback_reason: str | None = None
+    model_version: str = ""
+    request_id: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return self.timings.get("total_ms", math.nan)
+
+
+@dataclass
+class _Model:
+    """Everything tied to one bundle version; swapped atomically as one reference."""
+
+    bundle: Bundle
+    runtime: EdgeRuntime
+    profile: Profile
+    model_id: collab_pb2.ModelId
+    served: bool = True  # the cloud serves this version (from probes / call errors)
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    fallbacks: int = 0
+    deadline_misses: int = 0
+    bytes_sent: int = 0
+    paths: Counter[str] = field(default_factory=Counter)
+    fallback_reasons: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+class Client:
+    """``with collab.Client(bundle_dir, cloud=["host:port"]) as c: c.infer(x)``. Thread-safe."""
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], cloud: Sequence[str] | str | None = None, *,
+                 config: ClientConfig | None = None, **overrides: Any) -> None:
+        if cloud is not None:
+            overrides["cloud"] = cloud
+        base = config or ClientConfig()
+        try:
+            self.config = dataclasses.replace(base, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"unknown Client option: {e}") from e
+        cfg = self.config
+        self._lock = threading.Lock()
+        self._stats = _Stats()
+        self._previous: str | None = None
+        self._edge_scale = Ewma(0.2)
+        self._edge_scale.update(cfg.slowdown, time.monotonic())
+        self._cloud_queue = Ewma(0.3)
+        self._cloud_scale = Ewma(0.2)
+        self._closed = False
+        self._model = self._load(bundle_dir)
+        self._policy = parse_policy(cfg.policy, self._model.profile)
+        self.breaker = CircuitBreaker(failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s)
+        self.link = LinkEstimator()
+        self._channel: grpc.Channel | None = None
+        self._stub: collab_pb2_grpc.CloudServiceStub | None = None
+        self.monitor: NetworkMonitor | None = None
+        if cfg.cloud:
+            self._channel = make_channel(list(cfg.cloud), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes)
+            self._stub = collab_pb2_grpc.CloudServiceStub(self._channel)
+            self._probe_payload = os.urandom(cfg.max_probe_bytes)
+            self.monitor = NetworkMonitor(
+                self._probe, self.link, interval_s=cfg.probe_interval_s,
+                bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
+                max_probe_bytes=cfg.max_probe_bytes, on_reply=self._on_probe)
+            if cfg.initial_probe:
+                self.monitor.refresh(force=True)
+            if not self.link.reachable:
+                logger.warning("cloud %s unreachable at start-up: serving edge-only until probes succeed",
+                               ",".join(cfg.cloud))
+            self.monitor.start()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _load(self, bundle_dir: str | os.PathLike[str] | Bundle) -> _Model:
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(Path(bundle_dir))
+        rt = EdgeRuntime(bundle, intra_threads=self.config.intra_threads, slowdown=self.config.slowdown)
+        rt.warm([bundle.manifest.full])  # edge-only must work right away
+        if self.config.warm:
+            threading.Thread(target=self._warm, args=(rt,), name="collab-warm", daemon=True).start()
+        return _Model(bundle=bundle, runtime=rt, profile=profile_from_bundle(bundle),
+                      model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version))
+
+    @staticmethod
+    def _warm(rt: EdgeRuntime) -> None:
+        try:
+            rt.warm()
+        except CollabError as e:  # a broken file surfaces again, with its name, when used
+            logger.warning("warming sessions failed: %s", e)
+
+    def swap_bundle(self, bundle_dir: str | os.PathLike[str] | Bundle) -> str:
+        """Switch to another bundle version atomically; in-flight requests finish on the
+        old one (they hold a reference to it). Returns the new version."""
+        model = self._load(bundle_dir)
+        if self._policy.mode == "split":
+            parse_policy(self._policy.key, model.profile)  # forced split must still exist
+        with self._lock:
+            self._model = model
+            self._previous = None
+        if self.monitor is not None:
+            self.monitor.poke()  # learn whether the cloud serves the new version
+        logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
+        return model.bundle.version
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._model.bundle
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self._channel is not None:
+            self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state for the decision engine ---------------------------------------------------
+    def _cloud_state(self, model: _Model) -> CloudState:
+        return CloudState(queue_ms=self._cloud_queue.mean if self._cloud_queue.n else 0.0,
+                          compute_scale=self._cloud_scale.mean if self._cloud_scale.n else 1.0,
+                          serves_model=model.served, breaker_open=self.breaker.is_open)
+
+    def _decide(self, model: _Model, policy: Policy, deadline_ms: float | None) -> Decision:
+        cfg = self.config
+        net = self.link.state()
+        if not cfg.cloud:
+            net = dataclasses.replace(net, reachable=False)
+        d = decide(model.profile, policy=policy, net=net, cloud=self._cloud_state(model),
+                   edge=EdgeState(compute_scale=self._edge_scale.mean), accuracy_budget=cfg.accuracy_budget,
+                   deadline_ms=deadline_ms, previous=self._previous,
+                   hysteresis=Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms))
+        if policy.mode == "auto":
+            self._previous = d.chosen.key
+        return d
+
+    def explain(self, policy: str | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
+        """Every candidate's predicted breakdown under the current estimates, and the choice."""
+        model = self._model
+        pol = parse_policy(policy or "auto", model.profile)
+        net = self.link.state()
+        out = decide(model.profile, policy=pol, net=net if self.config.cloud else dataclasses.replace(
+                         net, reachable=False), cloud=self._cloud_state(model),
+                     edge=EdgeState(compute_scale=self._edge_scale.mean),
+                     accuracy_budget=self.config.accuracy_budget,
+                     deadline_ms=deadline_ms if deadline_ms is not None else self.config.deadline_ms,
+                     previous=self._previous).explain()
+        out["network"] = dataclasses.asdict(net)
+        out["breaker"] = self.breaker.state
+        return out
+
+    # -- monitor callbacks -------------------------------------------------------------
+    def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
+        assert self._stub is not None
+        req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=0,
+                                      client_send_time=time.time())
+        t0 = time.perf_counter()
+        with rpc_errors("Probe"):
+            resp = self._stub.Probe(req, timeout=timeout_s)
+        wall = (time.perf_counter() - t0) * 1000.0
+        return ProbeReply(wall_ms=wall, load=load_from_proto(resp.load),
+                          models=tuple((m.name, m.version) for m in resp.models))
+
+    def _on_probe(self, reply: ProbeReply) -> None:
+        now = time.monotonic()
+        if reply.load is not None and reply.load.queue_ms_ewma >= 0:
+            with self._lock:
+                self._cloud_queue.update(reply.load.queue_ms_ewma, now)
+        model = self._model
+        if reply.models:
+            mid = model.model_id
+            model.served = any(n == mid.name and v in ("", mid.version) for n, v in reply.models)
+        self.breaker.probe_succeeded()
+
+    # -- inference ---------------------------------------------------------------------
+    def _check_input(self, x: np.ndarray, model: _Model) -> tuple[np.ndarray, bool]:
+        m = model.bundle.manifest
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise ConfigError(f"input must be numeric, got dtype {arr.dtype}")
+        want = tuple(m.input_shape[1:])
+        unbatched = arr.shape == want
+        if unbatched:
+            arr = arr[None]
+        if tuple(arr.shape[1:]) != want or arr.shape[0] < 1:
+            raise ConfigError(f"input shape {list(np.shape(x))} does not match the model input "
+                              f"{list(m.input_shape)} (batch first, or one sample without the batch dim)")
+        return np.ascontiguousarray(arr, dtype=np.float32), unbatched
+
+    def infer(self, x: np.ndarray, *, policy: str | None = None, deadline_ms: float | None = None) -> InferenceResult:
+        """Answer one request on the path the decision engine picks (or ``policy`` forces)."""
+        t0 = time.perf_counter()
+        if self._closed:
+            raise ConfigError("client is closed")
+        model = self._model  # one snapshot: a concurrent swap does not affect this request
+        arr, unbatched = self._check_input(x, model)
+        pol = self._policy if policy is None else parse_policy(policy, model.profile)
+        deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
+        with self._lock:
+            d = self._decide(model, pol, deadline)
+        c = d.chosen
+        timings: dict[str, float] = {"decide_ms": (time.perf_counter() - t0) * 1000.0}
+        fell_back, reason, sent = False, None, 0
+        rt = model.runtime
+        if c.path == "edge_only":
+            y, ms = rt.full(arr, c.variant)
+            timings["edge_ms"] = ms
+            self._edge_sample(ms, c, model)
+        else:
+            if c.path == "split":
+                assert c.split_point is not None
+                payload, ms = rt.head(c.split_point, arr, c.variant)
+                timings["edge_ms"] = ms
+                self._edge_sample(ms, c, model)
+            else:
+                payload = arr
+            y, sent, reason = self._remote(model, c, payload, t0, deadline, timings)
+            if y is None:  # finish locally from what the edge already has
+                fell_back = True
+                if c.path == "split":
+                    assert c.split_point is not None
+                    y, ms = rt.tail(c.split_point, payload)
+                else:
+                    y, ms = rt.full(arr)
+                timings["local_finish_ms"] = ms
+        total = (time.perf_counter() - t0) * 1000.0
+        timings["total_ms"] = total
+        met = deadline is None or total <= deadline
+        self._record(c, total, sent, fell_back, reason, met)
+        if not met and self.config.strict_deadline:
+            raise DeadlineError(f"request took {total:.1f} ms > deadline {deadline} ms on {c.key}"
+                                + (f" (fell back: {reason})" if fell_back else ""))
+        out = y[0] if unbatched else y
+        return InferenceResult(output=out, path=c.path, split_point=c.split_point, bytes_sent=sent,
+                               timings=timings, fell_back=fell_back, codec=c.codec, variant=c.variant,
+                               deadline_met=met, fallback_reason=reason, model_version=model.bundle.version)
+
+    def _edge_sample(self, ms: float, c: Candidate, model: _Model) -> None:
+        spec = next((p for p in model.profile.paths if p.key == c.key), None)
+        if spec is not None and spec.edge_ms > 0.05:  # tiny models: timer noise, not load
+            with self._lock:
+                self._edge_scale.update(ms / spec.edge_ms, time.monotonic())
+
+    def _remote(self, model: _Model, c: Candidate, payload: np.ndarray, t0: float,
+                deadline: float | None, timings: dict[str, float]) -> tuple[np.ndarray | None, int, str | None]:
+        """The cloud half; (output, bytes sent, None) or (None, bytes sent, why it fell back)."""
+        if self._stub is None:
+            return None, 0, "no cloud configured"
+        if self.breaker.is_open:
+            return None, 0, "circuit breaker open"
+        if not model.served:
+            return None, 0, "cloud does not serve this model version"
+        codec = c.codec or "f32+zstd1"
+        te = time.perf_counter()
+        frame = codecs.encode(payload, codec)
+        timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        if deadline is None:
+            budget_ms = self.config.cloud_timeout_ms
+        else:
+            budget_ms = deadline - elapsed - c.local_finish_ms * 1.2 - 1.0
+            if budget_ms <= 0.5:
+                return None, 0, "cloud would miss the deadline"
+        rid = uuid.uuid4().hex
+        tc = time.perf_counter()
+        try:
+            with rpc_errors("Decode" if c.path == "split" else "Infer"):
+                assert self._stub is not None
+                if c.path == "split":
+                    resp = self._stub.Decode(collab_pb2.DecodeRequest(
+                        model=model.model_id, split_point=c.split_point, frame=frame, request_id=rid),
+                        timeout=budget_ms / 1000.0)
+                else:
+                    resp = self._stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame,
+                                                                    request_id=rid), timeout=budget_ms / 1000.0)
+            call_ms = (time.perf_counter() - tc) * 1000.0
+            td = time.perf_counter()
+            y = codecs.decode(resp.output)
+            timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
+        except RpcError as e:
+            timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
+            self._cloud_failed(model, e)
+            return None, len(frame), f"{e.code.name}: {e.details}"[:200]
+        except CodecError as e:
+            self._cloud_failed(model, e)
+            return None, len(frame), f"bad response frame: {e}"
+        timings["cloud_call_ms"] = call_ms
+        timing = timing_from_proto(resp.timing)
+        timings["cloud_queue_ms"] = timing.queue_ms
+        timings["cloud_compute_ms"] = timing.compute_ms
+        now = time.monotonic()
+        self.breaker.record_success()
+        self.link.add_transfer(len(frame), max(call_ms - timing.total_ms, 0.0), now)
+        spec_ms = next((p.cloud_ms for p in model.profile.paths if p.key == c.key.split("@")[0]), 0.0)
+        with self._lock:
+            self._cloud_queue.update(timing.queue_ms, now)
+            if spec_ms > 0.05 and timing.compute_ms > 0:
+                self._cloud_scale.update(timing.compute_ms / spec_ms, now)
+        return y, len(frame), None
+
+    def _cloud_failed(self, model: _Model, e: CollabError) -> None:
+        code = getattr(e, "code", None)
+        if code in _MODEL_ERRORS:
+            if model.served:
+                logger.warning("cloud cannot serve %s@%s: %s", model.model_id.name, model.model_id.version[:12], e)
+            model.served = False
+        else:
+            self.link.record_failure(time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED)
+            if self.breaker.record_failure():
+                logger.warning("circuit breaker opened after %d failures (last: %s)",
+                               self.config.breaker_failures, e)
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    # -- telemetry -----------------------------------------------------------------------
+    def _record(self, c: Candidate, total: float, sent: int, fell_back: bool, reason: str | None,
+                met: bool) -> None:
+        with self._lock:
+            s = self._stats
+            s.requests += 1
+            s.paths[c.path] += 1
+            s.bytes_sent += sent
+            s.latencies.append(total)
+            s.deadline_misses += int(not met)
+            if fell_back:
+                s.fallbacks += 1
+                s.fallback_reasons[(reason or "?").split(":")[0]] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Path mix, fallbacks, latency percentiles (last 10k requests), bytes sent."""
+        with self._lock:
+            s = self._stats
+            lat = np.array(s.latencies, dtype=np.float64)
+            pct = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 95, 99)} if lat.size else
+                   {"p50": math.nan, "p95": math.nan, "p99": math.nan})
+            return {
+                "requests": s.requests, "fallbacks": s.fallbacks, "deadline_misses": s.deadline_misses,
+                "bytes_sent": s.bytes_sent, "paths": dict(s.paths),
+                "fallback_reasons": dict(s.fallback_reasons),
+                "latency_ms": {"mean": float(lat.mean()) if lat.size else math.nan, **pct},
+                "breaker": self.breaker.state, "breaker_opened": self.breaker.opened_count,
+                "cloud_reachable": self.link.reachable, "probes": self.monitor.probes_sent if self.monitor else 0,
+                "model_version": self._model.bundle.version,
+            }

@@ -1,0 +1,325 @@
+"""The decision engine: which path serves the next request.
+
+Pure functions over dataclasses (no I/O, no clock), so every choice can be
+reproduced and unit-tested from a synthetic profile. For every candidate path the
+engine predicts
+
+    total = edge compute (profiled x current edge scale) + encode
+            + bytes / bandwidth + RTT + cloud queue + cloud compute + decode
+
+and picks the fastest candidate that meets the deadline and the accuracy budget,
+keeping the previous choice unless the new one is clearly better (hysteresis).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from collab.bundle import Bundle, Manifest
+from collab.errors import CodecError, ConfigError
+
+PathKind = Literal["edge_only", "cloud_only", "split"]
+
+#: Codec used when a bundle has no calibration table: lossless, bytes assumed = raw size.
+DEFAULT_CODEC = "f32+zstd1"
+# Throughput assumptions for the uncalibrated default codec (bytes per ms); zstd-1 on
+# float features runs at several hundred MB/s, so this is a conservative guess.
+_DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0
+_DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
+
+
+class CodecChoiceLike(Protocol):
+    codec: str
+    predicted_ms: float
+    bytes: float
+
+
+CodecChooser = Callable[..., CodecChoiceLike]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathSpec:
+    """What a path costs independent of the network: the profile of one candidate."""
+
+    path: PathKind
+    split_point: str | None = None
+    variant: str | None = None  # edge-side variant name (e.g. "int8_static"), None = FP32
+    edge_ms: float = 0.0  # profiled edge compute before the transfer (head or full model)
+    cloud_ms: float = 0.0  # profiled cloud compute (tail or full model)
+    local_finish_ms: float = 0.0  # edge compute to finish locally if the cloud fails
+    raw_bytes: int = 0  # float32 bytes of what crosses the network
+    output_bytes: int = 0  # bytes of the answer coming back
+    codec_stats: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    edge_agreement: float = 1.0  # top-1 agreement of the edge variant with FP32
+
+    @property
+    def key(self) -> str:
+        base = self.path if self.path != "split" else f"split:{self.split_point}"
+        return base if self.variant is None else f"{base}@{self.variant}"
+
+    @property
+    def uses_cloud(self) -> bool:
+        return self.path != "edge_only"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    model_name: str
+    paths: tuple[PathSpec, ...]
+
+    def split_names(self) -> list[str]:
+        return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetState:
+    """Current network estimate (from collab.net)."""
+
+    reachable: bool = True
+    rtt_ms: float = 1.0
+    bandwidth_bps: float = 1e9
+    rtt_std_ms: float = 0.0
+    bandwidth_std_bps: float = 0.0
+    loss_rate: float = 0.0  # fraction of recent remote calls that failed or timed out
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudState:
+    queue_ms: float = 0.0  # expected queueing delay (LoadReport / ServerTiming)
+    compute_scale: float = 1.0  # observed cloud compute / profiled compute
+    serves_model: bool = True  # the cloud serves this bundle version
+    breaker_open: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeState:
+    compute_scale: float = 1.0  # measured edge compute / profiled (load, slowdown)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    mode: Literal["auto", "edge_only", "cloud_only", "split"]
+    split_point: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"split:{self.split_point}" if self.mode == "split" else self.mode
+
+
+def parse_policy(text: str, profile: Profile | None = None) -> Policy:
+    """Parse ``auto | edge_only | cloud_only | split:<name>``; ConfigError on anything else."""
+    t = text.strip()
+    if t in ("auto", "edge_only", "cloud_only"):
+        return Policy(mode=t)  # type: ignore[arg-type]
+    if t.startswith("split:") and len(t) > 6:
+        name = t[6:]
+        if profile is not None and name not in profile.split_names():
+            known = ", ".join(profile.split_names()) or "none"
+            raise ConfigError(f"policy {text!r}: unknown split point {name!r} (known: {known})")
+        return Policy(mode="split", split_point=name)
+    raise ConfigError(f"unknown policy {text!r} (use auto, edge_only, cloud_only or split:<name>)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One path's predicted latency breakdown (all times in ms)."""
+
+    key: str
+    path: PathKind
+    split_point: str | None
+    variant: str | None
+    codec: str | None
+    bytes: float
+    edge_ms: float
+    encode_ms: float
+    transfer_ms: float
+    rtt_ms: float
+    queue_ms: float
+    cloud_ms: float
+    decode_ms: float
+    total_ms: float
+    accuracy_loss: float
+    local_finish_ms: float
+    feasible: bool  # reachable and within the accuracy budget
+    meets_deadline: bool
+    note: str = ""
+
+    def breakdown(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "path": self.path, "split_point": self.split_point,
+            "variant": self.variant, "codec": self.codec, "bytes": round(self.bytes),
+            "edge_ms": self.edge_ms, "encode_ms": self.encode_ms, "transfer_ms": self.transfer_ms,
+            "rtt_ms": self.rtt_ms, "queue_ms": self.queue_ms, "cloud_ms": self.cloud_ms,
+            "decode_ms": self.decode_ms, "total_ms": self.total_ms,
+            "accuracy_loss": self.accuracy_loss, "feasible": self.feasible,
+            "meets_deadline": self.meets_deadline, "note": self.note,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    reason: str
+    policy: str
+
+    def explain(self) -> dict[str, Any]:
+        """Every candidate's predicted breakdown (fastest first) and why the winner won."""
+        return {
+            "policy": self.policy,
+            "chosen": self.chosen.key,
+            "reason": self.reason,
+            "candidates": [c.breakdown() for c in sorted(self.candidates, key=lambda c: c.total_ms)],
+        }
+
+
+def _default_chooser() -> CodecChooser:
+    from collab.codec.policy import choose_codec
+
+    return choose_codec
+
+
+def default_codec_stats(raw_bytes: int) -> dict[str, dict[str, float]]:
+    """The uncalibrated fallback: lossless f32+zstd1, bytes estimated as the raw size."""
+    return {DEFAULT_CODEC: {
+        "bytes": float(raw_bytes), "ratio": 1.0,
+        "encode_ms": raw_bytes / _DEFAULT_ENCODE_BYTES_PER_MS,
+        "decode_ms": raw_bytes / _DEFAULT_DECODE_BYTES_PER_MS,
+        "rel_l2": 0.0, "agreement": 1.0,
+    }}
+
+
+def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None) -> Profile:
+    """Candidate paths of a bundle: edge-only (and its variants), cloud-only, every split
+    point (and every head variant), with the codec table of what crosses the network."""
+    out_bytes = 4 * math.prod(manifest.output_shape)
+    cal_points: Mapping[str, Any] = (calibration or {}).get("points", {}) or {}
+    cal_input: Mapping[str, Any] | None = (calibration or {}).get("input") or None
+    paths: list[PathSpec] = [PathSpec(path="edge_only", edge_ms=manifest.full_ms)]
+    paths += [PathSpec(path="edge_only", variant=v.name, edge_ms=v.ms, edge_agreement=v.agreement)
+              for v in manifest.full_variants]
+    paths.append(PathSpec(
+        path="cloud_only", cloud_ms=manifest.full_ms, local_finish_ms=manifest.full_ms,
+        raw_bytes=manifest.input_bytes, output_bytes=out_bytes,
+        codec_stats=cal_input or default_codec_stats(manifest.input_bytes)))
+    for sp in manifest.split_points:
+        stats = cal_points.get(sp.name) or default_codec_stats(sp.feature_bytes)
+        common = dict(path="split", split_point=sp.name, cloud_ms=sp.tail_ms, local_finish_ms=sp.tail_ms,
+                      raw_bytes=sp.feature_bytes, output_bytes=out_bytes, codec_stats=stats)
+        paths.append(PathSpec(edge_ms=sp.head_ms, **common))  # type: ignore[arg-type]
+        paths += [PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
+                  for v in sp.head_variants]
+    return Profile(model_name=manifest.model_name, paths=tuple(paths))
+
+
+def profile_from_bundle(bundle: Bundle) -> Profile:
+    return profile_from_manifest(bundle.manifest, bundle.calibration())
+
+
+def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,
+            accuracy_budget: float, deadline_ms: float | None,
+            chooser: CodecChooser | None = None) -> Candidate:
+    """Predicted latency breakdown of one path under the current state."""
+    edge_ms = spec.edge_ms * edge.compute_scale
+    edge_loss = 1.0 - spec.edge_agreement
+    local_finish = spec.local_finish_ms * edge.compute_scale
+    if not spec.uses_cloud:
+        feasible = edge_loss <= accuracy_budget + 1e-12
+        return Candidate(
+            key=spec.key, path=spec.path, split_point=None, variant=spec.variant, codec=None, bytes=0.0,
+            edge_ms=edge_ms, encode_ms=0.0, transfer_ms=0.0, rtt_ms=0.0, queue_ms=0.0, cloud_ms=0.0,
+            decode_ms=0.0, total_ms=edge_ms, accuracy_loss=edge_loss, local_finish_ms=0.0,
+            feasible=feasible, meets_deadline=deadline_ms is None or edge_ms <= deadline_ms,
+            note="" if feasible else "edge variant exceeds the accuracy budget")
+    bw = max(net.bandwidth_bps, 1.0)
+    choose = chooser or _default_chooser()
+    remaining_budget = max(accuracy_budget - edge_loss, 0.0)
+    note = ""
+    try:
+        choice = choose(spec.codec_stats, bandwidth_bps=bw, accuracy_budget=remaining_budget)
+        codec, nbytes = choice.codec, float(choice.bytes)
+        st = spec.codec_stats[codec]
+        encode_ms, decode_ms = float(st["encode_ms"]), float(st["decode_ms"])
+        codec_loss = 1.0 - float(st.get("agreement", 1.0))
+    except (CodecError, ValueError, KeyError, LookupError) as e:
+        codec, nbytes, encode_ms, decode_ms, codec_loss = None, float(spec.raw_bytes), 0.0, 0.0, 1.0
+        note = f"no codec within the accuracy budget ({e})"
+    transfer_ms = (nbytes + spec.output_bytes) * 8.0 / bw * 1000.0
+    cloud_ms = spec.cloud_ms * cloud.compute_scale
+    total = (edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms)
+    # A failed call costs the local finish on top; weigh it by the observed loss rate.
+    total += min(max(net.loss_rate, 0.0), 1.0) * local_finish
+    loss = edge_loss + codec_loss
+    feasible = codec is not None and loss <= accuracy_budget + 1e-12
+    if not (net.reachable and cloud.serves_model and not cloud.breaker_open):
+        feasible = False
+        note = ("circuit breaker open" if cloud.breaker_open else
+                "cloud unreachable" if not net.reachable else "cloud does not serve this model version")
+    elif not feasible and not note:
+        note = "exceeds the accuracy budget"
+    return Candidate(
+        key=spec.key, path=spec.path, split_point=spec.split_point, variant=spec.variant, codec=codec,
+        bytes=nbytes, edge_ms=edge_ms, encode_ms=encode_ms, transfer_ms=transfer_ms, rtt_ms=net.rtt_ms,
+        queue_ms=cloud.queue_ms, cloud_ms=cloud_ms, decode_ms=decode_ms, total_ms=total,
+        accuracy_loss=loss, local_finish_ms=local_finish, feasible=feasible,
+        meets_deadline=deadline_ms is None or total <= deadline_ms, note=note)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hysteresis:
+    """Switch away from the previous choice only if the new one is faster by more than
+    ``fraction`` of the previous prediction AND by more than ``min_ms``."""
+
+    fraction: float = 0.10
+    min_ms: float = 0.5
+
+
+NO_HYSTERESIS = Hysteresis(fraction=0.0, min_ms=0.0)
+
+
+def decide(profile: Profile, *, policy: Policy, net: NetState, cloud: CloudState, edge: EdgeState,
+           accuracy_budget: float = 0.0, deadline_ms: float | None = None,
+           previous: str | None = None, hysteresis: Hysteresis = Hysteresis(),
+           chooser: CodecChooser | None = None) -> Decision:
+    """Choose a path. Forced policies return their path (possibly infeasible: the caller
+    then finishes locally); ``auto`` returns the fastest feasible candidate."""
+    specs = profile.paths
+    if policy.mode != "auto":  # only the forced path is predicted: cheap per request
+        specs = tuple(p for p in specs if p.variant is None and p.key == policy.key)
+    cands = tuple(predict(p, net=net, cloud=cloud, edge=edge, accuracy_budget=accuracy_budget,
+                          deadline_ms=deadline_ms, chooser=chooser) for p in specs)
+    if policy.mode != "auto":
+        forced = cands
+        if not forced:
+            raise ConfigError(f"policy {policy.key!r} does not match any path of {profile.model_name}")
+        return Decision(chosen=forced[0], candidates=cands, policy=policy.key,
+                        reason=f"forced by policy {policy.key}"
+                               + (f" ({forced[0].note}; will finish locally)" if not forced[0].feasible else ""))
+    feasible = [c for c in cands if c.feasible]
+    if not feasible:  # edge-only FP32 always has zero loss; only a negative budget gets here
+        best = next(c for c in cands if c.path == "edge_only" and c.variant is None)
+        return Decision(chosen=best, candidates=cands, policy="auto",
+                        reason="no candidate within the accuracy budget; FP32 edge-only")
+    on_time = [c for c in feasible if c.meets_deadline]
+    pool = on_time or feasible
+    best = min(pool, key=lambda c: (c.total_ms, c.key))
+    why = (f"fastest of {len(on_time)} candidates meeting the {deadline_ms} ms deadline"
+           if on_time and deadline_ms is not None else
+           f"fastest of {len(pool)} feasible candidates" if on_time else
+           f"no candidate meets the {deadline_ms} ms deadline; fastest feasible")
+    if previous is not None and previous != best.key:
+        prev = next((c for c in pool if c.key == previous), None)
+        if prev is not None:
+            gain = prev.total_ms - best.total_ms
+            if gain <= max(hysteresis.fraction * prev.total_ms, hysteresis.min_ms):
+                return Decision(chosen=prev, candidates=cands, policy="auto",
+                                reason=(f"kept {prev.key} (hysteresis: {best.key} would save only "
+                                        f"{gain:.2f} ms of {prev.total_ms:.2f} ms)"))
+    others = sorted((c for c in pool if c.key != best.key), key=lambda c: c.total_ms)
+    if others:
+        why += f"; {others[0].key} is {others[0].total_ms - best.total_ms:.2f} ms slower"
+    return Decision(chosen=best, candidates=cands, policy="auto", reason=f"{best.key}: {why}")
+

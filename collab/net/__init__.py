@@ -1,0 +1,11 @@
+"""Network monitoring for the edge: what the link to the cloud looks like right now.
+
+``estimator`` turns samples (active probes and passive measurements of real
+transfers) into smoothed RTT / bandwidth / loss estimates; ``monitor`` runs the
+active probes in a background thread. No grpc here: the probe is a callable.
+"""
+
+from collab.net.estimator import Ewma, LinkEstimator
+from collab.net.monitor import NetworkMonitor, ProbeReply
+
+__all__ = ["Ewma", "LinkEstimator", "NetworkMonitor", "ProbeReply"]

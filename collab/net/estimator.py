@@ -1,0 +1,121 @@
+"""Smoothed link estimates with variance, from active and passive samples."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+from collab.decision import NetState
+
+
+@dataclass
+class Ewma:
+    """Exponentially weighted mean and variance (West's incremental form)."""
+
+    alpha: float = 0.3
+    mean: float = math.nan
+    var: float = 0.0
+    n: int = 0
+    updated_at: float = -math.inf
+
+    def update(self, x: float, now: float) -> None:
+        if self.n == 0:
+            self.mean, self.var = x, 0.0
+        else:
+            d = x - self.mean
+            incr = self.alpha * d
+            self.mean += incr
+            self.var = (1 - self.alpha) * (self.var + d * incr)
+        self.n += 1
+        self.updated_at = now
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0))
+
+    def age(self, now: float) -> float:
+        return now - self.updated_at
+
+
+class LinkEstimator:
+    """RTT, bandwidth and failure rate of the link to the cloud. Thread-safe.
+
+    The link counts as reachable once a call succeeded and until ``fail_threshold``
+    consecutive calls fail; an estimator that never heard from the cloud is unreachable
+    (start edge-only, upgrade when a probe succeeds)."""
+
+    def __init__(self, *, alpha: float = 0.3, fail_threshold: int = 2,
+                 min_bw_sample_bytes: int = 16_384, max_bandwidth_bps: float = 1e11) -> None:
+        self._lock = threading.Lock()
+        self.rtt = Ewma(alpha)  # ms
+        self.bw = Ewma(alpha)  # bits/s
+        self.loss = Ewma(0.1)  # 1 = failed call, 0 = success
+        self.fail_threshold = fail_threshold
+        self.min_bw_sample_bytes = min_bw_sample_bytes
+        self.max_bandwidth_bps = max_bandwidth_bps
+        self.consecutive_failures = 0
+        self.successes = 0
+        self.failures = 0
+        self.timeouts = 0
+
+    # -- samples -------------------------------------------------------------------------
+    def add_rtt(self, ms: float, now: float) -> None:
+        with self._lock:
+            self.rtt.update(max(ms, 0.0), now)
+            self._success_locked(now)
+
+    def add_bandwidth(self, nbytes: int, transfer_ms: float, now: float) -> None:
+        """A sample of ``nbytes`` taking ``transfer_ms`` beyond the RTT."""
+        bps = min(nbytes * 8.0 / max(transfer_ms, 1e-3) * 1000.0, self.max_bandwidth_bps)
+        with self._lock:
+            self.bw.update(bps, now)
+            self._success_locked(now)
+
+    def add_transfer(self, nbytes: int, network_ms: float, now: float) -> None:
+        """Passive sample from a real call: ``network_ms`` = wall time minus server time.
+        Small transfers refresh the RTT; large ones (beyond the RTT) the bandwidth."""
+        with self._lock:
+            rtt = self.rtt.mean
+        if nbytes >= self.min_bw_sample_bytes and not math.isnan(rtt) and network_ms - rtt > 0.05 * network_ms:
+            self.add_bandwidth(nbytes, network_ms - rtt, now)
+        elif nbytes < self.min_bw_sample_bytes:
+            self.add_rtt(network_ms, now)
+        else:
+            self.record_success(now)
+
+    def record_success(self, now: float) -> None:
+        with self._lock:
+            self._success_locked(now)
+
+    def _success_locked(self, now: float) -> None:
+        self.loss.update(0.0, now)
+        self.consecutive_failures = 0
+        self.successes += 1
+
+    def record_failure(self, now: float, *, timeout: bool = False) -> None:
+        with self._lock:
+            self.loss.update(1.0, now)
+            self.consecutive_failures += 1
+            self.failures += 1
+            self.timeouts += int(timeout)
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def reachable(self) -> bool:
+        return self.successes > 0 and self.consecutive_failures < self.fail_threshold
+
+    def rtt_age(self, now: float) -> float:
+        return self.rtt.age(now)
+
+    def bandwidth_age(self, now: float) -> float:
+        return self.bw.age(now)
+
+    def state(self, *, default_rtt_ms: float = 50.0, default_bandwidth_bps: float = 10e6) -> NetState:
+        """The current estimate as the decision engine's NetState (defaults until sampled)."""
+        with self._lock:
+            rtt = self.rtt.mean if self.rtt.n else default_rtt_ms
+            bw = self.bw.mean if self.bw.n else default_bandwidth_bps
+            return NetState(reachable=self.reachable, rtt_ms=rtt, bandwidth_bps=bw,
+                            rtt_std_ms=self.rtt.std, bandwidth_std_bps=self.bw.std,
+                            loss_rate=self.loss.mean if self.loss.n else 0.0)

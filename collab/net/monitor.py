@@ -1,0 +1,134 @@
+"""Active probing in a background thread.
+
+Every ``interval_s`` the monitor refreshes what is stale: a small probe when the RTT
+estimate is older than one interval (passive samples from real calls keep it fresh
+under traffic, so a busy client rarely probes), a sized probe when the bandwidth
+estimate is older than ``bandwidth_interval_s``. The sized probe is scaled to take
+about ``bandwidth_probe_ms`` at the current estimate, so slow links are not flooded
+and fast links are still measured beyond the RTT noise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collab.errors import CollabError, DeadlineError
+from collab.log import logger
+from collab.net.estimator import LinkEstimator
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeReply:
+    wall_ms: float  # client-side round trip of the probe call
+    server_ms: float = 0.0  # time the server spent (subtracted when known)
+    load: Any = None  # collab.transport.LoadReport or None
+    models: tuple[tuple[str, str], ...] = ()  # (name, version) the cloud serves
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: probe(upload_bytes, timeout_s) -> ProbeReply; raises CollabError on failure.
+ProbeFn = Callable[[int, float], ProbeReply]
+
+
+class NetworkMonitor:
+    def __init__(self, probe: ProbeFn, estimator: LinkEstimator, *, interval_s: float = 1.0,
+                 bandwidth_interval_s: float | None = None, timeout_s: float = 1.0,
+                 min_probe_bytes: int = 16_384, max_probe_bytes: int = 262_144,
+                 bandwidth_probe_ms: float = 20.0,
+                 on_reply: Callable[[ProbeReply], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.probe_fn = probe
+        self.est = estimator
+        self.interval_s = interval_s
+        self.bandwidth_interval_s = bandwidth_interval_s or 5 * interval_s
+        self.timeout_s = timeout_s
+        self.min_probe_bytes = min_probe_bytes
+        self.max_probe_bytes = max_probe_bytes
+        self.bandwidth_probe_ms = bandwidth_probe_ms
+        self.on_reply = on_reply
+        self.clock = clock
+        self.probes_sent = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one probe round at a time
+
+    # -- one round -------------------------------------------------------------------
+    def _probe(self, nbytes: int) -> ProbeReply | None:
+        self.probes_sent += 1
+        try:
+            reply = self.probe_fn(nbytes, self.timeout_s)
+        except DeadlineError:
+            self.est.record_failure(self.clock(), timeout=True)
+            return None
+        except CollabError as e:
+            logger.debug("probe failed: %s", e)
+            self.est.record_failure(self.clock())
+            return None
+        if self.on_reply is not None:
+            self.on_reply(reply)
+        return reply
+
+    def probe_rtt(self) -> float | None:
+        r = self._probe(0)
+        if r is None:
+            return None
+        ms = max(r.wall_ms - r.server_ms, 0.0)
+        self.est.add_rtt(ms, self.clock())
+        return ms
+
+    def probe_bandwidth(self) -> float | None:
+        """A small and a sized probe back to back; the difference is the transfer time."""
+        rtt = self.probe_rtt()
+        if rtt is None:
+            return None
+        bw = self.est.state().bandwidth_bps if self.est.bw.n else None
+        nbytes = self.max_probe_bytes if bw is None else int(bw * self.bandwidth_probe_ms / 8000.0)
+        nbytes = min(max(nbytes, self.min_probe_bytes), self.max_probe_bytes)
+        r = self._probe(nbytes)
+        if r is None:
+            return None
+        transfer = max(r.wall_ms - r.server_ms - rtt, 0.0)
+        self.est.add_bandwidth(nbytes, transfer, self.clock())
+        return self.est.state().bandwidth_bps
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Probe whatever is stale (everything when ``force``)."""
+        with self._lock:
+            now = self.clock()
+            if force or not self.est.reachable or self.est.bandwidth_age(now) > self.bandwidth_interval_s:
+                self.probe_bandwidth()
+            elif self.est.rtt_age(now) > self.interval_s:
+                self.probe_rtt()
+
+    # -- thread -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="collab-net-monitor", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Probe at once (e.g. after a failure) instead of waiting for the next tick."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # never let the monitor thread die
+                logger.exception("network monitor round failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s * 3 + 1)
+            self._thread = None

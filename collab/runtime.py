@@ -1,0 +1,99 @@
+"""The edge runtime: ONNX Runtime sessions for the full model, heads and tails.
+
+Shared by the SDK (collab.Client) and the edge daemon. Sessions load lazily and are
+cached: the full model is loaded first (so edge-only answers are possible as soon as
+possible), the rest by :meth:`EdgeRuntime.warm` (the client runs it in the
+background). Tails are kept on the edge too: when a collaborative call fails, the
+tail finishes the request from the head output already computed, so no edge work
+is wasted (design decision of the fallback; costs the tails' memory).
+
+``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the measured
+compute time after every run. No torch import anywhere here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from collab.bundle import Bundle, load_bundle
+from collab.errors import BundleError, ConfigError
+from collab.ort import make_session, run
+
+
+class EdgeRuntime:
+    def __init__(self, bundle: Bundle | str | Path, *, intra_threads: int = 1, slowdown: float = 1.0) -> None:
+        if slowdown < 1.0:
+            raise ConfigError(f"slowdown must be >= 1.0 (got {slowdown})")
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.manifest = self.bundle.manifest
+        self.intra_threads = intra_threads
+        self.slowdown = slowdown
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self._heads = {sp.name: sp.head for sp in self.manifest.split_points}
+        self._tails = {sp.name: sp.tail for sp in self.manifest.split_points}
+        self._head_variants = {(sp.name, v.name): v.path for sp in self.manifest.split_points
+                               for v in sp.head_variants}
+        self._full_variants = {v.name: v.path for v in self.manifest.full_variants}
+
+    # -- sessions ---------------------------------------------------------------------
+    def session(self, rel: str) -> ort.InferenceSession:
+        s = self._sessions.get(rel)
+        if s is not None:
+            return s
+        with self._lock:
+            s = self._sessions.get(rel)
+            if s is None:
+                s = make_session(self.bundle.path(rel), intra_threads=self.intra_threads)
+                self._sessions[rel] = s
+            return s
+
+    def all_paths(self) -> list[str]:
+        return [self.manifest.full, *self._heads.values(), *self._tails.values(),
+                *self._head_variants.values(), *self._full_variants.values()]
+
+    def warm(self, paths: list[str] | None = None) -> None:
+        for rel in paths if paths is not None else self.all_paths():
+            self.session(rel)
+
+    def loaded(self) -> int:
+        return len(self._sessions)
+
+    # -- running ------------------------------------------------------------------------
+    def _timed(self, rel: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+        sess = self.session(rel)
+        t0 = time.perf_counter()
+        y = run(sess, x)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if self.slowdown > 1.0:
+            time.sleep(ms * (self.slowdown - 1.0) / 1000.0)
+            ms *= self.slowdown
+        return y, ms
+
+    def full(self, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
+        """Edge-only: (output, compute ms including slowdown padding)."""
+        if variant is None:
+            return self._timed(self.manifest.full, x)
+        try:
+            return self._timed(self._full_variants[variant], x)
+        except KeyError:
+            raise BundleError(f"unknown edge-only variant {variant!r}") from None
+
+    def head(self, split: str, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
+        try:
+            rel = self._heads[split] if variant is None else self._head_variants[(split, variant)]
+        except KeyError:
+            raise BundleError(f"unknown split point/variant {split!r}/{variant!r}") from None
+        return self._timed(rel, x)
+
+    def tail(self, split: str, feature: np.ndarray) -> tuple[np.ndarray, float]:
+        try:
+            rel = self._tails[split]
+        except KeyError:
+            raise BundleError(f"unknown split point {split!r}") from None
+        return self._timed(rel, feature)
