@@ -34,12 +34,14 @@ def _from_example(spec: str, n: int) -> Samples:
     parts = spec.split(":")
     name = parts[1] if len(parts) > 1 else ""
     split = parts[2] if len(parts) > 2 else "test"
+    if split not in ("train", "test"):
+        raise ConfigError(f"--calibration {spec}: split must be 'train' or 'test'")
     try:
         from collab.models.examples import example_inputs
     except ImportError as e:
         raise ConfigError(f"--calibration {spec}: example datasets are not available ({e})") from e
     try:
-        got = example_inputs(name, n, split)
+        got = example_inputs(name, n, split)  # type: ignore[arg-type]
     except (KeyError, ValueError) as e:
         raise ConfigError(f"--calibration {spec}: {e}") from e
     if isinstance(got, tuple):
