@@ -1,0 +1,174 @@
+"""What the cloud node does for a request, independent of gRPC.
+
+Decode and check the frame, queue it on the (model, split) batcher, encode the
+output losslessly, and report where the time went plus the node's current load.
+Raises only domain errors (cloud_node.errors, CodecError, DeadlineError,
+InferenceError); the servicer maps them to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud_node.batcher import Batcher, BatchObserver
+from cloud_node.errors import BadRequestError, TooLargeError
+from cloud_node.metrics import Metrics
+from cloud_node.models import FULL, ModelRegistry, Runnable
+from collab import codec
+from collab.transport import LoadReport, ServerTiming
+
+OUTPUT_CODEC = "f32"  # lossless: the edge gets exactly what the full model computes
+_EWMA = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorCall:
+    """Infer (``split`` None: the whole model on an input frame) or Decode (a tail)."""
+
+    model: str
+    version: str = ""
+    split: str | None = None
+    frame: bytes
+    request_id: str = ""
+    deadline: float | None = None  # asyncio loop time
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorReply:
+    request_id: str
+    model: str
+    version: str
+    output: bytes
+    timing: ServerTiming
+    load: LoadReport
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeCall:
+    payload: bytes
+    response_bytes: int = 0  # 0 = echo the payload, > 0 = that many bytes back
+    client_send_time: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeReply:
+    payload: bytes
+    client_send_time: float
+    received_bytes: int
+    load: LoadReport
+    models: tuple[tuple[str, str], ...]  # (name, version)
+
+
+class _LoadObserver:
+    """Feeds batch statistics to Prometheus and to the node's load EWMAs."""
+
+    def __init__(self, handler: CloudHandler, inner: BatchObserver) -> None:
+        self._h = handler
+        self._inner = inner
+
+    def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
+        self._inner.batch(size, queue_s, compute_s)
+        h = self._h
+        q_ms = 1000.0 * sum(queue_s) / max(1, len(queue_s))
+        h._queue_ewma += _EWMA * (q_ms - h._queue_ewma)
+        h._compute_ewma += _EWMA * (1000.0 * compute_s - h._compute_ewma)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self._inner.dropped(reason, n)
+
+
+class CloudHandler:
+    """One per server; create and use it inside the server's event loop."""
+
+    def __init__(self, registry: ModelRegistry, *, metrics: Metrics, executor: Executor,
+                 slots: int, max_batch_size: int, max_wait_ms: float,
+                 max_message_bytes: int) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_size = max(1, max_batch_size)
+        self._inflight = 0
+        self._queue_ewma = 0.0
+        self._compute_ewma = 0.0
+        self._batchers: dict[tuple[str, str, str], Batcher] = {}
+        for r in registry.runnables():
+            obs = _LoadObserver(self, metrics.observer(r.model, r.split))
+            self._batchers[r.key] = Batcher(r, executor=executor, max_batch_size=max_batch_size,
+                                            max_wait_ms=max_wait_ms, slots=slots, observer=obs,
+                                            name=f"{r.model}/{r.split}")
+        self._probe_buf = os.urandom(64 * 1024)  # incompressible filler for probe replies
+
+    # ----------------------------------------------------------------- load
+
+    def load(self) -> LoadReport:
+        depth = sum(b.depth for b in self._batchers.values())
+        self.metrics.queue_depth.set(depth)
+        return LoadReport(queue_depth=depth, inflight=self._inflight,
+                          queue_ms_ewma=self._queue_ewma, compute_ms_ewma=self._compute_ewma)
+
+    # ----------------------------------------------------------------- tensors
+
+    async def run(self, call: TensorCall) -> TensorReply:
+        t0 = time.perf_counter()
+        self._inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            r = self.registry.resolve(call.model, call.version, call.split)
+            self.metrics.requests.labels("Infer" if call.split is None else "Decode",
+                                         r.model, r.split).inc()
+            x = self._decode(call.frame, r)
+            t1 = time.perf_counter()
+            res = await self._batchers[r.key].submit(x, call.deadline)
+            out = codec.encode(res.output, OUTPUT_CODEC)
+            timing = ServerTiming(queue_ms=res.queue_ms, compute_ms=res.compute_ms,
+                                  decode_ms=(t1 - t0) * 1000.0, batch_size=res.batch_size,
+                                  total_ms=(time.perf_counter() - t0) * 1000.0)
+            return TensorReply(request_id=call.request_id, model=r.model, version=r.version,
+                               output=out, timing=timing, load=self.load())
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight.dec()
+
+    def _decode(self, frame: bytes, r: Runnable) -> np.ndarray:
+        """Check the header against the model before decoding anything (CodecError for
+        malformed frames, BadRequestError for a wrong shape)."""
+        hdr = codec.peek(frame)
+        want = tuple(r.sample_shape)
+        if len(hdr.shape) != len(want) + 1 or hdr.shape[1:] != want or hdr.shape[0] < 1:
+            split = r.split if r.split != FULL else "input"
+            raise BadRequestError(
+                f"{r.model}/{split}: expected shape [N, {', '.join(map(str, want))}], "
+                f"got {list(hdr.shape)}")
+        if hdr.shape[0] > self.max_batch_size:
+            raise TooLargeError(f"{hdr.shape[0]} samples in one request; at most "
+                                f"{self.max_batch_size} allowed")
+        x = codec.decode(frame, max_bytes=hdr.shape[0] * r.sample_bytes)
+        return x if x.dtype == np.float32 else x.astype(np.float32)
+
+    # ----------------------------------------------------------------- probes
+
+    def probe(self, call: ProbeCall) -> ProbeReply:
+        n = call.response_bytes
+        if n < 0:
+            raise BadRequestError(f"response_bytes must be >= 0, got {n}")
+        if n > self.max_message_bytes - 1024:
+            raise TooLargeError(f"response_bytes {n} exceeds the message limit "
+                                f"{self.max_message_bytes - 1024}")
+        if n == 0:
+            payload = call.payload
+        else:
+            reps = -(-n // len(self._probe_buf))
+            payload = (self._probe_buf * reps)[:n] if reps > 1 else self._probe_buf[:n]
+        return ProbeReply(payload=payload, client_send_time=call.client_send_time,
+                          received_bytes=len(call.payload), load=self.load(),
+                          models=tuple((m.name, m.version) for m in self.registry.models))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))

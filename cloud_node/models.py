@@ -1,0 +1,112 @@
+"""The models a cloud node serves: for every bundle, the full model and every tail.
+
+Sessions are created once at start-up, so the first request pays no load time and a
+broken bundle stops the node before it announces itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from cloud_node.errors import NotServedError
+from collab.bundle import Bundle
+from collab.ort import make_session
+
+FULL = "full"  # split label of the whole model (Infer) in metrics and batcher keys
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """One ONNX graph with a dynamic batch dimension and its expected per-sample shape."""
+
+    model: str
+    version: str
+    split: str  # split point name, or FULL
+    session: ort.InferenceSession
+    sample_shape: tuple[int, ...]  # without the batch dimension
+
+    @property
+    def sample_bytes(self) -> int:
+        return 4 * math.prod(self.sample_shape)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model, self.version, self.split)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from collab.ort import run
+
+        return run(self.session, x)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    bundle: Bundle
+    full: Runnable
+    tails: dict[str, Runnable]
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+
+class ModelRegistry:
+    """Resolves (model name, version, split) to a Runnable; NotServedError otherwise."""
+
+    def __init__(self, bundles: Sequence[Bundle], *, intra_threads: int = 1) -> None:
+        self._models: dict[str, list[ServedModel]] = {}
+        for b in bundles:
+            m = b.manifest
+            full = Runnable(m.model_name, b.version, FULL,
+                            make_session(b.path(m.full), intra_threads=intra_threads),
+                            tuple(m.input_shape[1:]))
+            tails = {
+                sp.name: Runnable(m.model_name, b.version, sp.name,
+                                  make_session(b.path(sp.tail), intra_threads=intra_threads),
+                                  tuple(sp.feature_shape[1:]))
+                for sp in m.split_points
+            }
+            self._models.setdefault(m.model_name, []).append(ServedModel(b, full, tails))
+
+    @property
+    def models(self) -> list[ServedModel]:
+        return [m for ms in self._models.values() for m in ms]
+
+    def resolve(self, name: str, version: str, split: str | None) -> Runnable:
+        """``version`` empty = the first bundle loaded under that name."""
+        candidates = self._models.get(name)
+        if not candidates:
+            served = ", ".join(sorted(self._models)) or "none"
+            raise NotServedError(f"model {name!r} is not served here (serving: {served})")
+        model = next((m for m in candidates if not version or m.version == version), None)
+        if model is None:
+            have = ", ".join(m.version[:12] for m in candidates)
+            raise NotServedError(f"model {name!r} version {version[:12]!r} is not served (have: {have})")
+        if split is None:
+            return model.full
+        tail = model.tails.get(split)
+        if tail is None:
+            known = ", ".join(model.tails) or "none"
+            raise NotServedError(f"model {name!r} has no split point {split!r} (known: {known})")
+        return tail
+
+    def runnables(self) -> list[Runnable]:
+        return [r for m in self.models for r in (m.full, *m.tails.values())]
+
+    def warmup(self) -> None:
+        """Run every graph once: the first ONNX Runtime call allocates and is slow."""
+        for r in self.runnables():
+            r(np.zeros((1, *r.sample_shape), dtype=np.float32))
+
+    def largest_sample_bytes(self) -> int:
+        """float32 bytes of the largest single-sample input or feature served."""
+        return max((r.sample_bytes for r in self.runnables()), default=0)

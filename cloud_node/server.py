@@ -1,0 +1,193 @@
+"""Build, run and drain a cloud node.
+
+grpc.aio on one event loop thread (cheap per-request overhead, no handler-thread GIL
+contention); ONNX Runtime batches run on a small executor, one slot per core, with
+one intra-op thread each — on a 2-core box parallelism comes from two batches in
+flight, and batches grow while the previous ones compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from cloud_node.handler import CloudHandler
+from cloud_node.metrics import Metrics
+from cloud_node.models import ModelRegistry
+from cloud_node.servicer import CloudServicer
+from collab.bundle import load_bundle
+from collab.errors import ConfigError
+from collab.log import logger
+from collab.proto import collab_pb2_grpc
+from collab.transport import SERVICE_NAME, parse_address, server_credentials, server_options
+
+_MIN_MESSAGE_BYTES = 1 << 20  # room for bandwidth probes even with tiny models
+_FRAME_MARGIN = 1.10  # lossless frames of incompressible data grow a little
+_FRAME_SLACK = 64 * 1024  # frame header, protobuf fields
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudConfig:
+    """Everything ``collab cloud`` accepts; each field is one CLI flag."""
+
+    bundles: tuple[Path, ...]
+    listen: str = "127.0.0.1:0"
+    metrics_port: int | None = None  # None = no /metrics endpoint, 0 = any free port
+    max_batch_size: int = 16
+    max_wait_ms: float = 2.0
+    workers: int = 0  # batch executor threads (= concurrent batches); 0 = one per core
+    intra_threads: int = 1  # ONNX Runtime threads per batch
+    max_message_bytes: int = 0  # 0 = from the largest frame of the bundles
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set = clients must present a cert signed by it
+    grace_s: float = 10.0  # drain time on shutdown
+    warmup: bool = True  # run every graph once before listening
+
+    def __post_init__(self) -> None:
+        if not self.bundles:
+            raise ConfigError("at least one --bundle is required")
+        parse_address(self.listen)
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.workers < 0 or self.intra_threads < 1:
+            raise ConfigError("workers must be >= 0 and intra_threads >= 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"bad metrics port {self.metrics_port}")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+class CloudServer:
+    """A running node. ``stop`` may be called from any thread (it is idempotent)."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, grpc_server: grpc.aio.Server,
+                 handler: CloudHandler, health: health_aio.HealthServicer, metrics: Metrics,
+                 executor: ThreadPoolExecutor, port: int, metrics_port: int | None,
+                 grace_s: float) -> None:
+        self.loop = loop
+        self.grpc_server = grpc_server
+        self.handler = handler
+        self.health = health
+        self.metrics = metrics
+        self.port = port
+        self.metrics_port = metrics_port
+        self._executor = executor
+        self._grace = grace_s
+        self._stopped = threading.Event()
+        self._stopping = threading.Lock()
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.handler.max_message_bytes
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting, report NOT_SERVING, let in-flight requests finish (up to the
+        grace period), then release everything."""
+        with self._stopping:
+            if self._stopped.is_set():
+                return
+            grace = self._grace if grace_s is None else grace_s
+            asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop).result()
+            self._executor.shutdown(wait=True)
+            self.metrics.close()
+            self._stopped.set()
+
+    async def _stop(self, grace: float) -> None:
+        logger.info("cloud node draining (grace %.1fs)", grace)
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace)
+        await self.handler.close()
+        logger.info("cloud node stopped")
+
+
+def message_limit(config: CloudConfig, registry: ModelRegistry) -> int:
+    if config.max_message_bytes:
+        return config.max_message_bytes
+    frame = registry.largest_sample_bytes() * config.max_batch_size * _FRAME_MARGIN + _FRAME_SLACK
+    return max(_MIN_MESSAGE_BYTES, int(frame))
+
+
+async def _start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
+    loop = asyncio.get_running_loop()
+    limit = message_limit(config, registry)
+    workers = config.worker_count
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collab-ort")
+    metrics = Metrics()
+    handler = CloudHandler(registry, metrics=metrics, executor=executor, slots=workers,
+                           max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
+                           max_message_bytes=limit)
+    server = grpc.aio.server(options=server_options(max_message_bytes=limit))
+    collab_pb2_grpc.add_CloudServiceServicer_to_server(CloudServicer(handler), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        if config.tls_cert is not None and config.tls_key is not None:
+            creds = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+            port = server.add_secure_port(config.listen, creds)
+        else:
+            port = server.add_insecure_port(config.listen)
+    except RuntimeError as e:
+        port = 0
+        logger.debug("bind failed", exc_info=e)
+    if not port:
+        await handler.close()
+        executor.shutdown(wait=False)
+        raise ConfigError(f"cannot listen on {config.listen} (address in use or not local?)")
+    await server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", SERVICE_NAME, *(f"{SERVICE_NAME}/{m.name}" for m in registry.models)):
+        await health.set(name, serving)
+    metrics_port = None
+    if config.metrics_port is not None:
+        host, _ = parse_address(config.listen)
+        metrics_port = metrics.serve_http(config.metrics_port, host)
+    logger.info("cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
+                "max_batch=%d, max_wait_ms=%.1f, workers=%d, max_message=%d, models=%s)",
+                port, config.tls_cert is not None, config.tls_client_ca is not None,
+                metrics_port, config.max_batch_size, config.max_wait_ms, workers, limit,
+                [f"{m.name}@{m.version[:12]}" for m in registry.models])
+    return CloudServer(loop=loop, grpc_server=server, handler=handler, health=health,
+                       metrics=metrics, executor=executor, port=port, metrics_port=metrics_port,
+                       grace_s=config.grace_s)
+
+
+@contextmanager
+def serve(config: CloudConfig) -> Iterator[tuple[CloudServer, int]]:
+    """Run a cloud node on its own event-loop thread; yields ``(server, port)`` and drains
+    it on exit. Bundles are verified and every session is created before listening."""
+    bundles = [load_bundle(p) for p in config.bundles]
+    registry = ModelRegistry(bundles, intra_threads=config.intra_threads)
+    if config.warmup:
+        registry.warmup()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="collab-cloud-loop", daemon=True)
+    thread.start()
+    try:
+        server = asyncio.run_coroutine_threadsafe(_start(config, registry), loop).result()
+        try:
+            yield server, server.port
+        finally:
+            server.stop()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
