@@ -1,0 +1,308 @@
+""":class:`NodeAgent`: what an edge or cloud node runs to be part of a fleet.
+
+It announces the node (retained, with a last-will so the coordinator learns of a crash
+from the broker), heartbeats, publishes telemetry from a callback, follows the cloud
+endpoint list, and applies rollouts: fetch the bundle over gRPC from the coordinator,
+verify the Ed25519 signature and every hash, hand the directory to a swap callback, and
+ack — or refuse and keep serving the old bundle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from collab.control import messages as msg
+from collab.control import topics
+from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
+from collab.control.signing import load_public_key, verify_signed_bundle
+from collab.control.transfer import fetch_bundle
+from collab.errors import BundleError, CollabError, ConfigError, TransportError
+from collab.log import logger
+
+SwapCallback = Callable[[Path], None]  # raise to refuse; return once new requests use it
+CloudsCallback = Callable[[tuple[str, ...]], None]
+TelemetryCallback = Callable[[], "msg.Telemetry | None"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    node_id: str
+    role: str  # "edge" | "cloud"
+    mqtt: MqttConfig
+    work_dir: Path  # fetched bundles live in work_dir/bundles/<version>
+    trusted_key: Path | None = None  # coordinator's Ed25519 public key (PEM); None = refuse rollouts
+    capabilities: Mapping[str, str] = field(default_factory=dict)
+    endpoints: tuple[str, ...] = ()  # cloud nodes: gRPC addresses edges should use
+    bundle_version: str = ""
+    model_name: str = ""
+    heartbeat_interval: float = 5.0
+    telemetry_interval: float = 10.0
+    fetch_retry_max_s: float = 5.0
+    fetch_ca: Path | None = None  # CA for a TLS coordinator gRPC endpoint
+    keep_bundles: int = 3
+
+    def __post_init__(self) -> None:
+        topics.check_node_id(self.node_id)
+        if self.role not in msg.ROLES:
+            raise ConfigError(f"role must be one of {msg.ROLES}, got {self.role!r}")
+        if self.heartbeat_interval <= 0 or self.telemetry_interval <= 0:
+            raise ConfigError("heartbeat/telemetry intervals must be > 0")
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig, *, on_swap: SwapCallback | None = None,
+                 on_clouds: CloudsCallback | None = None,
+                 telemetry: TelemetryCallback | None = None) -> None:
+        self.config = config
+        self._on_swap = on_swap
+        self._on_clouds = on_clouds
+        self._telemetry = telemetry
+        self._public_key = load_public_key(config.trusted_key) if config.trusted_key else None
+        self._version = config.bundle_version
+        self._model_name = config.model_name
+        self._bundle_dir: Path | None = None
+        self._endpoints = tuple(config.endpoints)
+        self._clouds: tuple[str, ...] = ()
+        self._clouds_cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pending: msg.RolloutDirective | None = None
+        self._done_rollout = ""
+        self._seq = 0
+        self._threads: list[threading.Thread] = []
+        self.acks: list[msg.RolloutAck] = []  # what this agent reported, newest last
+        will = (self._topic(topics.ANNOUNCE), self._announce_bytes(online=False), 1, True)
+        mqtt_cfg = with_client_id(config.mqtt, config.mqtt.client_id or f"collab-{config.node_id}")
+        self._mqtt = MqttClient(mqtt_cfg, will=will, on_connect=self._announce)
+        self._mqtt.subscribe(topics.CLOUDS, self._handle_clouds, qos=1)
+        self._mqtt.subscribe(self._topic(topics.ROLLOUT), self._handle_directive, qos=1)
+
+    # ------------------------------------------------------------ public
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def bundle_version(self) -> str:
+        return self._version
+
+    @property
+    def bundle_dir(self) -> Path | None:
+        """Directory of the last bundle installed by a rollout (None before the first)."""
+        return self._bundle_dir
+
+    @property
+    def cloud_endpoints(self) -> tuple[str, ...]:
+        return self._clouds
+
+    def wait_for_clouds(self, timeout: float) -> tuple[str, ...]:
+        """Block until the coordinator has sent a non-empty cloud list (or timeout)."""
+        with self._clouds_cv:
+            self._clouds_cv.wait_for(lambda: bool(self._clouds), timeout)
+            return self._clouds
+
+    def set_endpoints(self, endpoints: tuple[str, ...]) -> None:
+        self._endpoints = tuple(endpoints)
+        self._announce()
+
+    def start(self, timeout: float = 10.0) -> NodeAgent:
+        self._mqtt.start(timeout)
+        for name, target in (("heartbeat", self._tick_loop), ("rollout", self._rollout_loop)):
+            t = threading.Thread(target=target, name=f"agent-{name}-{self.node_id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        logger.info("node %s (%s) joined %s", self.node_id, self.config.role, self.config.mqtt.url)
+        return self
+
+    def stop(self) -> None:
+        """Leave cleanly: publish the OFFLINE announce the will would have sent."""
+        self._stop.set()
+        self._wake.set()
+        try:
+            if self._mqtt.connected:
+                self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=False),
+                                   qos=1, retain=True, wait=2.0)
+        except CollabError as e:
+            logger.warning("node %s: offline announce failed: %s", self.node_id, e)
+        self._mqtt.stop()
+        for t in self._threads:
+            t.join(5)
+
+    def __enter__(self) -> NodeAgent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ publishing
+    def _topic(self, kind: str) -> str:
+        return topics.node_topic(self.config.node_id, kind)
+
+    def _announce_bytes(self, *, online: bool) -> bytes:
+        caps = dict(self.config.capabilities)
+        if self._on_swap is not None:
+            caps.setdefault("rollout", "1")
+        a = msg.Announce(node_id=self.node_id, role=self.config.role, online=online, capabilities=caps,
+                         bundle_version=self._version, endpoints=self._endpoints,
+                         model_name=self._model_name, sent_at=time.time())
+        return msg.announce_to_proto(a).SerializeToString()
+
+    def _announce(self) -> None:
+        self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1, retain=True)
+
+    def _tick_loop(self) -> None:
+        next_hb = time.monotonic()
+        next_tm = time.monotonic() + self.config.telemetry_interval
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_hb:
+                    self._seq += 1
+                    hb = msg.Heartbeat(node_id=self.node_id, seq=self._seq, sent_at=time.time(),
+                                       bundle_version=self._version)
+                    self._mqtt.publish(self._topic(topics.HEARTBEAT),
+                                       msg.heartbeat_to_proto(hb).SerializeToString())
+                    next_hb = now + self.config.heartbeat_interval
+                if now >= next_tm:
+                    next_tm = now + self.config.telemetry_interval
+                    self._publish_telemetry()
+            except CollabError as e:
+                logger.warning("node %s: publish failed: %s", self.node_id, e)
+            self._stop.wait(max(0.01, min(next_hb, next_tm) - time.monotonic()))
+
+    def _publish_telemetry(self) -> None:
+        if self._telemetry is None:
+            return
+        try:
+            t = self._telemetry()
+        except Exception:
+            logger.exception("node %s: telemetry callback failed", self.node_id)
+            return
+        if t is None:
+            return
+        t = replace(t, node_id=self.node_id, sent_at=time.time())
+        self._mqtt.publish(self._topic(topics.TELEMETRY), msg.telemetry_to_proto(t).SerializeToString())
+
+    def _ack(self, d: msg.RolloutDirective, *, ok: bool, error: str = "") -> None:
+        a = msg.RolloutAck(node_id=self.node_id, rollout_id=d.rollout_id, version=d.version, ok=ok,
+                           error=error, sent_at=time.time())
+        self.acks.append(a)
+        try:
+            self._mqtt.publish(self._topic(topics.ACK), msg.ack_to_proto(a).SerializeToString(), qos=1)
+        except CollabError as e:
+            logger.warning("node %s: ack publish failed: %s", self.node_id, e)
+
+    # ------------------------------------------------------------ receiving
+    def _handle_clouds(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            clouds = msg.clouds_from_bytes(payload)
+        except msg.MalformedMessage as e:
+            logger.warning("node %s: ignoring malformed cloud list: %s", self.node_id, e)
+            return
+        with self._clouds_cv:
+            changed = clouds != self._clouds
+            self._clouds = clouds
+            self._clouds_cv.notify_all()
+        if changed:
+            logger.info("node %s: cloud endpoints %s", self.node_id, list(clouds))
+            if self._on_clouds is not None:
+                self._on_clouds(clouds)
+
+    def _handle_directive(self, topic: str, payload: bytes, retained: bool) -> None:
+        if not payload:
+            return  # retained directive cleared
+        try:
+            d = msg.directive_from_bytes(payload)
+        except msg.MalformedMessage as e:
+            logger.warning("node %s: ignoring malformed rollout directive: %s", self.node_id, e)
+            return
+        with self._lock:
+            self._pending = d
+        self._wake.set()
+
+    # ------------------------------------------------------------ rollouts
+    def _rollout_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                d, self._pending = self._pending, None
+            if d is None or self._stop.is_set():
+                continue
+            if d.rollout_id == self._done_rollout and d.version == self._version:
+                continue
+            try:
+                self._apply(d)
+            except Exception as e:  # a swap callback bug must not kill the agent
+                logger.exception("node %s: rollout %s failed", self.node_id, d.rollout_id)
+                self._ack(d, ok=False, error=f"{type(e).__name__}: {e}")
+            self._done_rollout = d.rollout_id
+
+    def _superseded(self) -> bool:
+        with self._lock:
+            return self._pending is not None or self._stop.is_set()
+
+    def _apply(self, d: msg.RolloutDirective) -> None:
+        if d.version == self._version:
+            self._ack(d, ok=True)
+            return
+        if self._on_swap is None:
+            self._ack(d, ok=False, error="node does not accept rollouts")
+            return
+        if self._public_key is None:
+            self._ack(d, ok=False, error="no trusted coordinator key configured; refusing unsigned trust")
+            return
+        root = Path(self.config.work_dir) / "bundles"
+        root.mkdir(parents=True, exist_ok=True)
+        delay = 0.2
+        while True:
+            tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
+            try:
+                fetch_bundle(d.fetch_endpoint, d.version, tmp, node_id=self.node_id,
+                             ca_file=self.config.fetch_ca)
+                bundle = verify_signed_bundle(tmp, version=d.version, signature=d.signature,
+                                              public_key=self._public_key)
+                break
+            except TransportError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if self._superseded():
+                    return
+                logger.warning("node %s: %s; retrying in %.1fs", self.node_id, e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.config.fetch_retry_max_s)
+            except BundleError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                logger.warning("node %s: refusing bundle %s: %s", self.node_id, d.version[:12], e)
+                self._ack(d, ok=False, error=str(e))
+                return
+        final = root / d.version
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        try:
+            if self._on_swap is not None:
+                self._on_swap(final)
+        except Exception as e:
+            logger.warning("node %s: swap to %s refused: %s", self.node_id, d.version[:12], e)
+            self._ack(d, ok=False, error=f"swap failed: {e}")
+            return
+        self._version = d.version
+        self._model_name = bundle.name
+        self._bundle_dir = final
+        self._announce()
+        self._ack(d, ok=True)
+        logger.info("node %s now serves %s %s", self.node_id, bundle.name, d.version[:12])
+        self._prune(root)
+
+    def _prune(self, root: Path) -> None:
+        dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for p in dirs[self.config.keep_bundles:]:
+            shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,317 @@
+"""Control-plane domain types and their protobuf codecs (``x_to_proto`` / ``x_from_proto``).
+
+Decoding is the trust boundary for MQTT payloads: every ``*_from_bytes`` raises only
+:class:`MalformedMessage`, so a receiver can count and drop bad input in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from collab.control.topics import NODE_ID_RE
+from collab.errors import ControlPlaneError
+from collab.proto import control_pb2 as pb
+
+ROLES = ("edge", "cloud")
+_ROLE_TO_PB = {"edge": pb.ROLE_EDGE, "cloud": pb.ROLE_CLOUD}
+_ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
+MAX_LIST = 256  # endpoints / capabilities / path-mix entries a message may carry
+
+
+class MalformedMessage(ControlPlaneError):
+    """A payload that does not parse or violates the schema's invariants."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Announce:
+    node_id: str
+    role: str
+    online: bool = True
+    capabilities: Mapping[str, str] = field(default_factory=dict)
+    bundle_version: str = ""
+    endpoints: tuple[str, ...] = ()
+    model_name: str = ""
+    sent_at: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat:
+    node_id: str
+    seq: int
+    sent_at: float
+    bundle_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Telemetry:
+    """One interval of an edge node's serving statistics."""
+
+    node_id: str
+    interval_s: float
+    requests: int = 0
+    path_mix: Mapping[str, int] = field(default_factory=dict)
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    fallbacks: int = 0
+    bytes_sent: int = 0
+    sent_at: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutDirective:
+    rollout_id: str
+    version: str
+    signature: bytes
+    fetch_endpoint: str
+    model_name: str = ""
+    issued_at: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutAck:
+    node_id: str
+    rollout_id: str
+    version: str
+    ok: bool
+    error: str = ""
+    sent_at: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRolloutState:
+    node_id: str
+    state: str  # pending | acked | refused
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutStatus:
+    rollout_id: str
+    version: str
+    previous_version: str
+    percent: int
+    state: str  # active | completed | failed | superseded
+    created_at: float
+    nodes: tuple[NodeRolloutState, ...] = ()
+    model_name: str = ""
+
+    def count(self, state: str) -> int:
+        return sum(1 for n in self.nodes if n.state == state)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeStatus:
+    node_id: str
+    role: str
+    online: bool
+    bundle_version: str
+    endpoints: tuple[str, ...]
+    last_seen: float
+    telemetry: Telemetry | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetStatus:
+    nodes: tuple[NodeStatus, ...]
+    rollout: RolloutStatus | None
+    updated_at: float
+    rejected: Mapping[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- helpers
+
+M = TypeVar("M", bound=Message)
+
+
+def _parse(cls: type[M], data: bytes) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:  # RuntimeError: recursion limits
+        raise MalformedMessage(f"{cls.__name__}: {e}") from e
+    return msg
+
+
+def _node_id(node_id: str) -> str:
+    if not NODE_ID_RE.match(node_id):
+        raise MalformedMessage(f"invalid node id {node_id[:80]!r}")
+    return node_id
+
+
+def _finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise MalformedMessage(f"{what} is not finite")
+    return x
+
+
+def _bounded(items: int, what: str) -> None:
+    if items > MAX_LIST:
+        raise MalformedMessage(f"too many {what} ({items} > {MAX_LIST})")
+
+
+# ---------------------------------------------------------------- codecs
+
+
+def announce_to_proto(a: Announce) -> pb.NodeAnnounce:
+    return pb.NodeAnnounce(
+        node_id=a.node_id, role=_ROLE_TO_PB[a.role],
+        state=pb.STATE_ONLINE if a.online else pb.STATE_OFFLINE,
+        capabilities=dict(a.capabilities), bundle_version=a.bundle_version,
+        endpoints=list(a.endpoints), sent_at=a.sent_at, model_name=a.model_name)
+
+
+def announce_from_proto(m: pb.NodeAnnounce) -> Announce:
+    if m.role not in _ROLE_FROM_PB:
+        raise MalformedMessage(f"unknown role {m.role}")
+    if m.state not in (pb.STATE_ONLINE, pb.STATE_OFFLINE):
+        raise MalformedMessage(f"unknown state {m.state}")
+    _bounded(len(m.endpoints), "endpoints")
+    _bounded(len(m.capabilities), "capabilities")
+    return Announce(
+        node_id=_node_id(m.node_id), role=_ROLE_FROM_PB[m.role], online=m.state == pb.STATE_ONLINE,
+        capabilities=dict(m.capabilities), bundle_version=m.bundle_version,
+        endpoints=tuple(m.endpoints), model_name=m.model_name, sent_at=_finite(m.sent_at, "sent_at"))
+
+
+def heartbeat_to_proto(h: Heartbeat) -> pb.Heartbeat:
+    return pb.Heartbeat(node_id=h.node_id, seq=h.seq, sent_at=h.sent_at, bundle_version=h.bundle_version)
+
+
+def heartbeat_from_proto(m: pb.Heartbeat) -> Heartbeat:
+    return Heartbeat(node_id=_node_id(m.node_id), seq=m.seq, sent_at=_finite(m.sent_at, "sent_at"),
+                     bundle_version=m.bundle_version)
+
+
+def telemetry_to_proto(t: Telemetry) -> pb.Telemetry:
+    return pb.Telemetry(
+        node_id=t.node_id, interval_s=t.interval_s, requests=t.requests, path_mix=dict(t.path_mix),
+        p50_ms=t.p50_ms, p95_ms=t.p95_ms, p99_ms=t.p99_ms, fallbacks=t.fallbacks,
+        bytes_sent=t.bytes_sent, sent_at=t.sent_at)
+
+
+def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
+    _bounded(len(m.path_mix), "path_mix entries")
+    for what in ("interval_s", "p50_ms", "p95_ms", "p99_ms", "sent_at"):
+        _finite(getattr(m, what), what)
+    return Telemetry(
+        node_id=_node_id(m.node_id), interval_s=m.interval_s, requests=m.requests,
+        path_mix=dict(m.path_mix), p50_ms=m.p50_ms, p95_ms=m.p95_ms, p99_ms=m.p99_ms,
+        fallbacks=m.fallbacks, bytes_sent=m.bytes_sent, sent_at=m.sent_at)
+
+
+def directive_to_proto(d: RolloutDirective) -> pb.RolloutDirective:
+    return pb.RolloutDirective(
+        rollout_id=d.rollout_id, version=d.version, signature=d.signature,
+        fetch_endpoint=d.fetch_endpoint, model_name=d.model_name, issued_at=d.issued_at)
+
+
+def directive_from_proto(m: pb.RolloutDirective) -> RolloutDirective:
+    if len(m.version) != 64 or not m.rollout_id or not m.fetch_endpoint:
+        raise MalformedMessage("rollout directive lacks version, rollout_id or fetch_endpoint")
+    return RolloutDirective(
+        rollout_id=m.rollout_id, version=m.version, signature=bytes(m.signature),
+        fetch_endpoint=m.fetch_endpoint, model_name=m.model_name, issued_at=m.issued_at)
+
+
+def ack_to_proto(a: RolloutAck) -> pb.RolloutAck:
+    return pb.RolloutAck(node_id=a.node_id, rollout_id=a.rollout_id, version=a.version, ok=a.ok,
+                         error=a.error, sent_at=a.sent_at)
+
+
+def ack_from_proto(m: pb.RolloutAck) -> RolloutAck:
+    if not m.rollout_id:
+        raise MalformedMessage("ack without rollout_id")
+    return RolloutAck(node_id=_node_id(m.node_id), rollout_id=m.rollout_id, version=m.version,
+                      ok=m.ok, error=m.error[:1000], sent_at=_finite(m.sent_at, "sent_at"))
+
+
+def clouds_to_proto(endpoints: tuple[str, ...], updated_at: float) -> pb.CloudEndpoints:
+    return pb.CloudEndpoints(endpoints=list(endpoints), updated_at=updated_at)
+
+
+def clouds_from_proto(m: pb.CloudEndpoints) -> tuple[str, ...]:
+    _bounded(len(m.endpoints), "endpoints")
+    return tuple(m.endpoints)
+
+
+def rollout_status_to_proto(r: RolloutStatus) -> pb.RolloutStatus:
+    return pb.RolloutStatus(
+        rollout_id=r.rollout_id, version=r.version, previous_version=r.previous_version,
+        percent=r.percent, state=r.state, created_at=r.created_at, model_name=r.model_name,
+        nodes=[pb.NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in r.nodes])
+
+
+def rollout_status_from_proto(m: pb.RolloutStatus) -> RolloutStatus:
+    return RolloutStatus(
+        rollout_id=m.rollout_id, version=m.version, previous_version=m.previous_version,
+        percent=m.percent, state=m.state, created_at=m.created_at, model_name=m.model_name,
+        nodes=tuple(NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in m.nodes))
+
+
+def fleet_status_to_proto(f: FleetStatus) -> pb.FleetStatus:
+    nodes = [
+        pb.NodeStatus(
+            node_id=n.node_id, role=_ROLE_TO_PB[n.role],
+            state=pb.STATE_ONLINE if n.online else pb.STATE_OFFLINE,
+            bundle_version=n.bundle_version, endpoints=list(n.endpoints), last_seen=n.last_seen,
+            telemetry=telemetry_to_proto(n.telemetry) if n.telemetry else None)
+        for n in f.nodes
+    ]
+    return pb.FleetStatus(
+        nodes=nodes, rollout=rollout_status_to_proto(f.rollout) if f.rollout else None,
+        updated_at=f.updated_at, rejected=dict(f.rejected))
+
+
+def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
+    nodes = tuple(
+        NodeStatus(
+            node_id=n.node_id, role=_ROLE_FROM_PB.get(n.role, "edge"), online=n.state == pb.STATE_ONLINE,
+            bundle_version=n.bundle_version, endpoints=tuple(n.endpoints), last_seen=n.last_seen,
+            telemetry=telemetry_from_proto(n.telemetry) if n.HasField("telemetry") else None)
+        for n in m.nodes
+    )
+    return FleetStatus(
+        nodes=nodes, rollout=rollout_status_from_proto(m.rollout) if m.HasField("rollout") else None,
+        updated_at=m.updated_at, rejected=dict(m.rejected))
+
+
+# ---------------------------------------------------------------- wire helpers
+
+
+def announce_from_bytes(data: bytes) -> Announce:
+    return announce_from_proto(_parse(pb.NodeAnnounce, data))
+
+
+def heartbeat_from_bytes(data: bytes) -> Heartbeat:
+    return heartbeat_from_proto(_parse(pb.Heartbeat, data))
+
+
+def telemetry_from_bytes(data: bytes) -> Telemetry:
+    return telemetry_from_proto(_parse(pb.Telemetry, data))
+
+
+def directive_from_bytes(data: bytes) -> RolloutDirective:
+    return directive_from_proto(_parse(pb.RolloutDirective, data))
+
+
+def ack_from_bytes(data: bytes) -> RolloutAck:
+    return ack_from_proto(_parse(pb.RolloutAck, data))
+
+
+def clouds_from_bytes(data: bytes) -> tuple[str, ...]:
+    return clouds_from_proto(_parse(pb.CloudEndpoints, data))
+
+
+def fleet_status_from_bytes(data: bytes) -> FleetStatus:
+    try:
+        return fleet_status_from_proto(_parse(pb.FleetStatus, data))
+    except MalformedMessage:
+        raise
+    except (KeyError, ValueError) as e:
+        raise MalformedMessage(f"FleetStatus: {e}") from e

@@ -1,0 +1,84 @@
+"""Ed25519 signatures over bundle manifests.
+
+The manifest lists the sha256 of every file and the bundle version is the sha256 of the
+manifest, so one signature over the manifest bytes covers the whole bundle. A context
+prefix keeps these signatures from being valid for anything else the key might sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from collab.bundle import MANIFEST, Bundle, load_bundle
+from collab.errors import BundleError, ConfigError
+from collab.log import logger
+
+CONTEXT = b"collab/v1 bundle manifest\x00"
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The coordinator's key; created (mode 0600, public key beside it as ``.pub``) on first use."""
+    path = Path(path)
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"cannot load signing key {path}: {e}") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"signing key {path} is not an Ed25519 key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public_key_path(path).write_bytes(public_pem(key.public_key()))
+    logger.info("generated Ed25519 signing key %s (give nodes %s)", path, public_key_path(path))
+    return key
+
+
+def public_key_path(key_path: Path) -> Path:
+    return Path(str(key_path) + ".pub")
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(f"cannot load trusted public key {path}: {e}") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"trusted key {path} is not an Ed25519 public key")
+    return key
+
+
+def sign_manifest(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
+    return key.sign(CONTEXT + manifest_bytes)
+
+
+def verify_signed_bundle(root: Path, *, version: str, signature: bytes,
+                         public_key: Ed25519PublicKey) -> Bundle:
+    """Check signature, version and every file hash; raise :class:`BundleError` otherwise."""
+    try:
+        raw = (Path(root) / MANIFEST).read_bytes()
+    except OSError as e:
+        raise BundleError(f"fetched bundle has no manifest: {e}") from e
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != version:
+        raise BundleError(f"manifest hash {actual[:12]}… does not match the rollout version {version[:12]}…")
+    try:
+        public_key.verify(signature, CONTEXT + raw)
+    except InvalidSignature as e:
+        raise BundleError("bundle signature does not verify against the trusted key") from e
+    return load_bundle(root)

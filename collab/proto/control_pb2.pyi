@@ -1,0 +1,261 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[NodeRole]
+    ROLE_EDGE: _ClassVar[NodeRole]
+    ROLE_CLOUD: _ClassVar[NodeRole]
+
+class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATE_UNSPECIFIED: _ClassVar[NodeState]
+    STATE_ONLINE: _ClassVar[NodeState]
+    STATE_OFFLINE: _ClassVar[NodeState]
+ROLE_UNSPECIFIED: NodeRole
+ROLE_EDGE: NodeRole
+ROLE_CLOUD: NodeRole
+STATE_UNSPECIFIED: NodeState
+STATE_ONLINE: NodeState
+STATE_OFFLINE: NodeState
+
+class NodeAnnounce(_message.Message):
+    __slots__ = ("node_id", "role", "state", "capabilities", "bundle_version", "endpoints", "sent_at", "model_name")
+    class CapabilitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: NodeRole
+    state: NodeState
+    capabilities: _containers.ScalarMap[str, str]
+    bundle_version: str
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    sent_at: float
+    model_name: str
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[_Union[NodeRole, str]] = ..., state: _Optional[_Union[NodeState, str]] = ..., capabilities: _Optional[_Mapping[str, str]] = ..., bundle_version: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ..., sent_at: _Optional[float] = ..., model_name: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("node_id", "seq", "sent_at", "bundle_version")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    seq: int
+    sent_at: float
+    bundle_version: str
+    def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., bundle_version: _Optional[str] = ...) -> None: ...
+
+class Telemetry(_message.Message):
+    __slots__ = ("node_id", "interval_s", "requests", "path_mix", "p50_ms", "p95_ms", "p99_ms", "fallbacks", "bytes_sent", "sent_at")
+    class PathMixEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_MIX_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    interval_s: float
+    requests: int
+    path_mix: _containers.ScalarMap[str, int]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    fallbacks: int
+    bytes_sent: int
+    sent_at: float
+    def __init__(self, node_id: _Optional[str] = ..., interval_s: _Optional[float] = ..., requests: _Optional[int] = ..., path_mix: _Optional[_Mapping[str, int]] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., fallbacks: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., sent_at: _Optional[float] = ...) -> None: ...
+
+class CloudEndpoints(_message.Message):
+    __slots__ = ("endpoints", "updated_at")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    updated_at: float
+    def __init__(self, endpoints: _Optional[_Iterable[str]] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class RolloutDirective(_message.Message):
+    __slots__ = ("rollout_id", "version", "signature", "fetch_endpoint", "model_name", "issued_at")
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    FETCH_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    version: str
+    signature: bytes
+    fetch_endpoint: str
+    model_name: str
+    issued_at: float
+    def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., signature: _Optional[bytes] = ..., fetch_endpoint: _Optional[str] = ..., model_name: _Optional[str] = ..., issued_at: _Optional[float] = ...) -> None: ...
+
+class RolloutAck(_message.Message):
+    __slots__ = ("node_id", "rollout_id", "version", "ok", "error", "sent_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    rollout_id: str
+    version: str
+    ok: bool
+    error: str
+    sent_at: float
+    def __init__(self, node_id: _Optional[str] = ..., rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., sent_at: _Optional[float] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "role", "state", "bundle_version", "endpoints", "last_seen", "telemetry")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: NodeRole
+    state: NodeState
+    bundle_version: str
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    last_seen: float
+    telemetry: Telemetry
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[_Union[NodeRole, str]] = ..., state: _Optional[_Union[NodeState, str]] = ..., bundle_version: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ..., last_seen: _Optional[float] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ...) -> None: ...
+
+class NodeRolloutState(_message.Message):
+    __slots__ = ("node_id", "state", "error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    state: str
+    error: str
+    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("rollout_id", "version", "previous_version", "percent", "state", "created_at", "nodes", "model_name")
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    version: str
+    previous_version: str
+    percent: int
+    state: str
+    created_at: float
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRolloutState]
+    model_name: str
+    def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., previous_version: _Optional[str] = ..., percent: _Optional[int] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeRolloutState, _Mapping]]] = ..., model_name: _Optional[str] = ...) -> None: ...
+
+class FleetStatus(_message.Message):
+    __slots__ = ("nodes", "rollout", "updated_at", "rejected")
+    class RejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    rollout: RolloutStatus
+    updated_at: float
+    rejected: _containers.ScalarMap[str, int]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., updated_at: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CoordinatorState(_message.Message):
+    __slots__ = ("state", "fetch_endpoint", "sent_at")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FETCH_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    state: NodeState
+    fetch_endpoint: str
+    sent_at: float
+    def __init__(self, state: _Optional[_Union[NodeState, str]] = ..., fetch_endpoint: _Optional[str] = ..., sent_at: _Optional[float] = ...) -> None: ...
+
+class BundleChunk(_message.Message):
+    __slots__ = ("path", "offset", "data", "file_size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    offset: int
+    data: bytes
+    file_size: int
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., file_size: _Optional[int] = ...) -> None: ...
+
+class FetchRequest(_message.Message):
+    __slots__ = ("version", "node_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    node_id: str
+    def __init__(self, version: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("version", "model_name", "already_stored")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_STORED_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    model_name: str
+    already_stored: bool
+    def __init__(self, version: _Optional[str] = ..., model_name: _Optional[str] = ..., already_stored: _Optional[bool] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("version", "percent")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    percent: int
+    def __init__(self, version: _Optional[str] = ..., percent: _Optional[int] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("to_version",)
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    to_version: str
+    def __init__(self, to_version: _Optional[str] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,308 @@
+"""The coordinator daemon: consumes node messages from MQTT, keeps the registry, runs
+rollouts, publishes the cloud endpoint list and a fleet status snapshot.
+
+Threads: paho's network thread runs the message handlers, a sweeper marks silent nodes
+offline and publishes status, gRPC workers serve bundle fetches and operator calls, and
+the database writer commits. One lock guards registry and rollout state.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from collab.control import messages as msg
+from collab.control import topics
+from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
+from collab.control.signing import load_or_create_signing_key, public_key_path
+from collab.errors import ConfigError, ControlPlaneError
+from collab.log import logger
+from collab.proto import control_pb2 as pb
+from coordinator.db import Database
+from coordinator.guard import Rejections
+from coordinator.registry import Registry
+from coordinator.rollout import Rollouts
+from coordinator.service import serve
+from coordinator.store import BundleStore
+
+MAX_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorConfig:
+    mqtt: MqttConfig
+    db: Path
+    bundle_store: Path | None = None  # default: <db dir>/bundles
+    signing_key: Path | None = None  # default: <db dir>/coordinator.ed25519 (created)
+    listen: str = "127.0.0.1:0"  # gRPC: bundle fetch + operator API
+    advertise: str | None = None  # host:port nodes fetch from (default: the listen address)
+    heartbeat_timeout: float = 15.0
+    status_interval: float = 2.0
+    max_payload: int = MAX_PAYLOAD
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    client_id: str = "collab-coordinator"
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout <= 0 or self.status_interval <= 0:
+            raise ConfigError("--heartbeat-timeout and status interval must be > 0")
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ConfigError("gRPC TLS needs both a certificate and a key")
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        base = Path(config.db).parent
+        self.key_path = Path(config.signing_key or base / "coordinator.ed25519")
+        self.public_key_path = public_key_path(self.key_path)
+        key = load_or_create_signing_key(self.key_path)
+        self.db = Database(Path(config.db))
+        self.store = BundleStore(Path(config.bundle_store or base / "bundles"), key, self.db)
+        self.registry = Registry(self.db)
+        self.rollouts = Rollouts(self.db)
+        self.rejections = Rejections()
+        self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
+        self.processed = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._published_clouds: tuple[str, ...] | None = None
+        self._stack = ExitStack()
+        self._sweeper: threading.Thread | None = None
+        self.port = 0
+        self.fetch_endpoint = ""
+        will = (topics.COORDINATOR_STATE, self._state_bytes(online=False), 1, True)
+        self.mqtt = MqttClient(with_client_id(config.mqtt, config.client_id, clean_session=False),
+                               will=will, on_connect=self._on_connect)
+        self.mqtt.subscribe(topics.NODE_WILDCARD, self._on_message, qos=1)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> Coordinator:
+        try:
+            self.db.start()
+            self._stack.callback(self.db.close)
+            _, self.port = self._stack.enter_context(serve(
+                self, self.config.listen, tls_cert=self.config.grpc_tls_cert, tls_key=self.config.grpc_tls_key))
+            host = self.config.listen.rsplit(":", 1)[0].strip("[]")
+            if host in ("", "0.0.0.0", "::"):
+                host = "127.0.0.1"
+            self.fetch_endpoint = self.config.advertise or f"{host}:{self.port}"
+            with self._lock:
+                self.registry.grace(time.time())
+            self.mqtt.start()
+            self._stack.callback(self.mqtt.stop)
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="coordinator-sweeper", daemon=True)
+            self._sweeper.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        logger.info("coordinator up: broker %s, bundle fetch/operator gRPC on %s, db %s, trust key %s",
+                    self.config.mqtt.url, self.fetch_endpoint, self.config.db, self.public_key_path)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+        try:
+            if self.mqtt.connected:
+                self.mqtt.publish(topics.COORDINATOR_STATE, self._state_bytes(online=False),
+                                  qos=1, retain=True, wait=2.0)
+        except ControlPlaneError as e:
+            logger.warning("coordinator offline announce failed: %s", e)
+        self._stack.close()
+
+    def __enter__(self) -> Coordinator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ operator API
+    def upload(self, bundle_dir: Path) -> str:
+        return self.store.add(Path(bundle_dir))[0]
+
+    def start_rollout(self, version: str, *, percent: int = 100) -> msg.RolloutStatus:
+        self.store.path(version)
+        with self._lock:
+            ro = self.rollouts.start(version, self.store.model_names[version], percent,
+                                     list(self.registry.nodes.values()))
+            for node_id in ro.nodes:
+                self._publish_directive(node_id)
+            logger.info("rollout %s: %s %s to %d%% -> %d nodes (%d pending)", ro.rollout_id,
+                        ro.model_name, version[:12], percent, len(ro.nodes), len(ro.pending()))
+            return ro.status()
+
+    def rollback(self, to_version: str = "") -> msg.RolloutStatus:
+        with self._lock:
+            cur = self.rollouts.current
+            target = to_version or (cur.previous_version if cur else "")
+        if not target:
+            raise ControlPlaneError("nothing to roll back to: no previous version recorded; pass a version")
+        logger.info("rollback to %s", target[:12])
+        return self.start_rollout(target, percent=100)
+
+    def rollout_status(self) -> msg.RolloutStatus | None:
+        with self._lock:
+            return self.rollouts.current.status() if self.rollouts.current else None
+
+    def fleet_status(self) -> msg.FleetStatus:
+        with self._lock:
+            return msg.FleetStatus(nodes=self.registry.snapshot(), rollout=self.rollout_status(),
+                                   updated_at=time.time(), rejected=dict(self.rejections.counts))
+
+    # ------------------------------------------------------------ publishing
+    def _state_bytes(self, *, online: bool) -> bytes:
+        return pb.CoordinatorState(state=pb.STATE_ONLINE if online else pb.STATE_OFFLINE,
+                                   fetch_endpoint=getattr(self, "fetch_endpoint", ""),
+                                   sent_at=time.time()).SerializeToString()
+
+    def _on_connect(self) -> None:
+        self.mqtt.publish(topics.COORDINATOR_STATE, self._state_bytes(online=True), qos=1, retain=True)
+        with self._lock:
+            self._published_clouds = None
+            self._publish_clouds()
+            ro = self.rollouts.active
+            for node_id in ro.pending() if ro else ():
+                self._publish_directive(node_id)
+
+    def _publish_clouds(self) -> None:
+        clouds = self.registry.cloud_endpoints()
+        if clouds == self._published_clouds:
+            return
+        self._published_clouds = clouds
+        payload = msg.clouds_to_proto(clouds, time.time()).SerializeToString()
+        self.mqtt.publish(topics.CLOUDS, payload, qos=1, retain=True)
+        logger.info("cloud endpoints: %s", list(clouds))
+
+    def _publish_directive(self, node_id: str) -> None:
+        ro = self.rollouts.current
+        assert ro is not None
+        d = msg.RolloutDirective(rollout_id=ro.rollout_id, version=ro.version,
+                                 signature=self.store.signature(ro.version),
+                                 fetch_endpoint=self.fetch_endpoint, model_name=ro.model_name,
+                                 issued_at=ro.created_at)
+        self.mqtt.publish(topics.node_topic(node_id, topics.ROLLOUT),
+                          msg.directive_to_proto(d).SerializeToString(), qos=1, retain=True)
+
+    def _sweep_loop(self) -> None:
+        interval = min(1.0, self.config.heartbeat_timeout / 4)
+        next_status = 0.0
+        while not self._stop.wait(interval):
+            now = time.time()
+            try:
+                with self._lock:
+                    for node_id in self.registry.expired(now, self.config.heartbeat_timeout):
+                        logger.info("node %s offline: no heartbeat for %.1fs", node_id,
+                                    self.config.heartbeat_timeout)
+                        self.registry.mark_offline(node_id)
+                    self._publish_clouds()
+                if now >= next_status:
+                    next_status = now + self.config.status_interval
+                    fs = msg.fleet_status_to_proto(self.fleet_status()).SerializeToString()
+                    self.mqtt.publish(topics.FLEET_STATUS, fs, qos=0, retain=True)
+            except Exception:
+                logger.exception("coordinator sweep failed")
+
+    # ------------------------------------------------------------ receiving
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self.processed += 1
+        if len(payload) > self.config.max_payload:
+            self.rejections.reject("oversized", f"{len(payload)} bytes on {topic}")
+            return
+        parsed = topics.parse_node_topic(topic)
+        if parsed is None:
+            self.rejections.reject("bad_topic", topic)
+            return
+        node_id, kind = parsed
+        if kind == topics.ROLLOUT:
+            return  # our own retained directives echoed back
+        try:
+            if kind == topics.ANNOUNCE:
+                if payload:
+                    self._on_announce(node_id, msg.announce_from_bytes(payload))
+            elif kind == topics.HEARTBEAT:
+                self._on_heartbeat(node_id, msg.heartbeat_from_bytes(payload))
+            elif kind == topics.TELEMETRY:
+                self._on_telemetry(node_id, msg.telemetry_from_bytes(payload))
+            elif kind == topics.ACK:
+                self._on_ack(node_id, msg.ack_from_bytes(payload))
+        except msg.MalformedMessage as e:
+            self.rejections.reject("malformed", f"{topic}: {e}")
+
+    def _check(self, topic_id: str, claimed: str, *, known: bool = True) -> bool:
+        if claimed != topic_id:
+            self.rejections.reject("id_mismatch", f"payload claims {claimed!r} on {topic_id!r}'s topic")
+            return False
+        if known and topic_id not in self.registry.nodes:
+            self.rejections.reject("unknown_node", f"{topic_id!r} never announced itself")
+            return False
+        return True
+
+    def _on_announce(self, node_id: str, a: msg.Announce) -> None:
+        if not self._check(node_id, a.node_id, known=False):
+            return
+        with self._lock:
+            old = self.registry.nodes.get(node_id)
+            if old is not None and old.role != a.role:
+                self.rejections.reject("role_conflict", f"{node_id!r} registered as {old.role}, announced {a.role}")
+                return
+            if old is None or old.online != a.online:
+                logger.info("node %s (%s) %s, version %s", node_id, a.role,
+                            "online" if a.online else "offline (last-will or clean exit)",
+                            a.bundle_version[:12] or "-")
+            rec = self.registry.announce(a, time.time())
+            ro = self.rollouts.active
+            if ro is not None and a.online:
+                if self.rollouts.add_target(rec):
+                    self._publish_directive(node_id)
+                elif ro.nodes.get(node_id, ("", ""))[0] == "pending" and rec.bundle_version == ro.version:
+                    self.rollouts.set_node(node_id, "acked")  # acked while we were down
+                    self._log_settled()
+            if a.role == "cloud":
+                self._publish_clouds()
+
+    def _on_heartbeat(self, node_id: str, h: msg.Heartbeat) -> None:
+        if not self._check(node_id, h.node_id):
+            return
+        sent_at = h.sent_at
+        with self._lock:
+            revived = self.registry.heartbeat(h, time.time(), on_commit=lambda t: self.lags.append(t - sent_at))
+            if revived:
+                logger.info("node %s back online", node_id)
+                if self.registry.nodes[node_id].role == "cloud":
+                    self._publish_clouds()
+
+    def _on_telemetry(self, node_id: str, t: msg.Telemetry) -> None:
+        if not self._check(node_id, t.node_id):
+            return
+        sent_at = t.sent_at
+        with self._lock:
+            self.registry.telemetry(t, time.time(), on_commit=lambda c: self.lags.append(c - sent_at))
+
+    def _on_ack(self, node_id: str, a: msg.RolloutAck) -> None:
+        if not self._check(node_id, a.node_id):
+            return
+        with self._lock:
+            ro = self.rollouts.active
+            if ro is None or a.rollout_id != ro.rollout_id or a.version != ro.version:
+                if ro is None or a.rollout_id != ro.rollout_id:
+                    logger.debug("ack from %s for old rollout %s", node_id, a.rollout_id)
+                return
+            if a.ok:
+                self.rollouts.set_node(node_id, "acked")
+            else:
+                logger.warning("node %s refused %s: %s", node_id, a.version[:12], a.error)
+                self.rollouts.set_node(node_id, "refused", a.error)
+            self._log_settled()
+
+    def _log_settled(self) -> None:
+        ro = self.rollouts.current
+        if ro is not None and ro.state in ("completed", "failed"):
+            st = ro.status()
+            logger.info("rollout %s %s: %d acked, %d refused", ro.rollout_id, ro.state,
+                        st.count("acked"), st.count("refused"))

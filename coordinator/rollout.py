@@ -1,0 +1,144 @@
+"""The rollout state machine, persisted transactionally before anything is published.
+
+A rollout targets the nodes that accept rollouts and fall in its staged percentage
+(a stable hash of version and node id, so raising the percentage only adds nodes).
+Per-node state is pending -> acked | refused; the rollout is ``completed`` when every
+target acked, ``failed`` when none is pending but some refused, ``superseded`` when a
+newer rollout (or a rollback) replaced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from collab.control import messages as msg
+from collab.errors import ControlPlaneError
+from coordinator.db import Database
+from coordinator.registry import NodeRecord
+
+
+def selected(version: str, node_id: str, percent: int) -> bool:
+    h = int.from_bytes(hashlib.sha256(f"{version}:{node_id}".encode()).digest()[:8], "big")
+    return h % 100 < percent
+
+
+@dataclass(kw_only=True)
+class Rollout:
+    rollout_id: str
+    version: str
+    previous_version: str
+    percent: int
+    state: str
+    created_at: float
+    model_name: str
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (state, error)
+
+    def status(self) -> msg.RolloutStatus:
+        return msg.RolloutStatus(
+            rollout_id=self.rollout_id, version=self.version, previous_version=self.previous_version,
+            percent=self.percent, state=self.state, created_at=self.created_at, model_name=self.model_name,
+            nodes=tuple(msg.NodeRolloutState(node_id=n, state=s, error=e)
+                        for n, (s, e) in sorted(self.nodes.items())))
+
+    def pending(self) -> list[str]:
+        return [n for n, (s, _) in self.nodes.items() if s == "pending"]
+
+    def settle(self) -> None:
+        if self.state != "active":
+            return
+        states = [s for s, _ in self.nodes.values()]
+        if "pending" not in states:
+            self.state = "failed" if "refused" in states else "completed"
+
+
+class Rollouts:
+    """Current rollout in memory; every change written through the database writer."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.current: Rollout | None = None
+        rows = db.read("SELECT * FROM rollouts ORDER BY seq DESC LIMIT 1")
+        if rows:
+            r = rows[0]
+            self.current = Rollout(rollout_id=r["rollout_id"], version=r["version"],
+                                   previous_version=r["previous_version"], percent=r["percent"],
+                                   state=r["state"], created_at=r["created_at"], model_name=r["model_name"])
+            for n in db.read("SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
+                             (r["rollout_id"],)):
+                self.current.nodes[n["node_id"]] = (n["state"], n["error"])
+
+    @property
+    def active(self) -> Rollout | None:
+        return self.current if self.current is not None and self.current.state == "active" else None
+
+    def start(self, version: str, model_name: str, percent: int,
+              nodes: list[NodeRecord]) -> Rollout:
+        """Create a rollout; returns only after it is committed."""
+        if not 1 <= percent <= 100:
+            raise ControlPlaneError(f"percent must be in 1..100, got {percent}")
+        prev = self.current
+        previous_version = ""
+        if prev is not None:
+            previous_version = prev.previous_version if prev.version == version else prev.version
+        else:  # first rollout: what most nodes serve now is what a rollback returns to
+            served = Counter(r.bundle_version for r in nodes if r.bundle_version)
+            previous_version = served.most_common(1)[0][0] if served else ""
+        ro = Rollout(rollout_id=uuid.uuid4().hex[:16], version=version, previous_version=previous_version,
+                     percent=percent, state="active", created_at=time.time(), model_name=model_name)
+        for r in nodes:
+            if r.accepts_rollouts and selected(version, r.node_id, percent):
+                ro.nodes[r.node_id] = ("acked" if r.bundle_version == version else "pending", "")
+        ro.settle()
+        superseded = prev.rollout_id if prev is not None and prev.state == "active" else None
+        rows = [(ro.rollout_id, n, s, e, ro.created_at) for n, (s, e) in ro.nodes.items()]
+
+        def op(c: sqlite3.Connection) -> None:
+            if superseded:
+                c.execute("UPDATE rollouts SET state='superseded' WHERE rollout_id=?", (superseded,))
+            c.execute("INSERT INTO rollouts(rollout_id, version, previous_version, percent, state,"
+                      " created_at, model_name) VALUES (?,?,?,?,?,?,?)",
+                      (ro.rollout_id, ro.version, ro.previous_version, ro.percent, ro.state,
+                       ro.created_at, ro.model_name))
+            c.executemany("INSERT INTO rollout_nodes VALUES (?,?,?,?,?)", rows)
+
+        self._db.call(op)
+        if superseded and prev is not None:
+            prev.state = "superseded"
+        self.current = ro
+        return ro
+
+    def set_node(self, node_id: str, state: str, error: str = "") -> bool:
+        """Record a node outcome for the active rollout; True when something changed."""
+        ro = self.active
+        if ro is None or node_id not in ro.nodes or ro.nodes[node_id] == (state, error):
+            return False
+        ro.nodes[node_id] = (state, error)
+        ro.settle()
+        self._write_node(ro, node_id)
+        return True
+
+    def add_target(self, node: NodeRecord) -> bool:
+        """A node that joined mid-rollout and falls in the staged set."""
+        ro = self.active
+        if (ro is None or node.node_id in ro.nodes or not node.accepts_rollouts
+                or not selected(ro.version, node.node_id, ro.percent)):
+            return False
+        ro.nodes[node.node_id] = ("acked" if node.bundle_version == ro.version else "pending", "")
+        ro.settle()
+        self._write_node(ro, node.node_id)
+        return True
+
+    def _write_node(self, ro: Rollout, node_id: str) -> None:
+        state, error = ro.nodes[node_id]
+        rid, rstate, now = ro.rollout_id, ro.state, time.time()
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO rollout_nodes VALUES (?,?,?,?,?)", (rid, node_id, state, error, now))
+            c.execute("UPDATE rollouts SET state=? WHERE rollout_id=?", (rstate, rid))
+
+        self._db.submit(op)

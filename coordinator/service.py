@@ -1,0 +1,104 @@
+"""gRPC servicers of the coordinator: thin adapters from protobuf to :class:`Coordinator`
+methods, mapping domain errors to status codes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import grpc
+
+from collab.control import messages as msg
+from collab.control.transfer import CHUNK, iter_bundle_chunks, receive_bundle
+from collab.errors import BundleError, CollabError, ConfigError, ControlPlaneError
+from collab.proto import control_pb2 as pb
+from collab.proto import control_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from coordinator.daemon import Coordinator
+
+
+def _abort(context: grpc.ServicerContext, e: CollabError) -> NoReturn:
+    code = grpc.StatusCode.INTERNAL
+    if isinstance(e, BundleError):
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    elif isinstance(e, ControlPlaneError | ConfigError):
+        code = grpc.StatusCode.FAILED_PRECONDITION
+    context.abort(code, str(e))
+    raise AssertionError("unreachable")
+
+
+class BundleServicer(pb_grpc.BundleServiceServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._c = coordinator
+
+    def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.BundleChunk]:
+        try:
+            root = self._c.store.path(request.version)
+        except BundleError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        yield from iter_bundle_chunks(root)
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._c = coordinator
+
+    def Upload(self, request_iterator: Iterable[pb.BundleChunk], context: grpc.ServicerContext) -> pb.UploadReply:
+        tmp = self._c.store.staging()
+        try:
+            receive_bundle(request_iterator, tmp)
+            version, name, existed = self._c.store.add(tmp, move=True)
+        except CollabError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _abort(context, e)
+        return pb.UploadReply(version=version, model_name=name, already_stored=existed)
+
+    def StartRollout(self, request: pb.StartRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        try:
+            ro = self._c.start_rollout(request.version, percent=request.percent or 100)
+        except CollabError as e:
+            _abort(context, e)
+        return msg.rollout_status_to_proto(ro)
+
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        try:
+            ro = self._c.rollback(request.to_version)
+        except CollabError as e:
+            _abort(context, e)
+        return msg.rollout_status_to_proto(ro)
+
+    def GetRollout(self, request: pb.GetRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        ro = self._c.rollout_status()
+        if ro is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no rollout yet")
+        return msg.rollout_status_to_proto(ro)
+
+
+@contextmanager
+def serve(coordinator: Coordinator, listen: str, *, tls_cert: Path | None = None,
+          tls_key: Path | None = None) -> Iterator[tuple[grpc.Server, int]]:
+    """The coordinator's gRPC server (bundle fetch + operator API)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                         options=[("grpc.max_receive_message_length", 8 * CHUNK)])
+    pb_grpc.add_BundleServiceServicer_to_server(BundleServicer(coordinator), server)
+    pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorServicer(coordinator), server)
+    try:
+        if tls_cert is not None and tls_key is not None:
+            creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+            port = server.add_secure_port(listen, creds)
+        else:
+            port = server.add_insecure_port(listen)
+    except (RuntimeError, OSError) as e:
+        raise ConfigError(f"cannot listen on {listen}: {e}") from e
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen}")
+    server.start()
+    try:
+        yield server, port
+    finally:
+        server.stop(grace=1).wait(5)
