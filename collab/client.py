@@ -278,7 +278,7 @@ class Client:
     # -- monitor callbacks -------------------------------------------------------------
     def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
         assert self._stub is not None
-        req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=0,
+        req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
                                       client_send_time=time.time())
         t0 = time.perf_counter()
         with rpc_errors("Probe"):

@@ -1,0 +1,176 @@
+"""The edge daemon: ``collab.v1.EdgeService.Infer`` in front of one :class:`collab.Client`.
+
+A thin servicer decodes the input frame, calls the client (the same runtime as the
+SDK) and maps domain errors to gRPC status codes; the daemon never loses a request
+to a cloud failure because the client finishes locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from collab import codec as codecs
+from collab.client import Client, ClientConfig, InferenceResult
+from collab.errors import BundleError, CodecError, CollabError, ConfigError, DeadlineError
+from collab.log import logger
+from collab.ort import InferenceError
+from collab.proto import collab_pb2, collab_pb2_grpc
+from collab.transport import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    TlsConfig,
+    server_credentials,
+    server_options,
+)
+from edge_node.metrics import EdgeMetrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """Everything ``collab edge`` accepts; each field is one CLI flag."""
+
+    bundle: Path
+    cloud: tuple[str, ...] = ()
+    listen: str = "127.0.0.1:50061"
+    policy: str = "auto"
+    deadline_ms: float | None = None
+    accuracy_budget: float = 0.005
+    probe_interval_s: float = 1.0
+    slowdown: float = 1.0
+    metrics_port: int | None = None  # None = no /metrics, 0 = any free port
+    workers: int = 8  # gRPC handler threads (concurrent requests)
+    tls_cert: Path | None = None  # TLS for the daemon's own listener
+    tls_key: Path | None = None
+    cloud_ca: Path | None = None  # TLS towards the cloud nodes
+    cloud_cert: Path | None = None
+    cloud_key: Path | None = None
+    cloud_server_name: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"bad --listen address {self.listen!r}: expected HOST:PORT")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.workers < 1:
+            raise ConfigError("workers must be >= 1")
+
+    def client_config(self) -> ClientConfig:
+        tls = (TlsConfig(ca_cert=self.cloud_ca, client_cert=self.cloud_cert, client_key=self.cloud_key,
+                         server_name=self.cloud_server_name) if self.cloud_ca is not None else None)
+        return ClientConfig(cloud=self.cloud, policy=self.policy, deadline_ms=self.deadline_ms,
+                            accuracy_budget=self.accuracy_budget, probe_interval_s=self.probe_interval_s,
+                            slowdown=self.slowdown, tls=tls, max_message_bytes=self.max_message_bytes)
+
+
+def result_to_proto(r: InferenceResult, request_id: str, model: collab_pb2.ModelId) -> collab_pb2.EdgeInferResponse:
+    return collab_pb2.EdgeInferResponse(
+        request_id=request_id, output=codecs.encode(np.asarray(r.output, dtype=np.float32), "f32"),
+        path=r.path, split_point=r.split_point or "", bytes_sent=r.bytes_sent, timings=r.timings,
+        fell_back=r.fell_back, model=model)
+
+
+class EdgeHandler:
+    """Domain side of the daemon: frame in, InferenceResult out."""
+
+    def __init__(self, client: Client, metrics: EdgeMetrics, *, max_input_bytes: int) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.max_input_bytes = max_input_bytes
+
+    def infer(self, frame: bytes, *, policy: str, deadline_ms: float | None) -> InferenceResult:
+        x = codecs.decode(frame, max_bytes=self.max_input_bytes)
+        r = self.client.infer(x, policy=policy or None, deadline_ms=deadline_ms)
+        self.metrics.observe(path=r.path, seconds=r.latency_ms / 1000.0, bytes_sent=r.bytes_sent,
+                             fell_back=r.fell_back, reason=r.fallback_reason, deadline_met=r.deadline_met)
+        self.metrics.breaker_open.set(float(self.client.breaker.is_open))
+        self.metrics.cloud_reachable.set(float(self.client.link.reachable))
+        return r
+
+
+class EdgeServicer(collab_pb2_grpc.EdgeServiceServicer):
+    def __init__(self, handler: EdgeHandler) -> None:
+        self.h = handler
+
+    def Infer(self, request: collab_pb2.EdgeInferRequest, context: grpc.ServicerContext) -> collab_pb2.EdgeInferResponse:
+        deadline = request.deadline_ms or None
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < 1e6:
+            grpc_ms = remaining * 1000.0
+            deadline = grpc_ms if deadline is None else min(deadline, grpc_ms)
+        try:
+            r = self.h.infer(request.frame, policy=request.policy, deadline_ms=deadline)
+            model = collab_pb2.ModelId(name=self.h.client.bundle.name, version=r.model_version)
+            return result_to_proto(r, request.request_id, model)
+        except (CodecError, ConfigError) as e:
+            code, msg = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+        except DeadlineError as e:
+            code, msg = grpc.StatusCode.DEADLINE_EXCEEDED, str(e)
+        except (BundleError, InferenceError) as e:
+            code, msg = grpc.StatusCode.INTERNAL, str(e)
+        except CollabError as e:
+            code, msg = grpc.StatusCode.UNKNOWN, str(e)
+        self.h.metrics.errors.labels(code.name).inc()
+        context.abort(code, msg)
+        raise AssertionError("unreachable")  # context.abort raises
+
+
+@dataclass
+class EdgeServer:
+    grpc_server: grpc.Server
+    client: Client
+    metrics: EdgeMetrics
+    port: int
+    metrics_port: int | None
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.grpc_server.stop(grace_s).wait()
+        self.client.close()
+        self.metrics.close()
+
+
+@contextmanager
+def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
+    """Run the daemon; yields ``(server, port)``; drains in-flight requests on exit."""
+    client = Client(config.bundle, config=config.client_config())
+    metrics = EdgeMetrics()
+    try:
+        m = client.bundle.manifest
+        limit = max(config.max_message_bytes, m.input_bytes * 64)
+        handler = EdgeHandler(client, metrics, max_input_bytes=limit)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
+                                                        thread_name_prefix="collab-edge"),
+                             options=server_options(max_message_bytes=limit))
+        collab_pb2_grpc.add_EdgeServiceServicer_to_server(EdgeServicer(handler), server)
+        try:
+            if config.tls_cert is not None and config.tls_key is not None:
+                port = server.add_secure_port(config.listen, server_credentials(config.tls_cert, config.tls_key))
+            else:
+                port = server.add_insecure_port(config.listen)
+        except RuntimeError as e:
+            raise ConfigError(f"cannot listen on {config.listen}: {e}") from e
+        if not port:
+            raise ConfigError(f"cannot listen on {config.listen} (address in use?)")
+        server.start()
+        mport = None
+        if config.metrics_port is not None:
+            mport = metrics.serve_http(config.metrics_port, config.listen.rpartition(":")[0].strip("[]"))
+    except BaseException:
+        client.close()
+        metrics.close()
+        raise
+    logger.info("edge node listening on port %d (bundle %s@%s, cloud=%s, policy=%s, metrics=%s)",
+                port, client.bundle.name, client.bundle.version[:12], ",".join(config.cloud) or "-",
+                config.policy, mport)
+    es = EdgeServer(grpc_server=server, client=client, metrics=metrics, port=port, metrics_port=mport)
+    try:
+        yield es, port
+    finally:
+        es.stop()

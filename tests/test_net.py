@@ -1,0 +1,173 @@
+"""Network estimator, active-probe monitor and circuit breaker, against a simulated link."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from collab.errors import DeadlineError, TransportError
+from collab.net import Ewma, LinkEstimator, NetworkMonitor, ProbeReply
+from collab.net.breaker import CircuitBreaker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SimLink:
+    """probe(nbytes) takes rtt + bytes/bandwidth (+ jitter); can be cut."""
+
+    def __init__(self, rtt_ms: float, bw_bps: float, jitter_ms: float = 0.0, seed: int = 0) -> None:
+        self.rtt_ms, self.bw_bps, self.jitter_ms = rtt_ms, bw_bps, jitter_ms
+        self.up = True
+        self.timeout = False
+        self.calls: list[int] = []
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, nbytes: int, timeout_s: float) -> ProbeReply:
+        self.calls.append(nbytes)
+        if not self.up:
+            if self.timeout:
+                raise DeadlineError("probe timed out")
+            raise TransportError("connection refused")
+        j = abs(self.rng.normal(0, self.jitter_ms)) if self.jitter_ms else 0.0
+        return ProbeReply(wall_ms=self.rtt_ms + j + nbytes * 8 / self.bw_bps * 1000)
+
+
+def test_ewma_mean_and_variance() -> None:
+    e = Ewma(alpha=0.1)
+    rng = np.random.default_rng(1)
+    for i, x in enumerate(rng.normal(50, 5, 3000)):
+        e.update(float(x), i)
+    assert e.mean == pytest.approx(50, abs=3.5)  # std of an alpha=0.1 EWMA: 5*sqrt(.1/1.9)
+    assert e.std == pytest.approx(5, rel=0.3)
+    assert e.age(3100) == pytest.approx(101)
+    assert math.isnan(Ewma().mean)
+
+
+@pytest.mark.parametrize(("rtt", "bw"), [(1.0, 1e9), (20.0, 8e6), (80.0, 1e6), (5.0, 50e6)])
+def test_monitor_estimates_follow_the_link(rtt: float, bw: float) -> None:
+    link, clock = SimLink(rtt, bw, jitter_ms=rtt * 0.05), FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(link, est, interval_s=1.0, clock=clock, max_probe_bytes=1 << 20)
+    for _ in range(20):
+        mon.refresh(force=True)
+        clock.t += 1
+    st = est.state()
+    assert st.reachable
+    assert st.rtt_ms == pytest.approx(rtt, rel=0.15)
+    assert st.bandwidth_bps == pytest.approx(bw, rel=0.15)
+    # the sized probe adapts to the link: ~bandwidth_probe_ms of transfer, within limits
+    assert min(link.calls[-1], 1 << 20) == link.calls[-1] >= 16_384
+
+
+def test_estimates_track_a_bandwidth_drop() -> None:
+    link, clock = SimLink(10.0, 50e6), FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(link, est, clock=clock)
+    for _ in range(5):
+        mon.refresh(force=True)
+        clock.t += 1
+    link.bw_bps = 2e6
+    for _ in range(15):
+        mon.refresh(force=True)
+        clock.t += 1
+    assert est.state().bandwidth_bps == pytest.approx(2e6, rel=0.15)
+
+
+def test_stale_estimates_are_reprobed_and_fresh_ones_are_not() -> None:
+    link, clock = SimLink(5.0, 10e6), FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(link, est, interval_s=1.0, bandwidth_interval_s=5.0, clock=clock)
+    mon.refresh()  # nothing known: rtt + sized probe
+    assert len(link.calls) == 2
+    clock.t += 0.5
+    mon.refresh()
+    assert len(link.calls) == 2  # everything fresh
+    clock.t += 0.6
+    mon.refresh()
+    assert link.calls[2:] == [0]  # only the RTT is stale: small probe
+    # passive samples from real traffic keep the RTT fresh: no probe
+    clock.t += 0.9
+    est.add_transfer(500, 5.2, clock())
+    clock.t += 0.5
+    mon.refresh()
+    assert len(link.calls) == 3
+    clock.t += 5
+    mon.refresh()  # bandwidth stale: rtt + sized
+    assert len(link.calls) == 5 and link.calls[-1] > 0
+
+
+def test_passive_transfers_update_bandwidth() -> None:
+    est = LinkEstimator()
+    est.add_rtt(10.0, 0.0)
+    for i in range(20):  # 100 kB in 10 ms rtt + 80 ms = 10 Mbit/s
+        est.add_transfer(100_000, 90.0, float(i))
+    assert est.state().bandwidth_bps == pytest.approx(10e6, rel=0.01)
+    est.add_transfer(200, 12.0, 30.0)  # small: an RTT sample
+    assert est.rtt.mean > 10.0
+
+
+def test_loss_and_reachability() -> None:
+    link, clock = SimLink(5.0, 10e6), FakeClock()
+    est = LinkEstimator(fail_threshold=2)
+    assert not est.reachable  # never heard from the cloud
+    mon = NetworkMonitor(link, est, clock=clock)
+    mon.refresh(force=True)
+    assert est.reachable
+    link.up = False
+    link.timeout = True
+    mon.refresh(force=True)
+    assert est.reachable  # one failure is not an outage
+    mon.refresh(force=True)
+    assert not est.reachable
+    assert est.timeouts == 2 and est.state().loss_rate > 0.1
+    link.up = True
+    mon.refresh(force=True)
+    assert est.reachable
+    assert est.state().loss_rate < est.loss.alpha * 2 + 0.2
+
+
+def test_monitor_thread_probes_and_stops() -> None:
+    link = SimLink(0.1, 1e9)
+    est = LinkEstimator()
+    seen = threading.Event()
+    mon = NetworkMonitor(link, est, interval_s=0.02, bandwidth_interval_s=0.05,
+                         on_reply=lambda r: seen.set())
+    mon.start()
+    try:
+        assert seen.wait(2.0)
+        deadline = threading.Event()
+        deadline.wait(0.3)
+    finally:
+        mon.stop()
+    n = len(link.calls)
+    assert n >= 5 and est.reachable
+    threading.Event().wait(0.1)
+    assert len(link.calls) == n  # stopped
+
+
+def test_circuit_breaker_opens_and_recovers_after_cooldown() -> None:
+    clock = FakeClock()
+    br = CircuitBreaker(failure_threshold=3, cooldown_s=2.0, clock=clock)
+    assert not br.record_failure() and not br.record_failure()
+    br.record_success()  # resets the count
+    assert not br.record_failure() and not br.record_failure()
+    assert br.record_failure() and br.is_open
+    br.probe_succeeded()  # too early
+    assert br.is_open
+    clock.t += 2.5
+    br.probe_succeeded()
+    assert br.state == "half_open"
+    assert br.record_failure() and br.is_open  # one failure in half-open re-opens
+    clock.t += 2.5
+    br.probe_succeeded()
+    br.record_success()
+    assert br.state == "closed" and br.opened_count == 2
