@@ -174,8 +174,13 @@ def dequantize(
         scale = np.frombuffer(buf, np.float32, c, pos)
         offset = np.frombuffer(buf, np.float32, c, pos + 4 * c)
         pos += 8 * c
-        if not (np.isfinite(scale).all() and np.isfinite(offset).all() and (scale > 0).all()):
+        if not (np.isfinite(offset).all() and np.isfinite(scale).all() and (scale > 0).all()):
             raise CodecError("corrupt frame: invalid quantization parameters")
+        top = np.abs(offset.astype(np.float64)) + ((1 << BITS[codec.quant]) - 1) * scale.astype(
+            np.float64
+        )
+        if not (top < 3.4e38).all():  # decoded values must stay finite float32
+            raise CodecError("corrupt frame: quantization range overflows float32")
     mask = None
     count = n
     if codec.sparse:
@@ -194,7 +199,8 @@ def dequantize(
             raise CodecError("corrupt frame: int4 padding nibble is not zero")
         x3shape = _shape3(shape)
         if mask is not None:
-            zc = np.clip(np.rint(-offset / scale), 0, (1 << bits) - 1).astype(np.uint8)
+            with np.errstate(all="ignore"):  # tiny scales of hostile frames saturate
+                zc = np.clip(np.rint(-offset / scale), 0, (1 << bits) - 1).astype(np.uint8)
             dense = np.empty(x3shape, np.uint8)
             dense[...] = zc[None, :, None]
             dense.reshape(-1)[mask] = q
