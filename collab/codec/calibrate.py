@@ -1,0 +1,236 @@
+"""Measure every split point x codec on sample inputs and store ``calibration.json``.
+
+The decision engine predicts transfer time and accuracy loss from this table (see
+:mod:`collab.codec.policy`), so every number is measured on the bundle's own ONNX
+files with ONNX Runtime: frame bytes, encode/decode time (per single-sample frame, as
+requests travel), relative L2 error, and top-1 agreement of the decoded path with the
+uncompressed full model (plus accuracy when labels are given). No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collab.bundle import Bundle, Manifest, load_bundle, update_bundle
+from collab.codec.frame import decode, encode
+from collab.codec.spec import Codec
+from collab.errors import BundleError, CodecError, ConfigError
+from collab.log import logger
+from collab.ort import make_session, run
+
+SCHEMA = 1
+FILENAME = "calibration.json"
+DEFAULT_CODECS: tuple[str, ...] = (
+    "f32",
+    "f32+zstd1",
+    "f16+zstd1",
+    "int8+zstd1",
+    "int8+zstd1+sparse",
+    "int8+brotli5",
+    "int8+zstd1+clip99.9",
+    "int4+zstd1",
+    "int4+zstd1+sparse",
+    "int4+brotli5",
+    "int4+brotli5+clip99.9",
+)
+STAT_KEYS = ("bytes", "ratio", "encode_ms", "decode_ms", "rel_l2", "agreement", "accuracy")
+BATCH = 64
+
+
+def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    return np.concatenate([fn(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+def codec_stats(
+    x: np.ndarray,
+    codec: str,
+    downstream: Callable[[np.ndarray], np.ndarray],
+    ref_top1: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, float | None]:
+    """STATS of one codec on tensors ``x`` (batch dim 0, one frame per sample)."""
+    n = len(x)
+    sizes = np.empty(n)
+    enc_ms = np.empty(n)
+    dec_ms = np.empty(n)
+    rel = np.empty(n)
+    out = np.empty_like(x)
+    for i in range(n):
+        xi = x[i : i + 1]
+        t0 = time.perf_counter()
+        frame = encode(xi, codec)
+        t1 = time.perf_counter()
+        yi = decode(frame)
+        t2 = time.perf_counter()
+        sizes[i], enc_ms[i], dec_ms[i] = len(frame), (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        out[i] = yi[0]
+        num = float(np.linalg.norm((yi - xi).ravel()))
+        den = float(np.linalg.norm(xi.ravel()))
+        rel[i] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+    top1 = _batched(downstream, out).argmax(axis=1)
+    mean_bytes = float(sizes.mean())
+    return {
+        "bytes": mean_bytes,
+        "ratio": float(x[0].nbytes / mean_bytes),
+        # medians: the build machine is shared and noisy; one stall should not move the policy
+        "encode_ms": float(np.median(enc_ms)),
+        "decode_ms": float(np.median(dec_ms)),
+        "rel_l2": float(rel.mean()),
+        "agreement": float((top1 == ref_top1).mean()),
+        "accuracy": None if labels is None else float((top1 == labels).mean()),
+    }
+
+
+def _check_inputs(
+    m: Manifest, inputs: np.ndarray, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    x = np.asarray(inputs)
+    if (
+        x.dtype.kind != "f"
+        or x.ndim != len(m.input_shape)
+        or tuple(x.shape[1:]) != tuple(m.input_shape[1:])
+    ):
+        raise ConfigError(
+            f"calibration inputs must be float with shape (N, {', '.join(map(str, m.input_shape[1:]))}),"
+            f" got {x.dtype}{list(x.shape)}"
+        )
+    if len(x) == 0:
+        raise ConfigError("calibration needs at least one input")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(x):
+            raise ConfigError(f"{len(labels)} labels for {len(x)} inputs")
+    return x, labels
+
+
+def measure(
+    bundle: Bundle,
+    inputs: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build the calibration table without writing it."""
+    from tqdm import tqdm
+
+    names = [Codec.parse(c).name for c in codecs]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("codecs must be a non-empty list without duplicates")
+    m = bundle.manifest
+    x, labels = _check_inputs(m, inputs, labels)
+    full = make_session(bundle.path(m.full))
+    ref_top1 = _batched(lambda b: run(full, b), x).argmax(axis=1)
+    result: dict[str, Any] = {"schema": SCHEMA, "num_inputs": len(x), "codecs": names}
+    total = len(names) * (1 + len(m.split_points))
+    with tqdm(
+        total=total, desc=f"calibrate {m.model_name}", disable=not progress, unit="codec"
+    ) as bar:
+        section: dict[str, Any] = {}
+        for c in names:
+            section[c] = codec_stats(x, c, lambda b: run(full, b), ref_top1, labels)
+            bar.update()
+        result["input"] = section
+        result["points"] = {}
+        for sp in m.split_points:
+            head, tail = make_session(bundle.path(sp.head)), make_session(bundle.path(sp.tail))
+            feats = _batched(lambda b, h=head: run(h, b), x)  # type: ignore[misc]
+            section = {}
+            for c in names:
+                bar.set_postfix_str(f"{sp.name} {c}")
+                section[c] = codec_stats(feats, c, lambda b, t=tail: run(t, b), ref_top1, labels)  # type: ignore[misc]
+                bar.update()
+            result["points"][sp.name] = section
+    validate_calibration(result, m)
+    return result
+
+
+def calibrate_bundle(
+    bundle_dir: str | os.PathLike[str],
+    inputs: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure and store ``calibration.json`` in the bundle (manifest.calibration, hashed)."""
+    bundle = load_bundle(bundle_dir)
+    result = measure(bundle, inputs, labels, codecs=codecs, progress=progress)
+
+    def mutate(root: Path, m: Manifest) -> Manifest:
+        tmp = root / (FILENAME + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, root / FILENAME)
+        return replace(m, calibration=FILENAME)
+
+    update_bundle(bundle.root, mutate)
+    logger.info(
+        "wrote %s for %s: %d codecs x %d split points on %d inputs",
+        FILENAME,
+        bundle.manifest.model_name,
+        len(result["codecs"]),
+        len(result["points"]),
+        result["num_inputs"],
+    )
+    return result
+
+
+def _check_stats(where: str, row: Any) -> None:
+    if not isinstance(row, Mapping) or set(row) != set(STAT_KEYS):
+        raise BundleError(f"calibration {where}: expected keys {sorted(STAT_KEYS)}")
+    for k in STAT_KEYS:
+        v = row[k]
+        if v is None and k == "accuracy":
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or not v >= 0:
+            raise BundleError(f"calibration {where}: {k}={v!r} must be a number >= 0")
+    if row["agreement"] > 1 or (row["accuracy"] is not None and row["accuracy"] > 1):
+        raise BundleError(f"calibration {where}: agreement/accuracy must be <= 1")
+
+
+def validate_calibration(data: Any, manifest: Manifest | None = None) -> dict[str, Any]:
+    """Check a calibration table's schema (and split names against ``manifest``)."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise BundleError(f"calibration: unsupported schema (expected {{'schema': {SCHEMA}, ...}})")
+    codecs = data.get("codecs")
+    if not isinstance(codecs, list) or not codecs:
+        raise BundleError("calibration: 'codecs' must be a non-empty list")
+    try:
+        for c in codecs:
+            Codec.parse(c)
+    except CodecError as e:
+        raise BundleError(f"calibration: {e}") from e
+    if not isinstance(data.get("num_inputs"), int) or data["num_inputs"] <= 0:
+        raise BundleError("calibration: 'num_inputs' must be a positive integer")
+    sections: Iterable[tuple[str, Any]] = [("input", data.get("input"))]
+    points = data.get("points")
+    if not isinstance(points, dict):
+        raise BundleError("calibration: 'points' must be an object")
+    if manifest is not None and set(points) != {sp.name for sp in manifest.split_points}:
+        raise BundleError("calibration: split points do not match the manifest")
+    sections = [*sections, *((f"points.{k}", v) for k, v in points.items())]
+    for where, sec in sections:
+        if not isinstance(sec, dict) or set(sec) != set(codecs):
+            raise BundleError(f"calibration {where}: must have one entry per codec")
+        for c, row in sec.items():
+            _check_stats(f"{where}.{c}", row)
+    return data
+
+
+def load_calibration(bundle: Bundle) -> dict[str, Any] | None:
+    """The bundle's validated calibration table, or None when it has none."""
+    try:
+        data = bundle.calibration()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"calibration: cannot read {bundle.manifest.calibration}: {e}") from e
+    return None if data is None else validate_calibration(data, bundle.manifest)
