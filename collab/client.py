@@ -32,6 +32,7 @@ import numpy as np
 from collab import codec as codecs
 from collab.bundle import Bundle, load_bundle
 from collab.decision import (
+    DEFAULT_CODEC,
     Candidate,
     CloudState,
     Decision,
@@ -40,6 +41,7 @@ from collab.decision import (
     Policy,
     Profile,
     decide,
+    default_codec_stats,
     parse_policy,
     profile_from_bundle,
 )
@@ -85,6 +87,7 @@ class ClientConfig:
     strict_deadline: bool = False
     initial_probe: bool = True  # probe once before returning from the constructor
     warm: bool = True  # load every session in a background thread at start
+    codec: str | None = None  # force this codec on every cloud path (default: the codec policy)
     tls: TlsConfig | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
@@ -104,6 +107,8 @@ class ClientConfig:
         if self.breaker_failures < 1:
             raise ConfigError("breaker_failures must be >= 1")
         parse_policy(self.policy)
+        if self.codec is not None:
+            codecs.Codec.parse(self.codec)  # CodecError names the bad part
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +151,18 @@ class _Stats:
     paths: Counter[str] = field(default_factory=Counter)
     fallback_reasons: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+def force_codec(profile: Profile, codec: str) -> Profile:
+    """Restrict every cloud path to ``codec``; its calibrated stats when the bundle has
+    them, else the raw-size estimate (the user forced it, so its accuracy is theirs)."""
+    paths = []
+    for p in profile.paths:
+        if p.uses_cloud:
+            row = p.codec_stats.get(codec) or {**default_codec_stats(p.raw_bytes)[DEFAULT_CODEC], "agreement": 1.0}
+            p = dataclasses.replace(p, codec_stats={codec: row})
+        paths.append(p)
+    return dataclasses.replace(profile, paths=tuple(paths))
 
 
 class Client:
@@ -198,7 +215,10 @@ class Client:
         rt.warm([bundle.manifest.full])  # edge-only must work right away
         if self.config.warm:
             threading.Thread(target=self._warm, args=(rt,), name="collab-warm", daemon=True).start()
-        return _Model(bundle=bundle, runtime=rt, profile=profile_from_bundle(bundle),
+        profile = profile_from_bundle(bundle)
+        if self.config.codec is not None:
+            profile = force_codec(profile, self.config.codec)
+        return _Model(bundle=bundle, runtime=rt, profile=profile,
                       model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version))
 
     @staticmethod
@@ -376,7 +396,7 @@ class Client:
             return None, 0, "circuit breaker open"
         if not model.served:
             return None, 0, "cloud does not serve this model version"
-        codec = c.codec or "f32+zstd1"
+        codec = self.config.codec or c.codec or DEFAULT_CODEC
         te = time.perf_counter()
         frame = codecs.encode(payload, codec)
         timings["encode_ms"] = (time.perf_counter() - te) * 1000.0

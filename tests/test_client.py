@@ -1,0 +1,185 @@
+"""collab.Client without a cloud node: edge-only behaviour, validation, threads, swaps."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collab
+from collab.bundle import load_bundle, update_bundle
+from collab.client import Client, ClientConfig
+from collab.errors import CodecError, ConfigError, DeadlineError
+from collab.runtime import EdgeRuntime
+from collab.testing.procs import free_port
+
+
+def sample_inputs(bundle_dir: Path, n: int, seed: int = 0) -> np.ndarray:
+    """Real digits images when the model takes them, else Gaussian inputs."""
+    shape = tuple(load_bundle(bundle_dir).manifest.input_shape[1:])
+    try:
+        from collab.models import datasets
+
+        for fn in (datasets.digits, datasets.digits_rgb32, datasets.digits_tokens):
+            x, _ = fn("test")
+            if tuple(x.shape[1:]) == shape:
+                return np.ascontiguousarray(x[:n], dtype=np.float32)
+    except Exception:
+        pass
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def test_public_exports() -> None:
+    assert collab.Client is Client and collab.ClientConfig is ClientConfig
+    assert "InferenceResult" in collab.__all__
+
+
+def test_edge_only_without_cloud_matches_full_model(digits_bundle: Path) -> None:
+    xs = sample_inputs(digits_bundle, 8)
+    rt = EdgeRuntime(digits_bundle)
+    with Client(digits_bundle) as c:
+        for x in xs:
+            r = c.infer(x)  # one sample without the batch dimension
+            assert r.path == "edge_only" and not r.fell_back and r.bytes_sent == 0
+            np.testing.assert_array_equal(r.output, rt.full(x[None])[0][0])
+        rb = c.infer(xs[:3])  # a batch
+        assert rb.output.shape[0] == 3
+        s = c.stats()
+    assert s["requests"] == 9 and s["paths"] == {"edge_only": 9} and s["fallbacks"] == 0
+    assert s["latency_ms"]["p50"] > 0
+
+
+def test_unreachable_cloud_at_start_is_not_an_error(digits_bundle: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    x = sample_inputs(digits_bundle, 1)[0]
+    t0 = time.monotonic()
+    with Client(digits_bundle, cloud=[dead], deadline_ms=200, probe_interval_s=0.1) as c:
+        assert time.monotonic() - t0 < 5
+        assert not c.link.reachable
+        for _ in range(20):
+            r = c.infer(x)
+            assert r.path == "edge_only" and r.deadline_met and r.latency_ms <= 200
+        ex = c.explain()
+        assert ex["chosen"] == "edge_only"
+        assert all(not cand["feasible"] for cand in ex["candidates"] if cand["path"] != "edge_only")
+
+
+def test_forced_cloud_path_with_dead_cloud_falls_back_exactly(digits_bundle: Path) -> None:
+    b = load_bundle(digits_bundle)
+    sp = b.manifest.split_points[0].name
+    xs = sample_inputs(digits_bundle, 6)
+    rt = EdgeRuntime(b)
+    with Client(digits_bundle, cloud=[f"127.0.0.1:{free_port()}"], policy=f"split:{sp}",
+                breaker_failures=2, initial_probe=False) as c:
+        results = [c.infer(x) for x in xs]
+        for x, r in zip(xs, results, strict=True):
+            assert r.path == "split" and r.split_point == sp and r.fell_back
+            head, _ = rt.head(sp, x[None])
+            np.testing.assert_array_equal(r.output, rt.tail(sp, head)[0][0])  # head output reused
+        assert c.breaker.is_open
+        assert results[-1].fallback_reason == "circuit breaker open"
+        r = c.infer(xs[0], policy="cloud_only")
+        assert r.path == "cloud_only" and r.fell_back
+        np.testing.assert_array_equal(r.output, rt.full(xs[:1])[0][0])
+
+
+def test_bad_input_and_config_errors(digits_bundle: Path) -> None:
+    with Client(digits_bundle) as c:
+        with pytest.raises(ConfigError, match="shape"):
+            c.infer(np.zeros((2, 3), np.float32))
+        with pytest.raises(ConfigError, match="numeric"):
+            c.infer(np.array(["a"]))
+        with pytest.raises(ConfigError, match="unknown split point"):
+            c.infer(sample_inputs(digits_bundle, 1), policy="split:nope")
+        assert c.stats()["requests"] == 0
+    for bad in ({"policy": "fast"}, {"deadline_ms": 0}, {"accuracy_budget": 2}, {"slowdown": 0.5},
+                {"no_such_option": 1}):
+        with pytest.raises(ConfigError):
+            Client(digits_bundle, **bad)
+    with pytest.raises(CodecError):
+        Client(digits_bundle, codec="int9")
+
+
+def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
+    x = sample_inputs(digits_bundle, 1)
+    with Client(digits_bundle, strict_deadline=True, slowdown=50.0) as c:
+        with pytest.raises(DeadlineError):
+            c.infer(x, deadline_ms=1e-3)
+        assert c.stats()["deadline_misses"] == 1
+
+
+def test_slowdown_pads_edge_compute(digits_bundle: Path) -> None:
+    x = sample_inputs(digits_bundle, 1)
+    with Client(digits_bundle, warm=False) as fast, Client(digits_bundle, slowdown=5.0, warm=False) as slow:
+        for _ in range(3):
+            fast.infer(x), slow.infer(x)
+        f = np.median([fast.infer(x).timings["edge_ms"] for _ in range(15)])
+        s = np.median([slow.infer(x).timings["edge_ms"] for _ in range(15)])
+    assert s > 2.5 * f  # measured compute is padded to ~5x (sleep granularity aside)
+
+
+def test_thread_safe_concurrent_infer(digits_bundle: Path) -> None:
+    xs = sample_inputs(digits_bundle, 16)
+    rt = EdgeRuntime(digits_bundle)
+    want = rt.full(xs)[0]
+    errors: list[BaseException] = []
+    with Client(digits_bundle) as c:
+        def worker(k: int) -> None:
+            try:
+                for i in range(25):
+                    j = (k * 25 + i) % len(xs)
+                    np.testing.assert_allclose(c.infer(xs[j]).output, want[j], atol=1e-5)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert c.stats()["requests"] == 150
+
+
+def test_swap_bundle_is_atomic_and_keeps_serving(digits_bundle: Path, tmp_path: Path) -> None:
+    # a second version of the same model: same ONNX files, different manifest metadata
+    v2 = tmp_path / "v2"
+    shutil.copytree(digits_bundle, v2)
+    import dataclasses
+
+    b2 = update_bundle(v2, lambda root, m: dataclasses.replace(m, extra={**m.extra, "rev": 2}))
+    b1 = load_bundle(digits_bundle)
+    assert b1.version != b2.version
+    x = sample_inputs(digits_bundle, 1)
+    stop = threading.Event()
+    versions: list[str] = []
+    with Client(digits_bundle) as c:
+        def loop() -> None:
+            while not stop.is_set():
+                versions.append(c.infer(x).model_version)
+
+        t = threading.Thread(target=loop)
+        t.start()
+        time.sleep(0.1)
+        assert c.swap_bundle(v2) == b2.version
+        time.sleep(0.1)
+        stop.set()
+        t.join()
+        assert c.bundle.version == b2.version
+    assert set(versions) == {b1.version, b2.version}
+    first_new = versions.index(b2.version)
+    assert all(v == b2.version for v in versions[first_new:])  # no going back
+
+
+def test_client_import_does_not_import_torch() -> None:
+    code = ("import sys, collab; import collab.client, collab.runtime, collab.decision, collab.net, "
+            "edge_node.server; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"

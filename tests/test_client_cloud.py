@@ -1,0 +1,158 @@
+"""collab.Client against a real cloud node process on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_client import sample_inputs
+
+from collab.bundle import load_bundle
+from collab.client import Client, InferenceResult
+from collab.runtime import EdgeRuntime
+from collab.testing.procs import collab_process, free_port
+
+
+def cloud_args(port: int, *bundles: Path) -> list[str]:
+    args = ["cloud", "--listen", f"127.0.0.1:{port}", "--max-wait-ms", "0.5"]
+    for b in bundles:
+        args += ["--bundle", str(b)]
+    return args
+
+
+@pytest.fixture(scope="module")
+def cloud(digits_bundle: Path, resnet_bundle: Path) -> Iterator[str]:
+    port = free_port()
+    with collab_process(cloud_args(port, digits_bundle, resnet_bundle), port=port, timeout=90):
+        yield f"127.0.0.1:{port}"
+
+
+def _policies(bundle: Path) -> list[str]:
+    m = load_bundle(bundle).manifest
+    return ["edge_only", "cloud_only", *(f"split:{sp.name}" for sp in m.split_points)]
+
+
+@pytest.mark.parametrize("model", ["digits", "resnet"])
+def test_every_forced_policy_returns_the_full_models_output_lossless(
+        model: str, cloud: str, request: pytest.FixtureRequest) -> None:
+    bundle: Path = request.getfixturevalue(f"{model}_bundle")
+    xs = sample_inputs(bundle, 2)
+    rt = EdgeRuntime(bundle)
+    full = rt.full(xs)[0]
+    with Client(bundle, cloud=[cloud], accuracy_budget=0.0) as c:
+        for pol in _policies(bundle):
+            for i, x in enumerate(xs):
+                r = c.infer(x, policy=pol)
+                assert not r.fell_back, (pol, r.fallback_reason)
+                assert r.path == pol.split(":")[0]
+                if r.path == "split":
+                    assert r.split_point == pol.split(":")[1]
+                    head, _ = rt.head(r.split_point, x[None])
+                    local = rt.tail(r.split_point, head)[0][0]
+                    np.testing.assert_allclose(r.output, local, rtol=0, atol=1e-6)  # exact transfer
+                    assert r.bytes_sent > 0 and r.codec is not None
+                np.testing.assert_allclose(r.output, full[i], rtol=1e-4, atol=1e-4)
+                assert int(np.argmax(r.output)) == int(np.argmax(full[i]))
+        assert c.stats()["fallbacks"] == 0
+
+
+@pytest.mark.parametrize("codec", ["f16+zstd1", "int8+zstd1"])
+def test_lossy_codecs_keep_top1(codec: str, cloud: str, digits_bundle: Path) -> None:
+    xs = sample_inputs(digits_bundle, 20)
+    full = EdgeRuntime(digits_bundle).full(xs)[0]
+    agree, n = 0, 0
+    with Client(digits_bundle, cloud=[cloud], codec=codec, accuracy_budget=1.0) as c:
+        for pol in _policies(digits_bundle)[1:]:
+            for i, x in enumerate(xs):
+                r = c.infer(x, policy=pol)
+                assert not r.fell_back and r.codec == codec
+                agree += int(np.argmax(r.output) == np.argmax(full[i]))
+                n += 1
+    assert agree / n >= (1.0 if codec.startswith("f16") else 0.95), (agree, n)
+
+
+def _run_requests(c: Client, xs: np.ndarray, out: list[tuple[float, InferenceResult]],
+                  keep_going: threading.Event, min_count: int) -> None:
+    i = 0
+    while len(out) < min_count or keep_going.is_set():
+        out.append((time.monotonic(), c.infer(xs[i % len(xs)])))
+        i += 1
+        time.sleep(0.002)
+
+
+@pytest.mark.slow
+def test_killing_the_cloud_mid_stream_loses_nothing_and_recovery(digits_bundle: Path) -> None:
+    port = free_port()
+    args = cloud_args(port, digits_bundle)
+    sp = load_bundle(digits_bundle).manifest.split_points[0].name
+    xs = sample_inputs(digits_bundle, 32)
+    rt = EdgeRuntime(digits_bundle)
+    full = rt.full(xs)[0]
+    want = {i: rt.tail(sp, rt.head(sp, xs[i:i + 1])[0])[0][0] for i in range(len(xs))}
+    results: list[tuple[float, InferenceResult]] = []
+    keep_going = threading.Event()
+    keep_going.set()
+    interval = 0.2
+    with collab_process(args, port=port) as proc, \
+            Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], policy=f"split:{sp}", accuracy_budget=0.0,
+                   probe_interval_s=interval, breaker_failures=3, breaker_cooldown_s=0.3, deadline_ms=500) as c:
+        t = threading.Thread(target=_run_requests, args=(c, xs, results, keep_going, 500))
+        t.start()
+        while len(results) < 100:
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        t_kill = time.monotonic()
+        while len(results) < 250:
+            time.sleep(0.01)
+        with collab_process(args, port=port):
+            t_up = time.monotonic()
+            recovered = None
+            while time.monotonic() - t_up < 10 * interval + 3:
+                after = [(ts, r) for ts, r in results if ts > t_up and not r.fell_back]
+                if after:
+                    recovered = after[0][0] - t_up
+                    break
+                time.sleep(0.01)
+            keep_going.clear()
+            t.join(30)
+        stats = c.stats()
+    assert len(results) >= 500 and stats["requests"] == len(results)  # every request answered
+    for k, (_, r) in enumerate(results):
+        np.testing.assert_allclose(r.output, want[k % len(xs)], rtol=0, atol=1e-6)
+        assert int(np.argmax(r.output)) == int(np.argmax(full[k % len(xs)]))
+    before = [r for ts, r in results if ts < t_kill - 0.05]
+    down = [r for ts, r in results if t_kill + 0.05 < ts < t_up]
+    assert before and not any(r.fell_back for r in before)
+    assert down and all(r.fell_back for r in down)  # answered locally from the head output
+    assert stats["breaker_opened"] >= 1
+    assert sum(r.fallback_reason == "circuit breaker open" for r in down) > len(down) // 2
+    assert recovered is not None and recovered < 10 * interval + 1.0, recovered
+    assert stats["breaker"] == "closed"
+    assert not results[-1][1].fell_back
+
+
+@pytest.mark.slow
+def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle: Path) -> None:
+    port = free_port()
+    x = sample_inputs(resnet_bundle, 1)[0]
+    # a 6x slower edge device: the cloud wins on loopback once it is reachable
+    with Client(resnet_bundle, cloud=[f"127.0.0.1:{port}"], slowdown=6.0, probe_interval_s=0.2,
+                accuracy_budget=0.0) as c:
+        r = c.infer(x)
+        assert r.path == "edge_only" and not r.fell_back
+        with collab_process(cloud_args(port, resnet_bundle), port=port, timeout=90):
+            t_up = time.monotonic()
+            while time.monotonic() - t_up < 5:
+                r = c.infer(x)
+                if r.path != "edge_only":
+                    break
+                time.sleep(0.05)
+            assert r.path in ("cloud_only", "split") and not r.fell_back, c.explain()
+            assert time.monotonic() - t_up < 3.0
+            ex = c.explain()
+            assert ex["chosen"] != "edge_only" and ex["network"]["reachable"]
