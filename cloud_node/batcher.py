@@ -128,11 +128,13 @@ class Batcher:
                 break
             self._pending.popleft()
             self._pending_samples -= item.n
-            if item.future.done():  # the caller went away (cancelled RPC)
-                gone += 1
-            elif item.deadline is not None and item.deadline <= now:
+            late = item.deadline is not None and item.deadline <= now
+            if late:
                 expired += 1
-                item.future.set_exception(DeadlineError("deadline passed while queued"))
+                if not item.future.done():
+                    item.future.set_exception(DeadlineError("deadline passed while queued"))
+            elif item.future.done():  # the caller went away (cancelled RPC)
+                gone += 1
             else:
                 batch.append(item)
                 size += item.n

@@ -57,7 +57,7 @@ class CloudConfig:
     def __post_init__(self) -> None:
         if not self.bundles:
             raise ConfigError("at least one --bundle is required")
-        parse_address(self.listen)
+        parse_address(self.listen, allow_zero=True)
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_wait_ms < 0:
@@ -114,8 +114,12 @@ class CloudServer:
     async def _stop(self, grace: float) -> None:
         logger.info("cloud node draining (grace %.1fs)", grace)
         await self.health.enter_graceful_shutdown()
-        await self.grpc_server.stop(grace)
+        # Stop accepting first, then flush queued batches now instead of after their
+        # batching window; in-flight RPCs complete while grpc waits up to `grace`.
+        stopping = asyncio.ensure_future(self.grpc_server.stop(grace))
+        await asyncio.sleep(0)
         await self.handler.close()
+        await stopping
         logger.info("cloud node stopped")
 
 
@@ -158,7 +162,7 @@ async def _start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         await health.set(name, serving)
     metrics_port = None
     if config.metrics_port is not None:
-        host, _ = parse_address(config.listen)
+        host, _ = parse_address(config.listen, allow_zero=True)
         metrics_port = metrics.serve_http(config.metrics_port, host)
     logger.info("cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
                 "max_batch=%d, max_wait_ms=%.1f, workers=%d, max_message=%d, models=%s)",

@@ -121,10 +121,12 @@ def server_credentials(cert: Path | str, key: Path | str,
 # --------------------------------------------------------------------------- channels
 
 
-def parse_address(addr: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ConfigError otherwise."""
+def parse_address(addr: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ConfigError otherwise.
+    ``allow_zero``: port 0 (bind any free port) is valid for listen addresses."""
     host, sep, port_s = addr.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    lowest = 0 if allow_zero else 1
+    if not sep or not host or not port_s.isdigit() or not lowest <= int(port_s) < 65536:
         raise ConfigError(f"bad address {addr!r}: expected HOST:PORT")
     return host.strip("[]"), int(port_s)
 

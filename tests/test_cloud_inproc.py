@@ -1,0 +1,195 @@
+"""Cloud node behaviours tested on an in-process server (``serve()``): batching,
+deadline drops, TLS, config validation, and the shared transport helpers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from test_cloud_support import (
+    digits_bundle_path,
+    full_output,
+    head_feature,
+    model_id,
+    sample_inputs,
+    stub,
+    wait_ready,
+)
+
+from cloud_node.server import CloudConfig, serve
+from collab import codec
+from collab.bundle import Bundle, load_bundle
+from collab.errors import ConfigError, DeadlineError, TransportError
+from collab.proto import collab_pb2
+from collab.tlsutil import make_ca
+from collab.transport import (
+    RpcDeadlineError,
+    RpcError,
+    TlsConfig,
+    rpc_errors,
+    target_for,
+)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return load_bundle(digits_bundle_path())
+
+
+def _req(b: Bundle, x: np.ndarray, split: str) -> collab_pb2.DecodeRequest:
+    return collab_pb2.DecodeRequest(model=model_id(b), split_point=split,
+                                    frame=codec.encode(head_feature(b, split, x), "f32"))
+
+
+def test_concurrent_requests_form_real_batches(bundle: Bundle) -> None:
+    split = bundle.manifest.split_points[0].name
+    x = sample_inputs(bundle, 16)
+    want = full_output(bundle, x)
+    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=8, max_wait_ms=100, workers=1)
+    with serve(cfg) as (server, port):
+        ch, st = stub(f"127.0.0.1:{port}")
+        wait_ready(ch)
+        futs = [st.Decode.future(_req(bundle, x[i:i + 1], split), timeout=20) for i in range(16)]
+        replies = [f.result() for f in futs]
+        for i, r in enumerate(replies):  # each caller got its own row back
+            np.testing.assert_array_equal(codec.decode(r.output), want[i:i + 1])
+        sizes = [r.timing.batch_size for r in replies]
+        assert max(sizes) > 1, sizes
+        labels = {"model": bundle.name, "split": split}
+        n_batches = server.metrics.value("collab_cloud_batch_size_count", labels)
+        n_samples = server.metrics.value("collab_cloud_batch_size_sum", labels)
+        assert n_samples == 16 and n_batches < 16, (n_batches, n_samples)
+        assert all(r.timing.queue_ms >= 0 and r.load.compute_ms_ewma > 0 for r in replies)
+        ch.close()
+
+
+def test_batch_size_one_never_batches(bundle: Bundle) -> None:
+    split = bundle.manifest.split_points[-1].name
+    x = sample_inputs(bundle, 8)
+    with serve(CloudConfig(bundles=(bundle.root,), max_batch_size=1, max_wait_ms=50)) as (_, port):
+        ch, st = stub(f"127.0.0.1:{port}")
+        futs = [st.Decode.future(_req(bundle, x[i:i + 1], split), timeout=20) for i in range(8)]
+        assert {f.result().timing.batch_size for f in futs} == {1}
+        ch.close()
+
+
+def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
+    split = bundle.manifest.split_points[0].name
+    x = sample_inputs(bundle, 1)
+    # a long batching window guarantees the 50 ms deadline passes while queued
+    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=400)
+    with serve(cfg) as (server, port):
+        ch, st = stub(f"127.0.0.1:{port}")
+        wait_ready(ch)
+        labels = {"model": bundle.name, "split": split}
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as ei:
+                st.Decode(_req(bundle, x, split), timeout=0.05)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 5
+        while (server.metrics.value("collab_cloud_dropped_total", {**labels, "reason": "deadline"}) < 3
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert server.metrics.value("collab_cloud_dropped_total", {**labels, "reason": "deadline"}) == 3
+        assert server.metrics.value("collab_cloud_batch_size_count", labels) == 0  # nothing computed
+        # a request with time to spare still runs after the window
+        r = st.Decode(_req(bundle, x, split), timeout=5)
+        assert r.timing.batch_size == 1 and r.timing.queue_ms >= 300
+        assert server.metrics.value("collab_cloud_batch_size_count", labels) == 1
+        ch.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("pki")
+    ca = make_ca(d / "ca")
+    other = make_ca(d / "other", name="other-ca")
+    srv = ca.issue("server", hosts=("localhost", "127.0.0.1"))
+    cli = ca.issue("edge-1", hosts=(), server=False, client=True)
+    rogue = other.issue("rogue", hosts=(), server=False, client=True)
+    return {"ca": ca.cert, "srv_cert": srv.cert, "srv_key": srv.key, "cli_cert": cli.cert,
+            "cli_key": cli.key, "rogue_cert": rogue.cert, "rogue_key": rogue.key,
+            "other_ca": other.cert}
+
+
+def _infer_ok(b: Bundle, addr: str, tls: TlsConfig) -> None:
+    ch, st = stub(addr, tls=tls)
+    x = sample_inputs(b, 1)
+    try:
+        with rpc_errors("Infer"):
+            r = st.Infer(collab_pb2.InferRequest(model=model_id(b), frame=codec.encode(x, "f32")),
+                         timeout=10)
+    finally:
+        ch.close()
+    np.testing.assert_array_equal(codec.decode(r.output), full_output(b, x))
+
+
+def _infer_refused(b: Bundle, addr: str, tls: TlsConfig) -> RpcError:
+    with pytest.raises(RpcError) as ei:
+        _infer_ok(b, addr, tls)
+    assert ei.value.code == grpc.StatusCode.UNAVAILABLE
+    return ei.value
+
+
+def test_tls_server_certificate(bundle: Bundle, pki: dict[str, Path]) -> None:
+    cfg = CloudConfig(bundles=(bundle.root,), tls_cert=pki["srv_cert"], tls_key=pki["srv_key"])
+    with serve(cfg) as (_, port):
+        _infer_ok(bundle, f"127.0.0.1:{port}", TlsConfig(ca_cert=pki["ca"]))
+        _infer_ok(bundle, f"localhost:{port}", TlsConfig(ca_cert=pki["ca"]))
+        _infer_refused(bundle, f"127.0.0.1:{port}", TlsConfig(ca_cert=pki["other_ca"]))  # untrusted
+        ch, st = stub(f"127.0.0.1:{port}")  # plaintext client against a TLS server
+        with pytest.raises(grpc.RpcError):
+            st.Probe(collab_pb2.ProbeRequest(), timeout=3)
+        ch.close()
+
+
+def test_tls_required_client_certificates(bundle: Bundle, pki: dict[str, Path]) -> None:
+    cfg = CloudConfig(bundles=(bundle.root,), tls_cert=pki["srv_cert"], tls_key=pki["srv_key"],
+                      tls_client_ca=pki["ca"])
+    with serve(cfg) as (_, port):
+        addr = f"127.0.0.1:{port}"
+        _infer_ok(bundle, addr, TlsConfig(ca_cert=pki["ca"], client_cert=pki["cli_cert"],
+                                          client_key=pki["cli_key"]))
+        _infer_refused(bundle, addr, TlsConfig(ca_cert=pki["ca"]))  # no client cert
+        _infer_refused(bundle, addr, TlsConfig(ca_cert=pki["ca"], client_cert=pki["rogue_cert"],
+                                               client_key=pki["rogue_key"]))  # wrong CA
+
+
+def test_config_errors(bundle: Bundle, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        CloudConfig(bundles=())
+    with pytest.raises(ConfigError):
+        CloudConfig(bundles=(bundle.root,), max_batch_size=0)
+    with pytest.raises(ConfigError):
+        CloudConfig(bundles=(bundle.root,), listen="nohost")
+    with pytest.raises(ConfigError):
+        CloudConfig(bundles=(bundle.root,), tls_cert=tmp_path / "c.pem")
+    with serve(CloudConfig(bundles=(bundle.root,))) as (_, port), pytest.raises(ConfigError), \
+            serve(CloudConfig(bundles=(bundle.root,), listen=f"127.0.0.1:{port}")):
+        pass
+
+
+def test_transport_targets_and_error_wrapping(bundle: Bundle) -> None:
+    assert target_for(["127.0.0.1:1", "127.0.0.1:2"]) == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    assert target_for(["localhost:5"]) == "dns:///localhost:5"
+    assert target_for(["[::1]:7", "[::1]:8"]) == "ipv6:[::1]:7,[::1]:8"
+    for bad in ([], ["x"], ["h:0"], ["h:99999"], ["127.0.0.1:1", "[::1]:2"]):
+        with pytest.raises(ConfigError):
+            target_for(bad)
+    cfg = CloudConfig(bundles=(bundle.root,), max_wait_ms=300, max_batch_size=64)
+    with serve(cfg) as (_, port):
+        ch, st = stub(f"127.0.0.1:{port}")
+        split = bundle.manifest.split_points[0].name
+        x = sample_inputs(bundle, 1)
+        with pytest.raises(RpcDeadlineError) as ei, rpc_errors("Decode"):
+            st.Decode(_req(bundle, x, split), timeout=0.05)
+        assert isinstance(ei.value, DeadlineError) and ei.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(RpcError) as e2, rpc_errors("Decode"):
+            st.Decode(collab_pb2.DecodeRequest(model=model_id(bundle), split_point="nope",
+                                               frame=_req(bundle, x, split).frame), timeout=5)
+        assert isinstance(e2.value, TransportError) and e2.value.code == grpc.StatusCode.NOT_FOUND
+        assert "nope" in e2.value.details
+        ch.close()
