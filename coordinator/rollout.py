@@ -62,9 +62,11 @@ class Rollouts:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.current: Rollout | None = None
-        rows = db.read("SELECT * FROM rollouts ORDER BY seq DESC LIMIT 1")
+        self.completed: list[str] = []  # versions of completed rollouts, oldest first
+        rows = db.read("SELECT * FROM rollouts ORDER BY seq")
+        self.completed = [r["version"] for r in rows if r["state"] == "completed"]
         if rows:
-            r = rows[0]
+            r = rows[-1]
             self.current = Rollout(rollout_id=r["rollout_id"], version=r["version"],
                                    previous_version=r["previous_version"], percent=r["percent"],
                                    state=r["state"], created_at=r["created_at"], model_name=r["model_name"])
@@ -82,16 +84,16 @@ class Rollouts:
         if not 1 <= percent <= 100:
             raise ControlPlaneError(f"percent must be in 1..100, got {percent}")
         prev = self.current
-        previous_version = ""
-        if prev is not None:
-            previous_version = prev.previous_version if prev.version == version else prev.version
-        else:  # first rollout: what most nodes serve now is what a rollback returns to
-            served = Counter(r.bundle_version for r in nodes if r.bundle_version)
+        # what a rollback returns to: the last version rolled out successfully, else what
+        # most nodes serve now
+        previous_version = next((v for v in reversed(self.completed) if v != version), "")
+        if not previous_version:
+            served = Counter(r.bundle_version for r in nodes if r.bundle_version and r.bundle_version != version)
             previous_version = served.most_common(1)[0][0] if served else ""
         ro = Rollout(rollout_id=uuid.uuid4().hex[:16], version=version, previous_version=previous_version,
                      percent=percent, state="active", created_at=time.time(), model_name=model_name)
-        for r in nodes:
-            if r.accepts_rollouts and selected(version, r.node_id, percent):
+        for r in nodes:  # offline nodes join the rollout when they come back (add_target)
+            if r.online and r.accepts_rollouts and selected(version, r.node_id, percent):
                 ro.nodes[r.node_id] = ("acked" if r.bundle_version == version else "pending", "")
         ro.settle()
         superseded = prev.rollout_id if prev is not None and prev.state == "active" else None
@@ -110,7 +112,12 @@ class Rollouts:
         if superseded and prev is not None:
             prev.state = "superseded"
         self.current = ro
+        self._settled(ro)
         return ro
+
+    def _settled(self, ro: Rollout) -> None:
+        if ro.state == "completed":
+            self.completed.append(ro.version)
 
     def set_node(self, node_id: str, state: str, error: str = "") -> bool:
         """Record a node outcome for the active rollout; True when something changed."""
@@ -119,6 +126,7 @@ class Rollouts:
             return False
         ro.nodes[node_id] = (state, error)
         ro.settle()
+        self._settled(ro)
         self._write_node(ro, node_id)
         return True
 
@@ -130,6 +138,7 @@ class Rollouts:
             return False
         ro.nodes[node.node_id] = ("acked" if node.bundle_version == ro.version else "pending", "")
         ro.settle()
+        self._settled(ro)
         self._write_node(ro, node.node_id)
         return True
 

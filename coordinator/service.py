@@ -76,6 +76,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         ro = self._c.rollout_status()
         if ro is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "no rollout yet")
+            raise AssertionError("unreachable")
         return msg.rollout_status_to_proto(ro)
 
 

@@ -194,7 +194,7 @@ class MqttClient:
             handlers = [h for f, (_, h) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
         for h in handlers:
             try:
-                h(msg.topic, msg.payload, bool(msg.retain))
+                h(msg.topic, bytes(msg.payload), bool(msg.retain))
             except Exception:
                 logger.exception("MQTT handler for %s failed", msg.topic)
 

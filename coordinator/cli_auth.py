@@ -1,0 +1,109 @@
+"""``collab mqtt-auth``: per-node credentials and ACLs for a fleet's Mosquitto.
+
+Each node's MQTT user name is its node id, so the ACL pattern ``%u`` confines a node to
+its own ``collab/v1/node/<id>/`` topics: a node cannot publish as another node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from collab.control import topics
+from collab.errors import ConfigError
+from collab.log import logger
+
+PBKDF2_ITERATIONS = 101  # Mosquitto 2's default for "$7$" (PBKDF2-SHA512) hashes
+
+
+def configure(parser: argparse.ArgumentParser) -> Any:
+    parser.add_argument("--out", type=Path, required=True, help="directory for passwd, acl, credentials/")
+    parser.add_argument("--node", action="append", default=[], help="node id (repeatable)")
+    parser.add_argument("--nodes-file", type=Path, default=None, help="file with one node id per line")
+    parser.add_argument("--coordinator-user", default="coordinator")
+    parser.add_argument("--operator-user", default="operator", help="read-only user for `collab status`")
+    parser.add_argument("--python-hash", action="store_true",
+                        help="write hashes in Python even if mosquitto_passwd is installed")
+    return run
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """A password-file entry hash in Mosquitto 2's ``$7$`` PBKDF2-SHA512 format."""
+    salt = salt or os.urandom(12)
+    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+
+
+def acl_text(coordinator: str, operator: str) -> str:
+    node = f"{topics.PREFIX}/node/%u"
+    return "\n".join([
+        "# written by `collab mqtt-auth`; see docs/control-plane.md",
+        f"user {coordinator}", f"topic readwrite {topics.PREFIX}/#", "",
+        f"user {operator}", f"topic read {topics.PREFIX}/#", "",
+        "# every other user is a node whose user name is its node id",
+        *(f"pattern write {node}/{k}" for k in (topics.ANNOUNCE, topics.HEARTBEAT, topics.TELEMETRY, topics.ACK)),
+        f"pattern read {node}/{topics.ROLLOUT}",
+        f"pattern read {topics.CLOUDS}",
+        "",
+    ])
+
+
+def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordinator",
+                     operator: str = "operator", use_binary: bool = True) -> dict[str, str]:
+    """Write ``passwd``, ``acl``, ``credentials/<user>`` (0600) and ``mosquitto.conf``;
+    returns user -> password."""
+    users = [coordinator, operator, *nodes]
+    for n in nodes:
+        topics.check_node_id(n)
+    if len(set(users)) != len(users):
+        raise ConfigError("node ids must be unique and differ from the coordinator/operator user names")
+    out.mkdir(parents=True, exist_ok=True)
+    creds = out / "credentials"
+    creds.mkdir(exist_ok=True)
+    passwords = {u: secrets.token_urlsafe(18) for u in users}
+    for u, p in passwords.items():
+        f = creds / u
+        f.write_text(p + "\n")
+        f.chmod(0o600)
+    passwd = out / "passwd"
+    binary = shutil.which("mosquitto_passwd") if use_binary else None
+    if binary:
+        passwd.write_text("")
+        for u, p in passwords.items():
+            try:
+                subprocess.run([binary, "-b", str(passwd), u, p], check=True, capture_output=True, timeout=30)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+                raise ConfigError(f"mosquitto_passwd failed for {u}: {e}") from e
+    else:
+        passwd.write_text("".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in passwords.items()))
+    passwd.chmod(0o600)
+    (out / "acl").write_text(acl_text(coordinator, operator))
+    (out / "mosquitto.conf").write_text(
+        f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {(out / 'acl').resolve()}\n")
+    logger.info("wrote credentials for %d users to %s (hashes by %s)", len(users), out,
+                binary or "python PBKDF2-SHA512")
+    return passwords
+
+
+def run(args: argparse.Namespace) -> int:
+    nodes = list(args.node)
+    if args.nodes_file is not None:
+        try:
+            nodes += [line.strip() for line in args.nodes_file.read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise ConfigError(f"cannot read --nodes-file: {e}") from e
+    if not nodes:
+        raise ConfigError("give at least one --node or a --nodes-file")
+    write_fleet_auth(args.out, nodes, coordinator=args.coordinator_user, operator=args.operator_user,
+                     use_binary=not args.python_hash)
+    print(f"wrote {args.out}/passwd, {args.out}/acl, {args.out}/credentials/<user> for {len(nodes)} nodes")
+    print(f"add to the broker listener config: include the lines of {args.out}/mosquitto.conf")
+    print("nodes connect with --mqtt-username <node-id> --mqtt-password-file credentials/<node-id>")
+    return 0

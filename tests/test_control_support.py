@@ -1,0 +1,148 @@
+"""Shared helpers for the control-plane tests (no tests here): small real bundles, a
+fleet of simulated node processes, and a watcher of the coordinator's status topic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from collab.bundle import Manifest, SplitPoint, load_bundle, update_bundle, write_manifest
+from collab.control import messages as msg
+from collab.control import topics
+from collab.control.mqtt import MqttClient, MqttConfig
+
+
+def _linear(path: Path, w: np.ndarray, relu: bool) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if relu else "y"])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["h"], ["y"]))
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", w.shape[1]])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def tiny_bundle(out: Path, rev: int = 1) -> Path:
+    """A real (ONNX Runtime-servable) 4 -> 3 -> 2 bundle; ``rev`` changes the version."""
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(rev)
+    w1, w2 = rng.normal(size=(4, 3)), rng.normal(size=(3, 2))
+    _linear(out / "head.onnx", w1, relu=True)
+    _linear(out / "tail.onnx", w2, relu=False)
+    _linear(out / "full.onnx", np.maximum(w1, 0) @ w2, relu=False)  # stands in for the full model
+    m = Manifest(model_name="tiny", input_name="x", input_shape=(1, 4), input_dtype="float32",
+                 output_shape=(1, 2), full="full.onnx", full_ms=0.1, input_bytes=16,
+                 split_points=(SplitPoint(name="h", index=0, head="head.onnx", tail="tail.onnx",
+                                          feature_shape=(1, 3), feature_dtype="float32", feature_bytes=12,
+                                          head_ms=0.1, tail_ms=0.1),),
+                 extra={"rev": rev})
+    write_manifest(out, m)
+    return out
+
+
+def revised(src: Path, out: Path, rev: int) -> Path:
+    """A copy of ``src`` with a different version (manifest metadata changed)."""
+    shutil.copytree(src, out)
+    update_bundle(out, lambda root, m: replace(m, extra={**m.extra, "rev": rev}))
+    return out
+
+
+def base_bundle(tmp: Path) -> Path:
+    """The digits example bundle when available (copied), else the tiny bundle."""
+    try:
+        from collab.testing.bundles import example_bundle
+    except ImportError:
+        return tiny_bundle(tmp / "base")
+    dst = tmp / "base"
+    shutil.copytree(example_bundle("digits"), dst)
+    load_bundle(dst)
+    return dst
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class StatusWatcher:
+    """Keeps the latest FleetStatus snapshot the coordinator published."""
+
+    def __init__(self, url: str, **mqtt: Any) -> None:
+        self.latest: msg.FleetStatus | None = None
+        self._lock = threading.Lock()
+        self.client = MqttClient(MqttConfig(url=url, **mqtt))
+        self.client.subscribe(topics.FLEET_STATUS, self._on, qos=0)
+
+    def _on(self, topic: str, payload: bytes, retained: bool) -> None:
+        with self._lock:
+            self.latest = msg.fleet_status_from_bytes(payload)
+
+    def __enter__(self) -> StatusWatcher:
+        self.client.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.stop()
+
+    def node(self, node_id: str) -> msg.NodeStatus | None:
+        with self._lock:
+            fs = self.latest
+        return next((n for n in fs.nodes if n.node_id == node_id), None) if fs else None
+
+
+class SimFleet:
+    """Simulated node processes (python -m collab.control.simnode); killed on exit."""
+
+    def __init__(self, root: Path, broker_url: str, trust_key: Path | None) -> None:
+        self.root, self.url, self.key = root, broker_url, trust_key
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, node_id: str, role: str = "edge", *extra: str) -> subprocess.Popen[bytes]:
+        work = self.root / node_id
+        work.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "collab.control.simnode", "--broker", self.url, "--node-id", node_id,
+                "--role", role, "--work-dir", str(work), "--heartbeat", "0.3", "--telemetry", "0.5", *extra]
+        if self.key is not None:
+            args += ["--trust-key", str(self.key)]
+        log = open(work / "log.txt", "wb")  # noqa: SIM115
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[node_id] = p
+        return p
+
+    def state(self, node_id: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.root / node_id / "state.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def log(self, node_id: str) -> str:
+        return (self.root / node_id / "log.txt").read_text(errors="replace")
+
+    def __enter__(self) -> SimFleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs.values():
+            p.wait(10)
