@@ -242,7 +242,7 @@ class _TorchContext:
         cfg = TrainConfig(epochs=self.cfg.distill_epochs, lr=3e-3, temperature=self.cfg.temperature, alpha=self.cfg.alpha)
         train(student, self.train_data.x, self.train_data.y, cfg, teacher=self.model,  # type: ignore[arg-type]
               desc="distill student", progress=self.cfg.progress)
-        rel = f"{VARIANT_DIR}/{FULL}.distilled.onnx"
+        rel = f"{VARIANT_DIR}/{FULL}.distilled.candidate.onnx"
         export_onnx(student, self.example, tmp / rel, input_name=self.m.input_name, opset=self.m.opset)
         info = {
             "width": plan.distill, "temperature": cfg.temperature, "alpha": cfg.alpha, "epochs": cfg.epochs,

@@ -38,8 +38,12 @@ class Candidate:
 
     target: str  # split point name, or FULL
     name: str
-    path: str  # relative to the bundle root
+    path: str  # relative to the bundle root; not yet listed in the manifest
     min_agreement: float
+
+    @property
+    def final_path(self) -> str:
+        return f"{VARIANT_DIR}/{self.target}.{self.name}.onnx"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +133,10 @@ def record_candidates(
                     logger.info("dropping %s/%s: agreement %.4f < %.4f", target, c.name, agr, c.min_agreement)
                     dst.unlink()
                     continue
-                v = Variant(name=c.name, path=c.path, ms=v_ms, size_bytes=file_size(dst), agreement=agr)
+                if c.path != c.final_path:  # replaces an older variant of the same name
+                    os.replace(dst, rootp / c.final_path)
+                v = Variant(name=c.name, path=c.final_path, ms=v_ms, size_bytes=file_size(rootp / c.final_path),
+                            agreement=agr)
                 if target == FULL:
                     full_variants = _with_variant(full_variants, v)
                 else:
@@ -177,7 +184,7 @@ def quantize_candidates(
         for method in methods:
             bar.set_postfix_str(f"{target}/{prefix}{method}")
             name = f"{prefix}{method}"
-            rel = f"{VARIANT_DIR}/{target}.{name}.onnx"
+            rel = f"{VARIANT_DIR}/{target}.{name}.candidate.onnx"
             quantize(method, rootp / src, rootp / rel, calibration.x)
             out.append(Candidate(target=target, name=name, path=rel, min_agreement=min_agreement))
             bar.update()
