@@ -15,11 +15,11 @@ it came in time); with ``strict_deadline=True`` a late result raises DeadlineErr
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from collab.decision import (
     Decision,
     EdgeState,
     Hysteresis,
+    PathSpec,
     Policy,
     Profile,
     decide,
@@ -82,6 +83,7 @@ class ClientConfig:
     breaker_cooldown_s: float = 1.0
     hysteresis: float = 0.10  # switch only if >10 % faster (and > hysteresis_ms)
     hysteresis_ms: float = 0.5
+    decision_ttl_ms: float = 50.0  # reuse a decision this long unless reachability changes
     slowdown: float = 1.0  # emulate a weaker edge: pad edge compute to slowdown x measured
     intra_threads: int = 1
     strict_deadline: bool = False
@@ -140,6 +142,10 @@ class _Model:
     profile: Profile
     model_id: collab_pb2.ModelId
     served: bool = True  # the cloud serves this version (from probes / call errors)
+    specs: dict[str, PathSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.specs = {p.key: p for p in self.profile.paths}
 
 
 @dataclass
@@ -181,6 +187,9 @@ class Client:
         self._lock = threading.Lock()
         self._stats = _Stats()
         self._previous: str | None = None
+        self._decision_cache: dict[tuple[Any, ...], tuple[float, Decision]] = {}
+        self._ids = itertools.count()
+        self._id_prefix = os.urandom(4).hex()
         self._edge_scale = Ewma(0.2)
         self._edge_scale.update(cfg.slowdown, time.monotonic())
         self._cloud_queue = Ewma(0.3)
@@ -237,6 +246,7 @@ class Client:
         with self._lock:
             self._model = model
             self._previous = None
+            self._decision_cache.clear()
         if self.monitor is not None:
             self.monitor.poke()  # learn whether the cloud serves the new version
         logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
@@ -268,7 +278,16 @@ class Client:
                           serves_model=model.served, breaker_open=self.breaker.is_open)
 
     def _decide(self, model: _Model, policy: Policy, deadline_ms: float | None) -> Decision:
+        """A decision, reused for ``decision_ttl_ms`` while reachability, breaker and
+        model stay the same (the estimates move slowly; a failure invalidates at once)."""
         cfg = self.config
+        now = time.monotonic()
+        key = (policy.key, id(model), deadline_ms, self.breaker.state, self.link.reachable, model.served)
+        hit = self._decision_cache.get(key)
+        if hit is not None and now - hit[0] < cfg.decision_ttl_ms / 1000.0:
+            return hit[1]
+        if len(self._decision_cache) > 64:
+            self._decision_cache.clear()
         net = self.link.state()
         if not cfg.cloud:
             net = dataclasses.replace(net, reachable=False)
@@ -278,6 +297,7 @@ class Client:
                    hysteresis=Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms))
         if policy.mode == "auto":
             self._previous = d.chosen.key
+        self._decision_cache[key] = (now, d)
         return d
 
     def explain(self, policy: str | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
@@ -360,8 +380,10 @@ class Client:
                 self._edge_sample(ms, c, model)
             else:
                 payload = arr
-            y, sent, reason = self._remote(model, c, payload, t0, deadline, timings)
-            if y is None:  # finish locally from what the edge already has
+            remote, sent, reason = self._remote(model, c, payload, t0, deadline, timings)
+            if remote is not None:
+                y = remote
+            else:  # finish locally from what the edge already has
                 fell_back = True
                 if c.path == "split":
                     assert c.split_point is not None
@@ -382,7 +404,7 @@ class Client:
                                deadline_met=met, fallback_reason=reason, model_version=model.bundle.version)
 
     def _edge_sample(self, ms: float, c: Candidate, model: _Model) -> None:
-        spec = next((p for p in model.profile.paths if p.key == c.key), None)
+        spec = model.specs.get(c.key)
         if spec is not None and spec.edge_ms > 0.05:  # tiny models: timer noise, not load
             with self._lock:
                 self._edge_scale.update(ms / spec.edge_ms, time.monotonic())
@@ -407,7 +429,7 @@ class Client:
             budget_ms = deadline - elapsed - c.local_finish_ms * 1.2 - 1.0
             if budget_ms <= 0.5:
                 return None, 0, "cloud would miss the deadline"
-        rid = uuid.uuid4().hex
+        rid = f"{self._id_prefix}-{next(self._ids)}"
         tc = time.perf_counter()
         try:
             with rpc_errors("Decode" if c.path == "split" else "Infer"):
@@ -437,7 +459,8 @@ class Client:
         now = time.monotonic()
         self.breaker.record_success()
         self.link.add_transfer(len(frame), max(call_ms - timing.total_ms, 0.0), now)
-        spec_ms = next((p.cloud_ms for p in model.profile.paths if p.key == c.key.split("@")[0]), 0.0)
+        base = model.specs.get(c.key.split("@")[0])
+        spec_ms = base.cloud_ms if base is not None else 0.0
         with self._lock:
             self._cloud_queue.update(timing.queue_ms, now)
             if spec_ms > 0.05 and timing.compute_ms > 0:

@@ -32,9 +32,12 @@ _DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
 
 
 class CodecChoiceLike(Protocol):
-    codec: str
-    predicted_ms: float
-    bytes: float
+    @property
+    def codec(self) -> str: ...
+    @property
+    def predicted_ms(self) -> float: ...
+    @property
+    def bytes(self) -> float: ...
 
 
 CodecChooser = Callable[..., CodecChoiceLike]
