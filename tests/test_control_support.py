@@ -146,3 +146,33 @@ class SimFleet:
                 p.kill()
         for p in self.procs.values():
             p.wait(10)
+
+
+def coordinator_config(url: str, tmp: Path, **kw: Any) -> Any:
+    from coordinator.daemon import CoordinatorConfig
+
+    mqtt = kw.pop("mqtt", None) or MqttConfig(url=url)
+    return CoordinatorConfig(mqtt=mqtt, db=tmp / "coord" / "registry.db", heartbeat_timeout=kw.pop("heartbeat_timeout", 1.0),
+                             status_interval=kw.pop("status_interval", 0.2), **kw)
+
+
+def agent_config(url: str, tmp: Path, node_id: str, role: str = "edge", **kw: Any) -> Any:
+    from collab.control.agent import AgentConfig
+
+    mqtt = kw.pop("mqtt", None) or MqttConfig(url=url)
+    return AgentConfig(node_id=node_id, role=role, mqtt=mqtt, work_dir=tmp / "nodes" / node_id,
+                       heartbeat_interval=kw.pop("heartbeat_interval", 0.2),
+                       telemetry_interval=kw.pop("telemetry_interval", 0.3), **kw)
+
+
+class Swapper:
+    """A swap callback that really loads the bundle; can be told to fail."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.loaded: list[str] = []
+
+    def __call__(self, path: Path) -> None:
+        if self.fail:
+            raise RuntimeError("runtime cannot load this bundle")
+        self.loaded.append(load_bundle(path).version)

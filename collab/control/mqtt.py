@@ -75,6 +75,7 @@ class MqttClient:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._connack = threading.Event()  # first CONNACK, success or not
         self._started = False
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
                         clean_session=config.clean_session)
@@ -106,7 +107,7 @@ class MqttClient:
             raise ControlPlaneError(f"cannot connect to MQTT broker {self.config.url}: {e}") from e
         self._client.loop_start()
         self._started = True
-        if not self._connected.wait(timeout):
+        if not self._connack.wait(timeout) or not self._connected.is_set():
             self.stop()
             why = self._refused or f"no CONNACK within {timeout}s"
             raise ControlPlaneError(f"MQTT broker {self.config.url} refused the connection: {why}")
@@ -169,8 +170,9 @@ class MqttClient:
         if rc.is_failure:
             self._refused = str(rc)
             logger.warning("MQTT %s refused connection: %s", self.config.url, rc)
-            if not self._connected.is_set():  # never connected: don't hammer the broker
+            if not self._connack.is_set():  # never connected: don't hammer the broker
                 client.disconnect()
+            self._connack.set()
             return
         with self._lock:
             subs = [(f, q) for f, (q, _) in self._subs.items()]
@@ -178,6 +180,7 @@ class MqttClient:
             client.subscribe(subs)
         logger.debug("MQTT connected to %s", self.config.url)
         self._connected.set()
+        self._connack.set()
         if self._on_connect_hook is not None:
             try:
                 self._on_connect_hook()
