@@ -1,24 +1,23 @@
 """The self-describing wire frame.
 
-Layout (little-endian)::
+Features of small models are a few hundred bytes per request, so the header is
+compact (typically 15-20 bytes). Layout::
 
-    0   4s  magic  b"ECF\\x89"
-    4   B   version (1)
-    5   B   quantizer id      (f32, f16, int8, int4)
-    6   B   entropy id        (none, zstd, brotli)
-    7   B   entropy level
-    8   B   flags             (bit 0: sparse, bit 1: clipped range)
-    9   B   source dtype id   (float32, float16, float64); decode returns float32
-    10  B   ndim (<= 8)
-    11  B   reserved (0)
-    12  f   clip percentile (0 unless clipped)
-    16  Q   nnz               (sparse only, else 0)
-    24  Q   body length       (uncompressed; must equal what shape/codec/nnz imply)
-    32  Q   payload length    (compressed)
-    40  ndim x Q shape
-    ..  payload
-    -4  I   CRC32C of everything before it
+    0  2s  magic b"\\xecF"
+    2  B   version (1)
+    3  B   quantizer id << 4 | entropy id      (f32 f16 int8 int4 int3 int2 | none zstd brotli)
+    4  B   entropy level
+    5  B   flags: 1 sparse, 2 clipped range, 4 per-tensor params, 8 compact params
+    6  B   ndim << 4 | source dtype id         (float32 float16 float64; decode -> float32)
+    7  varint body length    (uncompressed; must equal what shape/codec/nnz/flags imply)
+       varint payload length (compressed)
+       varint nnz            (sparse only)
+       varint x ndim shape
+       f32 clip percentile   (clipped only)
+    .. payload
+    -4 u32 CRC32C (little-endian) of everything before it
 
+Varints are LEB128, canonical (no overlong encodings), at most 9 bytes (< 2**63).
 Decoding checks every field and every length against the others before it allocates
 anything proportional to a declared size, so a lying or truncated frame costs nothing
 and raises :class:`CodecError` -- never anything else.
@@ -34,17 +33,21 @@ import google_crc32c
 import numpy as np
 
 from collab.codec import entropy, quantize
-from collab.codec.spec import ENTROPIES, QUANTS, Codec
+from collab.codec.quantize import Layout
+from collab.codec.spec import BITS, ENTROPIES, QUANTS, Codec
 from collab.errors import CodecError
 
-MAGIC = b"ECF\x89"
+MAGIC = b"\xecF"
 VERSION = 1
 MAX_NDIM = 8
 DEFAULT_MAX_BYTES = 256 << 20  # decoded float32 bytes; features are far smaller
-_HDR = struct.Struct("<4sBBBBBBBBfQQQ")
-_CRC = struct.Struct("<I")
+FIXED = 7  # bytes before the first varint
+CRC_BYTES = 4
 _DTYPES = ("float32", "float16", "float64")
-FLAG_SPARSE, FLAG_CLIP = 1, 2
+FLAG_SPARSE, FLAG_CLIP, FLAG_PER_TENSOR, FLAG_COMPACT = 1, 2, 4, 8
+_KNOWN_FLAGS = FLAG_SPARSE | FLAG_CLIP | FLAG_PER_TENSOR | FLAG_COMPACT
+_F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class FrameHeader:
     body_bytes: int  # after quantization, before entropy coding
     payload_bytes: int
     frame_bytes: int
+    header_bytes: int
+    per_tensor: bool = False  # quantization parameters for the whole tensor
+    compact_params: bool = False  # float16 scale + uint8 zero point
     dtype: str = "float32"
 
     @property
@@ -84,6 +90,33 @@ def _crc(*chunks: bytes) -> int:
     return int(c)
 
 
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    v = shift = 0
+    for i in range(9):
+        if pos + i >= end:
+            raise CodecError("truncated frame header")
+        b = buf[pos + i]
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            if b == 0 and i > 0:
+                raise CodecError("corrupt frame header: overlong varint")
+            return v, pos + i + 1
+    raise CodecError("corrupt frame header: varint too long")
+
+
 def encode(array: np.ndarray, codec: Codec | str) -> bytes:
     """Encode a float tensor as one self-describing frame."""
     c = Codec.parse(codec)
@@ -92,125 +125,140 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
         raise CodecError(f"cannot encode dtype {a.dtype}; expected one of {', '.join(_DTYPES)}")
     if a.ndim > MAX_NDIM:
         raise CodecError(f"cannot encode {a.ndim}-D tensor (max {MAX_NDIM})")
-    parts, nnz = quantize.quantize(a, c)
+    parts, nnz, layout = quantize.quantize(a, c)
     raw_len = sum(int(p.nbytes) if isinstance(p, np.ndarray) else len(p) for p in parts)
     payload = entropy.compress(parts, c.entropy, c.level)
     payload_b = payload if isinstance(payload, bytes) else bytes(payload)
-    flags = (FLAG_SPARSE if c.sparse else 0) | (FLAG_CLIP if c.clip is not None else 0)
-    head = _HDR.pack(
+    flags = (
+        (FLAG_SPARSE if c.sparse else 0)
+        | (FLAG_CLIP if c.clip is not None else 0)
+        | (FLAG_PER_TENSOR if layout.per_tensor else 0)
+        | (FLAG_COMPACT if layout.compact else 0)
+    )
+    fields = [
         MAGIC,
-        VERSION,
-        QUANTS.index(c.quant),
-        ENTROPIES.index(c.entropy),
-        c.level,
-        flags,
-        _DTYPES.index(a.dtype.name),
-        a.ndim,
-        0,
-        c.clip or 0.0,
-        nnz,
-        raw_len,
-        len(payload_b),
-    ) + struct.pack(f"<{a.ndim}Q", *a.shape)
-    return b"".join((head, payload_b, _CRC.pack(_crc(head, payload_b))))
+        bytes(
+            (
+                VERSION,
+                QUANTS.index(c.quant) << 4 | ENTROPIES.index(c.entropy),
+                c.level,
+                flags,
+                a.ndim << 4 | _DTYPES.index(a.dtype.name),
+            )
+        ),
+        _varint(raw_len),
+        _varint(len(payload_b)),
+        _varint(nnz) if c.sparse else b"",
+        *(_varint(d) for d in a.shape),
+        _F32.pack(c.clip) if c.clip is not None else b"",
+    ]
+    head = b"".join(fields)
+    return b"".join((head, payload_b, _U32.pack(_crc(head, payload_b))))
 
 
-def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> tuple[FrameHeader, int]:
-    """Validate the header against itself and the frame length; returns (header, offset)."""
+def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> FrameHeader:
+    """Validate the header against itself and the frame length."""
     if not isinstance(frame, bytes | bytearray | memoryview):
         raise CodecError(f"frame must be bytes, got {type(frame).__name__}")
     n = len(frame)
-    if n < _HDR.size + _CRC.size:
+    if n < FIXED + 2 + CRC_BYTES:
         raise CodecError(f"truncated frame ({n} bytes)")
-    (
-        magic,
-        version,
-        qid,
-        eid,
-        level,
-        flags,
-        did,
-        ndim,
-        reserved,
-        clip,
-        nnz,
-        raw_len,
-        payload_len,
-    ) = _HDR.unpack_from(frame, 0)
-    if magic != MAGIC:
+    if bytes(frame[:2]) != MAGIC:
         raise CodecError("not a feature frame (bad magic)")
+    version, qe, level, flags, nd = frame[2], frame[3], frame[4], frame[5], frame[6]
     if version != VERSION:
         raise CodecError(f"unsupported frame version {version} (this build reads {VERSION})")
+    qid, eid, ndim, did = qe >> 4, qe & 15, nd >> 4, nd & 15
     if qid >= len(QUANTS) or eid >= len(ENTROPIES) or did >= len(_DTYPES):
         raise CodecError("corrupt frame: unknown quantizer, entropy coder or dtype id")
-    if flags & ~(FLAG_SPARSE | FLAG_CLIP) or reserved:
+    if flags & ~_KNOWN_FLAGS:
         raise CodecError("corrupt frame: unknown flags")
     if ndim > MAX_NDIM:
         raise CodecError(f"corrupt frame: ndim {ndim} > {MAX_NDIM}")
-    if bool(flags & FLAG_CLIP) != (clip != 0.0):
-        raise CodecError("corrupt frame: clip flag and clip percentile disagree")
+    end = n - CRC_BYTES
+    raw_len, pos = _read_varint(frame, FIXED, end)
+    payload_len, pos = _read_varint(frame, pos, end)
+    nnz = 0
+    if flags & FLAG_SPARSE:
+        nnz, pos = _read_varint(frame, pos, end)
+    shape = []
+    for _ in range(ndim):
+        d, pos = _read_varint(frame, pos, end)
+        shape.append(d)
+    clip = None
+    if flags & FLAG_CLIP:
+        if pos + 4 > end:
+            raise CodecError("truncated frame header")
+        (c32,) = _F32.unpack_from(frame, pos)
+        pos += 4
+        clip = float(f"{c32:.6g}")
     try:
         codec = Codec(
             quant=QUANTS[qid],
             entropy=ENTROPIES[eid],
             level=level,
             sparse=bool(flags & FLAG_SPARSE),
-            clip=float(f"{clip:.4g}") if flags & FLAG_CLIP else None,
+            clip=clip,
         )
     except CodecError as e:
         raise CodecError(f"corrupt frame: {e}") from e
-    off = _HDR.size + 8 * ndim
-    if n < off + _CRC.size:
-        raise CodecError(f"truncated frame ({n} bytes)")
-    shape = struct.unpack_from(f"<{ndim}Q", frame, _HDR.size)
+    quantized = codec.quant in BITS
+    if not quantized and flags & (FLAG_PER_TENSOR | FLAG_COMPACT):
+        raise CodecError("corrupt frame: parameter flags on an unquantized codec")
+    layout = Layout(per_tensor=bool(flags & FLAG_PER_TENSOR), compact=bool(flags & FLAG_COMPACT))
     numel = math.prod(shape)
     if 4 * numel > max_bytes:
         raise CodecError(f"frame declares {4 * numel} decoded bytes > limit {max_bytes}")
-    if nnz > numel if codec.sparse else nnz != 0:
-        raise CodecError("corrupt frame: non-zero count does not fit the shape")
-    expected = quantize.body_len(shape, codec, nnz)
+    if nnz > numel:
+        raise CodecError("corrupt frame: non-zero count exceeds the number of elements")
+    expected = quantize.body_len(shape, codec, nnz, layout)
     if raw_len != expected:
         raise CodecError(
-            f"corrupt frame: body length {raw_len} != {expected} implied by shape {list(shape)}"
+            f"corrupt frame: body length {raw_len} != {expected} implied by shape {shape}"
         )
-    if payload_len != n - off - _CRC.size:
+    if payload_len != end - pos:
         raise CodecError(
-            f"corrupt frame: payload length {payload_len} != {n - off - _CRC.size} bytes present"
+            f"corrupt frame: payload length {payload_len} != {end - pos} bytes present"
             " (truncated or trailing bytes)"
         )
-    hdr = FrameHeader(
+    return FrameHeader(
         version=version,
         codec=codec,
-        shape=tuple(int(s) for s in shape),
+        shape=tuple(shape),
         source_dtype=_DTYPES[did],
         nnz=nnz,
         body_bytes=raw_len,
         payload_bytes=payload_len,
         frame_bytes=n,
+        header_bytes=pos,
+        per_tensor=layout.per_tensor,
+        compact_params=layout.compact,
     )
-    return hdr, off
 
 
 def peek(
     frame: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> FrameHeader:
     """Parse and validate the header only (no checksum, no decompression)."""
-    return _parse(frame, max_bytes)[0]
+    return _parse(frame, max_bytes)
 
 
 def decode(
     frame: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> np.ndarray:
     """Decode a frame to a float32 array; any malformed input raises CodecError only."""
-    hdr, off = _parse(frame, max_bytes)
+    hdr = _parse(frame, max_bytes)
     data = bytes(frame) if not isinstance(frame, bytes) else frame
-    end = len(data) - _CRC.size
-    (crc,) = _CRC.unpack_from(data, end)
+    end = len(data) - CRC_BYTES
+    (crc,) = _U32.unpack_from(data, end)
     if _crc(data[:end]) != crc:
         raise CodecError("corrupt frame: CRC32C mismatch")
-    body = entropy.decompress(memoryview(data)[off:end], hdr.codec.entropy, hdr.body_bytes)
+    body = entropy.decompress(
+        memoryview(data)[hdr.header_bytes : end], hdr.codec.entropy, hdr.body_bytes
+    )
+    layout = Layout(per_tensor=hdr.per_tensor, compact=hdr.compact_params)
     try:
-        return quantize.dequantize(body, hdr.shape, hdr.codec, hdr.nnz)
+        return quantize.dequantize(body, hdr.shape, hdr.codec, hdr.nnz, layout)
     except CodecError:
         raise
     except (ValueError, TypeError, MemoryError) as e:  # defensive: never leak numpy errors

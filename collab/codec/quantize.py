@@ -2,24 +2,36 @@
 
 All work is vectorised numpy over whole channels; nothing loops over elements.
 
-int8/int4 are affine per channel (channel = dim 1 for >=2-D tensors, the whole tensor
-otherwise): ``x_hat = q * scale[c] + offset[c]`` with ``q`` in ``[0, 2**bits - 1]``.
-``offset = -zero_point * scale``; when a channel's range contains 0 the zero point is
-an integer, so 0.0 (ReLU's most common value) round-trips exactly. Error bound for
-values inside the quantization range: ``|x - x_hat| <= scale/2 + 2**-19 * max|x_c|``
-(the second term is float32 arithmetic; scale is floored at ``2**-20 * max|x_c|``).
-Values outside a clipped range saturate at the range ends.
+int8/int4/int3/int2 are affine per channel (channel = dim 1 for >=2-D tensors, the whole tensor
+otherwise): ``x_hat = q * scale[g] + offset[g]`` with ``q`` in ``[0, 2**bits - 1]`` and
+``offset = -zero_point * scale``. When a group's range contains 0 the zero point is an
+integer, so 0.0 (ReLU's most common value) round-trips exactly.
+
+Error bound for values inside the quantization range:
+``|x - x_hat| <= scale/2 + 2**-19 * max|x_g|`` (the second term is float32 arithmetic;
+scale is floored at ``2**-20 * max|x_g|``). Values outside a clipped range saturate.
+
+Parameter layout (per frame, chosen by :func:`plan`, recorded in the frame flags):
+
+* groups: per channel, or one group for the whole tensor when per-channel parameters
+  would cost more than 1/8 of the quantized values (single-sample features of small
+  models: a (1, 64) vector would otherwise carry 8 bytes of parameters per value);
+* compact: scale as float16 (rounded up, so the range is still covered) + uint8 zero
+  point, 3 bytes per group, when every group's range contains 0 (or extending it to 0
+  costs at most 10 % resolution) and the scales fit float16; else float32 scale +
+  float32 offset, 8 bytes per group.
 
 Sparse mode stores a bitmap of non-zero positions plus the non-zero values only.
 For f32/f16 "zero" means all bits zero (so -0.0 survives and f32 stays bit-exact).
 
-Body layout: [scale f32 x C][offset f32 x C] (int only) [bitmap] (sparse only) [values].
+Body layout: [params] (int only) [bitmap] (sparse only) [values].
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +39,13 @@ from collab.codec.spec import BITS, Codec
 from collab.errors import CodecError
 
 Buffer = bytes | np.ndarray
+_F16_MIN, _F16_MAX = 2.0**-14, 65504.0  # normal float16 range
+
+
+@dataclass(frozen=True)
+class Layout:
+    per_tensor: bool = False
+    compact: bool = False
 
 
 def as_bytes_view(p: Buffer | memoryview) -> memoryview:
@@ -40,15 +59,11 @@ def num_channels(shape: Sequence[int]) -> int:
     return int(shape[1]) if len(shape) >= 2 else 1
 
 
-def _shape3(shape: Sequence[int]) -> tuple[int, int, int]:
-    """(outer, C, inner): the view used for per-channel broadcasting."""
-    if len(shape) >= 2:
+def _shape3(shape: Sequence[int], per_tensor: bool = False) -> tuple[int, int, int]:
+    """(outer, groups, inner): the view used for per-group broadcasting."""
+    if len(shape) >= 2 and not per_tensor:
         return int(shape[0]), int(shape[1]), math.prod(shape[2:])
     return 1, 1, math.prod(shape)
-
-
-def _view3(x: np.ndarray) -> np.ndarray:
-    return x.reshape(_shape3(x.shape))
 
 
 def value_bytes(quant: str, n: int) -> int:
@@ -56,15 +71,20 @@ def value_bytes(quant: str, n: int) -> int:
         return 4 * n
     if quant == "f16":
         return 2 * n
-    if quant == "int8":
-        return n
-    return (n + 1) // 2  # int4: two values per byte
+    return (n * BITS[quant] + 7) // 8  # int4: two values per byte, int3/int2 bit-packed
 
 
-def body_len(shape: Sequence[int], codec: Codec, nnz: int) -> int:
+def param_bytes(shape: Sequence[int], quant: str, layout: Layout) -> int:
+    if quant not in BITS:
+        return 0
+    groups = _shape3(shape, layout.per_tensor)[1]
+    return groups * (3 if layout.compact else 8)
+
+
+def body_len(shape: Sequence[int], codec: Codec, nnz: int, layout: Layout) -> int:
     """The exact uncompressed body length a valid frame must have."""
     n = math.prod(shape)
-    size = 8 * num_channels(shape) if codec.quant in BITS else 0
+    size = param_bytes(shape, codec.quant, layout)
     if codec.sparse:
         return size + (n + 7) // 8 + value_bytes(codec.quant, nnz)
     return size + value_bytes(codec.quant, n)
@@ -85,15 +105,39 @@ def _unpack4(p: np.ndarray, n: int) -> np.ndarray:
     return out[:n]
 
 
-def affine_params(
-    x3: np.ndarray, bits: int, clip: float | None = None, *, include_zero: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (scale, offset) as float32 arrays of length C."""
-    levels = (1 << bits) - 1
+def _packbits(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack values < 2**bits into a big-endian bit stream (int3/int2)."""
+    planes = np.unpackbits(q[:, None], axis=1)[:, 8 - bits :]
+    return np.packbits(planes.reshape(-1))
+
+
+def _unpackbits(p: np.ndarray, n: int, bits: int) -> np.ndarray:
+    if (n * bits) % 8 and p.size and p[-1] & ((1 << (8 - (n * bits) % 8)) - 1):
+        raise CodecError(f"corrupt frame: int{bits} padding bits are not zero")
+    planes = np.zeros((n, 8), np.uint8)
+    planes[:, 8 - bits :] = np.unpackbits(p, count=n * bits).reshape(n, bits)
+    return np.packbits(planes, axis=1).reshape(n)
+
+
+def pack(q: np.ndarray, bits: int) -> np.ndarray:
+    return q if bits == 8 else _pack4(q) if bits == 4 else _packbits(q, bits)
+
+
+def unpack(p: np.ndarray, n: int, bits: int) -> np.ndarray:
+    if bits == 8:
+        return p
+    if bits == 4:
+        if n % 2 and p.size and p[-1] & 15:
+            raise CodecError("corrupt frame: int4 padding nibble is not zero")
+        return _unpack4(p, n)
+    return _unpackbits(p, n, bits)
+
+
+def _ranges(x3: np.ndarray, bits: int, clip: float | None) -> tuple[np.ndarray, np.ndarray]:
     c = x3.shape[1]
     if x3.size == 0:
-        lo = hi = np.zeros(c)
-    elif clip is None:
+        return np.zeros(c), np.zeros(c)
+    if clip is None:
         lo = x3.min(axis=(0, 2)).astype(np.float64)
         hi = x3.max(axis=(0, 2)).astype(np.float64)
     else:
@@ -103,15 +147,48 @@ def affine_params(
         lo, hi = np.percentile(flat, [100.0 - clip, clip], axis=1).astype(np.float64)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise CodecError(f"int{bits}: tensor has NaN/inf values; use f32 or f16")
+    return lo, hi
+
+
+def _f16_up(s: np.ndarray) -> np.ndarray:
+    """Smallest float16 >= s (so a rounded scale still covers the range)."""
+    h = s.astype(np.float16)
+    low = h.astype(np.float64) < s
+    h[low] = np.nextafter(h[low], np.float16(np.inf))
+    return h
+
+
+def plan(
+    x: np.ndarray, bits: int, clip: float | None = None, *, include_zero: bool = False
+) -> tuple[Layout, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Choose the parameter layout; returns (layout, scale, offset, zero_point or None)."""
+    levels = (1 << bits) - 1
+    c = num_channels(x.shape)
+    per_tensor = c > 1 and 3 * c * 8 > x.size * bits / 8
+    x3 = x.reshape(_shape3(x.shape, per_tensor))
+    lo, hi = _ranges(x3, bits, clip)
+    lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    span = hi - lo
+    raw = (hi0 - lo0) / levels
+    with np.errstate(over="ignore"):
+        s16 = _f16_up(np.maximum(raw, _F16_MIN))
+    if (
+        (hi0 - lo0 <= 1.1 * span).all()
+        and ((raw >= _F16_MIN) | (hi0 == lo0)).all()
+        and np.isfinite(s16).all()
+    ):
+        scale = s16.astype(np.float32)
+        zp = np.clip(np.round(-lo0 / scale), 0, levels).astype(np.uint8)
+        offset = -(zp.astype(np.float32) * scale)  # float32, exactly as the decoder computes
+        return Layout(per_tensor=per_tensor, compact=True), scale, offset, zp
     if include_zero:
-        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        lo, hi = lo0, hi0
     mag = np.maximum(np.abs(lo), np.abs(hi))
     scale = np.maximum((hi - lo) / levels, np.maximum(mag * 2.0**-20, 1e-30)).astype(np.float32)
     contains0 = (lo <= 0.0) & (hi >= 0.0)
-    zp = np.clip(np.round(-lo / scale.astype(np.float64)), 0, levels).astype(np.float32)
-    # float32 product, computed exactly as the decoder will: q == zp decodes to 0.0.
-    offset = np.where(contains0, -(zp * scale), lo.astype(np.float32)).astype(np.float32)
-    return scale, offset
+    zpf = np.clip(np.round(-lo / scale.astype(np.float64)), 0, levels).astype(np.float32)
+    offset = np.where(contains0, -(zpf * scale), lo.astype(np.float32)).astype(np.float32)
+    return Layout(per_tensor=per_tensor, compact=False), scale, offset, None
 
 
 def _quantize_values(
@@ -127,22 +204,21 @@ def _quantize_values(
     return y.astype(np.uint8).reshape(-1)
 
 
-def quantize(x: np.ndarray, codec: Codec) -> tuple[list[Buffer], int]:
-    """Body parts (to be concatenated) and the non-zero count (sparse mode, else 0)."""
+def quantize(x: np.ndarray, codec: Codec) -> tuple[list[Buffer], int, Layout]:
+    """Body parts (to be concatenated), the non-zero count (sparse, else 0), the layout."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     parts: list[Buffer] = []
     if codec.quant in BITS:
         bits = BITS[codec.quant]
-        x3 = _view3(x)
-        scale, offset = affine_params(x3, bits, codec.clip, include_zero=codec.sparse)
-        parts += [scale, offset]
-        q = _quantize_values(x3, scale, offset, bits)
+        layout, scale, offset, zp = plan(x, bits, codec.clip, include_zero=codec.sparse)
+        parts += [scale.astype(np.float16), zp] if zp is not None else [scale, offset]
+        q = _quantize_values(x.reshape(_shape3(x.shape, layout.per_tensor)), scale, offset, bits)
         if codec.sparse:
             mask = (x != 0).reshape(-1)
             q = q[mask]
             parts.append(np.packbits(mask))
-        parts.append(_pack4(q) if bits == 4 else q)
-        return parts, int(q.size) if codec.sparse else 0
+        parts.append(pack(q, bits))
+        return parts, int(q.size) if codec.sparse else 0, layout
     if codec.quant == "f16":
         with np.errstate(over="ignore"):
             v = x.astype(np.float16)
@@ -156,31 +232,39 @@ def quantize(x: np.ndarray, codec: Codec) -> tuple[list[Buffer], int]:
         mask = (bits_view != 0).reshape(-1)
         v = v.reshape(-1)[mask]
         parts += [np.packbits(mask), v]
-        return parts, int(v.size)
+        return parts, int(v.size), Layout()
     parts.append(v)
-    return parts, 0
+    return parts, 0, Layout()
+
+
+def _read_params(
+    buf: memoryview, groups: int, bits: int, layout: Layout
+) -> tuple[np.ndarray, np.ndarray]:
+    levels = (1 << bits) - 1
+    if layout.compact:
+        scale = np.frombuffer(buf, np.float16, groups, 0).astype(np.float32)
+        zp = np.frombuffer(buf, np.uint8, groups, 2 * groups)
+        if not (np.isfinite(scale).all() and (scale > 0).all() and (zp <= levels).all()):
+            raise CodecError("corrupt frame: invalid quantization parameters")
+        return scale, -(zp.astype(np.float32) * scale)
+    scale = np.frombuffer(buf, np.float32, groups, 0)
+    offset = np.frombuffer(buf, np.float32, groups, 4 * groups)
+    if not (np.isfinite(offset).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        raise CodecError("corrupt frame: invalid quantization parameters")
+    top = np.abs(offset.astype(np.float64)) + levels * scale.astype(np.float64)
+    if not (top < 3.4e38).all():  # decoded values must stay finite float32
+        raise CodecError("corrupt frame: quantization range overflows float32")
+    return scale, offset
 
 
 def dequantize(
-    body: bytes | memoryview, shape: tuple[int, ...], codec: Codec, nnz: int
+    body: bytes | memoryview, shape: tuple[int, ...], codec: Codec, nnz: int, layout: Layout
 ) -> np.ndarray:
     """Inverse of :func:`quantize`; ``body`` has already been length-checked."""
     n = math.prod(shape)
     buf = as_bytes_view(body)
-    pos = 0
-    scale = offset = None
-    if codec.quant in BITS:
-        c = num_channels(shape)
-        scale = np.frombuffer(buf, np.float32, c, pos)
-        offset = np.frombuffer(buf, np.float32, c, pos + 4 * c)
-        pos += 8 * c
-        if not (np.isfinite(offset).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            raise CodecError("corrupt frame: invalid quantization parameters")
-        top = np.abs(offset.astype(np.float64)) + ((1 << BITS[codec.quant]) - 1) * scale.astype(
-            np.float64
-        )
-        if not (top < 3.4e38).all():  # decoded values must stay finite float32
-            raise CodecError("corrupt frame: quantization range overflows float32")
+    pos = param_bytes(shape, codec.quant, layout)
+    x3shape = _shape3(shape, layout.per_tensor)
     mask = None
     count = n
     if codec.sparse:
@@ -191,13 +275,10 @@ def dequantize(
         if int(np.count_nonzero(mask)) != nnz:
             raise CodecError("corrupt frame: sparse bitmap does not match the non-zero count")
     if codec.quant in BITS:
-        assert scale is not None and offset is not None
         bits = BITS[codec.quant]
+        scale, offset = _read_params(buf, x3shape[1], bits, layout)
         raw = np.frombuffer(buf, np.uint8, value_bytes(codec.quant, count), pos)
-        q = _unpack4(raw, count) if bits == 4 else raw
-        if bits == 4 and count % 2 and raw.size and raw[-1] & 15:
-            raise CodecError("corrupt frame: int4 padding nibble is not zero")
-        x3shape = _shape3(shape)
+        q = unpack(raw, count, bits)
         if mask is not None:
             with np.errstate(all="ignore"):  # tiny scales of hostile frames saturate
                 zc = np.clip(np.rint(-offset / scale), 0, (1 << bits) - 1).astype(np.uint8)
@@ -216,3 +297,15 @@ def dequantize(
     out = np.zeros(n, np.float32)
     out[mask] = vals
     return out.reshape(shape)
+
+
+def error_bound(x: np.ndarray, codec: Codec) -> np.ndarray:
+    """The documented per-element bound on |x - decode(encode(x))| for integer codecs
+    (values inside the quantization range), shaped like ``x``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = BITS[codec.quant]
+    layout, scale, _, _ = plan(x, bits, codec.clip, include_zero=codec.sparse)
+    x3 = x.reshape(_shape3(x.shape, layout.per_tensor))
+    mag = np.abs(x3).max(axis=(0, 2)) if x3.size else np.zeros(x3.shape[1], np.float32)
+    per_group = scale.astype(np.float64) / 2 * (1 + 1e-6) + mag.astype(np.float64) * 2.0**-19
+    return np.broadcast_to(per_group[None, :, None], x3.shape).reshape(x.shape)

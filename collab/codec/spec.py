@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from collab.errors import CodecError
 
-QUANTS = ("f32", "f16", "int8", "int4")
+QUANTS = ("f32", "f16", "int8", "int4", "int3", "int2")  # index = wire id
 ENTROPIES = ("none", "zstd", "brotli")
 LEVEL_RANGE = {"zstd": (1, 22), "brotli": (0, 11), "none": (0, 0)}
-BITS = {"int8": 8, "int4": 4}
+BITS = {"int8": 8, "int4": 4, "int3": 3, "int2": 2}
 
 _ENTROPY_RE = re.compile(r"^(zstd|brotli)(\d{1,2})$")
 _CLIP_RE = re.compile(r"^clip(\d{2}(?:\.\d{1,4})?)$")
@@ -24,7 +24,8 @@ _CLIP_RE = re.compile(r"^clip(\d{2}(?:\.\d{1,4})?)$")
 class Codec:
     """One way of turning a float tensor into bytes.
 
-    ``clip`` (int8/int4 only) is a percentile, e.g. 99.9: per channel, the range is
+    int3/int2 extend the shared grammar (f32|f16|int8|int4) for very small features.
+    ``clip`` (integer quantizers only) is a percentile, e.g. 99.9: per channel, the range is
     the [100-clip, clip] percentile range instead of [min, max], trading rare outliers
     for resolution. The range actually used travels in the frame.
     """
@@ -45,7 +46,7 @@ class Codec:
             raise CodecError(f"{self.entropy} level {self.level!r} outside [{lo}, {hi}]")
         if self.clip is not None:
             if self.quant not in BITS:
-                raise CodecError("clip applies to int8/int4 only")
+                raise CodecError("clip applies to integer quantizers only")
             if not (50.0 < self.clip < 100.0):
                 raise CodecError(f"clip percentile {self.clip!r} must be in (50, 100)")
 
@@ -67,7 +68,7 @@ class Codec:
 
     @property
     def bits(self) -> int:
-        return {"f32": 32, "f16": 16, "int8": 8, "int4": 4}[self.quant]
+        return {"f32": 32, "f16": 16, **BITS}[self.quant]
 
     @classmethod
     def parse(cls, name: str | Codec) -> Codec:
