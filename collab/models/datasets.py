@@ -5,7 +5,9 @@ numpy only: scenario runners and codec calibration use these inputs without torc
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -23,11 +25,26 @@ TOKENS, TOKEN_DIM = 16, 32
 
 
 @cache
-def _split_indices() -> tuple[np.ndarray, np.ndarray]:
-    """A fixed stratified split: the same on every machine and numpy version."""
+def _load() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float64 in 0..16, labels). Reads scikit-learn's bundled CSV
+    directly: importing sklearn costs seconds, which every edge process would pay."""
+    spec = importlib.util.find_spec("sklearn")
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locs:
+        path = Path(loc) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
-    y = load_digits().target
+    d = load_digits()
+    return d.images, d.target.astype(np.int64)
+
+
+@cache
+def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """A fixed stratified split: the same on every machine and numpy version."""
+    y = _load()[1]
     rng = np.random.default_rng(SEED)
     test: list[np.ndarray] = []
     for c in range(10):
@@ -41,14 +58,12 @@ def _split_indices() -> tuple[np.ndarray, np.ndarray]:
 
 def digits(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
     """Digits images scaled to [0, 1]: x float32 (N, 1, 8, 8), y int64 (N,)."""
-    from sklearn.datasets import load_digits
-
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
-    d = load_digits()
+    images, labels = _load()
     idx = _split_indices()[0 if split == "train" else 1]
-    x = (d.images[idx] / 16.0).astype(np.float32)[:, None, :, :]
-    return np.ascontiguousarray(x), d.target[idx].astype(np.int64)
+    x = (images[idx] / 16.0).astype(np.float32)[:, None, :, :]
+    return np.ascontiguousarray(x), labels[idx].copy()
 
 
 def digits_rgb32(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,196 @@
+"""``split_model``: trace, cut, export, verify, profile and write a bundle."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from collab.bundle import Bundle, Manifest, SplitPoint, load_bundle, staging_dir, write_manifest
+from collab.errors import ConfigError, SplitError
+from collab.log import logger
+from collab.split.export import export_onnx, max_abs_diff, run_onnx
+from collab.split.graph import Cut, Granularity, analyse, carve, trace
+from collab.split.profile import median_ms
+
+INPUT_NAME = "input"
+TORCH_ATOL = 1e-4  # tail(head(x)) vs model(x), both in PyTorch
+ORT_RTOL = 1e-4  # ONNX Runtime vs PyTorch: max abs diff <= ORT_RTOL * max(1, max|ref|)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    cut: Cut
+    head: str
+    tail: str
+    checks: dict[str, float]
+
+
+def _as_input(example_input: torch.Tensor | np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(example_input)
+    if not x.is_floating_point():
+        raise ConfigError(f"example input must be a float tensor, got {x.dtype}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ConfigError(f"example input needs a batch dimension, got shape {tuple(x.shape)}")
+    return x.detach().to(torch.float32).contiguous()
+
+
+def _verify_batch(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` inputs for the dynamic-batch check: the given ones, else seeded perturbations."""
+    if x.shape[0] >= n:
+        return x[:n].clone()
+    g = torch.Generator().manual_seed(0)
+    reps = x[:1].repeat(n, *([1] * (x.dim() - 1)))
+    noise = torch.randn(reps.shape, generator=g) * (float(x.std()) if x.numel() > 1 else 1.0) * 0.1
+    return torch.cat([x, (reps + noise)[x.shape[0] :]])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _ort_close(got: np.ndarray, ref: torch.Tensor) -> tuple[bool, float]:
+    d = max_abs_diff(got, ref)
+    return d <= ORT_RTOL * max(1.0, float(ref.abs().max())), d
+
+
+def split_model(
+    model: nn.Module,
+    example_input: torch.Tensor | np.ndarray,
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    opset: int = 17,
+    runs: int = 20,
+    progress: bool = True,
+    granularity: Granularity = "block",
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """Cut ``model`` at every valid point and write a verified, profiled bundle to ``out_dir``.
+
+    ``example_input`` has a batch dimension; its first row is used for shapes and
+    profiling. Cuts whose composition or ONNX Runtime check fails are refused (logged,
+    listed in ``manifest.extra["refused"]``); nothing is written unless everything else
+    succeeds.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if runs < 1:
+        raise ConfigError("runs must be >= 1")
+    if granularity not in ("block", "all"):
+        raise ConfigError(f"granularity must be 'block' or 'all', not {granularity!r}")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output directory {out} exists and is not empty")
+    if model.training:
+        logger.warning("model was in training mode; splitting it in eval mode")
+    model.eval()
+    x = _as_input(example_input)
+    x1 = x[:1]
+    xb = _verify_batch(x, 3)
+
+    gm = trace(model, x1)
+    an = analyse(gm, granularity=granularity)
+    logger.info(
+        "%s: %d graph positions, %d valid cuts (one tensor crossing); kept %d at %s granularity "
+        "(%d inside blocks, %d redundant before elementwise ops)",
+        name, an.positions, an.valid, len(an.cuts), granularity, an.dropped_interior, an.merged,
+    )
+    if len(an.cuts) < 2:
+        logger.warning(
+            "%s has only %d usable cut(s): at most positions several tensors cross "
+            "(skip connections, concatenations, multiple uses of the input)", name, len(an.cuts),
+        )
+    with torch.no_grad():
+        ref1, refb = model(x1), model(xb)
+    if not isinstance(ref1, torch.Tensor) or ref1.dtype != torch.float32:
+        raise SplitError("the model must return one float32 tensor")
+
+    refused: dict[str, str] = {}
+    with staging_dir(out) as tmp:
+        (tmp / "head").mkdir()
+        (tmp / "tail").mkdir()
+        export_onnx(model, x1, tmp / "full.onnx", input_name=INPUT_NAME, output_name="output", opset=opset)
+        for xs, ref in ((x1, ref1), (xb, refb)):
+            ok, d = _ort_close(run_onnx(tmp / "full.onnx", xs.numpy()), ref)
+            if not ok:
+                raise SplitError(f"full.onnx: ONNX Runtime differs from PyTorch by {d:.3g} at batch {xs.shape[0]}")
+
+        pieces: list[_Piece] = []
+        for cut in tqdm(an.cuts, desc=f"export {name}", unit="cut", disable=not progress):
+            try:
+                pieces.append(_export_cut(gm, cut, tmp, len(pieces), x1, xb, ref1, refb, opset))
+            except SplitError as e:
+                refused[cut.name] = str(e)
+                logger.warning("cut %s refused: %s", cut.name, e)
+                for p in (*tmp.glob(f"head/*_{_safe(cut.name)}.onnx"), *tmp.glob(f"tail/*_{_safe(cut.name)}.onnx")):
+                    p.unlink()
+
+        x_np = x1.numpy()
+        full_ms, _ = median_ms(tmp / "full.onnx", x_np, runs=runs)
+        points = []
+        for i, p in enumerate(tqdm(pieces, desc=f"profile {name}", unit="cut", disable=not progress)):
+            head_ms, feat = median_ms(tmp / p.head, x_np, runs=runs)
+            tail_ms, _ = median_ms(tmp / p.tail, feat, runs=runs)
+            points.append(
+                SplitPoint(
+                    name=p.cut.name, index=i, head=p.head, tail=p.tail,
+                    feature_shape=(1, *p.cut.shape[1:]), feature_dtype="float32",
+                    feature_bytes=int(feat.nbytes), head_ms=round(head_ms, 4), tail_ms=round(tail_ms, 4),
+                )
+            )
+        meta: dict[str, Any] = {
+            "granularity": granularity,
+            "graph_positions": an.positions,
+            "valid_cuts": an.valid,
+            "refused": refused,
+            "checks": {p.cut.name: p.checks for p in pieces},
+            "profile_runs": runs,
+            "torch_version": torch.__version__,
+        }
+        manifest = Manifest(
+            model_name=name, input_name=INPUT_NAME, input_shape=tuple(x1.shape), input_dtype="float32",
+            output_shape=tuple(ref1.shape), full="full.onnx", full_ms=round(full_ms, 4),
+            input_bytes=int(x_np.nbytes), split_points=tuple(points), opset=opset, dynamic_batch=True,
+            extra={**meta, **(extra or {})},
+        )
+        write_manifest(tmp, manifest)
+    logger.info("%s: bundle with %d split points written to %s", name, len(points), out)
+    return load_bundle(out)
+
+
+def _export_cut(
+    gm: torch.fx.GraphModule, cut: Cut, root: Path, index: int, x1: torch.Tensor, xb: torch.Tensor,
+    ref1: torch.Tensor, refb: torch.Tensor, opset: int,
+) -> _Piece:
+    head, tail = carve(gm, cut)
+    with torch.no_grad():
+        f1, fb = head(x1), head(xb)
+        d_torch = max(max_abs_diff(tail(f1), ref1), max_abs_diff(tail(fb), refb))
+    if d_torch > TORCH_ATOL:
+        raise SplitError(f"tail(head(x)) differs from the model by {d_torch:.3g} > {TORCH_ATOL}")
+    stem = f"{index:02d}_{_safe(cut.name)}.onnx"
+    hrel, trel = f"head/{stem}", f"tail/{stem}"
+    export_onnx(head, x1, root / hrel, input_name=INPUT_NAME, output_name="feature", opset=opset)
+    export_onnx(tail, f1, root / trel, input_name="feature", output_name="output", opset=opset)
+    d_ort = 0.0
+    for xs, f, ref in ((x1, f1, ref1), (xb, fb, refb)):
+        h = run_onnx(root / hrel, xs.numpy())
+        ok_h, dh = _ort_close(h, f)
+        ok_t, dt = _ort_close(run_onnx(root / trel, h), ref)
+        if not (ok_h and ok_t):
+            raise SplitError(
+                f"ONNX Runtime differs from PyTorch at batch {xs.shape[0]} (head {dh:.3g}, head+tail {dt:.3g})"
+            )
+        d_ort = max(d_ort, dh, dt)
+    return _Piece(cut=cut, head=hrel, tail=trel, checks={"torch_max_abs": d_torch, "ort_max_abs": d_ort})
+
+
+__all__ = ["split_model"]

@@ -1,0 +1,70 @@
+"""ONNX export of a graph piece with a dynamic batch dimension, and its checks.
+
+We use the TorchScript exporter (``dynamo=False``): it writes exactly the requested
+opset, needs no onnxscript rewrite passes and is fast (a split exports dozens of pieces).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from collab import ort
+from collab.errors import SplitError
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, input_name: str, output_name: str, opset: int) -> None:
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                do_constant_folding=True,
+            )
+    except Exception as e:  # torch.onnx raises many types; all mean "cannot export"
+        raise SplitError(f"ONNX export of {path.name} failed: {type(e).__name__}: {e}") from e
+    check_onnx(path, opset=opset)
+
+
+def check_onnx(path: Path, *, opset: int) -> None:
+    """One float32 input and output, batch dim 0 symbolic, the requested opset."""
+    m = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(m)
+    except onnx.checker.ValidationError as e:
+        raise SplitError(f"{path.name}: invalid ONNX: {e}") from e
+    got = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:
+        raise SplitError(f"{path.name}: exported opset {got}, asked for {opset}")
+    for kind, values in (("input", m.graph.input), ("output", m.graph.output)):
+        if len(values) != 1:
+            raise SplitError(f"{path.name}: expected one {kind}, got {len(values)}")
+        t = values[0].type.tensor_type
+        if t.elem_type != onnx.TensorProto.FLOAT:
+            raise SplitError(f"{path.name}: {kind} is not float32")
+        if not t.shape.dim or not t.shape.dim[0].dim_param:
+            raise SplitError(f"{path.name}: {kind} has no dynamic batch dimension")
+
+
+def max_abs_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    a_ = a.detach().numpy() if isinstance(a, torch.Tensor) else a
+    b_ = b.detach().numpy() if isinstance(b, torch.Tensor) else b
+    if a_.shape != b_.shape:
+        return float("inf")
+    return float(np.max(np.abs(a_.astype(np.float64) - b_.astype(np.float64)))) if a_.size else 0.0
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.run(ort.make_session(path), x)

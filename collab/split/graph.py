@@ -1,0 +1,240 @@
+"""Find the valid cuts of a traced model and carve head/tail sub-graphs.
+
+A position in the topologically ordered graph is a *valid cut* when exactly one
+input-dependent tensor is produced before it and used after it. Values that do not
+depend on the input (parameters, constants) are simply copied to whichever side needs
+them, so they never block a cut. Skip connections, concatenations and attention keep
+several tensors alive at once, which is exactly what removes the cuts inside blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from collab.errors import SplitError
+from collab.log import logger
+
+Granularity = Literal["block", "all"]
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cut:
+    name: str
+    node: str  # fx node whose output is the one tensor crossing the cut
+    position: int  # index of that node in topological order
+    shape: tuple[int, ...]  # with the example batch size as dim 0
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutAnalysis:
+    cuts: tuple[Cut, ...]  # kept, in topological order
+    positions: int  # graph positions examined
+    valid: int  # positions where one tensor crosses (deduplicated by tensor)
+    dropped_interior: int  # valid but inside a block (granularity "block")
+    merged: int  # valid but followed directly by a same-size op (kept the later one)
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """Symbolically trace and annotate shapes; SplitError names why tracing failed."""
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        raise SplitError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "data-dependent control flow or non-tensor inputs cannot be split"
+        ) from e
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise SplitError(f"the model must take exactly one tensor input, its forward takes {len(placeholders)}")
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except Exception as e:
+        raise SplitError(f"running the traced model on the example input failed: {type(e).__name__}: {e}") from e
+    out = _output_value(gm)
+    meta = out.meta.get("tensor_meta")
+    if not isinstance(out, fx.Node) or meta is None or not hasattr(meta, "shape"):
+        raise SplitError("the model must return exactly one tensor")
+    return gm
+
+
+def _output_value(gm: fx.GraphModule) -> fx.Node:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    val = out.args[0]
+    if not isinstance(val, fx.Node):
+        raise SplitError("the model must return exactly one tensor, not a tuple/list/dict")
+    return val
+
+
+def _module_stack(n: fx.Node) -> list[str]:
+    return [qual for qual, _type in n.meta.get("nn_module_stack", {}).values()]
+
+
+def _container_paths(nodes: list[fx.Node]) -> set[str]:
+    """Module paths that are pure containers (the traced GraphModule loses their types)."""
+    return {
+        qual
+        for n in nodes
+        for qual, typ in n.meta.get("nn_module_stack", {}).values()
+        if isinstance(typ, type) and issubclass(typ, _CONTAINERS)
+    }
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_HEAVY_FUNCS = {"conv1d", "conv2d", "conv3d", "linear", "matmul", "mm", "bmm", "einsum", "baddbmm", "addmm"}
+
+
+def _is_light(gm: fx.GraphModule, n: fx.Node) -> bool:
+    """Elementwise, normalisation or reshaping ops: a cut just before them is redundant."""
+    if n.op == "call_module":
+        mod = gm.get_submodule(str(n.target))
+        return isinstance(mod, _NORMS) or not any(True for _ in mod.parameters())
+    name = getattr(n.target, "__name__", str(n.target))
+    return name not in _HEAVY_FUNCS and "__matmul__" not in name
+
+
+def analyse(gm: fx.GraphModule, *, granularity: Granularity = "block") -> CutAnalysis:
+    nodes = [n for n in gm.graph.nodes if n.op != "output"]
+    pos = {n: i for i, n in enumerate(nodes)}
+    out_val = _output_value(gm)
+    end = len(nodes)  # position of the output node
+
+    dep: dict[fx.Node, bool] = {}
+    for n in nodes:
+        dep[n] = n.op == "placeholder" or any(dep.get(a, False) for a in n.all_input_nodes)
+    last_use = {n: max((pos.get(u, end) for u in n.users), default=-1) for n in nodes}
+
+    # Sweep: after position i, the live input-dependent values are those produced at <= i
+    # and used at > i. Keep each single-live-value tensor once (its first position).
+    live: set[fx.Node] = set()
+    seen: set[fx.Node] = set()
+    valid: list[fx.Node] = []
+    for i, n in enumerate(nodes):
+        if dep[n] and last_use[n] > i:
+            live.add(n)
+        live = {v for v in live if last_use[v] > i}
+        if len(live) != 1:
+            continue
+        (v,) = live
+        if v in seen or v.op == "placeholder" or v is out_val:
+            continue
+        seen.add(v)
+        tm = v.meta.get("tensor_meta")
+        if tm is None or not hasattr(tm, "dtype") or tm.dtype != torch.float32:
+            logger.debug("cut after %s skipped: crossing value is not a float32 tensor", v.name)
+            continue
+        valid.append(v)
+
+    containers = _container_paths(nodes)
+    # module path -> last input-dependent node executed inside it (its output)
+    last_in_scope: dict[str, fx.Node] = {}
+    for n in nodes:
+        if dep[n]:
+            for path in _module_stack(n):
+                last_in_scope[path] = n
+
+    def interior(v: fx.Node) -> bool:
+        return any(
+            p not in containers and last_in_scope.get(p) is not v
+            for p in _module_stack(v)
+        )
+
+    kept = valid if granularity == "all" else [v for v in valid if not interior(v)]
+    dropped = len(valid) - len(kept)
+    merged = 0
+    if granularity == "block":
+        # conv -> bn -> relu, flatten, ...: one op away and the same size on the wire;
+        # keep the later cut (runtimes fuse such ops, the transfer cost is identical).
+        final: list[fx.Node] = []
+        for v in kept:
+            if (
+                final
+                and _directly_follows(final[-1], v, nodes, pos, dep)
+                and _numel(final[-1]) == _numel(v)
+                and _is_light(gm, v)
+            ):
+                final[-1] = v
+                merged += 1
+            else:
+                final.append(v)
+        kept = final
+
+    names: set[str] = set()
+    cuts = []
+    for v in kept:
+        name = _cut_name(v, last_in_scope)
+        base, k = name, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.add(name)
+        tm = v.meta["tensor_meta"]
+        cuts.append(Cut(name=name, node=v.name, position=pos[v], shape=tuple(tm.shape), dtype=tm.dtype))
+    return CutAnalysis(cuts=tuple(cuts), positions=len(nodes), valid=len(valid), dropped_interior=dropped, merged=merged)
+
+
+def _numel(v: fx.Node) -> int:
+    return math.prod(v.meta["tensor_meta"].shape)
+
+
+def _directly_follows(a: fx.Node, b: fx.Node, nodes: list[fx.Node], pos: dict[fx.Node, int], dep: dict[fx.Node, bool]) -> bool:
+    between = [n for n in nodes[pos[a] + 1 : pos[b]] if dep[n]]
+    return not between and a in b.all_input_nodes
+
+
+def _cut_name(v: fx.Node, last_in_scope: dict[str, fx.Node]) -> str:
+    """The outermost module whose output crosses the cut (e.g. ``layer2``), else the op."""
+    for path in _module_stack(v):
+        if last_in_scope.get(path) is v:
+            return path
+    return v.name
+
+
+def _copy_nodes(gm: fx.GraphModule, needed: set[fx.Node], env: dict[fx.Node, fx.Node], g: fx.Graph) -> None:
+    for n in gm.graph.nodes:
+        if n in needed and n not in env:
+            env[n] = g.node_copy(n, lambda a: env[a])
+
+
+def _ancestors(roots: list[fx.Node], stop: fx.Node | None = None) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in seen or n is stop:
+            continue
+        seen.add(n)
+        stack.extend(n.all_input_nodes)
+    return seen
+
+
+def carve(gm: fx.GraphModule, cut: Cut) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """(head, tail): head computes the crossing tensor, tail maps it to the output."""
+    by_name = {n.name: n for n in gm.graph.nodes}
+    v = by_name[cut.node]
+    out_val = _output_value(gm)
+
+    hg = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    _copy_nodes(gm, _ancestors([v]), env, hg)
+    hg.output(env[v])
+
+    tg = fx.Graph()
+    feature = tg.placeholder("feature")
+    feature.meta = dict(v.meta)
+    tenv: dict[fx.Node, fx.Node] = {v: feature}
+    need = _ancestors([out_val], stop=v)
+    if any(n.op == "placeholder" for n in need):
+        raise SplitError(f"cut {cut.name}: the tail would need the model input too")
+    _copy_nodes(gm, need, tenv, tg)
+    tg.output(tenv[out_val])
+    return fx.GraphModule(gm, hg, f"Head_{cut.node}"), fx.GraphModule(gm, tg, f"Tail_{cut.node}")
