@@ -37,6 +37,8 @@ class CircuitBreaker:
         return self._state == "open"
 
     def record_success(self) -> None:
+        if self._state == "closed" and self._failures == 0:
+            return  # the common case needs no lock
         with self._lock:
             self._failures = 0
             self._state = "closed"
