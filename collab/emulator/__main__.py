@@ -1,0 +1,38 @@
+"""``python -m collab.emulator CONFIG.json``: run the link emulator in its own process.
+
+Prints ``LISTEN <proxy port> <control port>`` once ready, then serves until stdin's
+parent terminates it (see :class:`collab.emulator.control.EmulatorProcess`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+from collab.emulator.control import serve_control
+from collab.emulator.proxy import LinkEmulator
+from collab.emulator.traces import LinkTrace
+
+
+async def _main(cfg_path: str) -> None:
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    emu = LinkEmulator(upstream=(cfg["upstream"][0], int(cfg["upstream"][1])),
+                       link=LinkTrace.from_dict(cfg["link"]), seed=int(cfg.get("seed", 0)),
+                       host=cfg.get("host", "127.0.0.1"), port=int(cfg.get("port", 0)))
+    port = await emu.start()
+    ctl = await serve_control(emu)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"LISTEN {port} {ctl.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    ctl.close()
+    await emu.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1]))
