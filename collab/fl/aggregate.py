@@ -1,0 +1,265 @@
+"""One round at the aggregator: validate each upload fully, then add it into the sum.
+
+The aggregator only ADDS: float32 vectors in plaintext mode, CKKS ciphertexts under the
+federation's PUBLIC context in HE mode. An upload is parsed and checked completely
+before it touches the sum, so a bad one is rejected with a reason and loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import zstandard
+
+from collab.errors import FLError
+from collab.fl import he
+from collab.fl.state import next_version
+
+F32_CHUNK = 1 << 18  # float32 values per plaintext chunk (1 MiB)
+MAX_CHUNK_BYTES = 16 << 20
+
+
+class UpdateRejected(FLError):
+    """An upload the round refuses; ``code`` names the gRPC status the servicer returns."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateHeader:
+    federation: str
+    round: int
+    client_id: str
+    base_version: str
+    encoding: str
+    context_id: str = ""
+    num_values: int
+    num_chunks: int
+    compression: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundSpec:
+    federation: str
+    round: int
+    base_version: str
+    sampled: tuple[str, ...]
+    encoding: str
+    context_id: str
+    num_values: int
+    min_clients: int
+    fixed_denominator: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Aggregate:
+    federation: str
+    round: int
+    base_version: str
+    version: str
+    encoding: str
+    context_id: str
+    num_values: int
+    reporters: tuple[str, ...]
+    fixed_denominator: float
+    chunks: tuple[bytes, ...]
+
+
+def chunk_values(encoding: str, slots: int) -> int:
+    return slots if encoding == "ckks" else F32_CHUNK
+
+
+def chunk_sizes(num_values: int, per_chunk: int) -> list[int]:
+    return [min(per_chunk, num_values - i) for i in range(0, num_values, per_chunk)]
+
+
+class Summer(Protocol):
+    def parse(self, chunks: list[bytes], sizes: list[int]) -> Any: ...
+    def add(self, parsed: Any) -> None: ...
+    def payload(self) -> list[bytes]: ...
+
+
+class F32Summer:
+    def __init__(self) -> None:
+        self._acc: list[np.ndarray] | None = None
+
+    def parse(self, chunks: list[bytes], sizes: list[int]) -> list[np.ndarray]:
+        out = []
+        for i, (c, n) in enumerate(zip(chunks, sizes, strict=True)):
+            if len(c) != 4 * n:
+                raise UpdateRejected("invalid_argument", f"chunk {i} has {len(c)} bytes, expected {4 * n} (float32)")
+            a = np.frombuffer(c, dtype="<f4").astype(np.float64)
+            if not np.isfinite(a).all():
+                raise UpdateRejected("invalid_argument", f"chunk {i} holds NaN/inf")
+            out.append(a)
+        return out
+
+    def add(self, parsed: list[np.ndarray]) -> None:
+        if self._acc is None:
+            self._acc = [p.copy() for p in parsed]
+        else:
+            for a, p in zip(self._acc, parsed, strict=True):
+                a += p
+
+    def payload(self) -> list[bytes]:
+        # the sum stays float64: the decryptor's division should not see float32 rounding twice
+        return [a.astype("<f8").tobytes() for a in self._acc or []]
+
+
+class CkksSummer:
+    def __init__(self, public_context: bytes) -> None:
+        self.ctx = he.load_context(public_context)
+        if self.ctx.is_private():
+            raise FLError("the aggregator was given a context WITH a secret key; refusing to use it")
+        self._acc: list[Any] | None = None
+
+    def parse(self, chunks: list[bytes], sizes: list[int]) -> list[Any]:
+        out = []
+        for i, (c, n) in enumerate(zip(chunks, sizes, strict=True)):
+            try:
+                out.append(he.load_chunk(self.ctx, c, n))
+            except FLError as e:
+                raise UpdateRejected("invalid_argument", f"chunk {i}: {e}") from e
+        return out
+
+    def add(self, parsed: list[Any]) -> None:
+        self._acc = he.add_into(self._acc, parsed)
+
+    def payload(self) -> list[bytes]:
+        return [bytes(a.serialize()) for a in self._acc or []]
+
+
+def decompress(chunks: list[bytes], compression: str) -> list[bytes]:
+    if compression == "":
+        return chunks
+    if compression != "zstd":
+        raise UpdateRejected("invalid_argument", f"unknown compression {compression!r}")
+    d = zstandard.ZstdDecompressor()
+    try:
+        return [d.decompress(c, max_output_size=MAX_CHUNK_BYTES) for c in chunks]
+    except zstandard.ZstdError as e:
+        raise UpdateRejected("invalid_argument", f"bad zstd chunk: {e}") from e
+
+
+@dataclass
+class RoundState:
+    """Accepts updates for one round; thread-safe (gRPC handlers run concurrently)."""
+
+    spec: RoundSpec
+    summer: Summer
+    slots: int
+    reporters: list[str] = field(default_factory=list)
+    closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
+
+    def _precheck(self, h: UpdateHeader) -> None:
+        s = self.spec
+        if h.federation != s.federation:
+            raise UpdateRejected("not_found", f"unknown federation {h.federation!r}")
+        if h.round < s.round or (h.round == s.round and self.closed):
+            raise UpdateRejected("failed_precondition", f"round {h.round} is closed (late update discarded)")
+        if h.round > s.round:
+            raise UpdateRejected("failed_precondition", f"round {h.round} is not open (current: {s.round})")
+        if h.client_id not in s.sampled:
+            raise UpdateRejected("permission_denied", f"client {h.client_id!r} was not sampled in round {s.round}")
+        if h.client_id in self.reporters:
+            raise UpdateRejected("already_exists", f"duplicate update from {h.client_id!r} in round {s.round}")
+        if h.base_version != s.base_version:
+            raise UpdateRejected("failed_precondition",
+                                 f"update trained from version {h.base_version!r}, round uses {s.base_version!r}")
+        if h.encoding != s.encoding:
+            raise UpdateRejected("invalid_argument", f"encoding {h.encoding!r}, round expects {s.encoding!r}")
+        if s.encoding == "ckks" and h.context_id != s.context_id:
+            raise UpdateRejected("failed_precondition",
+                                 f"ciphertext for context {h.context_id!r}, federation uses {s.context_id!r}")
+        if h.num_values != s.num_values:
+            raise UpdateRejected("invalid_argument", f"update has {h.num_values} values, expected {s.num_values}")
+
+    def check_header(self, h: UpdateHeader) -> None:
+        """Cheap checks before the payload streams in."""
+        with self._lock:
+            self._precheck(h)
+
+    def submit(self, h: UpdateHeader, chunks: list[bytes]) -> int:
+        """Validate and add one upload; return the number of reporters so far."""
+        self.check_header(h)
+        sizes = chunk_sizes(self.spec.num_values, chunk_values(self.spec.encoding, self.slots))
+        if h.num_chunks != len(sizes) or len(chunks) != len(sizes):
+            raise UpdateRejected("invalid_argument", f"update has {len(chunks)} chunks (header says "
+                                 f"{h.num_chunks}), expected {len(sizes)}")
+        parsed = self.summer.parse(decompress(chunks, h.compression), sizes)
+        with self._lock:
+            self._precheck(h)  # the round may have closed, or a twin upload won, meanwhile
+            self.summer.add(parsed)
+            self.reporters.append(h.client_id)
+            self._changed.notify_all()
+            return len(self.reporters)
+
+    def wait(self, deadline_monotonic: float) -> int:
+        """Block until every sampled client reported or the deadline passed."""
+        import time
+
+        with self._lock:
+            while len(self.reporters) < len(self.spec.sampled):
+                left = deadline_monotonic - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, 0.5))
+            return len(self.reporters)
+
+    def close(self) -> Aggregate | None:
+        """Close the round; the aggregate if ``min_clients`` reported, else None."""
+        with self._lock:
+            self.closed = True
+            if len(self.reporters) < self.spec.min_clients:
+                return None
+            chunks = tuple(self.summer.payload())
+            s = self.spec
+            return Aggregate(federation=s.federation, round=s.round, base_version=s.base_version,
+                             version=next_version(s.base_version, chunks), encoding=s.encoding,
+                             context_id=s.context_id, num_values=s.num_values,
+                             reporters=tuple(self.reporters), fixed_denominator=s.fixed_denominator,
+                             chunks=chunks)
+
+
+def make_summer(encoding: str, public_context: bytes | None) -> Summer:
+    if encoding == "ckks":
+        if public_context is None:
+            raise FLError("ckks encoding needs the federation's public context")
+        return CkksSummer(public_context)
+    return F32Summer()
+
+
+def encode_update(vec: np.ndarray, *, ctx: Any | None, compression: str = "") -> list[bytes]:
+    """Client side: the upload chunks for a ``d + 1`` vector (CKKS if ``ctx`` is given)."""
+    if ctx is not None:
+        chunks = he.encrypt(ctx, vec)
+    else:
+        a = np.asarray(vec, dtype="<f4")
+        chunks = [a[i:i + F32_CHUNK].tobytes() for i in range(0, len(a), F32_CHUNK)]
+    if compression == "zstd":
+        c = zstandard.ZstdCompressor(level=1)
+        chunks = [c.compress(x) for x in chunks]
+    return chunks
+
+
+def decode_aggregate(agg_chunks: list[bytes], encoding: str, num_values: int,
+                     secret_ctx: Any | None) -> np.ndarray:
+    """Key-holder side: the plaintext SUM (only aggregates are ever decrypted)."""
+    if encoding == "ckks":
+        if secret_ctx is None:
+            raise FLError("a ckks aggregate needs the secret context to decrypt")
+        return he.decrypt(secret_ctx, agg_chunks, num_values)
+    out = np.concatenate([np.frombuffer(c, dtype="<f8") for c in agg_chunks]) if agg_chunks else np.zeros(0)
+    if out.size != num_values:
+        raise FLError(f"aggregate has {out.size} values, expected {num_values}")
+    return out

@@ -1,0 +1,253 @@
+"""The aggregator role: samples clients, announces rounds over MQTT, receives updates
+over gRPC streaming, ADDS them, and serves the aggregate. It holds only the public
+context under HE, so it never sees a plaintext update, nor the plaintext model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+
+from collab.control.mqtt import MqttClient
+from collab.errors import FLError, PrivacyBudgetExceeded
+from collab.fl import he
+from collab.fl import messages as msg
+from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, UpdateRejected, make_summer
+from collab.fl.config import FLConfig
+from collab.fl.rounds import RoundPlanner
+from collab.fl.wire import aggregate_to_proto, header_from_proto
+from collab.log import logger
+from collab.proto import fl_pb2, fl_pb2_grpc
+
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+_CODES = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundOutcome:
+    round: int
+    sampled: int
+    reporters: int
+    version: str
+    epsilon: float | None
+    sigma_eff: float | None
+    aggregated: bool
+
+
+def model_shape(cfg: FLConfig) -> tuple[int, str]:
+    """(number of federated values, initial version) from the seeded initial model."""
+    from collab.fl.model import build_model, federated_names, get_flat
+    from collab.fl.state import initial_version
+
+    m = build_model(cfg.model.name)
+    flat = get_flat(m, federated_names(m, cfg.model.federated))
+    return int(flat.size), initial_version(flat)
+
+
+@dataclass
+class Aggregator:
+    cfg: FLConfig
+    public_context: bytes | None
+    advertise: str = ""
+    mqtt: MqttClient | None = None
+    roster: dict[str, msg.ClientHello] = field(default_factory=dict)
+    outcomes: list[RoundOutcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.cfg.he_enabled and self.public_context is None:
+            raise FLError("HE mode: the aggregator needs the federation's public context")
+        if self.public_context is not None and he.load_context(self.public_context).is_private():
+            raise FLError("refusing a context that holds the secret key: the aggregator gets the public one only")
+        self.dim, self.version = model_shape(self.cfg)
+        cid = he.context_id(self.public_context) if self.cfg.he_enabled and self.public_context else ""
+        self.planner = RoundPlanner(self.cfg, self.dim, context_id=cid)
+        self.current: RoundState | None = None
+        self.aggregates: dict[str, Aggregate] = {}  # base_version -> aggregate
+        self._lock = threading.Lock()
+        self._roster_changed = threading.Condition(self._lock)
+
+    # ---------------------------------------------------------------- handlers (gRPC side)
+    def upload(self, header: UpdateHeader, chunks: list[bytes]) -> int:
+        with self._lock:
+            st = self.current
+        if st is None:
+            raise UpdateRejected("failed_precondition", "no round is open")
+        n = st.submit(header, chunks)
+        logger.info("round %d: accepted update from %s (%d/%d)", header.round, header.client_id, n,
+                    len(st.spec.sampled))
+        return n
+
+    def precheck(self, header: UpdateHeader) -> None:
+        with self._lock:
+            st = self.current
+        if st is None:
+            raise UpdateRejected("failed_precondition", "no round is open")
+        st.check_header(header)
+
+    def fetch(self, base_version: str) -> Aggregate:
+        with self._lock:
+            agg = self.aggregates.get(base_version)
+        if agg is None:
+            raise UpdateRejected("not_found", f"no aggregate moves the model from version {base_version!r}")
+        return agg
+
+    # ---------------------------------------------------------------- MQTT side
+    def _on_client(self, topic: str, payload: bytes, retained: bool) -> None:
+        cid = topic.rsplit("/", 1)[-1]
+        with self._lock:
+            if not payload:
+                self.roster.pop(cid, None)
+            else:
+                try:
+                    hello = msg.from_json(msg.ClientHello, payload)
+                except FLError as e:
+                    logger.warning("ignoring client presence on %s: %s", topic, e)
+                    return
+                self.roster[cid] = hello
+            self._roster_changed.notify_all()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish(topic, payload, qos=1, retain=True, wait=10.0)
+
+    def _status(self, state: str, detail: str = "") -> None:
+        eps = self.planner.accountant.epsilon if self.planner.accountant else None
+        self._publish(msg.status_topic(self.cfg.federation), msg.to_json(msg.FederationStatus(
+            federation=self.cfg.federation, state=state, round=self.planner._round,
+            version=self.version, detail=detail, epsilon=eps)))
+
+    def wait_for_clients(self, count: int, timeout: float) -> int:
+        end = time.monotonic() + timeout
+        with self._lock:
+            while len(self.roster) < count and time.monotonic() < end:
+                self._roster_changed.wait(0.2)
+            return len(self.roster)
+
+    def attach(self, mqtt: MqttClient) -> None:
+        self.mqtt = mqtt
+        mqtt.subscribe(msg.clients_filter(self.cfg.federation), self._on_client, qos=1)
+
+    # ---------------------------------------------------------------- the round loop
+    def run_round(self) -> RoundOutcome | None:
+        self.planner.check_budget()  # PrivacyBudgetExceeded before anything is announced
+        with self._lock:
+            roster = list(self.roster)
+        sampled = self.planner.sample(roster)
+        spec = self.planner.next_spec(self.version, sampled)
+        st = RoundState(spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots)
+        with self._lock:
+            self.current = st
+        deadline = time.time() + self.cfg.round.deadline_s
+        self._publish(msg.round_topic(self.cfg.federation), msg.to_json(msg.RoundAnnouncement(
+            federation=spec.federation, round=spec.round, base_version=spec.base_version,
+            sampled=list(spec.sampled), deadline_unix=deadline, aggregator=self.advertise,
+            encoding=spec.encoding, context_id=spec.context_id, num_values=spec.num_values,
+            min_clients=spec.min_clients, fixed_denominator=spec.fixed_denominator)))
+        logger.info("round %d announced: %d sampled, base %s", spec.round, len(sampled), spec.base_version)
+        st.wait(time.monotonic() + self.cfg.round.deadline_s)
+        agg = st.close()  # late uploads are now rejected: "round N is closed"
+        if agg is None:
+            logger.warning("round %d: only %d of %d sampled reported (< min_clients=%d); nothing released",
+                           spec.round, len(st.reporters), len(sampled), spec.min_clients)
+            out = RoundOutcome(round=spec.round, sampled=len(sampled), reporters=len(st.reporters),
+                               version=self.version, epsilon=None, sigma_eff=None, aggregated=False)
+        else:
+            eps, s_eff = self.planner.account(agg)
+            with self._lock:
+                self.aggregates[agg.base_version] = agg
+                self.version = agg.version
+            self._publish(msg.model_topic(self.cfg.federation), msg.to_json(msg.ModelPublished(
+                federation=spec.federation, round=spec.round, base_version=agg.base_version,
+                version=agg.version, reporters=len(agg.reporters), sampled=len(sampled),
+                epsilon=eps, sigma_eff=s_eff)))
+            logger.info("round %d aggregated: %d/%d reporters, version %s, epsilon=%s", spec.round,
+                        len(agg.reporters), len(sampled), agg.version, eps)
+            out = RoundOutcome(round=spec.round, sampled=len(sampled), reporters=len(agg.reporters),
+                               version=agg.version, epsilon=eps, sigma_eff=s_eff, aggregated=True)
+        self.outcomes.append(out)
+        return out
+
+    def run(self, stop: threading.Event | None = None, wait_clients_s: float = 60.0) -> list[RoundOutcome]:
+        n = self.wait_for_clients(self.cfg.clients, wait_clients_s)
+        logger.info("federation %s: %d clients present", self.cfg.federation, n)
+        self._status("running")
+        try:
+            for _ in range(self.cfg.rounds):
+                if stop is not None and stop.is_set():
+                    break
+                self.run_round()
+        except PrivacyBudgetExceeded as e:
+            logger.warning("stopping: %s", e)
+            self._status("budget_exhausted", str(e))
+            return self.outcomes
+        self._status("done")
+        return self.outcomes
+
+
+class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
+    """Thin: parse the stream, call the aggregator, map domain errors to status codes."""
+
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+
+    def UploadUpdate(self, request_iterator: Iterator[fl_pb2.FlUpdateChunk],
+                     context: grpc.ServicerContext) -> fl_pb2.FlUploadAck:
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("part") != "header":
+                raise UpdateRejected("invalid_argument", "upload must start with a header message")
+            header = header_from_proto(first.header)
+            self.agg.precheck(header)  # reject before MBs stream in
+            chunks: list[bytes] = []
+            for m in request_iterator:
+                if m.WhichOneof("part") != "data":
+                    raise UpdateRejected("invalid_argument", "second header in one upload")
+                chunks.append(m.data)
+                if len(chunks) > header.num_chunks:
+                    raise UpdateRejected("invalid_argument", f"more than the announced {header.num_chunks} chunks")
+            n = self.agg.upload(header, chunks)
+        except UpdateRejected as e:
+            logger.warning("upload rejected: %s", e)
+            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        return fl_pb2.FlUploadAck(round=header.round, reporters=n)
+
+    def FetchAggregate(self, request: fl_pb2.FlAggregateRequest,
+                       context: grpc.ServicerContext) -> Iterator[fl_pb2.FlAggregateChunk]:
+        try:
+            if request.federation != self.agg.cfg.federation:
+                raise UpdateRejected("not_found", f"unknown federation {request.federation!r}")
+            agg = self.agg.fetch(request.base_version)
+        except UpdateRejected as e:
+            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        yield from aggregate_to_proto(agg)
+
+
+@contextmanager
+def serve(agg: Aggregator, listen: str = "127.0.0.1:0", workers: int = 16) -> Iterator[tuple[grpc.Server, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
+    fl_pb2_grpc.add_FlAggregatorServicer_to_server(FlAggregatorServicer(agg), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as e:
+        raise FLError(f"cannot listen on {listen}: {e}") from e
+    if port == 0:
+        raise FLError(f"cannot listen on {listen}")
+    server.start()
+    if not agg.advertise:
+        agg.advertise = f"{listen.rsplit(':', 1)[0]}:{port}"
+    try:
+        yield server, port
+    finally:
+        server.stop(grace=1.0).wait()

@@ -1,0 +1,124 @@
+"""`collab fl ...`: run a local federation, or one role of a real fleet.
+
+  collab fl run --config FILE            aggregator + N client processes + key holder
+  collab fl keygen --config FILE --out DIR   per-federation CKKS keys (key holder)
+  collab fl aggregator --config FILE --broker URL --listen HOST:PORT [--public-context F]
+  collab fl client --config FILE --broker URL --index K [--secret-context F]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from collab.errors import ConfigError
+
+
+def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from collab.control.mqtt import add_mqtt_args
+
+    sub = parser.add_subparsers(dest="fl_command", required=True)
+    run = sub.add_parser("run", help="local federation: aggregator + N simulated clients as processes")
+    run.add_argument("--config", type=Path, required=True, help="YAML config (see docs/fl.md)")
+    run.add_argument("--broker", default=None, help="use this broker instead of starting Mosquitto")
+    run.add_argument("--out", default=None, help="output directory (overrides config 'out')")
+    run.add_argument("--no-progress", action="store_true")
+
+    kg = sub.add_parser("keygen", help="generate a federation's CKKS keys (key holder only)")
+    kg.add_argument("--config", type=Path, required=True)
+    kg.add_argument("--out", type=Path, required=True, help="writes secret.ctx (0600) and public.ctx")
+
+    ag = sub.add_parser("aggregator", help="run the aggregator role (holds the PUBLIC context only)")
+    ag.add_argument("--config", type=Path, required=True)
+    ag.add_argument("--listen", default="0.0.0.0:50070", help="gRPC listen address HOST:PORT")
+    ag.add_argument("--advertise", default="", help="HOST:PORT clients dial (default: listen address)")
+    ag.add_argument("--public-context", type=Path, default=None, help="public.ctx from keygen (HE modes)")
+    ag.add_argument("--wait-clients", type=float, default=60.0, help="seconds to wait for the roster")
+    ag.add_argument("--exit-when-done", action="store_true")
+    add_mqtt_args(ag, broker_required=True)
+
+    cl = sub.add_parser("client", help="run the client role (trains on local data when sampled)")
+    cl.add_argument("--config", type=Path, required=True)
+    cl.add_argument("--index", type=_indices, required=True,
+                    help="Dirichlet shard(s) of the digits set: K, K,L,... or K-L (several = forked processes)")
+    cl.add_argument("--client-id", default="")
+    cl.add_argument("--secret-context", type=Path, default=None, help="secret.ctx (HE modes)")
+    cl.add_argument("--compression", choices=["", "zstd"], default="")
+    add_mqtt_args(cl, broker_required=True)
+    return _handle
+
+
+def _mode_config(path: Path):  # type: ignore[no-untyped-def]
+    from collab.fl.config import load_config
+
+    cfg = load_config(path)
+    if len(cfg.modes) != 1:
+        raise ConfigError(f"{path}: a fleet role runs exactly one mode, config lists {cfg.modes}")
+    return cfg
+
+
+def _handle(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from collab.fl.config import load_config
+
+    if args.fl_command == "run":
+        from collab.fl.local import run_local
+
+        cfg = load_config(args.config)
+        cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
+        results = run_local(cfg, progress=not args.no_progress)
+        for mode, pts in results.items():
+            if not pts:
+                print(f"{mode:>6}: no round aggregated")
+                continue
+            best = max(p.accuracy for p in pts)
+            hit = next((p.round for p in pts if p.accuracy >= 0.95), None)
+            eps = pts[-1].epsilon
+            print(f"{mode:>6}: final acc {pts[-1].accuracy:.4f}  best {best:.4f}  rounds to 95%: {hit}  "
+                  f"epsilon: {'-' if eps is None else f'{eps:.3f}'}")
+        print(f"plot: {Path(cfg.out) / 'accuracy.png'}")
+        return 0
+    if args.fl_command == "keygen":
+        from collab.fl import he
+
+        cfg = load_config(args.config)
+        sec, pub = he.write_keys(he.generate_keys(cfg.he.params()), args.out)
+        print(f"secret context (keep on key holder / clients only): {sec}\npublic context (aggregator): {pub}")
+        return 0
+    from collab.control.mqtt import mqtt_config_from_args
+
+    cfg = _mode_config(args.config)
+    mqtt = mqtt_config_from_args(args)
+    if args.fl_command == "aggregator":
+        from coordinator.fl_server import run_aggregator
+
+        return run_aggregator(cfg, mqtt=mqtt, listen=args.listen, advertise=args.advertise,
+                              public_context=args.public_context, wait_clients_s=args.wait_clients,
+                              exit_when_done=args.exit_when_done)
+    if len(args.index) == 1 or args.client_id:
+        from edge_node.fl_client import run_client
+
+        return run_client(cfg, index=args.index[0], mqtt=mqtt, client_id=args.client_id,
+                          secret_context=args.secret_context, compression=args.compression)
+    from edge_node.fl_client import run_clients
+
+    return run_clients(cfg, indices=args.index, mqtt=mqtt, secret_context=args.secret_context,
+                       compression=args.compression)
+
+
+def _indices(text: str) -> list[int]:
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad index list {text!r}: use K, K,L or K-L") from None
+    if not out or min(out) < 0 or len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"bad index list {text!r}")
+    return out

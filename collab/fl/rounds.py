@@ -1,0 +1,78 @@
+"""Round planning shared by the networked aggregator and the in-process simulation:
+Poisson client sampling, the DP budget check BEFORE a round starts, and accounting of
+the round actually aggregated at its effective noise."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from collab.fl.accountant import RdpAccountant
+from collab.fl.aggregate import Aggregate, RoundSpec
+from collab.fl.config import FLConfig
+
+
+def effective_noise(sigma: float, reporters: int, expected: float, colluders: int = 0) -> float:
+    """sigma of the SUM's noise in units of S: r honest shares of variance sigma²S²/m each.
+
+    Dropout (r < m) shrinks it by sqrt(r/m); colluding reporters know (and can subtract)
+    their own shares, so they are not counted."""
+    honest = max(reporters - colluders, 0)
+    return sigma * math.sqrt(honest / expected)
+
+
+@dataclass
+class RoundPlanner:
+    cfg: FLConfig
+    base_num_values: int
+    context_id: str = ""
+    accountant: RdpAccountant | None = None
+    _round: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.cfg.seed + 7919)
+        if self.cfg.dp_enabled and self.accountant is None:
+            self.accountant = RdpAccountant(delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget)
+
+    @property
+    def encoding(self) -> str:
+        return "ckks" if self.cfg.he_enabled else "f32"
+
+    def sample(self, roster: Sequence[str]) -> tuple[str, ...]:
+        """Poisson sampling: each client independently with probability q (what the accountant assumes)."""
+        q = self.cfg.round.sample_rate
+        if q >= 1.0:
+            return tuple(sorted(roster))
+        keep = self.rng.random(len(roster)) < q
+        return tuple(c for c, k in zip(sorted(roster), keep, strict=True) if k)
+
+    def check_budget(self) -> float | None:
+        """ε after one more round in the WORST accepted case (min_clients reporters);
+        raises PrivacyBudgetExceeded before anything is announced."""
+        if self.accountant is None:
+            return None
+        dp = self.cfg.dp
+        worst = effective_noise(dp.noise_multiplier, self.cfg.round.min_clients,
+                                self.cfg.expected_clients, dp.assumed_colluders)
+        return self.accountant.check(self.cfg.round.sample_rate, worst)
+
+    def next_spec(self, base_version: str, sampled: Sequence[str]) -> RoundSpec:
+        self._round += 1
+        return RoundSpec(federation=self.cfg.federation, round=self._round, base_version=base_version,
+                         sampled=tuple(sampled), encoding=self.encoding, context_id=self.context_id,
+                         num_values=self.base_num_values + 1, min_clients=self.cfg.round.min_clients,
+                         fixed_denominator=self.cfg.expected_clients if self.cfg.dp_enabled else 0.0)
+
+    def account(self, agg: Aggregate) -> tuple[float | None, float | None]:
+        """Record the aggregated round at its effective sigma; return (ε, sigma_eff)."""
+        if self.accountant is None:
+            return None, None
+        dp = self.cfg.dp
+        s_eff = effective_noise(dp.noise_multiplier, len(agg.reporters), self.cfg.expected_clients,
+                                dp.assumed_colluders)
+        if s_eff <= 0:
+            return math.inf, 0.0
+        return self.accountant.step(self.cfg.round.sample_rate, s_eff), s_eff

@@ -1,0 +1,70 @@
+"""The whole round protocol in one process (no network): same planner, round state,
+member and accountant code as the real federation; used by tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from collab.fl import he
+from collab.fl.aggregate import RoundState, UpdateHeader, make_summer
+from collab.fl.config import FLConfig
+from collab.fl.data import client_data, test_data
+from collab.fl.member import ModelHolder, Trainer
+from collab.fl.rounds import RoundPlanner
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundResult:
+    round: int
+    reporters: int
+    accuracy: float | None
+    epsilon: float | None
+    sigma_eff: float | None
+    upload_bytes: int
+    seconds: float
+
+
+def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[RoundResult]:
+    """Run ``cfg.rounds`` rounds; ``drop`` sampled clients per round never report."""
+    keys = he.generate_keys(cfg.he.params()) if cfg.he_enabled else None
+    secret = keys.secret if keys else None
+    evaluator = ModelHolder(cfg, secret_context=secret)
+    trainers = {}
+    for k in range(cfg.clients):
+        x, y = client_data(k, cfg.clients, cfg.dirichlet_alpha, cfg.seed)
+        trainers[f"c{k:03d}"] = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + k)
+    planner = RoundPlanner(cfg, evaluator.dim, context_id=keys.context_id if keys else "")
+    xt, yt = test_data()
+    slots = cfg.he.params().slots
+    results: list[RoundResult] = []
+    bar = tqdm(range(cfg.rounds), desc=f"fl {cfg.mode}", disable=not progress)
+    for _ in bar:
+        t0 = time.perf_counter()
+        planner.check_budget()
+        spec = planner.next_spec(evaluator.state.version, planner.sample(list(trainers)))
+        st = RoundState(spec, make_summer(spec.encoding, keys.public if keys else None), slots)
+        sent = 0
+        for cid in spec.sampled[drop:]:
+            t = trainers[cid]
+            chunks = t.update(spec.round)
+            sent += sum(map(len, chunks))
+            st.submit(UpdateHeader(federation=spec.federation, round=spec.round, client_id=cid,
+                                   base_version=spec.base_version, encoding=spec.encoding,
+                                   context_id=spec.context_id, num_values=spec.num_values,
+                                   num_chunks=len(chunks)), chunks)
+        agg = st.close()
+        eps = s_eff = None
+        if agg is not None:
+            eps, s_eff = planner.account(agg)
+            for h in [evaluator, *(t.holder for t in trainers.values())]:
+                h.apply(agg)
+        acc = evaluator.evaluate(xt, yt) if cfg.simulate.evaluate else None
+        results.append(RoundResult(round=spec.round, reporters=len(st.reporters), accuracy=acc,
+                                   epsilon=eps, sigma_eff=s_eff, upload_bytes=sent,
+                                   seconds=time.perf_counter() - t0))
+        bar.set_postfix(acc=f"{acc:.3f}" if acc is not None else "-",
+                        eps=f"{eps:.2f}" if eps is not None else "-")
+    return results

@@ -1,0 +1,84 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FlUpdateHeader(_message.Message):
+    __slots__ = ("federation", "round", "client_id", "base_version", "encoding", "context_id", "num_values", "num_chunks", "compression")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    round: int
+    client_id: str
+    base_version: str
+    encoding: str
+    context_id: str
+    num_values: int
+    num_chunks: int
+    compression: str
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+
+class FlUpdateChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: FlUpdateHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[FlUpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class FlUploadAck(_message.Message):
+    __slots__ = ("round", "reporters")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    REPORTERS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    reporters: int
+    def __init__(self, round: _Optional[int] = ..., reporters: _Optional[int] = ...) -> None: ...
+
+class FlAggregateRequest(_message.Message):
+    __slots__ = ("federation", "base_version")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    base_version: str
+    def __init__(self, federation: _Optional[str] = ..., base_version: _Optional[str] = ...) -> None: ...
+
+class FlAggregateHeader(_message.Message):
+    __slots__ = ("federation", "round", "base_version", "version", "encoding", "context_id", "num_values", "num_chunks", "reporters", "fixed_denominator")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    REPORTERS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    round: int
+    base_version: str
+    version: str
+    encoding: str
+    context_id: str
+    num_values: int
+    num_chunks: int
+    reporters: int
+    fixed_denominator: float
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., reporters: _Optional[int] = ..., fixed_denominator: _Optional[float] = ...) -> None: ...
+
+class FlAggregateChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: FlAggregateHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[FlAggregateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
