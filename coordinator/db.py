@@ -8,8 +8,8 @@ count low while the lag from message to durable row stays in milliseconds.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import queue
 import sqlite3
 import threading
 import time
@@ -59,7 +59,8 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.conn = connect(self.path)
-        self._q: queue.Queue[Any] = queue.Queue()
+        self._q: collections.deque[Any] = collections.deque()  # append/popleft are atomic
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.commits = 0
 
@@ -69,7 +70,7 @@ class Database:
 
     def close(self) -> None:
         if self._thread is not None:
-            self._q.put(_STOP)
+            self._put(_STOP)
             self._thread.join(10)
             self._thread = None
         self.conn.close()
@@ -82,44 +83,73 @@ class Database:
         finally:
             self.conn.row_factory = None
 
+    def _put(self, item: Any) -> None:
+        self._q.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def submit(self, op: Op, on_commit: OnCommit | None = None) -> None:
-        self._q.put((op, on_commit, None))
+        self._put((op, on_commit, None))
+
+    def submit_row(self, sql: str, params: tuple[Any, ...], on_commit: OnCommit | None = None) -> None:
+        """A one-statement write; consecutive rows of the same statement run as one
+        ``executemany`` (the hot path: heartbeats and telemetry)."""
+        self._put((sql, on_commit, params))
 
     def call(self, op: Op, timeout: float = 30.0) -> Any:
         """Run ``op`` and return its result once it is committed (durable)."""
         fut: Future[Any] = Future()
-        self._q.put((op, None, fut))
+        self._put((op, None, fut))
         return fut.result(timeout)
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is _STOP:
-                return
-            batch = [item]
+            self._wake.wait()
+            self._wake.clear()
+            batch: list[Any] = []
             stop = False
-            while len(batch) < 5000:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
+            while self._q:
+                item = self._q.popleft()
+                if item is _STOP:
                     stop = True
                     break
-                batch.append(nxt)
-            self._commit(batch)
+                batch.append(item)
+                if len(batch) >= 5000:
+                    self._commit(batch)
+                    batch = []
+            if batch:
+                self._commit(batch)
             if stop:
                 return
 
     def _commit(self, batch: list[Any]) -> None:
         results: list[tuple[Future[Any] | None, Any, BaseException | None]] = []
         c = self.conn
+        run_sql: str | None = None
+        run_rows: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            if run_sql is not None and run_rows:
+                c.executemany(run_sql, run_rows)
+                run_rows.clear()
+
         try:
             c.execute("BEGIN")
-            for op, _, fut in batch:
+            for item in batch:
+                head, _, tail = item
+                if isinstance(head, str):  # submit_row
+                    if head != run_sql:
+                        flush()
+                        run_sql = head
+                    run_rows.append(tail)
+                    results.append((None, None, None))
+                    continue
+                flush()
+                run_sql = None
+                fut = tail
                 c.execute("SAVEPOINT op")
                 try:
-                    results.append((fut, op(c), None))
+                    results.append((fut, head(c), None))
                     c.execute("RELEASE op")
                 except Exception as e:
                     c.execute("ROLLBACK TO op")
@@ -127,15 +157,16 @@ class Database:
                     if fut is None:
                         logger.exception("registry write failed")
                     results.append((fut, None, e))
+            flush()
             c.execute("COMMIT")
         except sqlite3.Error as e:
             logger.exception("registry commit failed")
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
             err = ControlPlaneError(f"registry commit failed: {e}")
-            for _, _, fut in batch:
-                if fut is not None:
-                    fut.set_exception(err)
+            for head, _, tail in batch:
+                if not isinstance(head, str) and tail is not None:
+                    tail.set_exception(err)
             return
         self.commits += 1
         now = time.time()

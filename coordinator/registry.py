@@ -95,23 +95,16 @@ class Registry:
         if revived or on_commit is None:
             self._persist(r, on_commit)
         else:
-            args = (now, r.bundle_version, h.node_id)
-
-            def op(c: sqlite3.Connection) -> None:
-                c.execute("UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?", args)
-
-            self._db.submit(op, on_commit)
+            self._db.submit_row("UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?",
+                                (now, r.bundle_version, h.node_id), on_commit)
         return revived
 
     def telemetry(self, t: msg.Telemetry, now: float, on_commit: OnCommit | None = None) -> None:
         r = self.nodes[t.node_id]
         r.telemetry, r.last_seen = t, now
         blob = msg.telemetry_to_proto(t).SerializeToString()
-
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?", (blob, now, t.node_id))
-
-        self._db.submit(op, on_commit)
+        self._db.submit_row("UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?", (blob, now, t.node_id),
+                            on_commit)
 
     def mark_offline(self, node_id: str) -> None:
         r = self.nodes[node_id]

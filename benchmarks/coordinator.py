@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Coordinator benchmark: 1000 simulated nodes against one real Mosquitto.
+
+Simulated nodes are multiplexed: P publisher processes, each one MQTT connection
+publishing for N/P node ids on their own topics (``collab/v1/node/<id>/...``), so the
+coordinator sees exactly the traffic of N nodes (per-node connections would only add
+broker sockets, not coordinator work).
+
+1. nominal: every node heartbeats at 1 Hz and sends telemetry at 1 Hz (2 msg/s/node).
+   Reported: processed msg/s and the lag from publish (sender clock, in the payload)
+   to the registry update being COMMITTED in SQLite (group commit, WAL), p50/p99/max.
+2. capacity: the publishers flood heartbeats as fast as they can for S seconds; side by
+   side with a bare paho subscriber that only counts messages under the same flood,
+   so the ratio shows what the coordinator costs on top of broker + client library.
+
+Targets (issue 6): >= 2000 msg/s processed, p99 publish->registry lag < 50 ms.
+Usage: .venv/bin/python benchmarks/coordinator.py [--nodes 1000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collab.control import messages as msg  # noqa: E402
+from collab.control import topics  # noqa: E402
+from collab.control.mqtt import MqttClient, MqttConfig  # noqa: E402
+from collab.testing.procs import mosquitto  # noqa: E402
+from coordinator.daemon import Coordinator, CoordinatorConfig  # noqa: E402
+
+
+def _publisher(url: str, ids: list[str], mode: str, seconds: float, hz: float, go: mp.Event,  # type: ignore[valid-type]
+               sent: mp.Value) -> None:  # type: ignore[valid-type]
+    c = MqttClient(MqttConfig(url=url, client_id=f"bench-{ids[0]}")).start()
+    hb_topic = [topics.node_topic(i, topics.HEARTBEAT) for i in ids]
+    tm_topic = [topics.node_topic(i, topics.TELEMETRY) for i in ids]
+    for i in ids:
+        a = msg.Announce(node_id=i, role="edge", bundle_version="0" * 64, sent_at=time.time())
+        c.publish(topics.node_topic(i, topics.ANNOUNCE), msg.announce_to_proto(a).SerializeToString(), qos=1)
+    go.wait()  # type: ignore[attr-defined]
+    n = 0
+    t_end = time.monotonic() + seconds
+    seq = 0
+    if mode == "flood":
+        while time.monotonic() < t_end:
+            seq += 1
+            for k, i in enumerate(ids):
+                hb = msg.Heartbeat(node_id=i, seq=seq, sent_at=time.time())
+                c.publish(hb_topic[k], msg.heartbeat_to_proto(hb).SerializeToString())
+            n += len(ids)
+    else:  # nominal: nodes' 1 Hz heartbeat + telemetry phases spread over 100 slots (10 ms) a second
+        slots = 100
+        period = 1.0 / hz
+        t0 = time.monotonic()
+        tick = 0
+        while time.monotonic() < t_end:
+            s = tick % slots
+            now = time.time()
+            for k in range(s, len(ids), slots):
+                i = ids[k]
+                hb = msg.Heartbeat(node_id=i, seq=tick // slots, sent_at=now)
+                c.publish(hb_topic[k], msg.heartbeat_to_proto(hb).SerializeToString())
+                t = msg.Telemetry(node_id=i, interval_s=period, requests=100, path_mix={"split": 60, "edge_only": 40},
+                                  p50_ms=4.0, p95_ms=9.0, p99_ms=12.0, fallbacks=1, bytes_sent=123456, sent_at=now)
+                c.publish(tm_topic[k], msg.telemetry_to_proto(t).SerializeToString())
+                n += 2
+            tick += 1
+            delay = t0 + tick * period / slots - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    with sent.get_lock():  # type: ignore[attr-defined]
+        sent.value += n  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    c.stop()
+
+
+def _run_publishers(url: str, ids: list[str], procs: int, mode: str, seconds: float,
+                    on_go: threading.Event | None = None) -> tuple[int, float]:
+    ctx = mp.get_context("spawn")
+    go, sent = ctx.Event(), ctx.Value("q", 0)
+    parts = [ids[k::procs] for k in range(procs)]
+    ps = [ctx.Process(target=_publisher, args=(url, p, mode, seconds, 1.0, go, sent)) for p in parts]
+    for p in ps:
+        p.start()
+    time.sleep(3.0)  # spawn + announce
+    t0 = time.monotonic()
+    go.set()
+    if on_go is not None:
+        on_go.set()
+    for _ in tqdm(range(int(seconds)), desc=f"{mode:>8}", unit="s", leave=False):
+        time.sleep(1.0)
+    for p in ps:
+        p.join(60)
+    return int(sent.value), t0
+
+
+def bench_coordinator(url: str, ids: list[str], procs: int, mode: str, seconds: float, tmp: Path) -> dict[str, float]:
+    cfg = CoordinatorConfig(mqtt=MqttConfig(url=url), db=tmp / f"{mode}.db", heartbeat_timeout=30,
+                            client_id=f"bench-coordinator-{mode}")
+    with Coordinator(cfg) as c:
+        go = threading.Event()
+        box: dict[str, float] = {}
+
+        def watch() -> None:
+            go.wait()
+            n0, t0 = len(c.lags), time.monotonic()
+            time.sleep(seconds)
+            box["rate"] = (len(c.lags) - n0) / (time.monotonic() - t0)
+            box["first"] = n0
+
+        w = threading.Thread(target=watch)
+        w.start()
+        sent, _ = _run_publishers(url, ids, procs, mode, seconds, on_go=go)
+        w.join()
+        time.sleep(1.0)
+        registered = len(c.registry.nodes)
+        lags = np.array(list(c.lags)[int(box["first"]):]) * 1000
+        return {"sent": sent, "rate": box["rate"], "nodes": registered, "commits": c.db.commits,
+                "p50": float(np.percentile(lags, 50)), "p99": float(np.percentile(lags, 99)),
+                "max": float(lags.max()), "lags": lags}  # type: ignore[dict-item]
+
+
+def bench_bare(url: str, ids: list[str], procs: int, seconds: float) -> float:
+    got = [0]
+    go = threading.Event()
+    c = MqttClient(MqttConfig(url=url, client_id="bench-bare"))
+    c.subscribe(topics.NODE_WILDCARD, lambda t, p, r: got.__setitem__(0, got[0] + 1), qos=1)
+    c.start()
+    box: dict[str, float] = {}
+
+    def watch() -> None:
+        go.wait()
+        n0, t0 = got[0], time.monotonic()
+        time.sleep(seconds)
+        box["rate"] = (got[0] - n0) / (time.monotonic() - t0)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    _run_publishers(url, ids, procs, "flood", seconds, on_go=go)
+    w.join()
+    c.stop()
+    return box["rate"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--procs", type=int, default=2, help="publisher processes (connections)")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "coordinator_lag.png")
+    args = ap.parse_args()
+    ids = [f"sim{i:05d}" for i in range(args.nodes)]
+    with tempfile.TemporaryDirectory() as d, mosquitto("max_queued_messages 100000\n") as broker:
+        tmp = Path(d)
+        nominal = bench_coordinator(broker.url, ids, args.procs, "nominal", args.seconds, tmp)
+    with tempfile.TemporaryDirectory() as d, mosquitto("max_queued_messages 100000\n") as broker:
+        flood = bench_coordinator(broker.url, ids, args.procs, "flood", args.seconds, Path(d))
+    with mosquitto("max_queued_messages 100000\n") as broker:
+        bare = bench_bare(broker.url, ids, args.procs, args.seconds)
+    print(f"\n{args.nodes} simulated nodes over {args.procs} MQTT connections, one Mosquitto, "
+          f"{args.seconds:.0f}s per phase")
+    print(f"{'phase':<22} {'offered msg/s':>13} {'processed msg/s':>15} {'p50 lag ms':>10} "
+          f"{'p99 lag ms':>10} {'max ms':>8} {'registered':>10}")
+    for name, r in (("nominal 1Hz hb+tel", nominal), ("capacity (flood)", flood)):
+        print(f"{name:<22} {r['sent'] / args.seconds:>13.0f} {r['rate']:>15.0f} {r['p50']:>10.1f} "
+              f"{r['p99']:>10.1f} {r['max']:>8.0f} {r['nodes']:>10.0f}")
+    print(f"{'bare subscriber flood':<22} {'':>13} {bare:>15.0f}")
+    print(f"\ncoordinator capacity / bare paho subscriber = {flood['rate'] / bare:.2f}")
+    ok_rate = flood["rate"] >= 2000 and nominal["rate"] >= 0.95 * nominal["sent"] / args.seconds
+    print(f"target >= 2000 msg/s processed: {'MET' if ok_rate else 'NOT MET'} "
+          f"(capacity {flood['rate']:.0f}, nominal {nominal['rate']:.0f} of "
+          f"{nominal['sent'] / args.seconds:.0f} offered)")
+    print(f"target p99 publish->registry commit < 50 ms at nominal load: "
+          f"{'MET' if nominal['p99'] < 50 else 'NOT MET'} ({nominal['p99']:.1f} ms)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        lags = np.sort(nominal["lags"])  # type: ignore[arg-type]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(lags, np.arange(1, len(lags) + 1) / len(lags))
+        ax.axvline(50, color="r", ls="--", label="target p99 50 ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("publish -> registry commit lag (ms)")
+        ax.set_ylabel("CDF")
+        ax.set_title(f"{args.nodes} nodes, 1 Hz heartbeat + telemetry")
+        ax.legend()
+        fig.tight_layout()
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.png, dpi=120)
+        print(f"lag CDF: {args.png}")
+    except ImportError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
