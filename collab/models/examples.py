@@ -258,7 +258,7 @@ def _seeded_cnn(make: Callable[[], nn.Module], seed: int) -> nn.Module:
     with _seeded(seed):
         m = make()
     x, _ = datasets.digits_rgb32("train")
-    _calibrate_batchnorm(m, torch.from_numpy(x[:128]))
+    _calibrate_batchnorm(m, torch.from_numpy(x[:64]))
     return m.eval()
 
 

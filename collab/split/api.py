@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.utils
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -16,8 +19,8 @@ from tqdm import tqdm
 from collab.bundle import Bundle, Manifest, SplitPoint, load_bundle, staging_dir, write_manifest
 from collab.errors import ConfigError, SplitError
 from collab.log import logger
-from collab.split.export import export_onnx, max_abs_diff, run_onnx
-from collab.split.graph import Cut, Granularity, analyse, carve, trace
+from collab.split.export import export_onnx, export_with_cuts, extract_piece, max_abs_diff, run_onnx
+from collab.split.graph import Cut, Granularity, analyse, carve, trace, with_cut_outputs
 from collab.split.profile import median_ms
 
 INPUT_NAME = "input"
@@ -124,9 +127,16 @@ def split_model(
                 raise SplitError(f"full.onnx: ONNX Runtime differs from PyTorch by {d:.3g} at batch {xs.shape[0]}")
 
         pieces: list[_Piece] = []
-        for cut in tqdm(an.cuts, desc=f"export {name}", unit="cut", disable=not progress):
+        cut_names = [f"cut_{i}" for i in range(len(an.cuts))]
+        with tempfile.TemporaryDirectory() as scratch:
+            proto = export_with_cuts(
+                with_cut_outputs(gm, an.cuts), x1, Path(scratch) / "cuts.onnx",
+                input_name=INPUT_NAME, output_name="output", cut_names=cut_names, opset=opset,
+            )
+        ex = onnx.utils.Extractor(proto)
+        for cut, tensor in tqdm(list(zip(an.cuts, cut_names, strict=True)), desc=f"export {name}", unit="cut", disable=not progress):
             try:
-                pieces.append(_export_cut(gm, cut, tmp, len(pieces), x1, xb, ref1, refb, opset))
+                pieces.append(_export_cut(gm, ex, cut, tensor, tmp, len(pieces), x1, xb, ref1, refb, opset))
             except SplitError as e:
                 refused[cut.name] = str(e)
                 logger.warning("cut %s refused: %s", cut.name, e)
@@ -167,8 +177,8 @@ def split_model(
 
 
 def _export_cut(
-    gm: torch.fx.GraphModule, cut: Cut, root: Path, index: int, x1: torch.Tensor, xb: torch.Tensor,
-    ref1: torch.Tensor, refb: torch.Tensor, opset: int,
+    gm: torch.fx.GraphModule, ex: onnx.utils.Extractor, cut: Cut, tensor: str, root: Path, index: int,
+    x1: torch.Tensor, xb: torch.Tensor, ref1: torch.Tensor, refb: torch.Tensor, opset: int,
 ) -> _Piece:
     head, tail = carve(gm, cut)
     with torch.no_grad():
@@ -178,8 +188,8 @@ def _export_cut(
         raise SplitError(f"tail(head(x)) differs from the model by {d_torch:.3g} > {TORCH_ATOL}")
     stem = f"{index:02d}_{_safe(cut.name)}.onnx"
     hrel, trel = f"head/{stem}", f"tail/{stem}"
-    export_onnx(head, x1, root / hrel, input_name=INPUT_NAME, output_name="feature", opset=opset)
-    export_onnx(tail, f1, root / trel, input_name="feature", output_name="output", opset=opset)
+    extract_piece(ex, root / hrel, inputs=(INPUT_NAME, INPUT_NAME), output=(tensor, "feature"), opset=opset)
+    extract_piece(ex, root / trel, inputs=(tensor, "feature"), output=("output", "output"), opset=opset)
     d_ort = 0.0
     for xs, f, ref in ((x1, f1, ref1), (xb, fb, refb)):
         h = run_onnx(root / hrel, xs.numpy())

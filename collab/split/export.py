@@ -1,7 +1,9 @@
-"""ONNX export of a graph piece with a dynamic batch dimension, and its checks.
+"""ONNX export with a dynamic batch dimension, head/tail extraction, and checks.
 
 We use the TorchScript exporter (``dynamo=False``): it writes exactly the requested
-opset, needs no onnxscript rewrite passes and is fast (a split exports dozens of pieces).
+opset and needs no onnxscript rewrite passes. Exporting every head and tail separately
+costs about a second each, so the model is exported ONCE with every cut tensor as an
+extra output, and heads/tails are extracted from that graph (``onnx.utils.Extractor``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,56 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, input_n
             )
     except Exception as e:  # torch.onnx raises many types; all mean "cannot export"
         raise SplitError(f"ONNX export of {path.name} failed: {type(e).__name__}: {e}") from e
+    check_onnx(path, opset=opset)
+
+
+def export_with_cuts(
+    module: nn.Module, example: torch.Tensor, path: Path, *, input_name: str, output_name: str,
+    cut_names: list[str], opset: int,
+) -> onnx.ModelProto:
+    """Export a module returning ``(output, *cut tensors)``; outputs named accordingly."""
+    names = [output_name, *cut_names]
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=[input_name], output_names=names,
+                dynamic_axes={n: {0: "batch"} for n in [input_name, *names]},
+                do_constant_folding=True,
+            )
+    except Exception as e:
+        raise SplitError(f"ONNX export of the model with its cut tensors failed: {type(e).__name__}: {e}") from e
+    return onnx.load(str(path))
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+    for v in (*graph.input, *graph.output):
+        if v.name == old:
+            v.name = new
+
+
+def extract_piece(
+    ex: onnx.utils.Extractor, path: Path, *, inputs: tuple[str, str], output: tuple[str, str], opset: int
+) -> None:
+    """Write the sub-graph from tensor ``inputs[0]`` to ``output[0]``, renaming both
+    boundary tensors to ``inputs[1]`` / ``output[1]``."""
+    try:
+        m = ex.extract_model([inputs[0]], [output[0]])
+    except Exception as e:
+        raise SplitError(f"cannot extract {path.name}: {type(e).__name__}: {e}") from e
+    used = {t for n in m.graph.node for t in (*n.input, *n.output)}
+    for old, new in (inputs, output):
+        if old != new and new in used:
+            raise SplitError(f"{path.name}: tensor name {new!r} is already used in the graph")
+    _rename(m.graph, inputs[0], inputs[1])
+    _rename(m.graph, output[0], output[1])
+    if m.graph.input[0].name == m.graph.output[0].name:
+        raise SplitError(f"{path.name}: empty piece")
+    onnx.save(m, str(path))
     check_onnx(path, opset=opset)
 
 

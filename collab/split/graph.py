@@ -217,6 +217,18 @@ def _ancestors(roots: list[fx.Node], stop: fx.Node | None = None) -> set[fx.Node
     return seen
 
 
+def with_cut_outputs(gm: fx.GraphModule, cuts: tuple[Cut, ...]) -> fx.GraphModule:
+    """The same graph returning ``(output, *cut tensors)``, for a single ONNX export."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in gm.graph.nodes:
+        if n.op != "output":
+            env[n] = g.node_copy(n, lambda a: env[a])
+    by_name = {n.name: n for n in gm.graph.nodes}
+    g.output((env[_output_value(gm)], *(env[by_name[c.node]] for c in cuts)))
+    return fx.GraphModule(gm, g, "WithCuts")
+
+
 def carve(gm: fx.GraphModule, cut: Cut) -> tuple[fx.GraphModule, fx.GraphModule]:
     """(head, tail): head computes the crossing tensor, tail maps it to the output."""
     by_name = {n.name: n for n in gm.graph.nodes}
