@@ -36,11 +36,12 @@ DEFAULT_CODECS: tuple[str, ...] = (
     "int8+zstd1",
     "int8+zstd1+sparse",
     "int8+brotli5",
-    "int8+zstd1+clip99.9",
     "int4+zstd1",
-    "int4+zstd1+sparse",
     "int4+brotli5",
-    "int4+brotli5+clip99.9",
+    "int4+brotli5+sparse",
+    "int3+zstd1",
+    "int3+brotli5",
+    "int2+brotli5",
 )
 STAT_KEYS = ("bytes", "ratio", "encode_ms", "decode_ms", "rel_l2", "agreement", "accuracy")
 BATCH = 64

@@ -25,6 +25,7 @@ and raises :class:`CodecError` -- never anything else.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ DEFAULT_MAX_BYTES = 256 << 20  # decoded float32 bytes; features are far smaller
 FIXED = 7  # bytes before the first varint
 CRC_BYTES = 4
 _DTYPES = ("float32", "float16", "float64")
+_DTYPE_ID = {np.dtype(d): i for i, d in enumerate(_DTYPES)}
 FLAG_SPARSE, FLAG_CLIP, FLAG_PER_TENSOR, FLAG_COMPACT = 1, 2, 4, 8
 _KNOWN_FLAGS = FLAG_SPARSE | FLAG_CLIP | FLAG_PER_TENSOR | FLAG_COMPACT
 _F32 = struct.Struct("<f")
@@ -121,7 +123,8 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
     """Encode a float tensor as one self-describing frame."""
     c = Codec.parse(codec)
     a = np.asarray(array)
-    if a.dtype.name not in _DTYPES:
+    did = _DTYPE_ID.get(a.dtype)
+    if did is None:
         raise CodecError(f"cannot encode dtype {a.dtype}; expected one of {', '.join(_DTYPES)}")
     if a.ndim > MAX_NDIM:
         raise CodecError(f"cannot encode {a.ndim}-D tensor (max {MAX_NDIM})")
@@ -143,7 +146,7 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
                 QUANTS.index(c.quant) << 4 | ENTROPIES.index(c.entropy),
                 c.level,
                 flags,
-                a.ndim << 4 | _DTYPES.index(a.dtype.name),
+                a.ndim << 4 | did,
             )
         ),
         _varint(raw_len),
@@ -154,6 +157,18 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
     ]
     head = b"".join(fields)
     return b"".join((head, payload_b, _U32.pack(_crc(head, payload_b))))
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_cached(qid: int, eid: int, level: int, sparse: bool, clip: float | None) -> Codec:
+    return Codec(quant=QUANTS[qid], entropy=ENTROPIES[eid], level=level, sparse=sparse, clip=clip)
+
+
+def _codec(qid: int, eid: int, level: int, sparse: bool, clip: float | None) -> Codec:
+    try:
+        return _codec_cached(qid, eid, level, sparse, clip)
+    except CodecError as e:
+        raise CodecError(f"corrupt frame: {e}") from e
 
 
 def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> FrameHeader:
@@ -192,16 +207,7 @@ def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> FrameHeader
         (c32,) = _F32.unpack_from(frame, pos)
         pos += 4
         clip = float(f"{c32:.6g}")
-    try:
-        codec = Codec(
-            quant=QUANTS[qid],
-            entropy=ENTROPIES[eid],
-            level=level,
-            sparse=bool(flags & FLAG_SPARSE),
-            clip=clip,
-        )
-    except CodecError as e:
-        raise CodecError(f"corrupt frame: {e}") from e
+    codec = _codec(qid, eid, level, bool(flags & FLAG_SPARSE), clip)
     quantized = codec.quant in BITS
     if not quantized and flags & (FLAG_PER_TENSOR | FLAG_COMPACT):
         raise CodecError("corrupt frame: parameter flags on an unquantized codec")

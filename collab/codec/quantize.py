@@ -138,24 +138,17 @@ def _ranges(x3: np.ndarray, bits: int, clip: float | None) -> tuple[np.ndarray, 
     if x3.size == 0:
         return np.zeros(c), np.zeros(c)
     if clip is None:
-        lo = x3.min(axis=(0, 2)).astype(np.float64)
-        hi = x3.max(axis=(0, 2)).astype(np.float64)
+        xr = x3[0] if x3.shape[0] == 1 else np.moveaxis(x3, 1, 0).reshape(c, -1)
+        lo = xr.min(axis=1).astype(np.float64)
+        hi = xr.max(axis=1).astype(np.float64)
     else:
         if not np.isfinite(x3).all():
             raise CodecError(f"int{bits}: tensor has NaN/inf values; use f32 or f16")
         flat = np.moveaxis(x3, 1, 0).reshape(c, -1)
         lo, hi = np.percentile(flat, [100.0 - clip, clip], axis=1).astype(np.float64)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+    if not np.isfinite(hi - lo).all():
         raise CodecError(f"int{bits}: tensor has NaN/inf values; use f32 or f16")
     return lo, hi
-
-
-def _f16_up(s: np.ndarray) -> np.ndarray:
-    """Smallest float16 >= s (so a rounded scale still covers the range)."""
-    h = s.astype(np.float16)
-    low = h.astype(np.float64) < s
-    h[low] = np.nextafter(h[low], np.float16(np.inf))
-    return h
 
 
 def plan(
@@ -168,17 +161,16 @@ def plan(
     x3 = x.reshape(_shape3(x.shape, per_tensor))
     lo, hi = _ranges(x3, bits, clip)
     lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-    span = hi - lo
-    raw = (hi0 - lo0) / levels
-    with np.errstate(over="ignore"):
-        s16 = _f16_up(np.maximum(raw, _F16_MIN))
+    span0 = hi0 - lo0
+    raw = span0 / levels
     if (
-        (hi0 - lo0 <= 1.1 * span).all()
-        and ((raw >= _F16_MIN) | (hi0 == lo0)).all()
-        and np.isfinite(s16).all()
+        (span0 <= 1.1 * (hi - lo)).all()
+        and ((raw >= _F16_MIN) | (span0 == 0)).all()
+        and (raw <= 60000.0).all()
     ):
-        scale = s16.astype(np.float32)
-        zp = np.clip(np.round(-lo0 / scale), 0, levels).astype(np.uint8)
+        # float16 scale rounded up by at most one ulp, so the range stays covered
+        scale = (np.maximum(raw, _F16_MIN) * (1 + 2.0**-10)).astype(np.float16).astype(np.float32)
+        zp = np.minimum(np.rint(-lo0 / scale), levels).astype(np.uint8)
         offset = -(zp.astype(np.float32) * scale)  # float32, exactly as the decoder computes
         return Layout(per_tensor=per_tensor, compact=True), scale, offset, zp
     if include_zero:

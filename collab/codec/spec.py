@@ -6,6 +6,7 @@ so parsing is strict and :attr:`Codec.name` is canonical (``Codec.parse(n).name 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -76,6 +77,10 @@ class Codec:
             return name
         if not isinstance(name, str):
             raise CodecError(f"codec name must be a string, got {type(name).__name__}")
+        return _parse_name(name)
+
+    @classmethod
+    def _parse_uncached(cls, name: str) -> Codec:
         parts = name.split("+")
         quant, rest = parts[0], parts[1:]
         entropy, level, sparse, clip = "none", 0, False, None
@@ -97,6 +102,12 @@ class Codec:
 
     def __str__(self) -> str:
         return self.name
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_name(name: str) -> Codec:
+    """Parsing is on every encode; names repeat, so cache them (errors are not cached)."""
+    return Codec._parse_uncached(name)
 
 
 LOSSLESS_DEFAULT = "f32+zstd1"
