@@ -22,6 +22,11 @@ from collab.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SELF_HASH = "manifest_sha256"  # sha256 of the canonical manifest JSON without this key
+
+
+def _canonical(d: dict[str, Any]) -> bytes:
+    return (json.dumps(d, indent=2, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +162,15 @@ def load_bundle(root: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"{mpath}: manifest is not valid JSON: {e}") from e
     if not isinstance(d, dict):
         raise BundleError(f"{mpath}: manifest is not a JSON object")
+    # The manifest hashes every other file; its own checksum makes an edit of it
+    # (e.g. a latency figure, which no file hash covers) detectable too.
+    claimed = d.pop(SELF_HASH, None)
+    if (
+        not isinstance(claimed, str)
+        or hashlib.sha256(_canonical(d)).hexdigest() != claimed
+        or _canonical({**d, SELF_HASH: claimed}) != raw
+    ):
+        raise BundleError(f"{root}: file {MANIFEST} was modified (self-checksum mismatch)")
     m = manifest_from_dict(d)
     referenced = {m.full, *(sp.head for sp in m.split_points), *(sp.tail for sp in m.split_points)}
     referenced |= {v.path for sp in m.split_points for v in sp.head_variants}
@@ -188,8 +202,9 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
         refs.add(manifest.calibration)
     files = {rel: sha256_file(root / rel) for rel in sorted(refs)}
     manifest = replace(manifest, files=files)
+    d = manifest_to_dict(manifest)
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest_to_dict(manifest), indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(_canonical({**d, SELF_HASH: hashlib.sha256(_canonical(d)).hexdigest()}))
     os.replace(tmp, root / MANIFEST)
     return manifest
 
