@@ -32,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="drop variants below this top-1 agreement with FP32 (default from the tier, else 0.99)")
     parser.add_argument("--calibration-fraction", type=float, default=0.5)
+    parser.add_argument("--calibrate", default="percentile", help="static INT8 ranges: minmax, percentile, entropy")
     parser.add_argument("--max-samples", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs after pruning")
     parser.add_argument("--distill-epochs", type=int, default=20)
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         train_data=args.train_data, splits=args.splits, min_agreement=args.min_agreement,
         calibration_fraction=args.calibration_fraction, max_samples=args.max_samples,
         finetune_epochs=args.epochs, distill_epochs=args.distill_epochs, temperature=args.temperature,
-        alpha=args.alpha, runs=args.runs, progress=not args.no_progress,
+        alpha=args.alpha, calibrate=args.calibrate, runs=args.runs, progress=not args.no_progress,
     )
     res = optimize(cfg)
     print(format_table(res.reports))

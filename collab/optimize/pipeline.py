@@ -20,7 +20,7 @@ from collab.bundle import Bundle, Manifest, load_bundle, staging_dir, update_bun
 from collab.errors import ConfigError
 from collab.log import logger
 from collab.optimize.measure import agreement, file_size, interleaved_latency_ms, run_batched, top1
-from collab.optimize.quantize import check_methods
+from collab.optimize.quantize import CALIBRATION_METHODS, check_methods
 from collab.optimize.samples import Samples, load_samples
 from collab.optimize.tiers import get_tier
 from collab.optimize.variants import (
@@ -57,6 +57,7 @@ class OptimizeConfig:
     distill_epochs: int = 20
     temperature: float = 4.0
     alpha: float = 0.7
+    calibrate: str = "percentile"  # static INT8 activation ranges: minmax, percentile, entropy
     runs: int = 30
     progress: bool = True
 
@@ -104,6 +105,8 @@ def make_plan(cfg: OptimizeConfig) -> Plan:
     if not (plan.quantize or plan.prune or plan.distill):
         raise ConfigError("nothing to do: give --tier or at least one of --quantize/--prune/--distill")
     _fraction("calibration fraction", cfg.calibration_fraction)
+    if cfg.calibrate not in CALIBRATION_METHODS:
+        raise ConfigError(f"unknown calibration method {cfg.calibrate!r} (choose from {', '.join(CALIBRATION_METHODS)})")
     if cfg.runs < 3 or cfg.finetune_epochs < 1 or cfg.distill_epochs < 1:
         raise ConfigError("runs must be >= 3 and epochs >= 1")
     return plan
@@ -152,9 +155,10 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
             sources.append(("distilled", rel))
         if plan.quantize:
             q = quantize_candidates(tmp, plan.quantize, calib, splits=cfg.splits, min_agreement=plan.min_agreement,
-                                    progress=cfg.progress)
+                                    calibrate=cfg.calibrate, progress=cfg.progress)
             qs = quantize_candidates(tmp, plan.quantize, calib, splits="none", include_full=False, sources=sources,
-                                     min_agreement=plan.min_agreement_distilled, progress=cfg.progress)
+                                     min_agreement=plan.min_agreement_distilled, calibrate=cfg.calibrate,
+                                     progress=cfg.progress)
             cands += q + qs
         reports += record_candidates(tmp, cands, held, runs=cfg.runs, progress=cfg.progress)
 
@@ -214,7 +218,10 @@ class _TorchContext:
         before = self._accuracy(pruned, held)
         train(pruned, self.train_data.x, self.train_data.y, TrainConfig(epochs=self.cfg.finetune_epochs),  # type: ignore[arg-type]
               desc="fine-tune pruned", progress=self.cfg.progress)
-        resplit(pruned, self.m, tmp)
+        import torch
+
+        resplit(pruned, self.m, torch.from_numpy(held.x[:4]), tmp, progress=self.cfg.progress,
+                extra={"pruned_from": src.version, "granularity": self.m.extra.get("granularity", "block")})
         new = load_bundle(tmp).manifest
         ms = interleaved_latency_ms([src.root / self.m.full, tmp / new.full], held.x[:1], runs=self.cfg.runs)
         ref = top1(run_batched(make_session(src.root / self.m.full), held.x))

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from collab.bundle import Manifest
-from collab.errors import ConfigError, SplitError
+from collab.bundle import Bundle, Manifest
+from collab.errors import ConfigError
 
 
 def load_model(spec: str, weights: Path | None = None) -> nn.Module:
@@ -52,22 +51,21 @@ def load_model(spec: str, weights: Path | None = None) -> nn.Module:
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, input_name: str = "input",
                 opset: int = 17) -> Path:
-    """A single-input single-output float32 ONNX with a dynamic batch dimension."""
+    """A single-input single-output float32 ONNX with a dynamic batch dimension, exported
+    and checked the way ``collab split`` does it."""
+    from collab.split.export import export_onnx as _export
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (example,), str(path), input_names=[input_name], output_names=["output"],
-                              dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
-                              opset_version=opset, dynamo=False)
-    except Exception as e:
-        raise SplitError(f"ONNX export of {type(model).__name__} failed: {e}") from e
+    _export(model.eval(), example, path, input_name=input_name, output_name="output", opset=opset)
     return path
 
 
-def resplit(model: nn.Module, like: Manifest, out: Path) -> Any:
-    """Split a changed model (e.g. pruned) into a bundle at ``out``, the same way the
-    original bundle was made."""
-    from collab.split import split_model
+def resplit(model: nn.Module, like: Manifest, example: torch.Tensor, out: Path, *,
+            extra: dict[str, Any] | None = None, progress: bool = True) -> Bundle:
+    """Split a changed model (e.g. pruned) into a bundle at ``out`` the way the original
+    bundle was made (same name, opset, cut granularity)."""
+    from collab.split.api import split_model
 
-    return split_model(model, input_shape=tuple(like.input_shape), out=out, model_name=like.model_name)
+    granularity = like.extra.get("granularity", "block")
+    return split_model(model, example, out, name=like.model_name, opset=like.opset,
+                       granularity=granularity, extra=extra, progress=progress)

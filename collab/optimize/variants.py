@@ -164,6 +164,7 @@ def quantize_candidates(
     include_full: bool = True,
     sources: Sequence[tuple[str, str]] = (),
     min_agreement: float = 0.99,
+    calibrate: str = "percentile",
     progress: bool = True,
 ) -> list[Candidate]:
     """Write the ``methods`` variants of the selected heads, the full model and any extra
@@ -185,7 +186,7 @@ def quantize_candidates(
             bar.set_postfix_str(f"{target}/{prefix}{method}")
             name = f"{prefix}{method}"
             rel = f"{VARIANT_DIR}/{target}.{name}.candidate.onnx"
-            quantize(method, rootp / src, rootp / rel, calibration.x)
+            quantize(method, rootp / src, rootp / rel, calibration.x, calibrate=calibrate)
             out.append(Candidate(target=target, name=name, path=rel, min_agreement=min_agreement))
             bar.update()
     bar.close()
@@ -201,12 +202,13 @@ def quantize_bundle(
     splits: str | Sequence[str] = "all",
     include_full: bool = True,
     min_agreement: float = 0.99,
+    calibrate: str = "percentile",
     runs: int = 30,
     progress: bool = True,
 ) -> list[VariantReport]:
     """Add the quantized variants that pass to the bundle at ``root`` (in place)."""
     cands = quantize_candidates(root, methods, calibration, splits=splits, include_full=include_full,
-                                min_agreement=min_agreement, progress=progress)
+                                min_agreement=min_agreement, calibrate=calibrate, progress=progress)
     return record_candidates(root, cands, held_out, runs=runs, progress=progress)
 
 

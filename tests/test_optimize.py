@@ -1,0 +1,142 @@
+"""Quantized variants in bundles, and ``collab optimize`` on real example bundles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collab.bundle import load_bundle
+from collab.cli import main
+from collab.errors import ConfigError
+from collab.models.registry import example_inputs
+from collab.optimize.measure import agreement, run_batched, top1
+from collab.optimize.pipeline import OptimizeConfig, make_plan
+from collab.optimize.samples import Samples
+from collab.optimize.variants import quantize_bundle, select_splits
+from collab.ort import make_session
+
+
+@pytest.fixture
+def resnet_copy(resnet_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "resnet"
+    shutil.copytree(resnet_bundle, dst)
+    return dst
+
+
+@pytest.fixture
+def digits_copy(digits_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "digits"
+    shutil.copytree(digits_bundle, dst)
+    return dst
+
+
+def _samples(name: str, n: int, split: str) -> Samples:
+    x, y = example_inputs(name, n, split)  # type: ignore[arg-type]
+    return Samples(x=x, y=y)
+
+
+def test_static_int8_head_variant_is_listed_hashed_and_its_agreement_reproducible(resnet_copy: Path) -> None:
+    calib, held = _samples("resnet", 64, "train"), _samples("resnet", 128, "test")
+    reports = quantize_bundle(resnet_copy, ["int8_static"], calib, held, splits="middle", include_full=False,
+                              runs=5, progress=False, calibrate="minmax", min_agreement=0.97)
+    b = load_bundle(resnet_copy)  # re-verifies every hash, including the new file
+    sp = select_splits(b.manifest, "middle")[0]
+    (v,) = sp.head_variants
+    assert v.name == "int8_static" and v.path in b.manifest.files and reports[0].kept
+    assert v.agreement >= 0.97 and v.ms > 0
+    assert v.size_bytes < 0.4 * (resnet_copy / sp.head).stat().st_size  # int8 weights: ~4x smaller
+    # the recorded agreement is reproducible from the written files alone
+    feats = run_batched(make_session(resnet_copy / v.path), held.x)
+    pred = top1(run_batched(make_session(resnet_copy / sp.tail), feats))
+    ref = top1(run_batched(make_session(resnet_copy / b.manifest.full), held.x))
+    assert agreement(pred, ref) == pytest.approx(v.agreement)
+
+
+def test_variant_failing_its_agreement_check_is_not_written(resnet_copy: Path) -> None:
+    before = load_bundle(resnet_copy)
+    # calibrating on near-zero inputs gives activation ranges far too small for real inputs
+    calib = Samples(x=np.full((16, 3, 32, 32), 1e-3, np.float32))
+    reports = quantize_bundle(resnet_copy, ["int8_static"], calib, _samples("resnet", 128, "test"),
+                              splits="middle", include_full=False, runs=3, progress=False, min_agreement=0.99,
+                              calibrate="minmax")
+    (r,) = reports
+    assert not r.kept and r.agreement < 0.99
+    b = load_bundle(resnet_copy)
+    assert all(not sp.head_variants for sp in b.manifest.split_points)
+    assert set(b.manifest.files) == set(before.manifest.files)
+    assert not list((resnet_copy / "variants").glob("*.onnx"))
+
+
+def _npz(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> str:
+    if y is None:
+        np.savez(path, x=x)
+    else:
+        np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_cli_quantizes_into_a_new_bundle_and_prints_the_table(
+    digits_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = example_inputs("digits", 200, "test")
+    version = load_bundle(digits_copy).version
+    out = tmp_path / "out"
+    rc = main(["optimize", str(digits_copy), "--quantize", "int8_static,fp16", "--splits", "middle",
+               "--calibration", _npz(tmp_path / "cal.npz", x, y), "--out", str(out), "--runs", "3",
+               "--min-agreement", "0.95", "--calibrate", "minmax", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "int8_static" in text and "speedup" in text and "kept" in text
+    b = load_bundle(out)
+    names = {v.name for v in b.manifest.full_variants}
+    assert "int8_static" in names
+    assert b.manifest.extra["optimize"]["held_out_inputs"] == 100
+    assert load_bundle(digits_copy).version == version  # the input bundle is untouched
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tier", "toaster"], "unknown tier"),
+        (["--prune", "0"], "between 0 and 1"),
+        (["--prune", "1.0"], "between 0 and 1"),
+        (["--distill", "1.5"], "between 0 and 1"),
+        (["--quantize", "int3"], "unknown quantization method"),
+        (["--quantize", ""], "nothing to do"),
+    ],
+)
+def test_bad_flags_fail_before_work(digits_copy: Path, tmp_path: Path, flags: list[str], message: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    x, _ = example_inputs("digits", 20, "test")
+    rc = main(["optimize", str(digits_copy), "--calibration", _npz(tmp_path / "c.npz", x), "--out", str(out),
+               *flags])
+    assert rc == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("shape", [(20, 1, 16, 16), (20, 8, 8), (20, 3, 8, 8)])
+def test_calibration_of_the_wrong_shape_is_refused(digits_copy: Path, tmp_path: Path, shape: tuple[int, ...],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    rc = main(["optimize", str(digits_copy), "--tier", "edge-server", "--out", str(out),
+               "--calibration", _npz(tmp_path / "c.npz", np.zeros(shape, np.float32))])
+    assert rc == 1
+    assert "the model expects [N, 1, 8, 8]" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_plan_merges_tier_and_manual_flags(tmp_path: Path) -> None:
+    base = dict(bundle=tmp_path, out=tmp_path / "o", calibration="x.npy")
+    mcu = make_plan(OptimizeConfig(**base, tier="mcu"))  # type: ignore[arg-type]
+    assert mcu.prune == 0.5 and mcu.quantize == ("int8_static",) and mcu.distill
+    manual = make_plan(OptimizeConfig(**base, tier="mcu", prune=0.25, quantize=("fp16",)))  # type: ignore[arg-type]
+    assert manual.prune == 0.25 and manual.quantize == ("fp16",)
+    server = make_plan(OptimizeConfig(**base, tier="edge-server"))  # type: ignore[arg-type]
+    assert server.prune is None and server.distill is None
+    with pytest.raises(ConfigError, match="calibration fraction"):
+        make_plan(OptimizeConfig(**base, tier="mobile", calibration_fraction=1.0))  # type: ignore[arg-type]
