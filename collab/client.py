@@ -38,6 +38,7 @@ from collab.decision import (
     Decision,
     EdgeState,
     Hysteresis,
+    NetState,
     PathSpec,
     Policy,
     Profile,
@@ -149,6 +150,31 @@ class _Model:
 
 
 @dataclass
+class _Cloud:
+    """One cloud address list with its own estimates; replaced as a whole by set_cloud."""
+
+    addresses: tuple[str, ...]
+    link: LinkEstimator
+    breaker: CircuitBreaker
+    channel: grpc.Channel | None = None
+    stub: collab_pb2_grpc.CloudServiceStub | None = None
+    monitor: NetworkMonitor | None = None
+
+    def close(self, grace_s: float = 0.0) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        ch = self.channel
+        if ch is None:
+            return
+        if grace_s > 0:  # let in-flight calls finish before the channel goes away
+            t = threading.Timer(grace_s, ch.close)
+            t.daemon = True
+            t.start()
+        else:
+            ch.close()
+
+
+@dataclass
 class _Stats:
     requests: int = 0
     fallbacks: int = 0
@@ -157,6 +183,12 @@ class _Stats:
     paths: Counter[str] = field(default_factory=Counter)
     fallback_reasons: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    # the current telemetry interval (reset by take_interval)
+    interval_start: float = field(default_factory=time.monotonic)
+    interval_latencies: list[float] = field(default_factory=list)
+    interval_paths: Counter[str] = field(default_factory=Counter)
+    interval_fallbacks: int = 0
+    interval_bytes: int = 0
 
 
 def force_codec(profile: Profile, codec: str) -> Profile:
@@ -197,25 +229,58 @@ class Client:
         self._closed = False
         self._model = self._load(bundle_dir)
         self._policy = parse_policy(cfg.policy, self._model.profile)
-        self.breaker = CircuitBreaker(failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s)
-        self.link = LinkEstimator()
-        self._channel: grpc.Channel | None = None
-        self._stub: collab_pb2_grpc.CloudServiceStub | None = None
-        self.monitor: NetworkMonitor | None = None
-        if cfg.cloud:
-            self._channel = make_channel(list(cfg.cloud), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes)
-            self._stub = collab_pb2_grpc.CloudServiceStub(self._channel)
+        self._probe_payload = os.urandom(cfg.max_probe_bytes) if cfg.cloud else b""
+        self._cloud = self._connect(cfg.cloud)
+
+    # -- the cloud side ------------------------------------------------------------------
+    def _connect(self, addresses: Sequence[str]) -> _Cloud:
+        """Channel, estimator, breaker and monitor for one list of cloud addresses. An
+        unreachable cloud is not an error: paths upgrade once a probe succeeds."""
+        cfg = self.config
+        cl = _Cloud(addresses=tuple(addresses), link=LinkEstimator(),
+                    breaker=CircuitBreaker(failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s))
+        if not cl.addresses:
+            return cl
+        if len(self._probe_payload) < cfg.max_probe_bytes:
             self._probe_payload = os.urandom(cfg.max_probe_bytes)
-            self.monitor = NetworkMonitor(
-                self._probe, self.link, interval_s=cfg.probe_interval_s,
-                bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
-                max_probe_bytes=cfg.max_probe_bytes, on_reply=self._on_probe)
-            if cfg.initial_probe:
-                self.monitor.refresh(force=True)
-            if not self.link.reachable:
-                logger.warning("cloud %s unreachable at start-up: serving edge-only until probes succeed",
-                               ",".join(cfg.cloud))
-            self.monitor.start()
+        cl.channel = make_channel(list(cl.addresses), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes)
+        cl.stub = collab_pb2_grpc.CloudServiceStub(cl.channel)
+        cl.monitor = NetworkMonitor(
+            lambda n, t: self._probe(cl, n, t), cl.link, interval_s=cfg.probe_interval_s,
+            bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
+            max_probe_bytes=cfg.max_probe_bytes, on_reply=lambda r: self._on_probe(cl, r))
+        if cfg.initial_probe:
+            cl.monitor.refresh(force=True)
+        if not cl.link.reachable:
+            logger.warning("cloud %s unreachable: serving edge-only until probes succeed", ",".join(cl.addresses))
+        cl.monitor.start()
+        return cl
+
+    def set_cloud(self, addresses: Sequence[str]) -> None:
+        """Follow a new cloud address list (e.g. from the coordinator). Requests already
+        talking to the old list finish there; its channel closes after a grace period."""
+        new = self._connect(tuple(addresses))
+        with self._lock:
+            old, self._cloud = self._cloud, new
+            self._decision_cache.clear()
+        old.close(grace_s=min(self.config.cloud_timeout_ms / 1000.0, 10.0))
+        logger.info("cloud endpoints now %s", ",".join(new.addresses) or "none (edge-only)")
+
+    @property
+    def cloud(self) -> tuple[str, ...]:
+        return self._cloud.addresses
+
+    @property
+    def link(self) -> LinkEstimator:
+        return self._cloud.link
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._cloud.breaker
+
+    @property
+    def monitor(self) -> NetworkMonitor | None:
+        return self._cloud.monitor
 
     # -- lifecycle -------------------------------------------------------------------------
     def _load(self, bundle_dir: str | os.PathLike[str] | Bundle) -> _Model:
@@ -260,10 +325,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        if self.monitor is not None:
-            self.monitor.stop()
-        if self._channel is not None:
-            self._channel.close()
+        self._cloud.close()
 
     def __enter__(self) -> Client:
         return self
@@ -272,26 +334,29 @@ class Client:
         self.close()
 
     # -- state for the decision engine ---------------------------------------------------
-    def _cloud_state(self, model: _Model) -> CloudState:
+    def _cloud_state(self, model: _Model, cl: _Cloud) -> CloudState:
         return CloudState(queue_ms=self._cloud_queue.mean if self._cloud_queue.n else 0.0,
                           compute_scale=self._cloud_scale.mean if self._cloud_scale.n else 1.0,
-                          serves_model=model.served, breaker_open=self.breaker.is_open)
+                          serves_model=model.served, breaker_open=cl.breaker.is_open)
+
+    @staticmethod
+    def _net_state(cl: _Cloud) -> NetState:
+        net = cl.link.state()
+        return net if cl.stub is not None else dataclasses.replace(net, reachable=False)
 
     def _decide(self, model: _Model, policy: Policy, deadline_ms: float | None) -> Decision:
         """A decision, reused for ``decision_ttl_ms`` while reachability, breaker and
         model stay the same (the estimates move slowly; a failure invalidates at once)."""
         cfg = self.config
         now = time.monotonic()
-        key = (policy.key, id(model), deadline_ms, self.breaker.state, self.link.reachable, model.served)
+        cl = self._cloud
+        key = (policy.key, id(model), id(cl), deadline_ms, cl.breaker.state, cl.link.reachable, model.served)
         hit = self._decision_cache.get(key)
         if hit is not None and now - hit[0] < cfg.decision_ttl_ms / 1000.0:
             return hit[1]
         if len(self._decision_cache) > 64:
             self._decision_cache.clear()
-        net = self.link.state()
-        if not cfg.cloud:
-            net = dataclasses.replace(net, reachable=False)
-        d = decide(model.profile, policy=policy, net=net, cloud=self._cloud_state(model),
+        d = decide(model.profile, policy=policy, net=self._net_state(cl), cloud=self._cloud_state(model, cl),
                    edge=EdgeState(compute_scale=self._edge_scale.mean), accuracy_budget=cfg.accuracy_budget,
                    deadline_ms=deadline_ms, previous=self._previous,
                    hysteresis=Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms))
@@ -304,30 +369,31 @@ class Client:
         """Every candidate's predicted breakdown under the current estimates, and the choice."""
         model = self._model
         pol = parse_policy(policy or "auto", model.profile)
-        net = self.link.state()
-        out = decide(model.profile, policy=pol, net=net if self.config.cloud else dataclasses.replace(
-                         net, reachable=False), cloud=self._cloud_state(model),
+        cl = self._cloud
+        net = self._net_state(cl)
+        out = decide(model.profile, policy=pol, net=net, cloud=self._cloud_state(model, cl),
                      edge=EdgeState(compute_scale=self._edge_scale.mean),
                      accuracy_budget=self.config.accuracy_budget,
                      deadline_ms=deadline_ms if deadline_ms is not None else self.config.deadline_ms,
                      previous=self._previous).explain()
         out["network"] = dataclasses.asdict(net)
-        out["breaker"] = self.breaker.state
+        out["breaker"] = cl.breaker.state
+        out["cloud"] = list(cl.addresses)
         return out
 
     # -- monitor callbacks -------------------------------------------------------------
-    def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
-        assert self._stub is not None
+    def _probe(self, cl: _Cloud, nbytes: int, timeout_s: float) -> ProbeReply:
+        assert cl.stub is not None
         req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
                                       client_send_time=time.time())
         t0 = time.perf_counter()
         with rpc_errors("Probe"):
-            resp = self._stub.Probe(req, timeout=timeout_s)
+            resp = cl.stub.Probe(req, timeout=timeout_s)
         wall = (time.perf_counter() - t0) * 1000.0
         return ProbeReply(wall_ms=wall, load=load_from_proto(resp.load),
                           models=tuple((m.name, m.version) for m in resp.models))
 
-    def _on_probe(self, reply: ProbeReply) -> None:
+    def _on_probe(self, cl: _Cloud, reply: ProbeReply) -> None:
         now = time.monotonic()
         if reply.load is not None and reply.load.queue_ms_ewma >= 0:
             with self._lock:
@@ -336,7 +402,7 @@ class Client:
         if reply.models:
             mid = model.model_id
             model.served = any(n == mid.name and v in ("", mid.version) for n, v in reply.models)
-        self.breaker.probe_succeeded()
+        cl.breaker.probe_succeeded()
 
     # -- inference ---------------------------------------------------------------------
     def _check_input(self, x: np.ndarray, model: _Model) -> tuple[np.ndarray, bool]:
@@ -415,9 +481,11 @@ class Client:
     def _remote(self, model: _Model, c: Candidate, payload: np.ndarray, t0: float,
                 deadline: float | None, timings: dict[str, float]) -> tuple[np.ndarray | None, int, str | None]:
         """The cloud half; (output, bytes sent, None) or (None, bytes sent, why it fell back)."""
-        if self._stub is None:
+        cl = self._cloud  # one snapshot: set_cloud does not affect this request
+        stub = cl.stub
+        if stub is None:
             return None, 0, "no cloud configured"
-        if self.breaker.is_open:
+        if cl.breaker.is_open:
             return None, 0, "circuit breaker open"
         if not model.served:
             return None, 0, "cloud does not serve this model version"
@@ -437,11 +505,11 @@ class Client:
         try:
             try:
                 if c.path == "split":
-                    resp = self._stub.Decode(collab_pb2.DecodeRequest(
+                    resp = stub.Decode(collab_pb2.DecodeRequest(
                         model=model.model_id, split_point=c.split_point, frame=frame, request_id=rid),
                         timeout=budget_ms / 1000.0)
                 else:
-                    resp = self._stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame,
+                    resp = stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame,
                                                                     request_id=rid), timeout=budget_ms / 1000.0)
             except grpc.RpcError as e:
                 raise wrap_rpc_error(e, what="Decode" if c.path == "split" else "Infer") from e
@@ -451,10 +519,10 @@ class Client:
             timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
         except RpcError as e:
             timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
-            self._cloud_failed(model, e)
+            self._cloud_failed(model, cl, e)
             return None, len(frame), f"{e.code.name}: {e.details}"[:200]
         except CodecError as e:
-            self._cloud_failed(model, e)
+            self._cloud_failed(model, cl, e)
             return None, len(frame), f"bad response frame: {e}"
         timings["cloud_call_ms"] = call_ms
         pt = resp.timing
@@ -462,8 +530,8 @@ class Client:
         timings["cloud_queue_ms"] = queue_ms
         timings["cloud_compute_ms"] = compute_ms
         now = time.monotonic()
-        self.breaker.record_success()
-        self.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
+        cl.breaker.record_success()
+        cl.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
         base = model.specs.get(c.key.split("@")[0])
         spec_ms = base.cloud_ms if base is not None else 0.0
         with self._lock:
@@ -472,19 +540,19 @@ class Client:
                 self._cloud_scale.update(compute_ms / spec_ms, now)
         return y, len(frame), None
 
-    def _cloud_failed(self, model: _Model, e: CollabError) -> None:
+    def _cloud_failed(self, model: _Model, cl: _Cloud, e: CollabError) -> None:
         code = getattr(e, "code", None)
         if code in _MODEL_ERRORS:
             if model.served:
                 logger.warning("cloud cannot serve %s@%s: %s", model.model_id.name, model.model_id.version[:12], e)
             model.served = False
         else:
-            self.link.record_failure(time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED)
-            if self.breaker.record_failure():
+            cl.link.record_failure(time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED)
+            if cl.breaker.record_failure():
                 logger.warning("circuit breaker opened after %d failures (last: %s)",
                                self.config.breaker_failures, e)
-        if self.monitor is not None:
-            self.monitor.poke()
+        if cl.monitor is not None:
+            cl.monitor.poke()
 
     # -- telemetry -----------------------------------------------------------------------
     def _record(self, c: Candidate, total: float, sent: int, fell_back: bool, reason: str | None,
@@ -496,7 +564,12 @@ class Client:
             s.bytes_sent += sent
             s.latencies.append(total)
             s.deadline_misses += int(not met)
+            s.interval_paths[c.path] += 1
+            s.interval_bytes += sent
+            if len(s.interval_latencies) < 100_000:
+                s.interval_latencies.append(total)
             if fell_back:
+                s.interval_fallbacks += 1
                 s.fallbacks += 1
                 s.fallback_reasons[(reason or "?").split(":")[0]] += 1
 
@@ -514,5 +587,19 @@ class Client:
                 "latency_ms": {"mean": float(lat.mean()) if lat.size else math.nan, **pct},
                 "breaker": self.breaker.state, "breaker_opened": self.breaker.opened_count,
                 "cloud_reachable": self.link.reachable, "probes": self.monitor.probes_sent if self.monitor else 0,
-                "model_version": self._model.bundle.version,
+                "cloud": list(self.cloud), "model_version": self._model.bundle.version,
             }
+
+    def take_interval(self) -> dict[str, Any]:
+        """Statistics since the previous call (for periodic telemetry), then reset."""
+        with self._lock:
+            s = self._stats
+            now = time.monotonic()
+            lat = np.array(s.interval_latencies, dtype=np.float64)
+            out = {"interval_s": now - s.interval_start, "requests": int(lat.size),
+                   "path_mix": dict(s.interval_paths), "fallbacks": s.interval_fallbacks,
+                   "bytes_sent": s.interval_bytes,
+                   **{f"p{q}_ms": float(np.percentile(lat, q)) if lat.size else 0.0 for q in (50, 95, 99)}}
+            s.interval_start, s.interval_latencies, s.interval_paths = now, [], Counter()
+            s.interval_fallbacks = s.interval_bytes = 0
+            return out

@@ -156,3 +156,22 @@ def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle
             assert time.monotonic() - t_up < 3.0
             ex = c.explain()
             assert ex["chosen"] != "edge_only" and ex["network"]["reachable"]
+
+
+def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(cloud: str, digits_bundle: Path) -> None:
+    sp = load_bundle(digits_bundle).manifest.split_points[0].name
+    x = sample_inputs(digits_bundle, 1)
+    with Client(digits_bundle, policy=f"split:{sp}", accuracy_budget=0.0) as c:
+        r = c.infer(x)
+        assert r.fell_back and r.fallback_reason == "no cloud configured"
+        c.set_cloud([cloud])
+        assert c.cloud == (cloud,) and c.link.reachable
+        r = c.infer(x)
+        assert not r.fell_back and r.bytes_sent > 0
+        c.infer(x, policy="edge_only")
+        tel = c.take_interval()
+        assert tel["requests"] == 3 and tel["path_mix"] == {"split": 2, "edge_only": 1}
+        assert tel["fallbacks"] == 1 and tel["bytes_sent"] == r.bytes_sent and tel["p50_ms"] > 0
+        assert c.take_interval()["requests"] == 0
+        c.set_cloud([])
+        assert c.infer(x).fell_back and c.explain()["cloud"] == []
