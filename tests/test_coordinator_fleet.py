@@ -33,7 +33,7 @@ def _settle(c: CoordinatorClient, timeout: float = 30.0):  # type: ignore[no-unt
 
 
 @pytest.mark.slow
-def test_fleet_end_to_end(broker: Broker, tmp_path: Path) -> None:
+def test_fleet_end_to_end(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     ep = f"127.0.0.1:{port}"
     v0_dir = base_bundle(tmp_path)
@@ -56,6 +56,12 @@ def test_fleet_end_to_end(broker: Broker, tmp_path: Path) -> None:
             for e in EDGES:
                 wait_until(lambda e=e: fleet.state(e).get("clouds") == ["127.0.0.1:5555"], 10, f"{e} cloud list")
                 assert fleet.state(e)["version"] == v0
+            wait_until(lambda: all((n := watch.node(x)) and n.telemetry for x in EDGES), 10, "telemetry")
+            capsys.readouterr()
+            assert collab_main(["status", "--broker", broker.url]) == 0
+            table = capsys.readouterr().out
+            assert "4/4 nodes online" in table and "127.0.0.1:5555" not in table
+            assert all(f"{x} " in table for x in (*EDGES, "c1")), table
 
             # --- kill -9 an edge: offline within the heartbeat timeout
             t0 = time.monotonic()
