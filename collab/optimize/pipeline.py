@@ -114,6 +114,8 @@ def make_plan(cfg: OptimizeConfig) -> Plan:
 
 def _default_model_spec(m: Manifest) -> str | None:
     """Bundles of the built-in examples know their factory; others need --model."""
+    if isinstance(m.extra.get("example"), str):
+        return f"example:{m.extra['example']}"
     for key in ("factory", "spec", "model_spec"):
         if isinstance(m.extra.get(key), str):
             return str(m.extra[key])

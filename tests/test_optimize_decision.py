@@ -1,0 +1,71 @@
+"""The decision engine picks the quantized head variant exactly when the accuracy
+budget allows it and its predicted latency is lower (real optimized bundle)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from collab.bundle import Manifest, load_bundle
+from collab.decision import (
+    NO_HYSTERESIS,
+    CloudState,
+    EdgeState,
+    NetState,
+    Policy,
+    Profile,
+    decide,
+    profile_from_manifest,
+)
+from collab.models.registry import example_inputs
+from collab.optimize.samples import Samples
+from collab.optimize.variants import quantize_bundle, select_splits
+
+
+@pytest.fixture(scope="module")
+def optimized(resnet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    root = tmp_path_factory.mktemp("opt") / "resnet"
+    shutil.copytree(resnet_bundle, root)
+    calib, held = (Samples(x=example_inputs("resnet", 128, s)[0]) for s in ("train", "test"))
+    quantize_bundle(root, ["int8_static"], calib, held, splits="middle", include_full=False, runs=15,
+                    min_agreement=0.95, calibrate="minmax", progress=False)
+    return load_bundle(root).manifest
+
+
+def _decide(m: Manifest, split: str, budget: float):  # type: ignore[no-untyped-def]
+    full = profile_from_manifest(m)
+    # the FP32 edge-only path plus every path at the middle split: the choice under test
+    paths = tuple(p for p in full.paths if p.split_point == split or (p.path == "edge_only" and p.variant is None))
+    # a weak edge device (10x slower than this machine) and a fast link: splitting wins
+    return decide(Profile(model_name=m.model_name, paths=paths), policy=Policy(mode="auto"),
+                  net=NetState(rtt_ms=1.0, bandwidth_bps=1e9), cloud=CloudState(), edge=EdgeState(compute_scale=10.0),
+                  accuracy_budget=budget, hysteresis=NO_HYSTERESIS)
+
+
+def test_engine_uses_int8_head_within_budget_and_fp32_outside(optimized: Manifest) -> None:
+    sp = select_splits(optimized, "middle")[0]
+    (v,) = sp.head_variants
+    d = _decide(optimized, sp.name, budget=0.05)
+    by_key = {c.key: c for c in d.candidates}
+    int8, fp32 = by_key[f"split:{sp.name}@int8_static"], by_key[f"split:{sp.name}"]
+    assert int8.edge_ms == pytest.approx(10.0 * v.ms) and fp32.edge_ms == pytest.approx(10.0 * sp.head_ms)
+    assert int8.accuracy_loss == pytest.approx(1.0 - v.agreement)
+    # the measured latencies decide: both were profiled side by side in one interleaved run
+    if v.ms < sp.head_ms:
+        assert d.chosen.key == int8.key and d.chosen.variant == "int8_static"
+    else:  # a noisy run where INT8 did not win: the engine must not pick it
+        assert d.chosen.key == fp32.key
+
+    # a budget smaller than the variant's measured loss rules it out
+    strict = replace(v, agreement=min(v.agreement, 0.98))
+    m2 = replace(optimized, split_points=tuple(replace(s, head_variants=(strict,)) if s.name == sp.name else s
+                                               for s in optimized.split_points))
+    d2 = _decide(m2, sp.name, budget=0.01)
+    assert d2.chosen.variant is None and d2.chosen.key == f"split:{sp.name}"
+    assert not {c.key: c for c in d2.candidates}[int8.key].feasible
+    # ... and allowing exactly that loss brings it back (when it is faster)
+    d3 = _decide(m2, sp.name, budget=1.0 - strict.agreement)
+    assert d3.chosen.variant == ("int8_static" if v.ms < sp.head_ms else None)
