@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.log import logger
 from edge_node.server import EdgeConfig, serve
 
@@ -37,6 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument("--cloud-cert", type=Path, default=None, help="client certificate towards the cloud")
     parser.add_argument("--cloud-key", type=Path, default=None, help="client key towards the cloud")
     parser.add_argument("--cloud-server-name", default=None, help="name to verify in the cloud certificate")
+    add_mqtt_args(parser)
+    g = parser.add_argument_group("fleet membership (with --broker)")
+    g.add_argument("--node-id", default="", help="fleet node id (default edge-<hostname>-<port>)")
+    g.add_argument("--trusted-key", type=Path, default=None,
+                   help="coordinator's Ed25519 public key (PEM); without it rollouts are refused")
+    g.add_argument("--work-dir", type=Path, default=None, help="where rolled-out bundles are stored")
+    g.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s, metavar="S")
+    g.add_argument("--telemetry-interval", type=float, default=d.telemetry_interval_s, metavar="S")
     return run
 
 
@@ -47,7 +56,10 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
         accuracy_budget=args.accuracy_budget, probe_interval_s=args.probe_interval, slowdown=args.slowdown,
         metrics_port=args.metrics_port, workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
         cloud_ca=args.cloud_ca, cloud_cert=args.cloud_cert, cloud_key=args.cloud_key,
-        cloud_server_name=args.cloud_server_name)
+        cloud_server_name=args.cloud_server_name,
+        mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
+        node_id=args.node_id, trusted_key=args.trusted_key, work_dir=args.work_dir,
+        heartbeat_interval_s=args.heartbeat_interval, telemetry_interval_s=args.telemetry_interval)
 
 
 def run(args: argparse.Namespace) -> int:

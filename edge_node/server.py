@@ -12,12 +12,14 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 
 from collab import codec as codecs
 from collab.client import Client, ClientConfig, InferenceResult
+from collab.control.mqtt import MqttConfig
 from collab.errors import BundleError, CodecError, CollabError, ConfigError, DeadlineError
 from collab.log import logger
 from collab.ort import InferenceError
@@ -28,6 +30,7 @@ from collab.transport import (
     server_credentials,
     server_options,
 )
+from edge_node.fleet import join_fleet
 from edge_node.metrics import EdgeMetrics
 
 
@@ -52,6 +55,13 @@ class EdgeConfig:
     cloud_key: Path | None = None
     cloud_server_name: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # fleet membership (collab.control): set mqtt to join a coordinator's fleet
+    mqtt: MqttConfig | None = None
+    node_id: str = ""  # default: edge-<hostname>-<port>
+    trusted_key: Path | None = None  # coordinator's Ed25519 public key; None = refuse rollouts
+    work_dir: Path | None = None  # where rolled-out bundles are kept (default: a temp dir)
+    heartbeat_interval_s: float = 5.0
+    telemetry_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -129,8 +139,11 @@ class EdgeServer:
     metrics: EdgeMetrics
     port: int
     metrics_port: int | None
+    agent: Any = None  # collab.control.agent.NodeAgent when the node joined a fleet
 
     def stop(self, grace_s: float = 5.0) -> None:
+        if self.agent is not None:
+            self.agent.stop()
         self.grpc_server.stop(grace_s).wait()
         self.client.close()
         self.metrics.close()
@@ -170,6 +183,12 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
                 port, client.bundle.name, client.bundle.version[:12], ",".join(config.cloud) or "-",
                 config.policy, mport)
     es = EdgeServer(grpc_server=server, client=client, metrics=metrics, port=port, metrics_port=mport)
+    if config.mqtt is not None:
+        try:
+            es.agent = join_fleet(config, client, port)
+        except BaseException:
+            es.stop(0)
+            raise
     try:
         yield es, port
     finally:

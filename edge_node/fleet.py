@@ -1,0 +1,52 @@
+"""Fleet membership of an edge node: the coordinator's NodeAgent wired to the Client.
+
+Rollouts swap the client's bundle atomically (in-flight requests finish on the old
+one), the coordinator's cloud list replaces the client's cloud addresses (``--cloud``
+is only the list to start with), and every
+telemetry interval publishes the client's path mix, latency percentiles, fallbacks
+and bytes sent.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collab.client import Client
+from collab.control import messages as msg
+from collab.control.agent import AgentConfig, NodeAgent
+
+if TYPE_CHECKING:
+    from edge_node.server import EdgeConfig
+
+
+def telemetry(client: Client) -> msg.Telemetry:
+    t = client.take_interval()
+    return msg.Telemetry(node_id="", interval_s=t["interval_s"], requests=t["requests"], path_mix=t["path_mix"],
+                         p50_ms=t["p50_ms"], p95_ms=t["p95_ms"], p99_ms=t["p99_ms"], fallbacks=t["fallbacks"],
+                         bytes_sent=t["bytes_sent"])
+
+
+def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
+    assert config.mqtt is not None
+    host = config.listen.rpartition(":")[0].strip("[]")
+    node_id = config.node_id or f"edge-{socket.gethostname()}-{port}"
+    work = config.work_dir or Path(tempfile.mkdtemp(prefix="collab-edge-"))
+
+    def on_clouds(addresses: tuple[str, ...]) -> None:
+        client.set_cloud(addresses)
+
+    def on_swap(bundle_dir: Path) -> None:
+        client.swap_bundle(bundle_dir)
+
+    agent = NodeAgent(
+        AgentConfig(node_id=node_id, role="edge", mqtt=config.mqtt, work_dir=work, trusted_key=config.trusted_key,
+                    endpoints=(f"{host}:{port}",), bundle_version=client.bundle.version,
+                    model_name=client.bundle.name, heartbeat_interval=config.heartbeat_interval_s,
+                    telemetry_interval=config.telemetry_interval_s,
+                    capabilities={"policy": config.policy, "slowdown": str(config.slowdown)}),
+        on_swap=on_swap, on_clouds=on_clouds,
+        telemetry=lambda: telemetry(client))
+    return agent.start()
