@@ -1,8 +1,5 @@
-"""A broker for demos: when no ``--broker`` is given the coordinator runs Mosquitto itself.
-
-There is no embedded Python broker; without the ``mosquitto`` binary this fails with a
-clear error rather than pretending.
-"""
+"""A broker for demos: when no ``--broker`` is given the coordinator runs one itself —
+Mosquitto when installed, else the embedded minimal Python broker (``minibroker``)."""
 
 from __future__ import annotations
 
@@ -15,16 +12,27 @@ from pathlib import Path
 from collab.errors import ControlPlaneError
 from collab.log import logger
 from collab.testing.procs import mosquitto_binary, stop_process, wait_for_port
+from coordinator.minibroker import embedded_broker
 
 
 @contextmanager
-def own_broker(host: str = "127.0.0.1", port: int = 1883, extra_config: str = "") -> Iterator[str]:
-    """Run Mosquitto on ``host:port``; yields its mqtt:// URL."""
+def own_broker(host: str = "127.0.0.1", port: int = 1883, kind: str = "auto") -> Iterator[str]:
+    """Run a broker on ``host:port`` (kind: auto | mosquitto | embedded); yields its URL."""
     binary = mosquitto_binary()
+    if kind == "embedded" or (kind == "auto" and binary is None):
+        if binary is None:
+            logger.info("mosquitto is not installed: using the embedded broker")
+        with embedded_broker(host, port) as url:
+            yield url
+        return
     if binary is None:
-        raise ControlPlaneError("no --broker given and the mosquitto binary is not installed "
-                                "(apt-get install mosquitto) — the embedded Python broker is not "
-                                "implemented; start a broker and pass --broker mqtt://HOST:PORT")
+        raise ControlPlaneError("the mosquitto binary is not installed (apt-get install mosquitto)")
+    with _mosquitto(binary, host, port) as url:
+        yield url
+
+
+@contextmanager
+def _mosquitto(binary: str, host: str, port: int, extra_config: str = "") -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="collab-broker-") as d:
         conf = Path(d) / "mosquitto.conf"
         anon = "" if "allow_anonymous" in extra_config else "allow_anonymous true\n"
