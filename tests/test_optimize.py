@@ -140,3 +140,25 @@ def test_plan_merges_tier_and_manual_flags(tmp_path: Path) -> None:
     assert server.prune is None and server.distill is None
     with pytest.raises(ConfigError, match="calibration fraction"):
         make_plan(OptimizeConfig(**base, tier="mobile", calibration_fraction=1.0))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_digits_prune_distill_quantize_pipeline(digits_copy: Path, tmp_path: Path) -> None:
+    """Acceptance on the trained digits CNN: 50 % of the widest layer's channels removed
+    and fine-tuned stays within 2 points; a >= 4x smaller student keeps >= 97 %."""
+    from collab.optimize.pipeline import optimize
+
+    cfg = OptimizeConfig(bundle=digits_copy, out=tmp_path / "out", calibration="example:digits",
+                         quantize=("int8_static",), prune=0.5, distill=0.4, splits="none",
+                         calibrate="minmax", runs=5, progress=False)
+    res = optimize(cfg)
+    p, d = res.notes["prune"], res.notes["distill"]
+    assert p["layers"] == ["conv3"] and p["macs_pruned"] < p["macs_original"]
+    assert p["accuracy_after_finetune"] >= p["accuracy_original"] - 0.02
+    assert d["macs_teacher"] / d["macs_student"] >= 4.0
+    assert d["accuracy_student"] >= 0.97 * d["accuracy_teacher"]
+    m = res.bundle.manifest
+    assert m.extra["pruned_from"] == load_bundle(digits_copy).version and m.split_points
+    kept = {r.name for r in res.reports if r.kept and r.target == "full" and "base" not in r.name}
+    assert {v.name for v in m.full_variants} == kept
+    assert "distilled" in kept  # agreement with the pruned base >= 0.95

@@ -222,7 +222,7 @@ class _TorchContext:
               desc="fine-tune pruned", progress=self.cfg.progress)
         import torch
 
-        resplit(pruned, self.m, torch.from_numpy(held.x[:4]), tmp, progress=self.cfg.progress,
+        resplit(pruned, self.m, torch.from_numpy(held.x[:4]), tmp, runs=self.cfg.runs, progress=self.cfg.progress,
                 extra={"pruned_from": src.version, "granularity": self.m.extra.get("granularity", "block")})
         new = load_bundle(tmp).manifest
         ms = interleaved_latency_ms([src.root / self.m.full, tmp / new.full], held.x[:1], runs=self.cfg.runs)

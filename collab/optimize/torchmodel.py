@@ -61,11 +61,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, input_na
 
 
 def resplit(model: nn.Module, like: Manifest, example: torch.Tensor, out: Path, *,
-            extra: dict[str, Any] | None = None, progress: bool = True) -> Bundle:
+            extra: dict[str, Any] | None = None, runs: int = 20, progress: bool = True) -> Bundle:
     """Split a changed model (e.g. pruned) into a bundle at ``out`` the way the original
     bundle was made (same name, opset, cut granularity)."""
     from collab.split.api import split_model
 
     granularity = like.extra.get("granularity", "block")
     return split_model(model, example, out, name=like.model_name, opset=like.opset,
-                       granularity=granularity, extra=extra, progress=progress)
+                       granularity=granularity, extra=extra, runs=runs, progress=progress)
