@@ -1,21 +1,25 @@
-"""Dynamic batching of one (model, split) queue on the asyncio loop.
+"""Dynamic batching of one (model, split) queue, leader/follower style.
 
-Requests queue up; a batch starts when ``max_batch_size`` samples wait, or when the
-oldest has waited ``max_wait_ms``, and only while one of ``slots`` executor slots is
-free — so under load batches grow by themselves while the previous batch computes.
-Inputs are concatenated along dim 0 and run once (the bundle graphs have a dynamic
-batch dimension); outputs are split back per caller. Requests whose deadline passed
-or whose caller went away are dropped before compute: a late answer helps nobody.
+Every request arrives on its own gRPC handler thread. If one of ``slots`` batch
+slots is free, that thread *leads*: it waits for the batch to fill (until
+``max_batch_size`` samples queue up or the oldest request has waited ``max_wait_ms``),
+concatenates the queued inputs along dim 0, runs ONNX Runtime itself (which releases
+the GIL) and hands every caller its rows. Otherwise it waits; when a leader finishes
+and requests are still queued, it promotes the oldest waiting thread to lead the next
+batch. An unloaded request therefore costs no thread hand-off at all (as cheap as a
+plain gRPC + ORT handler), and under load batches grow while the slots are busy.
+
+Requests whose deadline passes or whose caller went away are dropped before compute:
+a late answer helps nobody.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -37,104 +41,161 @@ class BatchObserver(Protocol):
     def dropped(self, reason: str, n: int) -> None: ...
 
 
-@dataclass
 class _Item:
-    x: np.ndarray
-    deadline: float | None  # loop.time() by which the caller needs the answer
-    enqueued: float  # loop.time()
-    future: asyncio.Future[BatchResult] = field(repr=False)
+    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "promoted", "queued", "result",
+                 "x")
+
+    def __init__(self, x: np.ndarray, deadline: float | None,
+                 alive: Callable[[], bool] | None) -> None:
+        self.x = x
+        self.deadline = deadline  # time.monotonic() by which the caller needs the answer
+        self.alive = alive  # False once the caller went away (cancelled RPC)
+        self.enqueued = time.monotonic()
+        self.event: threading.Event | None = None  # created only if the caller has to wait
+        self.result: BatchResult | None = None
+        self.error: BaseException | None = None
+        self.promoted = False  # this item's thread must lead the next batch
+        self.queued = True  # still in the pending queue
 
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
 
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
 
 class Batcher:
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, executor: Executor,
-                 max_batch_size: int, max_wait_ms: float, slots: int,
-                 observer: BatchObserver, name: str = "") -> None:
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int,
+                 max_wait_ms: float, slots: int, observer: BatchObserver, name: str = "") -> None:
         self._run = run
-        self._executor = executor
         self.max_batch_size = max(1, max_batch_size)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
-        self._slots = asyncio.Semaphore(max(1, slots))
+        self._slots = max(1, slots)
         self._observer = observer
         self.name = name
+        self._lock = threading.Lock()
+        self._filled = threading.Condition(self._lock)  # a filling leader waits on this
         self._pending: deque[_Item] = deque()
         self._pending_samples = 0
-        self._wakeup = asyncio.Event()
-        self._running: set[asyncio.Future[tuple[np.ndarray, float]]] = set()
+        self._leaders = 0  # batch slots in use (filling or computing)
         self._closed = False
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{name}")
 
     @property
     def depth(self) -> int:
         """Samples waiting for a batch."""
         return self._pending_samples
 
-    def submit(self, x: np.ndarray, deadline: float | None) -> asyncio.Future[BatchResult]:
-        """Queue ``x`` (batch dim first); the future resolves with this caller's rows."""
-        if self._closed:
-            raise ShuttingDownError("cloud node is shutting down")
-        loop = asyncio.get_running_loop()
-        item = _Item(x, deadline, loop.time(), loop.create_future())
-        self._pending.append(item)
-        self._pending_samples += item.n
-        self._wakeup.set()
-        return item.future
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def run(self, x: np.ndarray, deadline: float | None = None,
+            alive: Callable[[], bool] | None = None) -> BatchResult:
+        """Compute ``x`` (batch dim first) as part of a batch; blocks the calling thread."""
+        item = _Item(x, deadline, alive)
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("cloud node is shutting down")
+            self._pending.append(item)
+            self._pending_samples += item.n
+            if self._pending_samples >= self.max_batch_size:
+                self._filled.notify()
+            lead = self._leaders < self._slots
+            if lead:
+                self._leaders += 1
         while True:
-            await self._slots.acquire()
-            try:
-                while not self._pending:
-                    if self._closed:
-                        return
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                await self._fill(loop)
-                batch = self._take(loop)
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
-                continue
-            self._start(loop, batch)
+            if lead:
+                self._lead(item)
+            if item.done:
+                break
+            lead = self._wait(item)
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
 
-    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until the batch is full or the oldest request has waited max_wait."""
-        if self._max_wait <= 0:
+    def _wait(self, item: _Item) -> bool:
+        """Block until something happened to ``item``; True = lead now. Every flag and
+        event change happens under the lock, so no wake-up is lost."""
+        with self._lock:
+            if item.promoted:
+                item.promoted = False
+                return True
+            if item.done:
+                return False
+            timeout = None
+            if item.queued and item.deadline is not None:
+                timeout = item.deadline - time.monotonic()
+                if timeout <= 0:
+                    self._unqueue(item)
+                    self._observer.dropped("deadline", 1)
+                    raise DeadlineError("deadline passed while queued")
+            if item.event is None:
+                item.event = threading.Event()
+            else:
+                item.event.clear()
+            event = item.event
+        event.wait(timeout)
+        return False
+
+    def _unqueue(self, item: _Item) -> None:
+        self._pending.remove(item)
+        self._pending_samples -= item.n
+        item.queued = False
+
+    def _lead(self, me: _Item) -> None:
+        """Run batches until our own request left the queue, then pass the slot on."""
+        try:
+            while me.queued and (me.deadline is None or me.deadline > time.monotonic()):
+                with self._lock:
+                    self._fill(me)
+                    batch = self._take()
+                if batch:
+                    self._compute(batch)
+        finally:
+            with self._lock:
+                if me.queued:  # expired before a batch took it
+                    self._unqueue(me)
+                    me.error = DeadlineError("deadline passed while queued")
+                    self._observer.dropped("deadline", 1)
+                nxt = next((it for it in self._pending if not it.promoted), None)
+                if nxt is not None:  # the slot passes to the oldest waiting request
+                    nxt.promoted = True
+                    _signal(nxt)
+                else:
+                    self._leaders -= 1
+
+    def _fill(self, me: _Item) -> None:
+        """Wait (lock held) until the batch is full or the oldest request waited max_wait."""
+        if self._max_wait <= 0 or not self._pending:
             return
         until = self._pending[0].enqueued + self._max_wait
+        if me.deadline is not None:
+            until = min(until, me.deadline)
         while self._pending_samples < self.max_batch_size and not self._closed:
-            if loop.time() >= until:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
                 return
-            self._wakeup.clear()
-            timer = loop.call_at(until, self._wakeup.set)
-            try:
-                await self._wakeup.wait()
-            finally:
-                timer.cancel()
+            self._filled.wait(remaining)
 
-    def _take(self, loop: asyncio.AbstractEventLoop) -> list[_Item]:
+    def _take(self) -> list[_Item]:
+        """Pop the next batch (lock held), dropping requests nobody waits for any more."""
         batch: list[_Item] = []
         size, expired, gone = 0, 0, 0
-        now = loop.time()
+        now = time.monotonic()
         while self._pending:
             item = self._pending[0]
             if batch and size + item.n > self.max_batch_size:
                 break
             self._pending.popleft()
             self._pending_samples -= item.n
-            late = item.deadline is not None and item.deadline <= now
-            if late:
+            item.queued = False
+            if item.deadline is not None and item.deadline <= now:
                 expired += 1
-                if not item.future.done():
-                    item.future.set_exception(DeadlineError("deadline passed while queued"))
-            elif item.future.done():  # the caller went away (cancelled RPC)
+                item.error = DeadlineError("deadline passed while queued")
+                _signal(item)
+            elif item.alive is not None and not item.alive():
                 gone += 1
+                item.error = DeadlineError("caller went away")
+                _signal(item)
             else:
                 batch.append(item)
                 size += item.n
@@ -144,44 +205,37 @@ class Batcher:
             self._observer.dropped("cancelled", gone)
         return batch
 
-    def _start(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        started = loop.time()
-        xs = [it.x for it in batch]
-        fut = loop.run_in_executor(self._executor, self._compute, xs)
-        self._running.add(fut)
-        fut.add_done_callback(lambda f: self._finish(f, batch, started))
-
-    def _compute(self, xs: list[np.ndarray]) -> tuple[np.ndarray, float]:
-        t0 = time.perf_counter()
-        x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-        y = self._run(x)
-        return y, time.perf_counter() - t0
-
-    def _finish(self, fut: asyncio.Future[tuple[np.ndarray, float]], batch: list[_Item],
-                started: float) -> None:
-        self._running.discard(fut)
-        self._slots.release()
+    def _compute(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
         try:
-            y, compute_s = fut.result()
+            x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
+            y = self._run(x)
         except BaseException as e:  # handed to every caller of the batch
-            for it in batch:
-                if not it.future.done():
-                    it.future.set_exception(e)
+            with self._lock:
+                for it in batch:
+                    it.error = e
+                    _signal(it)
             return
-        size = sum(it.n for it in batch)
+        compute_s = time.monotonic() - started
+        size = x.shape[0]
         queue_s = [started - it.enqueued for it in batch]
         self._observer.batch(size, queue_s, compute_s)
         offset = 0
-        for it, q in zip(batch, queue_s, strict=True):
-            if not it.future.done():
-                it.future.set_result(BatchResult(y[offset:offset + it.n], q * 1000.0,
-                                                 compute_s * 1000.0, size))
-            offset += it.n
+        with self._lock:
+            for it, q in zip(batch, queue_s, strict=True):
+                it.result = BatchResult(y[offset:offset + it.n], q * 1000.0, compute_s * 1000.0,
+                                        size)
+                offset += it.n
+                _signal(it)
 
-    async def close(self) -> None:
-        """Finish everything queued and running, then stop (graceful drain)."""
-        self._closed = True
-        self._wakeup.set()
-        await self._task
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+    def close(self) -> None:
+        """Refuse new work and cut batching windows short, so queued requests run now."""
+        with self._lock:
+            self._closed = True
+            self._filled.notify_all()
+
+
+def _signal(item: _Item) -> None:
+    """Wake the item's thread if it is (or is about to be) waiting; lock held."""
+    if item.event is not None:
+        item.event.set()

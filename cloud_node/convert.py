@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cloud_node.handler import ProbeCall, ProbeReply, TensorCall, TensorReply
 from collab.proto import collab_pb2
 from collab.transport import load_to_proto, timing_to_proto
 
 
-def infer_call_from_proto(req: collab_pb2.InferRequest, deadline: float | None) -> TensorCall:
+def infer_call_from_proto(req: collab_pb2.InferRequest, deadline: float | None,
+                          alive: Callable[[], bool] | None = None) -> TensorCall:
     return TensorCall(model=req.model.name, version=req.model.version, split=None,
-                      frame=req.frame, request_id=req.request_id, deadline=deadline)
+                      frame=req.frame, request_id=req.request_id, deadline=deadline, alive=alive)
 
 
-def decode_call_from_proto(req: collab_pb2.DecodeRequest, deadline: float | None) -> TensorCall:
+def decode_call_from_proto(req: collab_pb2.DecodeRequest, deadline: float | None,
+                           alive: Callable[[], bool] | None = None) -> TensorCall:
     return TensorCall(model=req.model.name, version=req.model.version, split=req.split_point,
-                      frame=req.frame, request_id=req.request_id, deadline=deadline)
+                      frame=req.frame, request_id=req.request_id, deadline=deadline, alive=alive)
 
 
 def reply_to_proto(r: TensorReply) -> collab_pb2.InferResponse:

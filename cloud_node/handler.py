@@ -8,11 +8,10 @@ InferenceError); the servicer maps them to status codes.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,8 @@ class TensorCall:
     split: str | None = None
     frame: bytes
     request_id: str = ""
-    deadline: float | None = None  # asyncio loop time
+    deadline: float | None = None  # time.monotonic() by which the caller needs the answer
+    alive: Callable[[], bool] | None = None  # False once the caller went away
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,47 +85,52 @@ class _LoadObserver:
 
 
 class CloudHandler:
-    """One per server; create and use it inside the server's event loop."""
+    """One per server; thread-safe (every gRPC handler thread calls it)."""
 
-    def __init__(self, registry: ModelRegistry, *, metrics: Metrics, executor: Executor,
-                 slots: int, max_batch_size: int, max_wait_ms: float,
-                 max_message_bytes: int) -> None:
+    def __init__(self, registry: ModelRegistry, *, metrics: Metrics, slots: int,
+                 max_batch_size: int, max_wait_ms: float, max_message_bytes: int) -> None:
         self.registry = registry
         self.metrics = metrics
         self.max_message_bytes = max_message_bytes
         self.max_batch_size = max(1, max_batch_size)
         self._inflight = 0
+        self._lock = threading.Lock()
         self._queue_ewma = 0.0
         self._compute_ewma = 0.0
         self._batchers: dict[tuple[str, str, str], Batcher] = {}
+        self._counters = {r.key: metrics.requests.labels("Infer" if r.split == FULL else "Decode",
+                                                         r.model, r.split)
+                          for r in registry.runnables()}
+        metrics.inflight.set_function(lambda: self._inflight)
+        metrics.queue_depth.set_function(self.depth)
         for r in registry.runnables():
             obs = _LoadObserver(self, metrics.observer(r.model, r.split))
-            self._batchers[r.key] = Batcher(r, executor=executor, max_batch_size=max_batch_size,
+            self._batchers[r.key] = Batcher(r, max_batch_size=max_batch_size,
                                             max_wait_ms=max_wait_ms, slots=slots, observer=obs,
                                             name=f"{r.model}/{r.split}")
         self._probe_buf = os.urandom(64 * 1024)  # incompressible filler for probe replies
 
     # ----------------------------------------------------------------- load
 
+    def depth(self) -> int:
+        return sum(b.depth for b in self._batchers.values())
+
     def load(self) -> LoadReport:
-        depth = sum(b.depth for b in self._batchers.values())
-        self.metrics.queue_depth.set(depth)
-        return LoadReport(queue_depth=depth, inflight=self._inflight,
+        return LoadReport(queue_depth=self.depth(), inflight=self._inflight,
                           queue_ms_ewma=self._queue_ewma, compute_ms_ewma=self._compute_ewma)
 
     # ----------------------------------------------------------------- tensors
 
-    async def run(self, call: TensorCall) -> TensorReply:
+    def run(self, call: TensorCall) -> TensorReply:
         t0 = time.perf_counter()
-        self._inflight += 1
-        self.metrics.inflight.inc()
+        with self._lock:
+            self._inflight += 1
         try:
             r = self.registry.resolve(call.model, call.version, call.split)
-            self.metrics.requests.labels("Infer" if call.split is None else "Decode",
-                                         r.model, r.split).inc()
+            self._counters[r.key].inc()
             x = self._decode(call.frame, r)
             t1 = time.perf_counter()
-            res = await self._batchers[r.key].submit(x, call.deadline)
+            res = self._batchers[r.key].run(x, call.deadline, call.alive)
             out = codec.encode(res.output, OUTPUT_CODEC)
             timing = ServerTiming(queue_ms=res.queue_ms, compute_ms=res.compute_ms,
                                   decode_ms=(t1 - t0) * 1000.0, batch_size=res.batch_size,
@@ -133,23 +138,22 @@ class CloudHandler:
             return TensorReply(request_id=call.request_id, model=r.model, version=r.version,
                                output=out, timing=timing, load=self.load())
         finally:
-            self._inflight -= 1
-            self.metrics.inflight.dec()
+            with self._lock:
+                self._inflight -= 1
 
     def _decode(self, frame: bytes, r: Runnable) -> np.ndarray:
-        """Check the header against the model before decoding anything (CodecError for
-        malformed frames, BadRequestError for a wrong shape)."""
-        hdr = codec.peek(frame)
-        want = tuple(r.sample_shape)
-        if len(hdr.shape) != len(want) + 1 or hdr.shape[1:] != want or hdr.shape[0] < 1:
+        """CodecError for a malformed frame, BadRequestError for one that does not fit the
+        model. The decode limit leaves room to tell "too many samples" apart."""
+        x = codec.decode(frame, max_bytes=2 * self.max_batch_size * r.sample_bytes)
+        want = r.sample_shape
+        if x.ndim != len(want) + 1 or x.shape[1:] != want or x.shape[0] < 1:
             split = r.split if r.split != FULL else "input"
             raise BadRequestError(
                 f"{r.model}/{split}: expected shape [N, {', '.join(map(str, want))}], "
-                f"got {list(hdr.shape)}")
-        if hdr.shape[0] > self.max_batch_size:
-            raise TooLargeError(f"{hdr.shape[0]} samples in one request; at most "
+                f"got {list(x.shape)}")
+        if x.shape[0] > self.max_batch_size:
+            raise TooLargeError(f"{x.shape[0]} samples in one request; at most "
                                 f"{self.max_batch_size} allowed")
-        x = codec.decode(frame, max_bytes=hdr.shape[0] * r.sample_bytes)
         return x if x.dtype == np.float32 else x.astype(np.float32)
 
     # ----------------------------------------------------------------- probes
@@ -170,5 +174,7 @@ class CloudHandler:
                           received_bytes=len(call.payload), load=self.load(),
                           models=tuple((m.name, m.version) for m in self.registry.models))
 
-    async def close(self) -> None:
-        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+    def close(self) -> None:
+        """Refuse new work; queued requests run at once instead of after their window."""
+        for b in self._batchers.values():
+            b.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, NoReturn
+import time
+from collections.abc import Callable
+from typing import NoReturn
 
 import grpc
 
@@ -41,42 +42,42 @@ class CloudServicer(collab_pb2_grpc.CloudServiceServicer):
         self._h = handler
         self._m = handler.metrics
 
-    async def Infer(self, request: collab_pb2.InferRequest,
-                    context: grpc.aio.ServicerContext) -> collab_pb2.InferResponse:
-        call = infer_call_from_proto(request, _deadline(context))
-        return await self._tensor("Infer", call, context)
+    def Infer(self, request: collab_pb2.InferRequest,
+              context: grpc.ServicerContext) -> collab_pb2.InferResponse:
+        return self._tensor("Infer", infer_call_from_proto(request, *_caller(context)), context)
 
-    async def Decode(self, request: collab_pb2.DecodeRequest,
-                     context: grpc.aio.ServicerContext) -> collab_pb2.InferResponse:
-        call = decode_call_from_proto(request, _deadline(context))
-        return await self._tensor("Decode", call, context)
+    def Decode(self, request: collab_pb2.DecodeRequest,
+               context: grpc.ServicerContext) -> collab_pb2.InferResponse:
+        return self._tensor("Decode", decode_call_from_proto(request, *_caller(context)), context)
 
-    async def Probe(self, request: collab_pb2.ProbeRequest,
-                    context: grpc.aio.ServicerContext) -> collab_pb2.ProbeResponse:
+    def Probe(self, request: collab_pb2.ProbeRequest,
+              context: grpc.ServicerContext) -> collab_pb2.ProbeResponse:
         self._m.requests.labels("Probe", "", "").inc()
         try:
             return probe_reply_to_proto(self._h.probe(probe_call_from_proto(request)))
         except CollabError as e:
-            await self._abort("Probe", e, context)
+            self._abort("Probe", e, context)
 
-    async def _tensor(self, method: str, call: TensorCall,
-                      context: grpc.aio.ServicerContext) -> collab_pb2.InferResponse:
+    def _tensor(self, method: str, call: TensorCall,
+                context: grpc.ServicerContext) -> collab_pb2.InferResponse:
         try:
-            return reply_to_proto(await self._h.run(call))
+            return reply_to_proto(self._h.run(call))
         except CollabError as e:
-            await self._abort(method, e, context)
+            self._abort(method, e, context)
 
-    async def _abort(self, method: str, e: CollabError, context: Any) -> NoReturn:
+    def _abort(self, method: str, e: CollabError, context: grpc.ServicerContext) -> NoReturn:
         code = status_for(e)
         self._m.errors.labels(method, code.name).inc()
         if code == grpc.StatusCode.INTERNAL:
             logger.warning("%s failed: %s", method, e, exc_info=e)
         else:
             logger.debug("%s rejected (%s): %s", method, code.name, e)
-        await context.abort(code, str(e))
+        context.abort(code, str(e))
         raise AssertionError("unreachable")  # context.abort always raises
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _caller(context: grpc.ServicerContext) -> tuple[float | None, Callable[[], bool]]:
+    """(monotonic deadline or None, is-the-caller-still-there)."""
     remaining = context.time_remaining()
-    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+    deadline = None if remaining is None else time.monotonic() + remaining
+    return deadline, context.is_active

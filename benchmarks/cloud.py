@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Cloud node throughput/latency, side by side in one run.
+
+For each model: a real ``collab cloud`` process with dynamic batching, the same with
+``--max-batch-size 1``, and a hand-written minimal gRPC + ONNX Runtime server doing
+the same work (decode frame, run the graph, encode the output). For each server:
+unloaded latency (one client, sequential), then C concurrent closed-loop clients
+(grpc.aio, in this process) for S seconds. Configurations are interleaved over
+several rounds and the median round is reported, because the 2-core box is shared.
+
+Targets (issue 4): batching >= 3x req/s of batch size 1 with p99 <= 2x unloaded
+latency; our unloaded per-request latency <= 1.10x the minimal server's.
+
+Usage: .venv/bin/python benchmarks/cloud.py [--models resnet,transformer] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collab import codec  # noqa: E402
+from collab.bundle import Bundle, load_bundle  # noqa: E402
+from collab.proto import collab_pb2, collab_pb2_grpc  # noqa: E402
+from collab.testing.procs import free_port, stop_process, wait_for_port  # noqa: E402
+from collab.transport import make_channel  # noqa: E402
+
+# --------------------------------------------------------------------------- bundles
+
+
+def bundle_for(name: str) -> Path:
+    try:
+        from collab.testing.bundles import example_bundle
+    except ImportError:
+        return _full_only_bundle(name)
+    return example_bundle(name)
+
+
+def _full_only_bundle(name: str) -> Path:
+    """Until the partitioner's cached example bundles exist: the full model only."""
+    import torch
+
+    from collab.bundle import Manifest, write_manifest
+    from collab.models.examples import load_example
+    from collab.models.registry import spec
+
+    out = Path(tempfile.gettempdir()) / f"collab-bench-cloud-{name}"
+    if (out / "manifest.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    shape = spec(name).input_shape
+    model = load_example(name)
+    x = torch.randn(*shape)
+    torch.onnx.export(model, (x,), str(out / "full.onnx"), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False, opset_version=17)
+    with torch.no_grad():
+        y = model(x)
+    write_manifest(out, Manifest(model_name=name, input_name="x", input_shape=tuple(shape),
+                                 input_dtype="float32", output_shape=tuple(y.shape),
+                                 full="full.onnx", full_ms=0.0, input_bytes=4 * x.numel(),
+                                 split_points=()))
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    bundle: Bundle
+    split: str | None  # None = Infer on the full model
+    frame: bytes
+
+    def request(self) -> collab_pb2.InferRequest | collab_pb2.DecodeRequest:
+        mid = collab_pb2.ModelId(name=self.bundle.name)
+        if self.split is None:
+            return collab_pb2.InferRequest(model=mid, frame=self.frame)
+        return collab_pb2.DecodeRequest(model=mid, split_point=self.split, frame=self.frame)
+
+    @property
+    def label(self) -> str:
+        return f"{self.bundle.name} " + (f"tail@{self.split}" if self.split else "full model")
+
+
+def make_target(path: Path) -> Target:
+    from collab.ort import make_session, run
+
+    b = load_bundle(path)
+    m = b.manifest
+    x = np.random.default_rng(0).standard_normal((1, *m.input_shape[1:])).astype(np.float32)
+    if not m.split_points:
+        return Target(b, None, codec.encode(x, "f32"))
+    sp = min(m.split_points, key=lambda s: s.index)  # earliest cut: the biggest tail
+    feat = run(make_session(b.path(sp.head)), x)
+    return Target(b, sp.name, codec.encode(feat, "f32"))
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def minimal_server(port: int, bundle_dir: str, split: str, flavour: str) -> None:
+    """The baseline: what anyone would write in 20 lines with grpc + onnxruntime
+    (``sync``: thread-pool server; ``aio``: asyncio server running ORT inline)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from collab.ort import make_session, run
+
+    b = load_bundle(bundle_dir)
+    path = b.path(b.manifest.full if split == "-" else b.manifest.split(split).tail)
+    sess = make_session(path)
+    opts = [("grpc.max_receive_message_length", 64 << 20)]
+
+    def infer(request, context):  # type: ignore[no-untyped-def]
+        y = run(sess, codec.decode(request.frame))
+        return collab_pb2.InferResponse(output=codec.encode(y, "f32"))
+
+    async def ainfer(request, context):  # type: ignore[no-untyped-def]
+        return infer(request, context)
+
+    if flavour == "aio":
+        class AioServicer(collab_pb2_grpc.CloudServiceServicer):
+            Infer = Decode = staticmethod(ainfer)  # type: ignore[assignment]
+
+        async def main() -> None:
+            server = grpc.aio.server(options=opts)
+            collab_pb2_grpc.add_CloudServiceServicer_to_server(AioServicer(), server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            await server.wait_for_termination()
+
+        asyncio.run(main())
+        return
+
+    class Servicer(collab_pb2_grpc.CloudServiceServicer):
+        Infer = Decode = staticmethod(infer)  # type: ignore[assignment]
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), options=opts)
+    collab_pb2_grpc.add_CloudServiceServicer_to_server(Servicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    args: tuple[str, ...]  # `collab cloud` flags, or ("sync",) / ("aio",) for a minimal server
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads): a load-independent cost measure."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def running(spec: ServerSpec, target: Target) -> Iterator[tuple[int, int, int | None]]:
+    port, mport = free_port(), None
+    if spec.args[0].startswith("--"):
+        mport = free_port()
+        cmd = [sys.executable, "-m", "collab.cli", "cloud", "--log-level", "WARNING", "--bundle",
+               str(target.bundle.root), "--listen", f"127.0.0.1:{port}",
+               "--metrics-port", str(mport), *spec.args]
+    else:
+        cmd = [sys.executable, __file__, "--minimal-server", str(port), str(target.bundle.root),
+               target.split or "-", spec.args[0]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 60, proc)
+        yield port, proc.pid, mport
+    finally:
+        stop_process(proc)
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass(frozen=True)
+class Result:
+    unloaded_p50: float
+    rps: float
+    p50: float
+    p99: float
+    cpu_ms: float  # server CPU time per request under load
+    mean_batch: float  # samples per executed batch under load (0 = not reported)
+
+
+def batch_stats(mport: int | None) -> tuple[float, float]:
+    """(samples, batches) executed so far, from the node's /metrics."""
+    if mport is None:
+        return 0.0, 0.0
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    total = {"sum": 0.0, "count": 0.0}
+    for line in body.splitlines():
+        for k in total:
+            if line.startswith(f"collab_cloud_batch_size_{k}{{"):
+                total[k] += float(line.rsplit(" ", 1)[1])
+    return total["sum"], total["count"]
+
+
+async def _measure(port: int, pid: int, mport: int | None, target: Target, clients: int,
+                   seconds: float, unloaded_n: int) -> Result:
+    ch = make_channel(f"127.0.0.1:{port}", aio=True, retries=False, health_check=False)
+    stub = collab_pb2_grpc.CloudServiceStub(ch)
+    call = stub.Infer if target.split is None else stub.Decode
+    req = target.request()
+    await asyncio.wait_for(ch.channel_ready(), 30)
+    for _ in range(50):  # warm-up: connections, ORT arenas, batch shapes
+        await call(req, timeout=30)
+    await asyncio.gather(*(call(req, timeout=30) for _ in range(clients * 4)))
+    unloaded = []
+    for _ in range(unloaded_n):
+        t0 = time.perf_counter()
+        await call(req, timeout=30)
+        unloaded.append(time.perf_counter() - t0)
+    lat: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            await call(req, timeout=30)
+            lat.append(time.perf_counter() - t0)
+
+    s0, b0 = batch_stats(mport)
+    t0, c0 = time.perf_counter(), cpu_seconds(pid)
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - c0
+    s1, b1 = batch_stats(mport)
+    await ch.close()
+    ms = np.array(lat) * 1000.0
+    return Result(float(np.median(unloaded)) * 1000.0, len(lat) / wall,
+                  float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
+                  1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0)
+
+
+def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: float,
+                rounds: int, unloaded_n: int) -> tuple[Target, dict[str, Result]]:
+    target = make_target(bundle_for(name))
+    runs: dict[str, list[Result]] = {s.name: [] for s in specs}
+    for r in range(rounds):
+        for spec in specs:  # interleaved, so machine noise hits every config alike
+            with running(spec, target) as (port, pid, mport):
+                res = asyncio.run(_measure(port, pid, mport, target, clients, seconds, unloaded_n))
+            runs[spec.name].append(res)
+            print(f"  [{target.label}] round {r + 1}/{rounds} {spec.name:<26} "
+                  f"unloaded {res.unloaded_p50:6.2f} ms  {res.rps:7.0f} req/s  "
+                  f"p50 {res.p50:6.2f}  p99 {res.p99:6.2f}  cpu/req {res.cpu_ms:.3f} ms  "
+                  f"batch {res.mean_batch:.1f}", flush=True)
+    med = {}
+    for k, rs in runs.items():
+        mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
+        med[k] = Result(statistics.median(x.unloaded_p50 for x in rs), mid.rps, mid.p50, mid.p99,
+                        statistics.median(x.cpu_ms for x in rs), mid.mean_batch)
+    return target, med
+
+
+def print_table(target: Target, res: dict[str, Result], clients: int, base: str,
+                minimal: str) -> None:
+    b = res[base]
+    print(f"\n### {target.label} — {clients} concurrent clients "
+          f"(frame {len(target.frame)} B, median of rounds)\n")
+    print("| server | unloaded p50 ms | req/s | p50 ms | p99 ms | p99 / unloaded | "
+          "req/s vs batch=1 | server CPU ms/req | mean batch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for k, r in res.items():
+        mb = f"{r.mean_batch:.1f}" if r.mean_batch else "-"
+        print(f"| {k} | {r.unloaded_p50:.2f} | {r.rps:.0f} | {r.p50:.2f} | {r.p99:.2f} | "
+              f"{r.p99 / r.unloaded_p50:.2f}x | {r.rps / b.rps:.2f}x | {r.cpu_ms:.3f} | {mb} |")
+    if minimal in res:
+        m = res[minimal]
+        print("\nper-request latency vs minimal gRPC+ORT server (unloaded p50): "
+              + ", ".join(f"{k}: {r.unloaded_p50 / m.unloaded_p50:.2f}x"
+                          for k, r in res.items() if k != minimal))
+        print(f"throughput at {clients} clients vs minimal server: "
+              + ", ".join(f"{k}: {r.rps / m.rps:.2f}x" for k, r in res.items() if k != minimal))
+        print("server CPU per request vs minimal server: "
+              + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet,transformer")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--unloaded", type=int, default=200, help="sequential requests for unloaded latency")
+    ap.add_argument("--aio-baseline", action="store_true",
+                    help="also run a minimal grpc.aio server (ORT inline on the loop)")
+    ap.add_argument("--minimal-server", nargs=4, metavar=("PORT", "BUNDLE", "SPLIT", "FLAVOUR"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.minimal_server:
+        port, bundle, split, flavour = args.minimal_server
+        minimal_server(int(port), bundle, split, flavour)
+        return 0
+    base, minimal = "collab cloud, batch=1", "minimal grpc+ORT"
+    specs = [
+        ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "0")),
+        ServerSpec("collab cloud, batch<=16 wait2", ("--max-batch-size", "16", "--max-wait-ms", "2")),
+        ServerSpec(base, ("--max-batch-size", "1", "--max-wait-ms", "0")),
+        ServerSpec(minimal, ("sync",)),
+    ]
+    if args.aio_baseline:
+        specs.append(ServerSpec("minimal grpc.aio+ORT inline", ("aio",)))
+    out = []
+    for name in args.models.split(","):
+        out.append(bench_model(name, specs, clients=args.clients, seconds=args.seconds,
+                               rounds=args.rounds, unloaded_n=args.unloaded))
+    for target, res in out:
+        print_table(target, res, args.clients, base, minimal)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
