@@ -9,6 +9,8 @@ several tensors alive at once, which is exactly what removes the cuts inside blo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +48,13 @@ class CutAnalysis:
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """Symbolically trace and annotate shapes; SplitError names why tracing failed."""
     try:
+        with torch.no_grad():
+            model(example)
+    except Exception as e:
+        raise SplitError(
+            f"running the model on the example input {tuple(example.shape)} failed: {type(e).__name__}: {e}"
+        ) from e
+    try:
         gm = fx.symbolic_trace(model)
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise SplitError(
@@ -56,7 +65,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     if len(placeholders) != 1:
         raise SplitError(f"the model must take exactly one tensor input, its forward takes {len(placeholders)}")
     try:
-        with torch.no_grad():
+        # ShapeProp prints a traceback on failure; the SplitError below says it all
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm).propagate(example)
     except Exception as e:
         raise SplitError(f"running the traced model on the example input failed: {type(e).__name__}: {e}") from e

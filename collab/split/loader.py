@@ -18,7 +18,7 @@ from collab.errors import ConfigError
 
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        shape = tuple(int(p) for p in text.split(","))
     except ValueError:
         raise ConfigError(f"--input-shape {text!r}: expected comma-separated integers like 1,3,32,32") from None
     if not shape or any(d < 1 for d in shape):
