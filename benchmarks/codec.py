@@ -19,6 +19,7 @@ Usage: .venv/bin/python benchmarks/codec.py [--models digits,resnet] [--n 450] [
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -143,8 +144,8 @@ def throughput(repeats: int) -> None:
     for name, x in cases:
         number = max(1, int(2e7 / x.nbytes))
         frame = encode(x, "int8+zstd1")
-        te = _best_of(lambda x=x: encode(x, "int8+zstd1"), repeats, number)
-        td = _best_of(lambda f=frame: decode(f), repeats, number)
+        te = _best_of(functools.partial(encode, x, "int8+zstd1"), repeats, number)
+        td = _best_of(functools.partial(decode, frame), repeats, number)
         mbs = x.nbytes / (te + td) / 1e6
         print(
             f"  {name:<38} enc {te * 1e3:7.3f} ms  dec {td * 1e3:7.3f} ms  "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -133,7 +134,7 @@ def test_calibrate_rejects_bad_inputs(tmp_path: Path) -> None:
 
 
 def test_validate_calibration_rejects_malformed() -> None:
-    good = {
+    good: dict[str, Any] = {
         "schema": 1,
         "num_inputs": 2,
         "codecs": ["f32"],

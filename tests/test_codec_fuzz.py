@@ -136,3 +136,29 @@ def test_decompression_bomb_is_refused_before_allocation() -> None:
     huge = replace(h, shape=(1, 1 << 20, 1 << 20, 1 << 20)).build()
     with pytest.raises(CodecError, match="limit"):
         decode(huge)
+
+
+def test_empty_tensor_with_huge_channel_count_is_refused() -> None:
+    """shape (0, 2**40): zero elements, but per-channel params would be 8 TB; a zstd
+    header declaring that content size must not make the decoder allocate it."""
+    import zstandard
+
+    valid = encode(np.zeros((0, 3), np.float32), "int8+zstd1")
+    assert decode(valid).shape == (0, 3)
+    h = fuzz.Fields.parse(valid)
+    fixed = bytearray(h.fixed)
+    fixed[5] &= ~4  # per-channel
+    raw = 3 * 2**40
+    cctx = zstandard.ZstdCompressor(level=1)
+    obj = cctx.compressobj(size=raw)  # header declares 3 TB, data is a few bytes
+    payload = obj.compress(b"\0" * 16) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    lie = replace(
+        h,
+        fixed=bytes(fixed),
+        shape=(0, 2**40),
+        raw_len=raw,
+        payload=payload,
+        payload_len=len(payload),
+    )
+    with pytest.raises(CodecError):
+        decode(lie.build())

@@ -217,11 +217,15 @@ def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> FrameHeader
         raise CodecError(f"frame declares {4 * numel} decoded bytes > limit {max_bytes}")
     if nnz > numel:
         raise CodecError("corrupt frame: non-zero count exceeds the number of elements")
+    if quantized and quantize.param_groups(shape, layout) > max(numel, 1):
+        raise CodecError("corrupt frame: more quantization groups than elements")
     expected = quantize.body_len(shape, codec, nnz, layout)
     if raw_len != expected:
         raise CodecError(
             f"corrupt frame: body length {raw_len} != {expected} implied by shape {shape}"
         )
+    if raw_len > 2 * max_bytes + 64:  # unreachable for valid frames; caps any allocation
+        raise CodecError(f"corrupt frame: body length {raw_len} exceeds the limit")
     if payload_len != end - pos:
         raise CodecError(
             f"corrupt frame: payload length {payload_len} != {end - pos} bytes present"

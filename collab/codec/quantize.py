@@ -74,11 +74,14 @@ def value_bytes(quant: str, n: int) -> int:
     return (n * BITS[quant] + 7) // 8  # int4: two values per byte, int3/int2 bit-packed
 
 
+def param_groups(shape: Sequence[int], layout: Layout) -> int:
+    return _shape3(shape, layout.per_tensor)[1]
+
+
 def param_bytes(shape: Sequence[int], quant: str, layout: Layout) -> int:
     if quant not in BITS:
         return 0
-    groups = _shape3(shape, layout.per_tensor)[1]
-    return groups * (3 if layout.compact else 8)
+    return param_groups(shape, layout) * (3 if layout.compact else 8)
 
 
 def body_len(shape: Sequence[int], codec: Codec, nnz: int, layout: Layout) -> int:
