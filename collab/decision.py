@@ -290,17 +290,22 @@ def decide(profile: Profile, *, policy: Policy, net: NetState, cloud: CloudState
     """Choose a path. Forced policies return their path (possibly infeasible: the caller
     then finishes locally); ``auto`` returns the fastest feasible candidate."""
     specs = profile.paths
-    if policy.mode != "auto":  # only the forced path is predicted: cheap per request
-        specs = tuple(p for p in specs if p.variant is None and p.key == policy.key)
+    if policy.mode != "auto":  # only the forced path (and its edge variants): cheap per request
+        specs = tuple(p for p in specs if p.key.split("@")[0] == policy.key)
     cands = tuple(predict(p, net=net, cloud=cloud, edge=edge, accuracy_budget=accuracy_budget,
                           deadline_ms=deadline_ms, chooser=chooser) for p in specs)
     if policy.mode != "auto":
-        forced = cands
-        if not forced:
+        fp32 = next((c for c in cands if c.variant is None), None)
+        if fp32 is None:
             raise ConfigError(f"policy {policy.key!r} does not match any path of {profile.model_name}")
-        return Decision(chosen=forced[0], candidates=cands, policy=policy.key,
-                        reason=f"forced by policy {policy.key}"
-                               + (f" ({forced[0].note}; will finish locally)" if not forced[0].feasible else ""))
+        within = [c for c in cands if c.accuracy_loss <= accuracy_budget + 1e-12]
+        pick = min(within, key=lambda c: (c.total_ms, c.key)) if within else fp32
+        why = f"forced by policy {policy.key}"
+        if pick.variant is not None:
+            why += f" (edge variant {pick.variant} is within the accuracy budget and faster)"
+        if not pick.feasible:
+            why += f" ({pick.note}; will finish locally)"
+        return Decision(chosen=pick, candidates=cands, policy=policy.key, reason=why)
     feasible = [c for c in cands if c.feasible]
     if not feasible:  # edge-only FP32 always has zero loss; only a negative budget gets here
         best = next(c for c in cands if c.path == "edge_only" and c.variant is None)

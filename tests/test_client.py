@@ -183,3 +183,28 @@ def test_client_import_does_not_import_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from collab.bundle import Variant
+
+    root = tmp_path / "v"
+    shutil.copytree(digits_bundle, root)
+    sp0 = load_bundle(root).manifest.split_points[0]
+
+    def add_variant(d: Path, m: collab.Manifest) -> collab.Manifest:
+        shutil.copy(d / sp0.head, d / "head_sim8.onnx")  # stands in for a quantized head
+        v = Variant(name="sim8", path="head_sim8.onnx", ms=sp0.head_ms / 10, size_bytes=1, agreement=0.995)
+        sps = tuple(dataclasses.replace(s, head_variants=(v,)) if s.name == sp0.name else s for s in m.split_points)
+        return dataclasses.replace(m, split_points=sps)
+
+    update_bundle(root, add_variant)
+    x = sample_inputs(root, 1)
+    for budget, variant in ((0.0, None), (0.01, "sim8")):
+        with Client(root, policy=f"split:{sp0.name}", accuracy_budget=budget, warm=False) as c:
+            r = c.infer(x)
+            assert r.variant == variant and r.split_point == sp0.name
+            loaded = set(c._model.runtime._sessions)
+            assert ("head_sim8.onnx" in loaded) == (variant is not None)

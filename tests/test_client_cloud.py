@@ -175,3 +175,30 @@ def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(cloud: str,
         assert c.take_interval()["requests"] == 0
         c.set_cloud([])
         assert c.infer(x).fell_back and c.explain()["cloud"] == []
+
+
+@pytest.mark.slow
+def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Path) -> None:
+    import signal
+
+    port = free_port()
+    sp = load_bundle(digits_bundle).manifest.split_points[1].name
+    xs = sample_inputs(digits_bundle, 4)
+    rt = EdgeRuntime(digits_bundle)
+    with collab_process(cloud_args(port, digits_bundle), port=port) as proc, \
+            Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], policy=f"split:{sp}", accuracy_budget=0.0,
+                   deadline_ms=250, probe_interval_s=5.0) as c:
+        assert not c.infer(xs[0]).fell_back
+        proc.send_signal(signal.SIGSTOP)  # the cloud stops answering, connections stay open
+        try:
+            for x in xs:
+                r = c.infer(x)
+                assert r.fell_back and r.path == "split" and r.deadline_met, (r.timings, r.fallback_reason)
+                assert r.latency_ms <= 250
+                want = rt.tail(sp, rt.head(sp, x[None])[0])[0][0]
+                np.testing.assert_allclose(r.output, want, rtol=0, atol=1e-6)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        reasons = c.stats()["fallback_reasons"]
+        assert "DEADLINE_EXCEEDED" in reasons
+        assert c.breaker.opened_count >= 1  # repeated timeouts open the breaker

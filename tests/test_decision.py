@@ -249,3 +249,13 @@ def test_lossy_codec_and_variant_only_within_accuracy_budget() -> None:
     v = next(c for c in mid.candidates if c.key == "split:a@int8")
     assert v.codec == "f32" and v.feasible
     assert math.isclose(v.accuracy_loss, 0.01)
+
+
+def test_forced_split_uses_a_faster_variant_only_within_budget() -> None:
+    prof = profile_from_manifest(_manifest())
+    pol = Policy(mode="split", split_point="a")
+    strict = decide(prof, policy=pol, net=NetState(), cloud=CloudState(), edge=EdgeState(), accuracy_budget=0.0)
+    assert strict.chosen.key == "split:a" and strict.chosen.variant is None
+    loose = decide(prof, policy=pol, net=NetState(), cloud=CloudState(), edge=EdgeState(), accuracy_budget=0.02)
+    assert loose.chosen.key == "split:a@int8" and "variant int8" in loose.reason
+    assert {c.key for c in loose.candidates} == {"split:a", "split:a@int8"}
