@@ -28,10 +28,12 @@ async def _main(cfg_path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"LISTEN {port} {ctl.sockets[0].getsockname()[1]}", flush=True)
+    print(f"LISTEN {port} {ctl.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[attr-defined]
     await stop.wait()
     ctl.close()
     await emu.close()
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()  # idle control connections: end quietly
 
 
 if __name__ == "__main__":

@@ -91,6 +91,10 @@ async def serve_control(emu: LinkEmulator, host: str = "127.0.0.1") -> asyncio.A
     """JSON-lines control socket: ``{"op": ..., "args": {...}}`` -> ``{"ok": .., "result": ..}``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await _serve_lines(reader, writer)
+
+    async def _serve_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
             try:
                 msg = json.loads(line)

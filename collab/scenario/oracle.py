@@ -1,0 +1,155 @@
+"""The oracle: the best latency any path could have had, request by request.
+
+For a request at trace time ``t`` and every path ``p`` (edge-only, cloud-only, every split
+point) with every codec within the accuracy budget:
+
+    latency = base_p                      measured on this machine over a perfect link
+                                          (edge compute incl. slowdown, cloud compute,
+                                          RPC and proxy overhead; profile pass)
+            + encode_c + decode_c         codec calibration of the bundle
+            + uplink serialisation of the frame starting at t + edge_ms, from the TRUE
+              capacity curve of the trace (not an estimate)
+            + one-way delays both ways + downlink serialisation of the answer
+            + expected TCP loss stalls (one RTT per lost inner packet, an RTO for the last)
+
+Cloud paths are impossible while the link is out (trace outage or ``cut_link``) or the
+cloud node is dead (``kill_cloud`` until the restarted node listens). The oracle's
+latency is the minimum over paths and codecs; the *best static path in hindsight* is the
+path with the lowest mean of its own per-request latencies (where it is impossible, its
+requests cost what the forced policy pays: the local fallback, edge-only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collab.emulator.link import PACKET, RTO_MIN_MS
+from collab.emulator.traces import Capacity
+from collab.scenario.runner import Arrival
+from collab.scenario.schema import Scenario
+
+RPC_BYTES = 120  # HTTP/2 + gRPC framing and protobuf fields around a frame
+ANSWER_BYTES = 200  # the answer frame (f32 logits) and its framing
+
+
+@dataclass(frozen=True, kw_only=True)
+class OracleResult:
+    latency_ms: list[float]  # per arrival, in schedule order
+    path: list[str]  # the best path per arrival
+    per_path_ms: dict[str, list[float]]  # every path's latency per arrival (inf = impossible)
+    best_static_path: str
+    best_static_mean_ms: float
+
+    @property
+    def mean_ms(self) -> float:
+        return sum(self.latency_ms) / len(self.latency_ms)
+
+
+def _intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[
+        list[tuple[float, float]], list[tuple[float, float]]]:
+    """(cloud dead intervals, link cut intervals) in trace time."""
+    startup: list[float] = []
+    for log in events_log.values():
+        for e in log:
+            if e["action"] == "start_cloud":
+                startup.append(max(0.0, float(e["done_s"]) - float(e["at_s"])))
+    start_delay = sorted(startup)[len(startup) // 2] if startup else 0.0
+    dead: list[tuple[float, float]] = []
+    cut: list[tuple[float, float]] = []
+    killed_at: float | None = None
+    cut_at: float | None = None
+    for ev in sc.events:
+        if ev.action == "kill_cloud" and killed_at is None:
+            killed_at = ev.at_s
+        elif ev.action == "start_cloud" and killed_at is not None:
+            dead.append((killed_at, ev.at_s + start_delay))
+            killed_at = None
+        elif ev.action == "cut_link":
+            if ev.duration_s:
+                cut.append((ev.at_s, ev.at_s + ev.duration_s))
+            elif cut_at is None:
+                cut_at = ev.at_s
+        elif ev.action == "restore_link" and cut_at is not None:
+            cut.append((cut_at, ev.at_s))
+            cut_at = None
+    if killed_at is not None:
+        dead.append((killed_at, math.inf))
+    if cut_at is not None:
+        cut.append((cut_at, math.inf))
+    return dead, cut
+
+
+def _codec_table(prof: Mapping[str, float], stats: Mapping[str, Mapping[str, float]] | None,
+                 budget: float) -> list[tuple[float, float]]:
+    """(encode+decode ms, frame bytes) of every codec allowed for this path."""
+    if not stats:
+        return [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
+    rows = [(float(s["encode_ms"]) + float(s["decode_ms"]), float(s["bytes"]))
+            for s in stats.values() if 1.0 - float(s.get("agreement", 1.0)) <= budget + 1e-12]
+    return rows or [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
+
+
+def network_ms(sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capacity] | None = None) -> float:
+    """Time from handing ``nbytes`` to the uplink at ``t`` until the answer is back at the
+    edge, under the true trace (cloud compute excluded)."""
+    up, down = sc.link.uplink, sc.link.downlink
+    cu, cd = caps or (up.capacity(), down.capacity())
+    su, sd = up.segment_at(t), down.segment_at(t)
+    total = nbytes + RPC_BYTES
+    up_end = cu.transmit_end(t, total)
+    arrive = up_end + su.delay_ms / 1000.0
+    down_end = cd.transmit_end(arrive, ANSWER_BYTES)
+    ms = (up_end - t + down_end - arrive) * 1000.0 + su.delay_ms + sd.delay_ms
+    if su.loss > 0:
+        rtt = su.delay_ms + sd.delay_ms
+        k = max(1, math.ceil(total / PACKET))
+        ms += su.loss * ((k - 1) * max(rtt, 1.0) + max(RTO_MIN_MS, 2 * rtt))
+    return ms
+
+
+def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Mapping[str, float]],
+                   calibration: Mapping[str, Any] | None,
+                   events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> OracleResult:
+    dead, cut = _intervals(sc, events_log)
+    caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
+    budget = sc.edge.accuracy_budget
+    cal_points = (calibration or {}).get("points", {}) or {}
+    cal_input = (calibration or {}).get("input")
+    tables = {}
+    for p, pr in prof.items():
+        if p == "edge_only":
+            continue
+        stats = cal_input if p == "cloud_only" else cal_points.get(p.split(":", 1)[1])
+        tables[p] = _codec_table(pr, stats, budget)
+    per_path: dict[str, list[float]] = {p: [] for p in prof}
+    lat: list[float] = []
+    best: list[str] = []
+    edge_only = prof["edge_only"]["base_ms"] if "edge_only" in prof else math.inf
+    for a in plan:
+        t = a.at_s
+        link_out = sc.link.outage_at(t) or any(s <= t < e for s, e in cut)
+        cloud_dead = any(s <= t < e for s, e in dead)
+        row: dict[str, float] = {}
+        for p, pr in prof.items():
+            if p == "edge_only":
+                row[p] = pr["base_ms"]
+                continue
+            if link_out or cloud_dead:
+                row[p] = math.inf
+                continue
+            t_send = t + pr.get("edge_ms", 0.0) / 1000.0
+            row[p] = pr["base_ms"] + min(codec_ms + network_ms(sc, t_send, nbytes, caps)
+                                         for codec_ms, nbytes in tables[p])
+        for p, v in row.items():
+            per_path[p].append(v)
+        k = min(row, key=lambda p: row[p])
+        lat.append(row[k])
+        best.append(k)
+    means = {p: sum(v if math.isfinite(v) else edge_only for v in vs) / max(len(vs), 1)
+             for p, vs in per_path.items()}
+    bs = min(means, key=lambda p: means[p])
+    return OracleResult(latency_ms=lat, path=best, per_path_ms=per_path, best_static_path=bs,
+                        best_static_mean_ms=means[bs])

@@ -1,0 +1,317 @@
+"""Run a scenario: cloud node process + link emulator + edge clients, once per policy.
+
+Every policy replays the same thing: the same trace from trace time 0, the same request
+schedule (seeded), the same inputs, the same events. A short *profile pass* first measures
+what every path costs on this machine with a perfect link (through the same proxy), which
+the oracle combines with the true link state (see :mod:`collab.scenario.oracle`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collab.bundle import load_bundle
+from collab.emulator import EmulatorProcess, LinkTrace
+from collab.emulator.traces import DirectionTrace
+from collab.errors import CollabError, ConfigError, TransportError
+from collab.log import logger
+from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
+from collab.scenario.schema import Scenario, check_split_policies
+from collab.testing.procs import free_port, stop_process, wait_for_port
+
+LEAD_S = 0.3  # time between creating the clients and the first request
+
+
+@dataclass(frozen=True, kw_only=True)
+class Arrival:
+    edge: int
+    index: int  # request number of this edge
+    at_s: float  # trace time of the request
+    input_index: int
+
+
+def schedule(sc: Scenario) -> list[Arrival]:
+    """The request schedule: identical for every policy, a function of the seed only."""
+    rng = random.Random(sc.seed)
+    out = []
+    w = sc.workload
+    for e in range(sc.edge.count):
+        t = rng.uniform(0, 1.0 / w.rate_hz)  # edges are not in lockstep
+        for i in range(w.requests):
+            out.append(Arrival(edge=e, index=i, at_s=t, input_index=(e * w.requests + i)))
+            t += rng.expovariate(w.rate_hz) if w.arrivals == "poisson" else 1.0 / w.rate_hz
+    return sorted(out, key=lambda a: a.at_s)
+
+
+class CloudNode:
+    """``collab cloud`` as a real process that events can kill (SIGKILL) and start again."""
+
+    def __init__(self, bundle: Path, sc: Scenario, log: Path) -> None:
+        self.bundle, self.sc, self.log = bundle, sc, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.kills = 0
+
+    def start(self) -> int:
+        self.port = free_port()
+        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collab.cli", "cloud", "--bundle", str(self.bundle),
+             "--listen", f"127.0.0.1:{self.port}", "--max-batch-size", str(self.sc.cloud.max_batch_size),
+             "--max-wait-ms", str(self.sc.cloud.max_wait_ms), "--grace-s", "1"],
+            stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, 60.0, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            self.stop()
+            raise TransportError(f"cloud node did not start ({e}); see {self.log}") from e
+        return self.port
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+            self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, 5.0)
+
+
+@dataclass
+class Record:
+    policy: str
+    edge: int
+    index: int
+    at_s: float  # scheduled trace time
+    start_s: float  # actual trace time the request started
+    latency_ms: float
+    path: str
+    split_point: str | None
+    codec: str | None
+    bytes_sent: int
+    deadline_met: bool
+    agree: bool
+    fell_back: bool
+    lost: bool
+    error: str = ""
+    fallback_reason: str = ""
+
+
+def unlimited_link() -> LinkTrace:
+    d = DirectionTrace.constant(bandwidth_bps=None)
+    return LinkTrace(uplink=d, downlink=d)
+
+
+def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Any:
+    from collab.client import Client
+
+    return Client(bundle, cloud=[address], policy=policy, deadline_ms=sc.workload.deadline_ms,
+                  accuracy_budget=sc.edge.accuracy_budget, slowdown=sc.edge.slowdown,
+                  probe_interval_s=sc.edge.probe_interval_s, max_probe_bytes=sc.edge.max_probe_bytes,
+                  hysteresis=sc.edge.hysteresis, warm=False)
+
+
+def _all_paths(bundle: Path) -> list[str]:
+    m = load_bundle(bundle).manifest
+    return ["edge_only", "cloud_only", *(f"split:{s.name}" for s in m.split_points)]
+
+
+def profile_paths(bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarray,
+                  reps: int = 6, tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
+    """Median cost of every path over a perfect link: everything but the network."""
+    emu.set_link(unlimited_link())
+    out: dict[str, dict[str, float]] = {}
+    client = _client(bundle, emu.address, sc, "auto")
+    try:
+        client.config  # noqa: B018 - constructed
+        for path in _all_paths(bundle):
+            lat, enc, edge, nbytes = [], [], [], []
+            for i in range(reps + 2):
+                r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
+                if i < 2 or r.fell_back:
+                    continue  # warm-up (sessions, connection)
+                lat.append(r.timings["total_ms"] - r.timings.get("encode_ms", 0.0))
+                enc.append(r.timings.get("encode_ms", 0.0))
+                edge.append(r.timings.get("edge_ms", 0.0))
+                nbytes.append(r.bytes_sent)
+            tick()
+            if lat:
+                out[path] = {"base_ms": float(np.median(lat)), "encode_ms": float(np.median(enc)),
+                             "edge_ms": float(np.median(edge)),
+                             "bytes": float(np.median(nbytes))}
+    finally:
+        client.close()
+    emu.set_link(sc.link)
+    return out
+
+
+class _Events:
+    """Applies the scenario's events at their trace times in a background thread."""
+
+    def __init__(self, sc: Scenario, t0: float, cloud: CloudNode, emu: EmulatorProcess) -> None:
+        self.plan: list[tuple[float, str]] = []
+        for e in sc.events:
+            self.plan.append((e.at_s, e.action))
+            if e.action == "cut_link" and e.duration_s:
+                self.plan.append((e.at_s + e.duration_s, "restore_link"))
+        self.plan.sort()
+        self.t0, self.cloud, self.emu = t0, cloud, emu
+        self.log: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scenario-events", daemon=True)
+
+    def __enter__(self) -> _Events:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+    def _run(self) -> None:
+        for at, action in self.plan:
+            if self._stop.wait(max(0.0, self.t0 + at - time.monotonic())):
+                return
+            t = time.monotonic() - self.t0
+            try:
+                if action == "kill_cloud":
+                    self.cloud.kill()
+                elif action == "start_cloud":
+                    if not self.cloud.alive:
+                        port = self.cloud.start()
+                        self.emu.set_upstream("127.0.0.1", port)
+                elif action == "cut_link":
+                    self.emu.cut(True)
+                elif action == "restore_link":
+                    self.emu.cut(False)
+            except CollabError as e:
+                logger.warning("event %s at %.1fs failed: %s", action, at, e)
+            self.log.append({"at_s": at, "done_s": round(t, 3), "action": action})
+
+
+def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
+               x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
+               tick: Callable[[], None] = lambda: None) -> tuple[list[Record], list[dict[str, Any]]]:
+    """One policy over the whole trace; returns every request and the events as applied."""
+    if not cloud.alive:
+        emu.set_upstream("127.0.0.1", cloud.start())
+    emu.cut(False)
+    emu.restart(seed=sc.seed)  # the clients' first probes see the trace's start
+    clients = [_client(bundle, emu.address, sc, policy) for _ in range(sc.edge.count)]
+    for c in clients:  # load every session now, not inside the first timed requests
+        c._model.runtime.warm()  # (the SDK warms in the background; here it must be done before t0)
+    t0 = time.monotonic() + LEAD_S
+    emu.restart(t0=t0, seed=sc.seed)
+    records: list[Record] = []
+    lock = threading.Lock()
+
+    def one(a: Arrival) -> None:
+        start = time.monotonic() - t0
+        try:
+            r = clients[a.edge].infer(x[a.input_index][None])
+            rec = Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
+                         latency_ms=float(r.timings["total_ms"]), path=r.path, split_point=r.split_point,
+                         codec=r.codec, bytes_sent=int(r.bytes_sent), deadline_met=bool(r.deadline_met),
+                         agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
+                         fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "")
+        except Exception as e:  # a lost request: recorded, never hidden
+            rec = Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
+                         latency_ms=math.nan, path="lost", split_point=None, codec=None, bytes_sent=0,
+                         deadline_met=False, agree=False, fell_back=False, lost=True,
+                         error=f"{type(e).__name__}: {e}"[:300])
+        with lock:
+            records.append(rec)
+        tick()
+
+    try:
+        with _Events(sc, t0, cloud, emu) as events, ThreadPoolExecutor(
+                max_workers=min(64, 6 * sc.edge.count), thread_name_prefix="edge-request") as pool:
+            for a in plan:
+                delay = t0 + a.at_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(one, a)
+    finally:
+        for c in clients:
+            c.close()
+    records.sort(key=lambda r: (r.at_s, r.edge))
+    return records, events.log
+
+
+@contextmanager
+def scenario_env(sc: Scenario, bundle: Path, logs: Path) -> Iterator[tuple[CloudNode, EmulatorProcess]]:
+    cloud = CloudNode(bundle, sc, logs / "cloud.log")
+    cloud.start()
+    try:
+        with EmulatorProcess(upstream=("127.0.0.1", cloud.port), link=sc.link, seed=sc.seed) as emu:
+            yield cloud, emu
+    finally:
+        cloud.stop()
+
+
+def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run every policy of ``sc`` and write records, report and plots into ``out``."""
+    from tqdm import tqdm
+
+    from collab.scenario.oracle import compute_oracle
+    from collab.scenario.plots import write_plots
+    from collab.scenario.report import build_report, write_report
+
+    pols = policies or sc.policies
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    t_start = time.monotonic()
+    bundle = prepare_bundle(sc)
+    split_names = [s.name for s in load_bundle(bundle).manifest.split_points]
+    check_split_policies(sc, split_names, lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}"))
+    plan = schedule(sc)
+    x = scenario_inputs(sc, sc.edge.count * sc.workload.requests)
+    ref = reference_top1(bundle, x)
+    n_paths = 2 + len(split_names)
+    bar = tqdm(total=n_paths + len(plan) * len(pols), desc=f"scenario {sc.name}", unit="req",
+               disable=not progress, leave=True)
+    all_records: list[Record] = []
+    events_log: dict[str, list[dict[str, Any]]] = {}
+    with scenario_env(sc, bundle, logs) as (cloud, emu):
+        bar.set_postfix_str("profiling paths")
+        prof = profile_paths(bundle, emu, sc, x, tick=lambda: bar.update(1))
+        for pol in pols:
+            bar.set_postfix_str(pol)
+            recs, ev = run_policy(pol, sc=sc, bundle=bundle, emu=emu, cloud=cloud, x=x, ref=ref, plan=plan,
+                                  tick=lambda: bar.update(1))
+            all_records += recs
+            events_log[pol] = ev
+    bar.close()
+    with open(out / "requests.jsonl", "w") as f:
+        for r in all_records:
+            f.write(json.dumps(asdict(r)) + "\n")
+    cal = load_bundle(bundle).calibration()
+    oracle = compute_oracle(sc, plan, prof, cal, events_log)
+    report = build_report(sc, all_records, oracle, prof, events_log, pols,
+                          wall_s=time.monotonic() - t_start, bundle=bundle)
+    write_report(report, out)
+    write_plots(sc, all_records, oracle, report, out)
+    return report
