@@ -21,7 +21,6 @@ import asyncio
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,37 +42,9 @@ from collab.transport import make_channel  # noqa: E402
 
 
 def bundle_for(name: str) -> Path:
-    try:
-        from collab.testing.bundles import example_bundle
-    except ImportError:
-        return _full_only_bundle(name)
+    from collab.testing.bundles import example_bundle
+
     return example_bundle(name)
-
-
-def _full_only_bundle(name: str) -> Path:
-    """Until the partitioner's cached example bundles exist: the full model only."""
-    import torch
-
-    from collab.bundle import Manifest, write_manifest
-    from collab.models.examples import load_example
-    from collab.models.registry import spec
-
-    out = Path(tempfile.gettempdir()) / f"collab-bench-cloud-{name}"
-    if (out / "manifest.json").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    shape = spec(name).input_shape
-    model = load_example(name)
-    x = torch.randn(*shape)
-    torch.onnx.export(model, (x,), str(out / "full.onnx"), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False, opset_version=17)
-    with torch.no_grad():
-        y = model(x)
-    write_manifest(out, Manifest(model_name=name, input_name="x", input_shape=tuple(shape),
-                                 input_dtype="float32", output_shape=tuple(y.shape),
-                                 full="full.onnx", full_ms=0.0, input_bytes=4 * x.numel(),
-                                 split_points=()))
-    return out
 
 
 @dataclass(frozen=True)

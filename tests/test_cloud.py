@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_cloud_support import (
-    digits_bundle_path,
     full_output,
     head_feature,
     model_id,
@@ -41,8 +40,8 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Bundle:
-    return load_bundle(digits_bundle_path())
+def bundle(digits_bundle: Path) -> Bundle:
+    return load_bundle(digits_bundle)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import grpc
 import numpy as np
 import pytest
 from test_cloud_support import (
-    digits_bundle_path,
     full_output,
     model_id,
     sample_inputs,
@@ -29,8 +28,8 @@ from collab.transport import rpc_errors
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Bundle:
-    return load_bundle(digits_bundle_path())
+def bundle(digits_bundle: Path) -> Bundle:
+    return load_bundle(digits_bundle)
 
 
 def _infer(st: object, b: Bundle, x: np.ndarray, timeout: float = 10) -> np.ndarray:

@@ -10,7 +10,6 @@ import grpc
 import numpy as np
 import pytest
 from test_cloud_support import (
-    digits_bundle_path,
     full_output,
     head_feature,
     model_id,
@@ -35,8 +34,8 @@ from collab.transport import (
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Bundle:
-    return load_bundle(digits_bundle_path())
+def bundle(digits_bundle: Path) -> Bundle:
+    return load_bundle(digits_bundle)
 
 
 def _req(b: Bundle, x: np.ndarray, split: str) -> collab_pb2.DecodeRequest:
