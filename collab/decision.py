@@ -219,7 +219,10 @@ def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | N
 
 
 def profile_from_bundle(bundle: Bundle) -> Profile:
-    return profile_from_manifest(bundle.manifest, bundle.calibration())
+    """The bundle's profile with its validated codec calibration table (if any)."""
+    from collab.codec.calibrate import load_calibration
+
+    return profile_from_manifest(bundle.manifest, load_calibration(bundle))
 
 
 def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,

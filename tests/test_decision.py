@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +261,33 @@ def test_forced_split_uses_a_faster_variant_only_within_budget() -> None:
     loose = decide(prof, policy=pol, net=NetState(), cloud=CloudState(), edge=EdgeState(), accuracy_budget=0.02)
     assert loose.chosen.key == "split:a@int8" and "variant int8" in loose.reason
     assert {c.key for c in loose.candidates} == {"split:a", "split:a@int8"}
+
+
+def test_real_calibration_table_drives_the_codec_choice(digits_bundle: Path, tmp_path: Path) -> None:
+    from collab.bundle import load_bundle
+    from collab.codec.calibrate import calibrate_bundle
+    from collab.decision import profile_from_bundle
+    from collab.models.datasets import digits
+
+    root = tmp_path / "cal"
+    shutil.copytree(digits_bundle, root)
+    x, y = digits("test")
+    shape = load_bundle(root).manifest.input_shape
+    x = x[:64].reshape((-1, *shape[1:])).astype(np.float32)
+    calibrate_bundle(root, x, y[:64], codecs=("f32+zstd1", "f16+zstd1", "int8+zstd1"), progress=False)
+    prof = profile_from_bundle(load_bundle(root))
+    split = next(p for p in prof.paths if p.path == "split")
+    assert set(split.codec_stats) == {"f32+zstd1", "f16+zstd1", "int8+zstd1"}
+    pol = Policy(mode="split", split_point=split.split_point)
+    for bw in (1e5, 1e6, 1e8, 1e10):
+        for budget in (0.0, 0.005, 0.05):
+            d = decide(prof, policy=pol, net=NetState(rtt_ms=5, bandwidth_bps=bw), cloud=CloudState(),
+                       edge=EdgeState(), accuracy_budget=budget)
+            ok = {c: st for c, st in split.codec_stats.items()
+                  if c == "f32+zstd1" or 1 - st["agreement"] <= budget}
+            cost = {c: st["encode_ms"] + st["bytes"] * 8000 / bw + st["decode_ms"] for c, st in ok.items()}
+            assert d.chosen.codec == min(cost, key=lambda c: (cost[c], c)), (bw, budget)
+            assert d.chosen.accuracy_loss <= budget
+    slow = decide(prof, policy=pol, net=NetState(rtt_ms=5, bandwidth_bps=1e5), cloud=CloudState(),
+                  edge=EdgeState(), accuracy_budget=1.0)
+    assert slow.chosen.codec != "f32+zstd1"  # on a slow link a compressing codec wins
