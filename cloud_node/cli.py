@@ -27,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
                         help="longest a request waits for its batch to fill (default %(default)s)")
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="concurrent batches (0 = one per core; default %(default)s)")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help="gRPC handler threads = requests in flight (default %(default)s)")
     parser.add_argument("--intra-threads", type=int, default=d.intra_threads,
                         help="ONNX Runtime threads per batch (default %(default)s)")
     parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
@@ -44,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> CloudConfig:
     return CloudConfig(
         bundles=tuple(args.bundle), listen=args.listen, metrics_port=args.metrics_port,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, workers=args.workers,
-        intra_threads=args.intra_threads, max_message_bytes=args.max_message_bytes,
+        threads=args.threads, intra_threads=args.intra_threads, max_message_bytes=args.max_message_bytes,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         grace_s=args.grace_s)
 
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
         logger.info("received %s", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     with serve(config) as (server, port):
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
         print(f"collab cloud: serving on port {port}"
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
               flush=True)

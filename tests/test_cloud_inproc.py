@@ -192,3 +192,17 @@ def test_transport_targets_and_error_wrapping(bundle: Bundle) -> None:
         assert isinstance(e2.value, TransportError) and e2.value.code == grpc.StatusCode.NOT_FOUND
         assert "nope" in e2.value.details
         ch.close()
+
+
+def test_cli_refuses_bad_bundles_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from collab.cli import main
+
+    assert main(["cloud", "--bundle", str(tmp_path / "missing"), "--listen", "127.0.0.1:0"]) == 1
+    assert "not a bundle" in capsys.readouterr().err
+    bad = tmp_path / "b"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{")
+    assert main(["cloud", "--bundle", str(bad), "--listen", "127.0.0.1:0"]) == 1
+    assert "manifest" in capsys.readouterr().err
+    assert main(["cloud", "--bundle", str(bad), "--max-batch-size", "0"]) == 1
+    assert "max_batch_size" in capsys.readouterr().err
