@@ -65,7 +65,26 @@ def test_monitor_estimates_follow_the_link(rtt: float, bw: float) -> None:
     assert st.rtt_ms == pytest.approx(rtt, rel=0.15)
     assert st.bandwidth_bps == pytest.approx(bw, rel=0.15)
     # the sized probe adapts to the link: ~bandwidth_probe_ms of transfer, within limits
-    assert min(link.calls[-1], 1 << 20) == link.calls[-1] >= 16_384
+    assert min(link.calls[-1], 1 << 20) == link.calls[-1] >= 4_096
+
+
+def test_slow_uplink_sized_probe_timeout_is_a_bandwidth_bound_not_an_outage() -> None:
+    clock = FakeClock()
+    est = LinkEstimator()
+
+    def probe(nbytes: int, timeout_s: float) -> ProbeReply:
+        ms = 30 + nbytes * 8 / 20e3 * 1000  # 20 kbit/s IoT uplink
+        if ms > timeout_s * 1000:
+            raise DeadlineError("probe timed out")
+        return ProbeReply(wall_ms=ms)
+
+    mon = NetworkMonitor(probe, est, clock=clock, timeout_s=1.0)
+    for _ in range(3):
+        mon.refresh(force=True)
+        clock.t += 1
+    st = est.state()
+    assert st.reachable and st.loss_rate == 0.0
+    assert st.bandwidth_bps < 40e3  # bounded by what fits in the timeout
 
 
 def test_estimates_track_a_bandwidth_drop() -> None:

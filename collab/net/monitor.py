@@ -37,7 +37,7 @@ ProbeFn = Callable[[int, float], ProbeReply]
 class NetworkMonitor:
     def __init__(self, probe: ProbeFn, estimator: LinkEstimator, *, interval_s: float = 1.0,
                  bandwidth_interval_s: float | None = None, timeout_s: float = 1.0,
-                 min_probe_bytes: int = 16_384, max_probe_bytes: int = 262_144,
+                 min_probe_bytes: int = 4_096, max_probe_bytes: int = 262_144,
                  bandwidth_probe_ms: float = 20.0,
                  on_reply: Callable[[ProbeReply], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -58,12 +58,15 @@ class NetworkMonitor:
         self._lock = threading.Lock()  # one probe round at a time
 
     # -- one round -------------------------------------------------------------------
-    def _probe(self, nbytes: int) -> ProbeReply | None:
+    def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeReply | None:
         self.probes_sent += 1
         try:
             reply = self.probe_fn(nbytes, self.timeout_s)
         except DeadlineError:
-            self.est.record_failure(self.clock(), timeout=True)
+            if sized:  # the RTT probe just succeeded: the link is slow, not down
+                self.est.add_bandwidth(nbytes, self.timeout_s * 1000.0, self.clock())
+            else:
+                self.est.record_failure(self.clock(), timeout=True)
             return None
         except CollabError as e:
             logger.debug("probe failed: %s", e)
@@ -86,10 +89,11 @@ class NetworkMonitor:
         rtt = self.probe_rtt()
         if rtt is None:
             return None
+        # start small (a slow uplink must not time out), then size to the estimate
         bw = self.est.state().bandwidth_bps if self.est.bw.n else None
-        nbytes = self.max_probe_bytes if bw is None else int(bw * self.bandwidth_probe_ms / 8000.0)
+        nbytes = self.min_probe_bytes if bw is None else int(bw * self.bandwidth_probe_ms / 8000.0)
         nbytes = min(max(nbytes, self.min_probe_bytes), self.max_probe_bytes)
-        r = self._probe(nbytes)
+        r = self._probe(nbytes, sized=True)
         if r is None:
             return None
         transfer = max(r.wall_ms - r.server_ms - rtt, 0.0)
