@@ -151,7 +151,7 @@ def test_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     def boom(*a: object, **k: object) -> None:
         raise SplitError("profiling exploded")
 
-    monkeypatch.setattr(api, "median_ms", boom)
+    monkeypatch.setattr(api, "profile_chain", boom)
     with pytest.raises(SplitError, match="exploded"):
         split_model(Chain(), torch.randn(1, 4), tmp_path / "b", name="c", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from collab import ort
 from collab.bundle import Bundle, Manifest, SplitPoint, load_bundle, staging_dir, write_manifest
 from collab.errors import ConfigError, SplitError
 from collab.log import logger
-from collab.split.export import export_onnx, export_with_cuts, extract_piece, max_abs_diff, run_onnx
+from collab.split.export import export_onnx, export_with_cuts, extract_piece, max_abs_diff
 from collab.split.graph import Cut, Granularity, analyse, carve, trace, with_cut_outputs
-from collab.split.profile import median_ms
+from collab.split.profile import profile_chain
 
 INPUT_NAME = "input"
 TORCH_ATOL = 1e-4  # tail(head(x)) vs model(x), both in PyTorch
@@ -83,6 +84,19 @@ def split_model(
     listed in ``manifest.extra["refused"]``); nothing is written unless everything else
     succeeds.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # checks are tiny; OpenMP spinning on a busy 2-core box is not
+    try:
+        return _split(model, example_input, out_dir, name=name, opset=opset, runs=runs,
+                      progress=progress, granularity=granularity, extra=extra)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _split(
+    model: nn.Module, example_input: torch.Tensor | np.ndarray, out_dir: str | os.PathLike[str], *,
+    name: str, opset: int, runs: int, progress: bool, granularity: Granularity, extra: dict[str, Any] | None,
+) -> Bundle:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if runs < 1:
@@ -112,19 +126,21 @@ def split_model(
             "(skip connections, concatenations, multiple uses of the input)", name, len(an.cuts),
         )
     with torch.no_grad():
-        ref1, refb = model(x1), model(xb)
-    if not isinstance(ref1, torch.Tensor) or ref1.dtype != torch.float32:
+        refb = model(xb)
+    if not isinstance(refb, torch.Tensor) or refb.dtype != torch.float32:
         raise SplitError("the model must return one float32 tensor")
+    ref1 = refb[:1]
 
     refused: dict[str, str] = {}
     with staging_dir(out) as tmp:
         (tmp / "head").mkdir()
         (tmp / "tail").mkdir()
         export_onnx(model, x1, tmp / "full.onnx", input_name=INPUT_NAME, output_name="output", opset=opset)
-        for xs, ref in ((x1, ref1), (xb, refb)):
-            ok, d = _ort_close(run_onnx(tmp / "full.onnx", xs.numpy()), ref)
+        full_sess = ort.make_session(tmp / "full.onnx")
+        for n in (1, xb.shape[0]):
+            ok, d = _ort_close(ort.run(full_sess, xb[:n].numpy()), refb[:n])
             if not ok:
-                raise SplitError(f"full.onnx: ONNX Runtime differs from PyTorch by {d:.3g} at batch {xs.shape[0]}")
+                raise SplitError(f"full.onnx: ONNX Runtime differs from PyTorch by {d:.3g} at batch {n}")
 
         pieces: list[_Piece] = []
         cut_names = [f"cut_{i}" for i in range(len(an.cuts))]
@@ -136,7 +152,7 @@ def split_model(
         ex = onnx.utils.Extractor(proto)
         for cut, tensor in tqdm(list(zip(an.cuts, cut_names, strict=True)), desc=f"export {name}", unit="cut", disable=not progress):
             try:
-                pieces.append(_export_cut(gm, ex, cut, tensor, tmp, len(pieces), x1, xb, ref1, refb, opset))
+                pieces.append(_export_cut(gm, ex, cut, tensor, tmp, len(pieces), xb, refb, opset))
             except SplitError as e:
                 refused[cut.name] = str(e)
                 logger.warning("cut %s refused: %s", cut.name, e)
@@ -144,11 +160,12 @@ def split_model(
                     p.unlink()
 
         x_np = x1.numpy()
-        full_ms, _ = median_ms(tmp / "full.onnx", x_np, runs=runs)
+        logger.info("%s: profiling full model and %d cuts (%d runs each)", name, len(pieces), runs)
+        full_ms, timed = profile_chain(
+            [(tmp / p.head, tmp / p.tail) for p in pieces], tmp / "full.onnx", x_np, runs=runs
+        )
         points = []
-        for i, p in enumerate(tqdm(pieces, desc=f"profile {name}", unit="cut", disable=not progress)):
-            head_ms, feat = median_ms(tmp / p.head, x_np, runs=runs)
-            tail_ms, _ = median_ms(tmp / p.tail, feat, runs=runs)
+        for i, (p, (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True)):
             points.append(
                 SplitPoint(
                     name=p.cut.name, index=i, head=p.head, tail=p.tail,
@@ -178,29 +195,29 @@ def split_model(
 
 def _export_cut(
     gm: torch.fx.GraphModule, ex: onnx.utils.Extractor, cut: Cut, tensor: str, root: Path, index: int,
-    x1: torch.Tensor, xb: torch.Tensor, ref1: torch.Tensor, refb: torch.Tensor, opset: int,
+    xb: torch.Tensor, refb: torch.Tensor, opset: int,
 ) -> _Piece:
+    """Check one cut in torch, extract its ONNX pieces, check them in ONNX Runtime.
+
+    ``xb`` holds the example input in row 0 plus more rows, so one batched pass checks
+    both the composition and the dynamic batch dimension."""
     head, tail = carve(gm, cut)
     with torch.no_grad():
-        f1, fb = head(x1), head(xb)
-        d_torch = max(max_abs_diff(tail(f1), ref1), max_abs_diff(tail(fb), refb))
+        fb = head(xb)
+        d_torch = max_abs_diff(tail(fb), refb)
     if d_torch > TORCH_ATOL:
         raise SplitError(f"tail(head(x)) differs from the model by {d_torch:.3g} > {TORCH_ATOL}")
     stem = f"{index:02d}_{_safe(cut.name)}.onnx"
     hrel, trel = f"head/{stem}", f"tail/{stem}"
     extract_piece(ex, root / hrel, inputs=(INPUT_NAME, INPUT_NAME), output=(tensor, "feature"), opset=opset)
     extract_piece(ex, root / trel, inputs=(tensor, "feature"), output=("output", "output"), opset=opset)
+    hs, ts = ort.make_session(root / hrel), ort.make_session(root / trel)
     d_ort = 0.0
-    for xs, f, ref in ((x1, f1, ref1), (xb, fb, refb)):
-        h = run_onnx(root / hrel, xs.numpy())
-        ok_h, dh = _ort_close(h, f)
-        ok_t, dt = _ort_close(run_onnx(root / trel, h), ref)
+    for n in (1, xb.shape[0]):
+        h = ort.run(hs, xb[:n].numpy())
+        ok_h, dh = _ort_close(h, fb[:n])
+        ok_t, dt = _ort_close(ort.run(ts, h), refb[:n])
         if not (ok_h and ok_t):
-            raise SplitError(
-                f"ONNX Runtime differs from PyTorch at batch {xs.shape[0]} (head {dh:.3g}, head+tail {dt:.3g})"
-            )
+            raise SplitError(f"ONNX Runtime differs from PyTorch at batch {n} (head {dh:.3g}, head+tail {dt:.3g})")
         d_ort = max(d_ort, dh, dt)
     return _Piece(cut=cut, head=hrel, tail=trel, checks={"torch_max_abs": d_torch, "ort_max_abs": d_ort})
-
-
-__all__ = ["split_model"]
