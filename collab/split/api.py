@@ -60,6 +60,10 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def _stem(index: int, name: str) -> str:
+    return f"{index:02d}_{_safe(name)}.onnx"
+
+
 def _ort_close(got: np.ndarray, ref: torch.Tensor) -> tuple[bool, float]:
     d = max_abs_diff(got, ref)
     return d <= ORT_RTOL * max(1.0, float(ref.abs().max())), d
@@ -156,8 +160,8 @@ def _split(
             except SplitError as e:
                 refused[cut.name] = str(e)
                 logger.warning("cut %s refused: %s", cut.name, e)
-                for p in (*tmp.glob(f"head/*_{_safe(cut.name)}.onnx"), *tmp.glob(f"tail/*_{_safe(cut.name)}.onnx")):
-                    p.unlink()
+                for side in ("head", "tail"):
+                    (tmp / side / _stem(len(pieces), cut.name)).unlink(missing_ok=True)
 
         x_np = x1.numpy()
         logger.info("%s: profiling full model and %d cuts (%d runs each)", name, len(pieces), runs)
@@ -165,11 +169,11 @@ def _split(
             [(tmp / p.head, tmp / p.tail) for p in pieces], tmp / "full.onnx", x_np, runs=runs
         )
         points = []
-        for i, (p, (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True)):
+        for i, (pc, (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True)):
             points.append(
                 SplitPoint(
-                    name=p.cut.name, index=i, head=p.head, tail=p.tail,
-                    feature_shape=(1, *p.cut.shape[1:]), feature_dtype="float32",
+                    name=pc.cut.name, index=i, head=pc.head, tail=pc.tail,
+                    feature_shape=(1, *pc.cut.shape[1:]), feature_dtype="float32",
                     feature_bytes=int(feat.nbytes), head_ms=round(head_ms, 4), tail_ms=round(tail_ms, 4),
                 )
             )
@@ -207,7 +211,7 @@ def _export_cut(
         d_torch = max_abs_diff(tail(fb), refb)
     if d_torch > TORCH_ATOL:
         raise SplitError(f"tail(head(x)) differs from the model by {d_torch:.3g} > {TORCH_ATOL}")
-    stem = f"{index:02d}_{_safe(cut.name)}.onnx"
+    stem = _stem(index, cut.name)
     hrel, trel = f"head/{stem}", f"tail/{stem}"
     extract_piece(ex, root / hrel, inputs=(INPUT_NAME, INPUT_NAME), output=(tensor, "feature"), opset=opset)
     extract_piece(ex, root / trel, inputs=(tensor, "feature"), output=("output", "output"), opset=opset)
