@@ -129,7 +129,8 @@ def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Any:
     return Client(bundle, cloud=[address], policy=policy, deadline_ms=sc.workload.deadline_ms,
                   accuracy_budget=sc.edge.accuracy_budget, slowdown=sc.edge.slowdown,
                   probe_interval_s=sc.edge.probe_interval_s, max_probe_bytes=sc.edge.max_probe_bytes,
-                  hysteresis=sc.edge.hysteresis, warm=False)
+                  hysteresis=sc.edge.hysteresis, warm=False, initial_probe=False,
+                  bandwidth_probe_interval_s=sc.edge.bandwidth_probe_interval_s)
 
 
 def _all_paths(bundle: Path) -> list[str]:
@@ -138,7 +139,7 @@ def _all_paths(bundle: Path) -> list[str]:
 
 
 def profile_paths(bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarray,
-                  reps: int = 6, tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
+                  reps: int = 4, tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
     """Median cost of every path over a perfect link: everything but the network."""
     emu.set_link(unlimited_link())
     out: dict[str, dict[str, float]] = {}
@@ -147,9 +148,9 @@ def profile_paths(bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarra
         client.config  # noqa: B018 - constructed
         for path in _all_paths(bundle):
             lat, enc, edge, nbytes = [], [], [], []
-            for i in range(reps + 2):
+            for i in range(reps + 1):
                 r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
-                if i < 2 or r.fell_back:
+                if i < 1 or r.fell_back:
                     continue  # warm-up (sessions, connection)
                 lat.append(r.timings["total_ms"] - r.timings.get("encode_ms", 0.0))
                 enc.append(r.timings.get("encode_ms", 0.0))
@@ -217,10 +218,14 @@ def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess,
     if not cloud.alive:
         emu.set_upstream("127.0.0.1", cloud.start())
     emu.cut(False)
-    emu.restart(seed=sc.seed)  # the clients' first probes see the trace's start
     clients = [_client(bundle, emu.address, sc, policy) for _ in range(sc.edge.count)]
     for c in clients:  # load every session now, not inside the first timed requests
         c._model.runtime.warm()  # (the SDK warms in the background; here it must be done before t0)
+    emu.restart(seed=sc.seed)  # the clients' first estimates come from the trace's start
+    for _ in range(3):  # outweigh samples taken while the sessions were loading
+        for c in clients:
+            if c.monitor is not None:
+                c.monitor.refresh(force=True)
     t0 = time.monotonic() + LEAD_S
     emu.restart(t0=t0, seed=sc.seed)
     records: list[Record] = []
@@ -275,7 +280,7 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
     """Run every policy of ``sc`` and write records, report and plots into ``out``."""
     from tqdm import tqdm
 
-    from collab.scenario.oracle import compute_oracle
+    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle
     from collab.scenario.plots import write_plots
     from collab.scenario.report import build_report, write_report
 
@@ -309,6 +314,7 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
         for r in all_records:
             f.write(json.dumps(asdict(r)) + "\n")
     cal = load_bundle(bundle).calibration()
+    prof = calibrate_from_static_runs(sc, prof, all_records, cal)
     oracle = compute_oracle(sc, plan, prof, cal, events_log)
     report = build_report(sc, all_records, oracle, prof, events_log, pols,
                           wall_s=time.monotonic() - t_start, bundle=bundle)

@@ -38,6 +38,7 @@ class EdgeSpec:
     slowdown: float = 1.0  # emulated weaker device: edge compute padded to slowdown x measured
     accuracy_budget: float = 0.01
     probe_interval_s: float = 0.5
+    bandwidth_probe_interval_s: float | None = None  # None: 5 x probe_interval_s
     max_probe_bytes: int = 65_536
     hysteresis: float = 0.10
 
@@ -45,7 +46,7 @@ class EdgeSpec:
 @dataclass(frozen=True, kw_only=True)
 class CloudSpec:
     max_batch_size: int = 8
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,15 +292,17 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
     top = _Fields(doc, (), doc.data, _TOP)
     model = _model(doc, top.m.get("model"), base)
     e = _Fields(doc, ("edges",), top.m.get("edges"), (
-        "count", "slowdown", "accuracy_budget", "probe_interval_s", "max_probe_bytes", "hysteresis"))
+        "count", "slowdown", "accuracy_budget", "probe_interval_s", "bandwidth_probe_interval_s",
+        "max_probe_bytes", "hysteresis"))
     edge = EdgeSpec(count=e.num("count", 1, lo=1, hi=64, integer=True), slowdown=e.num("slowdown", 1.0, lo=1.0),
                     accuracy_budget=e.num("accuracy_budget", 0.01, lo=0, hi=1),
                     probe_interval_s=e.num("probe_interval_s", 0.5, lo=0, lo_open=True),
+                    bandwidth_probe_interval_s=e.num("bandwidth_probe_interval_s", None, lo=0, lo_open=True),
                     max_probe_bytes=e.num("max_probe_bytes", 65_536, lo=1024, integer=True),
                     hysteresis=e.num("hysteresis", 0.10, lo=0))
     c = _Fields(doc, ("cloud",), top.m.get("cloud"), ("max_batch_size", "max_wait_ms"))
     cloud = CloudSpec(max_batch_size=c.num("max_batch_size", 8, lo=1, integer=True),
-                      max_wait_ms=c.num("max_wait_ms", 2.0, lo=0))
+                      max_wait_ms=c.num("max_wait_ms", 1.0, lo=0))
     w = _Fields(doc, ("workload",), top.m.get("workload"), (
         "requests", "rate_hz", "arrivals", "deadline_ms", "input_noise"))
     workload = Workload(requests=w.num("requests", 40, lo=1, integer=True),
