@@ -225,7 +225,7 @@ class Client:
         self._edge_scale = Ewma(0.2)
         self._edge_scale.update(cfg.slowdown, time.monotonic())
         self._cloud_queue = Ewma(0.3)
-        self._cloud_scale = Ewma(0.2)
+        self._cloud_compute: dict[str, Ewma] = {}  # path key -> observed cloud compute ms
         self._closed = False
         self._model = self._load(bundle_dir)
         self._policy = parse_policy(cfg.policy, self._model.profile)
@@ -249,7 +249,7 @@ class Client:
             lambda n, t: self._probe(cl, n, t), cl.link, interval_s=cfg.probe_interval_s,
             bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
             max_probe_bytes=cfg.max_probe_bytes, on_reply=lambda r: self._on_probe(cl, r))
-        if cfg.initial_probe:
+        if cfg.initial_probe and cl.monitor.connect():
             cl.monitor.refresh(force=True)
         if not cl.link.reachable:
             logger.warning("cloud %s unreachable: serving edge-only until probes succeed", ",".join(cl.addresses))
@@ -312,6 +312,7 @@ class Client:
             self._model = model
             self._previous = None
             self._decision_cache.clear()
+            self._cloud_compute.clear()  # other model, other tails
         if self.monitor is not None:
             self.monitor.poke()  # learn whether the cloud serves the new version
         logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
@@ -336,7 +337,7 @@ class Client:
     # -- state for the decision engine ---------------------------------------------------
     def _cloud_state(self, model: _Model, cl: _Cloud) -> CloudState:
         return CloudState(queue_ms=self._cloud_queue.mean if self._cloud_queue.n else 0.0,
-                          compute_scale=self._cloud_scale.mean if self._cloud_scale.n else 1.0,
+                          compute_ms={k: e.mean for k, e in self._cloud_compute.items()},
                           serves_model=model.served, breaker_open=cl.breaker.is_open)
 
     @staticmethod
@@ -534,12 +535,10 @@ class Client:
         now = time.monotonic()
         cl.breaker.record_success()
         cl.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
-        base = model.specs.get(c.key.split("@")[0])
-        spec_ms = base.cloud_ms if base is not None else 0.0
         with self._lock:
             self._cloud_queue.update(queue_ms, now)
-            if spec_ms > 0.05 and compute_ms > 0:
-                self._cloud_scale.update(compute_ms / spec_ms, now)
+            if compute_ms > 0:
+                self._cloud_compute.setdefault(c.key.split("@")[0], Ewma(0.2)).update(compute_ms, now)
         return y, len(frame), None
 
     def _cloud_failed(self, model: _Model, cl: _Cloud, e: CollabError) -> None:

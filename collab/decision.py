@@ -92,7 +92,10 @@ class NetState:
 @dataclass(frozen=True, kw_only=True)
 class CloudState:
     queue_ms: float = 0.0  # expected queueing delay (LoadReport / ServerTiming)
-    compute_scale: float = 1.0  # observed cloud compute / profiled compute
+    compute_scale: float = 1.0  # cloud speed relative to the profile, for paths not observed yet
+    # observed cloud compute per path key (ServerTiming); small tails are dominated by fixed
+    # per-batch costs, so a measured value beats any scaling of the profile
+    compute_ms: Mapping[str, float] = field(default_factory=dict)
     serves_model: bool = True  # the cloud serves this bundle version
     breaker_open: bool = False
 
@@ -254,7 +257,8 @@ def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState
         codec, nbytes, encode_ms, decode_ms, codec_loss = None, float(spec.raw_bytes), 0.0, 0.0, 1.0
         note = f"no codec within the accuracy budget ({e})"
     transfer_ms = (nbytes + spec.output_bytes) * 8.0 / bw * 1000.0
-    cloud_ms = spec.cloud_ms * cloud.compute_scale
+    base_key = spec.key.split("@")[0]
+    cloud_ms = cloud.compute_ms.get(base_key, spec.cloud_ms * cloud.compute_scale)
     total = (edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms)
     # A failed call costs the local finish on top; weigh it by the observed loss rate.
     total += min(max(net.loss_rate, 0.0), 1.0) * local_finish

@@ -76,6 +76,14 @@ class NetworkMonitor:
             self.on_reply(reply)
         return reply
 
+    def connect(self) -> bool:
+        """A first probe that only opens the connection: its round trip includes TCP and
+        HTTP/2 set-up, so it is not an RTT sample. True if the cloud answered."""
+        if self._probe(0) is None:
+            return False
+        self.est.record_success(self.clock())
+        return True
+
     def probe_rtt(self) -> float | None:
         r = self._probe(0)
         if r is None:
