@@ -85,12 +85,44 @@ def _publisher(url: str, ids: list[str], mode: str, seconds: float, hz: float, g
     c.stop()
 
 
+def _reference(url: str, seconds: float, go: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
+    """A bare subscriber (own process) timing the same messages: the lag the
+    environment (publishers, broker, paho, a loaded machine) adds before any coordinator
+    work."""
+    from collab.proto import control_pb2 as pb
+
+    lags: list[float] = []
+    recording = threading.Event()
+
+    def on(topic: str, payload: bytes, retained: bool) -> None:
+        if not recording.is_set():
+            return
+        kind = topic.rsplit("/", 1)[1]
+        if kind == topics.HEARTBEAT:
+            lags.append(time.time() - pb.Heartbeat.FromString(payload).sent_at)
+        elif kind == topics.TELEMETRY:
+            lags.append(time.time() - pb.Telemetry.FromString(payload).sent_at)
+
+    c = MqttClient(MqttConfig(url=url, client_id="bench-reference"))
+    c.subscribe(topics.NODE_WILDCARD, on, qos=0)
+    c.start()
+    go.wait()  # type: ignore[attr-defined]
+    recording.set()
+    time.sleep(seconds)
+    recording.clear()
+    c.stop()
+    out.put(lags)  # type: ignore[attr-defined]
+
+
 def _run_publishers(url: str, ids: list[str], procs: int, mode: str, seconds: float,
-                    on_go: threading.Event | None = None) -> tuple[int, float]:
+                    on_go: threading.Event | None = None, reference: list[float] | None = None) -> tuple[int, float]:
     ctx = mp.get_context("spawn")
     go, sent = ctx.Event(), ctx.Value("q", 0)
     parts = [ids[k::procs] for k in range(procs)]
     ps = [ctx.Process(target=_publisher, args=(url, p, mode, seconds, 1.0, go, sent)) for p in parts]
+    ref_q = ctx.Queue()
+    if reference is not None:
+        ps.append(ctx.Process(target=_reference, args=(url, seconds, go, ref_q)))
     for p in ps:
         p.start()
     time.sleep(3.0)  # spawn + announce
@@ -100,14 +132,17 @@ def _run_publishers(url: str, ids: list[str], procs: int, mode: str, seconds: fl
         on_go.set()
     for _ in tqdm(range(int(seconds)), desc=f"{mode:>8}", unit="s", leave=False):
         time.sleep(1.0)
+    if reference is not None:
+        reference.extend(ref_q.get(timeout=60))
     for p in ps:
         p.join(60)
     return int(sent.value), t0
 
 
-def bench_coordinator(url: str, ids: list[str], procs: int, mode: str, seconds: float, tmp: Path) -> dict[str, float]:
+def bench_coordinator(url: str, ids: list[str], procs: int, mode: str, seconds: float, tmp: Path,
+                      status_interval: float = 2.0) -> dict[str, float]:
     cfg = CoordinatorConfig(mqtt=MqttConfig(url=url), db=tmp / f"{mode}.db", heartbeat_timeout=30,
-                            client_id=f"bench-coordinator-{mode}")
+                            client_id=f"bench-coordinator-{mode}", status_interval=status_interval)
     with Coordinator(cfg) as c:
         go = threading.Event()
         box: dict[str, float] = {}
@@ -121,14 +156,20 @@ def bench_coordinator(url: str, ids: list[str], procs: int, mode: str, seconds: 
 
         w = threading.Thread(target=watch)
         w.start()
-        sent, _ = _run_publishers(url, ids, procs, mode, seconds, on_go=go)
+        ref: list[float] | None = [] if mode == "nominal" else None
+        sent, _ = _run_publishers(url, ids, procs, mode, seconds, on_go=go, reference=ref)
         w.join()
         time.sleep(1.0)
         registered = len(c.registry.nodes)
         lags = np.array(list(c.lags)[int(box["first"]):]) * 1000
-        return {"sent": sent, "rate": box["rate"], "nodes": registered, "commits": c.db.commits,
-                "p50": float(np.percentile(lags, 50)), "p99": float(np.percentile(lags, 99)),
-                "max": float(lags.max()), "lags": lags}  # type: ignore[dict-item]
+        r = {"sent": sent, "rate": box["rate"], "nodes": registered, "commits": c.db.commits,
+             "p50": float(np.percentile(lags, 50)), "p99": float(np.percentile(lags, 99)),
+             "max": float(lags.max()), "lags": lags}
+        if ref:
+            rl = np.array(ref) * 1000
+            r.update(ref_p50=float(np.percentile(rl, 50)), ref_p99=float(np.percentile(rl, 99)),
+                     ref_max=float(rl.max()), ref_lags=rl)
+        return r  # type: ignore[return-value]
 
 
 def bench_bare(url: str, ids: list[str], procs: int, seconds: float) -> float:
@@ -158,14 +199,23 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--procs", type=int, default=2, help="publisher processes (connections)")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--status-interval", type=float, default=2.0, help="fleet status snapshot period (s)")
+    ap.add_argument("--nominal-only", action="store_true", help="skip the capacity phases")
     ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "coordinator_lag.png")
     args = ap.parse_args()
     ids = [f"sim{i:05d}" for i in range(args.nodes)]
     with tempfile.TemporaryDirectory() as d, mosquitto("max_queued_messages 100000\n") as broker:
         tmp = Path(d)
-        nominal = bench_coordinator(broker.url, ids, args.procs, "nominal", args.seconds, tmp)
+        nominal = bench_coordinator(broker.url, ids, args.procs, "nominal", args.seconds, tmp,
+                                    args.status_interval)
+    if args.nominal_only:
+        print(f"nominal: {nominal['rate']:.0f} msg/s, lag p50 {nominal['p50']:.1f} p99 {nominal['p99']:.1f} "
+              f"max {nominal['max']:.0f} ms; reference subscriber p50 {nominal['ref_p50']:.1f} "
+              f"p99 {nominal['ref_p99']:.1f} max {nominal['ref_max']:.0f} ms")
+        return 0
     with tempfile.TemporaryDirectory() as d, mosquitto("max_queued_messages 100000\n") as broker:
-        flood = bench_coordinator(broker.url, ids, args.procs, "flood", args.seconds, Path(d))
+        flood = bench_coordinator(broker.url, ids, args.procs, "flood", args.seconds, Path(d),
+                                  args.status_interval)
     with mosquitto("max_queued_messages 100000\n") as broker:
         bare = bench_bare(broker.url, ids, args.procs, args.seconds)
     print(f"\n{args.nodes} simulated nodes over {args.procs} MQTT connections, one Mosquitto, "
@@ -175,8 +225,12 @@ def main() -> int:
     for name, r in (("nominal 1Hz hb+tel", nominal), ("capacity (flood)", flood)):
         print(f"{name:<22} {r['sent'] / args.seconds:>13.0f} {r['rate']:>15.0f} {r['p50']:>10.1f} "
               f"{r['p99']:>10.1f} {r['max']:>8.0f} {r['nodes']:>10.0f}")
+    print(f"{'reference sub, nominal':<22} {'':>13} {'':>15} {nominal['ref_p50']:>10.1f} "
+          f"{nominal['ref_p99']:>10.1f} {nominal['ref_max']:>8.0f}   (bare paho subscriber, own process,"
+          " receive time; same messages)")
     print(f"{'bare subscriber flood':<22} {'':>13} {bare:>15.0f}")
     print(f"\ncoordinator capacity / bare paho subscriber = {flood['rate'] / bare:.2f}")
+    print(f"coordinator p99 lag / reference subscriber p99 lag (nominal) = {nominal['p99'] / nominal['ref_p99']:.2f}")
     ok_rate = flood["rate"] >= 2000 and nominal["rate"] >= 0.95 * nominal["sent"] / args.seconds
     print(f"target >= 2000 msg/s processed: {'MET' if ok_rate else 'NOT MET'} "
           f"(capacity {flood['rate']:.0f}, nominal {nominal['rate']:.0f} of "
@@ -191,10 +245,12 @@ def main() -> int:
 
         lags = np.sort(nominal["lags"])  # type: ignore[arg-type]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(lags, np.arange(1, len(lags) + 1) / len(lags))
+        ax.plot(lags, np.arange(1, len(lags) + 1) / len(lags), label="coordinator: publish -> registry commit")
+        ref = np.sort(nominal["ref_lags"])  # type: ignore[arg-type]
+        ax.plot(ref, np.arange(1, len(ref) + 1) / len(ref), label="bare subscriber: publish -> receive")
         ax.axvline(50, color="r", ls="--", label="target p99 50 ms")
         ax.set_xscale("log")
-        ax.set_xlabel("publish -> registry commit lag (ms)")
+        ax.set_xlabel("lag (ms)")
         ax.set_ylabel("CDF")
         ax.set_title(f"{args.nodes} nodes, 1 Hz heartbeat + telemetry")
         ax.legend()

@@ -66,7 +66,6 @@ class Coordinator:
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
         self.rejections = Rejections()
-        self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
         self.processed = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -121,6 +120,11 @@ class Coordinator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def lags(self) -> collections.deque[float]:
+        """Seconds from a heartbeat/telemetry being sent to its registry row committed."""
+        return self.db.lags
 
     # ------------------------------------------------------------ operator API
     def upload(self, bundle_dir: Path) -> str:
@@ -269,9 +273,8 @@ class Coordinator:
     def _on_heartbeat(self, node_id: str, h: msg.Heartbeat) -> None:
         if not self._check(node_id, h.node_id):
             return
-        sent_at = h.sent_at
         with self._lock:
-            revived = self.registry.heartbeat(h, time.time(), on_commit=lambda t: self.lags.append(t - sent_at))
+            revived = self.registry.heartbeat(h, time.time())
             if revived:
                 logger.info("node %s back online", node_id)
                 if self.registry.nodes[node_id].role == "cloud":
@@ -280,9 +283,8 @@ class Coordinator:
     def _on_telemetry(self, node_id: str, t: msg.Telemetry) -> None:
         if not self._check(node_id, t.node_id):
             return
-        sent_at = t.sent_at
         with self._lock:
-            self.registry.telemetry(t, time.time(), on_commit=lambda c: self.lags.append(c - sent_at))
+            self.registry.telemetry(t, time.time())
 
     def _on_ack(self, node_id: str, a: msg.RolloutAck) -> None:
         if not self._check(node_id, a.node_id):

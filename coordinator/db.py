@@ -63,6 +63,8 @@ class Database:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.commits = 0
+        # commit time - sender time of rows submitted with a sent_at (the benchmark's lag)
+        self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="registry-writer", daemon=True)
@@ -91,10 +93,11 @@ class Database:
     def submit(self, op: Op, on_commit: OnCommit | None = None) -> None:
         self._put((op, on_commit, None))
 
-    def submit_row(self, sql: str, params: tuple[Any, ...], on_commit: OnCommit | None = None) -> None:
+    def submit_row(self, sql: str, params: tuple[Any, ...], sent_at: float | None = None) -> None:
         """A one-statement write; consecutive rows of the same statement run as one
-        ``executemany`` (the hot path: heartbeats and telemetry)."""
-        self._put((sql, on_commit, params))
+        ``executemany`` (the hot path: heartbeats and telemetry). With ``sent_at`` the
+        lag to the commit is recorded in :attr:`lags`."""
+        self._put((sql, sent_at, params))
 
     def call(self, op: Op, timeout: float = 30.0) -> Any:
         """Run ``op`` and return its result once it is committed (durable)."""
@@ -123,7 +126,8 @@ class Database:
                 return
 
     def _commit(self, batch: list[Any]) -> None:
-        results: list[tuple[Future[Any] | None, Any, BaseException | None]] = []
+        done: list[tuple[Future[Any] | None, OnCommit | None, Any, BaseException | None]] = []
+        sents: list[float] = []
         c = self.conn
         run_sql: str | None = None
         run_rows: list[tuple[Any, ...]] = []
@@ -135,28 +139,28 @@ class Database:
 
         try:
             c.execute("BEGIN")
-            for item in batch:
-                head, _, tail = item
-                if isinstance(head, str):  # submit_row
+            for head, extra, tail in batch:
+                if isinstance(head, str):  # submit_row: extra = sent_at
                     if head != run_sql:
                         flush()
                         run_sql = head
                     run_rows.append(tail)
-                    results.append((None, None, None))
+                    if extra is not None:
+                        sents.append(extra)
                     continue
                 flush()
                 run_sql = None
                 fut = tail
                 c.execute("SAVEPOINT op")
                 try:
-                    results.append((fut, head(c), None))
+                    done.append((fut, extra, head(c), None))
                     c.execute("RELEASE op")
                 except Exception as e:
                     c.execute("ROLLBACK TO op")
                     c.execute("RELEASE op")
                     if fut is None:
                         logger.exception("registry write failed")
-                    results.append((fut, None, e))
+                    done.append((fut, extra, None, e))
             flush()
             c.execute("COMMIT")
         except sqlite3.Error as e:
@@ -170,7 +174,8 @@ class Database:
             return
         self.commits += 1
         now = time.time()
-        for (_, on_commit, _), (fut, result, exc) in zip(batch, results, strict=True):
+        self.lags.extend([now - s for s in sents])
+        for fut, on_commit, result, exc in done:
             if fut is not None:
                 if exc is not None:
                     fut.set_exception(exc)

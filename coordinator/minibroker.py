@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from paho.mqtt.client import topic_matches_sub
-
+from collab.control.mqtt import topic_matches as topic_matches_sub
 from collab.errors import ControlPlaneError
 from collab.log import logger
 

@@ -85,26 +85,26 @@ class Registry:
         self._persist(r)
         return r
 
-    def heartbeat(self, h: msg.Heartbeat, now: float, on_commit: OnCommit | None = None) -> bool:
+    def heartbeat(self, h: msg.Heartbeat, now: float) -> bool:
         """Returns True when the node came back online."""
         r = self.nodes[h.node_id]
         revived = not r.online
         r.online, r.last_seen = True, now
         if h.bundle_version and h.bundle_version != r.bundle_version:
             r.bundle_version = h.bundle_version
-        if revived or on_commit is None:
-            self._persist(r, on_commit)
+        if revived:
+            self._persist(r)
         else:
             self._db.submit_row("UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?",
-                                (now, r.bundle_version, h.node_id), on_commit)
+                                (now, r.bundle_version, h.node_id), h.sent_at)
         return revived
 
-    def telemetry(self, t: msg.Telemetry, now: float, on_commit: OnCommit | None = None) -> None:
+    def telemetry(self, t: msg.Telemetry, now: float) -> None:
         r = self.nodes[t.node_id]
         r.telemetry, r.last_seen = t, now
         blob = msg.telemetry_to_proto(t).SerializeToString()
         self._db.submit_row("UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?", (blob, now, t.node_id),
-                            on_commit)
+                            t.sent_at)
 
     def mark_offline(self, node_id: str) -> None:
         r = self.nodes[node_id]

@@ -93,3 +93,22 @@ def test_receive_bundle_rejects_hostile_streams(tmp_path: Path, chunks: list[pb.
     with pytest.raises(BundleError, match=why):
         receive_bundle(chunks, dest, max_bytes=32)
     assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize("flt, topic, want", [
+    ("collab/v1/node/+/+", "collab/v1/node/e1/ack", True),
+    ("collab/v1/node/+/+", "collab/v1/node/e1", False),
+    ("collab/v1/node/+/+", "collab/v1/node/e1/ack/x", False),
+    ("collab/v1/#", "collab/v1/fleet/clouds", True),
+    ("collab/v1/#", "collab/v1", True),
+    ("#", "$SYS/broker", False),
+    ("collab/v1/fleet/clouds", "collab/v1/fleet/clouds", True),
+    ("collab/v1/fleet/clouds", "collab/v1/fleet/status", False),
+])
+def test_topic_matches_agrees_with_paho(flt: str, topic: str, want: bool) -> None:
+    from paho.mqtt.client import topic_matches_sub
+
+    from collab.control.mqtt import topic_matches
+
+    assert topic_matches(flt, topic) is want
+    assert topic_matches_sub(flt, topic) is want

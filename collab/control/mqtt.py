@@ -63,6 +63,20 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching (``+`` one level, ``#`` the rest); paho's helper builds a
+    matcher object per call, too slow for thousands of messages a second."""
+    fp, tp = topic_filter.split("/"), topic.split("/")
+    if topic.startswith("$") and fp[0] in ("+", "#"):
+        return False
+    for i, f in enumerate(fp):
+        if f == "#":
+            return True
+        if i >= len(tp) or (f != "+" and f != tp[i]):
+            return False
+    return len(fp) == len(tp)
+
+
 class MqttClient:
     """One broker connection with filter-based dispatch."""
 
@@ -194,7 +208,7 @@ class MqttClient:
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
-            handlers = [h for f, (_, h) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
+            handlers = [h for f, (_, h) in self._subs.items() if topic_matches(f, msg.topic)]
         for h in handlers:
             try:
                 h(msg.topic, bytes(msg.payload), bool(msg.retain))
