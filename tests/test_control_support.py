@@ -121,7 +121,7 @@ class SimFleet:
         args = [sys.executable, "-m", "collab.control.simnode", "--broker", self.url, "--node-id", node_id,
                 "--role", role, "--work-dir", str(work), "--heartbeat", "0.3", "--telemetry", "0.5", *extra]
         if self.key is not None:
-            args += ["--trust-key", str(self.key)]
+            args += ["--trusted-key", str(self.key)]
         log = open(work / "log.txt", "wb")  # noqa: SIM115
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

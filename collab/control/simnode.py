@@ -43,7 +43,7 @@ class SimNode:
             version = self.serve(Path(args.bundle))
         self.agent = NodeAgent(
             AgentConfig(node_id=args.node_id, role=args.role, work_dir=self.work,
-                        mqtt=mqtt_config_from_args(args), trusted_key=args.trust_key,
+                        mqtt=mqtt_config_from_args(args), trusted_key=args.trusted_key,
                         endpoints=tuple(args.endpoint), bundle_version=version,
                         heartbeat_interval=args.heartbeat, telemetry_interval=args.telemetry),
             on_swap=self.swap, on_clouds=self.clouds, telemetry=self.telemetry)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node-id", required=True)
     ap.add_argument("--role", choices=("edge", "cloud"), default="edge")
     ap.add_argument("--work-dir", type=Path, required=True)
-    ap.add_argument("--trust-key", type=Path, default=None, help="coordinator public key (PEM)")
+    ap.add_argument("--trusted-key", type=Path, default=None, help="coordinator public key (PEM)")
     ap.add_argument("--bundle", type=Path, default=None, help="bundle served at start")
     ap.add_argument("--endpoint", action="append", default=[], help="cloud: advertised gRPC endpoint")
     ap.add_argument("--heartbeat", type=float, default=1.0)
