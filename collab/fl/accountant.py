@@ -10,6 +10,7 @@ be after one more round at THIS effective noise" before the round starts.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ def _log_a_frac(q: float, sigma: float, alpha: float) -> float:
     return _log_add(log_a0, log_a1)
 
 
+@functools.lru_cache(maxsize=65536)
 def rdp_step(q: float, sigma: float, alpha: float) -> float:
     """RDP at order ``alpha`` of one Poisson-subsampled Gaussian step."""
     if q == 0:

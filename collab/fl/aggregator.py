@@ -140,8 +140,10 @@ class Aggregator:
         mqtt.subscribe(msg.clients_filter(self.cfg.federation), self._on_client, qos=1)
 
     # ---------------------------------------------------------------- the round loop
-    def run_round(self) -> RoundOutcome | None:
-        self.planner.check_budget()  # PrivacyBudgetExceeded before anything is announced
+    def open_round(self) -> RoundState:
+        """Sample, check the DP budget (PrivacyBudgetExceeded before anything is announced),
+        open the round for uploads and announce it."""
+        self.planner.check_budget()
         with self._lock:
             roster = list(self.roster)
         sampled = self.planner.sample(roster)
@@ -149,19 +151,23 @@ class Aggregator:
         st = RoundState(spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots)
         with self._lock:
             self.current = st
-        deadline = time.time() + self.cfg.round.deadline_s
         self._publish(msg.round_topic(self.cfg.federation), msg.to_json(msg.RoundAnnouncement(
             federation=spec.federation, round=spec.round, base_version=spec.base_version,
-            sampled=list(spec.sampled), deadline_unix=deadline, aggregator=self.advertise,
-            encoding=spec.encoding, context_id=spec.context_id, num_values=spec.num_values,
-            min_clients=spec.min_clients, fixed_denominator=spec.fixed_denominator)))
+            sampled=list(spec.sampled), deadline_unix=time.time() + self.cfg.round.deadline_s,
+            aggregator=self.advertise, encoding=spec.encoding, context_id=spec.context_id,
+            num_values=spec.num_values, min_clients=spec.min_clients,
+            fixed_denominator=spec.fixed_denominator)))
         logger.info("round %d announced: %d sampled, base %s", spec.round, len(sampled), spec.base_version)
-        st.wait(time.monotonic() + self.cfg.round.deadline_s)
-        agg = st.close()  # late uploads are now rejected: "round N is closed"
+        return st
+
+    def close_round(self, st: RoundState) -> RoundOutcome:
+        """Close (late uploads are then rejected), release the aggregate if enough reported."""
+        spec = st.spec
+        agg = st.close()
         if agg is None:
             logger.warning("round %d: only %d of %d sampled reported (< min_clients=%d); nothing released",
-                           spec.round, len(st.reporters), len(sampled), spec.min_clients)
-            out = RoundOutcome(round=spec.round, sampled=len(sampled), reporters=len(st.reporters),
+                           spec.round, len(st.reporters), len(spec.sampled), spec.min_clients)
+            out = RoundOutcome(round=spec.round, sampled=len(spec.sampled), reporters=len(st.reporters),
                                version=self.version, epsilon=None, sigma_eff=None, aggregated=False)
         else:
             eps, s_eff = self.planner.account(agg)
@@ -170,14 +176,19 @@ class Aggregator:
                 self.version = agg.version
             self._publish(msg.model_topic(self.cfg.federation), msg.to_json(msg.ModelPublished(
                 federation=spec.federation, round=spec.round, base_version=agg.base_version,
-                version=agg.version, reporters=len(agg.reporters), sampled=len(sampled),
+                version=agg.version, reporters=len(agg.reporters), sampled=len(spec.sampled),
                 epsilon=eps, sigma_eff=s_eff)))
             logger.info("round %d aggregated: %d/%d reporters, version %s, epsilon=%s", spec.round,
-                        len(agg.reporters), len(sampled), agg.version, eps)
-            out = RoundOutcome(round=spec.round, sampled=len(sampled), reporters=len(agg.reporters),
+                        len(agg.reporters), len(spec.sampled), agg.version, eps)
+            out = RoundOutcome(round=spec.round, sampled=len(spec.sampled), reporters=len(agg.reporters),
                                version=agg.version, epsilon=eps, sigma_eff=s_eff, aggregated=True)
         self.outcomes.append(out)
         return out
+
+    def run_round(self) -> RoundOutcome:
+        st = self.open_round()
+        st.wait(time.monotonic() + self.cfg.round.deadline_s)
+        return self.close_round(st)
 
     def run(self, stop: threading.Event | None = None, wait_clients_s: float = 60.0) -> list[RoundOutcome]:
         n = self.wait_for_clients(self.cfg.clients, wait_clients_s)

@@ -64,10 +64,10 @@ def _handle(args: argparse.Namespace) -> int:
     from collab.fl.config import load_config
 
     if args.fl_command == "run":
+        cfg = load_config(args.config)  # fail on a bad config before importing torch or starting anything
+        cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
         from collab.fl.local import run_local
 
-        cfg = load_config(args.config)
-        cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
         results = run_local(cfg, progress=not args.no_progress)
         for mode, pts in results.items():
             if not pts:

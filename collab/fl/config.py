@@ -20,6 +20,8 @@ from collab.fl.he import HEParams
 
 Mode = Literal["plain", "dp", "he", "dp+he"]
 MODES: tuple[str, ...] = ("plain", "dp", "he", "dp+he")
+#: models collab.fl.model can build (kept here so validating a config never imports torch)
+MODEL_NAMES: tuple[str, ...] = ("digits_cnn", "digits_mlp_1m")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +31,8 @@ class ModelConfig:
     federated: str | list[str] = "all"
 
     def __post_init__(self) -> None:
-        from collab.fl.model import MODELS
-
-        if self.name not in MODELS:
-            raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {self.name!r}")
+        if self.name not in MODEL_NAMES:
+            raise ConfigError(f"model.name must be one of {list(MODEL_NAMES)}, got {self.name!r}")
         if isinstance(self.federated, str) and self.federated != "all":
             raise ConfigError("model.federated must be 'all' or a list of module names")
         if isinstance(self.federated, list) and not self.federated:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from collab.fl import he
-from collab.fl.aggregate import RoundState, UpdateHeader, make_summer
+from collab.fl.aggregate import RoundState, UpdateHeader, UpdateRejected, make_summer
 from collab.fl.config import FLConfig
 from collab.fl.data import client_data, test_data
 from collab.fl.member import ModelHolder, Trainer
 from collab.fl.rounds import RoundPlanner
+from collab.log import logger
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,10 +52,14 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
             t = trainers[cid]
             chunks = t.update(spec.round)
             sent += sum(map(len, chunks))
-            st.submit(UpdateHeader(federation=spec.federation, round=spec.round, client_id=cid,
-                                   base_version=spec.base_version, encoding=spec.encoding,
-                                   context_id=spec.context_id, num_values=spec.num_values,
-                                   num_chunks=len(chunks)), chunks)
+            header = UpdateHeader(federation=spec.federation, round=spec.round, client_id=cid,
+                                  base_version=spec.base_version, encoding=spec.encoding,
+                                  context_id=spec.context_id, num_values=spec.num_values,
+                                  num_chunks=len(chunks))
+            try:
+                st.submit(header, chunks)
+            except UpdateRejected as e:  # the round continues without this client
+                logger.warning("round %d: %s rejected: %s", spec.round, cid, e)
         agg = st.close()
         eps = s_eff = None
         if agg is not None:

@@ -35,6 +35,15 @@ class DPParams:
     weight_cap: float | None = None
 
 
+def warm_up() -> None:
+    """Pay torch's lazy first-optimizer cost (≈3 s: it imports dynamo machinery) at start-up,
+    not inside a round's deadline (and once in a parent before forking clients)."""
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    (w * 2).sum().backward()  # type: ignore[no-untyped-call]
+    opt.step()
+
+
 def local_train(model: nn.Module, names: Sequence[str], global_flat: np.ndarray,
                 x: np.ndarray, y: np.ndarray, p: TrainParams, seed: int) -> np.ndarray:
     """Train the federated params from ``global_flat``; return the delta (local - global)."""
