@@ -34,7 +34,7 @@ def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bund
     with Coordinator(coordinator_config(broker.url, tmp_path, heartbeat_timeout=5.0)) as c, \
             serve_cloud(CloudConfig(bundles=(v0,), listen="127.0.0.1:0", warmup=False)) as (_cs, cport):
         args = ap.parse_args(["--broker", broker.url, "--node-id", "cloud-a", "--heartbeat-interval", "0.5"])
-        cagent = cloud_agent(args, listen="127.0.0.1:0", port=cport, model_name="digits")
+        cagent = cloud_agent(args, listen="127.0.0.1:0", port=cport, bundles=[v0])
         assert cagent is not None
         try:
             edge_cfg = EdgeConfig(bundle=v0, listen="127.0.0.1:0", mqtt=MqttConfig(url=broker.url), node_id="edge-a",
@@ -58,3 +58,4 @@ def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bund
         finally:
             cagent.stop()
         wait_until(lambda: not c.registry.nodes["cloud-a"].online, 5, "cloud left")
+        assert c.registry.nodes["cloud-a"].capabilities["models"] == f"digits@{load_bundle(v0).version[:12]}"

@@ -8,11 +8,15 @@ and take no rollouts, so the coordinator does not target them.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import socket
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from collab.bundle import MANIFEST
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.log import logger
@@ -37,18 +41,30 @@ def advertised(listen: str, port: int, advertise: str | None) -> str:
     return f"{host}:{port}"
 
 
-def cloud_agent(args: argparse.Namespace, *, listen: str, port: int, model_name: str = "",
-                bundle_version: str = "") -> NodeAgent | None:
+def _served(bundles: Sequence[Path]) -> list[tuple[str, str]]:
+    """(model name, version) of bundles the server already verified."""
+    out = []
+    for b in bundles:
+        raw = (Path(b) / MANIFEST).read_bytes()
+        out.append((str(json.loads(raw).get("model_name", "")), hashlib.sha256(raw).hexdigest()))
+    return out
+
+
+def cloud_agent(args: argparse.Namespace, *, listen: str, port: int,
+                bundles: Sequence[Path] = ()) -> NodeAgent | None:
     """A started agent announcing this cloud node, or None without ``--broker``."""
     if not args.broker:
         return None
+    served = _served(bundles)
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
     node_id = args.node_id or f"cloud-{host}-{port}"
     endpoint = advertised(listen, port, args.advertise)
     agent = NodeAgent(AgentConfig(
         node_id=node_id, role="cloud", mqtt=mqtt_config_from_args(args, client_id=node_id),
         work_dir=Path(tempfile.gettempdir()) / f"collab-{node_id}", endpoints=(endpoint,),
-        bundle_version=bundle_version, model_name=model_name, heartbeat_interval=args.heartbeat_interval))
+        bundle_version=served[0][1] if served else "", model_name=served[0][0] if served else "",
+        capabilities={"models": ",".join(f"{n}@{v[:12]}" for n, v in served)},
+        heartbeat_interval=args.heartbeat_interval))
     agent.start()
     logger.info("cloud node joined the fleet at %s as %s, announcing %s", args.broker, node_id, endpoint)
     return agent
