@@ -125,9 +125,9 @@ def test_throughput_follows_rate(mbps: float) -> None:
 
 
 def test_rate_and_delay_follow_segments_over_time() -> None:
-    """Two segments (8 Mbit/s 5 ms, then 2 Mbit/s 30 ms), repeating; measured per segment."""
-    segs = (Segment(duration_s=1.5, bandwidth_bps=8e6, delay_ms=5),
-            Segment(duration_s=1.5, bandwidth_bps=2e6, delay_ms=30))
+    """Two segments (8 Mbit/s 20 ms, then 2 Mbit/s 60 ms), repeating; measured per segment."""
+    segs = (Segment(duration_s=1.5, bandwidth_bps=8e6, delay_ms=20),
+            Segment(duration_s=1.5, bandwidth_bps=2e6, delay_ms=60))
     tr = LinkTrace(uplink=DirectionTrace(segments=segs), downlink=DirectionTrace(segments=segs))
     with tcp_server("sink") as (port, arrivals), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
         t0 = emu.restart()
@@ -144,7 +144,7 @@ def test_rate_and_delay_follow_segments_over_time() -> None:
         first = measure_rtt(emu.port, 8)
         time.sleep(1.5 - 0.2 - first * 8 / 1000 + 0.2)
         second = measure_rtt(emu.port, 8)
-    assert first == pytest.approx(10.0, rel=TOL) and second == pytest.approx(60.0, rel=TOL), (first, second)
+    assert first == pytest.approx(40.0, rel=TOL) and second == pytest.approx(120.0, rel=TOL), (first, second)
 
 
 def test_outage_resets_and_recovers() -> None:

@@ -199,8 +199,11 @@ class LinkEmulator:
                 n = len(data)
                 for off in range(0, n, PIECE):
                     piece = data[off:off + PIECE]
-                    _, arrival = link.schedule(self.now(), len(piece), tail=off + PIECE >= n)
-                    last_arrival = max(last_arrival, arrival)
+                    # absolute (monotonic) arrival: a restart of the trace clock must not
+                    # move bytes already in flight
+                    t0 = self.t0
+                    _, arrival = link.schedule(time.monotonic() - t0, len(piece), tail=off + PIECE >= n)
+                    last_arrival = max(last_arrival, t0 + arrival)
                     await queue.put((last_arrival, piece))
         except (ConnectionError, OSError):
             sender.cancel()
@@ -221,7 +224,7 @@ class LinkEmulator:
                         writer.write_eof()
                 return
             arrival, piece = item
-            wait = arrival - self.now()
+            wait = arrival - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             writer.write(piece)

@@ -17,7 +17,7 @@ from collab.scenario.oracle import OracleResult, _intervals
 from collab.scenario.runner import Record
 from collab.scenario.schema import Scenario
 
-COLORS = plt.get_cmap("tab10").colors
+COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
 
 
 def _path_key(r: Record) -> str:

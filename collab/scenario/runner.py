@@ -129,7 +129,7 @@ def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Any:
     return Client(bundle, cloud=[address], policy=policy, deadline_ms=sc.workload.deadline_ms,
                   accuracy_budget=sc.edge.accuracy_budget, slowdown=sc.edge.slowdown,
                   probe_interval_s=sc.edge.probe_interval_s, max_probe_bytes=sc.edge.max_probe_bytes,
-                  hysteresis=sc.edge.hysteresis, warm=False, initial_probe=False,
+                  hysteresis=sc.edge.hysteresis, warm=False,
                   bandwidth_probe_interval_s=sc.edge.bandwidth_probe_interval_s)
 
 
