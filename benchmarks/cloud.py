@@ -169,6 +169,7 @@ class Result:
     p99: float
     cpu_ms: float  # server CPU time per request under load
     mean_batch: float  # samples per executed batch under load (0 = not reported)
+    lat_ms: np.ndarray  # every loaded request's latency (for the CDF plot)
 
 
 def batch_stats(mport: int | None) -> tuple[float, float]:
@@ -219,7 +220,7 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
     ms = np.array(lat) * 1000.0
     return Result(float(np.median(unloaded)) * 1000.0, len(lat) / wall,
                   float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
-                  1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0)
+                  1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0, ms)
 
 
 def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: float,
@@ -239,7 +240,7 @@ def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: fl
     for k, rs in runs.items():
         mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
         med[k] = Result(statistics.median(x.unloaded_p50 for x in rs), mid.rps, mid.p50, mid.p99,
-                        statistics.median(x.cpu_ms for x in rs), mid.mean_batch)
+                        statistics.median(x.cpu_ms for x in rs), mid.mean_batch, mid.lat_ms)
     return target, med
 
 
@@ -266,12 +267,42 @@ def print_table(target: Target, res: dict[str, Result], clients: int, base: str,
               + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal))
 
 
+def plot(out: list[tuple[Target, dict[str, Result]]], path: Path, clients: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(out), figsize=(6 * len(out), 8), squeeze=False)
+    for col, (target, res) in enumerate(out):
+        ax = axes[0][col]
+        for k, r in res.items():
+            xs = np.sort(r.lat_ms)
+            ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=k)
+            ax.axvline(r.unloaded_p50, ls=":", lw=0.8, color=ax.lines[-1].get_color())
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms), dotted = unloaded p50")
+        ax.set_ylabel("CDF")
+        ax.set_title(f"{target.label}: {clients} concurrent clients")
+        ax.legend(fontsize=8)
+        ax = axes[1][col]
+        names = list(res)
+        ax.bar(range(len(names)), [res[k].rps for k in names])
+        ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=7)
+        ax.set_ylabel("requests/s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet,transformer")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "cloud.png")
     ap.add_argument("--unloaded", type=int, default=200, help="sequential requests for unloaded latency")
     ap.add_argument("--aio-baseline", action="store_true",
                     help="also run a minimal grpc.aio server (ORT inline on the loop)")
@@ -297,6 +328,7 @@ def main() -> int:
                                rounds=args.rounds, unloaded_n=args.unloaded))
     for target, res in out:
         print_table(target, res, args.clients, base, minimal)
+    plot(out, args.png, args.clients)
     return 0
 
 

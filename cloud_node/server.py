@@ -44,7 +44,7 @@ class CloudConfig:
     listen: str = "127.0.0.1:0"
     metrics_port: int | None = None  # None = no /metrics endpoint, 0 = any free port
     max_batch_size: int = 16
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0  # 0 = run with whatever is queued once a slot is free
     workers: int = 0  # concurrent batches; 0 = one per core
     threads: int = 64  # gRPC handler threads = requests in flight (queued ones hold one)
     intra_threads: int = 1  # ONNX Runtime threads per batch

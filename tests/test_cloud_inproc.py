@@ -78,15 +78,16 @@ def test_batch_size_one_never_batches(bundle: Bundle) -> None:
 def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 1)
-    # a long batching window guarantees the 50 ms deadline passes while queued
-    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=400)
+    # a long batching window guarantees the 250 ms deadline passes while queued
+    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=1000)
     with serve(cfg) as (server, port):
         ch, st = stub(f"127.0.0.1:{port}")
         wait_ready(ch)
         labels = {"model": bundle.name, "split": split}
+        req = _req(bundle, x, split)
         for _ in range(3):
             with pytest.raises(grpc.RpcError) as ei:
-                st.Decode(_req(bundle, x, split), timeout=0.05)
+                st.Decode(req, timeout=0.25)
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         deadline = time.monotonic() + 5
         while (server.metrics.value("collab_cloud_dropped_total", {**labels, "reason": "deadline"}) < 3
@@ -95,8 +96,8 @@ def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
         assert server.metrics.value("collab_cloud_dropped_total", {**labels, "reason": "deadline"}) == 3
         assert server.metrics.value("collab_cloud_batch_size_count", labels) == 0  # nothing computed
         # a request with time to spare still runs after the window
-        r = st.Decode(_req(bundle, x, split), timeout=5)
-        assert r.timing.batch_size == 1 and r.timing.queue_ms >= 300
+        r = st.Decode(req, timeout=10)
+        assert r.timing.batch_size == 1 and r.timing.queue_ms >= 900
         assert server.metrics.value("collab_cloud_batch_size_count", labels) == 1
         ch.close()
 
@@ -206,3 +207,31 @@ def test_cli_refuses_bad_bundles_and_flags(tmp_path: Path, capsys: pytest.Captur
     assert "manifest" in capsys.readouterr().err
     assert main(["cloud", "--bundle", str(bad), "--max-batch-size", "0"]) == 1
     assert "max_batch_size" in capsys.readouterr().err
+
+
+def test_round_robin_skips_a_replica_reporting_not_serving(bundle: Bundle) -> None:
+    """Client-side health checking (transport's service config): a draining replica
+    gets no new calls while the other replicas take them all."""
+    from grpc_health.v1 import health_pb2
+
+    from collab.transport import SERVICE_NAME
+
+    req = collab_pb2.InferRequest(model=model_id(bundle),
+                                  frame=codec.encode(sample_inputs(bundle, 1), "f32"))
+    labels = {"method": "Infer", "model": bundle.name, "split": "full"}
+    cfg = CloudConfig(bundles=(bundle.root,))
+    with serve(cfg) as (s1, p1), serve(cfg) as (s2, p2):
+        ch, st = stub([f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"])
+        wait_ready(ch)
+        for _ in range(20):
+            st.Infer(req, timeout=10)
+        assert s1.metrics.value("collab_cloud_requests_total", labels) >= 5
+        assert s2.metrics.value("collab_cloud_requests_total", labels) >= 5
+        s1.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        streak, deadline = 0, time.monotonic() + 10
+        while streak < 30 and time.monotonic() < deadline:  # until the channel noticed
+            before = s1.metrics.value("collab_cloud_requests_total", labels)
+            st.Infer(req, timeout=10)
+            streak = streak + 1 if s1.metrics.value("collab_cloud_requests_total", labels) == before else 0
+        assert streak >= 30, "the NOT_SERVING replica kept receiving calls"
+        ch.close()
