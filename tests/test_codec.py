@@ -156,3 +156,33 @@ def test_sparse_is_smaller_on_relu_features_without_entropy() -> None:
     x = relu_features((1, 16, 16, 16))
     assert len(encode(x, "f32+sparse")) < 0.7 * len(encode(x, "f32"))
     assert len(encode(x, "int8+sparse")) < 0.7 * len(encode(x, "int8"))
+
+
+def test_cached_contexts_are_thread_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [relu_features((1, 8, 16, 16), seed=i) for i in range(16)]
+
+    def work(i: int) -> bool:
+        ok = True
+        for _ in range(20):
+            for name in ("int8+zstd1", "f32+zstd3", "int4+brotli1"):
+                y = decode(encode(xs[i], name))
+                ok &= bool(np.array_equal(y, decode(encode(xs[i], name))))
+            ok &= bool(np.array_equal(decode(encode(xs[i], "f32+zstd1")), xs[i]))
+        return ok
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(16)))
+
+
+def test_codec_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, collab.codec, collab.codec.calibrate, collab.codec.policy, "
+        "collab.codec.cli_calibrate; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

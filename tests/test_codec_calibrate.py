@@ -192,3 +192,44 @@ def test_calibrate_digits_example_on_a_copy(tmp_path: Path) -> None:
     for sp in m.split_points:
         assert cal["points"][sp.name]["f32+zstd1"]["agreement"] == 1.0
         assert cal["points"][sp.name]["int8+zstd1"]["agreement"] >= 0.97
+
+
+def test_cli_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from collab.cli import main
+
+    root = tiny_bundle(tmp_path / "b")
+    x = np.random.default_rng(2).uniform(size=(12, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(12) % 10)
+    rc = main(
+        [
+            "calibrate",
+            str(root),
+            "--inputs",
+            str(tmp_path / "x.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--codecs",
+            "f32+zstd1",
+            "int8+zstd1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "int8+zstd1" in out and "relu" in out
+    cal = load_calibration(load_bundle(root))
+    assert (
+        cal is not None and cal["codecs"] == ["f32+zstd1", "int8+zstd1"] and cal["num_inputs"] == 12
+    )
+    # user errors: exit code 1 with a message, bundle unchanged
+    version = load_bundle(root).version
+    assert main(["calibrate", str(root), "--codecs", "int9"]) == 1  # not an example, no --inputs
+    assert (
+        main(["calibrate", str(root), "--inputs", str(tmp_path / "x.npy"), "--codecs", "int9"]) == 1
+    )
+    assert main(["calibrate", str(root), "--inputs", str(tmp_path / "missing.npy")]) == 1
+    assert main(["calibrate", str(root), "--n", "0"]) == 1
+    assert load_bundle(root).version == version
+    err = capsys.readouterr().err
+    assert "int9" in err and "missing.npy" in err
