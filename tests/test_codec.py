@@ -143,6 +143,9 @@ def test_decode_rejects_trailing_and_truncated_frames() -> None:
     with pytest.raises(CodecError):
         decode("not bytes")  # type: ignore[arg-type]
     assert np.array_equal(decode(bytearray(frame)), decode(memoryview(frame)))
+    as_floats = np.frombuffer(frame[: len(frame) // 4 * 4], np.float32)
+    with pytest.raises(CodecError):
+        decode(memoryview(as_floats))  # non-byte item format: flattened, then rejected
 
 
 def test_max_bytes_guards_allocation() -> None:

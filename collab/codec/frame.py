@@ -104,7 +104,7 @@ def _varint(v: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     v = shift = 0
     for i in range(9):
         if pos + i >= end:
@@ -171,14 +171,20 @@ def _codec(qid: int, eid: int, level: int, sparse: bool, clip: float | None) -> 
         raise CodecError(f"corrupt frame: {e}") from e
 
 
-def _parse(frame: bytes | bytearray | memoryview, max_bytes: int) -> FrameHeader:
-    """Validate the header against itself and the frame length."""
-    if not isinstance(frame, bytes | bytearray | memoryview):
+def _as_bytes(frame: bytes | bytearray | memoryview) -> bytes:
+    if isinstance(frame, bytes):
+        return frame
+    if not isinstance(frame, bytearray | memoryview):
         raise CodecError(f"frame must be bytes, got {type(frame).__name__}")
+    return bytes(frame)  # also flattens memoryviews of any item format
+
+
+def _parse(frame: bytes, max_bytes: int) -> FrameHeader:
+    """Validate the header against itself and the frame length."""
     n = len(frame)
     if n < FIXED + 2 + CRC_BYTES:
         raise CodecError(f"truncated frame ({n} bytes)")
-    if bytes(frame[:2]) != MAGIC:
+    if frame[:2] != MAGIC:
         raise CodecError("not a feature frame (bad magic)")
     version, qe, level, flags, nd = frame[2], frame[3], frame[4], frame[5], frame[6]
     if version != VERSION:
@@ -250,15 +256,15 @@ def peek(
     frame: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> FrameHeader:
     """Parse and validate the header only (no checksum, no decompression)."""
-    return _parse(frame, max_bytes)
+    return _parse(_as_bytes(frame), max_bytes)
 
 
 def decode(
     frame: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> np.ndarray:
     """Decode a frame to a float32 array; any malformed input raises CodecError only."""
-    hdr = _parse(frame, max_bytes)
-    data = bytes(frame) if not isinstance(frame, bytes) else frame
+    data = _as_bytes(frame)
+    hdr = _parse(data, max_bytes)
     end = len(data) - CRC_BYTES
     (crc,) = _U32.unpack_from(data, end)
     if _crc(data[:end]) != crc:
