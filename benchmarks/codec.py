@@ -82,7 +82,7 @@ def best_within_budget(section: dict[str, dict[str, Any]]) -> tuple[str, float, 
     ok = [
         (s["ratio"], c, 1 - s["agreement"])
         for c, s in section.items()
-        if 1 - s["agreement"] <= BUDGET
+        if 1 - s["agreement"] <= BUDGET + 1e-9
     ]
     r, c, loss = max(ok)
     return c, r, loss
