@@ -127,7 +127,7 @@ class InferenceResult:
     deadline_met: bool = True
     fallback_reason: str | None = None
     model_version: str = ""
-    request_id: str = ""
+    predicted_ms: float = math.nan  # the decision engine's prediction for the chosen path
 
     @property
     def latency_ms(self) -> float:
@@ -471,7 +471,8 @@ class Client:
         out = y[0] if unbatched else y
         return InferenceResult(output=out, path=c.path, split_point=c.split_point, bytes_sent=sent,
                                timings=timings, fell_back=fell_back, codec=c.codec, variant=c.variant,
-                               deadline_met=met, fallback_reason=reason, model_version=model.bundle.version)
+                               deadline_met=met, fallback_reason=reason, model_version=model.bundle.version,
+                               predicted_ms=c.total_ms)
 
     def _edge_sample(self, ms: float, c: Candidate, model: _Model) -> None:
         spec = model.specs.get(c.key)
