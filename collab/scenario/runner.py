@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ class Record:
     lost: bool
     error: str = ""
     fallback_reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def unlimited_link() -> LinkTrace:
@@ -239,7 +240,8 @@ def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess,
                          latency_ms=float(r.timings["total_ms"]), path=r.path, split_point=r.split_point,
                          codec=r.codec, bytes_sent=int(r.bytes_sent), deadline_met=bool(r.deadline_met),
                          agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
-                         fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "")
+                         fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "",
+                         timings={k: round(float(v), 3) for k, v in r.timings.items()})
         except Exception as e:  # a lost request: recorded, never hidden
             rec = Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
                          latency_ms=math.nan, path="lost", split_point=None, codec=None, bytes_sent=0,
