@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import collab
@@ -67,7 +68,25 @@ def example_bundle(name: str) -> Path:
                 logger.warning("cached bundle %s is damaged (%s); rebuilding", final, e)
                 shutil.rmtree(final)
         build_example_bundle(name, final)
+    _prune(root, name, keep=final)
     return final
+
+
+STALE_S = 3600.0  # an outdated bundle may still be in use by a test session started earlier
+
+
+def _prune(root: Path, name: str, *, keep: Path) -> None:
+    """Remove bundles of ``name`` built from other sources, once they are an hour old."""
+    now = time.time()
+    for old in root.glob(f"{name}-*"):
+        if old == keep or not old.is_dir():
+            continue
+        try:
+            if now - old.stat().st_mtime > STALE_S:
+                shutil.rmtree(old, ignore_errors=True)
+                (root / f".{old.name}.lock").unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def build_example_bundle(name: str, out: Path, *, runs: int = 20, progress: bool = False) -> Path:
