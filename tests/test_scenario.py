@@ -146,3 +146,20 @@ def test_tiny_scenario_end_to_end(tmp_path: Path) -> None:
     img = matplotlib.image.imread(out / "timeline.png")
     assert img.shape[0] > 400 and img.std() > 0.01  # a real picture, not a blank canvas
     assert "| auto |" in (out / "report.md").read_text()
+
+
+def test_compare_runs_reports_path_agreement(tmp_path: Path) -> None:
+    from collab.scenario.cli import compare_runs
+
+    def write(d: Path, paths: list[str]) -> None:
+        d.mkdir()
+        rows = [{"policy": "auto", "edge": 0, "index": i, "path": p, "split_point": None,
+                 "latency_ms": 10.0 + i, "lost": False} for i, p in enumerate(paths)]
+        (d / "requests.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+    write(tmp_path / "a", ["edge_only", "cloud_only", "cloud_only", "edge_only"])
+    write(tmp_path / "b", ["edge_only", "cloud_only", "edge_only", "edge_only"])
+    res = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert res["auto"]["same_path"] == 0.75 and res["auto"]["requests"] == 4
+    with pytest.raises(ConfigError):
+        compare_runs(tmp_path / "a", tmp_path / "missing")

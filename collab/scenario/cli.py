@@ -70,6 +70,48 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_records(d: Path) -> list[dict[str, object]]:
+    import json
+
+    f = d / "requests.jsonl"
+    if not f.is_file():
+        raise ConfigError(f"no requests.jsonl in {d} (not a scenario output directory)")
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def compare_runs(a: Path, b: Path) -> dict[str, dict[str, float]]:
+    """Per policy: share of requests (same edge, same index) that took the same path in both
+    runs, and the two mean latencies — how reproducible a seeded scenario is."""
+    ra, rb = _load_records(a), _load_records(b)
+
+    def key(r: dict[str, object]) -> tuple[object, object, object]:
+        return (r["policy"], r["edge"], r["index"])
+
+    def path(r: dict[str, object]) -> str:
+        return str(r["path"]) if r["path"] != "split" else f"split:{r['split_point']}"
+
+    ib = {key(r): r for r in rb}
+    out: dict[str, dict[str, float]] = {}
+    for pol in sorted({str(r["policy"]) for r in ra}):
+        pairs = [(r, ib[key(r)]) for r in ra if r["policy"] == pol and key(r) in ib]
+        if not pairs:
+            continue
+        same = sum(path(x) == path(y) for x, y in pairs) / len(pairs)
+        la = [float(x["latency_ms"]) for x, _ in pairs if not x["lost"]]  # type: ignore[arg-type]
+        lb = [float(y["latency_ms"]) for _, y in pairs if not y["lost"]]  # type: ignore[arg-type]
+        out[pol] = {"requests": len(pairs), "same_path": same,
+                    "mean_ms_a": sum(la) / max(len(la), 1), "mean_ms_b": sum(lb) / max(len(lb), 1)}
+    return out
+
+
+def _compare(args: argparse.Namespace) -> int:
+    res = compare_runs(Path(args.a), Path(args.b))
+    print(f"{'policy':<16} {'requests':>8} {'same path':>10} {'mean ms A':>10} {'mean ms B':>10}")
+    for pol, r in res.items():
+        print(f"{pol:<16} {r['requests']:>8.0f} {r['same_path']:>9.1%} {r['mean_ms_a']:>10.1f} {r['mean_ms_b']:>10.1f}")
+    return 0
+
+
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a scenario file (or a shipped scenario by name)")
@@ -80,8 +122,11 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run.add_argument("--seed", type=int, default=None, help="override the file's seed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("list", help="list the shipped scenarios")
+    cmp = sub.add_parser("compare", help="compare the path choices of two runs (same scenario and seed)")
+    cmp.add_argument("a", help="output directory of the first run")
+    cmp.add_argument("b", help="output directory of the second run")
 
     def handler(args: argparse.Namespace) -> int:
-        return _run(args) if args.action == "run" else _list(args)
+        return {"run": _run, "list": _list, "compare": _compare}[args.action](args)
 
     return handler
