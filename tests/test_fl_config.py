@@ -26,6 +26,7 @@ from collab.fl.config import config_from_dict, load_config
     ({"dp": {"noise_multiplier": 0}}, "noise_multiplier"),
     ({"he": {"poly_modulus_degree": 1000}}, "poly_modulus_degree"),
     ({"he": {"coeff_mod_bit_sizes": [60]}}, "coeff_mod_bit_sizes"),
+    ({"he": {"encryption": "rot13"}}, "encryption"),
     ({"model": {"name": "resnet9000"}}, "model.name"),
     ({"model": {"federated": []}}, "federated"),
     ({"server": {"optimizer": "sgd"}}, "optimizer"),

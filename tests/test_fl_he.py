@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tenseal as ts
 
 from collab.errors import ConfigError, FLError
 from collab.fl import he
@@ -113,6 +114,16 @@ def test_public_context_has_no_secret_and_no_galois_keys(keys: he.KeyPair) -> No
     assert not pub.has_galois_keys()
     with pytest.raises(FLError, match="no secret key"):
         he.load_context(keys.public, require_secret=True)
+    with pytest.raises(Exception):  # noqa: B017 - symmetric mode: the aggregator cannot even encrypt
+        ts.ckks_vector(pub, [1.0, 2.0])
+
+
+def test_public_key_mode_still_works() -> None:
+    k = he.generate_keys(he.HEParams(encryption="public_key"))
+    pub = he.load_context(k.public)
+    assert not pub.is_private()
+    chunks = he.encrypt(pub, np.ones(10))  # anyone with the public context can encrypt
+    assert np.abs(he.decrypt(he.load_context(k.secret), chunks, 10) - 1).max() < 1e-6
 
 
 def test_aggregator_refuses_a_secret_context(keys: he.KeyPair) -> None:

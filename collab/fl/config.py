@@ -115,10 +115,12 @@ class HEConfig:
     poly_modulus_degree: int = 8192
     coeff_mod_bit_sizes: list[int] = field(default_factory=lambda: [60, 40])
     scale_bits: int = 40
+    encryption: str = "symmetric"
 
     def params(self) -> HEParams:
         return HEParams(poly_modulus_degree=self.poly_modulus_degree,
-                        coeff_mod_bit_sizes=tuple(self.coeff_mod_bit_sizes), scale_bits=self.scale_bits)
+                        coeff_mod_bit_sizes=tuple(self.coeff_mod_bit_sizes), scale_bits=self.scale_bits,
+                        encryption=self.encryption)
 
     def __post_init__(self) -> None:
         self.params()

@@ -29,8 +29,14 @@ class HEParams:
     poly_modulus_degree: int = 8192
     coeff_mod_bit_sizes: tuple[int, ...] = (60, 40)
     scale_bits: int = 40
+    #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
+    #: public-key encryption) and the aggregator's context carries NO key at all, so it
+    #: cannot even forge a contribution. "public_key": the aggregator gets the public key.
+    encryption: str = "symmetric"
 
     def __post_init__(self) -> None:
+        if self.encryption not in ("symmetric", "public_key"):
+            raise ConfigError(f"he.encryption must be symmetric or public_key, got {self.encryption!r}")
         n = self.poly_modulus_degree
         if n not in (2048, 4096, 8192, 16384, 32768):
             raise ConfigError(f"he.poly_modulus_degree must be a power of two in 2048..32768, got {n}")
@@ -47,7 +53,8 @@ class HEParams:
 
 @dataclass(frozen=True)
 class KeyPair:
-    """Serialized contexts: ``secret`` (key holder / clients) and ``public`` (aggregator)."""
+    """Serialized contexts: ``secret`` (key holder / clients) and ``public`` (aggregator:
+    parameters, plus the public key only in "public_key" mode; never the secret key)."""
 
     secret: bytes
     public: bytes
@@ -64,13 +71,15 @@ def context_id(public_context: bytes) -> str:
 
 def generate_keys(params: HEParams) -> KeyPair:
     """Fresh per-federation keys (done once at set-up by the key holder, never shipped)."""
+    symmetric = params.encryption == "symmetric"
+    kw = {"encryption_type": ts.ENCRYPTION_TYPE.SYMMETRIC} if symmetric else {}
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
-                     coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
+                     coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes), **kw)
     ctx.global_scale = 2.0**params.scale_bits
-    # Public context: encryption key only. No secret, no Galois, no relinearisation keys.
-    public = ctx.serialize(save_public_key=True, save_secret_key=False,
+    # Aggregator context: no secret key, no Galois, no relinearisation keys.
+    public = ctx.serialize(save_public_key=not symmetric, save_secret_key=False,
                            save_galois_keys=False, save_relin_keys=False)
-    secret = ctx.serialize(save_public_key=True, save_secret_key=True,
+    secret = ctx.serialize(save_public_key=not symmetric, save_secret_key=True,
                            save_galois_keys=False, save_relin_keys=False)
     return KeyPair(secret=secret, public=public)
 
