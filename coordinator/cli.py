@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(args.metrics_port, registry=coord.rejections.metrics)
+            start_http_server(args.metrics_port, registry=coord.metrics)
+            logger.info("Prometheus metrics on port %d", args.metrics_port)
         try:
             while not stop.wait(0.5):
                 pass

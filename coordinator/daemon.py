@@ -24,6 +24,7 @@ from collab.log import logger
 from collab.proto import control_pb2 as pb
 from coordinator.db import Database
 from coordinator.guard import Rejections
+from coordinator.metrics import register as register_metrics
 from coordinator.registry import Registry
 from coordinator.rollout import Rollouts
 from coordinator.service import serve
@@ -66,6 +67,8 @@ class Coordinator:
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
         self.rejections = Rejections()
+        self.metrics = self.rejections.metrics
+        register_metrics(self, self.metrics)
         self.processed = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()

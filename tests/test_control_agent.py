@@ -50,6 +50,10 @@ def test_refusals_keep_the_old_bundle(broker: Broker, tmp_path: Path) -> None:
             assert good.loaded == [ro.version] and agents[0].bundle_version == ro.version
             assert all(a.bundle_version == "" for a in agents[1:])  # nobody switched
             assert agents[0].bundle_dir is not None and load_bundle(agents[0].bundle_dir).version == ro.version
+            m = c.metrics.get_sample_value
+            assert m("collab_coordinator_nodes", {"role": "edge", "state": "online"}) == 4
+            assert m("collab_coordinator_rollout_nodes", {"state": "refused"}) == 3
+            assert m("collab_coordinator_messages") > 0
         finally:
             for a in agents:
                 a.stop()
