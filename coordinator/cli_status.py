@@ -10,10 +10,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, add_mqtt_args, mqtt_config_from_args
 from collab.errors import ControlPlaneError
+from collab.proto import control_pb2 as pb
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -21,6 +24,24 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--timeout", type=float, default=10.0, help="wait this long for a snapshot")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return run
+
+
+def coordinator_state(client: MqttClient, timeout: float = 1.0) -> str:
+    """'online (fetch HOST:PORT)', 'OFFLINE' or 'unknown' from the retained presence topic."""
+    got: list[str] = []
+    done = threading.Event()
+
+    def on_state(topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            st = pb.CoordinatorState.FromString(payload)
+        except DecodeError:
+            return
+        got.append(f"online (bundle fetch {st.fetch_endpoint})" if st.state == pb.STATE_ONLINE else "OFFLINE")
+        done.set()
+
+    client.subscribe(topics.COORDINATOR_STATE, on_state, qos=1)
+    done.wait(timeout)
+    return got[-1] if got else "unknown"
 
 
 def fetch_status(client: MqttClient, timeout: float) -> msg.FleetStatus:
@@ -76,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = mqtt_config_from_args(args, client_id="")
     with MqttClient(cfg) as client:
         fs = fetch_status(client, args.timeout)
+        state = coordinator_state(client)
     if args.json:
-        print(json.dumps(asdict(fs), indent=2, default=str))
+        print(json.dumps({**asdict(fs), "coordinator": state}, indent=2, default=str))
     else:
         print(format_table(fs))
+        print(f"coordinator: {state}")
     return 0

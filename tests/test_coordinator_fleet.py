@@ -60,7 +60,7 @@ def test_fleet_end_to_end(broker: Broker, tmp_path: Path, capsys: pytest.Capture
             capsys.readouterr()
             assert collab_main(["status", "--broker", broker.url]) == 0
             table = capsys.readouterr().out
-            assert "4/4 nodes online" in table and "127.0.0.1:5555" not in table
+            assert "4/4 nodes online" in table and f"coordinator: online (bundle fetch {ep})" in table
             assert all(f"{x} " in table for x in (*EDGES, "c1")), table
 
             # --- kill -9 an edge: offline within the heartbeat timeout
