@@ -208,7 +208,7 @@ def _plot(resnet: list[dict[str, object]], digits: list[dict[str, object]], out:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for r in resnet[:8]:
+    for r in (r for r in resnet[:8] if r["variant"] != "fp32"):  # FP32 is (1, 0) by definition
         axes[0].scatter(float(r["speedup"]), float(r["loss_pts"]), s=40)  # type: ignore[arg-type]
         axes[0].annotate(f"{r['target']}/{r['variant']}", (float(r["speedup"]), float(r["loss_pts"])),  # type: ignore[arg-type]
                          fontsize=8, xytext=(4, 4), textcoords="offset points")

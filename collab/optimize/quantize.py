@@ -150,14 +150,32 @@ def quantize(method: str, src: str | os.PathLike[str], dst: str | os.PathLike[st
     check_methods([method])
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:  # ORT's calibrators print progress to stdout; keep the CLI's table clean
-        with contextlib.redirect_stdout(io.StringIO()):
+    try:  # ORT's calibrators print progress to stdout and warn on the root logger
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_ort_quantizer():
             _run_method(method, src, dst, calibration, calibrate)
     except (ConfigError, BundleError):
         raise
     except Exception as e:  # onnxruntime.quantization raises plain exceptions
         raise BundleError(f"{method} quantization of {src.name} failed: {e}") from e
     return dst
+
+
+class _DropQuantizerChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_ort_quantizer() -> Iterator[None]:
+    """onnxruntime.quantization warns through the root logger about things that are
+    expected here (e.g. no per-channel axis for a LayerNorm weight); keep its errors."""
+    f = _DropQuantizerChatter()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
 
 
 def _run_method(method: str, src: Path, dst: Path, calibration: np.ndarray, calibrate: str) -> None:
