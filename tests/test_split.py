@@ -134,6 +134,42 @@ def test_untraceable_model_names_the_cause(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+class WithOptionalMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        if mask is not None:
+            h = h * mask
+        return self.b(h) * scale
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.a(x)
+        return y, y + 1
+
+
+def test_optional_forward_arguments_take_their_defaults(tmp_path: Path) -> None:
+    model = WithOptionalMask().eval()
+    assert _names(model, torch.randn(1, 4)) == ["relu", "b"]
+    b = split_model(model, torch.randn(2, 4), tmp_path / "b", name="m", runs=2, progress=False)
+    assert len(b.manifest.split_points) >= 1
+
+
+def test_tuple_output_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SplitError, match="exactly one tensor"):
+        split_model(TwoOutputs(), torch.randn(1, 4), tmp_path / "b", name="t", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
 def test_rejects_non_module_and_nonempty_out(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nn\.Module"):
         split_model(lambda x: x, torch.randn(1, 4), tmp_path / "a", name="f", progress=False)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ several tensors alive at once, which is exactly what removes the cuts inside blo
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import math
 from dataclasses import dataclass
@@ -55,15 +56,13 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             f"running the model on the example input {tuple(example.shape)} failed: {type(e).__name__}: {e}"
         ) from e
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.symbolic_trace(model, concrete_args=_defaults(model))
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise SplitError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
             "data-dependent control flow or non-tensor inputs cannot be split"
         ) from e
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise SplitError(f"the model must take exactly one tensor input, its forward takes {len(placeholders)}")
+    _drop_specialised_args(gm)
     try:
         # ShapeProp prints a traceback on failure; the SplitError below says it all
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -75,6 +74,43 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     if not isinstance(out, fx.Node) or meta is None or not hasattr(meta, "shape"):
         raise SplitError("the model must return exactly one tensor")
     return gm
+
+
+def _drop_specialised_args(gm: fx.GraphModule) -> None:
+    """Remove the placeholders fx keeps for concrete_args, with their guard asserts."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if not placeholders:
+        raise SplitError("the model's forward takes no input")
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for ph in placeholders[1:]:
+        reach = _descendants(ph)
+        if any(n.op == "output" or any(u not in reach for u in n.users) for n in reach):
+            raise SplitError(f"the model must take exactly one tensor input; it also needs {ph.target!r}")
+        for n in sorted(reach, key=order.__getitem__, reverse=True):
+            gm.graph.erase_node(n)
+        gm.graph.erase_node(ph)
+    gm.recompile()
+
+
+def _descendants(n: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(n.users)
+    while stack:
+        u = stack.pop()
+        if u not in seen:
+            seen.add(u)
+            stack.extend(u.users)
+    return seen
+
+
+def _defaults(model: nn.Module) -> dict[str, object]:
+    """Optional forward arguments (``mask=None``, ``return_attn=False``) are fixed to their
+    defaults: a split serves the one-tensor-in, one-tensor-out call."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params[1:] if p.default is not inspect.Parameter.empty}
 
 
 def _output_value(gm: fx.GraphModule) -> fx.Node:
