@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control.transfer import channel, iter_bundle_chunks
 from collab.errors import ControlPlaneError, TransportError
@@ -41,6 +42,8 @@ class CoordinatorClient:
             raise ControlPlaneError(f"coordinator: {details}") from e
 
     def upload(self, bundle_dir: Path) -> pb.UploadReply:
+        """Verify locally (a clear error before any transfer), then stream it."""
+        load_bundle(bundle_dir)
         return self._call(self._stub.Upload, iter_bundle_chunks(Path(bundle_dir)))
 
     def start(self, version: str, percent: int = 100) -> msg.RolloutStatus:
