@@ -139,7 +139,7 @@ def _split(
     with staging_dir(out) as tmp:
         (tmp / "head").mkdir()
         (tmp / "tail").mkdir()
-        export_onnx(model, x1, tmp / "full.onnx", input_name=INPUT_NAME, output_name="output", opset=opset)
+        export_onnx(gm, x1, tmp / "full.onnx", input_name=INPUT_NAME, output_name="output", opset=opset)
         full_sess = ort.make_session(tmp / "full.onnx")
         for n in (1, xb.shape[0]):
             ok, d = _ort_close(ort.run(full_sess, xb[:n].numpy()), refb[:n])
