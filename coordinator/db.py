@@ -63,8 +63,10 @@ class Database:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.commits = 0
-        # commit time - sender time of rows submitted with a sent_at (the benchmark's lag)
+        # for rows submitted with (sent_at, received_at): commit time - sender time, and
+        # commit time - arrival at the coordinator (its own share of the lag)
         self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
+        self.own_lags: collections.deque[float] = collections.deque(maxlen=200_000)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="registry-writer", daemon=True)
@@ -93,11 +95,12 @@ class Database:
     def submit(self, op: Op, on_commit: OnCommit | None = None) -> None:
         self._put((op, on_commit, None))
 
-    def submit_row(self, sql: str, params: tuple[Any, ...], sent_at: float | None = None) -> None:
+    def submit_row(self, sql: str, params: tuple[Any, ...],
+                   timing: tuple[float, float] | None = None) -> None:
         """A one-statement write; consecutive rows of the same statement run as one
-        ``executemany`` (the hot path: heartbeats and telemetry). With ``sent_at`` the
-        lag to the commit is recorded in :attr:`lags`."""
-        self._put((sql, sent_at, params))
+        ``executemany`` (the hot path: heartbeats and telemetry). ``timing`` =
+        (sent_at, received_at) records the lags to the commit."""
+        self._put((sql, timing, params))
 
     def call(self, op: Op, timeout: float = 30.0) -> Any:
         """Run ``op`` and return its result once it is committed (durable)."""
@@ -127,7 +130,7 @@ class Database:
 
     def _commit(self, batch: list[Any]) -> None:
         done: list[tuple[Future[Any] | None, OnCommit | None, Any, BaseException | None]] = []
-        sents: list[float] = []
+        timings: list[tuple[float, float]] = []
         c = self.conn
         run_sql: str | None = None
         run_rows: list[tuple[Any, ...]] = []
@@ -140,13 +143,13 @@ class Database:
         try:
             c.execute("BEGIN")
             for head, extra, tail in batch:
-                if isinstance(head, str):  # submit_row: extra = sent_at
+                if isinstance(head, str):  # submit_row: extra = timing
                     if head != run_sql:
                         flush()
                         run_sql = head
                     run_rows.append(tail)
                     if extra is not None:
-                        sents.append(extra)
+                        timings.append(extra)
                     continue
                 flush()
                 run_sql = None
@@ -174,7 +177,8 @@ class Database:
             return
         self.commits += 1
         now = time.time()
-        self.lags.extend([now - s for s in sents])
+        self.lags.extend([now - s for s, _ in timings])
+        self.own_lags.extend([now - r for _, r in timings])
         for fut, on_commit, result, exc in done:
             if fut is not None:
                 if exc is not None:

@@ -96,7 +96,7 @@ class Registry:
             self._persist(r)
         else:
             self._db.submit_row("UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?",
-                                (now, r.bundle_version, h.node_id), h.sent_at)
+                                (now, r.bundle_version, h.node_id), (h.sent_at, now))
         return revived
 
     def telemetry(self, t: msg.Telemetry, now: float) -> None:
@@ -104,7 +104,7 @@ class Registry:
         r.telemetry, r.last_seen = t, now
         blob = msg.telemetry_to_proto(t).SerializeToString()
         self._db.submit_row("UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?", (blob, now, t.node_id),
-                            t.sent_at)
+                            (t.sent_at, now))
 
     def mark_offline(self, node_id: str) -> None:
         r = self.nodes[node_id]
