@@ -120,6 +120,28 @@ def test_concatenation_blocks_cut_only_between_blocks() -> None:
             assert torch.allclose(tail(head(x)), ref, atol=1e-6), cut.name
 
 
+class StockEncoder(nn.Module):
+    """torch's own nn.TransformerEncoder: a leaf for plain fx, fused fast path in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.enc(x).mean(dim=1))
+
+
+def test_stock_transformer_encoder_cuts_between_layers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    b = split_model(StockEncoder().eval(), torch.randn(2, 16, 32), tmp_path / "b", name="enc", runs=2, progress=False)
+    names = [sp.name for sp in b.manifest.split_points]
+    assert names[:3] == ["enc.layers.0", "enc.layers.1", "enc"]  # "enc" = after the last layer
+    assert torch.backends.mha.get_fastpath_enabled() == fast  # global switch restored
+
+
 def test_model_without_cuts_gives_bundle_without_split_points(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="collab"):
         b = split_model(SkipToEnd(), torch.randn(2, 4), tmp_path / "b", name="skip", runs=2, progress=False)

@@ -89,12 +89,16 @@ def split_model(
     succeeds.
     """
     threads = torch.get_num_threads()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.set_num_threads(1)  # checks are tiny; OpenMP spinning on a busy 2-core box is not
+    # nn.TransformerEncoderLayer's fused fast path has no ONNX export; use the plain ops
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         return _split(model, example_input, out_dir, name=name, opset=opset, runs=runs,
                       progress=progress, granularity=granularity, extra=extra)
     finally:
         torch.set_num_threads(threads)
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _split(

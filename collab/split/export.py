@@ -8,7 +8,10 @@ extra output, and heads/tails are extracted from that graph (``onnx.utils.Extrac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,18 @@ from collab import ort
 from collab.errors import SplitError
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter warns a lot and dumps its whole IR graph on failure; our SplitError
+    carries the cause instead."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, input_name: str, output_name: str, opset: int) -> None:
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with _quiet(), torch.no_grad():
             torch.onnx.export(
                 module,
                 (example,),
@@ -47,8 +58,7 @@ def export_with_cuts(
     """Export a module returning ``(output, *cut tensors)``; outputs named accordingly."""
     names = [output_name, *cut_names]
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with _quiet(), torch.no_grad():
             torch.onnx.export(
                 module, (example,), str(path), dynamo=False, opset_version=opset,
                 input_names=[input_name], output_names=names,

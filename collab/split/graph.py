@@ -14,7 +14,7 @@ import inspect
 import io
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.fx as fx
@@ -25,7 +25,31 @@ from collab.errors import SplitError
 from collab.log import logger
 
 Granularity = Literal["block", "all"]
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# Modules whose children are the blocks (cuts between children are block boundaries).
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.TransformerEncoder)
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that steps into ``nn.TransformerEncoder`` (a leaf by default, so a stock
+    encoder would be one opaque node): without masks it is its layers in sequence, then
+    the optional final norm — exactly what we need for cuts between encoder layers."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, nn.TransformerEncoder):
+            return False
+        return bool(super().is_leaf_module(m, module_qualified_name))
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if isinstance(m, nn.TransformerEncoder) and len(args) == 1 and not kwargs:
+            enc = m
+
+            def layers_in_sequence(x: Any) -> Any:
+                for layer in enc.layers:
+                    x = layer(x)
+                return enc.norm(x) if enc.norm is not None else x
+
+            forward = layers_in_sequence
+        return super().call_module(m, forward, args, kwargs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +80,9 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             f"running the model on the example input {tuple(example.shape)} failed: {type(e).__name__}: {e}"
         ) from e
     try:
-        gm = fx.symbolic_trace(model, concrete_args=_defaults(model))
+        tracer = _Tracer()
+        graph = tracer.trace(model, concrete_args=_defaults(model))
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise SplitError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
