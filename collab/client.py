@@ -75,7 +75,7 @@ class ClientConfig:
     policy: str = "auto"  # auto | edge_only | cloud_only | split:<name>
     deadline_ms: float | None = None  # per-request deadline (None: no deadline)
     accuracy_budget: float = 0.005  # max top-1 agreement loss allowed for lossy codecs/variants
-    probe_interval_s: float = 1.0
+    probe_interval_s: float = 0.5  # RTT probes (tiny) when no traffic refreshed the estimate
     bandwidth_probe_interval_s: float | None = None  # default 5 x probe_interval_s
     probe_timeout_s: float = 1.0
     max_probe_bytes: int = 262_144
@@ -222,7 +222,7 @@ class Client:
         self._decision_cache: dict[tuple[Any, ...], tuple[float, Decision]] = {}
         self._ids = itertools.count()
         self._id_prefix = os.urandom(4).hex()
-        self._edge_scale = Ewma(0.2)
+        self._edge_scale = Ewma(0.2, jump=2.0)  # one noisy run must not move the edge estimate
         self._edge_scale.update(cfg.slowdown, time.monotonic())
         self._cloud_queue = Ewma(0.3)
         self._cloud_compute: dict[str, Ewma] = {}  # path key -> observed cloud compute ms
@@ -536,6 +536,8 @@ class Client:
         now = time.monotonic()
         cl.breaker.record_success()
         cl.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
+        if cl.monitor is not None and cl.link.pending():
+            cl.monitor.poke()  # confirm the suspected change with a probe before the next request
         with self._lock:
             self._cloud_queue.update(queue_ms, now)
             if compute_ms > 0:

@@ -127,11 +127,38 @@ def test_stale_estimates_are_reprobed_and_fresh_ones_are_not() -> None:
 def test_passive_transfers_update_bandwidth() -> None:
     est = LinkEstimator()
     est.add_rtt(10.0, 0.0)
-    for i in range(20):  # 100 kB in 10 ms rtt + 80 ms = 10 Mbit/s
-        est.add_transfer(100_000, 90.0, float(i))
-    assert est.state().bandwidth_bps == pytest.approx(10e6, rel=0.01)
-    est.add_transfer(200, 12.0, 30.0)  # small: an RTT sample
-    assert est.rtt.mean > 10.0
+    for i in range(20):  # 100 kB in 10 ms rtt + 40 ms = 20 Mbit/s
+        est.add_transfer(100_000, 50.0, float(i))
+    assert est.bw.n == 20 and est.state().bandwidth_bps == pytest.approx(20e6, rel=0.01)
+    est.add_transfer(200, 12.08, 30.0)  # small: an RTT sample (minus 0.08 ms of transfer)
+    assert est.rtt.mean == pytest.approx(10.0 + 0.3 * 2.0)
+
+
+def test_level_shift_needs_two_samples_and_then_restarts_the_average() -> None:
+    e = Ewma(alpha=0.3, jump=2.0)
+    for i in range(10):
+        e.update(8e6, i)
+    e.update(0.8e6, 10)  # one outlier: held back
+    assert e.mean == 8e6 and e.pending == 0.8e6
+    e.update(8.1e6, 11)  # back in band: outlier dropped
+    assert e.pending is None and e.mean == pytest.approx(8e6 + 0.3 * 0.1e6)
+    e.update(0.8e6, 12)
+    e.update(0.9e6, 13)  # confirmed: the estimate follows at once
+    assert e.mean == pytest.approx(0.85e6) and e.shifts == 1
+
+
+def test_monitor_confirms_a_suspected_shift_at_once() -> None:
+    link, clock = SimLink(30.0, 8e6), FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(link, est, clock=clock, interval_s=1.0, bandwidth_interval_s=1.0)
+    for _ in range(5):
+        mon.refresh()
+        clock.t += 1.1
+    link.bw_bps, link.rtt_ms = 0.8e6, 110.0
+    mon.refresh()  # one round: suspects, re-probes, adopts
+    st = est.state()
+    assert st.bandwidth_bps == pytest.approx(0.8e6, rel=0.15)
+    assert st.rtt_ms == pytest.approx(110, rel=0.15)
 
 
 def test_loss_and_reachability() -> None:

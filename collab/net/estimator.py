@@ -11,15 +11,38 @@ from collab.decision import NetState
 
 @dataclass
 class Ewma:
-    """Exponentially weighted mean and variance (West's incremental form)."""
+    """Exponentially weighted mean and variance (West's incremental form).
+
+    With ``jump`` > 1, a sample more than ``jump`` times above or below the mean is held
+    back as *pending* instead of being averaged in; a second one on the same side
+    confirms a level shift and restarts the average there. Cellular links change
+    bandwidth by 10x from one second to the next: an EWMA alone would need many samples
+    to follow, a single outlier alone should not move the estimate."""
 
     alpha: float = 0.3
     mean: float = math.nan
     var: float = 0.0
     n: int = 0
     updated_at: float = -math.inf
+    jump: float = 0.0
+    pending: float | None = None
+    shifts: int = 0
 
     def update(self, x: float, now: float) -> None:
+        if self.jump > 1.0 and self.n and self.mean > 0 and x > 0:
+            r = x / self.mean
+            if r > self.jump or r * self.jump < 1.0:
+                p = self.pending
+                if p is not None and (p > self.mean) == (x > self.mean):
+                    self.mean, self.var = (x + p) / 2, ((x - p) / 2) ** 2
+                    self.pending = None
+                    self.shifts += 1
+                    self.n += 1
+                    self.updated_at = now
+                else:
+                    self.pending = x
+                return
+        self.pending = None
         if self.n == 0:
             self.mean, self.var = x, 0.0
         else:
@@ -46,10 +69,10 @@ class LinkEstimator:
     (start edge-only, upgrade when a probe succeeds)."""
 
     def __init__(self, *, alpha: float = 0.3, fail_threshold: int = 2,
-                 min_bw_sample_bytes: int = 16_384, max_bandwidth_bps: float = 1e11) -> None:
+                 min_bw_sample_bytes: int = 4_096, max_bandwidth_bps: float = 1e11) -> None:
         self._lock = threading.Lock()
-        self.rtt = Ewma(alpha)  # ms
-        self.bw = Ewma(alpha)  # bits/s
+        self.rtt = Ewma(alpha, jump=2.0)  # ms
+        self.bw = Ewma(alpha, jump=2.0)  # bits/s
         self.loss = Ewma(0.1)  # 1 = failed call, 0 = success
         self.fail_threshold = fail_threshold
         self.min_bw_sample_bytes = min_bw_sample_bytes
@@ -73,16 +96,25 @@ class LinkEstimator:
             self._success_locked(now)
 
     def add_transfer(self, nbytes: int, network_ms: float, now: float) -> None:
-        """Passive sample from a real call: ``network_ms`` = wall time minus server time.
-        Small transfers refresh the RTT; large ones (beyond the RTT) the bandwidth."""
+        """Passive sample from a real call: ``network_ms`` = wall time minus server time
+        = RTT + bytes / bandwidth. Where the transfer dominates it is a bandwidth sample,
+        where the RTT dominates an RTT sample (the other term taken from the estimate)."""
         with self._lock:
-            rtt = self.rtt.mean
-        if nbytes >= self.min_bw_sample_bytes and not math.isnan(rtt) and network_ms - rtt > 0.05 * network_ms:
+            rtt, bw = self.rtt.mean, self.bw.mean
+        if math.isnan(rtt):
+            self.record_success(now)
+            return
+        transfer_est = 0.0 if math.isnan(bw) else nbytes * 8.0 / max(bw, 1.0) * 1000.0
+        if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > 0.3 * network_ms:
             self.add_bandwidth(nbytes, network_ms - rtt, now)
-        elif nbytes < self.min_bw_sample_bytes:
-            self.add_rtt(network_ms, now)
+        elif transfer_est < 0.3 * network_ms:
+            self.add_rtt(network_ms - transfer_est, now)
         else:
             self.record_success(now)
+
+    def pending(self) -> bool:
+        """A level shift is suspected and waits for a confirming sample."""
+        return self.rtt.pending is not None or self.bw.pending is not None
 
     def record_success(self, now: float) -> None:
         with self._lock:

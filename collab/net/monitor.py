@@ -52,6 +52,7 @@ class NetworkMonitor:
         self.on_reply = on_reply
         self.clock = clock
         self.probes_sent = 0
+        self._rtt_shifts = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,13 +110,21 @@ class NetworkMonitor:
         return self.est.state().bandwidth_bps
 
     def refresh(self, *, force: bool = False) -> None:
-        """Probe whatever is stale (everything when ``force``)."""
+        """Probe whatever is stale (everything when ``force``); a suspected level shift
+        is confirmed (or dismissed) by an immediate second probe."""
         with self._lock:
             now = self.clock()
-            if force or not self.est.reachable or self.est.bandwidth_age(now) > self.bandwidth_interval_s:
+            if (force or not self.est.reachable or self.est.bw.pending is not None
+                    or self.est.bandwidth_age(now) > self.bandwidth_interval_s):
                 self.probe_bandwidth()
-            elif self.est.rtt_age(now) > self.interval_s:
+            elif self.est.rtt.pending is not None or self.est.rtt_age(now) > self.interval_s:
                 self.probe_rtt()
+            if self.est.pending():
+                self.probe_bandwidth() if self.est.bw.pending is not None else self.probe_rtt()
+            if self.est.rtt.shifts != self._rtt_shifts:  # the path changed: bandwidth too?
+                self._rtt_shifts = self.est.rtt.shifts
+                if self.est.bandwidth_age(self.clock()) > self.interval_s:
+                    self.probe_bandwidth()
 
     # -- thread -------------------------------------------------------------------------
     def start(self) -> None:
