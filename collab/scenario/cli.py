@@ -60,6 +60,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from collab.scenario.runner import reanalyse
+    from collab.scenario.schema import load_scenario
+
+    out = Path(args.out)
+    report = reanalyse(load_scenario(resolve(args.file)), out)
+    print_result(report, out)
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from collab.scenario.schema import load_scenario
 
@@ -122,11 +132,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run.add_argument("--seed", type=int, default=None, help="override the file's seed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("list", help="list the shipped scenarios")
+    rep = sub.add_parser("report", help="recompute report and plots of a finished run from its records")
+    rep.add_argument("file", help="the scenario file (or shipped name) the run used")
+    rep.add_argument("--out", required=True, help="the run's output directory")
     cmp = sub.add_parser("compare", help="compare the path choices of two runs (same scenario and seed)")
     cmp.add_argument("a", help="output directory of the first run")
     cmp.add_argument("b", help="output directory of the second run")
 
     def handler(args: argparse.Namespace) -> int:
-        return {"run": _run, "list": _list, "compare": _compare}[args.action](args)
+        return {"run": _run, "list": _list, "compare": _compare, "report": _report}[args.action](args)
 
     return handler

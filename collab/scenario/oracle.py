@@ -161,8 +161,11 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
     """Refine each path's base cost from its own static-policy run when there is one.
 
     The profile pass runs minutes before some of the policies on a shared, noisy machine;
-    a static run measured the same path under the same trace, so its median residual
-    (latency minus the true network time of what it sent) is the better estimate.
+    a static run measured the same path under the same trace, so its mean residual
+    (latency minus the true network time of what it sent) is the better estimate. The
+    mean, not the median: the oracle's mean is compared with measured means, so its
+    per-request values are expectations (compute noise included) — the median would make
+    even the best path "lose" to the oracle by its own noise.
     """
     cal_points = (calibration or {}).get("points", {}) or {}
     cal_input = (calibration or {}).get("input") or {}
@@ -182,7 +185,6 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
             codec_ms = float(st.get("encode_ms", 0.0)) + float(st.get("decode_ms", 0.0))
             t_send = r.start_s + v.get("edge_ms", 0.0) / 1000.0
             res.append(r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms)
-        res.sort()
         v["base_ms_profile"] = v["base_ms"]
-        v["base_ms"] = max(0.0, res[len(res) // 2])
+        v["base_ms"] = max(0.0, sum(res) / len(res))
     return out

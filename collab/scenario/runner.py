@@ -282,10 +282,6 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
     """Run every policy of ``sc`` and write records, report and plots into ``out``."""
     from tqdm import tqdm
 
-    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle
-    from collab.scenario.plots import write_plots
-    from collab.scenario.report import build_report, write_report
-
     pols = policies or sc.policies
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -315,11 +311,39 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
     with open(out / "requests.jsonl", "w") as f:
         for r in all_records:
             f.write(json.dumps(asdict(r)) + "\n")
+    return analyse(sc, out, all_records, prof, events_log, pols, bundle=bundle,
+                   wall_s=time.monotonic() - t_start)
+
+
+def analyse(sc: Scenario, out: Path, records: list[Record], prof: dict[str, dict[str, float]],
+            events_log: dict[str, list[dict[str, Any]]], pols: tuple[str, ...], *, bundle: Path,
+            wall_s: float) -> dict[str, Any]:
+    """Oracle, report and plots from recorded requests (also used by ``collab scenario report``)."""
+    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle
+    from collab.scenario.plots import write_plots
+    from collab.scenario.report import build_report, write_report
+
     cal = load_bundle(bundle).calibration()
-    prof = calibrate_from_static_runs(sc, prof, all_records, cal)
-    oracle = compute_oracle(sc, plan, prof, cal, events_log)
-    report = build_report(sc, all_records, oracle, prof, events_log, pols,
-                          wall_s=time.monotonic() - t_start, bundle=bundle)
+    refined = calibrate_from_static_runs(sc, prof, records, cal)
+    oracle = compute_oracle(sc, schedule(sc), refined, cal, events_log)
+    report = build_report(sc, records, oracle, refined, events_log, pols, wall_s=wall_s, bundle=bundle)
+    report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
-    write_plots(sc, all_records, oracle, report, out)
+    write_plots(sc, records, oracle, report, out)
     return report
+
+
+def reanalyse(sc: Scenario, out: Path) -> dict[str, Any]:
+    """Recompute report and plots of a finished run in ``out`` (same scenario file)."""
+    try:
+        old = json.loads((out / "report.json").read_text())
+        rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines() if line]
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{out} is not a finished scenario run: {e}") from e
+    records = [Record(**r) for r in rows]
+    prof = {p: {**v, "base_ms": v.get("base_ms_profile", v["base_ms"])} for p, v in old["profile"].items()}
+    for v in prof.values():
+        v.pop("base_ms_profile", None)
+    pols = tuple(old["policies"])
+    return analyse(sc, out, records, prof, old["events"], pols, bundle=Path(old["bundle"]),
+                   wall_s=float(old.get("wall_s", 0.0)))
