@@ -54,6 +54,8 @@ def _plot(bundles: list[Bundle], path: Path) -> None:
         ax2.plot(list(xs), [sp.feature_bytes / 1024 for sp in m.split_points], "o-", color="tab:red", label="feature KB")
         ax2.axhline(m.input_bytes / 1024, color="tab:red", ls=":", lw=1, label="input KB")
         ax2.set_ylabel("KB")
+        ax.set_ylim(0, 1.4 * max(m.full_ms, *(sp.head_ms + sp.tail_ms for sp in m.split_points)))
+        ax2.set_ylim(0, 1.4 * max(m.input_bytes, *(sp.feature_bytes for sp in m.split_points)) / 1024)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", ncol=5)
