@@ -592,6 +592,8 @@ class Client:
                 "breaker": self.breaker.state, "breaker_opened": self.breaker.opened_count,
                 "cloud_reachable": self.link.reachable, "probes": self.monitor.probes_sent if self.monitor else 0,
                 "cloud": list(self.cloud), "model_version": self._model.bundle.version,
+                "link": {**dataclasses.asdict(self._net_state(self._cloud)), "failures": self.link.failures,
+                         "timeouts": self.link.timeouts, "level_shifts": self.link.rtt.shifts + self.link.bw.shifts},
             }
 
     def take_interval(self) -> dict[str, Any]:
