@@ -142,7 +142,9 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
     models["pruned 50% all"] = train(p_a, x, y, TrainConfig(epochs=10), progress=False)
     st, _ = prune_channels(teacher, ex, 0.6, layers="all")
     models["distilled w=0.4"] = train(st, x, y, TrainConfig(epochs=20, lr=3e-3), teacher=teacher, progress=False)
-    paths, macs, accs = {}, {}, {}
+    paths: dict[str, Path] = {}
+    macs: dict[str, int] = {}
+    accs: dict[str, float] = {}
     for name, mod in models.items():
         paths[name] = export_onnx(mod, ex, work / f"digits_{len(paths)}.onnx")
         macs[name] = count_macs(mod, ex)

@@ -119,6 +119,16 @@ def test_bad_flags_fail_before_work(digits_copy: Path, tmp_path: Path, flags: li
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
+def test_model_that_does_not_match_the_bundle_is_refused(digits_copy: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    rc = main(["optimize", str(digits_copy), "--prune", "0.5", "--calibration", "example:digits", "--out", str(out),
+               "--model", "collab.models.examples:resnet18_style"])
+    assert rc == 1
+    assert "cannot run on this bundle's inputs" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("shape", [(20, 1, 16, 16), (20, 8, 8), (20, 3, 8, 8)])
 def test_calibration_of_the_wrong_shape_is_refused(digits_copy: Path, tmp_path: Path, shape: tuple[int, ...],
                                                    capsys: pytest.CaptureFixture[str]) -> None:

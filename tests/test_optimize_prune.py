@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -41,11 +43,12 @@ class Residual(nn.Module):
         return self.head(y.mean(dim=(2, 3)))
 
 
-def _model(cls: type[nn.Module]) -> nn.Module:
+def _model(cls: type[nn.Module]) -> Any:  # attribute access on the concrete test models
     torch.manual_seed(0)
     m = cls()
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
+            assert mod.running_mean is not None and mod.running_var is not None
             mod.running_mean.uniform_(-0.2, 0.2)
             mod.running_var.uniform_(0.5, 1.5)
     return m.eval()
@@ -67,6 +70,7 @@ def test_zero_filters_are_the_ones_removed_and_output_is_unchanged() -> None:
         m.conv2.bias[1::2] = 0
         m.fc.weight.view(10, 16, 16)[:, 1::2] = 0.0
     x = torch.randn(5, 1, 8, 8)
+    p: Any
     p, groups = prune_channels(m, x[:1], 0.5, layers="widest")
     assert [g.conv for g in groups] == ["conv2"]
     assert p.conv2.out_channels == 8 and p.fc.in_features == 8 * 16 and m.conv2.out_channels == 16
@@ -76,6 +80,7 @@ def test_zero_filters_are_the_ones_removed_and_output_is_unchanged() -> None:
 def test_pruning_all_layers_shrinks_macs_and_bn() -> None:
     m = _model(Chain)
     x = torch.randn(1, 1, 8, 8)
+    p: Any
     p, groups = prune_channels(m, x, 0.5, layers="all")
     assert len(groups) == 2 and p.bn1.num_features == 4 and p.conv2.in_channels == 4
     # conv1: 64*8*9 -> 64*4*9, conv2: 64*16*8*9 -> 64*8*4*9, fc: 256*10 -> 128*10

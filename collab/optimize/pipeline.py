@@ -190,7 +190,8 @@ class _TorchContext:
         spec = cfg.model or _default_model_spec(m)
         if spec is None:
             raise ConfigError("pruning/distillation needs the PyTorch model: pass --model SPEC")
-        tspec = cfg.train_data or (f"{spec}:train" if spec.startswith("example:") else None)
+        data_of = _default_model_spec(m) if isinstance(m.extra.get("example"), str) else spec
+        tspec = cfg.train_data or (f"{data_of}:train" if data_of and data_of.startswith("example:") else None)
         if tspec is None:
             raise ConfigError("pruning/distillation needs labelled training data: pass --train-data DATA")
         train = load_samples(tspec, m.input_shape, n=100_000)
@@ -198,11 +199,24 @@ class _TorchContext:
             raise ConfigError(f"--train-data {tspec}: needs labels (an .npz with 'x' and 'y')")
         model = load_model(spec)
         example = torch.from_numpy(held.x[:1])
-        with torch.no_grad():
-            ref = model(torch.from_numpy(held.x)).numpy()
+        try:
+            with torch.no_grad():
+                ref = model(torch.from_numpy(held.x)).numpy()
+        except Exception as e:  # wrong input shape, wrong model
+            raise ConfigError(f"model {spec} cannot run on this bundle's inputs: {e}") from e
         onnx_ref = run_batched(make_session(Path(cfg.bundle) / m.full), held.x)
         if ref.shape != onnx_ref.shape or float(np.max(np.abs(ref - onnx_ref))) > 1e-3:
             raise ConfigError(f"model {spec} does not match the bundle's full model (different outputs)")
+        from collab.errors import SplitError
+        from collab.optimize.prune import find_groups
+
+        try:
+            prunable = find_groups(model, example)
+        except SplitError as e:
+            raise ConfigError(f"cannot prune or distill {spec}: {e}") from e
+        if not prunable:
+            raise ConfigError(f"cannot prune or distill {spec}: no convolution whose channels can be removed "
+                              "(use --quantize only, e.g. --tier edge-server)")
         return cls(cfg, m, model, train, example)
 
     def _accuracy(self, model: Any, held: Samples) -> float | None:
