@@ -170,7 +170,8 @@ def _split(
         x_np = x1.numpy()
         logger.info("%s: profiling full model and %d cuts (%d runs each)", name, len(pieces), runs)
         full_ms, timed = profile_chain(
-            [(tmp / p.head, tmp / p.tail) for p in pieces], tmp / "full.onnx", x_np, runs=runs
+            [(tmp / p.head, tmp / p.tail) for p in pieces], tmp / "full.onnx", x_np, runs=runs,
+            desc=f"profile {name}", progress=progress,
         )
         points = []
         for i, (pc, (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True)):

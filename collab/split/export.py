@@ -19,7 +19,6 @@ import onnx
 import torch
 from torch import nn
 
-from collab import ort
 from collab.errors import SplitError
 
 
@@ -126,7 +125,3 @@ def max_abs_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> 
     if a_.shape != b_.shape:
         return float("inf")
     return float(np.max(np.abs(a_.astype(np.float64) - b_.astype(np.float64)))) if a_.size else 0.0
-
-
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    return ort.run(ort.make_session(path), x)

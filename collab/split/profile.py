@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from collab import ort
 
 
-def profile_chain(pieces: list[tuple[Path, Path]], full: Path, x: np.ndarray, *, runs: int, warmup: int = 3
-                  ) -> tuple[float, list[tuple[float, float, np.ndarray]]]:
+def profile_chain(
+    pieces: list[tuple[Path, Path]], full: Path, x: np.ndarray, *, runs: int, warmup: int = 3,
+    desc: str = "profile", progress: bool = False,
+) -> tuple[float, list[tuple[float, float, np.ndarray]]]:
     """Median ms of ``full`` and of every (head, tail) pair on input ``x``.
 
     Returns ``(full_ms, [(head_ms, tail_ms, feature), ...])``."""
@@ -25,7 +28,7 @@ def profile_chain(pieces: list[tuple[Path, Path]], full: Path, x: np.ndarray, *,
     feats = [ort.run(hs, x) for hs, _ in sessions]
     jobs = [(full_s, x)] + [job for (hs, ts), f in zip(sessions, feats, strict=True) for job in ((hs, x), (ts, f))]
     times: list[list[float]] = [[] for _ in jobs]
-    for r in range(warmup + runs):
+    for r in tqdm(range(warmup + runs), desc=desc, unit="round", disable=not progress):
         for i, (sess, inp) in enumerate(jobs):
             t0 = time.perf_counter()
             ort.run(sess, inp)
