@@ -7,9 +7,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collab.bundle import Manifest, load_bundle
+from collab.client import Client
 from collab.decision import (
     NO_HYSTERESIS,
     CloudState,
@@ -23,16 +25,22 @@ from collab.decision import (
 from collab.models.registry import example_inputs
 from collab.optimize.samples import Samples
 from collab.optimize.variants import quantize_bundle, select_splits
+from collab.ort import make_session, run
 
 
 @pytest.fixture(scope="module")
-def optimized(resnet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+def optimized_root(resnet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("opt") / "resnet"
     shutil.copytree(resnet_bundle, root)
     calib, held = (Samples(x=example_inputs("resnet", 128, s)[0]) for s in ("train", "test"))
-    quantize_bundle(root, ["int8_static"], calib, held, splits="middle", include_full=False, runs=15,
+    quantize_bundle(root, ["int8_static"], calib, held, splits="middle", include_full=True, runs=15,
                     min_agreement=0.95, calibrate="minmax", progress=False)
-    return load_bundle(root).manifest
+    return root
+
+
+@pytest.fixture(scope="module")
+def optimized(optimized_root: Path) -> Manifest:
+    return load_bundle(optimized_root).manifest
 
 
 def _decide(m: Manifest, split: str, budget: float):  # type: ignore[no-untyped-def]
@@ -69,3 +77,22 @@ def test_engine_uses_int8_head_within_budget_and_fp32_outside(optimized: Manifes
     # ... and allowing exactly that loss brings it back (when it is faster)
     d3 = _decide(m2, sp.name, budget=1.0 - strict.agreement)
     assert d3.chosen.variant == ("int8_static" if v.ms < sp.head_ms else None)
+
+
+def test_client_runs_the_int8_edge_only_variant_when_the_budget_allows(optimized_root: Path) -> None:
+    """End to end through collab.Client (no cloud: edge-only candidates only)."""
+    m = load_bundle(optimized_root).manifest
+    (v,) = m.full_variants
+    x = example_inputs("resnet", 1, "test")[0]
+    faster = v.ms < m.full_ms
+    with Client(optimized_root, accuracy_budget=1.0 - v.agreement + 1e-9, hysteresis=0.0, hysteresis_ms=0.0) as c:
+        r = c.infer(x)
+    assert r.path == "edge_only" and r.variant == ("int8_static" if faster else None)
+    # the output is really the INT8 model's (or the FP32 one's), not a relabelled FP32 run
+    want = run(make_session(optimized_root / (v.path if faster else m.full)), x)
+    np.testing.assert_allclose(r.output, want, rtol=1e-5, atol=1e-5)
+    if v.agreement < 1.0:  # a budget below the variant's measured loss: FP32
+        with Client(optimized_root, accuracy_budget=0.0) as c:
+            r0 = c.infer(x)
+        assert r0.variant is None
+        np.testing.assert_allclose(r0.output, run(make_session(optimized_root / m.full), x), rtol=1e-5, atol=1e-5)
