@@ -42,8 +42,8 @@ class BatchObserver(Protocol):
 
 
 class _Item:
-    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "promoted", "queued", "result",
-                 "x")
+    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "leading", "promoted", "queued",
+                 "result", "x")
 
     def __init__(self, x: np.ndarray, deadline: float | None,
                  alive: Callable[[], bool] | None) -> None:
@@ -55,6 +55,7 @@ class _Item:
         self.result: BatchResult | None = None
         self.error: BaseException | None = None
         self.promoted = False  # this item's thread must lead the next batch
+        self.leading = False  # this item's thread holds a slot right now
         self.queued = True  # still in the pending queue
 
     @property
@@ -101,40 +102,44 @@ class Batcher:
             lead = self._leaders < self._slots
             if lead:
                 self._leaders += 1
+                item.leading = True
         while True:
             if lead:
                 self._lead(item)
-            if item.done:
-                break
             lead = self._wait(item)
+            if not lead:
+                break
         if item.error is not None:
             raise item.error
         assert item.result is not None
         return item.result
 
     def _wait(self, item: _Item) -> bool:
-        """Block until something happened to ``item``; True = lead now. Every flag and
-        event change happens under the lock, so no wake-up is lost."""
-        with self._lock:
-            if item.promoted:
-                item.promoted = False
-                return True
-            if item.done:
-                return False
-            timeout = None
-            if item.queued and item.deadline is not None:
-                timeout = item.deadline - time.monotonic()
-                if timeout <= 0:
-                    self._unqueue(item)
-                    self._observer.dropped("deadline", 1)
-                    raise DeadlineError("deadline passed while queued")
-            if item.event is None:
-                item.event = threading.Event()
-            else:
-                item.event.clear()
-            event = item.event
-        event.wait(timeout)
-        return False
+        """Block until ``item`` is promoted (True: lead now) or answered (False). Every flag
+        and event change happens under the lock, so no wake-up is lost; a promotion is
+        looked at before completion, because a promoted request may have been answered by
+        another batch meanwhile and its slot must still be passed on."""
+        while True:
+            with self._lock:
+                if item.promoted:
+                    item.promoted = False
+                    item.leading = True
+                    return True
+                if item.done:
+                    return False
+                timeout = None
+                if item.queued and item.deadline is not None:
+                    timeout = item.deadline - time.monotonic()
+                    if timeout <= 0:
+                        self._unqueue(item)
+                        self._observer.dropped("deadline", 1)
+                        raise DeadlineError("deadline passed while queued")
+                if item.event is None:
+                    item.event = threading.Event()
+                else:
+                    item.event.clear()
+                event = item.event
+            event.wait(timeout)
 
     def _unqueue(self, item: _Item) -> None:
         self._pending.remove(item)
@@ -156,7 +161,9 @@ class Batcher:
                     self._unqueue(me)
                     me.error = DeadlineError("deadline passed while queued")
                     self._observer.dropped("deadline", 1)
-                nxt = next((it for it in self._pending if not it.promoted), None)
+                me.leading = False
+                # (a request whose thread already leads, or was promoted, needs no slot)
+                nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
                 if nxt is not None:  # the slot passes to the oldest waiting request
                     nxt.promoted = True
                     _signal(nxt)
@@ -170,7 +177,7 @@ class Batcher:
         until = self._pending[0].enqueued + self._max_wait
         if me.deadline is not None:
             until = min(until, me.deadline)
-        while self._pending_samples < self.max_batch_size and not self._closed:
+        while me.queued and self._pending_samples < self.max_batch_size and not self._closed:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
@@ -199,6 +206,8 @@ class Batcher:
             else:
                 batch.append(item)
                 size += item.n
+        if batch and self._leaders > 1:
+            self._filled.notify_all()  # another filling leader may have lost its request
         if expired:
             self._observer.dropped("deadline", expired)
         if gone:
