@@ -189,3 +189,19 @@ def test_codec_package_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4", "int3", "int2"])
+def test_range_ends_never_wrap(quant: str) -> None:
+    """Adversarial channel ranges (values exactly at both ends, zero inside or near an
+    end): the unsaturated fast path must never wrap levels+1 to 0."""
+    rng = np.random.default_rng(7)
+    c = 512
+    lo = -rng.uniform(0, 10, c) * (rng.random(c) < 0.7)
+    hi = rng.uniform(0, 10, c) ** rng.choice([1, 3, -1], c)
+    x = rng.uniform(lo[:, None], hi[:, None], size=(c, 126))
+    x = np.concatenate([lo[:, None], hi[:, None], x], axis=1)[None].astype(np.float32)
+    codec = Codec.parse(quant)
+    y = decode(encode(x, codec))
+    assert not peek(encode(x, codec)).per_tensor
+    assert_within_bound(x, y, codec)
