@@ -97,6 +97,21 @@ def test_cli_quantizes_into_a_new_bundle_and_prints_the_table(
     assert load_bundle(digits_copy).version == version  # the input bundle is untouched
 
 
+def test_cli_tier_applies_its_pipeline(digits_copy: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    rc = main(["optimize", str(digits_copy), "--tier", "edge-server", "--splits", "middle", "--calibration",
+               "example:digits", "--out", str(out), "--runs", "3", "--calibrate", "minmax", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    m = load_bundle(out).manifest
+    assert m.extra["optimize"]["tier"] == "edge-server"
+    assert list(m.extra["optimize"]["plan"]["quantize"]) == ["int8_static"]
+    listed = {(sp.name, v.name) for sp in m.split_points for v in sp.head_variants} | {
+        ("full", v.name) for v in m.full_variants}
+    assert listed <= {(s, "int8_static") for s in [*(sp.name for sp in m.split_points), "full"]}
+    assert all(v.agreement >= 0.99 for v in m.full_variants)  # the tier's threshold
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
