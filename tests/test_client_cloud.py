@@ -204,3 +204,28 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
         reasons = c.stats()["fallback_reasons"]
         assert "DEADLINE_EXCEEDED" in reasons
         assert c.breaker.opened_count >= 1  # repeated timeouts open the breaker
+
+
+def test_client_over_tls_with_client_certificates(digits_bundle: Path, tmp_path: Path) -> None:
+    from collab.tlsutil import make_ca
+    from collab.transport import TlsConfig
+
+    ca = make_ca(tmp_path)
+    srv = ca.issue("cloud", hosts=("localhost", "127.0.0.1"))
+    cli = ca.issue("edge", server=False, client=True)
+    port = free_port()
+    sp = load_bundle(digits_bundle).manifest.split_points[0].name
+    x = sample_inputs(digits_bundle, 1)
+    args = [*cloud_args(port, digits_bundle), "--tls-cert", str(srv.cert), "--tls-key", str(srv.key),
+            "--tls-client-ca", str(ca.cert)]
+    with collab_process(args, port=port):
+        tls = TlsConfig(ca_cert=ca.cert, client_cert=cli.cert, client_key=cli.key)
+        with Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], tls=tls, policy=f"split:{sp}") as c:
+            r = c.infer(x)
+            assert not r.fell_back and r.bytes_sent > 0 and c.link.reachable
+        # without a client certificate the handshake fails: answered locally, never lost
+        with Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], tls=TlsConfig(ca_cert=ca.cert),
+                    policy=f"split:{sp}", probe_timeout_s=0.5) as c:
+            assert not c.link.reachable
+            r = c.infer(x)
+            assert r.fell_back and r.output.shape == (1, 10)
