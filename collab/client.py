@@ -64,6 +64,8 @@ from collab.transport import (
     wrap_rpc_error,
 )
 
+_EDGE_STALE_S = 5.0
+
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                  grpc.StatusCode.INVALID_ARGUMENT}
@@ -358,7 +360,7 @@ class Client:
         if len(self._decision_cache) > 64:
             self._decision_cache.clear()
         d = decide(model.profile, policy=policy, net=self._net_state(cl), cloud=self._cloud_state(model, cl),
-                   edge=EdgeState(compute_scale=self._edge_scale.mean), accuracy_budget=cfg.accuracy_budget,
+                   edge=self._edge_state(), accuracy_budget=cfg.accuracy_budget,
                    deadline_ms=deadline_ms, previous=self._previous,
                    hysteresis=Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms))
         if policy.mode == "auto":
@@ -373,7 +375,7 @@ class Client:
         cl = self._cloud
         net = self._net_state(cl)
         out = decide(model.profile, policy=pol, net=net, cloud=self._cloud_state(model, cl),
-                     edge=EdgeState(compute_scale=self._edge_scale.mean),
+                     edge=self._edge_state(),
                      accuracy_budget=self.config.accuracy_budget,
                      deadline_ms=deadline_ms if deadline_ms is not None else self.config.deadline_ms,
                      previous=self._previous).explain()
@@ -441,13 +443,13 @@ class Client:
         if c.path == "edge_only":
             y, ms = rt.full(arr, c.variant)
             timings["edge_ms"] = ms
-            self._edge_sample(ms, c, model)
+            self._edge_sample(ms, c.key, model)
         else:
             if c.path == "split":
                 assert c.split_point is not None
                 payload, ms = rt.head(c.split_point, arr, c.variant)
                 timings["edge_ms"] = ms
-                self._edge_sample(ms, c, model)
+                self._edge_sample(ms, c.key, model)
             else:
                 payload = arr
             remote, sent, reason = self._remote(model, c, payload, t0, deadline, timings)
@@ -458,8 +460,10 @@ class Client:
                 if c.path == "split":
                     assert c.split_point is not None
                     y, ms = rt.tail(c.split_point, payload)
+                    self._edge_sample(ms, c.key, model, local_finish=True)
                 else:
                     y, ms = rt.full(arr)
+                    self._edge_sample(ms, "edge_only", model)
                 timings["local_finish_ms"] = ms
         total = (time.perf_counter() - t0) * 1000.0
         timings["total_ms"] = total
@@ -474,11 +478,26 @@ class Client:
                                deadline_met=met, fallback_reason=reason, model_version=model.bundle.version,
                                predicted_ms=c.total_ms)
 
-    def _edge_sample(self, ms: float, c: Candidate, model: _Model) -> None:
-        spec = model.specs.get(c.key)
-        if spec is not None and spec.edge_ms > 0.05:  # tiny models: timer noise, not load
+    def _edge_state(self) -> EdgeState:
+        """Edge load relative to the profile. A load spike is assumed to pass: an estimate
+        not refreshed for ``_EDGE_STALE_S`` (the engine routed work elsewhere because the
+        edge looked slow) relaxes towards the configured slowdown."""
+        e = self._edge_scale
+        age = e.age(time.monotonic())
+        scale = e.mean
+        if age > _EDGE_STALE_S:
+            w = math.exp(-(age - _EDGE_STALE_S) / _EDGE_STALE_S)
+            scale = self.config.slowdown + (scale - self.config.slowdown) * w
+        return EdgeState(compute_scale=scale)
+
+    def _edge_sample(self, ms: float, key: str, model: _Model, *, local_finish: bool = False) -> None:
+        spec = model.specs.get(key)
+        if spec is None:
+            return
+        profiled = spec.local_finish_ms if local_finish else spec.edge_ms
+        if profiled > 0.05:  # tiny models: timer noise, not load
             with self._lock:
-                self._edge_scale.update(ms / spec.edge_ms, time.monotonic())
+                self._edge_scale.update(ms / profiled, time.monotonic())
 
     def _remote(self, model: _Model, c: Candidate, payload: np.ndarray, t0: float,
                 deadline: float | None, timings: dict[str, float]) -> tuple[np.ndarray | None, int, str | None]:
@@ -499,9 +518,12 @@ class Client:
         if deadline is None:
             budget_ms = self.config.cloud_timeout_ms
         else:
-            # keep room for the local finish and for timer slack (gRPC deadlines fire late
-            # by a few ms on a busy machine)
-            budget_ms = deadline - elapsed - c.local_finish_ms * 1.5 - max(2.0, 0.05 * deadline)
+            # keep room for the local finish (when it can still make the deadline at all)
+            # and for timer slack (gRPC deadlines fire late by a few ms on a busy machine)
+            slack = max(2.0, 0.05 * deadline)
+            remaining = deadline - elapsed - slack
+            reserve = c.local_finish_ms * 1.5
+            budget_ms = remaining - reserve if reserve < remaining else remaining
             if budget_ms <= 0.5:
                 return None, 0, "cloud would miss the deadline"
         rid = f"{self._id_prefix}-{next(self._ids)}"

@@ -208,3 +208,13 @@ def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_pat
             assert r.variant == variant and r.split_point == sp0.name
             loaded = set(c._model.runtime._sessions)
             assert ("head_sim8.onnx" in loaded) == (variant is not None)
+
+
+def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bundle: Path) -> None:
+    with Client(digits_bundle, slowdown=4.0) as c:
+        assert c._edge_state().compute_scale == pytest.approx(4.0)
+        now = time.monotonic()
+        c._edge_scale.mean, c._edge_scale.updated_at = 40.0, now - 1.0
+        assert c._edge_state().compute_scale == pytest.approx(40.0)  # fresh: believed
+        c._edge_scale.updated_at = now - 30.0
+        assert c._edge_state().compute_scale < 4.5  # old spike: mostly forgotten
