@@ -98,6 +98,37 @@ def _names(model: nn.Module, x: torch.Tensor, granularity: str = "block") -> lis
     return [c.name for c in analyse(trace(model.eval(), x), granularity=granularity).cuts]  # type: ignore[arg-type]
 
 
+def test_inplace_activations_do_not_break_checks(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                          nn.Conv2d(8, 8, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
+    b = split_model(model, torch.randn(2, 3, 8, 8), tmp_path / "b", name="inplace", runs=2, progress=False,
+                    granularity="all")  # cuts right before the in-place ReLUs too
+    assert [sp.name for sp in b.manifest.split_points] == ["0", "1", "2", "3", "4", "5"]
+    assert b.manifest.extra["refused"] == {}
+
+
+class InplaceResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a(x).relu_()
+        out = self.b(x)
+        out += x
+        return torch.nn.functional.relu(out, inplace=True).flatten(1)
+
+
+def test_inplace_functions_and_methods(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    b = split_model(InplaceResidual().eval(), torch.randn(2, 4, 4, 4), tmp_path / "b", name="ip", runs=2,
+                    progress=False, granularity="all")
+    assert [sp.name for sp in b.manifest.split_points] == ["a", "relu_", "add", "relu"]
+    assert b.manifest.extra["refused"] == {}
+
+
 def test_chain_cuts_named_after_modules() -> None:
     # fc1 -> act is one op away and the same size: only the later cut is kept
     assert _names(Chain(), torch.randn(1, 4)) == ["act"]

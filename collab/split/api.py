@@ -213,7 +213,7 @@ def _export_cut(
     head, tail = carve(gm, cut)
     with torch.no_grad():
         fb = head(xb)
-        d_torch = max_abs_diff(tail(fb), refb)
+        d_torch = max_abs_diff(tail(fb.clone()), refb)  # clone: tails may start in-place
     if d_torch > TORCH_ATOL:
         raise SplitError(f"tail(head(x)) differs from the model by {d_torch:.3g} > {TORCH_ATOL}")
     stem = _stem(index, cut.name)

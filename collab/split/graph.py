@@ -10,9 +10,11 @@ several tensors alive at once, which is exactly what removes the cuts inside blo
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -79,6 +81,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         raise SplitError(
             f"running the model on the example input {tuple(example.shape)} failed: {type(e).__name__}: {e}"
         ) from e
+    model = _out_of_place(copy.deepcopy(model))
     try:
         tracer = _Tracer()
         graph = tracer.trace(model, concrete_args=_defaults(model))
@@ -89,6 +92,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             "data-dependent control flow or non-tensor inputs cannot be split"
         ) from e
     _drop_specialised_args(gm)
+    _functional_graph(gm)
     try:
         # ShapeProp prints a traceback on failure; the SplitError below says it all
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -100,6 +104,37 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     if not isinstance(out, fx.Node) or meta is None or not hasattr(meta, "shape"):
         raise SplitError("the model must return exactly one tensor")
     return gm
+
+
+def _out_of_place(model: nn.Module) -> nn.Module:
+    """In-place activations alias the tensor a cut would export (the exporter then
+    records the mutated value); the copy we split computes the same values out of place."""
+    for m in model.modules():
+        if getattr(m, "inplace", False) is True:
+            setattr(m, "inplace", False)  # noqa: B010
+    return model
+
+
+_INPLACE_OPERATORS = {
+    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+def _functional_graph(gm: fx.GraphModule) -> None:
+    """Rewrite in-place calls (``x += y``, ``x.relu_()``, ``F.relu(x, inplace=True)``).
+    The composition checks against the original model catch any aliasing this changes."""
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in _INPLACE_OPERATORS:
+            n.target = _INPLACE_OPERATORS[n.target]
+        elif n.op == "call_function" and n.kwargs.get("inplace") is True:
+            n.kwargs = {**n.kwargs, "inplace": False}
+        elif (
+            n.op == "call_method" and isinstance(n.target, str) and n.target.endswith("_")
+            and not n.target.endswith("__") and hasattr(torch.Tensor, n.target[:-1])
+        ):
+            n.target = n.target[:-1]
+    gm.recompile()
 
 
 def _drop_specialised_args(gm: fx.GraphModule) -> None:
