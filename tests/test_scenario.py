@@ -108,15 +108,15 @@ def test_shipped_scenarios_are_valid() -> None:
 
 
 def test_tiny_scenario_end_to_end(tmp_path: Path) -> None:
-    """Real cloud process, emulator process, clients; a link cut in the middle loses nothing."""
+    """Real cloud process, emulator process, two edge processes; a link cut loses nothing."""
     from collab.scenario.runner import run_scenario
 
     text = textwrap.dedent("""\
         name: tiny
         seed: 2
         model: {example: digits, calibrate: false}
-        edges: {slowdown: 20, probe_interval_s: 0.2}
-        workload: {requests: 12, rate_hz: 8, deadline_ms: 300}
+        edges: {count: 2, slowdown: 20, probe_interval_s: 0.2}
+        workload: {requests: 6, rate_hz: 8, deadline_ms: 300}
         network:
           segments:
             - {duration_s: 10, up_mbps: 20, down_mbps: 20, rtt_ms: 10}

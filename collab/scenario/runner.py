@@ -212,58 +212,168 @@ class _Events:
             self.log.append({"at_s": at, "done_s": round(t, 3), "action": action})
 
 
-def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
-               x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
-               tick: Callable[[], None] = lambda: None) -> tuple[list[Record], list[dict[str, Any]]]:
-    """One policy over the whole trace; returns every request and the events as applied."""
-    if not cloud.alive:
-        emu.set_upstream("127.0.0.1", cloud.start())
-    emu.cut(False)
-    clients = [_client(bundle, emu.address, sc, policy) for _ in range(sc.edge.count)]
-    for c in clients:  # load every session now, not inside the first timed requests
-        c._model.runtime.warm()  # (the SDK warms in the background; here it must be done before t0)
-    emu.restart(seed=sc.seed)  # the clients' first estimates come from the trace's start
+def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
+    start = time.monotonic() - t0
+    try:
+        r = client.infer(x[a.input_index][None])
+        return Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
+                      latency_ms=float(r.timings["total_ms"]), path=r.path, split_point=r.split_point,
+                      codec=r.codec, bytes_sent=int(r.bytes_sent), deadline_met=bool(r.deadline_met),
+                      agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
+                      fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "",
+                      timings={k: round(float(v), 3) for k, v in r.timings.items()})
+    except Exception as e:  # a lost request: recorded, never hidden
+        return Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
+                      latency_ms=math.nan, path="lost", split_point=None, codec=None, bytes_sent=0,
+                      deadline_met=False, agree=False, fell_back=False, lost=True,
+                      error=f"{type(e).__name__}: {e}"[:300])
+
+
+def _record_one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray,
+                on_record: Callable[[Record], None]) -> None:
+    on_record(_one(client, policy, a, t0, x, ref))
+
+
+def _replay(clients: dict[int, Any], policy: str, plan: list[Arrival], t0: float, x: np.ndarray,
+            ref: np.ndarray, on_record: Callable[[Record], None]) -> None:
+    """Issue every arrival at its time (open loop: a slow answer does not delay the next)."""
+    with ThreadPoolExecutor(max_workers=min(64, 6 * len(clients)), thread_name_prefix="edge-request") as pool:
+        for a in plan:
+            delay = t0 + a.at_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(_record_one, clients[a.edge], policy, a, t0, x, ref, on_record)
+
+
+def _prime(clients: list[Any]) -> None:
     for _ in range(3):  # outweigh samples taken while the sessions were loading
         for c in clients:
             if c.monitor is not None:
                 c.monitor.refresh(force=True)
-    t0 = time.monotonic() + LEAD_S
-    emu.restart(t0=t0, seed=sc.seed)
+
+
+def _warm(c: Any) -> Any:
+    c._model.runtime.warm()  # (the SDK warms in the background; here it must be done before t0)
+    return c
+
+
+def edge_worker(conn: Any, bundle: Path, address: str, sc: Scenario, policy: str, edge: int,
+                plan: list[Arrival], x: np.ndarray, ref: np.ndarray) -> None:
+    """One emulated edge device in its own process (fleet scenarios): its own interpreter and
+    GIL, as on a real device, so N devices do not slow each other's padded compute down."""
+    from collab.log import setup_logging
+
+    setup_logging("WARNING")
+    lock = threading.Lock()
+    client = _warm(_client(bundle, address, sc, policy))
+    try:
+        conn.send(("ready", None))
+        conn.recv()  # the trace restarted: probe it
+        _prime([client])
+        conn.send(("primed", None))
+        _, t0 = conn.recv()
+
+        def send(r: Record) -> None:
+            with lock:
+                conn.send(("rec", asdict(r)))
+
+        _replay({edge: client}, policy, [a for a in plan if a.edge == edge], t0, x, ref, send)
+    finally:
+        client.close()
+        conn.send(("done", None))
+
+
+def _run_in_processes(policy: str, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
+                      x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
+                      on_record: Callable[[Record], None]) -> list[dict[str, Any]]:
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for e in range(sc.edge.count):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=edge_worker, args=(child, bundle, emu.address, sc, policy, e, plan, x, ref),
+                        name=f"edge-{e}", daemon=True)
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    try:
+        def expect(what: str) -> None:
+            for c in pipes:
+                if not c.poll(180):
+                    raise TransportError(f"edge worker did not report {what!r}")
+                got = c.recv()
+                if got[0] != what:
+                    raise TransportError(f"edge worker: expected {what!r}, got {got[0]!r}")
+
+        expect("ready")
+        emu.restart(seed=sc.seed)
+        for c in pipes:
+            c.send(("prime", None))
+        expect("primed")
+        t0 = time.monotonic() + LEAD_S
+        emu.restart(t0=t0, seed=sc.seed)
+        for c in pipes:
+            c.send(("go", t0))
+        with _Events(sc, t0, cloud, emu) as events:
+            live: list[Any] = list(pipes)
+            while live:
+                ready: list[Any] = wait(live, timeout=sc.duration_s + 120)
+                if not ready:
+                    raise TransportError("edge workers stopped reporting")
+                for c in ready:
+                    try:
+                        kind, payload = c.recv()
+                    except EOFError:
+                        live.remove(c)
+                        continue
+                    if kind == "rec":
+                        on_record(Record(**payload))
+                    elif kind == "done":
+                        live.remove(c)
+        return events.log
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
+               x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
+               tick: Callable[[], None] = lambda: None) -> tuple[list[Record], list[dict[str, Any]]]:
+    """One policy over the whole trace; returns every request and the events as applied.
+    One edge runs in this process; several run one process each (like real devices)."""
+    if not cloud.alive:
+        emu.set_upstream("127.0.0.1", cloud.start())
+    emu.cut(False)
+    emu.restart(seed=sc.seed)
     records: list[Record] = []
     lock = threading.Lock()
 
-    def one(a: Arrival) -> None:
-        start = time.monotonic() - t0
-        try:
-            r = clients[a.edge].infer(x[a.input_index][None])
-            rec = Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
-                         latency_ms=float(r.timings["total_ms"]), path=r.path, split_point=r.split_point,
-                         codec=r.codec, bytes_sent=int(r.bytes_sent), deadline_met=bool(r.deadline_met),
-                         agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
-                         fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "",
-                         timings={k: round(float(v), 3) for k, v in r.timings.items()})
-        except Exception as e:  # a lost request: recorded, never hidden
-            rec = Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
-                         latency_ms=math.nan, path="lost", split_point=None, codec=None, bytes_sent=0,
-                         deadline_met=False, agree=False, fell_back=False, lost=True,
-                         error=f"{type(e).__name__}: {e}"[:300])
+    def on_record(r: Record) -> None:
         with lock:
-            records.append(rec)
+            records.append(r)
         tick()
 
-    try:
-        with _Events(sc, t0, cloud, emu) as events, ThreadPoolExecutor(
-                max_workers=min(64, 6 * sc.edge.count), thread_name_prefix="edge-request") as pool:
-            for a in plan:
-                delay = t0 + a.at_s - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(one, a)
-    finally:
-        for c in clients:
-            c.close()
+    if sc.edge.count > 1:
+        log = _run_in_processes(policy, sc, bundle, emu, cloud, x, ref, plan, on_record)
+    else:
+        client = _warm(_client(bundle, emu.address, sc, policy))
+        try:
+            emu.restart(seed=sc.seed)  # the client's first estimates come from the trace's start
+            _prime([client])
+            t0 = time.monotonic() + LEAD_S
+            emu.restart(t0=t0, seed=sc.seed)
+            with _Events(sc, t0, cloud, emu) as events:
+                _replay({0: client}, policy, plan, t0, x, ref, on_record)
+            log = events.log
+        finally:
+            client.close()
     records.sort(key=lambda r: (r.at_s, r.edge))
-    return records, events.log
+    return records, log
 
 
 @contextmanager
