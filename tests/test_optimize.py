@@ -175,7 +175,7 @@ def test_digits_prune_distill_quantize_pipeline(digits_copy: Path, tmp_path: Pat
 
     cfg = OptimizeConfig(bundle=digits_copy, out=tmp_path / "out", calibration="example:digits",
                          quantize=("int8_static",), prune=0.5, distill=0.4, splits="none",
-                         calibrate="minmax", runs=5, progress=False)
+                         calibrate="minmax", runs=5, finetune_epochs=5, distill_epochs=10, progress=False)
     res = optimize(cfg)
     p, d = res.notes["prune"], res.notes["distill"]
     assert p["layers"] == ["conv3"] and p["macs_pruned"] < p["macs_original"]
