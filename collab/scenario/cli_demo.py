@@ -10,7 +10,7 @@ DEMO = "demo"
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    parser.add_argument("--out", default="demo-out", help="output directory (default: ./demo-out)")
+    parser.add_argument("--out", default="runs/demo", help="output directory (default: ./runs/demo)")
     parser.add_argument("--scenario", default=DEMO, help="shipped scenario name or YAML file (default: demo)")
 
     def handler(args: argparse.Namespace) -> int:
