@@ -223,9 +223,32 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
                   1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0, ms)
 
 
+def ort_per_sample(target: Target, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[int, float]:
+    """ONNX Runtime alone: ms per sample at each batch size (min over interleaved runs) —
+    what batching can save in compute at best."""
+    from collab.ort import make_session, run
+
+    m = target.bundle.manifest
+    sess = make_session(target.bundle.path(m.full if target.split is None else m.split(target.split).tail))
+    x1 = codec.decode(target.frame)
+    xs = {n: np.repeat(x1, n, axis=0) for n in sizes}
+    best = {n: float("inf") for n in sizes}
+    for _ in range(3):
+        run(sess, xs[sizes[-1]])
+    for _ in range(15):
+        for n in sizes:
+            t0 = time.perf_counter()
+            run(sess, xs[n])
+            best[n] = min(best[n], (time.perf_counter() - t0) * 1000.0 / n)
+    return best
+
+
 def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: float,
-                rounds: int, unloaded_n: int) -> tuple[Target, dict[str, Result]]:
+                rounds: int, unloaded_n: int) -> tuple[Target, dict[str, Result], dict[int, float]]:
     target = make_target(bundle_for(name))
+    per = ort_per_sample(target)
+    print(f"  [{target.label}] ONNX Runtime alone, ms/sample by batch size: "
+          + ", ".join(f"bs{n}: {v:.3f}" for n, v in per.items()), flush=True)
     runs: dict[str, list[Result]] = {s.name: [] for s in specs}
     for r in range(rounds):
         for spec in specs:  # interleaved, so machine noise hits every config alike
@@ -241,14 +264,16 @@ def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: fl
         mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
         med[k] = Result(statistics.median(x.unloaded_p50 for x in rs), mid.rps, mid.p50, mid.p99,
                         statistics.median(x.cpu_ms for x in rs), mid.mean_batch, mid.lat_ms)
-    return target, med
+    return target, med, per
 
 
-def print_table(target: Target, res: dict[str, Result], clients: int, base: str,
-                minimal: str) -> None:
+def print_table(target: Target, res: dict[str, Result], per: dict[int, float], clients: int,
+                base: str, minimal: str) -> None:
     b = res[base]
     print(f"\n### {target.label} — {clients} concurrent clients "
           f"(frame {len(target.frame)} B, median of rounds)\n")
+    print("ONNX Runtime alone, ms/sample: "
+          + ", ".join(f"batch {n}: {v:.3f}" for n, v in per.items()) + "\n")
     print("| server | unloaded p50 ms | req/s | p50 ms | p99 ms | p99 / unloaded | "
           "req/s vs batch=1 | server CPU ms/req | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -267,14 +292,15 @@ def print_table(target: Target, res: dict[str, Result], clients: int, base: str,
               + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal))
 
 
-def plot(out: list[tuple[Target, dict[str, Result]]], path: Path, clients: int) -> None:
+def plot(out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Path,
+         clients: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(out), figsize=(6 * len(out), 8), squeeze=False)
-    for col, (target, res) in enumerate(out):
+    for col, (target, res, _) in enumerate(out):
         ax = axes[0][col]
         for k, r in res.items():
             xs = np.sort(r.lat_ms)
@@ -315,8 +341,8 @@ def main() -> int:
         return 0
     base, minimal = "collab cloud, batch=1", "minimal grpc+ORT"
     specs = [
-        ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "0")),
-        ServerSpec("collab cloud, batch<=16 wait2", ("--max-batch-size", "16", "--max-wait-ms", "2")),
+        ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "2")),
+        ServerSpec("collab cloud, batch<=16 wait0", ("--max-batch-size", "16", "--max-wait-ms", "0")),
         ServerSpec(base, ("--max-batch-size", "1", "--max-wait-ms", "0")),
         ServerSpec(minimal, ("sync",)),
     ]
@@ -326,8 +352,8 @@ def main() -> int:
     for name in args.models.split(","):
         out.append(bench_model(name, specs, clients=args.clients, seconds=args.seconds,
                                rounds=args.rounds, unloaded_n=args.unloaded))
-    for target, res in out:
-        print_table(target, res, args.clients, base, minimal)
+    for target, res, per in out:
+        print_table(target, res, per, args.clients, base, minimal)
     plot(out, args.png, args.clients)
     return 0
 

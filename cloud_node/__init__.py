@@ -1,5 +1,34 @@
 """Cloud node: the gRPC decoder service (tails and full models, dynamically batched).
 
 Entry points: ``collab cloud`` (:mod:`cloud_node.cli`) and
-:func:`cloud_node.server.serve`. No torch on this path: ONNX Runtime only.
+:func:`cloud_node.server.serve` (context manager yielding ``(server, port)``).
+No torch on this path: ONNX Runtime only.
+
+Wire contract (``collab.v1.CloudService``, protos/collab.proto):
+
+- ``Infer``: a frame of the model input (any codec) -> ``output`` = frame of the full
+  model's output, codec ``"f32"`` (lossless). ``Decode``: the same for the tail of
+  ``split_point`` on a frame of the head output. A frame may carry several samples
+  (dim 0) up to ``max_batch_size``. ``model.version`` empty = the first bundle loaded
+  under that name.
+- ``Probe``: ``response_bytes`` 0 echoes ``payload``; > 0 returns that many
+  (incompressible) bytes; ``received_bytes`` = payload size; carries the LoadReport
+  and the served models.
+- Every Infer/Decode response carries ServerTiming (queue_ms, compute_ms, decode_ms,
+  batch_size, total_ms) and a LoadReport (queue_depth, inflight, EWMAs of queue and
+  compute ms).
+- Status codes: unknown model/version/split -> NOT_FOUND; malformed frame or wrong
+  shape -> INVALID_ARGUMENT; message above the limit (largest frame of the bundles x
+  max_batch_size, >= 1 MiB), more samples than max_batch_size or a probe reply above
+  the limit -> RESOURCE_EXHAUSTED; deadline passed while queued -> DEADLINE_EXCEEDED
+  (never computed); draining -> UNAVAILABLE.
+- Health (grpc.health.v1): ``""``, ``collab.v1.CloudService`` and
+  ``collab.v1.CloudService/<model>`` are SERVING; all turn NOT_SERVING on SIGTERM,
+  which clients built by :func:`collab.transport.make_channel` (round_robin with
+  client-side health checking) honour by sending new calls elsewhere.
+- Metrics (``--metrics-port``): ``collab_cloud_requests_total{method,model,split}``,
+  ``collab_cloud_errors_total{method,code}``, ``collab_cloud_batch_size``,
+  ``collab_cloud_queue_seconds``, ``collab_cloud_compute_seconds`` (histograms per
+  model/split), ``collab_cloud_dropped_total{model,split,reason}``,
+  ``collab_cloud_inflight``, ``collab_cloud_queue_depth``.
 """

@@ -1,8 +1,9 @@
 """Dynamic batching of one (model, split) queue, leader/follower style.
 
 Every request arrives on its own gRPC handler thread. If one of ``slots`` batch
-slots is free, that thread *leads*: it waits for the batch to fill (until
-``max_batch_size`` samples queue up or the oldest request has waited ``max_wait_ms``),
+slots is free, that thread *leads*: while another batch is in progress it waits for
+the batch to fill (until ``max_batch_size`` samples queue up or the oldest request
+has waited ``max_wait_ms``),
 concatenates the queued inputs along dim 0, runs ONNX Runtime itself (which releases
 the GIL) and hands every caller its rows. Otherwise it waits; when a leader finishes
 and requests are still queued, it promotes the oldest waiting thread to lead the next
@@ -69,11 +70,13 @@ class _Item:
 
 class Batcher:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int,
-                 max_wait_ms: float, slots: int, observer: BatchObserver, name: str = "") -> None:
+                 max_wait_ms: float, slots: int, observer: BatchObserver, name: str = "",
+                 wait_when_idle: bool = False) -> None:
         self._run = run
         self.max_batch_size = max(1, max_batch_size)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
         self._slots = max(1, slots)
+        self._min_leaders = 0 if wait_when_idle else 1  # fill only with more leaders than this
         self._observer = observer
         self.name = name
         self._lock = threading.Lock()
@@ -169,15 +172,20 @@ class Batcher:
                     _signal(nxt)
                 else:
                     self._leaders -= 1
+                    self._filled.notify_all()  # a filling leader may now be alone: run
 
     def _fill(self, me: _Item) -> None:
-        """Wait (lock held) until the batch is full or the oldest request waited max_wait."""
+        """Wait (lock held) until the batch is full or the oldest request waited max_wait —
+        but (unless ``wait_when_idle``) only while another batch is in progress: with every
+        other slot idle the node has spare capacity and waiting would only add latency, so
+        an unloaded request never waits while batches still grow under load."""
         if self._max_wait <= 0 or not self._pending:
             return
         until = self._pending[0].enqueued + self._max_wait
         if me.deadline is not None:
             until = min(until, me.deadline)
-        while me.queued and self._pending_samples < self.max_batch_size and not self._closed:
+        while (me.queued and self._pending_samples < self.max_batch_size and not self._closed
+               and self._leaders > self._min_leaders):
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return

@@ -25,6 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
                         help="samples per batch (1 = no batching; default %(default)s)")
     parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, metavar="T",
                         help="longest a request waits for its batch to fill (default %(default)s)")
+    parser.add_argument("--wait-when-idle", action="store_true",
+                        help="hold batches open for --max-wait-ms even when no other batch is "
+                             "running (default: an unloaded request never waits)")
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="concurrent batches (0 = one per core; default %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads,
@@ -45,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
 def config_from_args(args: argparse.Namespace) -> CloudConfig:
     return CloudConfig(
         bundles=tuple(args.bundle), listen=args.listen, metrics_port=args.metrics_port,
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, workers=args.workers,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        wait_when_idle=args.wait_when_idle, workers=args.workers,
         threads=args.threads, intra_threads=args.intra_threads, max_message_bytes=args.max_message_bytes,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         grace_s=args.grace_s)

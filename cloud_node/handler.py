@@ -88,7 +88,8 @@ class CloudHandler:
     """One per server; thread-safe (every gRPC handler thread calls it)."""
 
     def __init__(self, registry: ModelRegistry, *, metrics: Metrics, slots: int,
-                 max_batch_size: int, max_wait_ms: float, max_message_bytes: int) -> None:
+                 max_batch_size: int, max_wait_ms: float, max_message_bytes: int,
+                 wait_when_idle: bool = False) -> None:
         self.registry = registry
         self.metrics = metrics
         self.max_message_bytes = max_message_bytes
@@ -107,7 +108,8 @@ class CloudHandler:
             obs = _LoadObserver(self, metrics.observer(r.model, r.split))
             self._batchers[r.key] = Batcher(r, max_batch_size=max_batch_size,
                                             max_wait_ms=max_wait_ms, slots=slots, observer=obs,
-                                            name=f"{r.model}/{r.split}")
+                                            name=f"{r.model}/{r.split}",
+                                            wait_when_idle=wait_when_idle)
         self._probe_buf = os.urandom(64 * 1024)  # incompressible filler for probe replies
 
     # ----------------------------------------------------------------- load

@@ -44,7 +44,8 @@ class CloudConfig:
     listen: str = "127.0.0.1:0"
     metrics_port: int | None = None  # None = no /metrics endpoint, 0 = any free port
     max_batch_size: int = 16
-    max_wait_ms: float = 0.0  # 0 = run with whatever is queued once a slot is free
+    max_wait_ms: float = 2.0  # how long a batch may stay open while another one computes
+    wait_when_idle: bool = False  # also hold the batch open when no other batch is running
     workers: int = 0  # concurrent batches; 0 = one per core
     threads: int = 64  # gRPC handler threads = requests in flight (queued ones hold one)
     intra_threads: int = 1  # ONNX Runtime threads per batch
@@ -129,7 +130,7 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
     metrics = Metrics()
     handler = CloudHandler(registry, metrics=metrics, slots=workers,
                            max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
-                           max_message_bytes=limit)
+                           max_message_bytes=limit, wait_when_idle=config.wait_when_idle)
     pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="collab-rpc")
     server = grpc.server(pool, options=server_options(max_message_bytes=limit))
     collab_pb2_grpc.add_CloudServiceServicer_to_server(CloudServicer(handler), server)

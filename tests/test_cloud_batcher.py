@@ -35,10 +35,11 @@ def _model(x: np.ndarray) -> np.ndarray:
     return x * 2.0 + 1.0
 
 
-@pytest.mark.parametrize("max_wait_ms", [0.0, 3.0])
-def test_concurrent_callers_get_their_own_rows(max_wait_ms: float) -> None:
+@pytest.mark.parametrize(("max_wait_ms", "idle"), [(0.0, False), (3.0, False), (3.0, True)])
+def test_concurrent_callers_get_their_own_rows(max_wait_ms: float, idle: bool) -> None:
     rec = Recorder()
-    b = Batcher(_model, max_batch_size=8, max_wait_ms=max_wait_ms, slots=2, observer=rec)
+    b = Batcher(_model, max_batch_size=8, max_wait_ms=max_wait_ms, slots=2, observer=rec,
+                wait_when_idle=idle)
     errors: list[BaseException] = []
     outcome = {"ok": 0, "late": 0}
     lock = threading.Lock()
@@ -77,7 +78,8 @@ def test_concurrent_callers_get_their_own_rows(max_wait_ms: float) -> None:
 
 def test_close_flushes_the_window_and_refuses_new_work() -> None:
     rec = Recorder()
-    b = Batcher(_model, max_batch_size=64, max_wait_ms=10_000, slots=1, observer=rec)
+    b = Batcher(_model, max_batch_size=64, max_wait_ms=10_000, slots=1, observer=rec,
+                wait_when_idle=True)
     x = np.ones((1, 3), np.float32)
     results: list[np.ndarray] = []
     threads = [threading.Thread(target=lambda: results.append(b.run(x).output)) for _ in range(3)]
@@ -101,3 +103,14 @@ def test_model_errors_reach_every_caller_of_the_batch() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         b.run(np.ones((1, 2), np.float32))
     assert b._leaders == 0
+
+
+def test_an_unloaded_request_never_waits_for_its_window() -> None:
+    """By default a batch stays open only while another batch is in progress."""
+    rec = Recorder()
+    b = Batcher(_model, max_batch_size=64, max_wait_ms=10_000, slots=2, observer=rec)
+    x = np.ones((1, 3), np.float32)
+    for _ in range(3):
+        r = b.run(x, time.monotonic() + 5)  # would be a DeadlineError after a 10 s window
+        assert r.batch_size == 1
+    assert rec.sizes == [1, 1, 1] and b._leaders == 0

@@ -79,7 +79,8 @@ def test_sigterm_drains_in_flight_requests(bundle: Bundle, tmp_path: Path) -> No
     log = tmp_path / "cloud.log"
     # A long batching window keeps the requests queued when SIGTERM arrives.
     args = ["cloud", "--bundle", str(bundle.root), "--listen", f"127.0.0.1:{port}",
-            "--metrics-port", str(mport), "--max-batch-size", "64", "--max-wait-ms", "3000"]
+            "--metrics-port", str(mport), "--max-batch-size", "64", "--max-wait-ms", "3000",
+            "--wait-when-idle"]
     with collab_process(args, port=port, log=log) as proc:
         ch, st = stub(f"127.0.0.1:{port}", retries=False)
         wait_ready(ch)

@@ -47,7 +47,8 @@ def test_concurrent_requests_form_real_batches(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 16)
     want = full_output(bundle, x)
-    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=8, max_wait_ms=100, workers=1)
+    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=8, max_wait_ms=100, workers=1,
+                      wait_when_idle=True)
     with serve(cfg) as (server, port):
         ch, st = stub(f"127.0.0.1:{port}")
         wait_ready(ch)
@@ -79,7 +80,8 @@ def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 1)
     # a long batching window guarantees the 250 ms deadline passes while queued
-    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=1000)
+    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=1000,
+                      wait_when_idle=True)
     with serve(cfg) as (server, port):
         ch, st = stub(f"127.0.0.1:{port}")
         wait_ready(ch)
@@ -182,7 +184,8 @@ def test_transport_targets_and_error_wrapping(bundle: Bundle) -> None:
     for bad in ([], ["x"], ["h:0"], ["h:99999"], ["127.0.0.1:1", "[::1]:2"]):
         with pytest.raises(ConfigError):
             target_for(bad)
-    cfg = CloudConfig(bundles=(bundle.root,), max_wait_ms=300, max_batch_size=64)
+    cfg = CloudConfig(bundles=(bundle.root,), max_wait_ms=300, max_batch_size=64,
+                      wait_when_idle=True)
     with serve(cfg) as (_, port):
         ch, st = stub(f"127.0.0.1:{port}")
         split = bundle.manifest.split_points[0].name
