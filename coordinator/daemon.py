@@ -80,7 +80,11 @@ class Coordinator:
         will = (topics.COORDINATOR_STATE, self._state_bytes(online=False), 1, True)
         self.mqtt = MqttClient(with_client_id(config.mqtt, config.client_id, clean_session=False),
                                will=will, on_connect=self._on_connect)
-        self.mqtt.subscribe(topics.NODE_WILDCARD, self._on_message, qos=1)
+        # acks at QoS 1 (queued by the broker while we are down, persistent session);
+        # the rest at QoS 0 so the broker's QoS 1 in-flight window cannot let a node's first
+        # heartbeat overtake its announce (retained announces are re-sent on subscribe anyway)
+        for kind, qos in ((topics.ACK, 1), (topics.ANNOUNCE, 0), (topics.HEARTBEAT, 0), (topics.TELEMETRY, 0)):
+            self.mqtt.subscribe(f"{topics.PREFIX}/node/+/{kind}", self._on_message, qos=qos)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Coordinator:

@@ -96,7 +96,7 @@ def test_staged_rollout_and_late_joiner(broker: Broker, tmp_path: Path) -> None:
 
 def test_telemetry_heartbeat_timeout_and_cloud_list(broker: Broker, tmp_path: Path) -> None:
     tel = msg.Telemetry(node_id="", interval_s=0.3, requests=30, path_mix={"split": 20, "edge_only": 10},
-                        p50_ms=4.0, p95_ms=8.0, p99_ms=9.5, fallbacks=1, bytes_sent=4096)
+                        p50_ms=4.0, p95_ms=float("nan"), p99_ms=9.5, fallbacks=1, bytes_sent=4096)
     with Coordinator(coordinator_config(broker.url, tmp_path, heartbeat_timeout=1.0)) as c:
         clouds: list[tuple[str, ...]] = []
         edge = NodeAgent(agent_config(broker.url, tmp_path, "e1"), telemetry=lambda: tel,
@@ -107,6 +107,7 @@ def test_telemetry_heartbeat_timeout_and_cloud_list(broker: Broker, tmp_path: Pa
             assert edge.wait_for_clouds(10) == ("10.0.0.1:9000",)
             got = wait_until(lambda: c.registry.nodes.get("e1") and c.registry.nodes["e1"].telemetry, 10, "telemetry")
             assert got.path_mix == {"split": 20, "edge_only": 10} and got.p99_ms == 9.5 and got.node_id == "e1"
+            assert got.p95_ms == 0.0 and not c.rejections.counts  # NaN (idle) sent as 0, not rejected
             cloud.set_endpoints(("10.0.0.2:9000",))
             wait_until(lambda: edge.cloud_endpoints == ("10.0.0.2:9000",), 10, "endpoint change")
             # a hung cloud node (connected, silent): offline after the heartbeat timeout, edges told

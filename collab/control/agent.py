@@ -9,6 +9,7 @@ ack — or refuse and keep serving the old bundle.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import threading
@@ -114,6 +115,10 @@ class NodeAgent:
 
     def start(self, timeout: float = 10.0) -> NodeAgent:
         self._mqtt.start(timeout)
+        # the on-connect announce is queued on paho's thread; make sure the broker has an
+        # announce before the first heartbeat, so the coordinator never sees an unknown node
+        self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1,
+                           retain=True, wait=timeout)
         for name, target in (("heartbeat", self._tick_loop), ("rollout", self._rollout_loop)):
             t = threading.Thread(target=target, name=f"agent-{name}-{self.node_id}", daemon=True)
             t.start()
@@ -187,7 +192,11 @@ class NodeAgent:
             return
         if t is None:
             return
-        t = replace(t, node_id=self.node_id, sent_at=time.time())
+        def finite(x: float) -> float:  # an idle interval has no percentiles
+            return x if math.isfinite(x) else 0.0
+
+        t = replace(t, node_id=self.node_id, sent_at=time.time(), p50_ms=finite(t.p50_ms),
+                    p95_ms=finite(t.p95_ms), p99_ms=finite(t.p99_ms), interval_s=finite(t.interval_s))
         self._mqtt.publish(self._topic(topics.TELEMETRY), msg.telemetry_to_proto(t).SerializeToString())
 
     def _ack(self, d: msg.RolloutDirective, *, ok: bool, error: str = "") -> None:
