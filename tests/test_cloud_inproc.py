@@ -241,3 +241,12 @@ def test_round_robin_skips_a_replica_reporting_not_serving(bundle: Bundle) -> No
             streak = streak + 1 if s1.metrics.value("collab_cloud_requests_total", labels) == before else 0
         assert streak >= 30, "the NOT_SERVING replica kept receiving calls"
         ch.close()
+
+
+def test_cloud_path_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cloud_node.cli, cloud_node.server, collab.transport, collab.codec; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
