@@ -31,12 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--status-interval", type=float, default=2.0, help="fleet status publish period (s)")
     parser.add_argument("--grpc-tls-cert", type=Path, default=None, help="serve gRPC with TLS (cert PEM)")
     parser.add_argument("--grpc-tls-key", type=Path, default=None, help="TLS key PEM")
+    parser.add_argument("--admin-token-file", type=Path, default=None,
+                        help="require this token from `collab rollout` (operator API); default: none")
     parser.add_argument("--metrics-port", type=int, default=None, help="expose Prometheus metrics on this port")
     return run
 
 
 def run(args: argparse.Namespace) -> int:
     from coordinator.broker import own_broker
+    from coordinator.cli_rollout import read_token
     from coordinator.daemon import Coordinator, CoordinatorConfig
 
     stop = threading.Event()
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             mqtt=mqtt_config_from_args(args, url=url), db=args.db, bundle_store=args.bundle_store,
             signing_key=args.signing_key, listen=args.listen, advertise=args.advertise,
             heartbeat_timeout=args.heartbeat_timeout, status_interval=args.status_interval,
-            grpc_tls_cert=args.grpc_tls_cert, grpc_tls_key=args.grpc_tls_key)
+            grpc_tls_cert=args.grpc_tls_cert, grpc_tls_key=args.grpc_tls_key,
+            admin_token=read_token(args.admin_token_file) if args.admin_token_file else None)
         coord = stack.enter_context(Coordinator(cfg))
         if args.metrics_port is not None:
             from prometheus_client import start_http_server

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from collab.control.messages import RolloutStatus
+from collab.errors import ConfigError
 from coordinator.client import CoordinatorClient
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--coordinator", default="127.0.0.1:50070", help="coordinator gRPC HOST:PORT")
     parser.add_argument("--ca", type=Path, default=None, help="CA certificate when the coordinator uses TLS")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="operator API token (or set COLLAB_ADMIN_TOKEN)")
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("publish", help="upload a bundle and roll it out")
     p.add_argument("bundle", type=Path, help="bundle directory")
@@ -49,8 +53,17 @@ def _wait(c: CoordinatorClient, ro: RolloutStatus, seconds: float) -> RolloutSta
     return ro
 
 
+def read_token(path: Path | None) -> str | None:
+    if path is None:
+        return os.environ.get("COLLAB_ADMIN_TOKEN") or None
+    try:
+        return path.read_text().strip() or None
+    except OSError as e:
+        raise ConfigError(f"cannot read token file: {e}") from e
+
+
 def run(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator, ca_file=args.ca) as c:
+    with CoordinatorClient(args.coordinator, ca_file=args.ca, token=read_token(args.token_file)) as c:
         if args.action == "publish":
             up = c.upload(args.bundle)
             print(f"stored {up.model_name} {up.version}{' (already stored)' if up.already_stored else ''}")

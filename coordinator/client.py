@@ -16,8 +16,10 @@ from collab.proto import control_pb2_grpc as pb_grpc
 
 
 class CoordinatorClient:
-    def __init__(self, endpoint: str, *, ca_file: Path | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, endpoint: str, *, ca_file: Path | None = None, timeout: float = 60.0,
+                 token: str | None = None) -> None:
         self.endpoint = endpoint
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._channel = channel(endpoint, ca_file=ca_file)
         self._stub = pb_grpc.CoordinatorServiceStub(self._channel)
         self._timeout = timeout
@@ -33,7 +35,7 @@ class CoordinatorClient:
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
-            return fn(*args, timeout=self._timeout)
+            return fn(*args, timeout=self._timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
             details = e.details() if isinstance(e, grpc.Call) else str(e)

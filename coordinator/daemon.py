@@ -46,6 +46,7 @@ class CoordinatorConfig:
     max_payload: int = MAX_PAYLOAD
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
+    admin_token: str | None = None  # required as "authorization: Bearer <token>" by the operator API
     client_id: str = "collab-coordinator"
 
     def __post_init__(self) -> None:

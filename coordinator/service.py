@@ -3,6 +3,7 @@ methods, mapping domain errors to status codes."""
 
 from __future__ import annotations
 
+import hmac
 import shutil
 from collections.abc import Iterable, Iterator
 from concurrent import futures
@@ -47,8 +48,18 @@ class BundleServicer(pb_grpc.BundleServiceServicer):
 class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     def __init__(self, coordinator: Coordinator) -> None:
         self._c = coordinator
+        token = coordinator.config.admin_token
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        if self._expected is None:
+            return
+        got = dict(context.invocation_metadata()).get("authorization", "")
+        if not hmac.compare_digest(str(got).encode(), self._expected):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "operator API: missing or wrong admin token")
 
     def Upload(self, request_iterator: Iterable[pb.BundleChunk], context: grpc.ServicerContext) -> pb.UploadReply:
+        self._authorize(context)
         tmp = self._c.store.staging()
         try:
             receive_bundle(request_iterator, tmp)
@@ -59,6 +70,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.UploadReply(version=version, model_name=name, already_stored=existed)
 
     def StartRollout(self, request: pb.StartRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        self._authorize(context)
         try:
             ro = self._c.start_rollout(request.version, percent=request.percent or 100)
         except CollabError as e:
@@ -66,6 +78,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return msg.rollout_status_to_proto(ro)
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        self._authorize(context)
         try:
             ro = self._c.rollback(request.to_version)
         except CollabError as e:
@@ -73,6 +86,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return msg.rollout_status_to_proto(ro)
 
     def GetRollout(self, request: pb.GetRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+        self._authorize(context)
         ro = self._c.rollout_status()
         if ro is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "no rollout yet")
