@@ -27,8 +27,8 @@ def test_round_completes_with_three_of_ten_clients_killed(broker: Broker, tmp_pa
     cfg = config_from_dict({
         "federation": "kill", "rounds": 1, "clients": 10, "modes": ["he"],
         "train": {"local_epochs": 1, "lr": 0.05},
-        "round": {"min_clients": 7, "deadline_s": 10},
-        "simulate": {"upload_delay_s": 2.0},  # a slow uplink: clients are mid-round for 2 s
+        "round": {"min_clients": 7, "deadline_s": 7},
+        "simulate": {"upload_delay_s": 1.5},  # a slow uplink: clients are mid-round for 1.5 s
     })
     cfg_path = tmp_path / "fl.yaml"
     cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))

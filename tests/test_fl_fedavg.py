@@ -73,3 +73,16 @@ def test_plain_fedavg_reaches_95_percent_on_non_iid_digits() -> None:
     print(f"plain FedAvg accuracy per round: {[round(a, 3) for a in accs]}; >= 95% at round {hit}")
     assert max(accs[-3:]) >= 0.95
     assert all(r.reporters == 10 for r in res)
+
+
+def test_dp_plus_he_round_reports_epsilon_and_accounts_dropout() -> None:
+    cfg = config_from_dict({"rounds": 2, "clients": 4, "modes": ["dp+he"], "model": {"federated": ["fc2"]},
+                            "round": {"min_clients": 3},
+                            "dp": {"clip": 0.5, "noise_multiplier": 3.0, "epsilon_budget": 8.0}})
+    full = simulate(cfg, progress=False)
+    dropped = simulate(cfg, progress=False, drop=1)  # one sampled client never reports
+    assert [r.reporters for r in full] == [4, 4] and [r.reporters for r in dropped] == [3, 3]
+    assert full[-1].sigma_eff == pytest.approx(3.0)
+    assert dropped[-1].sigma_eff == pytest.approx(3.0 * (3 / 4) ** 0.5)
+    assert 0 < full[-1].epsilon < dropped[-1].epsilon <= 8.0
+    assert full[0].upload_bytes > 4 * 651 * 8  # ciphertexts, not floats

@@ -188,7 +188,11 @@ class Aggregator:
     def run_round(self) -> RoundOutcome:
         st = self.open_round()
         st.wait(time.monotonic() + self.cfg.round.deadline_s)
-        return self.close_round(st)
+        out = self.close_round(st)
+        if not out.aggregated:
+            self._status("running", f"round {out.round} released nothing: {out.reporters} of "
+                                    f"{out.sampled} reported (< min_clients)")
+        return out
 
     def run(self, stop: threading.Event | None = None, wait_clients_s: float = 60.0) -> list[RoundOutcome]:
         n = self.wait_for_clients(self.cfg.clients, wait_clients_s)

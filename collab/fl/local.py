@@ -76,6 +76,8 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
 
     def on_status(topic: str, payload: bytes, retained: bool) -> None:
         status.append(msg.from_json(msg.FederationStatus, payload))
+        if status[-1].detail:
+            logger.warning("%s: %s", cfg.federation, status[-1].detail)
         changed.set()
 
     points: list[RoundPoint] = []
@@ -93,7 +95,7 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
         stub = AggregatorStub(f"127.0.0.1:{port}")
         stack.callback(stub.close)
         bar = stack.enter_context(tqdm(total=cfg.rounds, desc=f"fl {cfg.mode}", disable=not progress))
-        seen = 0
+        seen = seen_status = 0
         last = time.monotonic()
         while True:
             changed.wait(1.0)
@@ -108,6 +110,9 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
                 bar.update(p.round - bar.n)
                 bar.set_postfix(acc=f"{acc:.3f}", eps="-" if p.epsilon is None else f"{p.epsilon:.2f}",
                                 rep=f"{p.reporters}/{p.sampled}")
+                last = time.monotonic()
+            if len(status) > seen_status:  # a failed round is progress too
+                seen_status = len(status)
                 last = time.monotonic()
             done = [s for s in status if s.state in ("done", "budget_exhausted", "failed")]
             if done and seen == len(published):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from collab.fl.model import get_flat, set_flat
+from collab.log import logger
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +86,9 @@ def prepare_update(delta: np.ndarray, num_examples: int, dp: DPParams | None,
     (or 1) so each contribution has sensitivity ≤ S, plus this client's noise share; the
     decryptor divides by the FIXED m_expected (McMahan et al. 2018), so the released model
     does not depend on how many clients reported."""
+    if not np.isfinite(delta).all():  # a diverged local model: still send the noise share
+        logger.warning("local training diverged (non-finite update); contributing a zero update")
+        delta = np.zeros_like(delta)
     if dp is None:
         w = float(num_examples)
         return np.concatenate([w * delta, [w]])
