@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--nodes-file", type=Path, default=None, help="file with one node id per line")
     parser.add_argument("--coordinator-user", default="coordinator")
     parser.add_argument("--operator-user", default="operator", help="read-only user for `collab status`")
+    parser.add_argument("--fl-aggregator-user", default="fl-aggregator",
+                        help="user for `collab fl aggregator` (readwrite collab/v1/fl/#); '' = none")
     parser.add_argument("--python-hash", action="store_true",
                         help="write hashes in Python even if mosquitto_passwd is installed")
     return run
@@ -41,25 +43,37 @@ def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = P
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
-def acl_text(coordinator: str, operator: str) -> str:
+FL_PREFIX = f"{topics.PREFIX}/fl"  # federated learning (collab/fl/messages.py)
+
+
+def acl_text(coordinator: str, operator: str, fl_aggregator: str | None = None) -> str:
     node = f"{topics.PREFIX}/node/%u"
-    return "\n".join([
+    lines = [
         "# written by `collab mqtt-auth`; see docs/control-plane.md",
         f"user {coordinator}", f"topic readwrite {topics.PREFIX}/#", "",
         f"user {operator}", f"topic read {topics.PREFIX}/#", "",
+    ]
+    if fl_aggregator:
+        lines += [f"user {fl_aggregator}", f"topic readwrite {FL_PREFIX}/#", ""]
+    return "\n".join([
+        *lines,
         "# every other user is a node whose user name is its node id",
         *(f"pattern write {node}/{k}" for k in (topics.ANNOUNCE, topics.HEARTBEAT, topics.TELEMETRY, topics.ACK)),
         f"pattern read {node}/{topics.ROLLOUT}",
         f"pattern read {topics.CLOUDS}",
+        "# federated learning: a node is an FL client under its own id",
+        f"pattern write {FL_PREFIX}/+/clients/%u",
+        f"pattern read {FL_PREFIX}/#",
         "",
     ])
 
 
 def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordinator",
-                     operator: str = "operator", use_binary: bool = True) -> dict[str, str]:
+                     operator: str = "operator", fl_aggregator: str | None = "fl-aggregator",
+                     use_binary: bool = True) -> dict[str, str]:
     """Write ``passwd``, ``acl``, ``credentials/<user>`` (0600) and ``mosquitto.conf``;
     returns user -> password."""
-    users = [coordinator, operator, *nodes]
+    users = [coordinator, operator, *([fl_aggregator] if fl_aggregator else []), *nodes]
     for n in nodes:
         topics.check_node_id(n)
     if len(set(users)) != len(users):
@@ -84,7 +98,7 @@ def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordin
     else:
         passwd.write_text("".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in passwords.items()))
     passwd.chmod(0o600)
-    (out / "acl").write_text(acl_text(coordinator, operator))
+    (out / "acl").write_text(acl_text(coordinator, operator, fl_aggregator))
     (out / "mosquitto.conf").write_text(
         f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {(out / 'acl').resolve()}\n")
     logger.info("wrote credentials for %d users to %s (hashes by %s)", len(users), out,
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if not nodes:
         raise ConfigError("give at least one --node or a --nodes-file")
     write_fleet_auth(args.out, nodes, coordinator=args.coordinator_user, operator=args.operator_user,
-                     use_binary=not args.python_hash)
+                     fl_aggregator=args.fl_aggregator_user or None, use_binary=not args.python_hash)
     print(f"wrote {args.out}/passwd, {args.out}/acl, {args.out}/credentials/<user> for {len(nodes)} nodes")
     print(f"add to the broker listener config: include the lines of {args.out}/mosquitto.conf")
     print("nodes connect with --mqtt-username <node-id> --mqtt-password-file credentials/<node-id>")

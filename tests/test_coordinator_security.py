@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_python_hash_format() -> None:
 def test_credentials_and_acls(tmp_path: Path, use_binary: bool) -> None:
     if use_binary:
         assert collab_main(["mqtt-auth", "--out", str(tmp_path / "auth"), "--node", "e1", "--node", "e2"]) == 0
-        pw = {u: (tmp_path / "auth" / "credentials" / u).read_text().strip() for u in ("coordinator", "e1", "e2")}
+        pw = {u: (tmp_path / "auth" / "credentials" / u).read_text().strip()
+              for u in ("coordinator", "fl-aggregator", "e1", "e2")}
     else:
         pw = write_fleet_auth(tmp_path / "auth", ["e1", "e2"], use_binary=False)
     conf = (tmp_path / "auth" / "mosquitto.conf").read_text() + _ROOT
@@ -70,6 +72,16 @@ def test_credentials_and_acls(tmp_path: Path, use_binary: bool) -> None:
                 a2 = NodeAgent(agent_config(b.url, tmp_path, "e2", mqtt=cfg("e2"))).start()
                 wait_until(lambda: "e2" in c.registry.nodes, 5, "e2 with its own credentials")
                 a2.stop()
+                # federated learning: a node speaks as an FL client only under its own id
+                seen: list[str] = []
+                with MqttClient(cfg("fl-aggregator")) as agg, MqttClient(
+                        MqttConfig(url=b.url, username="e1", password=pw["e1"], client_id="e1-fl")) as fl:
+                    agg.subscribe("collab/v1/fl/fed/clients/+", lambda t, p, r: seen.append(t), qos=1)
+                    time.sleep(0.2)
+                    fl.publish("collab/v1/fl/fed/clients/e2", b"{}", qos=1, wait=5)
+                    fl.publish("collab/v1/fl/fed/clients/e1", b"{}", qos=1, wait=5)
+                    wait_until(lambda: seen, 5, "FL presence")
+                assert seen == ["collab/v1/fl/fed/clients/e1"]
             finally:
                 a1.stop()
 
