@@ -114,7 +114,7 @@ def test_telemetry_heartbeat_timeout_and_cloud_list(broker: Broker, tmp_path: Pa
             cloud._stop.set()  # stops heartbeats only; the MQTT connection (no will) stays up
             t0 = time.monotonic()
             wait_until(lambda: not c.registry.nodes["c1"].online, 5, "c1 offline")
-            assert 0.8 <= time.monotonic() - t0 <= 1.0 + 1.5
+            assert 0.5 <= time.monotonic() - t0 <= 1.0 + 1.5  # by the timeout (no will), not at once
             wait_until(lambda: edge.cloud_endpoints == (), 5, "empty cloud list")
             assert clouds[-1] == ()
         finally:
