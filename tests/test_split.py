@@ -129,6 +129,35 @@ def test_inplace_functions_and_methods(tmp_path: Path) -> None:
     assert b.manifest.extra["refused"] == {}
 
 
+class BatchSizeAtTheTop(nn.Module):
+    """Older code style: the batch size read once at the top, used at the bottom."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.size(0)
+        _, _, h, _ = x.shape
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(x.view(batch, -1) * (h / 8.0)) + x.new_zeros(batch, 5)
+
+
+def test_shape_integers_are_recomputed_by_the_tail(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = BatchSizeAtTheTop().eval()
+    b = split_model(model, torch.randn(2, 3, 8, 8), tmp_path / "b", name="bs", runs=2, progress=False)
+    assert [sp.name for sp in b.manifest.split_points] == ["relu", "relu_1"]  # 0 without recomputing
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    for sp in b.manifest.split_points:  # batch 5 was never seen at export time
+        out = ort.run(ort.make_session(b.path(sp.tail)), ort.run(ort.make_session(b.path(sp.head)), x))
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_chain_cuts_named_after_modules() -> None:
     # fc1 -> act is one op away and the same size: only the later cut is kept
     assert _names(Chain(), torch.randn(1, 4)) == ["act"]

@@ -99,11 +99,65 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             ShapeProp(gm).propagate(example)
     except Exception as e:
         raise SplitError(f"running the traced model on the example input failed: {type(e).__name__}: {e}") from e
+    _mark_shape_ints(gm, example[:1])
     out = _output_value(gm)
     meta = out.meta.get("tensor_meta")
     if not isinstance(out, fx.Node) or meta is None or not hasattr(meta, "shape"):
         raise SplitError("the model must return exactly one tensor")
     return gm
+
+
+SHAPE_INT = "collab_shape_int"  # node.meta key: ("batch", None) or ("const", value)
+_SHAPE_ARITH = {operator.mul, operator.add, operator.sub, operator.floordiv}
+
+
+def _shape_only(n: fx.Node, memo: dict[fx.Node, bool]) -> bool:
+    """Values computed from tensor *shapes* alone (``x.size(0)``, ``B, C, H, W = x.shape``)."""
+    if n in memo:
+        return memo[n]
+    ok = False
+    if (n.op == "call_method" and n.target in ("size", "dim")) or (
+        n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] in ("shape", "ndim")
+    ):
+        ok = True
+    elif n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node):
+        ok = _shape_only(n.args[0], memo) and isinstance(n.args[1], int)
+    elif n.op == "call_function" and n.target in _SHAPE_ARITH:
+        ok = all(_shape_only(a, memo) for a in n.all_input_nodes)
+    memo[n] = ok
+    return ok
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
+
+
+def _mark_shape_ints(gm: fx.GraphModule, x1: torch.Tensor) -> None:
+    """Mark integers derived from shapes that a tail can recompute: the batch size (from
+    its own input's dim 0) or a constant. Without this, ``b = x.size(0)`` at the top of a
+    forward and ``view(b, -1)`` at the bottom would block every cut in between."""
+    runs = []
+    for b in (1, 3):
+        rec = _Recorder(gm)
+        with torch.no_grad():
+            rec.run(x1.repeat(b, *([1] * (x1.dim() - 1))))
+        runs.append(rec.values)
+    memo: dict[fx.Node, bool] = {}
+    for n in gm.graph.nodes:
+        v1, v3 = runs[0].get(n), runs[1].get(n)
+        if type(v1) is not int or type(v3) is not int or not _shape_only(n, memo):
+            continue
+        if v1 == v3:
+            n.meta[SHAPE_INT] = ("const", v1)
+        elif (v1, v3) == (1, 3):
+            n.meta[SHAPE_INT] = ("batch", None)
 
 
 def _out_of_place(model: nn.Module) -> nn.Module:
@@ -217,7 +271,10 @@ def analyse(gm: fx.GraphModule, *, granularity: Granularity = "block") -> CutAna
 
     dep: dict[fx.Node, bool] = {}
     for n in nodes:
-        dep[n] = n.op == "placeholder" or any(dep.get(a, False) for a in n.all_input_nodes)
+        # shape-derived integers are recomputed by the tail, so they never cross a cut
+        dep[n] = n.op == "placeholder" or (
+            SHAPE_INT not in n.meta and any(dep.get(a, False) for a in n.all_input_nodes)
+        )
     last_use = {n: max((pos.get(u, end) for u in n.users), default=-1) for n in nodes}
 
     # Sweep: after position i, the live input-dependent values are those produced at <= i
@@ -306,18 +363,19 @@ def _cut_name(v: fx.Node, last_in_scope: dict[str, fx.Node]) -> str:
     return v.name
 
 
-def _copy_nodes(gm: fx.GraphModule, needed: set[fx.Node], env: dict[fx.Node, fx.Node], g: fx.Graph) -> None:
+def _copy_nodes(gm: fx.GraphModule, needed: set[fx.Node], env: dict[fx.Node, Any], g: fx.Graph) -> None:
     for n in gm.graph.nodes:
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])
 
 
-def _ancestors(roots: list[fx.Node], stop: fx.Node | None = None) -> set[fx.Node]:
+def _ancestors(roots: list[fx.Node], stop: set[fx.Node] | None = None) -> set[fx.Node]:
     seen: set[fx.Node] = set()
     stack = list(roots)
+    stop = stop or set()
     while stack:
         n = stack.pop()
-        if n in seen or n is stop:
+        if n in seen or n in stop:
             continue
         seen.add(n)
         stack.extend(n.all_input_nodes)
@@ -350,10 +408,21 @@ def carve(gm: fx.GraphModule, cut: Cut) -> tuple[fx.GraphModule, fx.GraphModule]
     tg = fx.Graph()
     feature = tg.placeholder("feature")
     feature.meta = dict(v.meta)
-    tenv: dict[fx.Node, fx.Node] = {v: feature}
-    need = _ancestors([out_val], stop=v)
+    tenv: dict[fx.Node, Any] = {v: feature}
+    recompute = {n for n in gm.graph.nodes if SHAPE_INT in n.meta and n is not v}
+    need = _ancestors([out_val], stop={v, *recompute})
     if any(n.op == "placeholder" for n in need):
         raise SplitError(f"cut {cut.name}: the tail would need the model input too")
+    batch: fx.Node | None = None
+    boundary = {a for m in need for a in m.all_input_nodes} & recompute
+    for r in sorted(boundary, key=lambda a: a.name):
+        kind, value = r.meta[SHAPE_INT]
+        if kind == "const":
+            tenv[r] = value
+        else:
+            if batch is None:
+                batch = tg.call_method("size", (feature, 0))
+            tenv[r] = batch
     _copy_nodes(gm, need, tenv, tg)
     tg.output(tenv[out_val])
     return fx.GraphModule(gm, hg, f"Head_{cut.node}"), fx.GraphModule(gm, tg, f"Tail_{cut.node}")
