@@ -81,7 +81,10 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         raise SplitError(
             f"running the model on the example input {tuple(example.shape)} failed: {type(e).__name__}: {e}"
         ) from e
-    model = _out_of_place(copy.deepcopy(model))
+    try:
+        model = _out_of_place(copy.deepcopy(model))
+    except Exception as e:  # a module holding e.g. a lock or a file cannot be copied
+        logger.warning("cannot copy %s (%s); splitting it as is", type(model).__name__, e)
     try:
         tracer = _Tracer()
         graph = tracer.trace(model, concrete_args=_defaults(model))
