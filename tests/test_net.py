@@ -145,6 +145,11 @@ def test_level_shift_needs_two_samples_and_then_restarts_the_average() -> None:
     e.update(0.8e6, 12)
     e.update(0.9e6, 13)  # confirmed: the estimate follows at once
     assert e.mean == pytest.approx(0.85e6) and e.shifts == 1
+    e.update(8e6, 14, confirm=False)  # passive samples only raise the suspicion
+    e.update(8e6, 15, confirm=False)
+    assert e.mean == pytest.approx(0.85e6) and e.pending == 8e6
+    e.update(7e6, 16)  # an active probe confirms
+    assert e.mean == pytest.approx(7.5e6) and e.shifts == 2
 
 
 def test_monitor_confirms_a_suspected_shift_at_once() -> None:

@@ -15,7 +15,9 @@ class Ewma:
 
     With ``jump`` > 1, a sample more than ``jump`` times above or below the mean is held
     back as *pending* instead of being averaged in; a second one on the same side
-    confirms a level shift and restarts the average there. Cellular links change
+    confirms a level shift and restarts the average there. Samples with ``confirm=False``
+    (passive ones, from real requests that may have met a CPU hiccup) can raise the
+    suspicion but only a confirming sample (an active probe) completes the shift. Cellular links change
     bandwidth by 10x from one second to the next: an EWMA alone would need many samples
     to follow, a single outlier alone should not move the estimate."""
 
@@ -28,12 +30,12 @@ class Ewma:
     pending: float | None = None
     shifts: int = 0
 
-    def update(self, x: float, now: float) -> None:
+    def update(self, x: float, now: float, *, confirm: bool = True) -> None:
         if self.jump > 1.0 and self.n and self.mean > 0 and x > 0:
             r = x / self.mean
             if r > self.jump or r * self.jump < 1.0:
                 p = self.pending
-                if p is not None and (p > self.mean) == (x > self.mean):
+                if confirm and p is not None and (p > self.mean) == (x > self.mean):
                     self.mean, self.var = (x + p) / 2, ((x - p) / 2) ** 2
                     self.pending = None
                     self.shifts += 1
@@ -83,16 +85,16 @@ class LinkEstimator:
         self.timeouts = 0
 
     # -- samples -------------------------------------------------------------------------
-    def add_rtt(self, ms: float, now: float) -> None:
+    def add_rtt(self, ms: float, now: float, *, active: bool = True) -> None:
         with self._lock:
-            self.rtt.update(max(ms, 0.0), now)
+            self.rtt.update(max(ms, 0.0), now, confirm=active)
             self._success_locked(now)
 
-    def add_bandwidth(self, nbytes: int, transfer_ms: float, now: float) -> None:
+    def add_bandwidth(self, nbytes: int, transfer_ms: float, now: float, *, active: bool = True) -> None:
         """A sample of ``nbytes`` taking ``transfer_ms`` beyond the RTT."""
         bps = min(nbytes * 8.0 / max(transfer_ms, 1e-3) * 1000.0, self.max_bandwidth_bps)
         with self._lock:
-            self.bw.update(bps, now)
+            self.bw.update(bps, now, confirm=active)
             self._success_locked(now)
 
     def add_transfer(self, nbytes: int, network_ms: float, now: float) -> None:
@@ -106,9 +108,9 @@ class LinkEstimator:
             return
         transfer_est = 0.0 if math.isnan(bw) else nbytes * 8.0 / max(bw, 1.0) * 1000.0
         if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > 0.3 * network_ms:
-            self.add_bandwidth(nbytes, network_ms - rtt, now)
+            self.add_bandwidth(nbytes, network_ms - rtt, now, active=False)
         elif transfer_est < 0.3 * network_ms:
-            self.add_rtt(network_ms - transfer_est, now)
+            self.add_rtt(network_ms - transfer_est, now, active=False)
         else:
             self.record_success(now)
 
