@@ -109,6 +109,15 @@ def codec_tables(model: str, n: int, codecs: tuple[str, ...]) -> dict[str, Any]:
     sp, c, r, loss = best_overall
     verdict = "MET" if r >= 10 else "NOT MET"
     print(f"  => best: {sp} {c} {r:.2f}x at {100 * loss:.2f} % loss (target >= 10x: {verdict})")
+    shared = [
+        (*best_within_budget({c: v for c, v in sec.items() if Codec.parse(c).bits >= 4}), sp)
+        for sp, sec in cal["points"].items()
+    ]
+    c, r, loss, sp = max(shared, key=lambda t: t[1])
+    print(
+        f"  => best with the shared-grammar quantizers only (f32/f16/int8/int4): {sp} {c} {r:.2f}x"
+        f" at {100 * loss:.2f} % loss"
+    )
     return cal
 
 
