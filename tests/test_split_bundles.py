@@ -48,6 +48,22 @@ def test_every_cut_composes_from_files_alone(name: str) -> None:
             assert diff <= 1e-4 * max(1.0, float(np.abs(ref).max())), f"{name}/{sp.name}: {diff}"
 
 
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in EXAMPLES]
+)
+def test_full_onnx_matches_the_pytorch_model(name: str) -> None:
+    import torch
+
+    from collab.models.examples import load_example
+
+    b = _bundle(name)
+    x, _ = example_inputs(name, 8, "train")  # inputs the export never saw
+    with torch.no_grad():
+        ref = load_example(name)(torch.from_numpy(x)).numpy()
+    got = ort.run(ort.make_session(b.path(b.manifest.full)), x)
+    assert float(np.max(np.abs(got - ref))) <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
 def test_resnet_has_a_cut_in_every_residual_stage(resnet_bundle: Path) -> None:
     names = [sp.name for sp in load_bundle(resnet_bundle).manifest.split_points]
     for stage in ("layer1", "layer2", "layer3", "layer4"):
