@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from cloud_node.errors import NotServedError
 from collab.bundle import Bundle
-from collab.ort import make_session
+from collab.ort import make_session, run
 
 FULL = "full"  # split label of the whole model (Infer) in metrics and batcher keys
 
@@ -39,8 +39,6 @@ class Runnable:
         return (self.model, self.version, self.split)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from collab.ort import run
-
         return run(self.session, x)
 
 
