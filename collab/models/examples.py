@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +261,10 @@ def _calibrate_batchnorm(m: nn.Module, x: Tensor) -> None:
     m.eval()
 
 
-def _seeded_cnn(make: Callable[[], nn.Module], seed: int) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _seeded_cnn(make: Callable[[], M], seed: int) -> M:
     x, _ = datasets.digits_rgb32("train")
     with _seeded(seed):
         m = make()
@@ -268,15 +272,15 @@ def _seeded_cnn(make: Callable[[], nn.Module], seed: int) -> nn.Module:
     return m.eval()
 
 
-def resnet18_style() -> nn.Module:
+def resnet18_style() -> ResNet18Style:
     return _seeded_cnn(ResNet18Style, seed=18)
 
 
-def mobilenetv2_style() -> nn.Module:
+def mobilenetv2_style() -> MobileNetV2Style:
     return _seeded_cnn(MobileNetV2Style, seed=2)
 
 
-def tiny_transformer() -> nn.Module:
+def tiny_transformer() -> TinyTransformer:
     with _seeded(4):
         m = TinyTransformer()
     return m.eval()
