@@ -51,11 +51,15 @@ def _top_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
-    ns, rest = top.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    # Global options may precede the command: everything up to the first bare word.
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--log-level" else 1
+    ns = top.parse_args(argv[: i + 1])
     if ns.command is None:
         top.print_help()
-        return 0 if not rest else 2
-    rest = argv[1:]
+        return 0
+    rest = argv[i + 1 :]
     module, help_ = COMMANDS[ns.command]
     parser = argparse.ArgumentParser(prog=f"collab {ns.command}", description=help_)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
