@@ -559,7 +559,7 @@ class Client:
         cl.breaker.record_success()
         cl.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
         if cl.monitor is not None and cl.link.pending():
-            cl.monitor.poke()  # confirm the suspected change with a probe before the next request
+            cl.monitor.confirm()  # confirm the suspected change with a probe before the next request
         with self._lock:
             self._cloud_queue.update(queue_ms, now)
             if compute_ms > 0:

@@ -8,7 +8,10 @@ tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
 ``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the measured
-compute time after every run. No torch import anywhere here.
+compute time after every run. The measured time is capped at twice the model's
+typical time here, so that an OS scheduling stall on this (shared) machine is added
+once, as it would be on the real device, instead of being multiplied by the factor.
+No torch import anywhere here.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import onnxruntime as ort
 
 from collab.bundle import Bundle, load_bundle
 from collab.errors import BundleError, ConfigError
+from collab.net.estimator import Ewma
 from collab.ort import make_session, run
 
 
@@ -34,6 +38,7 @@ class EdgeRuntime:
         self.intra_threads = intra_threads
         self.slowdown = slowdown
         self._sessions: dict[str, ort.InferenceSession] = {}
+        self._typical: dict[str, Ewma] = {}  # model file -> typical compute ms
         self._lock = threading.Lock()
         self._heads = {sp.name: sp.head for sp in self.manifest.split_points}
         self._tails = {sp.name: sp.tail for sp in self.manifest.split_points}
@@ -71,8 +76,14 @@ class EdgeRuntime:
         y = run(sess, x)
         ms = (time.perf_counter() - t0) * 1000.0
         if self.slowdown > 1.0:
-            time.sleep(ms * (self.slowdown - 1.0) / 1000.0)
-            ms *= self.slowdown
+            typ = self._typical.get(rel)
+            if typ is None:
+                typ = self._typical.setdefault(rel, Ewma(0.1, jump=3.0))
+            base = min(ms, 2.0 * typ.mean) if typ.n >= 3 else ms
+            typ.update(ms, t0)
+            pad = base * (self.slowdown - 1.0)
+            time.sleep(pad / 1000.0)
+            ms += pad
         return y, ms
 
     def full(self, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:

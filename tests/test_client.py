@@ -218,3 +218,24 @@ def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bu
         assert c._edge_state().compute_scale == pytest.approx(40.0)  # fresh: believed
         c._edge_scale.updated_at = now - 30.0
         assert c._edge_state().compute_scale < 4.5  # old spike: mostly forgotten
+
+
+def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collab.runtime as runtime_mod
+
+    calls = {"n": 0}
+    real_run = runtime_mod.run
+
+    def fake_run(sess, x):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        time.sleep(0.030 if calls["n"] == 8 else 0.002)  # one 30 ms scheduling stall
+        return real_run(sess, x)
+
+    monkeypatch.setattr(runtime_mod, "run", fake_run)
+    rt = EdgeRuntime(digits_bundle, slowdown=10.0)
+    x = sample_inputs(digits_bundle, 1)
+    ms = [rt.full(x)[1] for _ in range(10)]
+    normal = float(np.median(ms))
+    assert 15 < normal < 60  # ~2 ms padded to ~20 ms
+    assert ms[7] < normal + 30 + 30  # the stall is added once (not 10 x 30 ms)
+    assert ms[7] > normal  # ... but it is not hidden either

@@ -57,6 +57,8 @@ class NetworkMonitor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one probe round at a time
+        self._lock_confirm = threading.Lock()
+        self._confirming = False
 
     # -- one round -------------------------------------------------------------------
     def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeReply | None:
@@ -133,6 +135,28 @@ class NetworkMonitor:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="collab-net-monitor", daemon=True)
         self._thread.start()
+
+    def confirm(self) -> None:
+        """A real request suggested the link changed: probe at once on a thread of its
+        own (the periodic round may be busy with a slow sized probe), so the suspicion
+        is confirmed or dismissed before the next request, not one interval later."""
+        with self._lock_confirm:
+            if self._confirming or self._stop.is_set():
+                return
+            self._confirming = True
+        threading.Thread(target=self._confirm, name="collab-net-confirm", daemon=True).start()
+
+    def _confirm(self) -> None:
+        try:
+            if self.est.rtt.pending is not None:
+                self.probe_rtt()
+            if self.est.bw.pending is not None:
+                self.probe_bandwidth()
+        except Exception:
+            logger.exception("confirming probe failed")
+        finally:
+            with self._lock_confirm:
+                self._confirming = False
 
     def poke(self) -> None:
         """Probe at once (e.g. after a failure) instead of waiting for the next tick."""
