@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from cloud_node.server import CloudConfig, serve
+from collab.control.join import add_cloud_join_args, cloud_agent
 from collab.log import logger
 
 
@@ -42,6 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
                         help="require client certificates signed by this CA (PEM)")
     parser.add_argument("--grace-s", type=float, default=d.grace_s,
                         help="drain time for in-flight requests on shutdown (default %(default)s)")
+    add_cloud_join_args(parser)  # --broker ...: announce this node to the fleet coordinator
     return run
 
 
@@ -69,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"collab cloud: serving on port {port}"
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
               flush=True)
-        while not stop.wait(0.5):
-            pass
+        agent = cloud_agent(args, listen=config.listen, port=port, bundles=config.bundles)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            if agent is not None:  # leave the fleet first, so edges stop picking this node
+                agent.stop()
     return 0
