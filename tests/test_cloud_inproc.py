@@ -250,3 +250,15 @@ def test_cloud_path_never_imports_torch() -> None:
     code = ("import sys, cloud_node.cli, cloud_node.server, collab.transport, collab.codec; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_tls_file_errors_are_config_errors(bundle: Bundle, pki: dict[str, Path], tmp_path: Path) -> None:
+    from collab.transport import channel_credentials
+
+    with pytest.raises(ConfigError, match="CA certificate"):
+        channel_credentials(TlsConfig(ca_cert=tmp_path / "nope.crt"))
+    with pytest.raises(ConfigError, match="both"):
+        channel_credentials(TlsConfig(ca_cert=pki["ca"], client_cert=pki["cli_cert"]))
+    cfg = CloudConfig(bundles=(bundle.root,), tls_cert=tmp_path / "missing.crt", tls_key=pki["srv_key"])
+    with pytest.raises(ConfigError, match="TLS certificate"), serve(cfg):
+        pass
