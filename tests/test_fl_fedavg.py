@@ -50,7 +50,7 @@ def test_dp_update_is_clipped_and_carries_its_noise_share() -> None:
 def test_sum_of_shares_carries_target_noise() -> None:
     rng = np.random.default_rng(1)
     dp = DPParams(clip=1.0, noise_multiplier=2.0, expected_clients=10.0)
-    total = sum(prepare_update(np.zeros(50_000), 1, dp, rng) for _ in range(10))
+    total = np.sum([prepare_update(np.zeros(50_000), 1, dp, rng) for _ in range(10)], axis=0)
     assert total[:-1].std() == pytest.approx(2.0, rel=0.02)  # sigma*S on the sum
 
 
@@ -68,8 +68,8 @@ def test_plain_fedavg_reaches_95_percent_on_non_iid_digits() -> None:
     cfg = config_from_dict({"rounds": 12, "clients": 10, "dirichlet_alpha": 0.5, "seed": 0,
                             "train": {"local_epochs": 3, "lr": 0.1, "momentum": 0.9, "batch_size": 32}})
     res = simulate(cfg, progress=False)
-    accs = [r.accuracy for r in res]
-    hit = next(r.round for r in res if r.accuracy >= 0.95)
+    accs = [float(r.accuracy or 0.0) for r in res]
+    hit = next(r.round for r, a in zip(res, accs, strict=True) if a >= 0.95)
     print(f"plain FedAvg accuracy per round: {[round(a, 3) for a in accs]}; >= 95% at round {hit}")
     assert max(accs[-3:]) >= 0.95
     assert all(r.reporters == 10 for r in res)
@@ -84,5 +84,7 @@ def test_dp_plus_he_round_reports_epsilon_and_accounts_dropout() -> None:
     assert [r.reporters for r in full] == [4, 4] and [r.reporters for r in dropped] == [3, 3]
     assert full[-1].sigma_eff == pytest.approx(3.0)
     assert dropped[-1].sigma_eff == pytest.approx(3.0 * (3 / 4) ** 0.5)
-    assert 0 < full[-1].epsilon < dropped[-1].epsilon <= 8.0
+    eps_full, eps_dropped = full[-1].epsilon, dropped[-1].epsilon
+    assert eps_full is not None and eps_dropped is not None
+    assert 0 < eps_full < eps_dropped <= 8.0
     assert full[0].upload_bytes > 4 * 651 * 8  # ciphertexts, not floats
