@@ -33,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     ag.add_argument("--config", type=Path, required=True)
     ag.add_argument("--listen", default="0.0.0.0:50070", help="gRPC listen address HOST:PORT")
     ag.add_argument("--advertise", default="", help="HOST:PORT clients dial (default: listen address)")
+    ag.add_argument("--mode", default=None, help="pick one of the config's modes (federation gets a -MODE suffix)")
     ag.add_argument("--public-context", type=Path, default=None, help="public.ctx from keygen (HE modes)")
     ag.add_argument("--wait-clients", type=float, default=60.0, help="seconds to wait for the roster")
     ag.add_argument("--exit-when-done", action="store_true")
@@ -43,18 +44,23 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     cl.add_argument("--index", type=_indices, required=True,
                     help="Dirichlet shard(s) of the digits set: K, K,L,... or K-L (several = forked processes)")
     cl.add_argument("--client-id", default="")
+    cl.add_argument("--mode", default=None, help="pick one of the config's modes (as the aggregator does)")
     cl.add_argument("--secret-context", type=Path, default=None, help="secret.ctx (HE modes)")
     cl.add_argument("--compression", choices=["", "zstd"], default="")
     add_mqtt_args(cl, broker_required=True)
     return _handle
 
 
-def _mode_config(path: Path):  # type: ignore[no-untyped-def]
+def _mode_config(path: Path, mode: str | None):  # type: ignore[no-untyped-def]
     from collab.fl.config import load_config
 
     cfg = load_config(path)
+    if mode is not None:
+        if mode not in cfg.modes:
+            raise ConfigError(f"--mode {mode!r} is not one of the config's modes {cfg.modes}")
+        return cfg.for_mode(mode)
     if len(cfg.modes) != 1:
-        raise ConfigError(f"{path}: a fleet role runs exactly one mode, config lists {cfg.modes}")
+        raise ConfigError(f"{path}: a fleet role runs exactly one mode, config lists {cfg.modes} (use --mode)")
     return cfg
 
 
@@ -89,7 +95,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     from collab.control.mqtt import mqtt_config_from_args
 
-    cfg = _mode_config(args.config)
+    cfg = _mode_config(args.config, args.mode)
     mqtt = mqtt_config_from_args(args)
     if args.fl_command == "aggregator":
         from coordinator.fl_server import run_aggregator
