@@ -545,6 +545,8 @@ class Client:
             timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
         except RpcError as e:
             timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
+            if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                cl.link.suspect_rtt(timings["cloud_call_ms"], time.monotonic())
             self._cloud_failed(model, cl, e)
             return None, len(frame), f"{e.code.name}: {e.details}"[:200]
         except CodecError as e:
@@ -578,6 +580,8 @@ class Client:
                 logger.warning("circuit breaker opened after %d failures (last: %s)",
                                self.config.breaker_failures, e)
         if cl.monitor is not None:
+            if cl.link.pending():
+                cl.monitor.confirm()
             cl.monitor.poke()
 
     # -- telemetry -----------------------------------------------------------------------

@@ -118,6 +118,13 @@ class LinkEstimator:
         """A level shift is suspected and waits for a confirming sample."""
         return self.rtt.pending is not None or self.bw.pending is not None
 
+    def suspect_rtt(self, ms: float, now: float) -> None:
+        """A call that timed out after ``ms``: the RTT is at least that. Raises the
+        suspicion of a level shift (a probe confirms it) without counting a success."""
+        with self._lock:
+            if self.rtt.n and ms > self.rtt.mean:
+                self.rtt.update(ms, now, confirm=False)
+
     def record_success(self, now: float) -> None:
         with self._lock:
             self._success_locked(now)

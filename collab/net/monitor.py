@@ -100,14 +100,20 @@ class NetworkMonitor:
         rtt = self.probe_rtt()
         if rtt is None:
             return None
-        # start small (a slow uplink must not time out), then size to the estimate
+        # start small (a slow uplink must not time out), then size to the estimate; a
+        # probe that took far less than planned means the estimate is stale (the link got
+        # faster): grow the probe at once until the transfer is long enough to measure
         bw = self.est.state().bandwidth_bps if self.est.bw.n else None
         nbytes = self.min_probe_bytes if bw is None else int(bw * self.bandwidth_probe_ms / 8000.0)
         nbytes = min(max(nbytes, self.min_probe_bytes), self.max_probe_bytes)
-        r = self._probe(nbytes, sized=True)
-        if r is None:
-            return None
-        transfer = max(r.wall_ms - r.server_ms - rtt, 0.0)
+        for _ in range(4):
+            r = self._probe(nbytes, sized=True)
+            if r is None:
+                return None
+            transfer = max(r.wall_ms - r.server_ms - rtt, 0.0)
+            if transfer >= self.bandwidth_probe_ms / 4 or nbytes >= self.max_probe_bytes:
+                break
+            nbytes = min(nbytes * 8, self.max_probe_bytes)
         self.est.add_bandwidth(nbytes, transfer, self.clock())
         return self.est.state().bandwidth_bps
 
