@@ -15,7 +15,10 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument("--out", type=Path, required=True, help="output bundle directory (must not exist)")
     parser.add_argument("--calibration", required=True, metavar="DATA",
                         help="sample inputs: .npy, .npz with x (and y labels), or example:NAME[:SPLIT]; "
-                             "the first part calibrates INT8, the rest checks agreement")
+                             "the first part calibrates INT8, the rest checks agreement (example:NAME: "
+                             "calibrate on its train split, check on its test split)")
+    parser.add_argument("--holdout", default=None, metavar="DATA",
+                        help="separate held-out inputs for the agreement check (then all of --calibration calibrates)")
     parser.add_argument("--tier", default=None, help=f"device tier: {', '.join(TIERS)}")
     parser.add_argument("--quantize", default=None, metavar="METHODS",
                         help="comma-separated: int8_static, int8_dynamic, fp16 (overrides the tier; '' for none)")
@@ -49,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
     quant = None if args.quantize is None else tuple(m.strip() for m in args.quantize.split(",") if m.strip())
     cfg = OptimizeConfig(
-        bundle=args.bundle, out=args.out, calibration=args.calibration, tier=args.tier, quantize=quant,
+        bundle=args.bundle, out=args.out, calibration=args.calibration, holdout=args.holdout, tier=args.tier, quantize=quant,
         prune=args.prune, prune_layers=args.prune_layers, distill=args.distill, model=args.model,
         train_data=args.train_data, splits=args.splits, min_agreement=args.min_agreement,
         calibration_fraction=args.calibration_fraction, max_samples=args.max_samples,

@@ -53,6 +53,7 @@ class OptimizeConfig:
     min_agreement: float | None = None
     calibration_fraction: float = 0.5
     max_samples: int = 512
+    holdout: str | None = None  # held-out inputs for the agreement check (default: see below)
     finetune_epochs: int = 10
     distill_epochs: int = 20
     temperature: float = 4.0
@@ -126,6 +127,25 @@ def _default_model_spec(m: Manifest) -> str | None:
     return f"example:{m.model_name}" if m.model_name in EXAMPLES else None
 
 
+def _limit(s: Samples, n: int) -> Samples:
+    return Samples(x=s.x[:n], y=None if s.y is None else s.y[:n])
+
+
+def _calibration_and_held_out(cfg: OptimizeConfig, m: Manifest) -> tuple[Samples, Samples]:
+    """``--holdout`` given: calibrate on all of ``--calibration``, check on the hold-out.
+    ``example:NAME`` without a split: calibrate on its training split, check on its test
+    split. Otherwise the first ``calibration_fraction`` calibrates and the rest checks."""
+    n = cfg.max_samples
+    if cfg.holdout is not None:
+        return (_limit(load_samples(cfg.calibration, m.input_shape, n=n), n),
+                _limit(load_samples(cfg.holdout, m.input_shape, n=n), n))
+    if cfg.calibration.startswith("example:") and cfg.calibration.count(":") == 1:
+        n_cal = max(1, round(n * cfg.calibration_fraction))
+        return (_limit(load_samples(f"{cfg.calibration}:train", m.input_shape, n=n_cal), n_cal),
+                _limit(load_samples(f"{cfg.calibration}:test", m.input_shape, n=n), n))
+    return held_out_split(_limit(load_samples(cfg.calibration, m.input_shape, n=n), n), cfg.calibration_fraction)
+
+
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     plan = make_plan(cfg)
     src = load_bundle(cfg.bundle)
@@ -133,9 +153,7 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not empty")
-    samples = load_samples(cfg.calibration, m.input_shape, n=cfg.max_samples)
-    samples = Samples(x=samples.x[: cfg.max_samples], y=None if samples.y is None else samples.y[: cfg.max_samples])
-    calib, held = held_out_split(samples, cfg.calibration_fraction)
+    calib, held = _calibration_and_held_out(cfg, m)
     needs_torch = bool(plan.prune or plan.distill)
     torch_ctx = _TorchContext.prepare(cfg, m, held) if needs_torch else None
     logger.info("optimize %s: quantize=%s prune=%s distill=%s (%d calibration, %d held-out inputs)",

@@ -3,8 +3,8 @@
 Every candidate is profiled side by side with the FP32 model it replaces
 (interleaved, so a noisy machine biases neither) and checked for top-1 agreement with
 the bundle's FP32 model on held-out inputs: a head variant is composed with the FP32
-tail and compared with the FP32 full model. A candidate below its ``min_agreement``
-is deleted, never listed in the manifest.
+tail and compared with the FP32 full model. A candidate below its ``min_agreement``, or
+neither faster nor smaller than FP32, is deleted, never listed in the manifest.
 
 The FP32 ``head_ms``/``full_ms`` of the optimized bundle are refreshed from the same
 interleaved run, so the decision engine compares latencies measured under one load.
@@ -59,6 +59,7 @@ class VariantReport:
     agreement: float
     accuracy: float | None  # with labels only
     kept: bool
+    reason: str = ""  # why it was dropped: "agreement" or "no gain" (neither faster nor smaller)
 
     @property
     def speedup(self) -> float:
@@ -125,12 +126,16 @@ def record_candidates(
             ms = interleaved_latency_ms([src, *(rootp / c.path for c in cands)], held_out.x[:1], runs=runs)
             for c, (agr, acc), v_ms in zip(cands, scores, ms[1:], strict=True):
                 dst = rootp / c.path
-                kept = agr >= c.min_agreement
+                size = file_size(dst)
+                why = ("" if agr >= c.min_agreement else "agreement")
+                if not why and v_ms >= ms[0] and size >= file_size(src):
+                    why = "no gain"  # neither faster nor smaller: nothing would ever pick it
                 reports.append(VariantReport(
                     target=target, name=c.name, fp32_ms=ms[0], ms=v_ms, fp32_size=file_size(src),
-                    size_bytes=file_size(dst), agreement=agr, accuracy=acc, kept=kept))
-                if not kept:
-                    logger.info("dropping %s/%s: agreement %.4f < %.4f", target, c.name, agr, c.min_agreement)
+                    size_bytes=size, agreement=agr, accuracy=acc, kept=not why, reason=why))
+                if why:
+                    logger.info("dropping %s/%s (%s): agreement %.4f (min %.4f), %.3f ms vs %.3f ms FP32",
+                                target, c.name, why, agr, c.min_agreement, v_ms, ms[0])
                     dst.unlink()
                     continue
                 if c.path != c.final_path:  # replaces an older variant of the same name
@@ -222,7 +227,7 @@ def format_table(reports: Sequence[VariantReport]) -> str:
         lines.append(
             f"{r.target:<16}{r.name:<24}{r.fp32_ms:>9.3f}{r.ms:>9.3f}{r.speedup:>8.2f}x"
             f"{r.fp32_size / 1024:>10.1f}{r.size_bytes / 1024:>9.1f}{r.agreement:>8.4f}{acc:>8}"
-            f"  {'yes' if r.kept else 'NO'}")
+            f"  {'yes' if r.kept else 'NO (' + r.reason + ')'}")
     return "\n".join(lines)
 
 
