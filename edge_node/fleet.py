@@ -9,6 +9,7 @@ and bytes sent.
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from collab.client import Client
 from collab.control import messages as msg
 from collab.control.agent import AgentConfig, NodeAgent
+from collab.control.join import advertised
 
 if TYPE_CHECKING:
     from edge_node.server import EdgeConfig
@@ -31,8 +33,8 @@ def telemetry(client: Client) -> msg.Telemetry:
 
 def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
     assert config.mqtt is not None
-    host = config.listen.rpartition(":")[0].strip("[]")
-    node_id = config.node_id or f"edge-{socket.gethostname()}-{port}"
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+    node_id = config.node_id or f"edge-{host}-{port}"
     work = config.work_dir or Path(tempfile.mkdtemp(prefix="collab-edge-"))
 
     def on_clouds(addresses: tuple[str, ...]) -> None:
@@ -43,7 +45,7 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
 
     agent = NodeAgent(
         AgentConfig(node_id=node_id, role="edge", mqtt=config.mqtt, work_dir=work, trusted_key=config.trusted_key,
-                    endpoints=(f"{host}:{port}",), bundle_version=client.bundle.version,
+                    endpoints=(advertised(config.listen, port, None),), bundle_version=client.bundle.version,
                     model_name=client.bundle.name, heartbeat_interval=config.heartbeat_interval_s,
                     telemetry_interval=config.telemetry_interval_s,
                     capabilities={"policy": config.policy, "slowdown": str(config.slowdown)}),
