@@ -5,8 +5,10 @@ call that fails, or would no longer return in time, is finished locally from wha
 the edge already computed: a collaborative request runs the local tail on the
 uncompressed head output (so the head work is not wasted and the answer is exact);
 a cloud-only request runs the full model. Cloud calls get a timeout of
-``deadline - elapsed - predicted local finish``, so the local finish still fits the
-deadline. Nothing here imports torch.
+``deadline - elapsed - predicted local finish`` (when the local finish can still make
+the deadline at all), so the fallback still fits the deadline. A circuit breaker stops
+calling a cloud that keeps failing; the network monitor's probes re-open it. Nothing
+here imports torch.
 
 Deadline semantics: ``infer`` always returns a result (``deadline_met`` tells whether
 it came in time); with ``strict_deadline=True`` a late result raises DeadlineError.
@@ -261,6 +263,8 @@ class Client:
     def set_cloud(self, addresses: Sequence[str]) -> None:
         """Follow a new cloud address list (e.g. from the coordinator). Requests already
         talking to the old list finish there; its channel closes after a grace period."""
+        if tuple(addresses) == self._cloud.addresses:
+            return
         new = self._connect(tuple(addresses))
         with self._lock:
             old, self._cloud = self._cloud, new
