@@ -91,10 +91,13 @@ def _trained_resnet(runs: int, work: Path) -> list[dict[str, object]]:
 
     from collab.models import datasets
     from collab.models.examples import resnet18_style
-    from collab.models.registry import example_inputs
+    from collab.models.registry import example_inputs, spec
     from collab.optimize.train import TrainConfig, accuracy, train
     from collab.split import split_model
 
+    if spec("resnet").trained:
+        print("\n   (the example ResNet ships trained weights: section 1 already is the trained control)")
+        return []
     torch.set_num_threads(1)
     x, y = datasets.digits_rgb32("train")
     xs, ys = datasets.digits_rgb32("test")
