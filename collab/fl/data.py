@@ -46,7 +46,7 @@ def client_data(index: int, num_clients: int, alpha: float, seed: int) -> tuple[
     if not 0 <= index < num_clients:
         raise ConfigError(f"client index {index} outside [0, {num_clients})")
     x, y = _train()
-    idx = dirichlet_split(y, num_clients, alpha, seed, min_size=min(10, len(y) // (2 * num_clients)))[index]
+    idx = dirichlet_split(y, num_clients, alpha, seed, min_size=min(10, len(y) // (5 * num_clients)))[index]
     return x[idx], y[idx]
 
 
