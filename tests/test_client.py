@@ -114,14 +114,29 @@ def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
         assert c.stats()["deadline_misses"] == 1
 
 
-def test_slowdown_pads_edge_compute(digits_bundle: Path) -> None:
+def test_slowdown_pads_edge_compute(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic (fake clock): a 1 ms run on a 5x slower device takes 5 ms."""
+    import types
+
+    import collab.runtime as runtime_mod
+
+    clock = {"t": 0.0}
+    real_run = runtime_mod.run
+
+    def fake_run(sess, x):  # type: ignore[no-untyped-def]
+        clock["t"] += 0.001
+        return real_run(sess, x)
+
+    def fake_sleep(s: float) -> None:
+        clock["t"] += s
+
+    monkeypatch.setattr(runtime_mod, "run", fake_run)
+    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
     x = sample_inputs(digits_bundle, 1)
     with Client(digits_bundle, warm=False) as fast, Client(digits_bundle, slowdown=5.0, warm=False) as slow:
-        for _ in range(3):
-            fast.infer(x), slow.infer(x)
-        f = np.median([fast.infer(x).timings["edge_ms"] for _ in range(15)])
-        s = np.median([slow.infer(x).timings["edge_ms"] for _ in range(15)])
-    assert s > 2.5 * f  # measured compute is padded to ~5x (sleep granularity aside)
+        f = fast.infer(x).timings["edge_ms"]
+        s_ = slow.infer(x).timings["edge_ms"]
+    assert f == pytest.approx(1.0) and s_ == pytest.approx(5.0)
 
 
 def test_thread_safe_concurrent_infer(digits_bundle: Path) -> None:
@@ -221,21 +236,29 @@ def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bu
 
 
 def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic: a fake clock; every run 'takes' 2 ms, the 8th hits a 30 ms stall."""
+    import types
+
     import collab.runtime as runtime_mod
 
-    calls = {"n": 0}
-    real_run = runtime_mod.run
+    clock = {"t": 0.0, "n": 0}
+    slept: list[float] = []
 
     def fake_run(sess, x):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        time.sleep(0.030 if calls["n"] == 8 else 0.002)  # one 30 ms scheduling stall
-        return real_run(sess, x)
+        clock["n"] += 1
+        clock["t"] += 0.030 if clock["n"] == 8 else 0.002
+        return np.zeros((1, 10), np.float32)
+
+    def fake_sleep(s: float) -> None:
+        slept.append(s)
+        clock["t"] += s
 
     monkeypatch.setattr(runtime_mod, "run", fake_run)
+    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
     rt = EdgeRuntime(digits_bundle, slowdown=10.0)
     x = sample_inputs(digits_bundle, 1)
     ms = [rt.full(x)[1] for _ in range(10)]
-    normal = float(np.median(ms))
-    assert 15 < normal < 60  # ~2 ms padded to ~20 ms
-    assert ms[7] < normal + 30 + 30  # the stall is added once (not 10 x 30 ms)
-    assert ms[7] > normal  # ... but it is not hidden either
+    assert ms[0] == pytest.approx(20.0)  # 2 ms padded to 10 x
+    assert slept[0] == pytest.approx(0.018)
+    assert ms[7] == pytest.approx(30.0 + 9 * 4.0)  # the stall once, padding capped at 2 x typical
+    assert ms[8] == pytest.approx(20.0)
