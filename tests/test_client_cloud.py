@@ -149,13 +149,14 @@ def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle
         assert r.path == "edge_only" and not r.fell_back
         with collab_process(cloud_args(port, resnet_bundle), port=port, timeout=90):
             t_up = time.monotonic()
-            while time.monotonic() - t_up < 5:
+            while time.monotonic() - t_up < 8:
                 r = c.infer(x)
                 if r.path != "edge_only":
                     break
                 time.sleep(0.05)
             assert r.path in ("cloud_only", "split") and not r.fell_back, c.explain()
-            assert time.monotonic() - t_up < 3.0
+            # probes every 0.2 s, plus gRPC's reconnect backoff (<= 2 s) after the failed start
+            assert time.monotonic() - t_up < 4.5
             ex = c.explain()
             assert ex["chosen"] != "edge_only" and ex["network"]["reachable"]
 
@@ -189,14 +190,14 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
     rt = EdgeRuntime(digits_bundle)
     with collab_process(cloud_args(port, digits_bundle), port=port) as proc, \
             Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], policy=f"split:{sp}", accuracy_budget=0.0,
-                   deadline_ms=250, probe_interval_s=5.0) as c:
+                   deadline_ms=400, probe_interval_s=5.0) as c:
         assert not c.infer(xs[0]).fell_back
         proc.send_signal(signal.SIGSTOP)  # the cloud stops answering, connections stay open
         try:
             for x in xs:
                 r = c.infer(x)
                 assert r.fell_back and r.path == "split" and r.deadline_met, (r.timings, r.fallback_reason)
-                assert r.latency_ms <= 250
+                assert r.latency_ms <= 400
                 want = rt.tail(sp, rt.head(sp, x[None])[0])[0][0]
                 np.testing.assert_allclose(r.output, want, rtol=0, atol=1e-6)
         finally:
