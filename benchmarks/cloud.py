@@ -4,23 +4,34 @@
 For each model: a real ``collab cloud`` process with dynamic batching, the same with
 ``--max-batch-size 1``, and a hand-written minimal gRPC + ONNX Runtime server doing
 the same work (decode frame, run the graph, encode the output). For each server:
-unloaded latency (one client, sequential), then C concurrent closed-loop clients
-(grpc.aio, in this process) for S seconds. Configurations are interleaved over
-several rounds and the median round is reported, because the 2-core box is shared.
+unloaded latency and server CPU per request (one client, sequential), then C
+concurrent closed-loop clients (grpc.aio, in this process) for S seconds. Every
+(model, configuration) pair runs once per round, round-robin, over several rounds,
+and the median round is reported, because the 2-core box is shared; the load
+average is printed before, during and after.
+
+Models: the example ``resnet`` and ``transformer`` tails (compute-bound: batching
+saves little ONNX Runtime time per sample), and ``vgg-head``, built here with
+``collab.split.split_model``: a small conv stem with a VGG-style classifier of three
+fully-connected layers (16 MB of float32 weights) as the cloud tail. That tail is
+weight-bound: a batch of 16 reads the weights once, so it is where batching should pay.
 
 Targets (issue 4): batching >= 3x req/s of batch size 1 with p99 <= 2x unloaded
 latency; our unloaded per-request latency <= 1.10x the minimal server's.
 
-Usage: .venv/bin/python benchmarks/cloud.py [--models resnet,transformer] [--seconds 5]
+Usage: .venv/bin/python benchmarks/cloud.py [--models resnet,transformer,vgg-head]
+       [--seconds 4] [--rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,10 +52,50 @@ from collab.transport import make_channel  # noqa: E402
 # --------------------------------------------------------------------------- bundles
 
 
-def bundle_for(name: str) -> Path:
-    from collab.testing.bundles import example_bundle
+BUILT = {"vgg-head": "classifier.0"}  # models built here -> the split whose tail is measured
 
-    return example_bundle(name)
+
+def bundle_for(name: str, tmp: Path) -> Path:
+    if name == "vgg-head":
+        return vgg_head_bundle(tmp / name)
+    from collab.errors import CollabError
+    from collab.testing.bundles import cache_root, example_bundle
+
+    try:
+        return example_bundle(name)
+    except CollabError as e:  # e.g. the example model's sources are being edited
+        cached = sorted(cache_root().glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+        if not cached:
+            raise
+        print(f"  (cannot build the {name} example bundle: {e}; using the newest cached "
+              f"one, {cached[-1].name})", flush=True)
+        return cached[-1]
+
+
+def vgg_head_bundle(out: Path) -> Path:
+    """A weight-bound cloud tail: conv stem (edge) + VGG-style FC classifier (cloud)."""
+    import torch
+    from torch import nn
+
+    from collab.split import split_model
+
+    class VggHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+            self.classifier = nn.Sequential(  # 1024*2048 + 2048*1024 + 1024*10 weights
+                nn.Flatten(), nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 1024), nn.ReLU(),
+                nn.Linear(1024, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.features(x))
+
+    torch.manual_seed(0)
+    split_model(VggHead().eval(), torch.randn(1, 3, 32, 32), out, name="vgg-head",
+                progress=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,7 +115,8 @@ class Target:
         return f"{self.bundle.name} " + (f"tail@{self.split}" if self.split else "full model")
 
 
-def make_target(path: Path) -> Target:
+def make_target(path: Path, split: str | None = None) -> Target:
+    """``split`` None: the earliest cut (the biggest tail)."""
     from collab.ort import make_session, run
 
     b = load_bundle(path)
@@ -72,7 +124,7 @@ def make_target(path: Path) -> Target:
     x = np.random.default_rng(0).standard_normal((1, *m.input_shape[1:])).astype(np.float32)
     if not m.split_points:
         return Target(b, None, codec.encode(x, "f32"))
-    sp = min(m.split_points, key=lambda s: s.index)  # earliest cut: the biggest tail
+    sp = m.split(split) if split else min(m.split_points, key=lambda s: s.index)
     feat = run(make_session(b.path(sp.head)), x)
     return Target(b, sp.name, codec.encode(feat, "f32"))
 
@@ -132,11 +184,16 @@ class ServerSpec:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads): a load-independent cost measure."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process (sum over its threads, ns resolution from schedstat; clock
+    ticks of /proc/PID/stat are 10 ms, too coarse for a few hundred sub-ms requests):
+    a load-independent cost measure."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # thread exited meanwhile
+            continue
+    return total / 1e9
 
 
 @contextmanager
@@ -164,6 +221,7 @@ def running(spec: ServerSpec, target: Target) -> Iterator[tuple[int, int, int | 
 @dataclass(frozen=True)
 class Result:
     unloaded_p50: float
+    unloaded_cpu_ms: float  # server CPU time per request, one sequential client
     rps: float
     p50: float
     p99: float
@@ -198,10 +256,12 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
         await call(req, timeout=30)
     await asyncio.gather(*(call(req, timeout=30) for _ in range(clients * 4)))
     unloaded = []
+    uc0 = cpu_seconds(pid)
     for _ in range(unloaded_n):
         t0 = time.perf_counter()
         await call(req, timeout=30)
         unloaded.append(time.perf_counter() - t0)
+    unloaded_cpu = (cpu_seconds(pid) - uc0) * 1000.0 / unloaded_n
     lat: list[float] = []
     stop_at = time.perf_counter() + seconds
 
@@ -218,7 +278,7 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
     s1, b1 = batch_stats(mport)
     await ch.close()
     ms = np.array(lat) * 1000.0
-    return Result(float(np.median(unloaded)) * 1000.0, len(lat) / wall,
+    return Result(float(np.median(unloaded)) * 1000.0, unloaded_cpu, len(lat) / wall,
                   float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
                   1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0, ms)
 
@@ -243,28 +303,46 @@ def ort_per_sample(target: Target, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[
     return best
 
 
-def bench_model(name: str, specs: list[ServerSpec], *, clients: int, seconds: float,
-                rounds: int, unloaded_n: int) -> tuple[Target, dict[str, Result], dict[int, float]]:
-    target = make_target(bundle_for(name))
-    per = ort_per_sample(target)
-    print(f"  [{target.label}] ONNX Runtime alone, ms/sample by batch size: "
-          + ", ".join(f"bs{n}: {v:.3f}" for n, v in per.items()), flush=True)
-    runs: dict[str, list[Result]] = {s.name: [] for s in specs}
-    for r in range(rounds):
-        for spec in specs:  # interleaved, so machine noise hits every config alike
-            with running(spec, target) as (port, pid, mport):
-                res = asyncio.run(_measure(port, pid, mport, target, clients, seconds, unloaded_n))
-            runs[spec.name].append(res)
-            print(f"  [{target.label}] round {r + 1}/{rounds} {spec.name:<26} "
-                  f"unloaded {res.unloaded_p50:6.2f} ms  {res.rps:7.0f} req/s  "
-                  f"p50 {res.p50:6.2f}  p99 {res.p99:6.2f}  cpu/req {res.cpu_ms:.3f} ms  "
-                  f"batch {res.mean_batch:.1f}", flush=True)
-    med = {}
-    for k, rs in runs.items():
-        mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
-        med[k] = Result(statistics.median(x.unloaded_p50 for x in rs), mid.rps, mid.p50, mid.p99,
-                        statistics.median(x.cpu_ms for x in rs), mid.mean_batch, mid.lat_ms)
-    return target, med, per
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def median_result(rs: list[Result]) -> Result:
+    """Per-metric medians; the loaded numbers come from the round with the median req/s."""
+    mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
+    return Result(statistics.median(x.unloaded_p50 for x in rs),
+                  statistics.median(x.unloaded_cpu_ms for x in rs), mid.rps, mid.p50, mid.p99,
+                  statistics.median(x.cpu_ms for x in rs), mid.mean_batch, mid.lat_ms)
+
+
+def bench(targets: list[Target], specs: list[ServerSpec], *, clients: int, seconds: float,
+          rounds: int, unloaded_n: int) -> list[tuple[Target, dict[str, Result], dict[int, float]]]:
+    pers = []
+    for target in targets:
+        pers.append(ort_per_sample(target))
+        print(f"  [{target.label}] ONNX Runtime alone, ms/sample by batch size: "
+              + ", ".join(f"bs{n}: {v:.3f}" for n, v in pers[-1].items()), flush=True)
+    runs: list[dict[str, list[Result]]] = [{s.name: [] for s in specs} for _ in targets]
+    jobs = [(i, spec) for i in range(len(targets)) for spec in specs]
+    from tqdm import tqdm
+
+    with tqdm(total=rounds * len(jobs), desc="cloud benchmark", unit="run", file=sys.stderr) as bar:
+        for r in range(rounds):
+            print(f"  round {r + 1}/{rounds}: load average {loadavg()}", flush=True)
+            for i, spec in jobs:  # round-robin: machine noise hits every config alike
+                target = targets[i]
+                with running(spec, target) as (port, pid, mport):
+                    res = asyncio.run(_measure(port, pid, mport, target, clients, seconds,
+                                               unloaded_n))
+                runs[i][spec.name].append(res)
+                bar.update()
+                tqdm.write(f"  [{target.label}] round {r + 1}/{rounds} {spec.name:<30} "
+                           f"unloaded {res.unloaded_p50:6.2f} ms cpu {res.unloaded_cpu_ms:.3f}  "
+                           f"{res.rps:7.0f} req/s  p50 {res.p50:6.2f}  p99 {res.p99:6.2f}  "
+                           f"cpu/req {res.cpu_ms:.3f} ms  batch {res.mean_batch:.1f}",
+                           file=sys.stdout)
+    return [(t, {k: median_result(rs) for k, rs in run.items()}, per)
+            for t, run, per in zip(targets, runs, pers, strict=True)]
 
 
 def print_table(target: Target, res: dict[str, Result], per: dict[int, float], clients: int,
@@ -274,13 +352,14 @@ def print_table(target: Target, res: dict[str, Result], per: dict[int, float], c
           f"(frame {len(target.frame)} B, median of rounds)\n")
     print("ONNX Runtime alone, ms/sample: "
           + ", ".join(f"batch {n}: {v:.3f}" for n, v in per.items()) + "\n")
-    print("| server | unloaded p50 ms | req/s | p50 ms | p99 ms | p99 / unloaded | "
-          "req/s vs batch=1 | server CPU ms/req | mean batch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | unloaded p50 ms | unloaded CPU ms/req | req/s | p50 ms | p99 ms | "
+          "p99 / unloaded | req/s vs batch=1 | loaded CPU ms/req | mean batch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, r in res.items():
         mb = f"{r.mean_batch:.1f}" if r.mean_batch else "-"
-        print(f"| {k} | {r.unloaded_p50:.2f} | {r.rps:.0f} | {r.p50:.2f} | {r.p99:.2f} | "
-              f"{r.p99 / r.unloaded_p50:.2f}x | {r.rps / b.rps:.2f}x | {r.cpu_ms:.3f} | {mb} |")
+        print(f"| {k} | {r.unloaded_p50:.2f} | {r.unloaded_cpu_ms:.3f} | {r.rps:.0f} | "
+              f"{r.p50:.2f} | {r.p99:.2f} | {r.p99 / r.unloaded_p50:.2f}x | {r.rps / b.rps:.2f}x | "
+              f"{r.cpu_ms:.3f} | {mb} |")
     if minimal in res:
         m = res[minimal]
         print("\nper-request latency vs minimal gRPC+ORT server (unloaded p50): "
@@ -288,7 +367,10 @@ def print_table(target: Target, res: dict[str, Result], per: dict[int, float], c
                           for k, r in res.items() if k != minimal))
         print(f"throughput at {clients} clients vs minimal server: "
               + ", ".join(f"{k}: {r.rps / m.rps:.2f}x" for k, r in res.items() if k != minimal))
-        print("server CPU per request vs minimal server: "
+        print("server CPU per request vs minimal server, unloaded: "
+              + ", ".join(f"{k}: {r.unloaded_cpu_ms / m.unloaded_cpu_ms:.2f}x"
+                          for k, r in res.items() if k != minimal))
+        print(f"server CPU per request vs minimal server, {clients} clients: "
               + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal))
 
 
@@ -324,10 +406,10 @@ def plot(out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Pa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet,transformer")
+    ap.add_argument("--models", default="resnet,transformer,vgg-head")
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "cloud.png")
     ap.add_argument("--unloaded", type=int, default=200, help="sequential requests for unloaded latency")
     ap.add_argument("--aio-baseline", action="store_true",
@@ -343,15 +425,20 @@ def main() -> int:
     specs = [
         ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "2")),
         ServerSpec("collab cloud, batch<=16 wait0", ("--max-batch-size", "16", "--max-wait-ms", "0")),
+        ServerSpec("collab cloud, batch<=16 workers=1",
+                   ("--max-batch-size", "16", "--max-wait-ms", "2", "--workers", "1")),
         ServerSpec(base, ("--max-batch-size", "1", "--max-wait-ms", "0")),
         ServerSpec(minimal, ("sync",)),
     ]
     if args.aio_baseline:
         specs.append(ServerSpec("minimal grpc.aio+ORT inline", ("aio",)))
-    out = []
-    for name in args.models.split(","):
-        out.append(bench_model(name, specs, clients=args.clients, seconds=args.seconds,
-                               rounds=args.rounds, unloaded_n=args.unloaded))
+    print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="collab-bench-cloud-") as tmp:
+        targets = [make_target(bundle_for(name, Path(tmp)), BUILT.get(name))
+                   for name in args.models.split(",")]
+        out = bench(targets, specs, clients=args.clients, seconds=args.seconds,
+                    rounds=args.rounds, unloaded_n=args.unloaded)
+    print(f"\nload average after: {loadavg()}")
     for target, res, per in out:
         print_table(target, res, per, args.clients, base, minimal)
     plot(out, args.png, args.clients)

@@ -29,8 +29,8 @@ from cloud_node.errors import ShuttingDownError
 from collab.errors import DeadlineError
 
 
-@dataclass(frozen=True)
-class BatchResult:
+@dataclass(slots=True)
+class BatchResult:  # not frozen: built once per request on the hot path
     output: np.ndarray  # this caller's rows of the batch output
     queue_ms: float  # enqueue -> batch start
     compute_ms: float  # the whole batch's compute (concatenate + ONNX Runtime)
@@ -43,12 +43,13 @@ class BatchObserver(Protocol):
 
 
 class _Item:
-    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "leading", "promoted", "queued",
-                 "result", "x")
+    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "leading", "n", "promoted",
+                 "queued", "result", "x")
 
     def __init__(self, x: np.ndarray, deadline: float | None,
                  alive: Callable[[], bool] | None) -> None:
         self.x = x
+        self.n = int(x.shape[0])
         self.deadline = deadline  # time.monotonic() by which the caller needs the answer
         self.alive = alive  # False once the caller went away (cancelled RPC)
         self.enqueued = time.monotonic()
@@ -58,10 +59,6 @@ class _Item:
         self.promoted = False  # this item's thread must lead the next batch
         self.leading = False  # this item's thread holds a slot right now
         self.queued = True  # still in the pending queue
-
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
 
     @property
     def done(self) -> bool:
@@ -98,20 +95,46 @@ class Batcher:
         with self._lock:
             if self._closed:
                 raise ShuttingDownError("cloud node is shutting down")
-            self._pending.append(item)
-            self._pending_samples += item.n
-            if self._pending_samples >= self.max_batch_size:
-                self._filled.notify()
-            lead = self._leaders < self._slots
-            if lead:
+            if (not self._pending and self._leaders < self._slots
+                    and (self._max_wait <= 0 or self._leaders < self._min_leaders)):
+                # Idle fast path: nothing queued and no window to hold open, so this
+                # request is a batch of its own — no queue, no event, one lock round trip.
                 self._leaders += 1
-                item.leading = True
+                solo = True
+            else:
+                solo = False
+                self._pending.append(item)
+                self._pending_samples += item.n
+                if self._pending_samples >= self.max_batch_size:
+                    self._filled.notify()
+                lead = self._leaders < self._slots
+                if lead:
+                    self._leaders += 1
+                    item.leading = True
+        if solo:
+            return self._run_solo(item)
         while True:
             if lead:
                 self._lead(item)
             lead = self._wait(item)
             if not lead:
                 break
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _run_solo(self, item: _Item) -> BatchResult:
+        """Compute one request on its own thread (it holds a slot, it was never queued)."""
+        item.queued = False
+        try:
+            if item.deadline is not None and item.deadline <= item.enqueued:
+                self._observer.dropped("deadline", 1)
+                raise DeadlineError("deadline passed while queued")
+            self._compute([item], solo=True)
+        finally:
+            with self._lock:
+                self._pass_slot()
         if item.error is not None:
             raise item.error
         assert item.result is not None
@@ -165,14 +188,18 @@ class Batcher:
                     me.error = DeadlineError("deadline passed while queued")
                     self._observer.dropped("deadline", 1)
                 me.leading = False
-                # (a request whose thread already leads, or was promoted, needs no slot)
-                nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
-                if nxt is not None:  # the slot passes to the oldest waiting request
-                    nxt.promoted = True
-                    _signal(nxt)
-                else:
-                    self._leaders -= 1
-                    self._filled.notify_all()  # a filling leader may now be alone: run
+                self._pass_slot()
+
+    def _pass_slot(self) -> None:
+        """Give our slot to the oldest waiting request, or free it (lock held). A request
+        whose thread already leads, or was promoted, needs no slot."""
+        nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
+        if nxt is not None:
+            nxt.promoted = True
+            _signal(nxt)
+        else:
+            self._leaders -= 1
+            self._filled.notify_all()  # a filling leader may now be alone: run
 
     def _fill(self, me: _Item) -> None:
         """Wait (lock held) until the batch is full or the oldest request waited max_wait —
@@ -222,7 +249,8 @@ class Batcher:
             self._observer.dropped("cancelled", gone)
         return batch
 
-    def _compute(self, batch: list[_Item]) -> None:
+    def _compute(self, batch: list[_Item], solo: bool = False) -> None:
+        """``solo``: the batch is the calling thread's own request alone (nobody to wake)."""
         started = time.monotonic()
         try:
             x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
@@ -234,14 +262,17 @@ class Batcher:
                     _signal(it)
             return
         compute_s = time.monotonic() - started
-        size = x.shape[0]
+        size = int(x.shape[0])
         queue_s = [started - it.enqueued for it in batch]
         self._observer.batch(size, queue_s, compute_s)
+        compute_ms = compute_s * 1000.0
+        if solo:  # our own thread reads the result: no lock, no signal
+            batch[0].result = BatchResult(y, queue_s[0] * 1000.0, compute_ms, size)
+            return
         offset = 0
         with self._lock:
             for it, q in zip(batch, queue_s, strict=True):
-                it.result = BatchResult(y[offset:offset + it.n], q * 1000.0, compute_s * 1000.0,
-                                        size)
+                it.result = BatchResult(y[offset:offset + it.n], q * 1000.0, compute_ms, size)
                 offset += it.n
                 _signal(it)
 

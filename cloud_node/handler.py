@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +26,9 @@ from collab import codec
 from collab.transport import LoadReport, ServerTiming
 
 OUTPUT_CODEC = "f32"  # lossless: the edge gets exactly what the full model computes
+_OUTPUT = codec.Codec.parse(OUTPUT_CODEC)
 _EWMA = 0.2
+_DEPTH = attrgetter("depth")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +70,13 @@ class ProbeReply:
     models: tuple[tuple[str, str], ...]  # (name, version)
 
 
+@dataclass(frozen=True)
+class _Route:
+    runnable: Runnable
+    batcher: Batcher
+    requests: Any  # the labelled prometheus Counter child of this (method, model, split)
+
+
 class _LoadObserver:
     """Feeds batch statistics to Prometheus and to the node's load EWMAs."""
 
@@ -76,7 +87,7 @@ class _LoadObserver:
     def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
         self._inner.batch(size, queue_s, compute_s)
         h = self._h
-        q_ms = 1000.0 * sum(queue_s) / max(1, len(queue_s))
+        q_ms = 1000.0 * sum(queue_s) / len(queue_s) if queue_s else 0.0
         h._queue_ewma += _EWMA * (q_ms - h._queue_ewma)
         h._compute_ewma += _EWMA * (1000.0 * compute_s - h._compute_ewma)
 
@@ -99,23 +110,27 @@ class CloudHandler:
         self._queue_ewma = 0.0
         self._compute_ewma = 0.0
         self._batchers: dict[tuple[str, str, str], Batcher] = {}
-        self._counters = {r.key: metrics.requests.labels("Infer" if r.split == FULL else "Decode",
-                                                         r.model, r.split)
-                          for r in registry.runnables()}
-        metrics.inflight.set_function(lambda: self._inflight)
-        metrics.queue_depth.set_function(self.depth)
         for r in registry.runnables():
             obs = _LoadObserver(self, metrics.observer(r.model, r.split))
             self._batchers[r.key] = Batcher(r, max_batch_size=max_batch_size,
                                             max_wait_ms=max_wait_ms, slots=slots, observer=obs,
                                             name=f"{r.model}/{r.split}",
                                             wait_when_idle=wait_when_idle)
+        self._all_batchers = tuple(self._batchers.values())
+        self._counters = {r.key: metrics.requests.labels("Infer" if r.split == FULL else "Decode",
+                                                         r.model, r.split)
+                          for r in registry.runnables()}  # every series exported from 0
+        # (name, version as asked, split) -> what a request needs; filled on first use
+        # with keys that resolved, so it stays as small as the set of valid keys
+        self._routes: dict[tuple[str, str, str | None], _Route] = {}
+        metrics.inflight.set_function(lambda: self._inflight)
+        metrics.queue_depth.set_function(self.depth)
         self._probe_buf = os.urandom(64 * 1024)  # incompressible filler for probe replies
 
     # ----------------------------------------------------------------- load
 
     def depth(self) -> int:
-        return sum(b.depth for b in self._batchers.values())
+        return sum(map(_DEPTH, self._all_batchers))
 
     def load(self) -> LoadReport:
         return LoadReport(queue_depth=self.depth(), inflight=self._inflight,
@@ -123,17 +138,26 @@ class CloudHandler:
 
     # ----------------------------------------------------------------- tensors
 
+    def _route(self, call: TensorCall) -> _Route:
+        key = (call.model, call.version, call.split)
+        route = self._routes.get(key)
+        if route is None:
+            r = self.registry.resolve(call.model, call.version, call.split)  # NotServedError
+            route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key])
+        return route
+
     def run(self, call: TensorCall) -> TensorReply:
         t0 = time.perf_counter()
         with self._lock:
             self._inflight += 1
         try:
-            r = self.registry.resolve(call.model, call.version, call.split)
-            self._counters[r.key].inc()
+            route = self._route(call)
+            r = route.runnable
+            route.requests.inc()
             x = self._decode(call.frame, r)
             t1 = time.perf_counter()
-            res = self._batchers[r.key].run(x, call.deadline, call.alive)
-            out = codec.encode(res.output, OUTPUT_CODEC)
+            res = route.batcher.run(x, call.deadline, call.alive)
+            out = codec.encode(res.output, _OUTPUT)
             timing = ServerTiming(queue_ms=res.queue_ms, compute_ms=res.compute_ms,
                                   decode_ms=(t1 - t0) * 1000.0, batch_size=res.batch_size,
                                   total_ms=(time.perf_counter() - t0) * 1000.0)
