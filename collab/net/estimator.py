@@ -27,13 +27,14 @@ class Ewma:
     n: int = 0
     updated_at: float = -math.inf
     jump: float = 0.0
+    jump_floor: float = 0.0  # ... and differs from it by more than this (absolute)
     pending: float | None = None
     shifts: int = 0
 
     def update(self, x: float, now: float, *, confirm: bool = True) -> None:
         if self.jump > 1.0 and self.n and self.mean > 0 and x > 0:
             r = x / self.mean
-            if r > self.jump or r * self.jump < 1.0:
+            if (r > self.jump or r * self.jump < 1.0) and abs(x - self.mean) > self.jump_floor:
                 p = self.pending
                 if confirm and p is not None and (p > self.mean) == (x > self.mean):
                     self.mean, self.var = (x + p) / 2, ((x - p) / 2) ** 2
@@ -73,7 +74,8 @@ class LinkEstimator:
     def __init__(self, *, alpha: float = 0.3, fail_threshold: int = 2,
                  min_bw_sample_bytes: int = 4_096, max_bandwidth_bps: float = 1e11) -> None:
         self._lock = threading.Lock()
-        self.rtt = Ewma(alpha, jump=2.0)  # ms
+        # RTT changes below 5 ms are scheduling noise on a busy edge, not a new path
+        self.rtt = Ewma(alpha, jump=2.0, jump_floor=5.0)  # ms
         self.bw = Ewma(alpha, jump=2.0)  # bits/s
         self.loss = Ewma(0.1)  # 1 = failed call, 0 = success
         self.fail_threshold = fail_threshold
@@ -107,7 +109,8 @@ class LinkEstimator:
             self.record_success(now)
             return
         transfer_est = 0.0 if math.isnan(bw) else nbytes * 8.0 / max(bw, 1.0) * 1000.0
-        if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > 0.3 * network_ms:
+        # a bandwidth sample needs a transfer long enough to stand out of timer noise
+        if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > max(0.3 * network_ms, 2.0):
             self.add_bandwidth(nbytes, network_ms - rtt, now, active=False)
         elif transfer_est < 0.3 * network_ms:
             self.add_rtt(network_ms - transfer_est, now, active=False)

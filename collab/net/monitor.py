@@ -59,6 +59,7 @@ class NetworkMonitor:
         self._lock = threading.Lock()  # one probe round at a time
         self._lock_confirm = threading.Lock()
         self._confirming = False
+        self._confirmed_at = -1e9
 
     # -- one round -------------------------------------------------------------------
     def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeReply | None:
@@ -147,7 +148,7 @@ class NetworkMonitor:
         own (the periodic round may be busy with a slow sized probe), so the suspicion
         is confirmed or dismissed before the next request, not one interval later."""
         with self._lock_confirm:
-            if self._confirming or self._stop.is_set():
+            if self._confirming or self._stop.is_set() or self.clock() - self._confirmed_at < 0.1:
                 return
             self._confirming = True
         threading.Thread(target=self._confirm, name="collab-net-confirm", daemon=True).start()
@@ -163,6 +164,7 @@ class NetworkMonitor:
         finally:
             with self._lock_confirm:
                 self._confirming = False
+                self._confirmed_at = self.clock()
 
     def poke(self) -> None:
         """Probe at once (e.g. after a failure) instead of waiting for the next tick."""
