@@ -66,12 +66,18 @@ def digits(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), labels[idx].copy()
 
 
+def rgb32_from_digits(x: np.ndarray) -> np.ndarray:
+    """(N, 1, 8, 8) digits in [0, 1] -> upsampled 4x to 32x32, 3 channels, normalised.
+    Separate from the split so training can augment the 8x8 images first."""
+    up = np.repeat(np.repeat(x, 4, axis=2), 4, axis=3)
+    up = (up - _IMG_MEAN) / _IMG_STD
+    return np.ascontiguousarray(np.repeat(up, 3, axis=1).astype(np.float32))
+
+
 def digits_rgb32(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
     """Digits upsampled 4x to 32x32, replicated to 3 channels, normalised: (N, 3, 32, 32)."""
     x, y = digits(split)
-    up = np.repeat(np.repeat(x, 4, axis=2), 4, axis=3)
-    up = (up - _IMG_MEAN) / _IMG_STD
-    return np.ascontiguousarray(np.repeat(up, 3, axis=1).astype(np.float32)), y
+    return rgb32_from_digits(x), y
 
 
 @cache
@@ -80,11 +86,16 @@ def _token_projection() -> np.ndarray:
     return (rng.standard_normal((4, TOKEN_DIM)) / 2.0).astype(np.float32)
 
 
-def digits_tokens(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Digits as 16 tokens (2x2 pixel patches) embedded to 32 dims by a fixed projection:
-    (N, 16, 32) float32, the input of the tiny transformer."""
-    x, y = digits(split)
+def tokens_from_digits(x: np.ndarray) -> np.ndarray:
+    """(N, 1, 8, 8) digits in [0, 1] -> 16 tokens (2x2 pixel patches) embedded to 32 dims
+    by a fixed projection: (N, 16, 32) float32."""
     n = x.shape[0]
     patches = x.reshape(n, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(n, TOKENS, 4)
     tok = (patches - 0.3) @ _token_projection()
-    return np.ascontiguousarray(tok.astype(np.float32)), y
+    return np.ascontiguousarray(tok.astype(np.float32))
+
+
+def digits_tokens(split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Digits as tokens (see ``tokens_from_digits``), the input of the tiny transformer."""
+    x, y = digits(split)
+    return tokens_from_digits(x), y

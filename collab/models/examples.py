@@ -1,7 +1,10 @@
-"""The example models: a trained digits CNN and seeded ResNet/MobileNetV2/transformer.
+"""The example models: a digits CNN, ResNet-18/MobileNetV2-style CNNs and a tiny
+transformer, all trained on inputs derived from scikit-learn's digits.
 
 Every factory returns a module in eval mode with deterministic weights, so bundles
-built on any machine from the same sources are numerically the same.
+built on any machine from the same sources are numerically the same: the committed
+trained weights by default, or with ``pretrained=False`` a seeded untrained init (the
+starting point of training, federated learning and pruning experiments).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from torch import Tensor, nn
 
 from collab.errors import ConfigError
 from collab.models import datasets
-from collab.models.registry import EXAMPLES, ExampleSpec, example_input, example_inputs, spec
+from collab.models.registry import (
+    EXAMPLES,
+    ExampleSpec,
+    example_input,
+    example_inputs,
+    spec,
+    weights_path,
+)
 
 __all__ = [
     "EXAMPLES",
@@ -51,6 +61,9 @@ def _seeded(seed: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 # --------------------------------------------------------------------------- digits CNN
 class DigitsCNN(nn.Module):
     """Three convs and two linears for 8x8 digits; top-level leaves give named cuts."""
@@ -77,19 +90,22 @@ class DigitsCNN(nn.Module):
 
 
 def digits_weights_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "digits_cnn.pt"
+    return weights_path("digits")
+
+
+def _load_trained(m: M, name: str) -> M:
+    path = weights_path(name)
+    if not path.is_file():
+        raise ConfigError(f"missing trained weights {path}; run `collab train-example {name} --out {path}`")
+    m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return m.eval()
 
 
 def digits_cnn(pretrained: bool = True) -> DigitsCNN:
     """The digits CNN with the committed trained weights (or seeded untrained ones)."""
     with _seeded(0):
         m = DigitsCNN()
-    if pretrained:
-        path = digits_weights_path()
-        if not path.is_file():
-            raise ConfigError(f"missing trained weights {path}; run `collab train-example digits`")
-        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return m.eval()
+    return _load_trained(m, "digits") if pretrained else m.eval()
 
 
 # --------------------------------------------------------------------------- ResNet-18 style
@@ -251,17 +267,16 @@ class TinyTransformer(nn.Module):
 def _calibrate_batchnorm(m: nn.Module, x: Tensor) -> None:
     """Set BatchNorm running statistics from real inputs, so a seeded untrained network
     has realistic activation scales (features, codecs and INT8 behave as when trained)."""
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.reset_running_stats()
-            mod.momentum = None  # cumulative average over the calibration batches
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
     m.train()
     for chunk in x.split(64):
         m(chunk)
     m.eval()
-
-
-M = TypeVar("M", bound=nn.Module)
+    for bn in bns:  # later training (fine-tuning, FL) tracks statistics as usual
+        bn.momentum = 0.1
 
 
 def _seeded_cnn(make: Callable[[], M], seed: int) -> M:
@@ -272,22 +287,31 @@ def _seeded_cnn(make: Callable[[], M], seed: int) -> M:
     return m.eval()
 
 
-def resnet18_style() -> ResNet18Style:
+def resnet18_style(pretrained: bool = True) -> ResNet18Style:
+    """Trained on digits_rgb32 (committed weights), or the seeded untrained init."""
+    if pretrained:
+        with _seeded(18):
+            return _load_trained(ResNet18Style(), "resnet")
     return _seeded_cnn(ResNet18Style, seed=18)
 
 
-def mobilenetv2_style() -> MobileNetV2Style:
+def mobilenetv2_style(pretrained: bool = True) -> MobileNetV2Style:
+    """Trained on digits_rgb32 (committed weights), or the seeded untrained init."""
+    if pretrained:
+        with _seeded(2):
+            return _load_trained(MobileNetV2Style(), "mobilenet")
     return _seeded_cnn(MobileNetV2Style, seed=2)
 
 
-def tiny_transformer() -> TinyTransformer:
+def tiny_transformer(pretrained: bool = True) -> TinyTransformer:
+    """Trained on digits_tokens (committed weights), or the seeded untrained init."""
     with _seeded(4):
         m = TinyTransformer()
-    return m.eval()
+    return _load_trained(m, "transformer") if pretrained else m.eval()
 
 
-def load_example(name: str) -> nn.Module:
+def load_example(name: str, pretrained: bool = True) -> nn.Module:
     """Build an example model by registry name."""
     func = globals()[spec(name).factory.split(":")[1]]
-    model: nn.Module = func()
+    model: nn.Module = func(pretrained=pretrained)
     return model

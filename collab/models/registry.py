@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,8 +18,15 @@ class ExampleSpec:
     factory: str  # "package.module:function", usable as ``collab split SPEC``
     input_shape: tuple[int, ...]  # with batch 1 as dim 0
     inputs: Callable[[datasets.Split], tuple[np.ndarray, np.ndarray]]
+    # (N, 1, 8, 8) digits -> model inputs; ``inputs`` applied to augmented images in training
+    from_digits: Callable[[np.ndarray], np.ndarray]
     description: str
-    trained: bool = False  # weights learned on the labels (accuracy is meaningful)
+    weights: str | None = None  # trained state_dict in collab/data/, loaded by default
+
+    @property
+    def trained(self) -> bool:
+        """Weights learned on the labels (accuracy is meaningful)."""
+        return self.weights is not None
 
     @property
     def input_shape_arg(self) -> str:
@@ -33,29 +41,36 @@ EXAMPLES: dict[str, ExampleSpec] = {
             factory="collab.models.examples:digits_cnn",
             input_shape=(1, 1, 8, 8),
             inputs=datasets.digits,
+            from_digits=lambda x: x,
             description="small CNN trained on scikit-learn digits",
-            trained=True,
+            weights="digits_cnn.pt",
         ),
         ExampleSpec(
             name="resnet",
             factory="collab.models.examples:resnet18_style",
             input_shape=(1, 3, 32, 32),
             inputs=datasets.digits_rgb32,
-            description="ResNet-18-style, 4 stages x 2 basic blocks, seeded weights",
+            from_digits=datasets.rgb32_from_digits,
+            description="ResNet-18-style, 4 stages x 2 basic blocks, trained on digits upsampled to 32x32",
+            weights="resnet18_style.pt",
         ),
         ExampleSpec(
             name="mobilenet",
             factory="collab.models.examples:mobilenetv2_style",
             input_shape=(1, 3, 32, 32),
             inputs=datasets.digits_rgb32,
-            description="MobileNetV2-style inverted residuals, seeded weights",
+            from_digits=datasets.rgb32_from_digits,
+            description="MobileNetV2-style inverted residuals, trained on digits upsampled to 32x32",
+            weights="mobilenetv2_style.pt",
         ),
         ExampleSpec(
             name="transformer",
             factory="collab.models.examples:tiny_transformer",
             input_shape=(1, datasets.TOKENS, datasets.TOKEN_DIM),
             inputs=datasets.digits_tokens,
-            description="4-layer pre-norm transformer encoder on 16x32 tokens, seeded weights",
+            from_digits=datasets.tokens_from_digits,
+            description="4-layer pre-norm transformer encoder on 16x32 digit-patch tokens, trained",
+            weights="tiny_transformer.pt",
         ),
     )
 }
@@ -66,6 +81,14 @@ def spec(name: str) -> ExampleSpec:
         return EXAMPLES[name]
     except KeyError:
         raise ConfigError(f"unknown example model {name!r} (known: {', '.join(EXAMPLES)})") from None
+
+
+def weights_path(name: str) -> Path:
+    """Where the committed trained weights of example ``name`` live (may not exist yet)."""
+    file = spec(name).weights
+    if file is None:
+        raise ConfigError(f"example model {name!r} has no trained weights")
+    return Path(__file__).resolve().parents[1] / "data" / file
 
 
 def example_inputs(

@@ -22,7 +22,7 @@ from collab.errors import BundleError
 from collab.log import logger
 
 _PKG = Path(collab.__file__).resolve().parent
-_SOURCES = ("split/*.py", "models/*.py", "bundle.py", "ort.py", "data/digits_cnn.pt")
+_SOURCES = ("split/*.py", "models/*.py", "bundle.py", "ort.py", "data/*.pt")
 
 
 def cache_root() -> Path:
