@@ -60,18 +60,21 @@ def test_every_forced_policy_returns_the_full_models_output_lossless(
         assert c.stats()["fallbacks"] == 0
 
 
+@pytest.mark.parametrize("model", ["digits", "resnet"])
 @pytest.mark.parametrize("codec", ["f16+zstd1", "int8+zstd1"])
-def test_lossy_codecs_keep_top1(codec: str, cloud: str, digits_bundle: Path) -> None:
-    xs = sample_inputs(digits_bundle, 20)
-    full = EdgeRuntime(digits_bundle).full(xs)[0]
+def test_lossy_codecs_keep_top1(codec: str, model: str, cloud: str, request: pytest.FixtureRequest) -> None:
+    bundle: Path = request.getfixturevalue(f"{model}_bundle")
+    xs = sample_inputs(bundle, 20)
+    full = EdgeRuntime(bundle).full(xs)[0]
     agree, n = 0, 0
-    with Client(digits_bundle, cloud=[cloud], codec=codec, accuracy_budget=1.0) as c:
-        for pol in _policies(digits_bundle)[1:]:
+    with Client(bundle, cloud=[cloud], codec=codec, accuracy_budget=1.0) as c:
+        for pol in _policies(bundle)[1:]:
             for i, x in enumerate(xs):
                 r = c.infer(x, policy=pol)
                 assert not r.fell_back and r.codec == codec
                 agree += int(np.argmax(r.output) == np.argmax(full[i]))
                 n += 1
+    print(f"{model} {codec}: top-1 agreement {agree}/{n} over cloud_only and every split")
     assert agree / n >= (1.0 if codec.startswith("f16") else 0.95), (agree, n)
 
 
