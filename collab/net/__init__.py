@@ -5,7 +5,8 @@ transfers) into smoothed RTT / bandwidth / loss estimates; ``monitor`` runs the
 active probes in a background thread. No grpc here: the probe is a callable.
 """
 
+from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import Ewma, LinkEstimator
 from collab.net.monitor import NetworkMonitor, ProbeReply
 
-__all__ = ["Ewma", "LinkEstimator", "NetworkMonitor", "ProbeReply"]
+__all__ = ["CircuitBreaker", "Ewma", "LinkEstimator", "NetworkMonitor", "ProbeReply"]
