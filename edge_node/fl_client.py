@@ -18,7 +18,7 @@ from collab.errors import ConfigError
 from collab.fl import messages as msg
 from collab.fl.client import FLClient
 from collab.fl.config import FLConfig
-from collab.fl.data import client_data
+from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
 from collab.fl.train import warm_up
 from collab.log import logger
@@ -34,7 +34,7 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
             raise ConfigError(f"cannot read secret context {secret_context}: {e}") from e
     cid = client_id or f"c{index:03d}"
     warm_up()
-    x, y = client_data(index, cfg.clients, cfg.dirichlet_alpha, cfg.seed)
+    x, y = member_data(cfg, index)
     trainer = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + index)
     will = (msg.client_topic(cfg.federation, cid), b"", 1, True)
     stop = threading.Event()
@@ -62,7 +62,7 @@ def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
 
     torch.set_num_threads(1)
     warm_up()
-    client_data(0, cfg.clients, cfg.dirichlet_alpha, cfg.seed)  # warm the shared split cache
+    member_data(cfg, 0)  # warm the shared split cache
     children: list[int] = []
     for k in indices:
         pid = os.fork()

@@ -161,3 +161,28 @@ class RdpAccountant:
         self._rdp = self._rdp + compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=self.orders)
         self.history.append((q, sigma))
         return self.epsilon
+
+
+def noise_for_epsilon(epsilon: float, *, q: float, rounds: int, delta: float,
+                      worst_fraction: float = 1.0, rel_tol: float = 1e-4) -> float:
+    """Smallest noise multiplier sigma (within ``rel_tol``) whose ``rounds`` rounds at sampling
+    rate q stay within ``epsilon`` even when every round is accounted at the reduced
+    sigma·sqrt(worst_fraction) — e.g. (min_clients - colluders)/expected, the case the round
+    planner's budget check assumes — so a config calibrated with it is never refused."""
+    if epsilon <= 0 or rounds < 1 or not 0 < worst_fraction <= 1:
+        raise ConfigError("need epsilon > 0, rounds >= 1 and worst_fraction in (0, 1]")
+
+    def eps(sigma: float) -> float:
+        return get_privacy_spent(orders=DEFAULT_ORDERS, delta=delta,
+                                 rdp=compute_rdp(q=q, noise_multiplier=sigma * math.sqrt(worst_fraction),
+                                                 steps=rounds))[0]
+
+    lo, hi = 1e-2, 1.0
+    while eps(hi) > epsilon:
+        lo, hi = hi, hi * 2
+        if hi > 1e4:
+            raise ConfigError(f"no noise multiplier reaches epsilon={epsilon} in {rounds} rounds")
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if eps(mid) > epsilon else (lo, mid)
+    return hi

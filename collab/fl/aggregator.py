@@ -48,10 +48,11 @@ class RoundOutcome:
 
 def model_shape(cfg: FLConfig) -> tuple[int, str]:
     """(number of federated values, initial version) from the seeded initial model."""
-    from collab.fl.model import build_model, federated_names, get_flat
+    from collab.fl.model import federated_names, get_flat
+    from collab.fl.public import initial_model
     from collab.fl.state import initial_version
 
-    m = build_model(cfg.model.name)
+    m = initial_model(cfg)
     flat = get_flat(m, federated_names(m, cfg.model.federated))
     return int(flat.size), initial_version(flat)
 

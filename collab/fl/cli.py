@@ -1,6 +1,7 @@
 """`collab fl ...`: run a local federation, or one role of a real fleet.
 
   collab fl run --config FILE            aggregator + N client processes + key holder
+  collab fl run --config FILE --in-process   the same protocol in one process (many clients)
   collab fl keygen --config FILE --out DIR   per-federation CKKS keys (key holder)
   collab fl aggregator --config FILE --broker URL --listen HOST:PORT [--public-context F]
   collab fl client --config FILE --broker URL --index K [--secret-context F]
@@ -24,6 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run.add_argument("--broker", default=None, help="use this broker instead of starting Mosquitto")
     run.add_argument("--out", default=None, help="output directory (overrides config 'out')")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--in-process", action="store_true",
+                     help="run the same protocol in this one process (no broker/network): many simulated clients")
 
     kg = sub.add_parser("keygen", help="generate a federation's CKKS keys (key holder only)")
     kg.add_argument("--config", type=Path, required=True)
@@ -74,7 +77,7 @@ def _handle(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
         from collab.fl.local import run_local
 
-        results = run_local(cfg, progress=not args.no_progress)
+        results = run_local(cfg, progress=not args.no_progress, in_process=args.in_process)
         for mode, pts in results.items():
             if not pts:
                 print(f"{mode:>6}: no round aggregated")

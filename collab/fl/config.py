@@ -127,6 +127,38 @@ class HEConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PublicConfig:
+    """Public pretraining: a stratified share of the digits TRAINING split is declared
+    public, never given to any client, and used to pretrain the whole model before the
+    federation starts (the federated modules then fine-tune under DP). The test split is
+    untouched. ``fraction: 0`` (default) = no public data, seeded random init."""
+
+    fraction: float = 0.0
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    #: add shifted copies (±1 pixel) of every public image: more public data at no privacy cost.
+    augment: bool = True
+    #: start the FEDERATED modules from the seeded random init instead of the public
+    #: model's values (the federation then learns them from private data alone).
+    reset_federated: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction < 1:
+            raise ConfigError(f"public.fraction must be in [0, 1), got {self.fraction}")
+        _positive("public.epochs", self.epochs)
+        _positive("public.batch_size", self.batch_size)
+        _positive("public.lr", self.lr)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"public.momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class SimulateConfig:
     """Knobs of the local (simulated) federation only."""
 
@@ -156,6 +188,7 @@ class FLConfig:
     round: RoundConfig = field(default_factory=RoundConfig)
     dp: DPConfig = field(default_factory=DPConfig)
     he: HEConfig = field(default_factory=HEConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ from functools import cache
 import numpy as np
 
 from collab.errors import ConfigError
+from collab.fl.config import FLConfig
 from collab.models.datasets import digits
 
 
@@ -41,13 +42,50 @@ def _train() -> tuple[np.ndarray, np.ndarray]:
     return digits("train")
 
 
-def client_data(index: int, num_clients: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Client ``index``'s shard of the digits training set (same split in every process)."""
+@cache
+def public_indices(fraction: float, seed: int) -> np.ndarray:
+    """Indices (into the digits TRAINING split) declared PUBLIC: ``round(fraction·n_c)``
+    examples of every class c, drawn with a seeded RNG. Never part of any client's shard;
+    the test split is separate by construction (collab.models.datasets)."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"public fraction must be in [0, 1), got {fraction}")
+    y = _train()[1]
+    rng = np.random.default_rng([seed, 0x9B1C])
+    out = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        out.append(idx[: round(len(idx) * fraction)])
+    return np.sort(np.concatenate(out))
+
+
+def private_indices(public_fraction: float, seed: int) -> np.ndarray:
+    """The training-split indices the clients share among themselves (all but the public ones)."""
+    return np.setdiff1d(np.arange(len(_train()[1])), public_indices(public_fraction, seed))
+
+
+def public_data(fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _train()
+    idx = public_indices(fraction, seed)
+    return x[idx], y[idx]
+
+
+def client_data(index: int, num_clients: int, alpha: float, seed: int,
+                public_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Client ``index``'s shard of the digits training set (same split in every process),
+    drawn from the PRIVATE part only (the ``public_fraction`` share is held out)."""
     if not 0 <= index < num_clients:
         raise ConfigError(f"client index {index} outside [0, {num_clients})")
     x, y = _train()
-    idx = dirichlet_split(y, num_clients, alpha, seed, min_size=min(10, len(y) // (5 * num_clients)))[index]
+    priv = private_indices(public_fraction, seed) if public_fraction > 0 else np.arange(len(y))
+    yp = y[priv]
+    idx = priv[dirichlet_split(yp, num_clients, alpha, seed, min_size=min(10, len(yp) // (5 * num_clients)))[index]]
     return x[idx], y[idx]
+
+
+def member_data(cfg: FLConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Client ``index``'s data under ``cfg`` (honours the public hold-out)."""
+    return client_data(index, cfg.clients, cfg.dirichlet_alpha, cfg.seed, cfg.public.fraction)
 
 
 def test_data() -> tuple[np.ndarray, np.ndarray]:

@@ -126,22 +126,49 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
     return points
 
 
-def run_local(cfg: FLConfig, *, progress: bool = True) -> dict[str, list[RoundPoint]]:
-    """Every mode in ``cfg.modes`` one after another; writes results + PNG under cfg.out."""
+def _check_first_round(mcfg: FLConfig) -> None:
+    """Refuse up front if even the first round is over the DP budget."""
+    if mcfg.dp_enabled:
+        from collab.fl.rounds import RoundPlanner
+
+        try:
+            RoundPlanner(mcfg, 1).check_budget()
+        except PrivacyBudgetExceeded as e:
+            raise FLError(f"mode {mcfg.mode}: {e}") from e
+
+
+def run_local(cfg: FLConfig, *, progress: bool = True, in_process: bool = False) -> dict[str, list[RoundPoint]]:
+    """Every mode in ``cfg.modes`` one after another; writes results + PNG under cfg.out.
+
+    ``in_process``: the same protocol in this process (collab.fl.simulate), no broker or
+    network — for federations with many simulated clients (e.g. 100 in the DP example)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[RoundPoint]] = {}
-    with _broker(cfg.broker) as url:
+    if in_process:
+        from collab.fl.simulate import simulate
+
         for mode in cfg.modes:
             mcfg = cfg.for_mode(mode)
-            if mcfg.dp_enabled:  # refuse up front if even the first round is over budget
-                from collab.fl.rounds import RoundPlanner
-
-                try:
-                    RoundPlanner(mcfg, 1).check_budget()
-                except PrivacyBudgetExceeded as e:
-                    raise FLError(f"mode {mode}: {e}") from e
-            results[mode] = run_mode(mcfg, url, out / mode.replace("+", "-"), progress=progress)
+            _check_first_round(mcfg)
+            t0 = time.monotonic()
+            pts, elapsed = [], 0.0
+            for r in simulate(mcfg, progress=progress):
+                elapsed += r.seconds
+                if r.reporters >= mcfg.round.min_clients:  # a round that released an aggregate
+                    pts.append(RoundPoint(round=r.round, accuracy=float(r.accuracy or 0.0), epsilon=r.epsilon,
+                                          reporters=r.reporters, sampled=r.reporters, seconds=elapsed))
+            logger.info("%s: %d rounds in %.1fs (in process)", mcfg.federation, len(pts), time.monotonic() - t0)
+            results[mode] = pts
+            wd = out / mode.replace("+", "-")
+            wd.mkdir(parents=True, exist_ok=True)
+            (wd / "rounds.json").write_text(json.dumps([asdict(p) for p in pts], indent=1))
+    else:
+        with _broker(cfg.broker) as url:
+            for mode in cfg.modes:
+                mcfg = cfg.for_mode(mode)
+                _check_first_round(mcfg)
+                results[mode] = run_mode(mcfg, url, out / mode.replace("+", "-"), progress=progress)
     from collab.fl.plot import plot_accuracy
 
     plot_accuracy(results, out / "accuracy.png", title=f"{cfg.clients} clients, Dirichlet alpha={cfg.dirichlet_alpha}")

@@ -14,7 +14,8 @@ from collab.errors import FLError
 from collab.fl import he
 from collab.fl.aggregate import Aggregate, decode_aggregate, encode_update
 from collab.fl.config import FLConfig
-from collab.fl.model import accuracy, build_model, federated_names, get_flat, set_flat
+from collab.fl.model import accuracy, federated_names, get_flat, set_flat
+from collab.fl.public import initial_model
 from collab.fl.state import GlobalModel, average, next_version
 from collab.fl.train import DPParams, TrainParams, local_train, prepare_update
 
@@ -45,7 +46,7 @@ class ModelHolder:
 
     def __post_init__(self) -> None:
         torch.set_num_threads(1)
-        self.model = build_model(self.cfg.model.name)
+        self.model = initial_model(self.cfg)
         self.names = federated_names(self.model, self.cfg.model.federated)
         s = self.cfg.server
         self.state = GlobalModel(get_flat(self.model, self.names), optimizer=s.optimizer, lr=s.lr,

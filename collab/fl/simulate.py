@@ -11,7 +11,7 @@ from tqdm import tqdm
 from collab.fl import he
 from collab.fl.aggregate import RoundState, UpdateHeader, UpdateRejected, make_summer
 from collab.fl.config import FLConfig
-from collab.fl.data import client_data, test_data
+from collab.fl.data import member_data, test_data
 from collab.fl.member import ModelHolder, Trainer
 from collab.fl.rounds import RoundPlanner
 from collab.log import logger
@@ -35,7 +35,7 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
     evaluator = ModelHolder(cfg, secret_context=secret)
     trainers = {}
     for k in range(cfg.clients):
-        x, y = client_data(k, cfg.clients, cfg.dirichlet_alpha, cfg.seed)
+        x, y = member_data(cfg, k)
         trainers[f"c{k:03d}"] = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + k)
     planner = RoundPlanner(cfg, evaluator.dim, context_id=keys.context_id if keys else "")
     xt, yt = test_data()
