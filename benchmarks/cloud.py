@@ -10,17 +10,18 @@ concurrent closed-loop clients (grpc.aio, in this process) for S seconds. Every
 and the median round is reported, because the 2-core box is shared; the load
 average is printed before, during and after.
 
-Models: the example ``resnet`` and ``transformer`` tails (compute-bound: batching
-saves little ONNX Runtime time per sample), and ``vgg-head``, built here with
-``collab.split.split_model``: a small conv stem with a VGG-style classifier of three
-fully-connected layers (16 MB of float32 weights) as the cloud tail. That tail is
-weight-bound: a batch of 16 reads the weights once, so it is where batching should pay.
+Models: the example ``resnet`` and ``transformer`` tails (little to gain from
+batching in ONNX Runtime for the conv tail), and ``vgg-head`` / ``vgg-wide``, built
+here with ``collab.split.split_model``: a small conv stem with a VGG-style classifier
+of three fully-connected layers (16 MB / 80 MB of float32 weights) as the cloud tail.
+Those tails are weight-bound: a batch of 16 reads the weights once, so that is where
+batching should pay.
 
 Targets (issue 4): batching >= 3x req/s of batch size 1 with p99 <= 2x unloaded
 latency; our unloaded per-request latency <= 1.10x the minimal server's.
 
 Usage: .venv/bin/python benchmarks/cloud.py [--models resnet,transformer,vgg-head]
-       [--seconds 4] [--rounds 4]
+       [--seconds 4] [--rounds 4]   (about 15 minutes)
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ from collab.transport import make_channel  # noqa: E402
 # --------------------------------------------------------------------------- bundles
 
 
-BUILT = {"vgg-head": "classifier.0"}  # models built here -> the split whose tail is measured
+# models built here: name -> (classifier width, the split whose tail is measured)
+BUILT = {"vgg-head": (2048, "classifier.0"), "vgg-wide": (4096, "classifier.0")}
 
 
 def bundle_for(name: str, tmp: Path) -> Path:
-    if name == "vgg-head":
-        return vgg_head_bundle(tmp / name)
+    if name in BUILT:
+        return vgg_head_bundle(tmp / name, name=name, width=BUILT[name][0])
     from collab.errors import CollabError
     from collab.testing.bundles import cache_root, example_bundle
 
@@ -72,8 +74,9 @@ def bundle_for(name: str, tmp: Path) -> Path:
         return cached[-1]
 
 
-def vgg_head_bundle(out: Path) -> Path:
-    """A weight-bound cloud tail: conv stem (edge) + VGG-style FC classifier (cloud)."""
+def vgg_head_bundle(out: Path, *, name: str, width: int) -> Path:
+    """A weight-bound cloud tail: conv stem (edge) + VGG-style FC classifier (cloud) with
+    1024*width + width*width + 10*width float32 weights (width 2048: 16 MB, 4096: 80 MB)."""
     import torch
     from torch import nn
 
@@ -85,16 +88,15 @@ def vgg_head_bundle(out: Path) -> Path:
             self.features = nn.Sequential(
                 nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
-            self.classifier = nn.Sequential(  # 1024*2048 + 2048*1024 + 1024*10 weights
-                nn.Flatten(), nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 1024), nn.ReLU(),
-                nn.Linear(1024, 10))
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(1024, width), nn.ReLU(), nn.Linear(width, width),
+                nn.ReLU(), nn.Linear(width, 10))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.classifier(self.features(x))
 
     torch.manual_seed(0)
-    split_model(VggHead().eval(), torch.randn(1, 3, 32, 32), out, name="vgg-head",
-                progress=False)
+    split_model(VggHead().eval(), torch.randn(1, 3, 32, 32), out, name=name, progress=False)
     return out
 
 
@@ -406,7 +408,7 @@ def plot(out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Pa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet,transformer,vgg-head")
+    ap.add_argument("--models", default="resnet,transformer,vgg-head,vgg-wide")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=4)
@@ -425,6 +427,7 @@ def main() -> int:
     specs = [
         ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "2")),
         ServerSpec("collab cloud, batch<=16 wait0", ("--max-batch-size", "16", "--max-wait-ms", "0")),
+        ServerSpec("collab cloud, batch<=16 wait5", ("--max-batch-size", "16", "--max-wait-ms", "5")),
         ServerSpec("collab cloud, batch<=16 workers=1",
                    ("--max-batch-size", "16", "--max-wait-ms", "2", "--workers", "1")),
         ServerSpec(base, ("--max-batch-size", "1", "--max-wait-ms", "0")),
@@ -434,7 +437,7 @@ def main() -> int:
         specs.append(ServerSpec("minimal grpc.aio+ORT inline", ("aio",)))
     print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory(prefix="collab-bench-cloud-") as tmp:
-        targets = [make_target(bundle_for(name, Path(tmp)), BUILT.get(name))
+        targets = [make_target(bundle_for(name, Path(tmp)), BUILT[name][1] if name in BUILT else None)
                    for name in args.models.split(",")]
         out = bench(targets, specs, clients=args.clients, seconds=args.seconds,
                     rounds=args.rounds, unloaded_n=args.unloaded)

@@ -193,12 +193,14 @@ class Batcher:
     def _pass_slot(self) -> None:
         """Give our slot to the oldest waiting request, or free it (lock held). A request
         whose thread already leads, or was promoted, needs no slot."""
-        nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
-        if nxt is not None:
-            nxt.promoted = True
-            _signal(nxt)
-        else:
-            self._leaders -= 1
+        if self._pending:
+            nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
+            if nxt is not None:
+                nxt.promoted = True
+                _signal(nxt)
+                return
+        self._leaders -= 1
+        if self._leaders:
             self._filled.notify_all()  # a filling leader may now be alone: run
 
     def _fill(self, me: _Item) -> None:

@@ -29,6 +29,7 @@ OUTPUT_CODEC = "f32"  # lossless: the edge gets exactly what the full model comp
 _OUTPUT = codec.Codec.parse(OUTPUT_CODEC)
 _EWMA = 0.2
 _DEPTH = attrgetter("depth")
+_F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +76,7 @@ class _Route:
     runnable: Runnable
     batcher: Batcher
     requests: Any  # the labelled prometheus Counter child of this (method, model, split)
+    max_bytes: int  # decode limit: leaves room to tell "too many samples" apart
 
 
 class _LoadObserver:
@@ -87,7 +89,8 @@ class _LoadObserver:
     def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
         self._inner.batch(size, queue_s, compute_s)
         h = self._h
-        q_ms = 1000.0 * sum(queue_s) / len(queue_s) if queue_s else 0.0
+        n = len(queue_s)
+        q_ms = 1000.0 * (queue_s[0] if n == 1 else sum(queue_s) / n) if n else 0.0
         h._queue_ewma += _EWMA * (q_ms - h._queue_ewma)
         h._compute_ewma += _EWMA * (1000.0 * compute_s - h._compute_ewma)
 
@@ -143,7 +146,8 @@ class CloudHandler:
         route = self._routes.get(key)
         if route is None:
             r = self.registry.resolve(call.model, call.version, call.split)  # NotServedError
-            route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key])
+            route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key],
+                                               2 * self.max_batch_size * r.sample_bytes)
         return route
 
     def run(self, call: TensorCall) -> TensorReply:
@@ -154,7 +158,7 @@ class CloudHandler:
             route = self._route(call)
             r = route.runnable
             route.requests.inc()
-            x = self._decode(call.frame, r)
+            x = self._decode(call.frame, r, route.max_bytes)
             t1 = time.perf_counter()
             res = route.batcher.run(x, call.deadline, call.alive)
             out = codec.encode(res.output, _OUTPUT)
@@ -167,12 +171,12 @@ class CloudHandler:
             with self._lock:
                 self._inflight -= 1
 
-    def _decode(self, frame: bytes, r: Runnable) -> np.ndarray:
+    def _decode(self, frame: bytes, r: Runnable, max_bytes: int) -> np.ndarray:
         """CodecError for a malformed frame, BadRequestError for one that does not fit the
-        model. The decode limit leaves room to tell "too many samples" apart."""
-        x = codec.decode(frame, max_bytes=2 * self.max_batch_size * r.sample_bytes)
+        model."""
+        x = codec.decode(frame, max_bytes=max_bytes)
         want = r.sample_shape
-        if x.ndim != len(want) + 1 or x.shape[1:] != want or x.shape[0] < 1:
+        if x.shape[1:] != want or x.ndim == 0 or x.shape[0] < 1:
             split = r.split if r.split != FULL else "input"
             raise BadRequestError(
                 f"{r.model}/{split}: expected shape [N, {', '.join(map(str, want))}], "
@@ -180,7 +184,7 @@ class CloudHandler:
         if x.shape[0] > self.max_batch_size:
             raise TooLargeError(f"{x.shape[0]} samples in one request; at most "
                                 f"{self.max_batch_size} allowed")
-        return x if x.dtype == np.float32 else x.astype(np.float32)
+        return x if x.dtype == _F32 else x.astype(_F32)
 
     # ----------------------------------------------------------------- probes
 
