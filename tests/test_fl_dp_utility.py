@@ -7,8 +7,10 @@ accuracy it gains is not the public model's)."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,19 +87,30 @@ def test_shipped_dp_config_is_within_its_budget() -> None:
     assert cfg.public.enabled and cfg.model.federated != "all"
 
 
-def test_dp_fedavg_on_public_features_learns_far_above_chance(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private pretraining cache: pretraining really runs (once) in this module."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("fl-cache")
+    mp.setenv("COLLAB_CACHE_DIR", str(path))
+    yield path
+    mp.undo()
+
+
+PUBLIC = {"fraction": 0.05, "epochs": 12}
+
+
+def test_dp_fedavg_on_public_features_learns_far_above_chance(fresh_cache: Path) -> None:
     from collab.fl.member import ModelHolder
     from collab.fl.simulate import simulate
 
-    monkeypatch.setenv("COLLAB_CACHE_DIR", str(tmp_path))  # pretraining really runs here
     t0 = time.perf_counter()
     rounds, clients, min_clients = 5, 40, 36
     sigma = noise_for_epsilon(8.0, q=1.0, rounds=rounds, delta=1e-5, worst_fraction=min_clients / clients)
     cfg = config_from_dict({
         "clients": clients, "rounds": rounds, "seed": 0, "modes": ["dp"],
         "model": {"federated": ["fc2"]},
-        "public": {"fraction": 0.05, "epochs": 12, "reset_federated": True},
+        "public": {**PUBLIC, "reset_federated": True},
         "train": {"local_epochs": 3, "batch_size": 16, "lr": 0.1},
         "round": {"sample_rate": 1.0, "min_clients": min_clients},
         "dp": {"clip": 0.3, "noise_multiplier": sigma, "delta": 1e-5, "epsilon_budget": 8.0}})
@@ -114,3 +127,19 @@ def test_dp_fedavg_on_public_features_learns_far_above_chance(tmp_path: Path,
     assert len(res) == rounds and all(r.reporters == clients for r in res)
     assert eps is not None and eps <= 8.0
     assert accs[-1] >= 0.7  # chance is 0.1
+
+
+def test_fl_run_in_process_writes_results(fresh_cache: Path, tmp_path: Path) -> None:
+    from collab.fl.local import run_local
+
+    cfg = config_from_dict({"clients": 6, "rounds": 2, "modes": ["plain", "dp"], "out": str(tmp_path / "out"),
+                            "model": {"federated": ["fc2"]}, "public": PUBLIC,
+                            "round": {"min_clients": 5},
+                            "dp": {"clip": 0.3, "noise_multiplier": 2.0, "epsilon_budget": 8.0}})
+    res = run_local(cfg, progress=False, in_process=True)
+    assert [len(res["plain"]), len(res["dp"])] == [2, 2]
+    assert res["plain"][-1].epsilon is None and 0 < (res["dp"][-1].epsilon or 0) <= 8
+    assert res["plain"][0].accuracy > 0.5  # starts from the public model, not from chance
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary) == {"plain", "dp"}
+    assert (tmp_path / "out" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -56,8 +56,9 @@ def cache_dir() -> Path:
 
 
 def _key(cfg: FLConfig) -> str:
-    spec = {"v": _VERSION, "model": cfg.model.name, "seed": cfg.seed, "public": asdict(cfg.public),
-            "torch": torch.__version__}
+    pub = asdict(cfg.public)
+    pub.pop("reset_federated")  # applied after loading: does not change the pretrained weights
+    spec = {"v": _VERSION, "model": cfg.model.name, "seed": cfg.seed, "public": pub, "torch": torch.__version__}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
