@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -305,6 +306,71 @@ def ort_per_sample(target: Target, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[
     return best
 
 
+@dataclass(frozen=True)
+class Overhead:
+    cpu_ms: dict[str, float]  # server CPU per request (median over blocks)
+    p50_ms: dict[str, float]  # latency (median over blocks of the block's median)
+
+
+async def _overhead(servers: dict[str, tuple[int, int]], target: Target, blocks: int,
+                    block: int) -> Overhead:
+    """Sequential requests to servers that run side by side, alternating in blocks, so
+    that machine noise hits each alike; CPU read from each server's threads."""
+    calls = {}
+    for name, (port, pid) in servers.items():
+        ch = make_channel(f"127.0.0.1:{port}", aio=True, retries=False, health_check=False)
+        await asyncio.wait_for(ch.channel_ready(), 30)
+        stub = collab_pb2_grpc.CloudServiceStub(ch)
+        calls[name] = (stub.Infer if target.split is None else stub.Decode, pid, ch)
+    req = target.request()
+    for call, _, _ in calls.values():
+        for _ in range(100):
+            await call(req, timeout=30)
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    lat: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(blocks):
+        for name, (call, pid, _) in calls.items():
+            c0, ls = cpu_seconds(pid), []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                await call(req, timeout=30)
+                ls.append(time.perf_counter() - t0)
+            cpu[name].append((cpu_seconds(pid) - c0) * 1000.0 / block)
+            lat[name].append(statistics.median(ls) * 1000.0)
+    for _, _, ch in calls.values():
+        await ch.close()
+    return Overhead({k: statistics.median(v) for k, v in cpu.items()},
+                    {k: statistics.median(v) for k, v in lat.items()})
+
+
+def overhead(targets: list[Target], specs: list[ServerSpec], *, blocks: int,
+             block: int) -> list[Overhead]:
+    out = []
+    for target in targets:
+        with contextlib.ExitStack() as stack:
+            servers = {s.name: stack.enter_context(running(s, target))[:2] for s in specs}
+            out.append(asyncio.run(_overhead(servers, target, blocks, block)))
+        print(f"  [{target.label}] side-by-side overhead done (load average {loadavg()})",
+              flush=True)
+    return out
+
+
+def print_overhead(targets: list[Target], res: list[Overhead], minimal: str, blocks: int,
+                   block: int) -> None:
+    print(f"\n### Per-request overhead vs the minimal gRPC+ORT server, side by side "
+          f"(servers up together, {blocks} alternating blocks of {block} sequential requests; "
+          f"medians over blocks)\n")
+    names = [k for k in res[0].cpu_ms if k != minimal]
+    print("| tail | minimal CPU ms/req | minimal p50 ms | "
+          + " | ".join(f"{k}: CPU ratio | {k}: p50 ratio" for k in names) + " |")
+    print("|---|---:|---:|" + "---:|---:|" * len(names))
+    for t, o in zip(targets, res, strict=True):
+        mc, ml = o.cpu_ms[minimal], o.p50_ms[minimal]
+        print(f"| {t.label} | {mc:.3f} | {ml:.3f} | "
+              + " | ".join(f"{o.cpu_ms[k] / mc:.3f}x | {o.p50_ms[k] / ml:.3f}x" for k in names)
+              + " |")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -414,6 +480,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "cloud.png")
     ap.add_argument("--unloaded", type=int, default=200, help="sequential requests for unloaded latency")
+    ap.add_argument("--overhead-blocks", type=int, default=30,
+                    help="alternating blocks of the side-by-side overhead phase (0 = skip)")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="run only the side-by-side overhead phase")
     ap.add_argument("--aio-baseline", action="store_true",
                     help="also run a minimal grpc.aio server (ORT inline on the loop)")
     ap.add_argument("--minimal-server", nargs=4, metavar=("PORT", "BUNDLE", "SPLIT", "FLAVOUR"),
@@ -439,12 +509,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="collab-bench-cloud-") as tmp:
         targets = [make_target(bundle_for(name, Path(tmp)), BUILT[name][1] if name in BUILT else None)
                    for name in args.models.split(",")]
-        out = bench(targets, specs, clients=args.clients, seconds=args.seconds,
-                    rounds=args.rounds, unloaded_n=args.unloaded)
+        side = [s for s in specs if s.name in (specs[0].name, base, minimal)]
+        ovh = (overhead(targets, side, blocks=args.overhead_blocks, block=50)
+               if args.overhead_blocks else [])
+        out = [] if args.overhead_only else bench(
+            targets, specs, clients=args.clients, seconds=args.seconds, rounds=args.rounds,
+            unloaded_n=args.unloaded)
     print(f"\nload average after: {loadavg()}")
+    if ovh:
+        print_overhead(targets, ovh, minimal, args.overhead_blocks, 50)
     for target, res, per in out:
         print_table(target, res, per, args.clients, base, minimal)
-    plot(out, args.png, args.clients)
+    if out:
+        plot(out, args.png, args.clients)
     return 0
 
 

@@ -114,3 +114,19 @@ def test_an_unloaded_request_never_waits_for_its_window() -> None:
         r = b.run(x, time.monotonic() + 5)  # would be a DeadlineError after a 10 s window
         assert r.batch_size == 1
     assert rec.sizes == [1, 1, 1] and b._leaders == 0
+
+
+def test_an_idle_request_past_its_deadline_is_not_computed() -> None:
+    """The idle fast path (no queue) still drops a request that is already late."""
+    rec = Recorder()
+    calls: list[int] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape[0])
+        return x
+
+    b = Batcher(model, max_batch_size=8, max_wait_ms=0, slots=1, observer=rec)
+    with pytest.raises(DeadlineError):
+        b.run(np.ones((1, 3), np.float32), time.monotonic() - 0.001)
+    assert calls == [] and rec.drops == {"deadline": 1} and b._leaders == 0
+    assert b.run(np.ones((2, 3), np.float32)).batch_size == 2  # the slot was given back
