@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from collab.emulator import DirectionTrace, EmulatorProcess, LinkTrace, Segment, load_mahimahi
+from collab.emulator.measure import tcp_rtt_ms
 from collab.emulator.traces import MahimahiCapacity
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
@@ -53,21 +54,6 @@ class Server:
         self.sock.close()
 
 
-def rtt_ms(port: int, n: int = 30) -> float:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        xs = []
-        for _ in range(n + 1):
-            t = time.monotonic()
-            s.sendall(b"x" * 32)
-            got = 0
-            while got < 32:
-                got += len(s.recv(64))
-            xs.append(time.monotonic() - t)
-    xs = sorted(xs[1:])
-    return xs[len(xs) // 4] * 1000
-
-
 def blast(port: int, seconds: float) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.settimeout(0.5)
@@ -89,7 +75,7 @@ def main() -> None:
     for one_way in (5.0, 20.0, 50.0):
         srv = Server("echo")
         with EmulatorProcess(upstream=("127.0.0.1", srv.port), link=link(None, one_way)) as emu:
-            rows.append((f"RTT, {2 * one_way:.0f} ms link", 2 * one_way, rtt_ms(emu.port)))
+            rows.append((f"RTT, {2 * one_way:.0f} ms link", 2 * one_way, tcp_rtt_ms(emu.port, 30)))
         srv.close()
     for mbps in (0.5, 2.0, 10.0, 40.0):
         srv = Server("sink")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from cloud_node.server import CloudConfig, serve
 from collab.control.join import add_cloud_join_args, cloud_agent
-from collab.log import logger
+from collab.signals import stop_on_signals
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -59,15 +56,8 @@ def config_from_args(args: argparse.Namespace) -> CloudConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
     with serve(config) as (server, port):
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+        stop = stop_on_signals()  # only once serving: a signal during start-up still kills
         print(f"collab cloud: serving on port {port}"
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
               flush=True)

@@ -13,15 +13,17 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from collab.metrics_http import MetricsEndpoint
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-class Metrics:
+class Metrics(MetricsEndpoint):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -36,7 +38,6 @@ class Metrics:
         self.inflight = Gauge("collab_cloud_inflight", "RPCs being handled", registry=r)
         self.queue_depth = Gauge("collab_cloud_queue_depth", "samples waiting for a batch",
                                  registry=r)
-        self._http: Any = None
 
     def observer(self, model: str, split: str) -> BatchMetrics:
         """The batch observer of one (model, split); call once per queue."""
@@ -48,18 +49,6 @@ class Metrics:
         """A sample's current value (0 if absent) — for tests and Probe-free introspection."""
         v = self.registry.get_sample_value(name, labels or {})
         return float(v) if v is not None else 0.0
-
-    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
-        """Start the /metrics endpoint; returns the bound port (``port`` 0 = any free)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
-        return int(server.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
 
 class _Hist:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
-from collab.log import logger
+from collab.signals import stop_on_signals
 from edge_node.server import EdgeConfig, serve
 
 
@@ -64,14 +61,7 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop = stop_on_signals()
     with serve(config) as (_server, port):
         print(f"edge node listening on port {port}", flush=True)
         stop.wait()

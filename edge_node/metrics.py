@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collab.metrics_http import MetricsEndpoint
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-class EdgeMetrics:
+class EdgeMetrics(MetricsEndpoint):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -27,7 +27,6 @@ class EdgeMetrics:
                                   registry=r)
         self.cloud_reachable = Gauge("collab_edge_cloud_reachable", "1 while probes reach the cloud",
                                      registry=r)
-        self._http: Any = None
 
     def observe(self, *, path: str, seconds: float, bytes_sent: int, fell_back: bool,
                 reason: str | None, deadline_met: bool) -> None:
@@ -38,14 +37,3 @@ class EdgeMetrics:
             self.fallbacks.labels((reason or "unknown").split(":")[0][:40]).inc()
         if not deadline_met:
             self.deadline_misses.inc()
-
-    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
-        return int(server.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None

@@ -20,6 +20,7 @@ from collab.emulator import (
     load_mahimahi,
 )
 from collab.emulator.link import DirectionLink
+from collab.emulator.measure import tcp_rtt_ms
 from collab.emulator.traces import MahimahiCapacity
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
@@ -67,23 +68,6 @@ def tcp_server(mode: str) -> Iterator[tuple[int, list[tuple[float, int]]]]:
         srv.close()
 
 
-def measure_rtt(port: int, n: int = 20) -> float:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        samples = []
-        for _ in range(n + 1):
-            t = time.monotonic()
-            s.sendall(b"x" * 32)
-            got = 0
-            while got < 32:
-                got += len(s.recv(64))
-            samples.append(time.monotonic() - t)
-    # drop the warm-up round trip (upstream connect); the machine is shared and noisy, and
-    # scheduling noise only ever adds, so take a low quantile like ping's min/avg does
-    samples = sorted(samples[1:])
-    return samples[len(samples) // 4] * 1000.0
-
-
 def blast(port: int, seconds: float, chunk: int = 16384) -> None:
     """Send as fast as the proxy accepts for ``seconds``."""
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -107,7 +91,7 @@ def link(up_bps: float | None, down_bps: float | None = None, delay_ms: float = 
 def test_rtt_follows_delay(one_way_ms: float) -> None:
     with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port),
                                                         link=link(None, delay_ms=one_way_ms)) as emu:
-        rtt = measure_rtt(emu.port)
+        rtt = tcp_rtt_ms(emu.port)
     assert rtt == pytest.approx(2 * one_way_ms, rel=TOL), rtt
 
 
@@ -141,9 +125,9 @@ def test_rate_and_delay_follow_segments_over_time() -> None:
     with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
         emu.restart()
         time.sleep(0.2)
-        first = measure_rtt(emu.port, 8)
+        first = tcp_rtt_ms(emu.port, 8)
         time.sleep(1.5 - 0.2 - first * 8 / 1000 + 0.2)
-        second = measure_rtt(emu.port, 8)
+        second = tcp_rtt_ms(emu.port, 8)
     assert first == pytest.approx(40.0, rel=TOL) and second == pytest.approx(120.0, rel=TOL), (first, second)
 
 
@@ -164,7 +148,7 @@ def test_outage_resets_and_recovers() -> None:
             if not s2.recv(1):
                 raise ConnectionResetError("closed")
         emu.cut(False)
-        assert measure_rtt(emu.port, 3) < 50
+        assert tcp_rtt_ms(emu.port, 3) < 50
         st = emu.stats()
     assert st["resets"] >= 1 and st["refused"] >= 1
 
@@ -178,15 +162,15 @@ def test_outage_from_trace_and_dead_upstream_refuse() -> None:
     dead.close()
     with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
         emu.restart()
-        assert measure_rtt(emu.port, 3) < 50
+        assert tcp_rtt_ms(emu.port, 3) < 50
         time.sleep(0.6)
         with pytest.raises(OSError):
-            measure_rtt(emu.port, 1)
+            tcp_rtt_ms(emu.port, 1)
         emu.set_link(link(None))
-        assert measure_rtt(emu.port, 2) < 50
+        assert tcp_rtt_ms(emu.port, 2) < 50
         emu.set_upstream("127.0.0.1", dead_port)  # cloud node down: the link is up, the peer is not
         with pytest.raises(OSError):
-            measure_rtt(emu.port, 1)
+            tcp_rtt_ms(emu.port, 1)
 
 
 def test_loss_adds_tcp_like_stalls() -> None:
@@ -206,12 +190,12 @@ def test_loss_adds_tcp_like_stalls() -> None:
 def test_process_mode_control_api() -> None:
     with tcp_server("echo") as (port, _), EmulatorProcess(upstream=("127.0.0.1", port),
                                                           link=link(None, delay_ms=15)) as emu:
-        assert measure_rtt(emu.port, 10) == pytest.approx(30.0, rel=TOL)
+        assert tcp_rtt_ms(emu.port, 10) == pytest.approx(30.0, rel=TOL)
         emu.set_link(link(None, delay_ms=40))
-        assert measure_rtt(emu.port, 10) == pytest.approx(80.0, rel=TOL)
+        assert tcp_rtt_ms(emu.port, 10) == pytest.approx(80.0, rel=TOL)
         emu.cut()
         with pytest.raises(OSError):
-            measure_rtt(emu.port, 1)
+            tcp_rtt_ms(emu.port, 1)
         emu.cut(False)
         assert emu.stats()["refused"] >= 1
 
