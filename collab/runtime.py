@@ -7,17 +7,20 @@ background). Tails are kept on the edge too: when a collaborative call fails, th
 tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
-``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the measured
-compute time after every run. The measured time is capped at twice the model's
-typical time here, so that an OS scheduling stall on this (shared) machine is added
-once, as it would be on the real device, instead of being multiplied by the factor.
+``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's
+*typical* compute time here (the median of its recent runs) after every run. Padding
+by the typical time, not by this run's, keeps host noise out of the factor: an OS
+scheduling stall or GIL wait on this (shared) machine is added once, as it would be on
+the real device, instead of being multiplied by the slowdown.
 No torch import anywhere here.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,10 @@ import onnxruntime as ort
 
 from collab.bundle import Bundle, load_bundle
 from collab.errors import BundleError, ConfigError
-from collab.net.estimator import Ewma
 from collab.ort import make_session, run
+
+#: runs whose median is a model's typical compute time (robust to a stall or two)
+_TYPICAL_WINDOW = 15
 
 
 class EdgeRuntime:
@@ -38,7 +43,7 @@ class EdgeRuntime:
         self.intra_threads = intra_threads
         self.slowdown = slowdown
         self._sessions: dict[str, ort.InferenceSession] = {}
-        self._typical: dict[str, Ewma] = {}  # model file -> typical compute ms
+        self._recent: dict[str, deque[float]] = {}  # model file -> recent unpadded compute ms
         self._lock = threading.Lock()
         self._heads = {sp.name: sp.head for sp in self.manifest.split_points}
         self._tails = {sp.name: sp.tail for sp in self.manifest.split_points}
@@ -76,12 +81,11 @@ class EdgeRuntime:
         y = run(sess, x)
         ms = (time.perf_counter() - t0) * 1000.0
         if self.slowdown > 1.0:
-            typ = self._typical.get(rel)
-            if typ is None:
-                typ = self._typical.setdefault(rel, Ewma(0.1, jump=3.0))
-            base = min(ms, 2.0 * typ.mean) if typ.n >= 3 else ms
-            typ.update(ms, t0)
-            pad = base * (self.slowdown - 1.0)
+            recent = self._recent.get(rel)
+            if recent is None:
+                recent = self._recent.setdefault(rel, deque(maxlen=_TYPICAL_WINDOW))
+            recent.append(ms)
+            pad = statistics.median(recent) * (self.slowdown - 1.0)
             time.sleep(pad / 1000.0)
             ms += pad
         return y, ms

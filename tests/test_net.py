@@ -184,7 +184,16 @@ def test_loss_and_reachability() -> None:
     link.up = True
     mon.refresh(force=True)
     assert est.reachable
-    assert est.state().loss_rate < est.loss.alpha * 2 + 0.2
+    assert est.state().loss_rate == 0.0  # the outage is over: its failures do not linger
+
+
+def test_failures_without_an_outage_stay_in_the_loss_rate() -> None:
+    est = LinkEstimator(fail_threshold=3)
+    est.add_rtt(10.0, 0.0)
+    for i in range(6):  # every other call fails: a lossy link, never unreachable
+        est.record_failure(1.0 + i, timeout=True)
+        est.add_rtt(10.0, 1.5 + i)
+    assert est.reachable and 0.2 < est.state().loss_rate < 0.6
 
 
 def test_monitor_thread_probes_and_stops() -> None:

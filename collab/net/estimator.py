@@ -133,6 +133,11 @@ class LinkEstimator:
             self._success_locked(now)
 
     def _success_locked(self, now: float) -> None:
+        if self.consecutive_failures >= self.fail_threshold:
+            # back from an outage: its failures were the outage (the link was unreachable,
+            # cloud paths were off), not the failure rate of the link that is back; kept in
+            # the average they would keep penalising cloud paths for dozens of calls
+            self.loss = Ewma(self.loss.alpha)
         self.loss.update(0.0, now)
         self.consecutive_failures = 0
         self.successes += 1

@@ -195,7 +195,6 @@ class _Events:
         for at, action in self.plan:
             if self._stop.wait(max(0.0, self.t0 + at - time.monotonic())):
                 return
-            t = time.monotonic() - self.t0
             try:
                 if action == "kill_cloud":
                     self.cloud.kill()
@@ -209,7 +208,8 @@ class _Events:
                     self.emu.cut(False)
             except CollabError as e:
                 logger.warning("event %s at %.1fs failed: %s", action, at, e)
-            self.log.append({"at_s": at, "done_s": round(t, 3), "action": action})
+            # when the action took effect (a started node listens), for the oracle
+            self.log.append({"at_s": at, "done_s": round(time.monotonic() - self.t0, 3), "action": action})
 
 
 def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
