@@ -135,6 +135,17 @@ def test_passive_transfers_update_bandwidth() -> None:
     assert est.rtt.mean == pytest.approx(10.0 + 0.3 * 2.0)
 
 
+def test_small_frames_on_a_slow_uplink_are_bandwidth_samples() -> None:
+    est = LinkEstimator()
+    for i in range(5):
+        est.add_rtt(80.0 + (i % 2), float(i))
+    for i in range(10):  # a 3 kB frame over 100 kbit/s: 240 ms beyond the 80 ms RTT
+        est.add_transfer(3_000, 320.0, 10.0 + i)
+    assert est.bw.n == 10 and est.state().bandwidth_bps == pytest.approx(100e3, rel=0.05)
+    est.add_transfer(3_000, 83.0, 30.0)  # the same frame on a fast link: RTT jitter, not a sample
+    assert est.bw.n == 10
+
+
 def test_level_shift_needs_two_samples_and_then_restarts_the_average() -> None:
     e = Ewma(alpha=0.3, jump=2.0)
     for i in range(10):

@@ -72,7 +72,7 @@ class LinkEstimator:
     (start edge-only, upgrade when a probe succeeds)."""
 
     def __init__(self, *, alpha: float = 0.3, fail_threshold: int = 2,
-                 min_bw_sample_bytes: int = 4_096, max_bandwidth_bps: float = 1e11) -> None:
+                 min_bw_sample_bytes: int = 1_024, max_bandwidth_bps: float = 1e11) -> None:
         self._lock = threading.Lock()
         # RTT changes below 5 ms are scheduling noise on a busy edge, not a new path
         self.rtt = Ewma(alpha, jump=2.0, jump_floor=5.0)  # ms
@@ -104,13 +104,16 @@ class LinkEstimator:
         = RTT + bytes / bandwidth. Where the transfer dominates it is a bandwidth sample,
         where the RTT dominates an RTT sample (the other term taken from the estimate)."""
         with self._lock:
-            rtt, bw = self.rtt.mean, self.bw.mean
+            rtt, bw, rtt_std = self.rtt.mean, self.bw.mean, self.rtt.std
         if math.isnan(rtt):
             self.record_success(now)
             return
         transfer_est = 0.0 if math.isnan(bw) else nbytes * 8.0 / max(bw, 1.0) * 1000.0
-        # a bandwidth sample needs a transfer long enough to stand out of timer noise
-        if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > max(0.3 * network_ms, 2.0):
+        # a bandwidth sample needs a transfer long enough to stand out of timer noise and
+        # RTT jitter; on a slow uplink even a small frame qualifies, and those frames are
+        # the only fresh news of the link between sized probes
+        noise = max(2.0, 3.0 * rtt_std)
+        if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > max(0.3 * network_ms, noise):
             self.add_bandwidth(nbytes, network_ms - rtt, now, active=False)
         elif transfer_est < 0.3 * network_ms:
             self.add_rtt(network_ms - transfer_est, now, active=False)
