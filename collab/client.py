@@ -247,7 +247,10 @@ class Client:
             return cl
         if len(self._probe_payload) < cfg.max_probe_bytes:
             self._probe_payload = os.urandom(cfg.max_probe_bytes)
-        cl.channel = make_channel(list(cl.addresses), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes)
+        # gRPC retries move a failed call to another replica; with a single one they only
+        # delay the local fallback (by the retry backoff) while the link is down
+        cl.channel = make_channel(list(cl.addresses), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes,
+                                  retries=len(cl.addresses) > 1)
         cl.stub = collab_pb2_grpc.CloudServiceStub(cl.channel)
         cl.monitor = NetworkMonitor(
             lambda n, t: self._probe(cl, n, t), cl.link, interval_s=cfg.probe_interval_s,

@@ -7,17 +7,17 @@ background). Tails are kept on the edge too: when a collaborative call fails, th
 tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
-``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's
-*typical* compute time here (the median of its recent runs) after every run. Padding
-by the typical time, not by this run's, keeps host noise out of the factor: an OS
-scheduling stall or GIL wait on this (shared) machine is added once, as it would be on
-the real device, instead of being multiplied by the slowdown.
+``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's own
+compute time here after every run, taken as the fastest of its recent runs: that is
+the cost without interference from other work on this (shared) machine. Padding by it,
+not by this run's time, keeps host noise out of the factor: an OS scheduling stall, a
+GIL wait or a burst of load from another process is added once, as it would be on the
+real device, instead of being multiplied by the slowdown.
 No torch import anywhere here.
 """
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
@@ -30,8 +30,8 @@ from collab.bundle import Bundle, load_bundle
 from collab.errors import BundleError, ConfigError
 from collab.ort import make_session, run
 
-#: runs whose median is a model's typical compute time (robust to a stall or two)
-_TYPICAL_WINDOW = 15
+#: recent runs whose fastest is a model's own compute time (about 15 s of requests at 4 Hz)
+_TYPICAL_WINDOW = 64
 
 
 class EdgeRuntime:
@@ -85,7 +85,7 @@ class EdgeRuntime:
             if recent is None:
                 recent = self._recent.setdefault(rel, deque(maxlen=_TYPICAL_WINDOW))
             recent.append(ms)
-            pad = statistics.median(recent) * (self.slowdown - 1.0)
+            pad = min(recent) * (self.slowdown - 1.0)
             time.sleep(pad / 1000.0)
             ms += pad
         return y, ms
