@@ -243,8 +243,11 @@ def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch
 
     clock = {"t": 0.0, "n": 0}
     slept: list[float] = []
+    real_run, me = runtime_mod.run, threading.get_ident()
 
     def fake_run(sess, x):  # type: ignore[no-untyped-def]
+        if threading.get_ident() != me:  # another test's client still warming up
+            return real_run(sess, x)
         clock["n"] += 1
         clock["t"] += 0.030 if clock["n"] == 8 else 0.002
         return np.zeros((1, 10), np.float32)
@@ -262,3 +265,35 @@ def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch
     assert slept[0] == pytest.approx(0.018)
     assert ms[7] == pytest.approx(30.0 + 9 * 2.0)  # the stall once; padding from the fastest run, 2 ms
     assert ms[8] == pytest.approx(20.0)
+
+
+def test_warm_runs_keep_the_cold_first_run_out_of_the_padding(digits_bundle: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake clock: a session's first run takes 5 ms, later ones 1 ms. Warmed, the first
+    request on a 10x slower device takes 10 ms, not 5 + 9 x 5."""
+    import types
+
+    import collab.runtime as runtime_mod
+
+    clock = {"t": 0.0}
+    runs: dict[int, int] = {}
+    real_run, me = runtime_mod.run, threading.get_ident()
+
+    def fake_run(sess, x):  # type: ignore[no-untyped-def]
+        if threading.get_ident() != me:  # another test's client still warming up
+            return real_run(sess, x)
+        runs[id(sess)] = runs.get(id(sess), 0) + 1
+        clock["t"] += 0.005 if runs[id(sess)] == 1 else 0.001
+        return np.zeros((1, 10), np.float32)
+
+    def fake_sleep(s: float) -> None:
+        clock["t"] += s
+
+    monkeypatch.setattr(runtime_mod, "run", fake_run)
+    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
+    x = sample_inputs(digits_bundle, 1)
+    cold = EdgeRuntime(digits_bundle, slowdown=10.0)
+    assert cold.full(x)[1] == pytest.approx(50.0)  # not warmed: the cold run, padded
+    warm = EdgeRuntime(digits_bundle, slowdown=10.0)
+    warm.warm([warm.manifest.full])
+    assert warm.full(x)[1] == pytest.approx(10.0)
