@@ -20,8 +20,28 @@ batching should pay.
 Targets (issue 4): batching >= 3x req/s of batch size 1 with p99 <= 2x unloaded
 latency; our unloaded per-request latency <= 1.10x the minimal server's.
 
+The closed-loop phase cannot meet the p99 half of that target by construction (Little's
+law): C = 16 clients that each wait for their answer keep 16 requests in the system, so
+mean latency = 16 / throughput, and p99 >= mean; p99 <= 2 x unloaded latency L0 would need
+throughput >= 16 / (2 L0) = 8x what one sequential client gets (1 / L0), which is more
+than batching can give on 2 cores. So the ``slo`` phase measures what serving papers
+(Clipper, InferLine) report: throughput at a latency SLO under open-loop load. For each
+model it runs the batch=1 server, then the batching one (``--max-batch-size 16
+--max-wait-ms 2``), each up for its whole search. It measures the server's unloaded p50
+(sequential requests back to back, and with idle gaps in between), then offers Poisson
+load from C streams (each sends on its own exponential clock without waiting for
+answers). Latency counts from the scheduled send, so client lag counts too (no coordinated
+omission), and a request still unanswered after the window (+ grace) counts as infinite.
+The search finds the highest rate whose p99 <= SLO while throughput keeps up (>= 0.95 x
+offered): start at 1 / L0, double until it fails, then bisect. The SLO is p99 <=
+``--slo-factor`` (2) x the batch=1 server's unloaded p50 (``--slo-reference``: back to
+back, the default, or after idle gaps), and it is the same for both servers. The reported
+number is the ratio of the two capacities (target >= 3x). The plot ``<png>-slo.png``
+shows p99 against offered rate.
+
 Usage: .venv/bin/python benchmarks/cloud.py [--models resnet,transformer,vgg-head]
-       [--seconds 4] [--rounds 4]   (about 15 minutes)
+       [--seconds 4] [--rounds 4] [--slo-seconds 4] [--slo-rounds 1]   (about 20 minutes)
+       .venv/bin/python benchmarks/cloud.py --slo-only [--slo-reference idle]
 """
 
 from __future__ import annotations
@@ -39,7 +59,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,22 +270,42 @@ def batch_stats(mport: int | None) -> tuple[float, float]:
     return total["sum"], total["count"]
 
 
-async def _measure(port: int, pid: int, mport: int | None, target: Target, clients: int,
-                   seconds: float, unloaded_n: int) -> Result:
+async def _connect(port: int, target: Target) -> tuple[Any, Any, Any]:
+    """(grpc.aio channel, the target's unary call, its request), channel ready."""
     ch = make_channel(f"127.0.0.1:{port}", aio=True, retries=False, health_check=False)
     stub = collab_pb2_grpc.CloudServiceStub(ch)
     call = stub.Infer if target.split is None else stub.Decode
-    req = target.request()
     await asyncio.wait_for(ch.channel_ready(), 30)
+    return ch, call, target.request()
+
+
+async def _warm_up(call: Any, req: Any, clients: int) -> None:
     for _ in range(50):  # warm-up: connections, ORT arenas, batch shapes
         await call(req, timeout=30)
     await asyncio.gather(*(call(req, timeout=30) for _ in range(clients * 4)))
-    unloaded = []
-    uc0 = cpu_seconds(pid)
-    for _ in range(unloaded_n):
+
+
+async def _sequential(call: Any, req: Any, n: int, mean_gap_s: float = 0.0) -> list[float]:
+    """Latencies (s) of ``n`` sequential requests: the unloaded latency. Back to back by
+    default; with ``mean_gap_s`` each waits an exponential gap first, so the client and
+    the server are idle (threads asleep) when it arrives, as an open-loop request is."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        if mean_gap_s > 0:
+            await asyncio.sleep(float(rng.exponential(mean_gap_s)))
         t0 = time.perf_counter()
         await call(req, timeout=30)
-        unloaded.append(time.perf_counter() - t0)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def _measure(port: int, pid: int, mport: int | None, target: Target, clients: int,
+                   seconds: float, unloaded_n: int) -> Result:
+    ch, call, req = await _connect(port, target)
+    await _warm_up(call, req, clients)
+    uc0 = cpu_seconds(pid)
+    unloaded = await _sequential(call, req, unloaded_n)
     unloaded_cpu = (cpu_seconds(pid) - uc0) * 1000.0 / unloaded_n
     lat: list[float] = []
     stop_at = time.perf_counter() + seconds
@@ -472,6 +514,292 @@ def plot(out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Pa
     print(f"\nplot: {path}")
 
 
+# --------------------------------------------------------------------------- slo: open loop
+
+
+# Timers of the asyncio loop fire up to ~1 ms late (epoll rounds the timeout up to whole ms),
+# so a stream wakes this much before a scheduled send; a late send is timed from its
+# scheduled instant (client lag counts, no coordinated omission), an early one from when it
+# actually left.
+_WAKE_EARLY_S = 0.001
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One open-loop run at a fixed offered rate."""
+
+    rate: float  # offered req/s (Poisson, nominal)
+    sent: int  # arrivals in the window (all are sent, late if the client lagged)
+    achieved: float  # answers received within the window, per second
+    p50: float  # ms from the scheduled send; inf = no answer (by the window's end + grace)
+    p99: float
+    lag_p99: float  # ms a send left after its scheduled instant (client-side; in the latency)
+    lost: int  # requests without an answer (failed, deadline exceeded or still outstanding)
+    mean_batch: float  # samples per executed batch (0 = not reported)
+    ok: bool  # p99 <= SLO and achieved >= 0.95 x offered
+
+
+@dataclass(frozen=True)
+class SloRun:
+    """One throughput-at-SLO search on one server."""
+
+    unloaded_p50: float  # ms, sequential back-to-back requests to this server
+    idle_p50: float  # ms, sequential requests after idle gaps (what a lone open-loop one sees)
+    idle_p99: float  # ms, the same; above the SLO = the SLO cannot hold even at zero load
+    slo_ms: float
+    probes: list[Probe]
+
+    @property
+    def best(self) -> Probe | None:
+        """The highest passing probe below the lowest failing one (None: nothing passed)."""
+        fail = min((p.rate for p in self.probes if not p.ok), default=float("inf"))
+        ok = [p for p in self.probes if p.ok and p.rate < fail]
+        return max(ok, key=lambda p: p.rate) if ok else None
+
+    @property
+    def capacity(self) -> float:
+        b = self.best
+        return b.rate if b else 0.0
+
+
+def _pct(ms: np.ndarray, q: float) -> float:
+    """Percentile that tolerates inf (no interpolation: the next sample up)."""
+    return float(np.percentile(ms, q, method="higher")) if len(ms) else float("inf")
+
+
+def _arrivals(rng: np.random.Generator, rate: float, seconds: float) -> np.ndarray:
+    """Poisson arrival instants in [0, seconds) at ``rate`` per second."""
+    n = int(rate * seconds + 6 * np.sqrt(rate * seconds) + 16)
+    while True:
+        t = np.cumsum(rng.exponential(1.0 / rate, n))
+        if t[-1] >= seconds:
+            return t[t < seconds]
+        n *= 2
+
+
+async def _open_loop(call: Any, req: Any, mport: int | None, *, rate: float, streams: int,
+                     seconds: float, slo_ms: float, seed: int) -> Probe:
+    """``streams`` independent Poisson streams of ``rate / streams`` each, for ``seconds``:
+    every request is sent at its scheduled instant whether or not earlier ones returned.
+    Answers still missing ``grace`` after the window (deadline of every call) count as inf."""
+    rng = np.random.default_rng(seed)
+    grace = max(0.5, 20 * slo_ms / 1000.0)
+    plans = [_arrivals(rng, rate / streams, seconds) for _ in range(streams)]
+    lat: list[float] = []
+    lag: list[float] = []
+    in_window = 0
+    tasks: set[asyncio.Task[None]] = set()
+    s0, b0 = batch_stats(mport)
+    start = time.perf_counter() + 0.05
+    end = start + seconds
+
+    async def one(ref: float) -> None:
+        nonlocal in_window
+        try:
+            await call(req, timeout=max(0.01, end + grace - time.perf_counter()))
+        except grpc.aio.AioRpcError:
+            return  # counted as lost (inf)
+        t = time.perf_counter()
+        lat.append(t - ref)
+        if t <= end:
+            in_window += 1
+
+    async def stream(plan: np.ndarray) -> None:
+        for offset in plan:
+            t = start + float(offset)
+            delay = t - time.perf_counter() - _WAKE_EARLY_S
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter()  # behind schedule: send every due request at once
+            lag.append(now - t)
+            tasks.add(asyncio.create_task(one(min(t, now))))
+
+    await asyncio.gather(*(stream(p) for p in plans))
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, end + grace + 0.1 - time.perf_counter()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    s1, b1 = batch_stats(mport)
+    sent = sum(len(p) for p in plans)
+    ms = np.array(lat + [float("inf")] * (sent - len(lat))) * 1000.0
+    p99, achieved = _pct(ms, 99), in_window / seconds
+    return Probe(rate, sent, achieved, _pct(ms, 50), p99,
+                 max(0.0, _pct(np.array(lag) * 1000.0, 99)), sent - len(lat),
+                 (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0,
+                 p99 <= slo_ms and achieved >= 0.95 * sent / seconds)
+
+
+SLO_REFERENCES = ("sequential", "idle")
+IDLE_GAP_S = 0.01  # mean gap before each request of the "idle" unloaded latency
+
+
+async def _slo_search(port: int, mport: int | None, target: Target, *, label: str,
+                      slo_ms: float | None, reference: str, factor: float, streams: int,
+                      seconds: float, unloaded_n: int, steps: int, seed: int) -> SloRun:
+    """Unloaded p50 of this server (back to back, and after idle gaps), then the highest
+    open-loop rate meeting the SLO (``slo_ms`` None: ``factor`` x this server's unloaded p50 of
+    kind ``reference``): start at 1 / back-to-back p50 (what one closed-loop client gets),
+    double (or halve) until the outcome flips, then bisect ``steps`` times."""
+    from tqdm import tqdm
+
+    ch, call, req = await _connect(port, target)
+    await _warm_up(call, req, streams)
+    l0 = statistics.median(await _sequential(call, req, unloaded_n)) * 1000.0
+    idle_ms = np.array(await _sequential(call, req, max(50, unloaded_n // 2), IDLE_GAP_S)) * 1e3
+    idle, idle99 = float(np.median(idle_ms)), _pct(idle_ms, 99)
+    slo = factor * (l0 if reference == "sequential" else idle) if slo_ms is None else slo_ms
+    tqdm.write(f"  [{target.label}] {label:<24} unloaded p50 {l0:.3f} ms back to back, "
+               f"{idle:.3f} ms (p99 {idle99:.3f}) after idle gaps; SLO p99 <= {slo:.3f} ms "
+               f"(load average {loadavg()})", file=sys.stdout)
+    probes: list[Probe] = []
+
+    async def probe(rate: float) -> bool:
+        p = await _open_loop(call, req, mport, rate=rate, streams=streams, seconds=seconds,
+                             slo_ms=slo, seed=seed + len(probes))
+        probes.append(p)
+        mb = f"  batch {p.mean_batch:4.1f}" if p.mean_batch else ""
+        tqdm.write(f"  [{target.label}] {label:<24} offered {p.rate:7.0f}/s (sent "
+                   f"{p.sent / seconds:7.0f}/s)  achieved "
+                   f"{p.achieved:7.0f}/s  p50 {p.p50:8.2f}  p99 {p.p99:8.2f} ms  lost {p.lost:5d}  "
+                   f"send lag p99 {p.lag_p99:5.2f} ms{mb}  {'pass' if p.ok else 'FAIL'}",
+                   file=sys.stdout)
+        await asyncio.sleep(0.3)  # let the server drain (late requests are dropped)
+        return p.ok
+
+    rate = 1000.0 / l0
+    lo, hi = (rate, float("inf")) if await probe(rate) else (0.0, rate)
+    while hi == float("inf") and len(probes) < 16:
+        rate *= 2
+        lo, hi = (rate, hi) if await probe(rate) else (lo, rate)
+    while lo == 0.0 and len(probes) < 6:
+        rate /= 2
+        lo, hi = (rate, hi) if await probe(rate) else (lo, rate)
+    for _ in range(steps if lo > 0 and hi < float("inf") else 0):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if await probe(mid) else (lo, mid)
+    await ch.close()
+    return SloRun(l0, idle, idle99, slo, probes)
+
+
+def slo_bench(targets: list[Target], base: ServerSpec, batching: ServerSpec, *, streams: int,
+              seconds: float, rounds: int, unloaded_n: int, steps: int, reference: str,
+              factor: float) -> list[dict[str, list[SloRun]]]:
+    """Per target and round: the batch=1 search (it sets the SLO), then the batching one
+    against the same SLO; each server runs for its whole search."""
+    from tqdm import tqdm
+
+    out: list[dict[str, list[SloRun]]] = [{base.name: [], batching.name: []} for _ in targets]
+    with tqdm(total=rounds * len(targets) * 2, desc="throughput at SLO", unit="search",
+              file=sys.stderr) as bar:
+        for r in range(rounds):
+            print(f"  slo round {r + 1}/{rounds}: load average {loadavg()}", flush=True)
+            for i, target in enumerate(targets):
+                slo: float | None = None
+                for j, spec in enumerate((base, batching)):
+                    with running(spec, target) as (port, _, mport):
+                        run = asyncio.run(_slo_search(
+                            port, mport, target, label=spec.name, slo_ms=slo,
+                            reference=reference, factor=factor, streams=streams,
+                            seconds=seconds, unloaded_n=unloaded_n, steps=steps,
+                            seed=100_000 * r + 1000 * i + 100 * j))
+                    slo = run.slo_ms
+                    out[i][spec.name].append(run)
+                    bar.update()
+                    tqdm.write(f"  [{target.label}] {spec.name}: {run.capacity:.0f} req/s at "
+                               f"p99 <= {run.slo_ms:.2f} ms", file=sys.stdout)
+    return out
+
+
+def print_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], base: str,
+              batching: str, streams: int, seconds: float, reference: str,
+              factor: float) -> None:
+    rounds = len(res[0][base]) if res else 0
+    ref = ("back-to-back" if reference == "sequential"
+           else f"after idle gaps (exponential, mean {IDLE_GAP_S * 1000:g} ms)")
+    print(f"\n### Throughput at a latency SLO, open loop ({streams} Poisson client streams, "
+          f"{seconds:g} s per probe{f', median of {rounds} rounds' if rounds > 1 else ''}; "
+          f"SLO: p99 <= {factor:g} x the batch=1 server's unloaded p50 {ref}; a probe passes "
+          f"if also achieved >= 0.95 x offered)\n")
+    print(f"| tail | unloaded p50 ms back to back, batch=1 / batch<=16 | after idle gaps, "
+          f"p50 (p99), batch=1 / batch<=16 | SLO p99 ms | req/s at SLO, {base} | req/s at SLO, "
+          f"{batching} | ratio (target >= 3x) | mean batch at capacity | "
+          f"p99 at capacity, batch=1 / batch<=16 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    infeasible: list[str] = []
+    for t, r in zip(targets, res, strict=True):
+        b, m = r[base], r[batching]
+        cb = statistics.median(x.capacity for x in b)
+        cm = statistics.median(x.capacity for x in m)
+        bests = [x.best for x in m]
+        batch = statistics.median(p.mean_batch for p in bests if p) if any(bests) else 0.0
+        p99s = ["/".join(f"{p.p99:.2f}" if p else "-" for p in (x.best for x in runs))
+                for runs in (b, m)]
+        ratio = f"{cm / cb:.2f}x" if cb else "-"
+        print(f"| {t.label} | {statistics.median(x.unloaded_p50 for x in b):.3f} / "
+              f"{statistics.median(x.unloaded_p50 for x in m):.3f} | "
+              f"{statistics.median(x.idle_p50 for x in b):.3f} "
+              f"({statistics.median(x.idle_p99 for x in b):.2f}) / "
+              f"{statistics.median(x.idle_p50 for x in m):.3f} "
+              f"({statistics.median(x.idle_p99 for x in m):.2f}) | "
+              f"{statistics.median(x.slo_ms for x in b):.3f} | {cb:.0f} | {cm:.0f} | {ratio} | "
+              f"{batch:.1f} | {p99s[0]} / {p99s[1]} |")
+        if statistics.median(x.idle_p99 for x in b) > statistics.median(x.slo_ms for x in b):
+            infeasible.append(t.label)
+        if rounds > 1:
+            print(f"|   per round: | | | | {', '.join(f'{x.capacity:.0f}' for x in b)} | "
+                  f"{', '.join(f'{x.capacity:.0f}' for x in m)} | "
+                  + ", ".join(f"{y.capacity / x.capacity:.2f}x" if x.capacity else "-"
+                              for x, y in zip(b, m, strict=True)) + " | | |")
+    if infeasible:
+        print(f"\nSLO below the p99 of lone requests to the idle batch=1 server (unattainable "
+              f"at any load on this machine, as measured): {', '.join(infeasible)}")
+
+
+def plot_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
+    for ax, target, r in zip(axes[0], targets, res, strict=True):
+        slo = statistics.median(x.slo_ms for runs in r.values() for x in runs)
+        top = 20 * slo  # no answer in time (p99 = inf) is drawn here
+        for k, runs in r.items():
+            color = None
+            for n, run in enumerate(runs):
+                ps = sorted(run.probes, key=lambda p: p.rate)
+                xs, ys = [p.rate for p in ps], [min(p.p99, top) for p in ps]
+                (line,) = ax.plot(xs, ys, "-", lw=1, color=color, alpha=0.8,
+                                  label=k if n == 0 else None)
+                color = line.get_color()
+                ax.scatter([p.rate for p in ps if p.ok], [min(p.p99, top) for p in ps if p.ok],
+                           color=color, s=18, zorder=3)
+                ax.scatter([p.rate for p in ps if not p.ok],
+                           [min(p.p99, top) for p in ps if not p.ok], color=color, s=22,
+                           marker="x", zorder=3)
+                if run.capacity:
+                    ax.axvline(run.capacity, ls="--", lw=0.8, color=color)
+        ax.axhline(slo, ls=":", color="k", lw=1, label=f"SLO {slo:.2f} ms")
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(top=top * 1.3)
+        ax.set_xlabel("offered load, req/s (Poisson; dashed = capacity at SLO)")
+        ax.set_ylabel(f"p99 latency ms (x = fail; {top:.0f} = off scale)")
+        ax.set_title(f"{target.label}: p99 vs offered load, open loop")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet,transformer,vgg-head,vgg-wide")
@@ -484,6 +812,19 @@ def main() -> int:
                     help="alternating blocks of the side-by-side overhead phase (0 = skip)")
     ap.add_argument("--overhead-only", action="store_true",
                     help="run only the side-by-side overhead phase")
+    ap.add_argument("--slo-only", action="store_true",
+                    help="run only the open-loop throughput-at-SLO phase")
+    ap.add_argument("--slo-seconds", type=float, default=4.0,
+                    help="seconds of open-loop load per probe of the slo phase")
+    ap.add_argument("--slo-rounds", type=int, default=1,
+                    help="rounds of the slo phase, median reported (0 = skip the phase)")
+    ap.add_argument("--slo-steps", type=int, default=4,
+                    help="bisection steps of the slo search after doubling")
+    ap.add_argument("--slo-factor", type=float, default=2.0,
+                    help="SLO: p99 <= this x the batch=1 server's unloaded p50")
+    ap.add_argument("--slo-reference", choices=SLO_REFERENCES, default="sequential",
+                    help="unloaded latency the SLO is --slo-factor x of: back-to-back "
+                         "(sequential) or requests after idle gaps (idle)")
     ap.add_argument("--aio-baseline", action="store_true",
                     help="also run a minimal grpc.aio server (ORT inline on the loop)")
     ap.add_argument("--minimal-server", nargs=4, metavar=("PORT", "BUNDLE", "SPLIT", "FLAVOUR"),
@@ -511,10 +852,15 @@ def main() -> int:
                    for name in args.models.split(",")]
         side = [s for s in specs if s.name in (specs[0].name, base, minimal)]
         ovh = (overhead(targets, side, blocks=args.overhead_blocks, block=50)
-               if args.overhead_blocks else [])
-        out = [] if args.overhead_only else bench(
+               if args.overhead_blocks and not args.slo_only else [])
+        out = [] if args.overhead_only or args.slo_only else bench(
             targets, specs, clients=args.clients, seconds=args.seconds, rounds=args.rounds,
             unloaded_n=args.unloaded)
+        base_spec = next(s for s in specs if s.name == base)
+        slo = [] if args.overhead_only or args.slo_rounds < 1 else slo_bench(
+            targets, base_spec, specs[0], streams=args.clients, seconds=args.slo_seconds,
+            rounds=args.slo_rounds, unloaded_n=args.unloaded, steps=args.slo_steps,
+            reference=args.slo_reference, factor=args.slo_factor)
     print(f"\nload average after: {loadavg()}")
     if ovh:
         print_overhead(targets, ovh, minimal, args.overhead_blocks, 50)
@@ -522,6 +868,10 @@ def main() -> int:
         print_table(target, res, per, args.clients, base, minimal)
     if out:
         plot(out, args.png, args.clients)
+    if slo:
+        print_slo(targets, slo, base, specs[0].name, args.clients, args.slo_seconds,
+                  args.slo_reference, args.slo_factor)
+        plot_slo(targets, slo, args.png.with_name(f"{args.png.stem}-slo.png"))
     return 0
 
 
