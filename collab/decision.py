@@ -13,12 +13,14 @@ keeping the previous choice unless the new one is clearly better (hysteresis).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from collab.bundle import Bundle, Manifest
+from collab.codec.policy import CodecRow, best_codec, codec_rows
 from collab.errors import CodecError, ConfigError
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
@@ -66,6 +68,11 @@ class PathSpec:
     @property
     def uses_cloud(self) -> bool:
         return self.path != "edge_only"
+
+    @functools.cached_property
+    def codec_rows(self) -> tuple[CodecRow, ...]:
+        """``codec_stats`` validated once, not per request (ConfigError if invalid)."""
+        return codec_rows(self.codec_stats)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,12 +189,6 @@ class Decision:
         }
 
 
-def _default_chooser() -> CodecChooser:
-    from collab.codec.policy import choose_codec
-
-    return choose_codec
-
-
 def default_codec_stats(raw_bytes: int) -> dict[str, dict[str, float]]:
     """The uncalibrated fallback: lossless f32+zstd1, bytes estimated as the raw size."""
     return {DEFAULT_CODEC: {
@@ -244,11 +245,14 @@ def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState
             feasible=feasible, meets_deadline=deadline_ms is None or edge_ms <= deadline_ms,
             note="" if feasible else "edge variant exceeds the accuracy budget")
     bw = max(net.bandwidth_bps, 1.0)
-    choose = chooser or _default_chooser()
     remaining_budget = max(accuracy_budget - edge_loss, 0.0)
     note = ""
     try:
-        choice = choose(spec.codec_stats, bandwidth_bps=bw, accuracy_budget=remaining_budget)
+        if chooser is None:
+            choice: CodecChoiceLike = best_codec(spec.codec_rows, bandwidth_bps=bw,
+                                                 accuracy_budget=min(remaining_budget, 1.0))
+        else:
+            choice = chooser(spec.codec_stats, bandwidth_bps=bw, accuracy_budget=remaining_budget)
         codec, nbytes = choice.codec, float(choice.bytes)
         st = spec.codec_stats[codec]
         encode_ms, decode_ms = float(st["encode_ms"]), float(st["decode_ms"])

@@ -44,6 +44,61 @@ def predicted_ms(row: Mapping[str, float], bandwidth_bps: float) -> float:
     )
 
 
+@dataclass(frozen=True)
+class CodecRow:
+    """One validated calibration entry."""
+
+    name: str
+    lossless: bool
+    bytes: float
+    encode_ms: float
+    decode_ms: float
+    agreement: float
+
+
+def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]:
+    """Validate a calibration table once (sorted by name, so ties go to the smaller
+    name); ConfigError names the bad entry."""
+    if not stats:
+        raise ConfigError("empty codec calibration table")
+    rows = []
+    for name in sorted(stats):
+        row = stats[name]
+        try:
+            codec = Codec.parse(name)
+        except CodecError as e:
+            raise ConfigError(f"calibration table: {e}") from e
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"calibration entry {name!r} is not a mapping")
+        vals = {k: _stat(name, row, k) for k in REQUIRED}
+        if vals["agreement"] > 1.0:
+            raise ConfigError(f"calibration entry {name!r}: agreement {vals['agreement']} > 1")
+        rows.append(CodecRow(name=name, lossless=codec.lossless, bytes=vals["bytes"],
+                             encode_ms=vals["encode_ms"], decode_ms=vals["decode_ms"],
+                             agreement=vals["agreement"]))
+    return tuple(rows)
+
+
+def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
+               accuracy_budget: float) -> CodecChoice:
+    """The fastest of validated ``rows`` within the budget: the per-request hot path of the
+    decision engine, which validates each table once (:func:`codec_rows`)."""
+    best: CodecRow | None = None
+    best_ms = math.inf
+    per_byte = 8000.0 / bandwidth_bps
+    for r in rows:
+        if not r.lossless and 1.0 - r.agreement > accuracy_budget + 1e-12:
+            continue
+        ms = r.encode_ms + r.bytes * per_byte + r.decode_ms
+        if ms < best_ms:  # sorted rows: ties keep the smaller name
+            best, best_ms = r, ms
+    if best is None:
+        raise ConfigError(
+            f"no codec meets accuracy_budget={accuracy_budget} and the table has no lossless codec"
+        )
+    return CodecChoice(codec=best.name, predicted_ms=best_ms, bytes=best.bytes)
+
+
 def choose_codec(
     stats: Mapping[str, Mapping[str, float]], *, bandwidth_bps: float, accuracy_budget: float
 ) -> CodecChoice:
@@ -57,27 +112,5 @@ def choose_codec(
         raise ConfigError(f"bandwidth_bps must be a positive number, got {bandwidth_bps!r}")
     if not (isinstance(accuracy_budget, int | float) and 0.0 <= accuracy_budget <= 1.0):
         raise ConfigError(f"accuracy_budget must be in [0, 1], got {accuracy_budget!r}")
-    if not stats:
-        raise ConfigError("empty codec calibration table")
-    best: tuple[float, str, float] | None = None
-    for name in sorted(stats):
-        row = stats[name]
-        try:
-            codec = Codec.parse(name)
-        except CodecError as e:
-            raise ConfigError(f"calibration table: {e}") from e
-        if not isinstance(row, Mapping):
-            raise ConfigError(f"calibration entry {name!r} is not a mapping")
-        vals = {k: _stat(name, row, k) for k in REQUIRED}
-        if vals["agreement"] > 1.0:
-            raise ConfigError(f"calibration entry {name!r}: agreement {vals['agreement']} > 1")
-        if not codec.lossless and 1.0 - vals["agreement"] > accuracy_budget + 1e-12:
-            continue
-        ms = predicted_ms(vals, bandwidth_bps)
-        if best is None or ms < best[0]:  # sorted iteration: ties keep the smaller name
-            best = (ms, name, vals["bytes"])
-    if best is None:
-        raise ConfigError(
-            f"no codec meets accuracy_budget={accuracy_budget} and the table has no lossless codec"
-        )
-    return CodecChoice(codec=best[1], predicted_ms=best[0], bytes=best[2])
+    return best_codec(codec_rows(stats), bandwidth_bps=bandwidth_bps,
+                      accuracy_budget=accuracy_budget)
