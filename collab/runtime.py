@@ -8,8 +8,8 @@ tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
 ``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's own
-compute time here after every run, taken as the fastest of its recent runs: that is
-the cost without interference from other work on this (shared) machine. Padding by it,
+compute time here after every run, taken as the fastest of its recent requests: that
+is the cost without interference from other work on this (shared) machine. Padding by it,
 not by this run's time, keeps host noise out of the factor: an OS scheduling stall, a
 GIL wait or a burst of load from another process is added once, as it would be on the
 real device, instead of being multiplied by the slowdown.
@@ -71,33 +71,26 @@ class EdgeRuntime:
 
     def warm(self, paths: list[str] | None = None) -> None:
         """Load sessions and run each new one a few times on zeros: a session's first
-        runs are slower (arena growth, cold caches), which the first requests should not
-        pay, and the slowdown's padding should start from the model's warm cost."""
+        runs are slower (arena growth), which the first requests should not pay. The
+        slowdown's padding does not learn from these runs: back to back they take about
+        half of what an isolated request does here (0.6 vs 1.05 ms for the ResNet example),
+        and padding is to follow what requests cost."""
         for rel in paths if paths is not None else self.all_paths():
             fresh = rel not in self._sessions
             sess = self.session(rel)
             if fresh:
                 self._warm_runs(rel, sess)
 
-    def _warm_runs(self, rel: str, sess: ort.InferenceSession) -> None:
+    @staticmethod
+    def _warm_runs(rel: str, sess: ort.InferenceSession) -> None:
         inp = sess.get_inputs()[0]
         x = np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in inp.shape], np.float32)
-        recent = self._recent_runs(rel)
-        for i in range(_WARM_RUNS):
-            t0 = time.perf_counter()
+        for _ in range(_WARM_RUNS):
             try:
                 run(sess, x)
             except InferenceError as e:  # e.g. a non-float input: warmed by its first request
                 logger.debug("warm-up run of %s skipped: %s", rel, e)
                 return
-            if i:  # the first run is the cold one
-                recent.append((time.perf_counter() - t0) * 1000.0)
-
-    def _recent_runs(self, rel: str) -> deque[float]:
-        recent = self._recent.get(rel)
-        if recent is None:
-            recent = self._recent.setdefault(rel, deque(maxlen=_TYPICAL_WINDOW))
-        return recent
 
     def loaded(self) -> int:
         return len(self._sessions)
@@ -109,7 +102,9 @@ class EdgeRuntime:
         y = run(sess, x)
         ms = (time.perf_counter() - t0) * 1000.0
         if self.slowdown > 1.0:
-            recent = self._recent_runs(rel)
+            recent = self._recent.get(rel)
+            if recent is None:
+                recent = self._recent.setdefault(rel, deque(maxlen=_TYPICAL_WINDOW))
             recent.append(ms)
             pad = min(recent) * (self.slowdown - 1.0)
             time.sleep(pad / 1000.0)

@@ -270,7 +270,8 @@ def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch
 def test_warm_runs_keep_the_cold_first_run_out_of_the_padding(digits_bundle: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake clock: a session's first run takes 5 ms, later ones 1 ms. Warmed, the first
-    request on a 10x slower device takes 10 ms, not 5 + 9 x 5."""
+    request on a 10x slower device takes 10 ms, not 5 + 9 x 5 (the cold run happened in
+    warm-up)."""
     import types
 
     import collab.runtime as runtime_mod
