@@ -7,12 +7,13 @@ background). Tails are kept on the edge too: when a collaborative call fails, th
 tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
-``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's own
-compute time here after every run, taken as the fastest of its recent requests: that
-is the cost without interference from other work on this (shared) machine. Padding by it,
-not by this run's time, keeps host noise out of the factor: an OS scheduling stall, a
-GIL wait or a burst of load from another process is added once, as it would be on the
-real device, instead of being multiplied by the slowdown.
+``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's profiled
+compute time (the bundle manifest's median, measured when the bundle was built) after
+every run, so a run takes what it took here plus that padding. Padding by a fixed
+profile, not by this run's time or by a statistic of recent runs, keeps host noise out of
+the factor (an OS stall, a GIL wait or load from another process is added once, as it
+would be on the device, not multiplied) and makes the device equally fast for every
+policy, whatever mix of paths it ran before.
 No torch import anywhere here.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,6 @@ from collab.errors import BundleError, ConfigError
 from collab.log import logger
 from collab.ort import InferenceError, make_session, run
 
-#: recent runs whose fastest is a model's own compute time (about 15 s of requests at 4 Hz)
-_TYPICAL_WINDOW = 64
 _WARM_RUNS = 3
 
 
@@ -45,7 +43,12 @@ class EdgeRuntime:
         self.intra_threads = intra_threads
         self.slowdown = slowdown
         self._sessions: dict[str, ort.InferenceSession] = {}
-        self._recent: dict[str, deque[float]] = {}  # model file -> recent unpadded compute ms
+        # model file -> profiled compute ms, the unit of the slowdown's padding
+        self._profiled: dict[str, float] = {self.manifest.full: self.manifest.full_ms}
+        for sp in self.manifest.split_points:
+            self._profiled.update({sp.head: sp.head_ms, sp.tail: sp.tail_ms})
+            self._profiled.update({v.path: v.ms for v in sp.head_variants})
+        self._profiled.update({v.path: v.ms for v in self.manifest.full_variants})
         self._lock = threading.Lock()
         self._heads = {sp.name: sp.head for sp in self.manifest.split_points}
         self._tails = {sp.name: sp.tail for sp in self.manifest.split_points}
@@ -71,10 +74,7 @@ class EdgeRuntime:
 
     def warm(self, paths: list[str] | None = None) -> None:
         """Load sessions and run each new one a few times on zeros: a session's first
-        runs are slower (arena growth), which the first requests should not pay. The
-        slowdown's padding does not learn from these runs: back to back they take about
-        half of what an isolated request does here (0.6 vs 1.05 ms for the ResNet example),
-        and padding is to follow what requests cost."""
+        runs are slower (arena growth), which the first requests should not pay."""
         for rel in paths if paths is not None else self.all_paths():
             fresh = rel not in self._sessions
             sess = self.session(rel)
@@ -102,11 +102,8 @@ class EdgeRuntime:
         y = run(sess, x)
         ms = (time.perf_counter() - t0) * 1000.0
         if self.slowdown > 1.0:
-            recent = self._recent.get(rel)
-            if recent is None:
-                recent = self._recent.setdefault(rel, deque(maxlen=_TYPICAL_WINDOW))
-            recent.append(ms)
-            pad = min(recent) * (self.slowdown - 1.0)
+            profiled = self._profiled.get(rel, 0.0)
+            pad = (profiled if profiled > 0 else ms) * (self.slowdown - 1.0)
             time.sleep(pad / 1000.0)
             ms += pad
         return y, ms
