@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from collab.bundle import Bundle, Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
@@ -31,18 +31,6 @@ DEFAULT_CODEC = "f32+zstd1"
 # float features runs at several hundred MB/s, so this is a conservative guess.
 _DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0
 _DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
-
-
-class CodecChoiceLike(Protocol):
-    @property
-    def codec(self) -> str: ...
-    @property
-    def predicted_ms(self) -> float: ...
-    @property
-    def bytes(self) -> float: ...
-
-
-CodecChooser = Callable[..., CodecChoiceLike]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,8 +218,7 @@ def profile_from_bundle(bundle: Bundle) -> Profile:
 
 
 def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,
-            accuracy_budget: float, deadline_ms: float | None,
-            chooser: CodecChooser | None = None) -> Candidate:
+            accuracy_budget: float, deadline_ms: float | None) -> Candidate:
     """Predicted latency breakdown of one path under the current state."""
     edge_ms = spec.edge_ms * edge.compute_scale
     edge_loss = 1.0 - spec.edge_agreement
@@ -248,16 +235,10 @@ def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState
     remaining_budget = max(accuracy_budget - edge_loss, 0.0)
     note = ""
     try:
-        if chooser is None:
-            choice: CodecChoiceLike = best_codec(spec.codec_rows, bandwidth_bps=bw,
-                                                 accuracy_budget=min(remaining_budget, 1.0))
-        else:
-            choice = chooser(spec.codec_stats, bandwidth_bps=bw, accuracy_budget=remaining_budget)
-        codec, nbytes = choice.codec, float(choice.bytes)
-        st = spec.codec_stats[codec]
-        encode_ms, decode_ms = float(st["encode_ms"]), float(st["decode_ms"])
-        codec_loss = 1.0 - float(st.get("agreement", 1.0))
-    except (CodecError, ValueError, KeyError, LookupError) as e:
+        row, _ = best_codec(spec.codec_rows, bandwidth_bps=bw, accuracy_budget=remaining_budget)
+        codec, nbytes, encode_ms, decode_ms = row.name, row.bytes, row.encode_ms, row.decode_ms
+        codec_loss = 1.0 - row.agreement
+    except (CodecError, ValueError) as e:
         codec, nbytes, encode_ms, decode_ms, codec_loss = None, float(spec.raw_bytes), 0.0, 0.0, 1.0
         note = f"no codec within the accuracy budget ({e})"
     transfer_ms = (nbytes + spec.output_bytes) * 8.0 / bw * 1000.0
@@ -296,15 +277,14 @@ NO_HYSTERESIS = Hysteresis(fraction=0.0, min_ms=0.0)
 
 def decide(profile: Profile, *, policy: Policy, net: NetState, cloud: CloudState, edge: EdgeState,
            accuracy_budget: float = 0.0, deadline_ms: float | None = None,
-           previous: str | None = None, hysteresis: Hysteresis = Hysteresis(),
-           chooser: CodecChooser | None = None) -> Decision:
+           previous: str | None = None, hysteresis: Hysteresis = Hysteresis()) -> Decision:
     """Choose a path. Forced policies return their path (possibly infeasible: the caller
     then finishes locally); ``auto`` returns the fastest feasible candidate."""
     specs = profile.paths
     if policy.mode != "auto":  # only the forced path (and its edge variants): cheap per request
         specs = tuple(p for p in specs if p.key.split("@")[0] == policy.key)
     cands = tuple(predict(p, net=net, cloud=cloud, edge=edge, accuracy_budget=accuracy_budget,
-                          deadline_ms=deadline_ms, chooser=chooser) for p in specs)
+                          deadline_ms=deadline_ms) for p in specs)
     if policy.mode != "auto":
         fp32 = next((c for c in cands if c.variant is None), None)
         if fp32 is None:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,26 +116,38 @@ def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
         assert c.stats()["deadline_misses"] == 1
 
 
-def test_slowdown_pads_edge_compute(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deterministic (fake clock): a 1 ms run on a 5x slower device takes 1 ms + 4 x the
-    profiled time of the model."""
+def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
+                        run_s: Callable[[Any], float]) -> list[float]:
+    """Deterministic edge timing: the runtime's clock becomes fake, each ONNX run of this
+    thread advances it by ``run_s(session)`` seconds and each sleep by its length (runs of
+    other threads, e.g. another test's client still warming up, are left alone). Returns
+    the list of sleeps."""
     import types
 
     import collab.runtime as runtime_mod
 
     clock = {"t": 0.0}
+    slept: list[float] = []
     real_run, me = runtime_mod.run, threading.get_ident()
 
     def fake_run(sess, x):  # type: ignore[no-untyped-def]
-        if threading.get_ident() == me:  # not another test's client still warming up
-            clock["t"] += 0.001
+        if threading.get_ident() == me:
+            clock["t"] += run_s(sess)
         return real_run(sess, x)
 
     def fake_sleep(s: float) -> None:
+        slept.append(s)
         clock["t"] += s
 
     monkeypatch.setattr(runtime_mod, "run", fake_run)
     monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
+    return slept
+
+
+def test_slowdown_pads_edge_compute(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic (fake clock): a 1 ms run on a 5x slower device takes 1 ms + 4 x the
+    profiled time of the model."""
+    _fake_runtime_clock(monkeypatch, lambda sess: 0.001)
     x = sample_inputs(digits_bundle, 1)
     with Client(digits_bundle, warm=False) as fast, Client(digits_bundle, slowdown=5.0, warm=False) as slow:
         f = fast.infer(x).timings["edge_ms"]
@@ -241,27 +255,13 @@ def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bu
 
 def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic: a fake clock; every run 'takes' 2 ms, the 8th hits a 30 ms stall."""
-    import types
+    n = {"runs": 0}
 
-    import collab.runtime as runtime_mod
+    def run_s(sess: Any) -> float:
+        n["runs"] += 1
+        return 0.030 if n["runs"] == 8 else 0.002
 
-    clock = {"t": 0.0, "n": 0}
-    slept: list[float] = []
-    real_run, me = runtime_mod.run, threading.get_ident()
-
-    def fake_run(sess, x):  # type: ignore[no-untyped-def]
-        if threading.get_ident() != me:  # another test's client still warming up
-            return real_run(sess, x)
-        clock["n"] += 1
-        clock["t"] += 0.030 if clock["n"] == 8 else 0.002
-        return np.zeros((1, 10), np.float32)
-
-    def fake_sleep(s: float) -> None:
-        slept.append(s)
-        clock["t"] += s
-
-    monkeypatch.setattr(runtime_mod, "run", fake_run)
-    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
+    slept = _fake_runtime_clock(monkeypatch, run_s)
     rt = EdgeRuntime(digits_bundle, slowdown=10.0)
     x = sample_inputs(digits_bundle, 1)
     ms = [rt.full(x)[1] for _ in range(10)]
@@ -276,26 +276,13 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake clock: a session's first run takes 5 ms, later ones 1 ms. Warmed, the first
     request does not pay the cold run (it happened in warm-up)."""
-    import types
-
-    import collab.runtime as runtime_mod
-
-    clock = {"t": 0.0}
     runs: dict[int, int] = {}
-    real_run, me = runtime_mod.run, threading.get_ident()
 
-    def fake_run(sess, x):  # type: ignore[no-untyped-def]
-        if threading.get_ident() != me:  # another test's client still warming up
-            return real_run(sess, x)
+    def run_s(sess: Any) -> float:
         runs[id(sess)] = runs.get(id(sess), 0) + 1
-        clock["t"] += 0.005 if runs[id(sess)] == 1 else 0.001
-        return np.zeros((1, 10), np.float32)
+        return 0.005 if runs[id(sess)] == 1 else 0.001
 
-    def fake_sleep(s: float) -> None:
-        clock["t"] += s
-
-    monkeypatch.setattr(runtime_mod, "run", fake_run)
-    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
+    _fake_runtime_clock(monkeypatch, run_s)
     x = sample_inputs(digits_bundle, 1)
     cold = EdgeRuntime(digits_bundle, slowdown=10.0)
     pad = 9 * cold.manifest.full_ms

@@ -80,9 +80,10 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
 
 
 def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
-               accuracy_budget: float) -> CodecChoice:
-    """The fastest of validated ``rows`` within the budget: the per-request hot path of the
-    decision engine, which validates each table once (:func:`codec_rows`)."""
+               accuracy_budget: float) -> tuple[CodecRow, float]:
+    """The fastest of validated ``rows`` within the budget and its predicted ms: the
+    per-request hot path of the decision engine, which validates each table once
+    (:func:`codec_rows`)."""
     best: CodecRow | None = None
     best_ms = math.inf
     per_byte = 8000.0 / bandwidth_bps
@@ -96,7 +97,7 @@ def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
         raise ConfigError(
             f"no codec meets accuracy_budget={accuracy_budget} and the table has no lossless codec"
         )
-    return CodecChoice(codec=best.name, predicted_ms=best_ms, bytes=best.bytes)
+    return best, best_ms
 
 
 def choose_codec(
@@ -112,5 +113,6 @@ def choose_codec(
         raise ConfigError(f"bandwidth_bps must be a positive number, got {bandwidth_bps!r}")
     if not (isinstance(accuracy_budget, int | float) and 0.0 <= accuracy_budget <= 1.0):
         raise ConfigError(f"accuracy_budget must be in [0, 1], got {accuracy_budget!r}")
-    return best_codec(codec_rows(stats), bandwidth_bps=bandwidth_bps,
-                      accuracy_budget=accuracy_budget)
+    row, ms = best_codec(codec_rows(stats), bandwidth_bps=bandwidth_bps,
+                         accuracy_budget=accuracy_budget)
+    return CodecChoice(codec=row.name, predicted_ms=ms, bytes=row.bytes)
