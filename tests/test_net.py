@@ -258,3 +258,20 @@ def test_sized_probe_grows_when_the_link_got_much_faster() -> None:
     mon.refresh(force=True)
     assert max(link.calls) >= 8 * min(c for c in link.calls if c)  # grew within the round
     assert est.state().bandwidth_bps == pytest.approx(50e6, rel=0.15)  # suspected, confirmed, adopted
+
+
+def test_a_suspected_worse_link_counts_at_once_a_better_one_waits() -> None:
+    est = LinkEstimator()
+    for i in range(5):
+        est.add_rtt(40.0, float(i))
+        est.add_bandwidth(100_000, 100.0, float(i))  # 8 Mbit/s
+    est.add_transfer(100_000, 40.0 + 1000.0, 10.0)  # one slow frame: 0.8 Mbit/s, passive
+    assert est.bw.pending is not None and est.bw.mean == pytest.approx(8e6)
+    assert est.state().bandwidth_bps == pytest.approx(0.8e6, rel=0.01)
+    est.add_bandwidth(100_000, 100.0, 10.5)  # the confirming probe says it was a blip
+    assert est.bw.pending is None and est.state().bandwidth_bps == pytest.approx(8e6, rel=0.01)
+    est.add_rtt(200.0, 11.0, active=False)  # worse RTT: counts at once
+    assert est.state().rtt_ms == 200.0
+    est.add_rtt(40.0, 11.5)
+    est.add_transfer(100_000, 40.0 + 20.0, 12.0)  # better bandwidth (40 Mbit/s): waits
+    assert est.bw.pending is not None and est.state().bandwidth_bps == pytest.approx(8e6, rel=0.01)

@@ -164,10 +164,20 @@ class LinkEstimator:
         return self.bw.age(now)
 
     def state(self, *, default_rtt_ms: float = 50.0, default_bandwidth_bps: float = 10e6) -> NetState:
-        """The current estimate as the decision engine's NetState (defaults until sampled)."""
+        """The current estimate as the decision engine's NetState (defaults until sampled).
+
+        Suspicion is asymmetric: a pending level shift to a *worse* link (higher RTT, lower
+        bandwidth) counts at once, until a probe confirms or dismisses it, while a shift
+        to a better one waits for confirmation. On a collapsing cellular link the next
+        request would otherwise be sent on the old estimate while the confirming probe
+        (one slow RTT) is still out; a false alarm costs at most that long on a slower path."""
         with self._lock:
             rtt = self.rtt.mean if self.rtt.n else default_rtt_ms
             bw = self.bw.mean if self.bw.n else default_bandwidth_bps
+            if self.rtt.pending is not None and self.rtt.pending > rtt:
+                rtt = self.rtt.pending
+            if self.bw.pending is not None and self.bw.pending < bw:
+                bw = self.bw.pending
             return NetState(reachable=self.reachable, rtt_ms=rtt, bandwidth_bps=bw,
                             rtt_std_ms=self.rtt.std, bandwidth_std_bps=self.bw.std,
                             loss_rate=self.loss.mean if self.loss.n else 0.0)
