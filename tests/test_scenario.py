@@ -163,3 +163,44 @@ def test_compare_runs_reports_path_agreement(tmp_path: Path) -> None:
     assert res["auto"]["same_path"] == 0.75 and res["auto"]["requests"] == 4
     with pytest.raises(ConfigError):
         compare_runs(tmp_path / "a", tmp_path / "missing")
+
+
+def test_oracle_prices_a_static_path_by_its_local_cost() -> None:
+    """A static cloud run that paid 5 ms beyond the network early on and 200 ms (queueing)
+    later: the oracle's cloud cost follows that, where a whole-run mean would overprice
+    cloud early and underprice it late."""
+    from collab.scenario.oracle import (
+        calibrate_from_static_runs,
+        compute_oracle,
+        local_base_costs,
+        network_ms,
+    )
+    from collab.scenario.runner import Record
+
+    sc = parse_scenario(GOOD.replace("count: 2", "count: 1").replace("requests: 10", "requests: 40")
+                        .replace("        - {duration_s: 1, outage: true}\n", "")
+                        .replace("    events:\n      - {at_s: 1, action: kill_cloud}\n"
+                                 "      - {at_s: 1.5, action: start_cloud}\n", "")
+                        .replace("arrivals: poisson", "arrivals: uniform")
+                        .replace("[edge_only, auto]", "[edge_only, cloud_only, auto]"), source="s.yaml")
+    plan = schedule(sc)
+    half = plan[len(plan) // 2].at_s
+    recs = []
+    for a in plan:
+        extra = 5.0 if a.at_s < half else 200.0
+        lat = network_ms(sc, a.at_s, 3000) + extra
+        recs.append(Record(policy="cloud_only", edge=0, index=a.index, at_s=a.at_s, start_s=a.at_s,
+                           latency_ms=lat, path="cloud_only", split_point=None, codec=None,
+                           bytes_sent=3000, deadline_met=True, agree=True, fell_back=False, lost=False))
+        recs.append(Record(policy="edge_only", edge=0, index=a.index, at_s=a.at_s, start_s=a.at_s,
+                           latency_ms=60.0, path="edge_only", split_point=None, codec=None,
+                           bytes_sent=0, deadline_met=True, agree=True, fell_back=False, lost=False))
+    prof = {"edge_only": {"base_ms": 60.0, "edge_ms": 60.0},
+            "cloud_only": {"base_ms": 5.0, "edge_ms": 0.0, "bytes": 3000.0}}
+    refined = calibrate_from_static_runs(sc, prof, recs, None)
+    assert refined["cloud_only"]["base_ms"] == pytest.approx(102.5, rel=0.05)  # the whole-run mean
+    local = local_base_costs(sc, plan, refined, recs, None)
+    assert local["cloud_only"][0] == pytest.approx(5.0) and local["cloud_only"][-1] == pytest.approx(200.0)
+    o = compute_oracle(sc, plan, refined, None, {}, local)
+    assert o.path[0] == "cloud_only" and o.path[-1] == "edge_only"
+    assert compute_oracle(sc, plan, refined, None, {}).path[0] == "edge_only"  # the mean misprices it

@@ -31,6 +31,7 @@ from collab.emulator.traces import Capacity
 from collab.scenario.runner import Arrival
 from collab.scenario.schema import Scenario
 
+LOCAL_WINDOW_S = 2.0  # half-width of the window of a path's local base cost
 RPC_BYTES = 120  # HTTP/2 + gRPC framing and protobuf fields around a frame
 ANSWER_BYTES = 200  # the answer frame (f32 logits) and its framing
 
@@ -112,7 +113,11 @@ def network_ms(sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capa
 
 def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Mapping[str, float]],
                    calibration: Mapping[str, Any] | None,
-                   events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> OracleResult:
+                   events_log: Mapping[str, Sequence[Mapping[str, Any]]],
+                   local_base: Mapping[str, Sequence[float]] | None = None) -> OracleResult:
+    """``local_base``: per path, a base cost per arrival (:func:`local_base_costs`) in place
+    of the path's single ``base_ms``."""
+    local = local_base or {}
     dead, cut = _intervals(sc, events_log)
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     budget = sc.edge.accuracy_budget
@@ -128,21 +133,22 @@ def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Map
     lat: list[float] = []
     best: list[str] = []
     edge_only = prof["edge_only"]["base_ms"] if "edge_only" in prof else math.inf
-    for a in plan:
+    for i, a in enumerate(plan):
         t = a.at_s
         link_out = sc.link.outage_at(t) or any(s <= t < e for s, e in cut)
         cloud_dead = any(s <= t < e for s, e in dead)
         row: dict[str, float] = {}
         for p, pr in prof.items():
+            base = local[p][i] if p in local else pr["base_ms"]
             if p == "edge_only":
-                row[p] = pr["base_ms"]
+                row[p] = base
                 continue
             if link_out or cloud_dead:
                 row[p] = math.inf
                 continue
             t_send = t + pr.get("edge_ms", 0.0) / 1000.0
-            row[p] = pr["base_ms"] + min(codec_ms + network_ms(sc, t_send, nbytes, caps)
-                                         for codec_ms, nbytes in tables[p])
+            row[p] = base + min(codec_ms + network_ms(sc, t_send, nbytes, caps)
+                                for codec_ms, nbytes in tables[p])
         for p, v in row.items():
             per_path[p].append(v)
         k = min(row, key=lambda p: row[p])
@@ -167,24 +173,11 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
     per-request values are expectations (compute noise included) — the median would make
     even the best path "lose" to the oracle by its own noise.
     """
-    cal_points = (calibration or {}).get("points", {}) or {}
-    cal_input = (calibration or {}).get("input") or {}
-    caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     out = {p: dict(v) for p, v in prof.items()}
     for p, v in out.items():
-        recs = [r for r in records if r.policy == p and not r.lost and not r.fell_back]
-        if len(recs) < 5:
+        res = list(_residuals(sc, p, v, records, calibration).values())
+        if len(res) < 5:
             continue
-        stats = cal_input if p == "cloud_only" else cal_points.get(p.split(":", 1)[-1], {})
-        res = []
-        for r in recs:
-            if p == "edge_only":
-                res.append(r.latency_ms)
-                continue
-            st = stats.get(r.codec or "", {})
-            codec_ms = float(st.get("encode_ms", 0.0)) + float(st.get("decode_ms", 0.0))
-            t_send = r.start_s + v.get("edge_ms", 0.0) / 1000.0
-            res.append(r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms)
         v["base_ms_profile"] = v["base_ms"]
         v["base_ms"] = max(0.0, sum(res) / len(res))
     # Paths without a static run (most split points) were only measured in the profile pass,
@@ -201,4 +194,52 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
             edge = v["edge_ms"]
             v["base_ms_profile"] = v["base_ms"]
             v["base_ms"] = edge * r_edge + max(v["base_ms"] - edge, 0.0) * r_cloud
+    return out
+
+
+def _residuals(sc: Scenario, path: str, prof: Mapping[str, float], records: Sequence[Any],
+               calibration: Mapping[str, Any] | None) -> dict[tuple[int, int], float]:
+    """(edge, request index) -> what ``path``'s static run paid beyond the true network
+    time and the codec: its base cost, request by request (lost and fallen-back requests
+    left out)."""
+    cal_points = (calibration or {}).get("points", {}) or {}
+    stats = ((calibration or {}).get("input") or {} if path == "cloud_only"
+             else cal_points.get(path.split(":", 1)[-1], {}))
+    caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
+    out = {}
+    for r in records:
+        if r.policy != path or r.lost or r.fell_back:
+            continue
+        if path == "edge_only":
+            out[(r.edge, r.index)] = r.latency_ms
+            continue
+        st = stats.get(r.codec or "", {})
+        codec_ms = float(st.get("encode_ms", 0.0)) + float(st.get("decode_ms", 0.0))
+        t_send = r.start_s + prof.get("edge_ms", 0.0) / 1000.0
+        out[(r.edge, r.index)] = r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms
+    return out
+
+
+def local_base_costs(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Mapping[str, float]],
+                     records: Sequence[Any], calibration: Mapping[str, Any] | None,
+                     window_s: float = LOCAL_WINDOW_S) -> dict[str, list[float]]:
+    """Per path that ran statically, its base cost at each arrival: the mean residual of
+    its own requests within ``window_s`` of that arrival.
+
+    A whole-run mean smears what happened in one stretch over all of it: on a slow uplink
+    the static cloud run queues behind its own frames (and probes) in the slow half, and
+    a single mean then overprices cloud in the fast half, where it really was the better
+    path. The window (a few requests either side, within one trace segment) still
+    averages compute noise, so the oracle stays an expectation, not a minimum of noise."""
+    out: dict[str, list[float]] = {}
+    for p, v in prof.items():
+        res = _residuals(sc, p, v, records, calibration)
+        if len(res) < 5:
+            continue
+        times = [(a.at_s, res[(a.edge, a.index)]) for a in plan if (a.edge, a.index) in res]
+        series = []
+        for a in plan:
+            near = [x for t, x in times if abs(t - a.at_s) <= window_s]
+            series.append(max(0.0, sum(near) / len(near)) if near else v["base_ms"])
+        out[p] = series
     return out

@@ -429,13 +429,15 @@ def analyse(sc: Scenario, out: Path, records: list[Record], prof: dict[str, dict
             events_log: dict[str, list[dict[str, Any]]], pols: tuple[str, ...], *, bundle: Path,
             wall_s: float) -> dict[str, Any]:
     """Oracle, report and plots from recorded requests (also used by ``collab scenario report``)."""
-    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle
+    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle, local_base_costs
     from collab.scenario.plots import write_plots
     from collab.scenario.report import build_report, write_report
 
     cal = load_bundle(bundle).calibration()
     refined = calibrate_from_static_runs(sc, prof, records, cal)
-    oracle = compute_oracle(sc, schedule(sc), refined, cal, events_log)
+    plan = schedule(sc)
+    local = local_base_costs(sc, plan, refined, records, cal)
+    oracle = compute_oracle(sc, plan, refined, cal, events_log, local)
     report = build_report(sc, records, oracle, refined, events_log, pols, wall_s=wall_s, bundle=bundle)
     report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
