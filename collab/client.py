@@ -67,6 +67,8 @@ from collab.transport import (
 )
 
 _EDGE_STALE_S = 5.0
+# a call this much (and twice) past its predicted answer raises a link-change suspicion
+_OVERDUE_MS = 20.0
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -163,6 +165,8 @@ class _Cloud:
     channel: grpc.Channel | None = None
     stub: collab_pb2_grpc.CloudServiceStub | None = None
     monitor: NetworkMonitor | None = None
+    # calls out now: token -> (perf_counter at send, predicted RTT ms, predicted rest ms)
+    inflight: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
     def close(self, grace_s: float = 0.0) -> None:
         if self.monitor is not None:
@@ -366,6 +370,7 @@ class Client:
             return hit[1]
         if len(self._decision_cache) > 64:
             self._decision_cache.clear()
+        self._suspect_overdue(cl, time.perf_counter())
         d = decide(model.profile, policy=policy, net=self._net_state(cl), cloud=self._cloud_state(model, cl),
                    edge=self._edge_state(), accuracy_budget=cfg.accuracy_budget,
                    deadline_ms=deadline_ms, previous=self._previous,
@@ -374,6 +379,19 @@ class Client:
             self._previous = d.chosen.key
         self._decision_cache[key] = (now, d)
         return d
+
+    @staticmethod
+    def _suspect_overdue(cl: _Cloud, now: float) -> None:
+        """A call still out long after its predicted answer is news of the link before it
+        answers: the RTT is at least what it waited beyond the rest of its prediction. On
+        a link that just collapsed the previous request is often still out when the next
+        one is decided; without this the next one would be sent on the old estimate too."""
+        for start, rtt_ms, rest_ms in list(cl.inflight.values()):
+            waited = (now - start) * 1000.0
+            if waited > 2.0 * (rtt_ms + rest_ms) and waited - rtt_ms - rest_ms > _OVERDUE_MS:
+                cl.link.suspect_rtt(waited - rest_ms, time.monotonic())
+                if cl.monitor is not None:
+                    cl.monitor.confirm()
 
     def explain(self, policy: str | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
         """Every candidate's predicted breakdown under the current estimates, and the choice."""
@@ -533,8 +551,10 @@ class Client:
             budget_ms = remaining - reserve if reserve < remaining else remaining
             if budget_ms <= 0.5:
                 return None, 0, "cloud would miss the deadline"
-        rid = f"{self._id_prefix}-{next(self._ids)}"
+        token = next(self._ids)
+        rid = f"{self._id_prefix}-{token}"
         tc = time.perf_counter()
+        cl.inflight[token] = (tc, c.rtt_ms, c.transfer_ms + c.queue_ms + c.cloud_ms)
         try:
             try:
                 if c.path == "split":
@@ -559,6 +579,8 @@ class Client:
         except CodecError as e:
             self._cloud_failed(model, cl, e)
             return None, len(frame), f"bad response frame: {e}"
+        finally:
+            cl.inflight.pop(token, None)
         timings["cloud_call_ms"] = call_ms
         pt = resp.timing
         queue_ms, compute_ms = pt.queue_ms, pt.compute_ms

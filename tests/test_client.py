@@ -290,3 +290,21 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
     warm = EdgeRuntime(digits_bundle, slowdown=10.0)
     warm.warm([warm.manifest.full])
     assert warm.full(x)[1] == pytest.approx(1.0 + pad)
+
+
+def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_bundle: Path) -> None:
+    from collab.client import _Cloud  # the client's per-address-list state
+    from collab.net.breaker import CircuitBreaker
+    from collab.net.estimator import LinkEstimator
+
+    cl = _Cloud(addresses=("unused:1",), link=LinkEstimator(), breaker=CircuitBreaker())
+    for i in range(5):
+        cl.link.add_rtt(25.0, float(i))
+    now = time.perf_counter()
+    cl.inflight[1] = (now - 0.030, 25.0, 5.0)  # predicted 30 ms, out for 30 ms: on time
+    Client._suspect_overdue(cl, now)
+    assert cl.link.state().rtt_ms == pytest.approx(25.0)
+    cl.inflight[2] = (now - 0.250, 25.0, 5.0)  # out for 250 ms: the RTT is >= 245 ms
+    Client._suspect_overdue(cl, now)
+    assert cl.link.rtt.mean == pytest.approx(25.0)  # not confirmed yet ...
+    assert cl.link.state().rtt_ms == pytest.approx(245.0)  # ... but the next decision expects it
