@@ -377,6 +377,8 @@ class Client:
                    hysteresis=Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms))
         if policy.mode == "auto":
             self._previous = d.chosen.key
+            if cl.monitor is not None:
+                cl.monitor.standby = d.chosen.path == "edge_only" and cl.link.reachable
         self._decision_cache[key] = (now, d)
         return d
 

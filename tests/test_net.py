@@ -275,3 +275,18 @@ def test_a_suspected_worse_link_counts_at_once_a_better_one_waits() -> None:
     est.add_rtt(40.0, 11.5)
     est.add_transfer(100_000, 40.0 + 20.0, 12.0)  # better bandwidth (40 Mbit/s): waits
     assert est.bw.pending is not None and est.state().bandwidth_bps == pytest.approx(8e6, rel=0.01)
+
+
+def test_standby_probes_the_rtt_twice_as_often() -> None:
+    link, clock = SimLink(5.0, 10e6), FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(link, est, interval_s=1.0, bandwidth_interval_s=5.0, clock=clock)
+    mon.refresh()
+    n = len(link.calls)
+    clock.t += 0.6
+    mon.refresh()
+    assert len(link.calls) == n  # 0.6 s old: fresh at the normal rate
+    mon.standby = True
+    mon.refresh()
+    assert link.calls[n:] == [0]  # stale on standby: one small probe
+    assert mon.rtt_interval_s == 0.5

@@ -44,6 +44,10 @@ class NetworkMonitor:
         self.probe_fn = probe
         self.est = estimator
         self.interval_s = interval_s
+        # standby: the cloud is reachable but not used (the link made it lose); the news
+        # that flips the decision is the link coming back, so RTT probes (tiny) go at
+        # twice the rate; bandwidth probes keep theirs
+        self.standby = False
         self.bandwidth_interval_s = bandwidth_interval_s or 5 * interval_s
         self.timeout_s = timeout_s
         self.min_probe_bytes = min_probe_bytes
@@ -60,6 +64,10 @@ class NetworkMonitor:
         self._lock_confirm = threading.Lock()
         self._confirming = False
         self._confirmed_at = -1e9
+
+    @property
+    def rtt_interval_s(self) -> float:
+        return self.interval_s / 2 if self.standby else self.interval_s
 
     # -- one round -------------------------------------------------------------------
     def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeReply | None:
@@ -126,7 +134,7 @@ class NetworkMonitor:
             if (force or not self.est.reachable or self.est.bw.pending is not None
                     or self.est.bandwidth_age(now) > self.bandwidth_interval_s):
                 self.probe_bandwidth()
-            elif self.est.rtt.pending is not None or self.est.rtt_age(now) > self.interval_s:
+            elif self.est.rtt.pending is not None or self.est.rtt_age(now) > self.rtt_interval_s:
                 self.probe_rtt()
             if self.est.pending():
                 self.probe_bandwidth() if self.est.bw.pending is not None else self.probe_rtt()
@@ -176,7 +184,7 @@ class NetworkMonitor:
                 self.refresh()
             except Exception:  # never let the monitor thread die
                 logger.exception("network monitor round failed")
-            self._wake.wait(self.interval_s)
+            self._wake.wait(self.rtt_interval_s)
             self._wake.clear()
 
     def stop(self) -> None:
