@@ -184,6 +184,16 @@ def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(cloud: str,
 
 
 @pytest.mark.slow
+def _wait_stopped(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGSTOP is asynchronous: a request sent right after it may still be answered."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Path) -> None:
     import signal
 
@@ -196,6 +206,7 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
                    deadline_ms=400, probe_interval_s=5.0) as c:
         assert not c.infer(xs[0]).fell_back
         proc.send_signal(signal.SIGSTOP)  # the cloud stops answering, connections stay open
+        _wait_stopped(proc.pid)
         try:
             for x in xs:
                 r = c.infer(x)
