@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from collab.errors import CollabError
+from collab.extras import extra_for
 from collab.log import logger, setup_logging
 
 # name -> (module, one-line help). The module's configure() adds the flags.
@@ -48,6 +50,25 @@ def _top_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# commands whose optional libraries come with one extra (else: the missing module's extra)
+COMMAND_EXTRA: dict[str, str] = {"split": "split", "train-example": "split", "calibrate": "scenario",
+                                 "fl": "fl", "scenario": "scenario", "demo": "scenario"}
+
+
+def _missing_extra(command: str, e: ImportError) -> int:
+    """One line naming the extra to install (exit 2); unknown import errors propagate."""
+    err = extra_for(e)
+    if err is None:
+        raise e
+    extra = COMMAND_EXTRA.get(command)
+    if extra is None:
+        print(f"collab {command}: {err}", file=sys.stderr)
+    else:
+        print(f"collab {command}: needs the '{extra}' extra ({err.module!r} is not installed): "
+              f"pip install 'edgecollab[{extra}]'", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -64,21 +85,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"collab {ns.command}", description=help_)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
     try:
-        configure = importlib.import_module(module).configure
-    except ModuleNotFoundError as e:
-        print(f"collab {ns.command}: not available in this installation ({e})", file=sys.stderr)
-        return 2
-    handler: Handler = configure(parser)
+        handler: Handler = importlib.import_module(module).configure(parser)
+    except ImportError as e:
+        return _missing_extra(ns.command, e)
     args = parser.parse_args(rest)
     setup_logging(args.log_level or ns.log_level)
     try:
         return int(handler(args) or 0)
+    except ImportError as e:  # a lazily imported part of the command
+        return _missing_extra(ns.command, e)
     except CollabError as e:
         logger.debug("command failed", exc_info=True)
         print(f"collab {ns.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `collab ... | head`: the reader left, which is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
 
 
 if __name__ == "__main__":

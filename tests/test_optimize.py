@@ -20,6 +20,8 @@ from collab.ort import make_session
 
 
 @pytest.fixture
+MIN_AGREEMENT = 0.95
+
 def resnet_copy(resnet_bundle: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "resnet"
     shutil.copytree(resnet_bundle, dst)
@@ -40,13 +42,16 @@ def _samples(name: str, n: int, split: str) -> Samples:
 
 def test_static_int8_head_variant_is_listed_hashed_and_its_agreement_reproducible(resnet_copy: Path) -> None:
     calib, held = _samples("resnet", 64, "train"), _samples("resnet", 128, "test")
+    # Margin: each of the 128 held-out inputs is 0.8 % of agreement, and INT8 kernels
+    # round differently across CPUs (VNNI or not). Measured 100 % here with 7-bit weights
+    # (reduce_range); 0.95 leaves six flips while a broken calibration (next test) is far below.
     reports = quantize_bundle(resnet_copy, ["int8_static"], calib, held, splits="middle", include_full=False,
-                              runs=5, progress=False, calibrate="minmax", min_agreement=0.97)
+                              runs=5, progress=False, calibrate="minmax", min_agreement=MIN_AGREEMENT)
     b = load_bundle(resnet_copy)  # re-verifies every hash, including the new file
     sp = select_splits(b.manifest, "middle")[0]
     (v,) = sp.head_variants
     assert v.name == "int8_static" and v.path in b.manifest.files and reports[0].kept
-    assert v.agreement >= 0.97 and v.ms > 0
+    assert v.agreement >= MIN_AGREEMENT and v.ms > 0
     assert v.size_bytes < 0.4 * (resnet_copy / sp.head).stat().st_size  # int8 weights: ~4x smaller
     # the recorded agreement is reproducible from the written files alone
     feats = run_batched(make_session(resnet_copy / v.path), held.x)

@@ -320,6 +320,7 @@ def error_bound(x: np.ndarray, codec: Codec) -> np.ndarray:
     bits = BITS[codec.quant]
     layout, scale, _, _ = plan(x, bits, codec.clip, include_zero=codec.sparse)
     x3 = x.reshape(_shape3(x.shape, layout.per_tensor))
-    mag = np.abs(x3).max(axis=(0, 2)) if x3.size else np.zeros(x3.shape[1], np.float32)
+    groups = _shape3(x.shape, layout.per_tensor)[1]
+    mag = np.abs(x3).max(axis=(0, 2)) if x3.size else np.zeros(groups, np.float32)
     per_group = scale.astype(np.float64) / 2 * (1 + 1e-6) + mag.astype(np.float64) * 2.0**-19
     return np.broadcast_to(per_group[None, :, None], x3.shape).reshape(x.shape)

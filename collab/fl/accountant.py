@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
+
+from collab.extras import missing
+
+try:
+    from scipy import special
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 
 from collab.errors import ConfigError, PrivacyBudgetExceeded
 

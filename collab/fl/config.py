@@ -16,12 +16,40 @@ from typing import Any, Literal
 import yaml
 
 from collab.errors import ConfigError
-from collab.fl.he import HEParams
 
 Mode = Literal["plain", "dp", "he", "dp+he"]
 MODES: tuple[str, ...] = ("plain", "dp", "he", "dp+he")
 #: models collab.fl.model can build (kept here so validating a config never imports torch)
 MODEL_NAMES: tuple[str, ...] = ("digits_cnn", "digits_mlp_1m")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HEParams:
+    """CKKS parameters of one federation (all members must use the same)."""
+
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 40)
+    scale_bits: int = 40
+    #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
+    #: public-key encryption) and the aggregator's context carries NO key at all, so it
+    #: cannot even forge a contribution. "public_key": the aggregator gets the public key.
+    encryption: str = "symmetric"
+
+    def __post_init__(self) -> None:
+        if self.encryption not in ("symmetric", "public_key"):
+            raise ConfigError(f"he.encryption must be symmetric or public_key, got {self.encryption!r}")
+        n = self.poly_modulus_degree
+        if n not in (2048, 4096, 8192, 16384, 32768):
+            raise ConfigError(f"he.poly_modulus_degree must be a power of two in 2048..32768, got {n}")
+        if len(self.coeff_mod_bit_sizes) < 2 or any(not 20 <= b <= 60 for b in self.coeff_mod_bit_sizes):
+            raise ConfigError("he.coeff_mod_bit_sizes needs >= 2 primes of 20..60 bits, got "
+                              f"{list(self.coeff_mod_bit_sizes)}")
+        if not 20 <= self.scale_bits < self.coeff_mod_bit_sizes[0]:
+            raise ConfigError(f"he.scale_bits must be in [20, first prime bits), got {self.scale_bits}")
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,8 +332,25 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def load_config(path: str | Path) -> FLConfig:
+def shipped_configs() -> list[Path]:
+    """The example configs that ship as package data (``collab/fl/example_*.yaml``)."""
+    return sorted(Path(__file__).resolve().parent.glob("example_*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file, or the name of a shipped example (``example_digits``), so the
+    examples work from an installed wheel as well as from the source tree."""
     p = Path(path)
+    if p.is_file():
+        return p
+    for shipped in shipped_configs():
+        if p.name in (shipped.name, shipped.stem):
+            return shipped
+    return p
+
+
+def load_config(path: str | Path) -> FLConfig:
+    p = resolve_config(path)
     try:
         text = p.read_text()
     except OSError as e:

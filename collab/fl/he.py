@@ -17,38 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tenseal as ts
 
-from collab.errors import ConfigError, FLError
+from collab.extras import missing
 
+try:
+    import tenseal as ts
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 
-@dataclass(frozen=True, kw_only=True)
-class HEParams:
-    """CKKS parameters of one federation (all members must use the same)."""
-
-    poly_modulus_degree: int = 8192
-    coeff_mod_bit_sizes: tuple[int, ...] = (60, 40)
-    scale_bits: int = 40
-    #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
-    #: public-key encryption) and the aggregator's context carries NO key at all, so it
-    #: cannot even forge a contribution. "public_key": the aggregator gets the public key.
-    encryption: str = "symmetric"
-
-    def __post_init__(self) -> None:
-        if self.encryption not in ("symmetric", "public_key"):
-            raise ConfigError(f"he.encryption must be symmetric or public_key, got {self.encryption!r}")
-        n = self.poly_modulus_degree
-        if n not in (2048, 4096, 8192, 16384, 32768):
-            raise ConfigError(f"he.poly_modulus_degree must be a power of two in 2048..32768, got {n}")
-        if len(self.coeff_mod_bit_sizes) < 2 or any(not 20 <= b <= 60 for b in self.coeff_mod_bit_sizes):
-            raise ConfigError("he.coeff_mod_bit_sizes needs >= 2 primes of 20..60 bits, got "
-                              f"{list(self.coeff_mod_bit_sizes)}")
-        if not 20 <= self.scale_bits < self.coeff_mod_bit_sizes[0]:
-            raise ConfigError(f"he.scale_bits must be in [20, first prime bits), got {self.scale_bits}")
-
-    @property
-    def slots(self) -> int:
-        return self.poly_modulus_degree // 2
+from collab.errors import FLError
+from collab.fl.config import HEParams
 
 
 @dataclass(frozen=True)

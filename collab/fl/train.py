@@ -11,8 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
+
+from collab.extras import missing
+
+try:
+    import torch
+    from torch import nn
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 
 from collab.fl.model import get_flat, set_flat
 from collab.log import logger

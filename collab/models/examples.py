@@ -14,9 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from collab.extras import missing
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor, nn
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 
 from collab.errors import ConfigError
 from collab.models import datasets

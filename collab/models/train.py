@@ -11,8 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
+
+from collab.extras import missing
+
+try:
+    import torch
+    from torch import nn
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 from tqdm import tqdm
 
 from collab.errors import ConfigError

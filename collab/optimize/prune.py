@@ -17,10 +17,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from collab.extras import missing
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import fx, nn
+    from torch.fx.passes.shape_prop import ShapeProp
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 
 from collab.errors import ConfigError, SplitError
 

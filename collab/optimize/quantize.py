@@ -111,6 +111,11 @@ def quantize_int8_static(src: Path, dst: Path, calibration: np.ndarray, *, per_c
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=calib_method,
+            # 7-bit weights: U8S8 kernels on x86 CPUs without VNNI (AVX2, older AVX-512)
+            # accumulate pairs in 16 bits and saturate with full-range weights, so the
+            # same file agreed 100 % on one machine and 96 % on another. The edge device
+            # is not the machine that quantized, so the file must be right on both.
+            reduce_range=True,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **calib_opts},
         )
 
@@ -118,7 +123,8 @@ def quantize_int8_static(src: Path, dst: Path, calibration: np.ndarray, *, per_c
 def quantize_int8_dynamic(src: Path, dst: Path, calibration: np.ndarray | None = None, **_: Any) -> None:
     with tempfile.TemporaryDirectory() as td:
         pre = _preprocessed(src, Path(td))
-        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                         reduce_range=True)  # portable across CPUs (see quantize_int8_static)
 
 
 def convert_fp16(src: Path, dst: Path, calibration: np.ndarray | None = None, **_: Any) -> None:

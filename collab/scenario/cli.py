@@ -10,8 +10,9 @@ from collab.errors import ConfigError
 
 
 def scenarios_dir() -> Path:
-    """The shipped scenarios (``<repo>/scenarios``)."""
-    return Path(__file__).resolve().parents[2] / "scenarios"
+    """The shipped scenarios: package data (``collab/scenario/shipped``, in the source
+    tree a link to the top-level ``scenarios/``), so an installed wheel has them too."""
+    return Path(__file__).resolve().parent / "shipped"
 
 
 def resolve(name_or_path: str) -> Path:

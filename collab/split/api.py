@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnx.utils
-import torch
-from torch import nn
+
+from collab.extras import missing
+
+try:
+    import onnx
+    import onnx.utils
+    import torch
+    from torch import nn
+except ImportError as _e:
+    raise missing(_e, __name__) from _e
 from tqdm import tqdm
 
 from collab import ort
