@@ -18,10 +18,10 @@ from collab.optimize.samples import Samples
 from collab.optimize.variants import quantize_bundle, select_splits
 from collab.ort import make_session
 
-
-@pytest.fixture
 MIN_AGREEMENT = 0.95
 
+
+@pytest.fixture
 def resnet_copy(resnet_bundle: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "resnet"
     shutil.copytree(resnet_bundle, dst)
