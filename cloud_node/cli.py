@@ -56,8 +56,11 @@ def config_from_args(args: argparse.Namespace) -> CloudConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    # before start-up, as in `collab edge`: installed after serve() the handlers missed a
+    # SIGTERM sent as soon as the port listened (the node died by the signal, exit -15);
+    # a signal during start-up now stops the node, exit 0, as soon as it is up
+    stop = stop_on_signals()
     with serve(config) as (server, port):
-        stop = stop_on_signals()  # only once serving: a signal during start-up still kills
         print(f"collab cloud: serving on port {port}"
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
               flush=True)

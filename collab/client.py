@@ -67,6 +67,7 @@ from collab.transport import (
 )
 
 _EDGE_STALE_S = 5.0
+_SWAP_JOIN_S = 0.5  # swap_bundle waits this long at most for the old warm-up to stop
 # a call this much (and twice) past its predicted answer raises a link-change suspicion
 _OVERDUE_MS = 20.0
 
@@ -141,6 +142,14 @@ class InferenceResult:
 
 
 @dataclass
+class _Warmer:
+    """The background warm-up of one runtime (see ``Client._load``)."""
+
+    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class _Model:
     """Everything tied to one bundle version; swapped atomically as one reference."""
 
@@ -150,6 +159,7 @@ class _Model:
     model_id: collab_pb2.ModelId
     served: bool = True  # the cloud serves this version (from probes / call errors)
     specs: dict[str, PathSpec] = field(default_factory=dict)
+    warmer: _Warmer | None = None
 
     def __post_init__(self) -> None:
         self.specs = {p.key: p for p in self.profile.paths}
@@ -167,19 +177,31 @@ class _Cloud:
     monitor: NetworkMonitor | None = None
     # calls out now: token -> (perf_counter at send, predicted RTT ms, predicted rest ms)
     inflight: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    grace: threading.Timer | None = None  # closes the channel of a replaced cloud later
 
     def close(self, grace_s: float = 0.0) -> None:
+        """Stop the monitor (joined) and close the channel, now or after ``grace_s``.
+
+        The grace timer is a daemon thread: it only waits in Python and then closes a
+        channel, so interpreter exit need not wait for it (a non-daemon one would hold
+        exit for the whole grace period); ``close()`` without grace cancels and joins a
+        pending one and closes the channel at once (``Client.close``)."""
         if self.monitor is not None:
             self.monitor.stop()
         ch = self.channel
         if ch is None:
             return
         if grace_s > 0:  # let in-flight calls finish before the channel goes away
-            t = threading.Timer(grace_s, ch.close)
-            t.daemon = True
-            t.start()
-        else:
-            ch.close()
+            self.grace = threading.Timer(grace_s, ch.close)
+            self.grace.name = "collab-channel-grace"
+            self.grace.daemon = True
+            self.grace.start()
+            return
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace.join(timeout=5.0)  # it may be inside ch.close() right now
+            self.grace = None
+        ch.close()  # idempotent
 
 
 @dataclass
@@ -235,6 +257,8 @@ class Client:
         self._cloud_queue = Ewma(0.3)
         self._cloud_compute: dict[str, Ewma] = {}  # path key -> observed cloud compute ms
         self._closed = False
+        self._warmers: list[_Warmer] = []  # started and not yet known to be finished
+        self._retired: list[_Cloud] = []  # replaced clouds whose channel may still be open
         self._model = self._load(bundle_dir)
         self._policy = parse_policy(cfg.policy, self._model.profile)
         self._probe_payload = os.urandom(cfg.max_probe_bytes) if cfg.cloud else b""
@@ -276,6 +300,8 @@ class Client:
         with self._lock:
             old, self._cloud = self._cloud, new
             self._decision_cache.clear()
+            self._retired = [c for c in self._retired if c.grace is not None and c.grace.is_alive()]
+            self._retired.append(old)
         old.close(grace_s=min(self.config.cloud_timeout_ms / 1000.0, 10.0))
         logger.info("cloud endpoints now %s", ",".join(new.addresses) or "none (edge-only)")
 
@@ -298,20 +324,38 @@ class Client:
     # -- lifecycle -------------------------------------------------------------------------
     def _load(self, bundle_dir: str | os.PathLike[str] | Bundle) -> _Model:
         bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(Path(bundle_dir))
+        """Verify ``bundle_dir``, load its full model and start warming the rest.
+
+        The warm-up thread is NOT a daemon. The interpreter never joins daemon threads, and
+        one still inside ONNX Runtime when the process exits aborts it (SIGABRT, exit code
+        134, "terminate called without an active exception"). A non-daemon thread is joined
+        by interpreter shutdown, and it notices that shutdown between two sessions or runs
+        (EdgeRuntime.warm), so a script that never calls close() exits cleanly too, after
+        at most one session load. ``close()`` and ``swap_bundle`` stop it through its Event."""
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(Path(bundle_dir))
         rt = EdgeRuntime(bundle, intra_threads=self.config.intra_threads, slowdown=self.config.slowdown)
         rt.warm([bundle.manifest.full])  # edge-only must work right away
-        if self.config.warm:
-            threading.Thread(target=self._warm, args=(rt,), name="collab-warm", daemon=True).start()
         profile = profile_from_bundle(bundle)
         if self.config.codec is not None:
             profile = force_codec(profile, self.config.codec)
-        return _Model(bundle=bundle, runtime=rt, profile=profile,
-                      model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version))
+        model = _Model(bundle=bundle, runtime=rt, profile=profile,
+                       model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version))
+        if self.config.warm:
+            stop = threading.Event()
+            t = threading.Thread(target=self._warm, args=(rt, stop), name="collab-warm", daemon=False)
+            model.warmer = _Warmer(thread=t, stop=stop)
+            with self._lock:
+                if self._closed:
+                    return model
+                self._warmers = [w for w in self._warmers if w.thread.is_alive()]
+                self._warmers.append(model.warmer)
+                t.start()
+        return model
 
     @staticmethod
-    def _warm(rt: EdgeRuntime) -> None:
+    def _warm(rt: EdgeRuntime, stop: threading.Event) -> None:
         try:
-            rt.warm()
+            rt.warm(stop=stop)
         except CollabError as e:  # a broken file surfaces again, with its name, when used
             logger.warning("warming sessions failed: %s", e)
 
@@ -322,10 +366,15 @@ class Client:
         if self._policy.mode == "split":
             parse_policy(self._policy.key, model.profile)  # forced split must still exist
         with self._lock:
-            self._model = model
+            old, self._model = self._model, model
             self._previous = None
             self._decision_cache.clear()
             self._cloud_compute.clear()  # other model, other tails
+        if old.warmer is not None:  # the old version's sessions are not worth warming any more
+            old.warmer.stop.set()
+            # waits for at most its current step; a longer one (a big session still
+            # loading) goes on in the background and close() joins it
+            old.warmer.thread.join(timeout=_SWAP_JOIN_S)
         if self.monitor is not None:
             self.monitor.poke()  # learn whether the cloud serves the new version
         logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
@@ -335,11 +384,27 @@ class Client:
     def bundle(self) -> Bundle:
         return self._model.bundle
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop and join every thread this client started: warm-ups (current and of
+        swapped-out bundles), the network monitor and its confirming probes, the grace
+        timers of replaced clouds (their channels close now). Each wait is bounded; a
+        warm-up stops after its current session load or run. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            warmers, self._warmers = self._warmers, []
+            retired, self._retired = self._retired, []
+        for w in warmers:
+            w.stop.set()
         self._cloud.close()
+        for cl in retired:
+            cl.close()
+        deadline = time.monotonic() + timeout_s
+        for w in warmers:
+            w.thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+            if w.thread.is_alive():
+                logger.warning("warm-up thread still running %.0f s after close()", timeout_s)
 
     def __enter__(self) -> Client:
         return self

@@ -6,6 +6,7 @@ onnxruntime errors are wrapped here, where they enter the library. No torch impo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,35 @@ from collab.errors import BundleError, CollabError
 
 class InferenceError(CollabError):
     """ONNX Runtime rejected an input or failed while running a model."""
+
+
+# ORT's NodeArg.type strings -> numpy dtypes (bfloat16, strings, ... have no zeros here)
+_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+}
+
+
+def dummy_inputs(session: ort.InferenceSession,
+                 known: dict[int, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """Zeros for every input of ``session``, each of its declared dtype and shape. A
+    symbolic (or unknown) dim takes the same axis of ``known[input index]`` when that
+    shape has the input's rank, else 1. InferenceError for an input type with no numpy
+    zeros (e.g. strings)."""
+    feeds: dict[str, np.ndarray] = {}
+    for i, inp in enumerate(session.get_inputs()):
+        dtype = _DTYPES.get(inp.type)
+        if dtype is None:
+            raise InferenceError(f"input {inp.name!r} has type {inp.type}: no dummy value")
+        shape = list(inp.shape or ())
+        hint = (known or {}).get(i, ())
+        if len(hint) != len(shape):
+            hint = (1,) * len(shape)
+        dims = [d if isinstance(d, int) and d > 0 else max(int(h), 1) for d, h in zip(shape, hint, strict=True)]
+        feeds[inp.name] = np.zeros(dims, dtype)
+    return feeds
 
 
 def make_session(path: str | os.PathLike[str], *, intra_threads: int = 1) -> ort.InferenceSession:
@@ -32,11 +62,13 @@ def make_session(path: str | os.PathLike[str], *, intra_threads: int = 1) -> ort
         raise BundleError(f"cannot load ONNX model {Path(path).name}: {e}") from e
 
 
-def run(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-    """Run a single-input single-output model."""
-    inp = session.get_inputs()[0]
+def run(session: ort.InferenceSession, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+    """Run a model on its single input ``x``, or on named inputs (every one, e.g. from
+    :func:`dummy_inputs`); its first output."""
+    feeds = {session.get_inputs()[0].name: x} if isinstance(x, np.ndarray) else x
     try:
-        out = session.run(None, {inp.name: x})[0]
+        out = session.run(None, feeds)[0]
     except Exception as e:
-        raise InferenceError(f"inference failed for input {x.dtype}{list(x.shape)}: {e}") from e
+        what = " ".join(f"{v.dtype}{list(v.shape)}" for v in feeds.values())
+        raise InferenceError(f"inference failed for input {what}: {e}") from e
     return np.asarray(out)

@@ -29,9 +29,16 @@ import onnxruntime as ort
 from collab.bundle import Bundle, load_bundle
 from collab.errors import BundleError, ConfigError
 from collab.log import logger
-from collab.ort import InferenceError, make_session, run
+from collab.ort import InferenceError, dummy_inputs, make_session, run
 
 _WARM_RUNS = 3
+
+
+def _cancelled(stop: threading.Event | None) -> bool:
+    """Stop requested, or the interpreter is shutting down: ``threading`` marks the main
+    thread finished before it joins the remaining non-daemon threads, so a warm-up on
+    such a thread ends after its current step instead of delaying exit by a whole bundle."""
+    return (stop is not None and stop.is_set()) or not threading.main_thread().is_alive()
 
 
 class EdgeRuntime:
@@ -55,6 +62,11 @@ class EdgeRuntime:
         self._head_variants = {(sp.name, v.name): v.path for sp in self.manifest.split_points
                                for v in sp.head_variants}
         self._full_variants = {v.name: v.path for v in self.manifest.full_variants}
+        # model file -> shape of its (first) input recorded at build time, batch 1
+        self._known_shapes: dict[str, tuple[int, ...]] = {
+            rel: tuple(self.manifest.input_shape) for rel in
+            (self.manifest.full, *self._heads.values(), *self._head_variants.values(), *self._full_variants.values())}
+        self._known_shapes.update({sp.tail: tuple(sp.feature_shape) for sp in self.manifest.split_points})
 
     # -- sessions ---------------------------------------------------------------------
     def session(self, rel: str) -> ort.InferenceSession:
@@ -72,25 +84,41 @@ class EdgeRuntime:
         return [self.manifest.full, *self._heads.values(), *self._tails.values(),
                 *self._head_variants.values(), *self._full_variants.values()]
 
-    def warm(self, paths: list[str] | None = None) -> None:
+    def warm(self, paths: list[str] | None = None, stop: threading.Event | None = None) -> bool:
         """Load sessions and run each new one a few times on zeros: a session's first
-        runs are slower (arena growth), which the first requests should not pay."""
+        runs are slower (arena growth), which the first requests should not pay.
+
+        Cancellable: ``stop`` (and interpreter shutdown, see :func:`_cancelled`) is checked
+        before every session load and every run, so a caller waits for at most one of
+        those. Returns False if it stopped early."""
         for rel in paths if paths is not None else self.all_paths():
+            if _cancelled(stop):
+                return False
             fresh = rel not in self._sessions
             sess = self.session(rel)
-            if fresh:
-                self._warm_runs(rel, sess)
+            if fresh and not self._warm_runs(rel, sess, stop):
+                return False
+        return True
 
-    @staticmethod
-    def _warm_runs(rel: str, sess: ort.InferenceSession) -> None:
-        inp = sess.get_inputs()[0]
-        x = np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in inp.shape], np.float32)
+    def _warm_runs(self, rel: str, sess: ort.InferenceSession, stop: threading.Event | None) -> bool:
+        """Run ``sess`` on zeros of its own declared inputs (every input, its dtype). A
+        symbolic dim takes the bundle's recorded shape when known (the manifest's input or
+        cut tensor shape: a tail after a dynamic reshape declares e.g. ``[batch, 'dim_1']``,
+        and 1 there makes a Conv fail), else 1."""
+        try:
+            feeds = dummy_inputs(sess, {0: self._known_shapes.get(rel, ())})
+        except InferenceError as e:  # e.g. a string input: warmed by its first request
+            logger.debug("warm-up of %s skipped: %s", rel, e)
+            return True
         for _ in range(_WARM_RUNS):
+            if _cancelled(stop):
+                return False
             try:
-                run(sess, x)
-            except InferenceError as e:  # e.g. a non-float input: warmed by its first request
-                logger.debug("warm-up run of %s skipped: %s", rel, e)
-                return
+                run(sess, feeds)
+            except InferenceError as e:
+                logger.warning("warm-up run of %s failed: %s", rel, e)
+                return True
+        return True
 
     def loaded(self) -> int:
         return len(self._sessions)

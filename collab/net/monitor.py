@@ -60,6 +60,7 @@ class NetworkMonitor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._confirm_thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one probe round at a time
         self._lock_confirm = threading.Lock()
         self._confirming = False
@@ -159,7 +160,8 @@ class NetworkMonitor:
             if self._confirming or self._stop.is_set() or self.clock() - self._confirmed_at < 0.1:
                 return
             self._confirming = True
-        threading.Thread(target=self._confirm, name="collab-net-confirm", daemon=True).start()
+            self._confirm_thread = threading.Thread(target=self._confirm, name="collab-net-confirm", daemon=True)
+            self._confirm_thread.start()
 
     def _confirm(self) -> None:
         try:
@@ -188,8 +190,14 @@ class NetworkMonitor:
             self._wake.clear()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the probing thread and a confirming probe still out, and join both (each
+        wait bounded by a few probe timeouts): no thread may be inside gRPC once the
+        owner is closed and the process exits."""
+        with self._lock_confirm:
+            self._stop.set()
+            confirm, self._confirm_thread = self._confirm_thread, None
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout_s * 3 + 1)
-            self._thread = None
+        for t in (self._thread, confirm):
+            if t is not None:
+                t.join(timeout=self.timeout_s * 3 + 1)
+        self._thread = None
