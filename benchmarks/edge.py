@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from collab import codec as codecs
 from collab.bundle import load_bundle
-from collab.client import Client
+from collab.edge.client import Client
 from collab.ort import make_session, run
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.testing.procs import collab_process, free_port
@@ -91,15 +91,15 @@ t0 = time.perf_counter()
 import numpy as np
 mode, bundle = sys.argv[1], sys.argv[2]
 if mode == 'client':
-    from collab.client import Client
+    from collab.edge.client import Client
     t_imp = time.perf_counter()
     c = Client(bundle, warm=False)
     x = np.zeros(c.bundle.manifest.input_shape, np.float32)
     c.infer(x)
     t_first = time.perf_counter()
-    c.bundle and c._model.runtime.warm()
+    sessions = c.warm()
     all_rss = rss()
-    extra = {'sessions': c._model.runtime.loaded(), 'torch_loaded': 'torch' in sys.modules}
+    extra = {'sessions': sessions, 'torch_loaded': 'torch' in sys.modules}
 else:
     import json as _j, pathlib
     from collab.ort import make_session, run

@@ -103,7 +103,9 @@ class CloudHandler:
 
     def __init__(self, registry: ModelRegistry, *, metrics: Metrics, slots: int,
                  max_batch_size: int, max_wait_ms: float, max_message_bytes: int,
-                 wait_when_idle: bool = False) -> None:
+                 wait_when_idle: bool) -> None:
+        """The batching settings come from :class:`cloud_node.config.CloudConfig` (no
+        defaults here: it has the one default of each)."""
         self.registry = registry
         self.metrics = metrics
         self.max_message_bytes = max_message_bytes

@@ -10,17 +10,15 @@ asyncio batcher with an executor added two thread hand-offs per request.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from cloud_node.config import CloudConfig
 from cloud_node.handler import CloudHandler
 from cloud_node.metrics import Metrics
 from cloud_node.models import ModelRegistry
@@ -34,48 +32,6 @@ from collab.transport import SERVICE_NAME, parse_address, server_credentials, se
 _MIN_MESSAGE_BYTES = 1 << 20  # room for bandwidth probes even with tiny models
 _FRAME_MARGIN = 1.10  # lossless frames of incompressible data grow a little
 _FRAME_SLACK = 64 * 1024  # frame header, protobuf fields
-
-
-@dataclass(frozen=True, kw_only=True)
-class CloudConfig:
-    """Everything ``collab cloud`` accepts; each field is one CLI flag."""
-
-    bundles: tuple[Path, ...]
-    listen: str = "127.0.0.1:0"
-    metrics_port: int | None = None  # None = no /metrics endpoint, 0 = any free port
-    max_batch_size: int = 16
-    max_wait_ms: float = 2.0  # how long a batch may stay open while another one computes
-    wait_when_idle: bool = False  # also hold the batch open when no other batch is running
-    workers: int = 0  # concurrent batches; 0 = one per core
-    threads: int = 64  # gRPC handler threads = requests in flight (queued ones hold one)
-    intra_threads: int = 1  # ONNX Runtime threads per batch
-    max_message_bytes: int = 0  # 0 = from the largest frame of the bundles
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # set = clients must present a cert signed by it
-    grace_s: float = 10.0  # drain time on shutdown
-    warmup: bool = True  # run every graph once before listening
-
-    def __post_init__(self) -> None:
-        if not self.bundles:
-            raise ConfigError("at least one --bundle is required")
-        parse_address(self.listen, allow_zero=True)
-        if self.max_batch_size < 1:
-            raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.workers < 0 or self.intra_threads < 1 or self.threads < 2:
-            raise ConfigError("workers must be >= 0, intra_threads >= 1 and threads >= 2")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
-        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
-            raise ConfigError(f"bad metrics port {self.metrics_port}")
-
-    @property
-    def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
 
 
 class CloudServer:

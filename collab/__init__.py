@@ -34,9 +34,9 @@ _LAZY: dict[str, str] = {
     "Codec": "collab.codec",
     "encode": "collab.codec",
     "decode": "collab.codec",
-    "Client": "collab.client",
-    "ClientConfig": "collab.client",
-    "InferenceResult": "collab.client",
+    "Client": "collab.edge.client",
+    "ClientConfig": "collab.edge.config",
+    "InferenceResult": "collab.edge.config",
 }
 
 __all__ = [

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from collab.bundle import Bundle, Manifest
+from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
 from collab.errors import CodecError, ConfigError
 
@@ -208,13 +208,6 @@ def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | N
         paths += [PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
                   for v in sp.head_variants]
     return Profile(model_name=manifest.model_name, paths=tuple(paths))
-
-
-def profile_from_bundle(bundle: Bundle) -> Profile:
-    """The bundle's profile with its validated codec calibration table (if any)."""
-    from collab.codec.calibrate import load_calibration
-
-    return profile_from_manifest(bundle.manifest, load_calibration(bundle))
 
 
 def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,

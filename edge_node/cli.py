@@ -1,4 +1,9 @@
-"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0."""
+"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0.
+
+The flags are derived from the config dataclasses (collab.settings): one per
+:class:`collab.ClientConfig` field and one per daemon field of :class:`EdgeConfig`,
+with the field's default, so the daemon and the SDK cannot disagree on one.
+"""
 
 from __future__ import annotations
 
@@ -7,56 +12,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
+from collab.edge.config import ClientConfig
+from collab.settings import add_flags, from_args, settings
 from collab.signals import stop_on_signals
-from edge_node.server import EdgeConfig, serve
+from collab.transport import TlsConfig
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
+
+_FLEET = ("node_id", "trusted_key", "work_dir", "heartbeat_interval_s", "telemetry_interval_s")
+_DAEMON = settings(EdgeConfig, skip=_FLEET)
+_MEMBER = [s for s in settings(EdgeConfig) if s.name in _FLEET]
+_CLIENT = settings(ClientConfig)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    d = EdgeConfig(bundle=Path("."))
     parser.add_argument("--bundle", required=True, type=Path, metavar="DIR", help="bundle directory")
-    parser.add_argument("--cloud", default="", metavar="HOST:PORT[,HOST:PORT]",
-                        help="cloud node addresses (round-robin); empty = edge-only")
-    parser.add_argument("--listen", default=d.listen, metavar="HOST:PORT",
-                        help="gRPC address for device apps (port 0 = any; default %(default)s)")
-    parser.add_argument("--policy", default=d.policy, help="auto | edge_only | cloud_only | split:<name>")
-    parser.add_argument("--deadline-ms", type=float, default=None, help="default per-request deadline")
-    parser.add_argument("--accuracy-budget", type=float, default=d.accuracy_budget,
-                        help="max top-1 agreement loss for lossy codecs/variants (default %(default)s)")
-    parser.add_argument("--probe-interval", type=float, default=d.probe_interval_s, metavar="S",
-                        help="seconds between network probes (default %(default)s)")
-    parser.add_argument("--slowdown", type=float, default=d.slowdown,
-                        help="emulate a weaker device: pad edge compute to this factor (default 1)")
-    parser.add_argument("--metrics-port", type=int, default=None, metavar="P",
-                        help="serve Prometheus /metrics on this port (0 = any free port)")
-    parser.add_argument("--workers", type=int, default=d.workers, help="concurrent requests")
-    parser.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate of this daemon")
-    parser.add_argument("--tls-key", type=Path, default=None, help="TLS key of this daemon")
-    parser.add_argument("--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (TLS)")
-    parser.add_argument("--cloud-cert", type=Path, default=None, help="client certificate towards the cloud")
-    parser.add_argument("--cloud-key", type=Path, default=None, help="client key towards the cloud")
-    parser.add_argument("--cloud-server-name", default=None, help="name to verify in the cloud certificate")
+    add_flags(parser, _DAEMON)
+    add_flags(parser.add_argument_group("requests (collab.ClientConfig)"), _CLIENT)
+    g = parser.add_argument_group("TLS towards the cloud nodes (ClientConfig.tls)")
+    g.add_argument("--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (turns TLS on)")
+    g.add_argument("--cloud-cert", type=Path, default=None, help="client certificate towards the cloud")
+    g.add_argument("--cloud-key", type=Path, default=None, help="client key towards the cloud")
+    g.add_argument("--cloud-server-name", default=None, help="name to verify in the cloud certificate")
     add_mqtt_args(parser)
-    g = parser.add_argument_group("fleet membership (with --broker)")
-    g.add_argument("--node-id", default="", help="fleet node id (default edge-<hostname>-<port>)")
-    g.add_argument("--trusted-key", type=Path, default=None,
-                   help="coordinator's Ed25519 public key (PEM); without it rollouts are refused")
-    g.add_argument("--work-dir", type=Path, default=None, help="where rolled-out bundles are stored")
-    g.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s, metavar="S")
-    g.add_argument("--telemetry-interval", type=float, default=d.telemetry_interval_s, metavar="S")
+    add_flags(parser.add_argument_group("fleet membership (with --broker)"), _MEMBER)
     return run
 
 
 def config_from_args(args: argparse.Namespace) -> EdgeConfig:
-    return EdgeConfig(
-        bundle=args.bundle, cloud=tuple(a.strip() for a in args.cloud.split(",") if a.strip()),
-        listen=args.listen, policy=args.policy, deadline_ms=args.deadline_ms,
-        accuracy_budget=args.accuracy_budget, probe_interval_s=args.probe_interval, slowdown=args.slowdown,
-        metrics_port=args.metrics_port, workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        cloud_ca=args.cloud_ca, cloud_cert=args.cloud_cert, cloud_key=args.cloud_key,
-        cloud_server_name=args.cloud_server_name,
-        mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
-        node_id=args.node_id, trusted_key=args.trusted_key, work_dir=args.work_dir,
-        heartbeat_interval_s=args.heartbeat_interval, telemetry_interval_s=args.telemetry_interval)
+    tls = (TlsConfig(ca_cert=args.cloud_ca, client_cert=args.cloud_cert, client_key=args.cloud_key,
+                     server_name=args.cloud_server_name) if args.cloud_ca is not None else None)
+    return EdgeConfig(bundle=args.bundle, client=ClientConfig(tls=tls, **from_args(args, _CLIENT)),
+                      mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
+                      **from_args(args, _DAEMON), **from_args(args, _MEMBER))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,20 +15,20 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collab.client import Client
 from collab.control import messages as msg
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.join import advertised
+from collab.edge.client import Client
 
 if TYPE_CHECKING:
-    from edge_node.server import EdgeConfig
+    from edge_node.config import EdgeConfig
 
 
 def telemetry(client: Client) -> msg.Telemetry:
     t = client.take_interval()
-    return msg.Telemetry(node_id="", interval_s=t["interval_s"], requests=t["requests"], path_mix=t["path_mix"],
-                         p50_ms=t["p50_ms"], p95_ms=t["p95_ms"], p99_ms=t["p99_ms"], fallbacks=t["fallbacks"],
-                         bytes_sent=t["bytes_sent"])
+    return msg.Telemetry(node_id="", interval_s=t.interval_s, requests=t.requests, path_mix=t.path_mix,
+                         p50_ms=t.p50_ms, p95_ms=t.p95_ms, p99_ms=t.p99_ms, fallbacks=t.fallbacks,
+                         bytes_sent=t.bytes_sent)
 
 
 def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
@@ -48,7 +48,7 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
                     endpoints=(advertised(config.listen, port, None),), bundle_version=client.bundle.version,
                     model_name=client.bundle.name, heartbeat_interval=config.heartbeat_interval_s,
                     telemetry_interval=config.telemetry_interval_s,
-                    capabilities={"policy": config.policy, "slowdown": str(config.slowdown)}),
+                    capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)}),
         on_swap=on_swap, on_clouds=on_clouds,
         telemetry=lambda: telemetry(client))
     return agent.start()

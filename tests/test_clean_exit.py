@@ -20,9 +20,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from collab.client import Client
+from collab.edge.client import Client
+from collab.edge.runtime import EdgeRuntime
 from collab.ort import dummy_inputs, make_session, run
-from collab.runtime import EdgeRuntime
 from collab.testing.procs import free_port
 
 REPEAT = 2

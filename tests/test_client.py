@@ -16,9 +16,10 @@ import pytest
 
 import collab
 from collab.bundle import load_bundle, update_bundle
-from collab.client import Client, ClientConfig
+from collab.edge.client import Client
+from collab.edge.config import ClientConfig
+from collab.edge.runtime import EdgeRuntime
 from collab.errors import CodecError, ConfigError, DeadlineError
-from collab.runtime import EdgeRuntime
 from collab.testing.procs import free_port
 
 
@@ -53,8 +54,8 @@ def test_edge_only_without_cloud_matches_full_model(digits_bundle: Path) -> None
         rb = c.infer(xs[:3])  # a batch
         assert rb.output.shape[0] == 3
         s = c.stats()
-    assert s["requests"] == 9 and s["paths"] == {"edge_only": 9} and s["fallbacks"] == 0
-    assert s["latency_ms"]["p50"] > 0
+    assert s.requests == 9 and s.paths == {"edge_only": 9} and s.fallbacks == 0
+    assert s.latency_ms.p50 > 0
 
 
 def test_unreachable_cloud_at_start_is_not_an_error(digits_bundle: Path) -> None:
@@ -99,7 +100,7 @@ def test_bad_input_and_config_errors(digits_bundle: Path) -> None:
             c.infer(np.array(["a"]))
         with pytest.raises(ConfigError, match="unknown split point"):
             c.infer(sample_inputs(digits_bundle, 1), policy="split:nope")
-        assert c.stats()["requests"] == 0
+        assert c.stats().requests == 0
     for bad in ({"policy": "fast"}, {"deadline_ms": 0}, {"accuracy_budget": 2}, {"slowdown": 0.5},
                 {"no_such_option": 1}):
         with pytest.raises(ConfigError):
@@ -113,7 +114,7 @@ def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
     with Client(digits_bundle, strict_deadline=True, slowdown=50.0) as c:
         with pytest.raises(DeadlineError):
             c.infer(x, deadline_ms=1e-3)
-        assert c.stats()["deadline_misses"] == 1
+        assert c.stats().deadline_misses == 1
 
 
 def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
@@ -124,7 +125,7 @@ def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
     the list of sleeps."""
     import types
 
-    import collab.runtime as runtime_mod
+    import collab.edge.runtime as runtime_mod
 
     clock = {"t": 0.0}
     slept: list[float] = []
@@ -177,7 +178,7 @@ def test_thread_safe_concurrent_infer(digits_bundle: Path) -> None:
         for t in threads:
             t.join()
         assert not errors
-        assert c.stats()["requests"] == 150
+        assert c.stats().requests == 150
 
 
 def test_swap_bundle_is_atomic_and_keeps_serving(digits_bundle: Path, tmp_path: Path) -> None:
@@ -211,7 +212,7 @@ def test_swap_bundle_is_atomic_and_keeps_serving(digits_bundle: Path, tmp_path: 
 
 
 def test_client_import_does_not_import_torch() -> None:
-    code = ("import sys, collab; import collab.client, collab.runtime, collab.decision, collab.net, "
+    code = ("import sys, collab; import collab.edge.client, collab.edge.runtime, collab.decision, collab.net, "
             "edge_node.server; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -245,12 +246,12 @@ def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_pat
 
 def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bundle: Path) -> None:
     with Client(digits_bundle, slowdown=4.0) as c:
-        assert c._edge_state().compute_scale == pytest.approx(4.0)
+        assert c._loads.edge_state().compute_scale == pytest.approx(4.0)
         now = time.monotonic()
-        c._edge_scale.mean, c._edge_scale.updated_at = 40.0, now - 1.0
-        assert c._edge_state().compute_scale == pytest.approx(40.0)  # fresh: believed
-        c._edge_scale.updated_at = now - 30.0
-        assert c._edge_state().compute_scale < 4.5  # old spike: mostly forgotten
+        c._loads.edge_scale.mean, c._loads.edge_scale.updated_at = 40.0, now - 1.0
+        assert c._loads.edge_state().compute_scale == pytest.approx(40.0)  # fresh: believed
+        c._loads.edge_scale.updated_at = now - 30.0
+        assert c._loads.edge_state().compute_scale < 4.5  # old spike: mostly forgotten
 
 
 def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,18 +294,18 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
 
 
 def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_bundle: Path) -> None:
-    from collab.client import _Cloud  # the client's per-address-list state
-    from collab.net.breaker import CircuitBreaker
+    from collab.edge.estimators import suspect_overdue
     from collab.net.estimator import LinkEstimator
 
-    cl = _Cloud(addresses=("unused:1",), link=LinkEstimator(), breaker=CircuitBreaker())
+    link = LinkEstimator()
+    inflight: dict[int, tuple[float, float, float]] = {}  # as CloudLink.inflight
     for i in range(5):
-        cl.link.add_rtt(25.0, float(i))
+        link.add_rtt(25.0, float(i))
     now = time.perf_counter()
-    cl.inflight[1] = (now - 0.030, 25.0, 5.0)  # predicted 30 ms, out for 30 ms: on time
-    Client._suspect_overdue(cl, now)
-    assert cl.link.state().rtt_ms == pytest.approx(25.0)
-    cl.inflight[2] = (now - 0.250, 25.0, 5.0)  # out for 250 ms: the RTT is >= 245 ms
-    Client._suspect_overdue(cl, now)
-    assert cl.link.rtt.mean == pytest.approx(25.0)  # not confirmed yet ...
-    assert cl.link.state().rtt_ms == pytest.approx(245.0)  # ... but the next decision expects it
+    inflight[1] = (now - 0.030, 25.0, 5.0)  # predicted 30 ms, out for 30 ms: on time
+    suspect_overdue(link, inflight, now)
+    assert link.state().rtt_ms == pytest.approx(25.0)
+    inflight[2] = (now - 0.250, 25.0, 5.0)  # out for 250 ms: the RTT is >= 245 ms
+    suspect_overdue(link, inflight, now)
+    assert link.rtt.mean == pytest.approx(25.0)  # not confirmed yet ...
+    assert link.state().rtt_ms == pytest.approx(245.0)  # ... but the next decision expects it

@@ -12,8 +12,9 @@ import pytest
 from test_client import sample_inputs
 
 from collab.bundle import load_bundle
-from collab.client import Client, InferenceResult
-from collab.runtime import EdgeRuntime
+from collab.edge.client import Client
+from collab.edge.config import InferenceResult
+from collab.edge.runtime import EdgeRuntime
 from collab.testing.procs import collab_process, free_port
 
 
@@ -57,7 +58,7 @@ def test_every_forced_policy_returns_the_full_models_output_lossless(
                     assert r.bytes_sent > 0 and r.codec is not None
                 np.testing.assert_allclose(r.output, full[i], rtol=1e-4, atol=1e-4)
                 assert int(np.argmax(r.output)) == int(np.argmax(full[i]))
-        assert c.stats()["fallbacks"] == 0
+        assert c.stats().fallbacks == 0
 
 
 @pytest.mark.parametrize("model", ["digits", "resnet"])
@@ -124,7 +125,7 @@ def test_killing_the_cloud_mid_stream_loses_nothing_and_recovery(digits_bundle: 
             keep_going.clear()
             t.join(30)
         stats = c.stats()
-    assert len(results) >= 500 and stats["requests"] == len(results)  # every request answered
+    assert len(results) >= 500 and stats.requests == len(results)  # every request answered
     for k, (_, r) in enumerate(results):
         np.testing.assert_allclose(r.output, want[k % len(xs)], rtol=0, atol=1e-6)
         assert int(np.argmax(r.output)) == int(np.argmax(full[k % len(xs)]))
@@ -132,12 +133,12 @@ def test_killing_the_cloud_mid_stream_loses_nothing_and_recovery(digits_bundle: 
     down = [r for ts, r in results if t_kill + 0.05 < ts < t_up]
     assert before and not any(r.fell_back for r in before)
     assert down and all(r.fell_back for r in down)  # answered locally from the head output
-    assert stats["breaker_opened"] >= 1
+    assert stats.breaker_opened >= 1
     assert sum(r.fallback_reason == "circuit breaker open" for r in down) > len(down) // 2
     # gRPC's reconnect backoff (<= 2 s, collab.transport) adds to the probe interval
     assert recovered is not None and recovered < 16 * interval, recovered
     print(f"recovered {recovered:.2f} s after the restarted cloud listened; {len(down)} answered locally")
-    assert stats["breaker"] == "closed"
+    assert stats.breaker == "closed"
     assert not results[-1][1].fell_back
 
 
@@ -176,9 +177,9 @@ def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(cloud: str,
         assert not r.fell_back and r.bytes_sent > 0
         c.infer(x, policy="edge_only")
         tel = c.take_interval()
-        assert tel["requests"] == 3 and tel["path_mix"] == {"split": 2, "edge_only": 1}
-        assert tel["fallbacks"] == 1 and tel["bytes_sent"] == r.bytes_sent and tel["p50_ms"] > 0
-        assert c.take_interval()["requests"] == 0
+        assert tel.requests == 3 and tel.path_mix == {"split": 2, "edge_only": 1}
+        assert tel.fallbacks == 1 and tel.bytes_sent == r.bytes_sent and tel.p50_ms > 0
+        assert c.take_interval().requests == 0
         c.set_cloud([])
         assert c.infer(x).fell_back and c.explain()["cloud"] == []
 
@@ -216,7 +217,7 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
                 np.testing.assert_allclose(r.output, want, rtol=0, atol=1e-6)
         finally:
             proc.send_signal(signal.SIGCONT)
-        reasons = c.stats()["fallback_reasons"]
+        reasons = c.stats().fallback_reasons
         assert "DEADLINE_EXCEEDED" in reasons
         assert c.breaker.opened_count >= 1  # repeated timeouts open the breaker
 

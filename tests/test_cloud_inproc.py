@@ -18,7 +18,8 @@ from test_cloud_support import (
     wait_ready,
 )
 
-from cloud_node.server import CloudConfig, serve
+from cloud_node.config import CloudConfig
+from cloud_node.server import serve
 from collab import codec
 from collab.bundle import Bundle, load_bundle
 from collab.errors import ConfigError, DeadlineError, TransportError
@@ -47,7 +48,7 @@ def test_concurrent_requests_form_real_batches(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 16)
     want = full_output(bundle, x)
-    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=8, max_wait_ms=100, workers=1,
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", max_batch_size=8, max_wait_ms=100, workers=1,
                       wait_when_idle=True)
     with serve(cfg) as (server, port):
         ch, st = stub(f"127.0.0.1:{port}")
@@ -69,7 +70,7 @@ def test_concurrent_requests_form_real_batches(bundle: Bundle) -> None:
 def test_batch_size_one_never_batches(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[-1].name
     x = sample_inputs(bundle, 8)
-    with serve(CloudConfig(bundles=(bundle.root,), max_batch_size=1, max_wait_ms=50)) as (_, port):
+    with serve(CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", max_batch_size=1, max_wait_ms=50)) as (_, port):
         ch, st = stub(f"127.0.0.1:{port}")
         futs = [st.Decode.future(_req(bundle, x[i:i + 1], split), timeout=20) for i in range(8)]
         assert {f.result().timing.batch_size for f in futs} == {1}
@@ -80,7 +81,7 @@ def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 1)
     # a long batching window guarantees the 250 ms deadline passes while queued
-    cfg = CloudConfig(bundles=(bundle.root,), max_batch_size=64, max_wait_ms=1000,
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", max_batch_size=64, max_wait_ms=1000,
                       wait_when_idle=True)
     with serve(cfg) as (server, port):
         ch, st = stub(f"127.0.0.1:{port}")
@@ -140,7 +141,7 @@ def _infer_refused(b: Bundle, addr: str, tls: TlsConfig) -> RpcError:
 
 
 def test_tls_server_certificate(bundle: Bundle, pki: dict[str, Path]) -> None:
-    cfg = CloudConfig(bundles=(bundle.root,), tls_cert=pki["srv_cert"], tls_key=pki["srv_key"])
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", tls_cert=pki["srv_cert"], tls_key=pki["srv_key"])
     with serve(cfg) as (_, port):
         _infer_ok(bundle, f"127.0.0.1:{port}", TlsConfig(ca_cert=pki["ca"]))
         _infer_ok(bundle, f"localhost:{port}", TlsConfig(ca_cert=pki["ca"]))
@@ -152,7 +153,7 @@ def test_tls_server_certificate(bundle: Bundle, pki: dict[str, Path]) -> None:
 
 
 def test_tls_required_client_certificates(bundle: Bundle, pki: dict[str, Path]) -> None:
-    cfg = CloudConfig(bundles=(bundle.root,), tls_cert=pki["srv_cert"], tls_key=pki["srv_key"],
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", tls_cert=pki["srv_cert"], tls_key=pki["srv_key"],
                       tls_client_ca=pki["ca"])
     with serve(cfg) as (_, port):
         addr = f"127.0.0.1:{port}"
@@ -172,7 +173,7 @@ def test_config_errors(bundle: Bundle, tmp_path: Path) -> None:
         CloudConfig(bundles=(bundle.root,), listen="nohost")
     with pytest.raises(ConfigError):
         CloudConfig(bundles=(bundle.root,), tls_cert=tmp_path / "c.pem")
-    with serve(CloudConfig(bundles=(bundle.root,))) as (_, port), pytest.raises(ConfigError), \
+    with serve(CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0")) as (_, port), pytest.raises(ConfigError), \
             serve(CloudConfig(bundles=(bundle.root,), listen=f"127.0.0.1:{port}")):
         pass
 
@@ -184,7 +185,7 @@ def test_transport_targets_and_error_wrapping(bundle: Bundle) -> None:
     for bad in ([], ["x"], ["h:0"], ["h:99999"], ["127.0.0.1:1", "[::1]:2"]):
         with pytest.raises(ConfigError):
             target_for(bad)
-    cfg = CloudConfig(bundles=(bundle.root,), max_wait_ms=300, max_batch_size=64,
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0", max_wait_ms=300, max_batch_size=64,
                       wait_when_idle=True)
     with serve(cfg) as (_, port):
         ch, st = stub(f"127.0.0.1:{port}")
@@ -225,7 +226,7 @@ def test_round_robin_skips_a_replica_reporting_not_serving(bundle: Bundle) -> No
     req = collab_pb2.InferRequest(model=model_id(bundle),
                                   frame=codec.encode(sample_inputs(bundle, 1), "f32"))
     labels = {"method": "Infer", "model": bundle.name, "split": "full"}
-    cfg = CloudConfig(bundles=(bundle.root,))
+    cfg = CloudConfig(bundles=(bundle.root,), listen="127.0.0.1:0")
     with serve(cfg) as (s1, p1), serve(cfg) as (s2, p2):
         ch, st = stub([f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"])
         wait_ready(ch)

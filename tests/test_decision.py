@@ -266,7 +266,7 @@ def test_forced_split_uses_a_faster_variant_only_within_budget() -> None:
 def test_real_calibration_table_drives_the_codec_choice(digits_bundle: Path, tmp_path: Path) -> None:
     from collab.bundle import load_bundle
     from collab.codec.calibrate import calibrate_bundle
-    from collab.decision import profile_from_bundle
+    from collab.edge.profile import profile_from_bundle
     from collab.models.datasets import digits
 
     root = tmp_path / "cal"

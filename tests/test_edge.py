@@ -12,11 +12,13 @@ from test_client import sample_inputs
 
 from collab import codec as codecs
 from collab.bundle import load_bundle
+from collab.edge.config import ClientConfig
+from collab.edge.runtime import EdgeRuntime
 from collab.errors import ConfigError
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.runtime import EdgeRuntime
 from collab.testing.procs import collab_process, free_port
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def _infer(stub: collab_pb2_grpc.EdgeServiceStub, x: np.ndarray, **kw: object) -> collab_pb2.EdgeInferResponse:
@@ -64,7 +66,7 @@ def test_edge_serve_in_process_edge_only_and_fallback_metrics(digits_bundle: Pat
     sp = load_bundle(digits_bundle).manifest.split_points[0].name
     x = sample_inputs(digits_bundle, 1)
     want = EdgeRuntime(digits_bundle).full(x)[0]
-    cfg = EdgeConfig(bundle=digits_bundle, cloud=(dead,), listen="127.0.0.1:0", metrics_port=0)
+    cfg = EdgeConfig(bundle=digits_bundle, client=ClientConfig(cloud=(dead,)), listen="127.0.0.1:0", metrics_port=0)
     with serve(cfg) as (server, port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = collab_pb2_grpc.EdgeServiceStub(ch)
         r = _infer(stub, x)
@@ -76,7 +78,7 @@ def test_edge_serve_in_process_edge_only_and_fallback_metrics(digits_bundle: Pat
         assert server.metrics_port
         text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
         assert "collab_edge_fallbacks_total" in text
-        assert server.client.stats()["fallbacks"] == 1
+        assert server.client.stats().fallbacks == 1
 
 
 def test_edge_config_rejects_bad_flags(digits_bundle: Path) -> None:
@@ -84,4 +86,4 @@ def test_edge_config_rejects_bad_flags(digits_bundle: Path) -> None:
         with pytest.raises(ConfigError):
             EdgeConfig(bundle=digits_bundle, **bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        EdgeConfig(bundle=digits_bundle, policy="bogus").client_config()
+        EdgeConfig(bundle=digits_bundle, client=ClientConfig(policy="bogus"))

@@ -15,9 +15,11 @@ from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
+from collab.edge.config import ClientConfig
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.testing.procs import Broker, collab_process, free_port
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -42,8 +44,8 @@ def test_edge_follows_cloud_list_and_publishes_telemetry(broker: Broker, digits_
             got.setdefault(topic.rsplit("/", 1)[1], []).append(payload)
 
     cfg = EdgeConfig(bundle=digits_bundle, listen="127.0.0.1:0", mqtt=MqttConfig(url=broker.url), node_id=node,
-                     heartbeat_interval_s=0.2, telemetry_interval_s=0.3, probe_interval_s=0.2,
-                     accuracy_budget=0.0)
+                     heartbeat_interval_s=0.2, telemetry_interval_s=0.3,
+                     client=ClientConfig(probe_interval_s=0.2, accuracy_budget=0.0))
     with MqttClient(MqttConfig(url=broker.url, client_id="test-observer")) as obs, \
             collab_process(["cloud", "--bundle", str(digits_bundle), "--listen", f"127.0.0.1:{cport}"], port=cport):
         obs.subscribe(f"{topics.PREFIX}/node/{node}/+", on_msg)

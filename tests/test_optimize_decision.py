@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from collab.bundle import Manifest, load_bundle
-from collab.client import Client
 from collab.decision import (
     NO_HYSTERESIS,
     CloudState,
@@ -22,6 +21,7 @@ from collab.decision import (
     decide,
     profile_from_manifest,
 )
+from collab.edge.client import Client
 from collab.models.registry import example_inputs
 from collab.optimize.samples import Samples
 from collab.optimize.variants import quantize_bundle, select_splits

@@ -120,7 +120,7 @@ def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Map
     local = local_base or {}
     dead, cut = _intervals(sc, events_log)
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
-    budget = sc.edge.accuracy_budget
+    budget = sc.edge.client.accuracy_budget
     cal_points = (calibration or {}).get("points", {}) or {}
     cal_input = (calibration or {}).get("input")
     tables = {}

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from collab.bundle import load_bundle
+from collab.edge.client import Client
 from collab.emulator import EmulatorProcess, LinkTrace
 from collab.emulator.traces import DirectionTrace
 from collab.errors import CollabError, ConfigError, TransportError
@@ -71,8 +72,7 @@ class CloudNode:
         out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collab.cli", "cloud", "--bundle", str(self.bundle),
-             "--listen", f"127.0.0.1:{self.port}", "--max-batch-size", str(self.sc.cloud.max_batch_size),
-             "--max-wait-ms", str(self.sc.cloud.max_wait_ms), "--grace-s", "1"],
+             "--listen", f"127.0.0.1:{self.port}", *self.sc.cloud.argv(), "--grace-s", "1"],
             stdout=out, stderr=subprocess.STDOUT)
         out.close()
         try:
@@ -124,14 +124,11 @@ def unlimited_link() -> LinkTrace:
     return LinkTrace(uplink=d, downlink=d)
 
 
-def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Any:
-    from collab.client import Client
-
-    return Client(bundle, cloud=[address], policy=policy, deadline_ms=sc.workload.deadline_ms,
-                  accuracy_budget=sc.edge.accuracy_budget, slowdown=sc.edge.slowdown,
-                  probe_interval_s=sc.edge.probe_interval_s, max_probe_bytes=sc.edge.max_probe_bytes,
-                  hysteresis=sc.edge.hysteresis, warm=False,
-                  bandwidth_probe_interval_s=sc.edge.bandwidth_probe_interval_s)
+def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:
+    """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
+    in RUNNER_EDGE are the run's."""
+    return Client(bundle, config=replace(sc.edge.client, cloud=(address,), policy=policy,
+                                         deadline_ms=sc.workload.deadline_ms, warm=False))
 
 
 def _all_paths(bundle: Path) -> list[str]:
@@ -252,8 +249,8 @@ def _prime(clients: list[Any]) -> None:
                 c.monitor.refresh(force=True)
 
 
-def _warm(c: Any) -> Any:
-    c._model.runtime.warm()  # (the SDK warms in the background; here it must be done before t0)
+def _warm(c: Client) -> Client:
+    c.warm()  # (the SDK warms in the background; here it must be done before t0)
     return c
 
 

@@ -9,16 +9,19 @@ field path and its line, before anything starts. The schema is documented in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cloud_node.config import CloudConfig
 from collab.decision import parse_policy
+from collab.edge.config import ClientConfig
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
-from collab.errors import ConfigError
+from collab.errors import CodecError, ConfigError
+from collab.settings import Setting, settings, to_argv
 
 ACTIONS = ("kill_cloud", "start_cloud", "cut_link", "restore_link")
 
@@ -34,19 +37,31 @@ class ModelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class EdgeSpec:
+    """``edges:``: ``count`` plus any :class:`ClientConfig` field by name, except those the
+    runner sets per run (:data:`RUNNER_EDGE`); unset ones keep ClientConfig's defaults."""
+
     count: int = 1  # edge clients sharing the cloud node (and the emulated link)
-    slowdown: float = 1.0  # emulated weaker device: edge compute padded to slowdown x measured
-    accuracy_budget: float = 0.01
-    probe_interval_s: float = 0.5
-    bandwidth_probe_interval_s: float | None = None  # None: 5 x probe_interval_s
-    max_probe_bytes: int = 65_536
-    hysteresis: float = 0.10
+    client: ClientConfig = field(default_factory=ClientConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
 class CloudSpec:
-    max_batch_size: int = 8
-    max_wait_ms: float = 1.0
+    """``cloud:``: any :class:`CloudConfig` field by name, except those the runner sets
+    (:data:`RUNNER_CLOUD`); the node process gets them as its flags, so unset ones keep
+    CloudConfig's defaults."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        return to_argv(settings(CloudConfig), self.settings)
+
+
+#: ClientConfig fields the runner sets for every run (the cloud is the emulator's
+#: address, the policy the one being replayed, the deadline the workload's, and the
+#: sessions are warmed before the run starts)
+RUNNER_EDGE = ("cloud", "policy", "deadline_ms", "warm")
+#: CloudConfig fields the runner sets: it starts the node on loopback and stops it
+RUNNER_CLOUD = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca", "grace_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +298,25 @@ def _events(doc: _Doc, raw: list[Any], duration: float) -> tuple[Event, ...]:
     return tuple(sorted(out, key=lambda e: e.at_s))
 
 
+def _settings(doc: _Doc, path: tuple[str, ...], raw: Any, known: Sequence[Setting],
+              extra: tuple[str, ...]) -> tuple[_Fields, dict[str, Any]]:
+    """A section whose keys are config fields (plus ``extra``): the values given, checked
+    against the field's type and bounds."""
+    f = _Fields(doc, path, raw, (*extra, *(s.name for s in known)))
+    values: dict[str, Any] = {}
+    for s in known:
+        if f.m.get(s.name) is None:
+            continue
+        if s.kind is bool:
+            values[s.name] = f.flag(s.name, s.default)
+        elif s.kind in (int, float):
+            values[s.name] = f.num(s.name, s.default, lo=s.lo, hi=s.hi, lo_open=s.lo_open, integer=s.kind is int)
+        else:
+            text = f.text(s.name, s.default)
+            values[s.name] = Path(text) if s.kind is Path else text
+    return f, values
+
+
 _TOP = ("name", "description", "seed", "model", "edges", "cloud", "workload", "network", "events", "policies")
 
 
@@ -291,18 +325,15 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
     base = base or Path.cwd()
     top = _Fields(doc, (), doc.data, _TOP)
     model = _model(doc, top.m.get("model"), base)
-    e = _Fields(doc, ("edges",), top.m.get("edges"), (
-        "count", "slowdown", "accuracy_budget", "probe_interval_s", "bandwidth_probe_interval_s",
-        "max_probe_bytes", "hysteresis"))
-    edge = EdgeSpec(count=e.num("count", 1, lo=1, hi=64, integer=True), slowdown=e.num("slowdown", 1.0, lo=1.0),
-                    accuracy_budget=e.num("accuracy_budget", 0.01, lo=0, hi=1),
-                    probe_interval_s=e.num("probe_interval_s", 0.5, lo=0, lo_open=True),
-                    bandwidth_probe_interval_s=e.num("bandwidth_probe_interval_s", None, lo=0, lo_open=True),
-                    max_probe_bytes=e.num("max_probe_bytes", 65_536, lo=1024, integer=True),
-                    hysteresis=e.num("hysteresis", 0.10, lo=0))
-    c = _Fields(doc, ("cloud",), top.m.get("cloud"), ("max_batch_size", "max_wait_ms"))
-    cloud = CloudSpec(max_batch_size=c.num("max_batch_size", 8, lo=1, integer=True),
-                      max_wait_ms=c.num("max_wait_ms", 1.0, lo=0))
+    e, values = _settings(doc, ("edges",), top.m.get("edges"), settings(ClientConfig, skip=RUNNER_EDGE),
+                          ("count",))
+    try:
+        client = ClientConfig(**values)
+    except (ConfigError, CodecError) as err:
+        raise doc.error(("edges",), str(err)) from None
+    edge = EdgeSpec(count=e.num("count", 1, lo=1, hi=64, integer=True), client=client)
+    _, values = _settings(doc, ("cloud",), top.m.get("cloud"), settings(CloudConfig, skip=RUNNER_CLOUD), ())
+    cloud = CloudSpec(settings=values)
     w = _Fields(doc, ("workload",), top.m.get("workload"), (
         "requests", "rate_hz", "arrivals", "deadline_ms", "input_noise"))
     workload = Workload(requests=w.num("requests", 40, lo=1, integer=True),

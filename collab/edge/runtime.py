@@ -3,7 +3,7 @@
 Shared by the SDK (collab.Client) and the edge daemon. Sessions load lazily and are
 cached: the full model is loaded first (so edge-only answers are possible as soon as
 possible), the rest by :meth:`EdgeRuntime.warm` (the client runs it in the
-background). Tails are kept on the edge too: when a collaborative call fails, the
+background, :class:`Warmer`). Tails are kept on the edge too: when a collaborative call fails, the
 tail finishes the request from the head output already computed, so no edge work
 is wasted (design decision of the fallback; costs the tails' memory).
 
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from collab.bundle import Bundle, load_bundle
-from collab.errors import BundleError, ConfigError
+from collab.errors import BundleError, CollabError, ConfigError
 from collab.log import logger
 from collab.ort import InferenceError, dummy_inputs, make_session, run
 
@@ -158,3 +159,30 @@ class EdgeRuntime:
         except KeyError:
             raise BundleError(f"unknown split point {split!r}") from None
         return self._timed(rel, feature)
+
+
+@dataclass
+class Warmer:
+    """The background warm-up of one runtime: created idle, started by its owner (the
+    client registers it first, so ``close()`` can always join it).
+
+    The thread is NOT a daemon. The interpreter never joins daemon threads, and one still
+    inside ONNX Runtime when the process exits aborts it (SIGABRT, exit code 134,
+    "terminate called without an active exception"). A non-daemon thread is joined by
+    interpreter shutdown, and it notices that shutdown between two sessions or runs
+    (:meth:`EdgeRuntime.warm`), so a script that never calls close() exits cleanly too,
+    after at most one session load. ``close()`` and ``swap_bundle`` stop it through
+    :attr:`stop`."""
+
+    runtime: EdgeRuntime
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="collab-warm", daemon=False)
+
+    def _run(self) -> None:
+        try:
+            self.runtime.warm(stop=self.stop)
+        except CollabError as e:  # a broken file surfaces again, with its name, when used
+            logger.warning("warming sessions failed: %s", e)

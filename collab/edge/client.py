@@ -1,0 +1,289 @@
+"""The edge SDK: ``collab.Client`` answers every request, choosing the path per request.
+
+Fallback design: the edge holds the full model, every head AND every tail. A cloud
+call that fails, or would no longer return in time, is finished locally from what
+the edge already computed: a collaborative request runs the local tail on the
+uncompressed head output (so the head work is not wasted and the answer is exact);
+a cloud-only request runs the full model. The cloud side, with the deadline budget of
+its calls, is :mod:`collab.edge.cloud`. Nothing here imports torch.
+
+Deadline semantics: ``infer`` always returns a result (``deadline_met`` tells whether
+it came in time); with ``strict_deadline=True`` a late result raises DeadlineError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from collab.bundle import Bundle
+from collab.decision import Decision, Hysteresis, Policy, decide, parse_policy
+from collab.edge.cloud import CloudLink, Remote
+from collab.edge.config import ClientConfig, InferenceResult
+from collab.edge.estimators import LoadEstimates
+from collab.edge.model import LoadedModel, load_model
+from collab.edge.runtime import Warmer
+from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
+from collab.errors import ConfigError, DeadlineError
+from collab.log import logger
+from collab.net.breaker import CircuitBreaker
+from collab.net.estimator import LinkEstimator
+from collab.net.monitor import NetworkMonitor
+
+_SWAP_JOIN_S = 0.5  # swap_bundle waits this long at most for the old warm-up to stop
+
+
+class Client:
+    """``with collab.Client(bundle_dir, cloud=["host:port"]) as c: c.infer(x)``. Thread-safe."""
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], cloud: Sequence[str] | str | None = None, *,
+                 config: ClientConfig | None = None, **overrides: Any) -> None:
+        if cloud is not None:
+            overrides["cloud"] = cloud
+        base = config or ClientConfig()
+        try:
+            self.config = dataclasses.replace(base, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"unknown Client option: {e}") from e
+        cfg = self.config
+        self._lock = threading.Lock()
+        self._stats = StatsRecorder()
+        self._loads = LoadEstimates(cfg.slowdown)
+        self._hysteresis = Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms)
+        self._previous: str | None = None  # the last choice of ``auto`` (hysteresis)
+        self._decision_cache: dict[tuple[Any, ...], tuple[float, Decision]] = {}
+        self._closed = False
+        self._warmers: list[Warmer] = []  # started and not yet known to be finished
+        self._retired: list[CloudLink] = []  # replaced clouds whose channel may still be open
+        self._model = self._load(bundle_dir)
+        self._policy = parse_policy(cfg.policy, self._model.profile)
+        self._cloud = self._connect(cfg.cloud)
+
+    # -- the cloud side ------------------------------------------------------------------
+    def _connect(self, addresses: Sequence[str]) -> CloudLink:
+        return CloudLink(addresses, cfg=self.config, loads=self._loads, current=lambda: self._model).start()
+
+    def set_cloud(self, addresses: Sequence[str]) -> None:
+        """Follow a new cloud address list (e.g. from the coordinator). Requests already
+        talking to the old list finish there; its channel closes after a grace period."""
+        if tuple(addresses) == self._cloud.addresses:
+            return
+        new = self._connect(tuple(addresses))
+        with self._lock:
+            old, self._cloud = self._cloud, new
+            self._decision_cache.clear()
+            self._retired = [c for c in self._retired if c.grace is not None and c.grace.is_alive()]
+            self._retired.append(old)
+        old.close(grace_s=min(self.config.cloud_timeout_ms / 1000.0, 10.0))
+        logger.info("cloud endpoints now %s", ",".join(new.addresses) or "none (edge-only)")
+
+    @property
+    def cloud(self) -> tuple[str, ...]:
+        return self._cloud.addresses
+
+    @property
+    def link(self) -> LinkEstimator:
+        return self._cloud.link
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._cloud.breaker
+
+    @property
+    def monitor(self) -> NetworkMonitor | None:
+        return self._cloud.monitor
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _load(self, source: str | os.PathLike[str] | Bundle) -> LoadedModel:
+        """Load ``source`` and start its warm-up, registered first so close() joins it
+        (none starts once the client is closed)."""
+        model = load_model(source, self.config)
+        w = model.warmer
+        if w is not None:
+            with self._lock:
+                if self._closed:
+                    return model
+                self._warmers = [x for x in self._warmers if x.thread.is_alive()]
+                self._warmers.append(w)
+                w.thread.start()
+        return model
+
+    def warm(self) -> int:
+        """Load and warm every session of the current bundle now, in this thread (e.g.
+        before a timed run, when the background warm-up may not be done). Returns how
+        many sessions are loaded."""
+        rt = self._model.runtime
+        rt.warm()
+        return rt.loaded()
+
+    def swap_bundle(self, bundle_dir: str | os.PathLike[str] | Bundle) -> str:
+        """Switch to another bundle version atomically; in-flight requests finish on the
+        old one (they hold a reference to it). Returns the new version."""
+        model = self._load(bundle_dir)
+        if self._policy.mode == "split":
+            parse_policy(self._policy.key, model.profile)  # forced split must still exist
+        with self._lock:
+            old, self._model = self._model, model
+            self._previous = None
+            self._decision_cache.clear()
+            self._loads.forget_cloud_compute()
+        if old.warmer is not None:  # the old version's sessions are not worth warming any more
+            old.warmer.stop.set()
+            # waits for at most its current step; a longer one (a big session still
+            # loading) goes on in the background and close() joins it
+            old.warmer.thread.join(timeout=_SWAP_JOIN_S)
+        self._cloud.poke()  # learn whether the cloud serves the new version
+        logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
+        return model.bundle.version
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._model.bundle
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop and join every thread this client started: warm-ups (current and of
+        swapped-out bundles), the network monitor and its confirming probes, the grace
+        timers of replaced clouds (their channels close now). Each wait is bounded; a
+        warm-up stops after its current session load or run. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            warmers, self._warmers = self._warmers, []
+            retired, self._retired = self._retired, []
+        for w in warmers:
+            w.stop.set()
+        self._cloud.close()
+        for cl in retired:
+            cl.close()
+        deadline = time.monotonic() + timeout_s
+        for w in warmers:
+            w.thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+            if w.thread.is_alive():
+                logger.warning("warm-up thread still running %.0f s after close()", timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decisions -----------------------------------------------------------------------
+    def _evaluate(self, model: LoadedModel, cl: CloudLink, policy: Policy, deadline_ms: float | None) -> Decision:
+        """The decision engine on the current estimates with the configured accuracy
+        budget and hysteresis: the one computation behind infer() and explain()."""
+        return decide(model.profile, policy=policy, net=cl.net_state(),
+                      cloud=self._loads.cloud_state(serves_model=model.served, breaker_open=cl.breaker.is_open),
+                      edge=self._loads.edge_state(), accuracy_budget=self.config.accuracy_budget,
+                      deadline_ms=deadline_ms, previous=self._previous, hysteresis=self._hysteresis)
+
+    def _decide(self, model: LoadedModel, policy: Policy, deadline_ms: float | None) -> Decision:
+        """(lock held) A decision for a request, reused for ``decision_ttl_ms`` while
+        reachability, breaker and model stay the same (the estimates move slowly; a
+        failure invalidates at once)."""
+        now = time.monotonic()
+        cl = self._cloud
+        key = (policy.key, id(model), id(cl), deadline_ms, cl.breaker.state, cl.link.reachable, model.served)
+        hit = self._decision_cache.get(key)
+        if hit is not None and now - hit[0] < self.config.decision_ttl_ms / 1000.0:
+            return hit[1]
+        if len(self._decision_cache) > 64:
+            self._decision_cache.clear()
+        cl.suspect_overdue(time.perf_counter())
+        d = self._evaluate(model, cl, policy, deadline_ms)
+        if policy.mode == "auto":
+            self._previous = d.chosen.key
+            cl.standby(d.chosen.path == "edge_only" and cl.link.reachable)
+        self._decision_cache[key] = (now, d)
+        return d
+
+    def explain(self, policy: str | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
+        """Every candidate's predicted breakdown under the current estimates, and the
+        choice the next request would get (same policy, budget and hysteresis; nothing
+        is changed)."""
+        model, cl = self._model, self._cloud
+        pol = self._policy if policy is None else parse_policy(policy, model.profile)
+        deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
+        with self._lock:
+            out = self._evaluate(model, cl, pol, deadline).explain()
+        out["network"] = dataclasses.asdict(cl.net_state())
+        out["breaker"] = cl.breaker.state
+        out["cloud"] = list(cl.addresses)
+        return out
+
+    # -- inference ---------------------------------------------------------------------
+    def infer(self, x: np.ndarray, *, policy: str | None = None, deadline_ms: float | None = None) -> InferenceResult:
+        """Answer one request on the path the decision engine picks (or ``policy`` forces)."""
+        t0 = time.perf_counter()
+        if self._closed:
+            raise ConfigError("client is closed")
+        model = self._model  # one snapshot: a concurrent swap does not affect this request
+        arr, unbatched = model.check_input(x)
+        pol = self._policy if policy is None else parse_policy(policy, model.profile)
+        deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
+        with self._lock:
+            d = self._decide(model, pol, deadline)
+        c = d.chosen
+        timings: dict[str, float] = {"decide_ms": (time.perf_counter() - t0) * 1000.0}
+        rt = model.runtime
+        remote = Remote(None, 0, None)
+        if c.path == "edge_only":
+            y, ms = rt.full(arr, c.variant)
+            timings["edge_ms"] = ms
+            self._loads.edge_sample(ms, model.specs.get(c.key))
+        else:
+            payload = arr
+            if c.path == "split":
+                assert c.split_point is not None
+                payload, ms = rt.head(c.split_point, arr, c.variant)
+                timings["edge_ms"] = ms
+                self._loads.edge_sample(ms, model.specs.get(c.key))
+            remote = self._cloud.call(model, c, payload, t0, deadline, timings)  # a snapshot, as model
+            if remote.output is not None:
+                y = remote.output
+            else:  # finish locally from what the edge already has
+                if c.path == "split":
+                    assert c.split_point is not None
+                    y, ms = rt.tail(c.split_point, payload)
+                    self._loads.edge_sample(ms, model.specs.get(c.key), local_finish=True)
+                else:
+                    y, ms = rt.full(arr)
+                    self._loads.edge_sample(ms, model.specs.get("edge_only"))
+                timings["local_finish_ms"] = ms
+        fell_back, reason = c.path != "edge_only" and remote.output is None, remote.fallback_reason
+        total = (time.perf_counter() - t0) * 1000.0
+        timings["total_ms"] = total
+        met = deadline is None or total <= deadline
+        self._stats.record(path=c.path, total_ms=total, sent=remote.bytes_sent, fell_back=fell_back,
+                           reason=reason, met=met)
+        if not met and self.config.strict_deadline:
+            raise DeadlineError(f"request took {total:.1f} ms > deadline {deadline} ms on {c.key}"
+                                + (f" (fell back: {reason})" if fell_back else ""))
+        out = y[0] if unbatched else y
+        return InferenceResult(output=out, path=c.path, split_point=c.split_point, bytes_sent=remote.bytes_sent,
+                               timings=timings, fell_back=fell_back, codec=c.codec, variant=c.variant,
+                               deadline_met=met, fallback_reason=reason, model_version=model.bundle.version,
+                               predicted_ms=c.total_ms)
+
+    # -- telemetry -----------------------------------------------------------------------
+    def stats(self) -> ClientStats:
+        """Path mix, fallbacks, latency percentiles (last 10k requests), bytes sent, and the
+        cloud link as the client sees it now."""
+        cl = self._cloud
+        link = cl.link
+        return self._stats.snapshot(
+            breaker=cl.breaker.state, breaker_opened=cl.breaker.opened_count, cloud_reachable=link.reachable,
+            probes=cl.monitor.probes_sent if cl.monitor else 0, cloud=cl.addresses,
+            model_version=self._model.bundle.version,
+            link=LinkStats(net=cl.net_state(), failures=link.failures, timeouts=link.timeouts,
+                           level_shifts=link.rtt.shifts + link.bw.shifts))
+
+    def take_interval(self) -> Interval:
+        """Statistics since the previous call (for periodic telemetry), then reset."""
+        return self._stats.take_interval()

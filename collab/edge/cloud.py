@@ -1,0 +1,248 @@
+"""The client's link to one cloud address list: channel, breaker, estimates, monitor and
+the remote half of a request.
+
+A cloud call gets a timeout of ``deadline - elapsed - predicted local finish`` (when the
+local finish can still make the deadline at all), so the fallback still fits the
+deadline; without a deadline it is capped at ``cloud_timeout_ms``. A circuit breaker
+stops calling a cloud that keeps failing; the network monitor's probes re-open it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from collab import codec as codecs
+from collab.decision import DEFAULT_CODEC, Candidate, NetState
+from collab.edge.config import ClientConfig
+from collab.edge.estimators import LoadEstimates, suspect_overdue
+from collab.edge.model import LoadedModel
+from collab.errors import CodecError, CollabError
+from collab.log import logger
+from collab.net.breaker import CircuitBreaker
+from collab.net.estimator import LinkEstimator
+from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.proto import collab_pb2, collab_pb2_grpc
+from collab.transport import RpcError, load_from_proto, make_channel, rpc_errors, wrap_rpc_error
+
+# Errors that mean "this cloud cannot serve this model", not "the cloud is down".
+_MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                 grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The cloud half of one request: its output, or None with why it must finish locally."""
+
+    output: np.ndarray | None
+    bytes_sent: int
+    fallback_reason: str | None
+
+
+def call_budget_ms(deadline_ms: float | None, elapsed_ms: float, local_finish_ms: float,
+                   cap_ms: float) -> float | None:
+    """Timeout of a cloud call; None when it would miss the deadline anyway. Keeps room
+    for the local finish (when that can still make the deadline at all) and for timer
+    slack (gRPC deadlines fire late by a few ms on a busy machine)."""
+    if deadline_ms is None:
+        return cap_ms
+    slack = max(2.0, 0.05 * deadline_ms)
+    remaining = deadline_ms - elapsed_ms - slack
+    reserve = local_finish_ms * 1.5
+    budget = remaining - reserve if reserve < remaining else remaining
+    return budget if budget > 0.5 else None
+
+
+class CloudLink:
+    """One cloud address list with its own estimates; replaced as a whole by
+    ``Client.set_cloud``. ``current`` returns the client's model now (probe replies tell
+    whether the cloud serves it)."""
+
+    def __init__(self, addresses: Sequence[str], *, cfg: ClientConfig, loads: LoadEstimates,
+                 current: Callable[[], LoadedModel]) -> None:
+        self.addresses = tuple(addresses)
+        self.link = LinkEstimator()
+        self.breaker = CircuitBreaker(failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s)
+        self.channel: grpc.Channel | None = None
+        self.stub: collab_pb2_grpc.CloudServiceStub | None = None
+        self.monitor: NetworkMonitor | None = None
+        # calls out now: token -> (perf_counter at send, predicted RTT ms, predicted rest ms)
+        self.inflight: dict[int, tuple[float, float, float]] = {}
+        self.grace: threading.Timer | None = None  # closes the channel of a replaced cloud later
+        self._cfg, self._loads, self._current = cfg, loads, current
+        self._ids = itertools.count()
+        self._id_prefix = os.urandom(4).hex()
+        self._probe_payload = b""
+
+    def start(self) -> CloudLink:
+        """Open the channel, probe once (``initial_probe``) and start the monitor. An
+        unreachable cloud is not an error: paths upgrade once a probe succeeds."""
+        cfg = self._cfg
+        if not self.addresses:
+            return self
+        self._probe_payload = os.urandom(cfg.max_probe_bytes)
+        # gRPC retries move a failed call to another replica; with a single one they only
+        # delay the local fallback (by the retry backoff) while the link is down
+        self.channel = make_channel(list(self.addresses), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes,
+                                    retries=len(self.addresses) > 1)
+        self.stub = collab_pb2_grpc.CloudServiceStub(self.channel)
+        self.monitor = NetworkMonitor(
+            self._probe, self.link, interval_s=cfg.probe_interval_s,
+            bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
+            max_probe_bytes=cfg.max_probe_bytes, on_reply=self._on_probe)
+        if cfg.initial_probe and self.monitor.connect():
+            self.monitor.refresh(force=True)
+        if not self.link.reachable:
+            logger.warning("cloud %s unreachable: serving edge-only until probes succeed", ",".join(self.addresses))
+        self.monitor.start()
+        return self
+
+    def close(self, grace_s: float = 0.0) -> None:
+        """Stop the monitor (joined) and close the channel, now or after ``grace_s``.
+
+        The grace timer is a daemon thread: it only waits in Python and then closes a
+        channel, so interpreter exit need not wait for it (a non-daemon one would hold
+        exit for the whole grace period); ``close()`` without grace cancels and joins a
+        pending one and closes the channel at once (``Client.close``)."""
+        if self.monitor is not None:
+            self.monitor.stop()
+        ch = self.channel
+        if ch is None:
+            return
+        if grace_s > 0:  # let in-flight calls finish before the channel goes away
+            self.grace = threading.Timer(grace_s, ch.close)
+            self.grace.name = "collab-channel-grace"
+            self.grace.daemon = True
+            self.grace.start()
+            return
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace.join(timeout=5.0)  # it may be inside ch.close() right now
+            self.grace = None
+        ch.close()  # idempotent
+
+    # -- state for the decision engine ---------------------------------------------------
+    def net_state(self) -> NetState:
+        net = self.link.state()
+        return net if self.stub is not None else dataclasses.replace(net, reachable=False)
+
+    def suspect_overdue(self, now: float) -> None:
+        """See :func:`collab.edge.estimators.suspect_overdue`; a suspicion is confirmed by a probe."""
+        if suspect_overdue(self.link, self.inflight, now) and self.monitor is not None:
+            self.monitor.confirm()
+
+    def standby(self, on: bool) -> None:
+        """Reachable but not used (the link made it lose): probe for the link coming back."""
+        if self.monitor is not None:
+            self.monitor.standby = on
+
+    def poke(self) -> None:
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    # -- monitor callbacks -------------------------------------------------------------
+    def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
+        assert self.stub is not None
+        req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
+                                      client_send_time=time.time())
+        t0 = time.perf_counter()
+        with rpc_errors("Probe"):
+            resp = self.stub.Probe(req, timeout=timeout_s)
+        wall = (time.perf_counter() - t0) * 1000.0
+        return ProbeReply(wall_ms=wall, load=load_from_proto(resp.load),
+                          models=tuple((m.name, m.version) for m in resp.models))
+
+    def _on_probe(self, reply: ProbeReply) -> None:
+        if reply.load is not None and reply.load.queue_ms_ewma >= 0:
+            self._loads.cloud_queue_sample(reply.load.queue_ms_ewma, time.monotonic())
+        model = self._current()
+        if reply.models:
+            mid = model.model_id
+            model.served = any(n == mid.name and v in ("", mid.version) for n, v in reply.models)
+        self.breaker.probe_succeeded()
+
+    # -- the remote half of a request ------------------------------------------------
+    def call(self, model: LoadedModel, c: Candidate, payload: np.ndarray, t0: float,
+             deadline: float | None, timings: dict[str, float]) -> Remote:
+        """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``."""
+        stub = self.stub
+        if stub is None:
+            return Remote(None, 0, "no cloud configured")
+        if self.breaker.is_open:
+            return Remote(None, 0, "circuit breaker open")
+        if not model.served:
+            return Remote(None, 0, "cloud does not serve this model version")
+        codec = self._cfg.codec or c.codec or DEFAULT_CODEC
+        te = time.perf_counter()
+        frame = codecs.encode(payload, codec)
+        timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
+        budget_ms = call_budget_ms(deadline, (time.perf_counter() - t0) * 1000.0, c.local_finish_ms,
+                                   self._cfg.cloud_timeout_ms)
+        if budget_ms is None:
+            return Remote(None, 0, "cloud would miss the deadline")
+        token = next(self._ids)
+        rid = f"{self._id_prefix}-{token}"
+        what = "Decode" if c.path == "split" else "Infer"
+        tc = time.perf_counter()
+        self.inflight[token] = (tc, c.rtt_ms, c.transfer_ms + c.queue_ms + c.cloud_ms)
+        try:
+            try:
+                if c.path == "split":
+                    resp = stub.Decode(collab_pb2.DecodeRequest(
+                        model=model.model_id, split_point=c.split_point, frame=frame, request_id=rid),
+                        timeout=budget_ms / 1000.0)
+                else:
+                    resp = stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame, request_id=rid),
+                                      timeout=budget_ms / 1000.0)
+            except grpc.RpcError as e:
+                raise wrap_rpc_error(e, what=what) from e
+            call_ms = (time.perf_counter() - tc) * 1000.0
+            td = time.perf_counter()
+            y = codecs.decode(resp.output)
+            timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
+        except RpcError as e:
+            timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
+            if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self.link.suspect_rtt(timings["cloud_call_ms"], time.monotonic())
+            self._failed(model, e)
+            return Remote(None, len(frame), f"{e.code.name}: {e.details}"[:200])
+        except CodecError as e:
+            self._failed(model, e)
+            return Remote(None, len(frame), f"bad response frame: {e}")
+        finally:
+            self.inflight.pop(token, None)
+        timings["cloud_call_ms"] = call_ms
+        pt = resp.timing
+        timings["cloud_queue_ms"] = pt.queue_ms
+        timings["cloud_compute_ms"] = pt.compute_ms
+        now = time.monotonic()
+        self.breaker.record_success()
+        self.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
+        if self.monitor is not None and self.link.pending():
+            self.monitor.confirm()  # confirm the suspected change with a probe before the next request
+        self._loads.cloud_sample(c.key, pt.queue_ms, pt.compute_ms, now)
+        return Remote(y, len(frame), None)
+
+    def _failed(self, model: LoadedModel, e: CollabError) -> None:
+        code = getattr(e, "code", None)
+        if code in _MODEL_ERRORS:
+            if model.served:
+                logger.warning("cloud cannot serve %s@%s: %s", model.model_id.name, model.model_id.version[:12], e)
+            model.served = False
+        else:
+            self.link.record_failure(time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED)
+            if self.breaker.record_failure():
+                logger.warning("circuit breaker opened after %d failures (last: %s)",
+                               self.breaker.failure_threshold, e)
+        if self.monitor is not None:
+            if self.link.pending():
+                self.monitor.confirm()
+            self.monitor.poke()

@@ -1,0 +1,93 @@
+"""Edge and cloud load as the decision engine sees it, learnt from the requests.
+
+The edge estimate is measured compute / profiled compute (load, slowdown); the cloud's
+is its reported queueing delay and the compute it took per path. A call still out long
+after its predicted answer is evidence about the link before it answers
+(:func:`suspect_overdue`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+
+from collab.decision import CloudState, EdgeState, PathSpec
+from collab.net.estimator import Ewma, LinkEstimator
+
+_EDGE_STALE_S = 5.0
+# a call this much (and twice) past its predicted answer raises a link-change suspicion
+_OVERDUE_MS = 20.0
+
+#: calls out now: token -> (perf_counter at send, predicted RTT ms, predicted rest ms)
+InFlight = Mapping[int, tuple[float, float, float]]
+
+
+class LoadEstimates:
+    """Thread-safe; one per client (a new bundle forgets only the cloud's per-path compute)."""
+
+    def __init__(self, slowdown: float) -> None:
+        self.slowdown = slowdown
+        self.edge_scale = Ewma(0.2, jump=2.0)  # one noisy run must not move the edge estimate
+        self.edge_scale.update(slowdown, time.monotonic())
+        self.cloud_queue = Ewma(0.3)
+        self.cloud_compute: dict[str, Ewma] = {}  # path key -> observed cloud compute ms
+        self._lock = threading.Lock()
+
+    def edge_state(self) -> EdgeState:
+        """Edge load relative to the profile. A load spike is assumed to pass: an estimate
+        not refreshed for ``_EDGE_STALE_S`` (the engine routed work elsewhere because the
+        edge looked slow) relaxes towards the configured slowdown."""
+        e = self.edge_scale
+        age = e.age(time.monotonic())
+        scale = e.mean
+        if age > _EDGE_STALE_S:
+            w = math.exp(-(age - _EDGE_STALE_S) / _EDGE_STALE_S)
+            scale = self.slowdown + (scale - self.slowdown) * w
+        return EdgeState(compute_scale=scale)
+
+    def edge_sample(self, ms: float, spec: PathSpec | None, *, local_finish: bool = False) -> None:
+        if spec is None:
+            return
+        profiled = spec.local_finish_ms if local_finish else spec.edge_ms
+        if profiled > 0.05:  # tiny models: timer noise, not load
+            with self._lock:
+                self.edge_scale.update(ms / profiled, time.monotonic())
+
+    def cloud_queue_sample(self, queue_ms: float, now: float) -> None:
+        with self._lock:
+            self.cloud_queue.update(queue_ms, now)
+
+    def cloud_sample(self, key: str, queue_ms: float, compute_ms: float, now: float) -> None:
+        """What a cloud call reported for path ``key`` (its edge variant does not matter)."""
+        with self._lock:
+            self.cloud_queue.update(queue_ms, now)
+            if compute_ms > 0:
+                self.cloud_compute.setdefault(key.split("@")[0], Ewma(0.2)).update(compute_ms, now)
+
+    def cloud_state(self, *, serves_model: bool, breaker_open: bool) -> CloudState:
+        with self._lock:
+            return CloudState(queue_ms=self.cloud_queue.mean if self.cloud_queue.n else 0.0,
+                              compute_ms={k: e.mean for k, e in self.cloud_compute.items()},
+                              serves_model=serves_model, breaker_open=breaker_open)
+
+    def forget_cloud_compute(self) -> None:
+        """Another model: other tails."""
+        with self._lock:
+            self.cloud_compute.clear()
+
+
+def suspect_overdue(link: LinkEstimator, inflight: InFlight, now: float) -> bool:
+    """A call still out long after its predicted answer is news of the link before it
+    answers: the RTT is at least what it waited beyond the rest of its prediction. On a
+    link that just collapsed the previous request is often still out when the next one is
+    decided; without this the next one would be sent on the old estimate too. True if a
+    suspicion was raised (the caller confirms it with a probe)."""
+    raised = False
+    for start, rtt_ms, rest_ms in list(inflight.values()):
+        waited = (now - start) * 1000.0
+        if waited > 2.0 * (rtt_ms + rest_ms) and waited - rtt_ms - rest_ms > _OVERDUE_MS:
+            link.suspect_rtt(waited - rest_ms, time.monotonic())
+            raised = True
+    return raised

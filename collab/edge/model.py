@@ -1,0 +1,66 @@
+"""One loaded bundle version: its runtime, profile and cloud identity, swapped as one."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from collab.bundle import Bundle, load_bundle
+from collab.decision import PathSpec, Profile
+from collab.edge.config import ClientConfig
+from collab.edge.profile import force_codec, profile_from_bundle
+from collab.edge.runtime import EdgeRuntime, Warmer
+from collab.errors import ConfigError
+from collab.proto import collab_pb2
+
+
+@dataclass
+class LoadedModel:
+    """Everything tied to one bundle version; the client swaps it as one reference, so a
+    request that took it finishes on it."""
+
+    bundle: Bundle
+    runtime: EdgeRuntime
+    profile: Profile
+    model_id: collab_pb2.ModelId
+    served: bool = True  # the cloud serves this version (from probes / call errors)
+    specs: dict[str, PathSpec] = field(default_factory=dict)
+    warmer: Warmer | None = None  # not started yet when load_model returns
+
+    def __post_init__(self) -> None:
+        self.specs = {p.key: p for p in self.profile.paths}
+
+    def check_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``x`` as a C-contiguous float32 batch, and whether it came without the batch dim."""
+        m = self.bundle.manifest
+        if (type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == m.input_shape[1:]
+                and x.ndim == len(m.input_shape) and x.shape[0] >= 1 and x.flags.c_contiguous):
+            return x, False  # the common case, checked cheaply
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise ConfigError(f"input must be numeric, got dtype {arr.dtype}")
+        want = tuple(m.input_shape[1:])
+        unbatched = arr.shape == want
+        if unbatched:
+            arr = arr[None]
+        if tuple(arr.shape[1:]) != want or arr.shape[0] < 1:
+            raise ConfigError(f"input shape {list(np.shape(x))} does not match the model input "
+                              f"{list(m.input_shape)} (batch first, or one sample without the batch dim)")
+        return np.ascontiguousarray(arr, dtype=np.float32), unbatched
+
+
+def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> LoadedModel:
+    """Verify the bundle and load its full model, so edge-only works at once; with
+    ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start."""
+    bundle = source if isinstance(source, Bundle) else load_bundle(Path(source))
+    rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
+    rt.warm([bundle.manifest.full])  # edge-only must work right away
+    profile = profile_from_bundle(bundle)
+    if cfg.codec is not None:
+        profile = force_codec(profile, cfg.codec)
+    return LoadedModel(bundle=bundle, runtime=rt, profile=profile,
+                       model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version),
+                       warmer=Warmer(rt) if cfg.warm else None)

@@ -1,0 +1,45 @@
+"""``collab edge``'s configuration: one :class:`collab.ClientConfig` (how requests are
+served) plus what only the daemon has. Every setting of either is one CLI flag
+(edge_node.cli derives them from the fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collab.control.mqtt import MqttConfig
+from collab.edge.config import ClientConfig
+from collab.errors import ConfigError
+from collab.settings import check_bounds, setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    bundle: Path
+    client: ClientConfig = field(default_factory=ClientConfig)
+    # loopback: a daemon reachable off this host must be asked for (--listen 0.0.0.0:50061)
+    listen: str = setting("127.0.0.1:50061", help="gRPC address for device apps (port 0 = any)",
+                          metavar="HOST:PORT")
+    metrics_port: int | None = setting(None, help="serve Prometheus /metrics on this port (0 = any free port)",
+                                       lo=0, hi=65535, metavar="P")
+    workers: int = setting(8, help="gRPC handler threads (concurrent requests)", lo=1)
+    tls_cert: Path | None = setting(None, help="TLS certificate of this daemon's listener")
+    tls_key: Path | None = setting(None, help="TLS key of this daemon's listener")
+    # fleet membership (collab.control): set mqtt (the --broker flags) to join a coordinator's fleet
+    mqtt: MqttConfig | None = None
+    node_id: str = setting("", help="fleet node id (empty: edge-<hostname>-<port>)")
+    trusted_key: Path | None = setting(None, help="coordinator's Ed25519 public key (PEM); without it "
+                                       "rollouts are refused")
+    work_dir: Path | None = setting(None, help="where rolled-out bundles are kept (None: a temp dir)")
+    heartbeat_interval_s: float = setting(5.0, help="seconds between heartbeats", lo=0, lo_open=True,
+                                          flag="--heartbeat-interval", metavar="S")
+    telemetry_interval_s: float = setting(10.0, help="seconds between telemetry reports", lo=0, lo_open=True,
+                                          flag="--telemetry-interval", metavar="S")
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"bad --listen address {self.listen!r}: expected HOST:PORT")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        check_bounds(self)
