@@ -309,3 +309,38 @@ def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_b
     suspect_overdue(link, inflight, now)
     assert link.rtt.mean == pytest.approx(25.0)  # not confirmed yet ...
     assert link.state().rtt_ms == pytest.approx(245.0)  # ... but the next decision expects it
+
+
+def test_explain_uses_the_policy_and_hysteresis_of_infer(digits_bundle: Path, tmp_path: Path) -> None:
+    """explain() shows the choice infer() makes: after an FP32 edge-only choice, a 20 %
+    faster edge variant wins only if the configured hysteresis lets it, in both."""
+    import dataclasses
+
+    from collab.bundle import Variant
+
+    root = tmp_path / "v"
+    shutil.copytree(digits_bundle, root)
+
+    def add_variant(d: Path, m: collab.Manifest) -> collab.Manifest:
+        shutil.copy(d / m.full, d / "full_sim8.onnx")  # stands in for a quantized model
+        v = Variant(name="sim8", path="full_sim8.onnx", ms=m.full_ms * 0.8, size_bytes=1, agreement=0.999)
+        return dataclasses.replace(m, full_variants=(v,))
+
+    update_bundle(root, add_variant)
+    x = sample_inputs(root, 1)
+    for hysteresis, variant in ((0.5, None), (0.0, "sim8")):
+        with Client(root, accuracy_budget=0.01, hysteresis=hysteresis, hysteresis_ms=0.0, warm=False) as c:
+            c._previous = "edge_only"  # the last choice of auto
+            ex = c.explain()
+            assert ex["policy"] == "auto" and ex["chosen"] == ("edge_only@sim8" if variant else "edge_only"), ex
+            r = c.infer(x)
+            assert r.path == "edge_only" and r.variant == variant
+    with Client(root, policy="edge_only", accuracy_budget=0.0, warm=False) as c:
+        assert c.explain()["policy"] == "edge_only"  # the client's policy, not auto
+        assert c.explain(policy="auto")["policy"] == "auto"
+
+
+def test_warm_loads_every_session_now(digits_bundle: Path) -> None:
+    with Client(digits_bundle, warm=False) as c:
+        n = c.warm()
+    assert n == len(EdgeRuntime(digits_bundle).all_paths()) > 1

@@ -1,4 +1,5 @@
-"""Run a scenario: cloud node process + link emulator + edge clients, once per policy.
+"""Run a scenario: edge clients against the cloud node process behind the link emulator
+(collab.scenario.env), once per policy.
 
 Every policy replays the same thing: the same trace from trace time 0, the same request
 schedule (seeded), the same inputs, the same events. A short *profile pass* first measures
@@ -11,13 +12,10 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,11 @@ import numpy as np
 
 from collab.bundle import load_bundle
 from collab.edge.client import Client
-from collab.emulator import EmulatorProcess, LinkTrace
-from collab.emulator.traces import DirectionTrace
-from collab.errors import CollabError, ConfigError, TransportError
-from collab.log import logger
+from collab.emulator import EmulatorProcess
+from collab.errors import ConfigError, TransportError
+from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
 from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
 from collab.scenario.schema import Scenario, check_split_policies
-from collab.testing.procs import free_port, stop_process, wait_for_port
 
 LEAD_S = 0.3  # time between creating the clients and the first request
 
@@ -58,46 +54,6 @@ def schedule(sc: Scenario) -> list[Arrival]:
     return sorted(out, key=lambda a: a.at_s)
 
 
-class CloudNode:
-    """``collab cloud`` as a real process that events can kill (SIGKILL) and start again."""
-
-    def __init__(self, bundle: Path, sc: Scenario, log: Path) -> None:
-        self.bundle, self.sc, self.log = bundle, sc, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.kills = 0
-
-    def start(self) -> int:
-        self.port = free_port()
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collab.cli", "cloud", "--bundle", str(self.bundle),
-             "--listen", f"127.0.0.1:{self.port}", *self.sc.cloud.argv(), "--grace-s", "1"],
-            stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        try:
-            wait_for_port("127.0.0.1", self.port, 60.0, self.proc)
-        except (RuntimeError, TimeoutError) as e:
-            self.stop()
-            raise TransportError(f"cloud node did not start ({e}); see {self.log}") from e
-        return self.port
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait(10)
-            self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, 5.0)
-
-
 @dataclass
 class Record:
     policy: str
@@ -117,11 +73,6 @@ class Record:
     error: str = ""
     fallback_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def unlimited_link() -> LinkTrace:
-    d = DirectionTrace.constant(bandwidth_bps=None)
-    return LinkTrace(uplink=d, downlink=d)
 
 
 def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:
@@ -163,50 +114,6 @@ def profile_paths(bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarra
         client.close()
     emu.set_link(sc.link)
     return out
-
-
-class _Events:
-    """Applies the scenario's events at their trace times in a background thread."""
-
-    def __init__(self, sc: Scenario, t0: float, cloud: CloudNode, emu: EmulatorProcess) -> None:
-        self.plan: list[tuple[float, str]] = []
-        for e in sc.events:
-            self.plan.append((e.at_s, e.action))
-            if e.action == "cut_link" and e.duration_s:
-                self.plan.append((e.at_s + e.duration_s, "restore_link"))
-        self.plan.sort()
-        self.t0, self.cloud, self.emu = t0, cloud, emu
-        self.log: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="scenario-events", daemon=True)
-
-    def __enter__(self) -> _Events:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(90)
-
-    def _run(self) -> None:
-        for at, action in self.plan:
-            if self._stop.wait(max(0.0, self.t0 + at - time.monotonic())):
-                return
-            try:
-                if action == "kill_cloud":
-                    self.cloud.kill()
-                elif action == "start_cloud":
-                    if not self.cloud.alive:
-                        port = self.cloud.start()
-                        self.emu.set_upstream("127.0.0.1", port)
-                elif action == "cut_link":
-                    self.emu.cut(True)
-                elif action == "restore_link":
-                    self.emu.cut(False)
-            except CollabError as e:
-                logger.warning("event %s at %.1fs failed: %s", action, at, e)
-            # when the action took effect (a started node listens), for the oracle
-            self.log.append({"at_s": at, "done_s": round(time.monotonic() - self.t0, 3), "action": action})
 
 
 def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
@@ -313,7 +220,7 @@ def _run_in_processes(policy: str, sc: Scenario, bundle: Path, emu: EmulatorProc
         emu.restart(t0=t0, seed=sc.seed)
         for c in pipes:
             c.send(("go", t0))
-        with _Events(sc, t0, cloud, emu) as events:
+        with Events(sc, t0, cloud, emu) as events:
             live: list[Any] = list(pipes)
             while live:
                 ready: list[Any] = wait(live, timeout=sc.duration_s + 120)
@@ -364,24 +271,13 @@ def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess,
             _prime([client])
             t0 = time.monotonic() + LEAD_S
             emu.restart(t0=t0, seed=sc.seed)
-            with _Events(sc, t0, cloud, emu) as events:
+            with Events(sc, t0, cloud, emu) as events:
                 _replay({0: client}, policy, plan, t0, x, ref, on_record)
             log = events.log
         finally:
             client.close()
     records.sort(key=lambda r: (r.at_s, r.edge))
     return records, log
-
-
-@contextmanager
-def scenario_env(sc: Scenario, bundle: Path, logs: Path) -> Iterator[tuple[CloudNode, EmulatorProcess]]:
-    cloud = CloudNode(bundle, sc, logs / "cloud.log")
-    cloud.start()
-    try:
-        with EmulatorProcess(upstream=("127.0.0.1", cloud.port), link=sc.link, seed=sc.seed) as emu:
-            yield cloud, emu
-    finally:
-        cloud.stop()
 
 
 def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = None,
