@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import Message
 
+from collab.control import topics
+from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
 from collab.errors import FLError, PrivacyBudgetExceeded
 from collab.fl import he
@@ -106,26 +109,31 @@ class Aggregator:
 
     # ---------------------------------------------------------------- MQTT side
     def _on_client(self, topic: str, payload: bytes, retained: bool) -> None:
-        cid = topic.rsplit("/", 1)[-1]
+        parsed = topics.parse_fl_client_topic(topic)
+        if parsed is None:  # its id could not be sampled: clients reject announcements naming it
+            logger.warning("ignoring client presence on %s: not a client topic", topic)
+            return
+        cid = parsed[1]
         with self._lock:
             if not payload:
                 self.roster.pop(cid, None)
             else:
                 try:
-                    hello = msg.from_json(msg.ClientHello, payload)
-                except FLError as e:
+                    hello = msg.hello_from_bytes(payload)
+                except MalformedMessage as e:
                     logger.warning("ignoring client presence on %s: %s", topic, e)
                     return
                 self.roster[cid] = hello
             self._roster_changed.notify_all()
 
-    def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, kind: str, m: Message) -> None:
         if self.mqtt is not None:
-            self.mqtt.publish(topic, payload, qos=1, retain=True, wait=10.0)
+            self.mqtt.publish(topics.fl_topic(self.cfg.federation, kind), m.SerializeToString(),
+                              qos=1, retain=True, wait=10.0)
 
     def _status(self, state: str, detail: str = "") -> None:
         eps = self.planner.accountant.epsilon if self.planner.accountant else None
-        self._publish(msg.status_topic(self.cfg.federation), msg.to_json(msg.FederationStatus(
+        self._publish(topics.FL_STATUS, msg.status_to_proto(msg.FederationStatus(
             federation=self.cfg.federation, state=state, round=self.planner._round,
             version=self.version, detail=detail, epsilon=eps)))
 
@@ -138,7 +146,7 @@ class Aggregator:
 
     def attach(self, mqtt: MqttClient) -> None:
         self.mqtt = mqtt
-        mqtt.subscribe(msg.clients_filter(self.cfg.federation), self._on_client, qos=1)
+        mqtt.subscribe(topics.fl_clients_filter(self.cfg.federation), self._on_client, qos=1)
 
     # ---------------------------------------------------------------- the round loop
     def open_round(self) -> RoundState:
@@ -152,9 +160,9 @@ class Aggregator:
         st = RoundState(spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots)
         with self._lock:
             self.current = st
-        self._publish(msg.round_topic(self.cfg.federation), msg.to_json(msg.RoundAnnouncement(
+        self._publish(topics.FL_ROUND, msg.announcement_to_proto(msg.RoundAnnouncement(
             federation=spec.federation, round=spec.round, base_version=spec.base_version,
-            sampled=list(spec.sampled), deadline_unix=time.time() + self.cfg.round.deadline_s,
+            sampled=spec.sampled, deadline_unix=time.time() + self.cfg.round.deadline_s,
             aggregator=self.advertise, encoding=spec.encoding, context_id=spec.context_id,
             num_values=spec.num_values, min_clients=spec.min_clients,
             fixed_denominator=spec.fixed_denominator)))
@@ -175,7 +183,7 @@ class Aggregator:
             with self._lock:
                 self.aggregates[agg.base_version] = agg
                 self.version = agg.version
-            self._publish(msg.model_topic(self.cfg.federation), msg.to_json(msg.ModelPublished(
+            self._publish(topics.FL_MODEL, msg.model_to_proto(msg.ModelPublished(
                 federation=spec.federation, round=spec.round, base_version=agg.base_version,
                 version=agg.version, reporters=len(agg.reporters), sampled=len(spec.sampled),
                 epsilon=eps, sigma_eff=s_eff)))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from collab.control import topics
+from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
 from collab.errors import FLError, TransportError
 from collab.fl import messages as msg
@@ -91,15 +93,17 @@ class FLClient:
 
     def start(self) -> None:
         """Subscribe to rounds, then publish retained presence (cleared by the will)."""
-        self.mqtt.subscribe(msg.round_topic(self.fed), self._on_round, qos=1)
-        self.mqtt.publish(msg.client_topic(self.fed, self.client_id),
-                          msg.to_json(msg.ClientHello(client_id=self.client_id,
-                                                      num_examples=len(self.trainer.y),
-                                                      pid=os.getpid())),
-                          qos=1, retain=True, wait=10.0)
+        self.mqtt.subscribe(topics.fl_topic(self.fed, topics.FL_ROUND), self._on_round, qos=1)
+        hello = msg.ClientHello(client_id=self.client_id, num_examples=len(self.trainer.y), pid=os.getpid())
+        self.mqtt.publish(topics.fl_client_topic(self.fed, self.client_id),
+                          msg.hello_to_proto(hello).SerializeToString(), qos=1, retain=True, wait=10.0)
 
     def _on_round(self, topic: str, payload: bytes, retained: bool) -> None:
-        ann = msg.from_json(msg.RoundAnnouncement, payload)
+        try:
+            ann = msg.announcement_from_bytes(payload)
+        except MalformedMessage as e:
+            logger.warning("ignoring round announcement on %s: %s", topic, e)
+            return
         if ann.federation == self.fed and self.client_id in ann.sampled and ann.round > self._last_round:
             self._last_round = ann.round
             self._queue.put(ann)
