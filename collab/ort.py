@@ -11,11 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from collab.errors import BundleError, CollabError
-
-
-class InferenceError(CollabError):
-    """ONNX Runtime rejected an input or failed while running a model."""
+from collab.errors import BundleError, InferenceError
 
 
 def make_session(path: str | os.PathLike[str], *, intra_threads: int = 1) -> ort.InferenceSession:
