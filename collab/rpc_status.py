@@ -43,7 +43,7 @@ _S = grpc.StatusCode
 # CollabError itself is absent on purpose: every class must be placed here, directly or
 # through an ancestor (tests/test_errors.py walks the tree).
 STATUS: Mapping[type[CollabError], grpc.StatusCode] = {
-    # the request is wrong whatever the server's state: do not retry it as is
+    # the caller's request is at fault: retrying it unchanged cannot help
     ConfigError: _S.INVALID_ARGUMENT,
     BadRequestError: _S.INVALID_ARGUMENT,
     CodecError: _S.INVALID_ARGUMENT,
@@ -55,11 +55,12 @@ STATUS: Mapping[type[CollabError], grpc.StatusCode] = {
     AuthError: _S.UNAUTHENTICATED,
     NotSampled: _S.PERMISSION_DENIED,
     DuplicateUpdate: _S.ALREADY_EXISTS,
-    # the server's state does not allow it now
+    # the server's state does not allow it now: later, or elsewhere, it may succeed
     ControlPlaneError: _S.FAILED_PRECONDITION,
     RoundMismatch: _S.FAILED_PRECONDITION,
-    ClosedError: _S.UNAVAILABLE,  # another replica, or this one later, will answer
+    ClosedError: _S.UNAVAILABLE,
     TransportError: _S.UNAVAILABLE,  # a peer this node depends on failed
+    # time ran out, or the caller left
     DeadlineError: _S.DEADLINE_EXCEEDED,
     CancelledError: _S.CANCELLED,
     # the server failed; the message still describes what
