@@ -2,8 +2,7 @@
 
 Decode and check the frame, queue it on the (model, split) batcher, encode the
 output losslessly, and report where the time went plus the node's current load.
-Raises only domain errors (cloud_node.errors, CodecError, DeadlineError,
-InferenceError); the servicer maps them to status codes.
+Raises only domain errors (collab.errors); the servicer maps them to status codes.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from cloud_node.batcher import Batcher, BatchObserver
-from cloud_node.errors import BadRequestError, TooLargeError
 from cloud_node.metrics import Metrics
 from cloud_node.models import FULL, ModelRegistry, Runnable
 from collab import codec
+from collab.errors import BadRequestError, TooLargeError
 from collab.transport import LoadReport, ServerTiming
 
 OUTPUT_CODEC = "f32"  # lossless: the edge gets exactly what the full model computes
@@ -145,7 +144,7 @@ class CloudHandler:
         key = (call.model, call.version, call.split)
         route = self._routes.get(key)
         if route is None:
-            r = self.registry.resolve(call.model, call.version, call.split)  # NotServedError
+            r = self.registry.resolve(call.model, call.version, call.split)  # NotFoundError
             route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key],
                                                2 * self.max_batch_size * r.sample_bytes)
         return route

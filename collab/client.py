@@ -49,7 +49,7 @@ from collab.decision import (
     parse_policy,
     profile_from_bundle,
 )
-from collab.errors import CodecError, CollabError, ConfigError, DeadlineError
+from collab.errors import ClosedError, CodecError, CollabError, ConfigError, DeadlineError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import Ewma, LinkEstimator
@@ -521,7 +521,7 @@ class Client:
         """Answer one request on the path the decision engine picks (or ``policy`` forces)."""
         t0 = time.perf_counter()
         if self._closed:
-            raise ConfigError("client is closed")
+            raise ClosedError("client is closed")
         model = self._model  # one snapshot: a concurrent swap does not affect this request
         arr, unbatched = self._check_input(x, model)
         pol = self._policy if policy is None else parse_policy(policy, model.profile)

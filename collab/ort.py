@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from collab.errors import BundleError, CollabError
-
-
-class InferenceError(CollabError):
-    """ONNX Runtime rejected an input or failed while running a model."""
+from collab.errors import BundleError, InferenceError
 
 
 # ORT's NodeArg.type strings -> numpy dtypes (bfloat16, strings, ... have no zeros here)

@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from collab.control.mqtt import topic_matches as topic_matches_sub
-from collab.errors import ControlPlaneError
+from collab.errors import ControlPlaneError, MalformedMessage
 from collab.log import logger
 
 MAX_PACKET = 1 << 20
 
 
-class _ProtocolError(Exception):
-    pass
+class _ProtocolError(MalformedMessage):
+    """A packet the broker cannot parse; the connection is dropped."""
 
 
 def _str(buf: bytes, i: int) -> tuple[str, int]:

@@ -16,17 +16,13 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from collab.control.topics import NODE_ID_RE
-from collab.errors import ControlPlaneError
+from collab.errors import MalformedMessage
 from collab.proto import control_pb2 as pb
 
 ROLES = ("edge", "cloud")
 _ROLE_TO_PB = {"edge": pb.ROLE_EDGE, "cloud": pb.ROLE_CLOUD}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 MAX_LIST = 256  # endpoints / capabilities / path-mix entries a message may carry
-
-
-class MalformedMessage(ControlPlaneError):
-    """A payload that does not parse or violates the schema's invariants."""
 
 
 @dataclass(frozen=True, kw_only=True)

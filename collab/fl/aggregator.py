@@ -17,25 +17,24 @@ from google.protobuf.message import Message
 from collab.control import topics
 from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
-from collab.errors import FLError, PrivacyBudgetExceeded
+from collab.errors import (
+    FLError,
+    NotFoundError,
+    PrivacyBudgetExceeded,
+    RoundMismatch,
+    UpdateRejected,
+)
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, UpdateRejected, make_summer
+from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, make_summer
 from collab.fl.config import FLConfig
 from collab.fl.rounds import RoundPlanner
 from collab.fl.wire import aggregate_to_proto, header_from_proto
 from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
+from collab.rpc_status import abort
 
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-
-_CODES = {
-    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
-    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +86,7 @@ class Aggregator:
         with self._lock:
             st = self.current
         if st is None:
-            raise UpdateRejected("failed_precondition", "no round is open")
+            raise RoundMismatch("no round is open")
         n = st.submit(header, chunks)
         logger.info("round %d: accepted update from %s (%d/%d)", header.round, header.client_id, n,
                     len(st.spec.sampled))
@@ -97,14 +96,14 @@ class Aggregator:
         with self._lock:
             st = self.current
         if st is None:
-            raise UpdateRejected("failed_precondition", "no round is open")
+            raise RoundMismatch("no round is open")
         st.check_header(header)
 
     def fetch(self, base_version: str) -> Aggregate:
         with self._lock:
             agg = self.aggregates.get(base_version)
         if agg is None:
-            raise UpdateRejected("not_found", f"no aggregate moves the model from version {base_version!r}")
+            raise NotFoundError(f"no aggregate moves the model from version {base_version!r}")
         return agg
 
     # ---------------------------------------------------------------- MQTT side
@@ -221,7 +220,7 @@ class Aggregator:
 
 
 class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
-    """Thin: parse the stream, call the aggregator, map domain errors to status codes."""
+    """Thin: parse the stream, call the aggregator, errors -> :mod:`collab.rpc_status`."""
 
     def __init__(self, agg: Aggregator) -> None:
         self.agg = agg
@@ -231,30 +230,31 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("part") != "header":
-                raise UpdateRejected("invalid_argument", "upload must start with a header message")
+                raise UpdateRejected("upload must start with a header message")
             header = header_from_proto(first.header)
             self.agg.precheck(header)  # reject before MBs stream in
             chunks: list[bytes] = []
             for m in request_iterator:
                 if m.WhichOneof("part") != "data":
-                    raise UpdateRejected("invalid_argument", "second header in one upload")
+                    raise UpdateRejected("second header in one upload")
                 chunks.append(m.data)
                 if len(chunks) > header.num_chunks:
-                    raise UpdateRejected("invalid_argument", f"more than the announced {header.num_chunks} chunks")
+                    raise UpdateRejected(f"more than the announced {header.num_chunks} chunks")
             n = self.agg.upload(header, chunks)
-        except UpdateRejected as e:
-            logger.warning("upload rejected: %s", e)
-            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        except Exception as e:
+            if isinstance(e, UpdateRejected | NotFoundError):
+                logger.warning("upload rejected: %s", e)
+            abort(context, e, "UploadUpdate")
         return fl_pb2.FlUploadAck(round=header.round, reporters=n)
 
     def FetchAggregate(self, request: fl_pb2.FlAggregateRequest,
                        context: grpc.ServicerContext) -> Iterator[fl_pb2.FlAggregateChunk]:
         try:
             if request.federation != self.agg.cfg.federation:
-                raise UpdateRejected("not_found", f"unknown federation {request.federation!r}")
+                raise NotFoundError(f"unknown federation {request.federation!r}")
             agg = self.agg.fetch(request.base_version)
-        except UpdateRejected as e:
-            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        except Exception as e:
+            abort(context, e, "FetchAggregate")
         yield from aggregate_to_proto(agg)
 
 

@@ -15,7 +15,7 @@ import grpc
 from collab.control import topics
 from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
-from collab.errors import FLError, TransportError
+from collab.errors import FLError, TransportError, UploadRefused
 from collab.fl import messages as msg
 from collab.fl.aggregate import UpdateHeader
 from collab.fl.aggregator import GRPC_OPTIONS
@@ -54,15 +54,6 @@ class AggregatorStub:
         except grpc.RpcError as e:
             raise TransportError(f"aggregator {self.address}: fetch from {base_version}: "
                                  f"{e.code().name}: {e.details()}") from e  # type: ignore[attr-defined]
-
-
-class UploadRefused(FLError):
-    """The aggregator rejected an upload; ``status`` is the gRPC status name."""
-
-    def __init__(self, status: str, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
 
 
 def catch_up(holder: ModelHolder, stub: AggregatorStub, federation: str, target: str,
