@@ -14,7 +14,6 @@ import onnxruntime as ort
 
 from collab.errors import BundleError, InferenceError
 
-
 # ORT's NodeArg.type strings -> numpy dtypes (bfloat16, strings, ... have no zeros here)
 _DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
