@@ -23,7 +23,7 @@ from coordinator.daemon import Coordinator
 def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bundle: Path) -> None:
     from cloud_node.server import CloudConfig
     from cloud_node.server import serve as serve_cloud
-    from edge_node.server import EdgeConfig
+    from edge_node.config import EdgeConfig
     from edge_node.server import serve as serve_edge
 
     v0 = tmp_path / "v0"

@@ -16,7 +16,8 @@ from collab.errors import ConfigError
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.runtime import EdgeRuntime
 from collab.testing.procs import collab_process, free_port
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def _infer(stub: collab_pb2_grpc.EdgeServiceStub, x: np.ndarray, **kw: object) -> collab_pb2.EdgeInferResponse:

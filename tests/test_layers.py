@@ -10,6 +10,7 @@ import cycle, and nothing shipped may import test code. ``importlib`` by name (t
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ def layer_violations(edges: Mapping[str, Mapping[str, int]],
 
 
 def _cycle_text(cycle: Sequence[str], edges: Mapping[str, Mapping[str, int]]) -> str:
-    return " -> ".join(f"{a}:{edges[a][b]}" for a, b in zip(cycle, cycle[1:], strict=False)) + f" -> {cycle[-1]}"
+    return " -> ".join(f"{a}:{edges[a][b]}" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
 
 
 @pytest.fixture(scope="module")
