@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import ControlPlaneError
 from collab.log import logger
-from collab.testing.procs import mosquitto_binary, stop_process, wait_for_port
+from collab.procs import mosquitto_binary, stop_process, wait_for_port
 from coordinator.minibroker import embedded_broker
 
 

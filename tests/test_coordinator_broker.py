@@ -12,7 +12,7 @@ from test_control_support import Swapper, agent_config, coordinator_config, tiny
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.agent import NodeAgent
-from collab.testing.procs import collab_process, free_port, mosquitto_binary
+from collab.procs import collab_process, free_port, mosquitto_binary
 from coordinator.daemon import Coordinator
 from coordinator.minibroker import _enc_str, _packet, embedded_broker
 

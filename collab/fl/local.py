@@ -25,7 +25,7 @@ from collab.fl.config import FLConfig, config_to_dict
 from collab.fl.data import test_data
 from collab.fl.member import ModelHolder
 from collab.log import logger
-from collab.testing.procs import collab_process, free_port, mosquitto
+from collab.procs import collab_process, free_port, mosquitto
 
 
 @dataclass(frozen=True, kw_only=True)

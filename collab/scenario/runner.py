@@ -28,10 +28,10 @@ from collab.emulator import EmulatorProcess, LinkTrace
 from collab.emulator.traces import DirectionTrace
 from collab.errors import CollabError, ConfigError, TransportError
 from collab.log import logger
+from collab.procs import free_port, stop_process, wait_for_port
 from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
 from collab.scenario.requests import Arrival, Record, schedule
 from collab.scenario.schema import Scenario, check_split_policies
-from collab.testing.procs import free_port, stop_process, wait_for_port
 
 LEAD_S = 0.3  # time between creating the clients and the first request
 

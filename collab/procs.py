@@ -1,4 +1,6 @@
-"""Start real server processes on free loopback ports and clean them up."""
+"""Start real server processes on free loopback ports and clean them up: the cloud node
+of a scenario run, a local federation's processes and broker, the coordinator's own
+Mosquitto, and the same for tests and benchmarks."""
 
 from __future__ import annotations
 
