@@ -87,11 +87,9 @@ class _LoadObserver:
 
     def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
         self._inner.batch(size, queue_s, compute_s)
-        h = self._h
         n = len(queue_s)
         q_ms = 1000.0 * (queue_s[0] if n == 1 else sum(queue_s) / n) if n else 0.0
-        h._queue_ewma += _EWMA * (q_ms - h._queue_ewma)
-        h._compute_ewma += _EWMA * (1000.0 * compute_s - h._compute_ewma)
+        self._h.record_batch(q_ms, 1000.0 * compute_s)
 
     def dropped(self, reason: str, n: int) -> None:
         self._inner.dropped(reason, n)
@@ -133,6 +131,11 @@ class CloudHandler:
 
     def depth(self) -> int:
         return sum(map(_DEPTH, self._all_batchers))
+
+    def record_batch(self, queue_ms: float, compute_ms: float) -> None:
+        """Fold one batch's mean queueing delay and its compute time into the load EWMAs."""
+        self._queue_ewma += _EWMA * (queue_ms - self._queue_ewma)
+        self._compute_ewma += _EWMA * (compute_ms - self._compute_ewma)
 
     def load(self) -> LoadReport:
         return LoadReport(queue_depth=self.depth(), inflight=self._inflight,

@@ -47,13 +47,13 @@ from collab.decision import (
     decide,
     default_codec_stats,
     parse_policy,
-    profile_from_bundle,
 )
 from collab.errors import ClosedError, CodecError, CollabError, ConfigError, DeadlineError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import Ewma, LinkEstimator
 from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.profile import profile_from_bundle
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.runtime import EdgeRuntime
 from collab.transport import (

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from collab.bundle import Bundle, Manifest
+from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
 from collab.errors import CodecError, ConfigError
+from collab.net.estimator import NetState
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
 
@@ -70,18 +71,6 @@ class Profile:
 
     def split_names(self) -> list[str]:
         return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class NetState:
-    """Current network estimate (from collab.net)."""
-
-    reachable: bool = True
-    rtt_ms: float = 1.0
-    bandwidth_bps: float = 1e9
-    rtt_std_ms: float = 0.0
-    bandwidth_std_bps: float = 0.0
-    loss_rate: float = 0.0  # fraction of recent remote calls that failed or timed out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,13 +197,6 @@ def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | N
         paths += [PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
                   for v in sp.head_variants]
     return Profile(model_name=manifest.model_name, paths=tuple(paths))
-
-
-def profile_from_bundle(bundle: Bundle) -> Profile:
-    """The bundle's profile with its validated codec calibration table (if any)."""
-    from collab.codec.calibrate import load_calibration
-
-    return profile_from_manifest(bundle.manifest, load_calibration(bundle))
 
 
 def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,

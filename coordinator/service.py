@@ -1,5 +1,5 @@
-"""gRPC servicers of the coordinator: thin adapters from protobuf to :class:`Coordinator`
-methods; errors are answered through :mod:`collab.rpc_status`."""
+"""gRPC servicers of the coordinator: thin adapters from protobuf to the coordinator's
+operations (:class:`Operations`); errors are answered through :mod:`collab.rpc_status`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
@@ -19,13 +19,25 @@ from collab.errors import AuthError, ConfigError, NotFoundError
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
 from collab.rpc_status import abort
+from coordinator.store import BundleStore
 
-if TYPE_CHECKING:
-    from coordinator.daemon import Coordinator
+
+class Operations(Protocol):
+    """What the servicers call: :class:`coordinator.daemon.Coordinator`, which starts
+    them (a protocol, so this module does not import the daemon back)."""
+
+    @property
+    def store(self) -> BundleStore: ...
+
+    def start_rollout(self, version: str, *, percent: int = 100) -> msg.RolloutStatus: ...
+
+    def rollback(self, to_version: str = "") -> msg.RolloutStatus: ...
+
+    def rollout_status(self) -> msg.RolloutStatus | None: ...
 
 
 class BundleServicer(pb_grpc.BundleServiceServicer):
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Operations) -> None:
         self._c = coordinator
 
     def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.BundleChunk]:
@@ -37,10 +49,9 @@ class BundleServicer(pb_grpc.BundleServiceServicer):
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Operations, admin_token: str | None) -> None:
         self._c = coordinator
-        token = coordinator.config.admin_token
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = f"Bearer {admin_token}".encode() if admin_token else None
 
     def _authorize(self, context: grpc.ServicerContext) -> None:
         if self._expected is None:
@@ -91,13 +102,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
 
 
 @contextmanager
-def serve(coordinator: Coordinator, listen: str, *, tls_cert: Path | None = None,
-          tls_key: Path | None = None) -> Iterator[tuple[grpc.Server, int]]:
+def serve(coordinator: Operations, listen: str, *, admin_token: str | None = None,
+          tls_cert: Path | None = None, tls_key: Path | None = None) -> Iterator[tuple[grpc.Server, int]]:
     """The coordinator's gRPC server (bundle fetch + operator API)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
                          options=[("grpc.max_receive_message_length", 8 * CHUNK)])
     pb_grpc.add_BundleServiceServicer_to_server(BundleServicer(coordinator), server)
-    pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorServicer(coordinator), server)
+    pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorServicer(coordinator, admin_token), server)
     try:
         if tls_cert is not None and tls_key is not None:
             creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.signals import stop_on_signals
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

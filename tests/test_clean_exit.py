@@ -22,8 +22,8 @@ from onnx import TensorProto, helper
 
 from collab.client import Client
 from collab.ort import dummy_inputs, make_session, run
+from collab.procs import free_port
 from collab.runtime import EdgeRuntime
-from collab.testing.procs import free_port
 
 REPEAT = 2
 

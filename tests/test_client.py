@@ -18,8 +18,8 @@ import collab
 from collab.bundle import load_bundle, update_bundle
 from collab.client import Client, ClientConfig
 from collab.errors import CodecError, ConfigError, DeadlineError
+from collab.procs import free_port
 from collab.runtime import EdgeRuntime
-from collab.testing.procs import free_port
 
 
 def sample_inputs(bundle_dir: Path, n: int, seed: int = 0) -> np.ndarray:

@@ -15,7 +15,7 @@ from test_control_support import coordinator_config, revised, wait_until
 from collab.bundle import load_bundle
 from collab.control.join import add_cloud_join_args, cloud_agent
 from collab.control.mqtt import MqttConfig
-from collab.testing.procs import Broker
+from collab.procs import Broker
 from coordinator.daemon import Coordinator
 
 
@@ -23,7 +23,7 @@ from coordinator.daemon import Coordinator
 def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bundle: Path) -> None:
     from cloud_node.server import CloudConfig
     from cloud_node.server import serve as serve_cloud
-    from edge_node.server import EdgeConfig
+    from edge_node.config import EdgeConfig
     from edge_node.server import serve as serve_edge
 
     v0 = tmp_path / "v0"

@@ -12,7 +12,7 @@ from test_control_support import agent_config, wait_until
 from collab import procs
 from collab.cli import main as collab_main
 from collab.control.agent import NodeAgent
-from collab.testing.procs import collab_process, free_port, mosquitto_binary
+from collab.procs import collab_process, free_port, mosquitto_binary
 
 
 def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:

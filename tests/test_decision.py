@@ -17,7 +17,6 @@ from collab.decision import (
     CloudState,
     EdgeState,
     Hysteresis,
-    NetState,
     PathSpec,
     Policy,
     Profile,
@@ -26,6 +25,7 @@ from collab.decision import (
     profile_from_manifest,
 )
 from collab.errors import ConfigError
+from collab.net.estimator import NetState
 
 AUTO = Policy(mode="auto")
 E_MS = 20.0  # edge-only compute
@@ -266,8 +266,8 @@ def test_forced_split_uses_a_faster_variant_only_within_budget() -> None:
 def test_real_calibration_table_drives_the_codec_choice(digits_bundle: Path, tmp_path: Path) -> None:
     from collab.bundle import load_bundle
     from collab.codec.calibrate import calibrate_bundle
-    from collab.decision import profile_from_bundle
     from collab.models.datasets import digits
+    from collab.profile import profile_from_bundle
 
     root = tmp_path / "cal"
     shutil.copytree(digits_bundle, root)

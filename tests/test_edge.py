@@ -13,10 +13,11 @@ from test_client import sample_inputs
 from collab import codec as codecs
 from collab.bundle import load_bundle
 from collab.errors import ConfigError
+from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.runtime import EdgeRuntime
-from collab.testing.procs import collab_process, free_port
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def _infer(stub: collab_pb2_grpc.EdgeServiceStub, x: np.ndarray, **kw: object) -> collab_pb2.EdgeInferResponse:

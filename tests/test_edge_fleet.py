@@ -15,9 +15,10 @@ from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
+from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import Broker, collab_process, free_port
-from edge_node.server import EdgeConfig, serve
+from edge_node.config import EdgeConfig
+from edge_node.server import serve
 
 
 def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

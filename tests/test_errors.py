@@ -125,8 +125,8 @@ def _edge(e: Exception, ctx: FakeContext) -> None:
 
 
 def _coordinator(e: Exception, ctx: FakeContext) -> None:
-    c = SimpleNamespace(config=SimpleNamespace(admin_token=None), start_rollout=_raiser(e))
-    CoordinatorServicer(c).StartRollout(control_pb2.StartRolloutRequest(version="v"), ctx)  # type: ignore[arg-type]
+    c = SimpleNamespace(start_rollout=_raiser(e))
+    CoordinatorServicer(c, admin_token=None).StartRollout(control_pb2.StartRolloutRequest(version="v"), ctx)  # type: ignore[arg-type]
 
 
 def _bundles(e: Exception, ctx: FakeContext) -> None:
@@ -158,15 +158,14 @@ def test_every_servicer_answers_through_the_one_table(call: Any, caplog: pytest.
 
 
 def test_servicer_specific_refusals_go_through_the_table_too() -> None:
-    c = SimpleNamespace(config=SimpleNamespace(admin_token="t"), rollout_status=lambda: None)
+    c = SimpleNamespace(rollout_status=lambda: None)
     ctx = FakeContext()
     with pytest.raises(_Aborted):
-        CoordinatorServicer(c).GetRollout(control_pb2.GetRolloutRequest(), ctx)  # type: ignore[arg-type]
+        CoordinatorServicer(c, admin_token="t").GetRollout(control_pb2.GetRolloutRequest(), ctx)  # type: ignore[arg-type]
     assert ctx.aborts[0][0] == S.UNAUTHENTICATED
-    c.config.admin_token = None
     ctx = FakeContext()
     with pytest.raises(_Aborted):
-        CoordinatorServicer(c).GetRollout(control_pb2.GetRolloutRequest(), ctx)  # type: ignore[arg-type]
+        CoordinatorServicer(c, admin_token=None).GetRollout(control_pb2.GetRolloutRequest(), ctx)  # type: ignore[arg-type]
     assert ctx.aborts == [(S.NOT_FOUND, "no rollout yet")]
 
 

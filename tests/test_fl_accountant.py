@@ -19,8 +19,11 @@ def eps(q: float, sigma: float, steps: int, delta: float = 1e-5, orders=DEFAULT_
 
 
 def test_opacus_reference_value() -> None:
-    # Opacus' RDP accountant test: sigma=1.5, q=0.04, 2250 steps, delta=1e-5.
-    assert eps(0.04, 1.5, 2250) == pytest.approx(7.32911117143, rel=1e-6)
+    # Opacus' RDP accountant test: sigma=1.5, q=0.04, 2250 steps, delta=1e-5. dp-accounting
+    # bounds the fractional-order series from above (Opacus sums it exactly), so the value
+    # is reproduced to 1e-4 and never undercut (3.0e-5 above it measured).
+    got = eps(0.04, 1.5, 2250)
+    assert got == pytest.approx(7.32911117143, rel=1e-4) and got >= 7.32911117143
 
 
 # Computed with Google's dp-accounting 0.4 (RdpAccountant + PoissonSampledDpEvent(q,

@@ -20,7 +20,7 @@ from collab.fl.aggregate import decode_aggregate
 from collab.fl.client import AggregatorStub
 from collab.fl.config import config_from_dict, config_to_dict
 from collab.fl.member import ModelHolder
-from collab.testing.procs import Broker, collab_process, free_port
+from collab.procs import Broker, collab_process, free_port
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from collab.fl.client import FLClient
 from collab.fl.config import config_from_dict
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
+from collab.procs import Broker
 from collab.proto import fl_pb2
-from collab.testing.procs import Broker
 from coordinator.cli_auth import acl_text
 
 HELLO = msg.ClientHello(client_id="c007", num_examples=123, pid=4242)

@@ -16,13 +16,13 @@ from collab.decision import (
     NO_HYSTERESIS,
     CloudState,
     EdgeState,
-    NetState,
     Policy,
     Profile,
     decide,
     profile_from_manifest,
 )
 from collab.models.registry import example_inputs
+from collab.net.estimator import NetState
 from collab.optimize.samples import Samples
 from collab.optimize.variants import quantize_bundle, select_splits
 from collab.ort import make_session, run

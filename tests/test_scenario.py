@@ -10,7 +10,7 @@ import pytest
 
 from collab.errors import ConfigError
 from collab.scenario.cli import scenarios_dir
-from collab.scenario.runner import schedule
+from collab.scenario.requests import schedule
 from collab.scenario.schema import load_scenario, parse_scenario
 
 GOOD = textwrap.dedent("""\
@@ -175,7 +175,7 @@ def test_oracle_prices_a_static_path_by_its_local_cost() -> None:
         local_base_costs,
         network_ms,
     )
-    from collab.scenario.runner import Record
+    from collab.scenario.requests import Record
 
     sc = parse_scenario(GOOD.replace("count: 2", "count: 1").replace("requests: 10", "requests: 40")
                         .replace("        - {duration_s: 1, outage: true}\n", "")

@@ -133,7 +133,7 @@ class Aggregator:
     def _status(self, state: str, detail: str = "") -> None:
         eps = self.planner.accountant.epsilon if self.planner.accountant else None
         self._publish(topics.FL_STATUS, msg.status_to_proto(msg.FederationStatus(
-            federation=self.cfg.federation, state=state, round=self.planner._round,
+            federation=self.cfg.federation, state=state, round=self.planner.round,
             version=self.version, detail=detail, epsilon=eps)))
 
     def wait_for_clients(self, count: int, timeout: float) -> int:
