@@ -67,6 +67,38 @@ def test_invalid_fields_are_named_with_line(old: str, new: str, field: str, line
     assert __import__("re").search(field, msg), msg
 
 
+def test_every_bad_field_is_named_with_the_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(GOOD.replace("rate_hz: 5", "rate_hz: -5").replace(
+        "{duration_s: 1, outage: true}", "{duration_s: 1, outage: true, lossy: 1}"))
+    with pytest.raises(ConfigError) as e:
+        load_scenario(p)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{p}:11: workload.rate_hz: must be > 0, got -5", lines
+    assert lines[1].startswith(f"{p}:16: network.segments[1].lossy: unknown key 'lossy' (allowed: duration_s, "), lines
+    assert len(lines) == 2
+
+
+def test_null_means_the_default_and_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    p = tmp_path / "s.yaml"
+    p.write_text(GOOD.replace("example: digits", "bundle: b").replace("count: 2", "count: null")
+                 .replace("[edge_only, auto]", "null"))
+    sc = load_scenario(p)
+    assert sc.model.bundle == (tmp_path / "b").resolve() and sc.model.example is None
+    assert sc.edge.count == 1 and sc.policies == ("edge_only", "cloud_only", "auto")
+
+
+@pytest.mark.parametrize(("old", "new", "msg"), [
+    ("count: 2", "count: 2.0", "s.yaml:7: edges.count: must be an integer, got 2.0"),
+    ("calibrate: false", "calibrate: 0", "s.yaml:5: model.calibrate: must be true or false, got 0"),
+    ("arrivals: poisson", "arrivals: 1", "s.yaml:12: workload.arrivals: must be one of 'uniform' or 'poisson', got 1"),
+])
+def test_values_are_not_coerced(old: str, new: str, msg: str) -> None:
+    assert _err(GOOD.replace(old, new)) == msg
+
+
 def test_missing_and_malformed_trace_files(tmp_path: Path) -> None:
     text = GOOD.replace("  segments:\n", "  mahimahi: {up: missing.up}\n  segments:\n").replace(
         "up_mbps: 5, ", "")
