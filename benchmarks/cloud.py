@@ -69,8 +69,8 @@ sys.path.insert(0, str(ROOT))
 
 from collab import codec  # noqa: E402
 from collab.bundle import Bundle, load_bundle  # noqa: E402
+from collab.procs import free_port, stop_process, wait_for_port  # noqa: E402
 from collab.proto import collab_pb2, collab_pb2_grpc  # noqa: E402
-from collab.testing.procs import free_port, stop_process, wait_for_port  # noqa: E402
 from collab.transport import make_channel  # noqa: E402
 
 # --------------------------------------------------------------------------- bundles
@@ -84,7 +84,7 @@ def bundle_for(name: str, tmp: Path) -> Path:
     if name in BUILT:
         return vgg_head_bundle(tmp / name, name=name, width=BUILT[name][0])
     from collab.errors import CollabError
-    from collab.testing.bundles import cache_root, example_bundle
+    from collab.split.examples import cache_root, example_bundle
 
     try:
         return example_bundle(name)

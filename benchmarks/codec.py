@@ -39,7 +39,7 @@ from collab.codec.calibrate import measure  # noqa: E402
 from collab.codec.spec import Codec  # noqa: E402
 from collab.models.registry import EXAMPLES, example_inputs  # noqa: E402
 from collab.ort import make_session, run  # noqa: E402
-from collab.testing.bundles import example_bundle  # noqa: E402
+from collab.split.examples import example_bundle  # noqa: E402
 
 CODECS = (
     "f32",

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from collab.control import messages as msg  # noqa: E402
 from collab.control import topics  # noqa: E402
 from collab.control.mqtt import MqttClient, MqttConfig  # noqa: E402
-from collab.testing.procs import mosquitto  # noqa: E402
+from collab.procs import mosquitto  # noqa: E402
 from coordinator.daemon import Coordinator, CoordinatorConfig  # noqa: E402
 
 

@@ -28,8 +28,8 @@ from collab import codec as codecs
 from collab.bundle import load_bundle
 from collab.edge.client import Client
 from collab.ort import make_session, run
+from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import collab_process, free_port
 
 CODEC = "f32+zstd1"
 
@@ -136,7 +136,7 @@ def main() -> int:
     args = ap.parse_args()
     bundles = args.bundle
     if not bundles:
-        from collab.testing.bundles import example_bundle
+        from collab.split.examples import example_bundle
 
         bundles = [example_bundle("digits"), example_bundle("resnet")]
     port = free_port()

@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from collab.codec import decode, encode, fuzz, peek  # noqa: E402
+from collab.codec import decode, encode, peek  # noqa: E402
 from collab.errors import CodecError  # noqa: E402
+from tests.helpers import codec_fuzz as fuzz  # noqa: E402
 
 CODECS = [
     f"{q}{e}{s}"
@@ -43,7 +44,7 @@ def real_frames() -> list[bytes]:
         from collab.bundle import load_bundle
         from collab.models.registry import example_inputs
         from collab.ort import make_session, run
-        from collab.testing.bundles import example_bundle
+        from collab.split.examples import example_bundle
 
         b = load_bundle(example_bundle("digits"))
         x, _ = example_inputs("digits", 2, "test")

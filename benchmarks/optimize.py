@@ -43,7 +43,7 @@ def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path
     from collab.optimize.quantize import quantize
     from collab.optimize.variants import select_splits
     from collab.ort import make_session
-    from collab.testing.bundles import example_bundle
+    from collab.split.examples import example_bundle
 
     b = load_bundle(bundle or example_bundle(name))
     m = b.manifest
@@ -174,7 +174,7 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
 def _tiers(runs: int, work: Path) -> list[dict[str, object]]:
     from collab.optimize.pipeline import OptimizeConfig, optimize
     from collab.optimize.tiers import TIERS
-    from collab.testing.bundles import example_bundle
+    from collab.split.examples import example_bundle
 
     src = example_bundle("digits")
     rows = []

@@ -21,7 +21,8 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   shape -> INVALID_ARGUMENT; message above the limit (largest frame of the bundles x
   max_batch_size, >= 1 MiB), more samples than max_batch_size or a probe reply above
   the limit -> RESOURCE_EXHAUSTED; deadline passed while queued -> DEADLINE_EXCEEDED
-  (never computed); draining -> UNAVAILABLE.
+  (never computed); draining -> UNAVAILABLE; anything unexpected -> INTERNAL, details
+  only in the node's log. One table for every servicer: :mod:`collab.rpc_status`.
 - Health (grpc.health.v1): ``""``, ``collab.v1.CloudService`` and
   ``collab.v1.CloudService/<model>`` are SERVING; all turn NOT_SERVING on SIGTERM,
   which clients built by :func:`collab.transport.make_channel` (round_robin with

@@ -25,8 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cloud_node.errors import ShuttingDownError
-from collab.errors import DeadlineError
+from collab.errors import CancelledError, ClosedError, DeadlineError
 
 
 @dataclass(slots=True)
@@ -94,7 +93,7 @@ class Batcher:
         item = _Item(x, deadline, alive)
         with self._lock:
             if self._closed:
-                raise ShuttingDownError("cloud node is shutting down")
+                raise ClosedError("cloud node is shutting down")
             if (not self._pending and self._leaders < self._slots
                     and (self._max_wait <= 0 or self._leaders < self._min_leaders)):
                 # Idle fast path: nothing queued and no window to hold open, so this
@@ -238,7 +237,7 @@ class Batcher:
                 _signal(item)
             elif item.alive is not None and not item.alive():
                 gone += 1
-                item.error = DeadlineError("caller went away")
+                item.error = CancelledError("caller went away")
                 _signal(item)
             else:
                 batch.append(item)

@@ -2,8 +2,7 @@
 
 Decode and check the frame, queue it on the (model, split) batcher, encode the
 output losslessly, and report where the time went plus the node's current load.
-Raises only domain errors (cloud_node.errors, CodecError, DeadlineError,
-InferenceError); the servicer maps them to status codes.
+Raises only domain errors (collab.errors); the servicer maps them to status codes.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from cloud_node.batcher import Batcher, BatchObserver
-from cloud_node.errors import BadRequestError, TooLargeError
 from cloud_node.metrics import Metrics
 from cloud_node.models import FULL, ModelRegistry, Runnable
 from collab import codec
+from collab.errors import BadRequestError, TooLargeError
 from collab.transport import LoadReport, ServerTiming
 
 OUTPUT_CODEC = "f32"  # lossless: the edge gets exactly what the full model computes
@@ -88,11 +87,9 @@ class _LoadObserver:
 
     def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
         self._inner.batch(size, queue_s, compute_s)
-        h = self._h
         n = len(queue_s)
         q_ms = 1000.0 * (queue_s[0] if n == 1 else sum(queue_s) / n) if n else 0.0
-        h._queue_ewma += _EWMA * (q_ms - h._queue_ewma)
-        h._compute_ewma += _EWMA * (1000.0 * compute_s - h._compute_ewma)
+        self._h.record_batch(q_ms, 1000.0 * compute_s)
 
     def dropped(self, reason: str, n: int) -> None:
         self._inner.dropped(reason, n)
@@ -137,6 +134,11 @@ class CloudHandler:
     def depth(self) -> int:
         return sum(map(_DEPTH, self._all_batchers))
 
+    def record_batch(self, queue_ms: float, compute_ms: float) -> None:
+        """Fold one batch's mean queueing delay and its compute time into the load EWMAs."""
+        self._queue_ewma += _EWMA * (queue_ms - self._queue_ewma)
+        self._compute_ewma += _EWMA * (compute_ms - self._compute_ewma)
+
     def load(self) -> LoadReport:
         return LoadReport(queue_depth=self.depth(), inflight=self._inflight,
                           queue_ms_ewma=self._queue_ewma, compute_ms_ewma=self._compute_ewma)
@@ -147,7 +149,7 @@ class CloudHandler:
         key = (call.model, call.version, call.split)
         route = self._routes.get(key)
         if route is None:
-            r = self.registry.resolve(call.model, call.version, call.split)  # NotServedError
+            r = self.registry.resolve(call.model, call.version, call.split)  # NotFoundError
             route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key],
                                                2 * self.max_batch_size * r.sample_bytes)
         return route

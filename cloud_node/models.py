@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from cloud_node.errors import NotServedError
 from collab.bundle import Bundle
+from collab.errors import NotFoundError
 from collab.ort import make_session, run
 
 FULL = "full"  # split label of the whole model (Infer) in metrics and batcher keys
@@ -58,7 +58,7 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Resolves (model name, version, split) to a Runnable; NotServedError otherwise."""
+    """Resolves (model name, version, split) to a Runnable; NotFoundError otherwise."""
 
     def __init__(self, bundles: Sequence[Bundle], *, intra_threads: int = 1) -> None:
         self._models: dict[str, list[ServedModel]] = {}
@@ -84,17 +84,17 @@ class ModelRegistry:
         candidates = self._models.get(name)
         if not candidates:
             served = ", ".join(sorted(self._models)) or "none"
-            raise NotServedError(f"model {name!r} is not served here (serving: {served})")
+            raise NotFoundError(f"model {name!r} is not served here (serving: {served})")
         model = next((m for m in candidates if not version or m.version == version), None)
         if model is None:
             have = ", ".join(m.version[:12] for m in candidates)
-            raise NotServedError(f"model {name!r} version {version[:12]!r} is not served (have: {have})")
+            raise NotFoundError(f"model {name!r} version {version[:12]!r} is not served (have: {have})")
         if split is None:
             return model.full
         tail = model.tails.get(split)
         if tail is None:
             known = ", ".join(model.tails) or "none"
-            raise NotServedError(f"model {name!r} has no split point {split!r} (known: {known})")
+            raise NotFoundError(f"model {name!r} has no split point {split!r} (known: {known})")
         return tail
 
     def runnables(self) -> list[Runnable]:

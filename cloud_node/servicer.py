@@ -1,4 +1,4 @@
-"""Thin gRPC servicer: proto in, handler call, proto out; domain errors -> status codes."""
+"""Thin gRPC servicer: proto in, handler call, proto out; errors -> :mod:`collab.rpc_status`."""
 
 from __future__ import annotations
 
@@ -15,26 +15,9 @@ from cloud_node.convert import (
     probe_reply_to_proto,
     reply_to_proto,
 )
-from cloud_node.errors import BadRequestError, NotServedError, ShuttingDownError, TooLargeError
 from cloud_node.handler import CloudHandler, TensorCall
-from collab.errors import CodecError, CollabError, DeadlineError
-from collab.log import logger
-from collab.ort import InferenceError
 from collab.proto import collab_pb2, collab_pb2_grpc
-
-STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (NotServedError, grpc.StatusCode.NOT_FOUND),
-    (BadRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
-    (TooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
-    (InferenceError, grpc.StatusCode.INTERNAL),
-)
-
-
-def status_for(e: Exception) -> grpc.StatusCode:
-    return next((code for cls, code in STATUS if isinstance(e, cls)), grpc.StatusCode.INTERNAL)
+from collab.rpc_status import abort, status_for
 
 
 class CloudServicer(collab_pb2_grpc.CloudServiceServicer):
@@ -55,25 +38,19 @@ class CloudServicer(collab_pb2_grpc.CloudServiceServicer):
         self._m.requests.labels("Probe", "", "").inc()
         try:
             return probe_reply_to_proto(self._h.probe(probe_call_from_proto(request)))
-        except CollabError as e:
+        except Exception as e:
             self._abort("Probe", e, context)
 
     def _tensor(self, method: str, call: TensorCall,
                 context: grpc.ServicerContext) -> collab_pb2.InferResponse:
         try:
             return reply_to_proto(self._h.run(call))
-        except CollabError as e:
+        except Exception as e:
             self._abort(method, e, context)
 
-    def _abort(self, method: str, e: CollabError, context: grpc.ServicerContext) -> NoReturn:
-        code = status_for(e)
-        self._m.errors.labels(method, code.name).inc()
-        if code == grpc.StatusCode.INTERNAL:
-            logger.warning("%s failed: %s", method, e, exc_info=e)
-        else:
-            logger.debug("%s rejected (%s): %s", method, code.name, e)
-        context.abort(code, str(e))
-        raise AssertionError("unreachable")  # context.abort always raises
+    def _abort(self, method: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+        self._m.errors.labels(method, status_for(e).name).inc()
+        abort(context, e, method)
 
 
 def _caller(context: grpc.ServicerContext) -> tuple[float | None, Callable[[], bool]]:

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("coordinator.cli_status", "print the fleet table"),
     "rollout": ("coordinator.cli_rollout", "publish, inspect or roll back a model rollout"),
     "mqtt-auth": ("coordinator.cli_auth", "write a Mosquitto password file + ACL for a fleet"),
-    "fl": ("collab.fl.cli", "federated learning: run a local federation or a fleet round"),
+    "fl": ("collab.cli_fl", "federated learning: run a local federation or a fleet round"),
     "scenario": ("collab.scenario.cli", "run simulated network scenarios"),
     "demo": ("collab.scenario.cli_demo", "run the default demo scenario"),
     "optimize": ("collab.optimize.cli", "INT8 / pruning / distillation variants per device tier"),

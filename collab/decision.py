@@ -22,6 +22,7 @@ from typing import Any, Literal
 from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
 from collab.errors import CodecError, ConfigError
+from collab.net.estimator import NetState
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
 
@@ -70,18 +71,6 @@ class Profile:
 
     def split_names(self) -> list[str]:
         return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class NetState:
-    """Current network estimate (from collab.net)."""
-
-    reachable: bool = True
-    rtt_ms: float = 1.0
-    bandwidth_bps: float = 1e9
-    rtt_std_ms: float = 0.0
-    bandwidth_std_bps: float = 0.0
-    loss_rate: float = 0.0  # fraction of recent remote calls that failed or timed out
 
 
 @dataclass(frozen=True, kw_only=True)

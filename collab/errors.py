@@ -3,17 +3,35 @@
 Every error the library raises on purpose derives from :class:`CollabError`, so
 callers can catch one type. Third-party errors (grpc, paho, onnxruntime, torch)
 are wrapped where they enter the library, with the original kept as ``__cause__``.
+A servicer answers each class with the gRPC status of :mod:`collab.rpc_status`
+(this module stays free of grpc: an edge device imports it without a server).
 
 CollabError
-├── ConfigError        invalid user input: flags, config/scenario files, arguments
-├── SplitError         a model cannot be traced, split or exported
-├── BundleError        a bundle is missing, incomplete, tampered or unsigned
-├── CodecError         a feature frame cannot be encoded or decoded
-├── TransportError     a remote peer failed (gRPC / MQTT), wraps the library error
-│   └── DeadlineError  a request could not be answered before its deadline
-├── ControlPlaneError  coordinator / registry / rollout failures
-└── FLError            federated-learning failures (bad update, budget exhausted)
-    └── PrivacyBudgetExceeded
+├── ConfigError             invalid user input: flags, files, arguments, a request's input
+│   └── MissingExtraError   (collab.extras) a command needs an extra that is not installed
+├── BadRequestError         a peer's request does not fit: wrong shape, dtype, batch, size
+├── NotFoundError           unknown model, version, split point, bundle, rollout, federation
+├── TooLargeError           a request asks for more than the node's limits allow
+├── ClosedError             the client or node was closed (or is draining): no new work
+├── AuthError               a caller presented a missing or wrong credential
+├── SplitError              a model cannot be traced, split or exported
+├── BundleError             a bundle is missing, incomplete, tampered or unsigned
+├── CodecError              a feature frame cannot be encoded or decoded
+├── InferenceError          ONNX Runtime rejected an input or failed while running
+├── TransportError          a remote peer failed (gRPC / MQTT), wraps the library error
+│   ├── DeadlineError       a request could not be answered before its deadline
+│   ├── CancelledError      the caller cancelled its RPC (went away) before the answer
+│   └── RpcError            (collab.transport) a failed RPC, with the peer's status code
+│       └── RpcDeadlineError   (collab.transport) DEADLINE_EXCEEDED; also a DeadlineError
+├── ControlPlaneError       coordinator / registry / rollout failures
+│   └── MalformedMessage    a control-plane payload does not parse or breaks the schema
+└── FLError                 federated-learning failures (round config, HE, accounting)
+    ├── PrivacyBudgetExceeded  another round would exceed the (epsilon, delta) budget
+    ├── UploadRefused       (client side) the aggregator refused an upload
+    └── UpdateRejected      the round refuses an upload's content: garbage, length, NaN
+        ├── RoundMismatch   no open round, a closed/future one, other base version or context
+        ├── NotSampled      the client was not sampled in this round
+        └── DuplicateUpdate the client already reported in this round
 """
 
 from __future__ import annotations
@@ -24,7 +42,29 @@ class CollabError(Exception):
 
 
 class ConfigError(CollabError, ValueError):
-    """Invalid user input (flags, files, arguments); raised before work starts."""
+    """Invalid user input (flags, files, arguments, a request's input); raised before work
+    starts."""
+
+
+class BadRequestError(CollabError):
+    """A request that does not fit: a frame of the wrong shape, dtype or batch, a negative
+    size."""
+
+
+class NotFoundError(CollabError):
+    """The named model, version, split point, bundle, rollout or federation is unknown."""
+
+
+class TooLargeError(CollabError):
+    """A request asks for more than the node's limits allow."""
+
+
+class ClosedError(CollabError):
+    """The client or node was closed, or is draining, and accepts no new work."""
+
+
+class AuthError(CollabError):
+    """A caller presented a missing or wrong credential."""
 
 
 class SplitError(CollabError):
@@ -39,6 +79,10 @@ class CodecError(CollabError, ValueError):
     """A frame cannot be encoded or decoded; the only error the decoder raises."""
 
 
+class InferenceError(CollabError):
+    """ONNX Runtime rejected an input or failed while running a model."""
+
+
 class TransportError(CollabError):
     """A remote call failed; wraps grpc/paho errors."""
 
@@ -47,8 +91,16 @@ class DeadlineError(TransportError, TimeoutError):
     """The request cannot be answered within its deadline on any path."""
 
 
+class CancelledError(TransportError):
+    """The caller cancelled its RPC (went away) before it was answered; not computed."""
+
+
 class ControlPlaneError(CollabError):
     """Coordinator, registry or rollout failure."""
+
+
+class MalformedMessage(ControlPlaneError):
+    """A payload that does not parse or violates the schema's invariants."""
 
 
 class FLError(CollabError):
@@ -59,15 +111,55 @@ class PrivacyBudgetExceeded(FLError):
     """Running another round would exceed the configured (epsilon, delta) budget."""
 
 
+class UploadRefused(FLError):
+    """The aggregator rejected an upload; ``status`` is the gRPC status name."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class UpdateRejected(FLError):
+    """An upload the round refuses for its content (garbage, wrong length, NaN, encoding);
+    the subclasses name the other reasons."""
+
+
+class RoundMismatch(UpdateRejected):
+    """The upload is for no open round, a closed or future one, another base version or
+    another HE context."""
+
+
+class NotSampled(UpdateRejected):
+    """The uploading client was not sampled in this round."""
+
+
+class DuplicateUpdate(UpdateRejected):
+    """The client already reported in this round."""
+
+
 __all__ = [
+    "AuthError",
+    "BadRequestError",
     "BundleError",
+    "CancelledError",
+    "ClosedError",
     "CodecError",
     "CollabError",
     "ConfigError",
     "ControlPlaneError",
     "DeadlineError",
+    "DuplicateUpdate",
     "FLError",
+    "InferenceError",
+    "MalformedMessage",
+    "NotFoundError",
+    "NotSampled",
     "PrivacyBudgetExceeded",
+    "RoundMismatch",
     "SplitError",
+    "TooLargeError",
     "TransportError",
+    "UpdateRejected",
+    "UploadRefused",
 ]

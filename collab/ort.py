@@ -12,12 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from collab.errors import BundleError, CollabError
-
-
-class InferenceError(CollabError):
-    """ONNX Runtime rejected an input or failed while running a model."""
-
+from collab.errors import BundleError, InferenceError
 
 # ORT's NodeArg.type strings -> numpy dtypes (bfloat16, strings, ... have no zeros here)
 _DTYPES = {
@@ -48,18 +43,21 @@ def dummy_inputs(session: ort.InferenceSession,
     return feeds
 
 
-def make_session(path: str | os.PathLike[str], *, intra_threads: int = 1) -> ort.InferenceSession:
-    """A CPU session. One intra-op thread by default: on a 2-core box, parallelism comes
-    from serving several requests, not from splitting one."""
+def make_session(path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1) -> ort.InferenceSession:
+    """A CPU session from a file or from serialized model bytes. One intra-op thread by
+    default: on a 2-core box, parallelism comes from serving several requests, not from
+    splitting one."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = intra_threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
-        raise BundleError(f"cannot load ONNX model {Path(path).name}: {e}") from e
+        what = "from bytes" if isinstance(path, bytes) else Path(path).name
+        raise BundleError(f"cannot load ONNX model {what}: {e}") from e
 
 
 def run(session: ort.InferenceSession, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:

@@ -17,9 +17,7 @@ from collab.log import logger
 def configure(parser: argparse.ArgumentParser) -> Any:
     add_mqtt_args(parser)
     parser.add_argument("--own-broker", default="127.0.0.1:1883", metavar="HOST:PORT",
-                        help="where to run a broker when --broker is not given (default %(default)s)")
-    parser.add_argument("--own-broker-kind", choices=("auto", "mosquitto", "embedded"), default="auto",
-                        help="auto = mosquitto when installed, else the embedded Python broker")
+                        help="where to run Mosquitto when --broker is not given (default %(default)s)")
     parser.add_argument("--db", type=Path, required=True, help="SQLite registry (created, WAL mode)")
     parser.add_argument("--bundle-store", type=Path, default=None, help="bundle store dir (default: <db dir>/bundles)")
     parser.add_argument("--signing-key", type=Path, default=None,
@@ -50,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             host, _, port = args.own_broker.rpartition(":")
             if not port.isdigit():
                 raise ConfigError(f"--own-broker must be HOST:PORT, got {args.own_broker!r}")
-            url = stack.enter_context(own_broker(host or "127.0.0.1", int(port), args.own_broker_kind))
+            url = stack.enter_context(own_broker(host or "127.0.0.1", int(port)))
         else:
             logger.info("using external broker %s", url)
         cfg = CoordinatorConfig(

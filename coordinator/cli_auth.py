@@ -43,9 +43,6 @@ def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = P
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
-FL_PREFIX = f"{topics.PREFIX}/fl"  # federated learning (collab/fl/messages.py)
-
-
 def acl_text(coordinator: str, operator: str, fl_aggregator: str | None = None) -> str:
     node = f"{topics.PREFIX}/node/%u"
     lines = [
@@ -54,7 +51,7 @@ def acl_text(coordinator: str, operator: str, fl_aggregator: str | None = None) 
         f"user {operator}", f"topic read {topics.PREFIX}/#", "",
     ]
     if fl_aggregator:
-        lines += [f"user {fl_aggregator}", f"topic readwrite {FL_PREFIX}/#", ""]
+        lines += [f"user {fl_aggregator}", f"topic readwrite {topics.FL_PREFIX}/#", ""]
     return "\n".join([
         *lines,
         "# every other user is a node whose user name is its node id",
@@ -62,8 +59,8 @@ def acl_text(coordinator: str, operator: str, fl_aggregator: str | None = None) 
         f"pattern read {node}/{topics.ROLLOUT}",
         f"pattern read {topics.CLOUDS}",
         "# federated learning: a node is an FL client under its own id",
-        f"pattern write {FL_PREFIX}/+/clients/%u",
-        f"pattern read {FL_PREFIX}/#",
+        f"pattern write {topics.FL_PREFIX}/+/{topics.FL_CLIENTS}/%u",
+        f"pattern read {topics.FL_PREFIX}/#",
         "",
     ])
 

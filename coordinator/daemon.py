@@ -93,7 +93,8 @@ class Coordinator:
             self.db.start()
             self._stack.callback(self.db.close)
             _, self.port = self._stack.enter_context(serve(
-                self, self.config.listen, tls_cert=self.config.grpc_tls_cert, tls_key=self.config.grpc_tls_key))
+                self, self.config.listen, admin_token=self.config.admin_token,
+                tls_cert=self.config.grpc_tls_cert, tls_key=self.config.grpc_tls_key))
             host = self.config.listen.rsplit(":", 1)[0].strip("[]")
             if host in ("", "0.0.0.0", "::"):
                 host = "127.0.0.1"

@@ -4,16 +4,37 @@ read from live state at scrape time so the message path pays nothing."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
-if TYPE_CHECKING:
-    from coordinator.daemon import Coordinator
+from collab.control import messages as msg
+from coordinator.db import Database
+from coordinator.registry import Registry
 
 
-def register(c: Coordinator, registry: CollectorRegistry) -> None:
+class Observed(Protocol):
+    """What the gauges read: :class:`coordinator.daemon.Coordinator`, which registers them
+    (a protocol, so this module does not import the daemon back)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def processed(self) -> int: ...
+
+    @property
+    def lags(self) -> collections.deque[float]: ...
+
+    def rollout_status(self) -> msg.RolloutStatus | None: ...
+
+
+def register(c: Observed, registry: CollectorRegistry) -> None:
     def count_nodes(role: str, online: bool) -> Callable[[], float]:
         return lambda: sum(1 for n in list(c.registry.nodes.values()) if n.role == role and n.online == online)
 

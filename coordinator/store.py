@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from collab.bundle import MANIFEST, load_bundle
 from collab.control.signing import sign_manifest
 from collab.control.transfer import bundle_files
-from collab.errors import BundleError
+from collab.errors import NotFoundError
 from collab.log import logger
 from coordinator.db import Database
 
@@ -70,7 +70,7 @@ class BundleStore:
     def path(self, version: str) -> Path:
         p = self.root / version
         if version not in self.signatures or not p.is_dir():
-            raise BundleError(f"no stored bundle with version {version[:16]!r}")
+            raise NotFoundError(f"no stored bundle with version {version[:16]!r}")
         return p
 
     def signature(self, version: str) -> bytes:

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
 from collab.errors import ConfigError
-from collab.fl import messages as msg
 from collab.fl.client import FLClient
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data
@@ -36,7 +36,8 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
     warm_up()
     x, y = member_data(cfg, index)
     trainer = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + index)
-    will = (msg.client_topic(cfg.federation, cid), b"", 1, True)
+    presence = topics.fl_client_topic(cfg.federation, cid)
+    will = (presence, b"", 1, True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with MqttClient(with_client_id(mqtt, f"fl-{cfg.federation}-{cid}"), will=will) as client:
@@ -44,7 +45,7 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
         fl.start()
         logger.info("FL client %s: %d examples, waiting for rounds", cid, len(y))
         fl.run(stop)
-        client.publish(msg.client_topic(cfg.federation, cid), b"", qos=1, retain=True, wait=5.0)
+        client.publish(presence, b"", qos=1, retain=True, wait=5.0)
     return 0
 
 

@@ -13,15 +13,12 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from collab.control import messages as msg
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.join import advertised
 from collab.edge.client import Client
-
-if TYPE_CHECKING:
-    from edge_node.config import EdgeConfig
+from edge_node.config import EdgeConfig
 
 
 def telemetry(client: Client) -> msg.Telemetry:

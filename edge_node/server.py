@@ -1,8 +1,8 @@
 """The edge daemon: ``collab.v1.EdgeService.Infer`` in front of one :class:`collab.Client`.
 
 A thin servicer decodes the input frame, calls the client (the same runtime as the
-SDK) and maps domain errors to gRPC status codes; the daemon never loses a request
-to a cloud failure because the client finishes locally.
+SDK) and maps errors to gRPC status codes (:mod:`collab.rpc_status`); the daemon never
+loses a request to a cloud failure because the client finishes locally.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 from collab import codec as codecs
 from collab.edge.client import Client
 from collab.edge.config import InferenceResult
-from collab.errors import BundleError, CodecError, CollabError, ConfigError, DeadlineError
+from collab.errors import ConfigError
 from collab.log import logger
-from collab.ort import InferenceError
 from collab.proto import collab_pb2, collab_pb2_grpc
+from collab.rpc_status import abort, status_for
 from collab.transport import server_credentials, server_options
 from edge_node.config import EdgeConfig
 from edge_node.fleet import join_fleet
@@ -68,17 +68,9 @@ class EdgeServicer(collab_pb2_grpc.EdgeServiceServicer):
             r = self.h.infer(request.frame, policy=request.policy, deadline_ms=deadline)
             model = collab_pb2.ModelId(name=self.h.client.bundle.name, version=r.model_version)
             return result_to_proto(r, request.request_id, model)
-        except (CodecError, ConfigError) as e:
-            code, msg = grpc.StatusCode.INVALID_ARGUMENT, str(e)
-        except DeadlineError as e:
-            code, msg = grpc.StatusCode.DEADLINE_EXCEEDED, str(e)
-        except (BundleError, InferenceError) as e:
-            code, msg = grpc.StatusCode.INTERNAL, str(e)
-        except CollabError as e:
-            code, msg = grpc.StatusCode.UNKNOWN, str(e)
-        self.h.metrics.errors.labels(code.name).inc()
-        context.abort(code, msg)
-        raise AssertionError("unreachable")  # context.abort raises
+        except Exception as e:
+            self.h.metrics.errors.labels(status_for(e).name).inc()
+            abort(context, e, "Infer")
 
 
 @dataclass

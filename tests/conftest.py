@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collab.testing.procs import Broker, mosquitto, mosquitto_binary
+from collab.procs import Broker, mosquitto, mosquitto_binary
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def broker() -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def digits_bundle() -> Path:
     """The trained digits CNN split into a bundle (built once, cached across runs)."""
-    from collab.testing.bundles import example_bundle
+    from collab.split.examples import example_bundle
 
     return example_bundle("digits")
 
@@ -31,6 +31,6 @@ def digits_bundle() -> Path:
 @pytest.fixture(scope="session")
 def resnet_bundle() -> Path:
     """The ResNet-18-style example split into a bundle (built once, cached across runs)."""
-    from collab.testing.bundles import example_bundle
+    from collab.split.examples import example_bundle
 
     return example_bundle("resnet")

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from collab.edge.client import Client
 from collab.edge.runtime import EdgeRuntime
 from collab.ort import dummy_inputs, make_session, run
-from collab.testing.procs import free_port
+from collab.procs import free_port
 
 REPEAT = 2
 

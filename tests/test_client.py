@@ -20,7 +20,7 @@ from collab.edge.client import Client
 from collab.edge.config import ClientConfig
 from collab.edge.runtime import EdgeRuntime
 from collab.errors import CodecError, ConfigError, DeadlineError
-from collab.testing.procs import free_port
+from collab.procs import free_port
 
 
 def sample_inputs(bundle_dir: Path, n: int, seed: int = 0) -> np.ndarray:

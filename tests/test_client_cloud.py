@@ -15,7 +15,7 @@ from collab.bundle import load_bundle
 from collab.edge.client import Client
 from collab.edge.config import InferenceResult
 from collab.edge.runtime import EdgeRuntime
-from collab.testing.procs import collab_process, free_port
+from collab.procs import collab_process, free_port
 
 
 def cloud_args(port: int, *bundles: Path) -> list[str]:
@@ -223,12 +223,12 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
 
 
 def test_client_over_tls_with_client_certificates(digits_bundle: Path, tmp_path: Path) -> None:
-    from collab.tlsutil import make_ca
     from collab.transport import TlsConfig
+    from tests.helpers.certs import make_ca
 
     ca = make_ca(tmp_path)
     srv = ca.issue("cloud", hosts=("localhost", "127.0.0.1"))
-    cli = ca.issue("edge", server=False, client=True)
+    cli = ca.issue("edge")
     port = free_port()
     sp = load_bundle(digits_bundle).manifest.split_points[0].name
     x = sample_inputs(digits_bundle, 1)

@@ -24,8 +24,8 @@ from test_cloud_support import (
 
 from collab import codec
 from collab.bundle import Bundle, load_bundle
+from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import collab_process, free_port
 from collab.transport import SERVICE_NAME
 
 

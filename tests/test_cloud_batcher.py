@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from cloud_node.batcher import Batcher
-from cloud_node.errors import ShuttingDownError
-from collab.errors import DeadlineError
+from collab.errors import ClosedError, DeadlineError
 
 
 class Recorder:
@@ -91,7 +90,7 @@ def test_close_flushes_the_window_and_refuses_new_work() -> None:
     for t in threads:
         t.join(5)
     assert len(results) == 3 and rec.sizes == [3]
-    with pytest.raises(ShuttingDownError):
+    with pytest.raises(ClosedError):
         b.run(x)
 
 

@@ -22,8 +22,8 @@ from test_cloud_support import (
 
 from collab import codec
 from collab.bundle import Bundle, load_bundle
+from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2
-from collab.testing.procs import collab_process, free_port
 from collab.transport import rpc_errors
 
 

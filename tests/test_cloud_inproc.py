@@ -24,7 +24,6 @@ from collab import codec
 from collab.bundle import Bundle, load_bundle
 from collab.errors import ConfigError, DeadlineError, TransportError
 from collab.proto import collab_pb2
-from collab.tlsutil import make_ca
 from collab.transport import (
     RpcDeadlineError,
     RpcError,
@@ -32,6 +31,7 @@ from collab.transport import (
     rpc_errors,
     target_for,
 )
+from tests.helpers.certs import make_ca
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca = make_ca(d / "ca")
     other = make_ca(d / "other", name="other-ca")
     srv = ca.issue("server", hosts=("localhost", "127.0.0.1"))
-    cli = ca.issue("edge-1", hosts=(), server=False, client=True)
-    rogue = other.issue("rogue", hosts=(), server=False, client=True)
+    cli = ca.issue("edge-1", hosts=())
+    rogue = other.issue("rogue", hosts=())
     return {"ca": ca.cert, "srv_cert": srv.cert, "srv_key": srv.key, "cli_cert": cli.cert,
             "cli_key": cli.key, "rogue_cert": rogue.cert, "rogue_key": rogue.key,
             "other_ca": other.cert}

@@ -166,9 +166,9 @@ def test_validate_calibration_rejects_malformed() -> None:
 
 def _example_bundle(name: str) -> Path:
     try:
-        from collab.testing.bundles import example_bundle
+        from collab.split.examples import example_bundle
     except ImportError:
-        pytest.skip("collab.testing.bundles not available yet")
+        pytest.skip("collab.split.examples not available yet")
     return example_bundle(name)
 
 

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from collab.codec import Codec, decode, encode, fuzz, peek
+from collab.codec import Codec, decode, encode, peek
 from collab.codec.quantize import error_bound
 from collab.errors import CodecError
+from tests.helpers import codec_fuzz as fuzz
 
 CODECS = [
     f"{q}{e}{s}"

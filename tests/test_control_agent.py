@@ -13,7 +13,7 @@ from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control.agent import NodeAgent
 from collab.control.signing import public_pem
-from collab.testing.procs import Broker
+from collab.procs import Broker
 from coordinator.daemon import Coordinator
 from coordinator.rollout import selected
 

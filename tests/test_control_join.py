@@ -15,7 +15,7 @@ from test_control_support import coordinator_config, revised, wait_until
 from collab.bundle import load_bundle
 from collab.control.join import add_cloud_join_args, cloud_agent
 from collab.control.mqtt import MqttConfig
-from collab.testing.procs import Broker
+from collab.procs import Broker
 from coordinator.daemon import Coordinator
 
 

@@ -23,6 +23,8 @@ from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _linear(path: Path, w: np.ndarray, relu: bool) -> None:
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if relu else "y"])]
@@ -63,7 +65,7 @@ def revised(src: Path, out: Path, rev: int) -> Path:
 def base_bundle(tmp: Path) -> Path:
     """The digits example bundle when available (copied), else the tiny bundle."""
     try:
-        from collab.testing.bundles import example_bundle
+        from collab.split.examples import example_bundle
     except ImportError:
         return tiny_bundle(tmp / "base")
     dst = tmp / "base"
@@ -109,7 +111,7 @@ class StatusWatcher:
 
 
 class SimFleet:
-    """Simulated node processes (python -m collab.control.simnode); killed on exit."""
+    """Simulated node processes (python -m tests.helpers.simnode); killed on exit."""
 
     def __init__(self, root: Path, broker_url: str, trust_key: Path | None) -> None:
         self.root, self.url, self.key = root, broker_url, trust_key
@@ -118,12 +120,12 @@ class SimFleet:
     def spawn(self, node_id: str, role: str = "edge", *extra: str) -> subprocess.Popen[bytes]:
         work = self.root / node_id
         work.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "collab.control.simnode", "--broker", self.url, "--node-id", node_id,
+        args = [sys.executable, "-m", "tests.helpers.simnode", "--broker", self.url, "--node-id", node_id,
                 "--role", role, "--work-dir", str(work), "--heartbeat", "0.3", "--telemetry", "0.5", *extra]
         if self.key is not None:
             args += ["--trusted-key", str(self.key)]
         log = open(work / "log.txt", "wb")  # noqa: SIM115
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # tests.* importable
         log.close()
         self.procs[node_id] = p
         return p

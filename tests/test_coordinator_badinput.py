@@ -13,7 +13,7 @@ from test_control_support import coordinator_config, wait_until
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
-from collab.testing.procs import Broker
+from collab.procs import Broker
 from coordinator.daemon import Coordinator
 
 

@@ -8,7 +8,7 @@ import pytest
 from test_control_support import coordinator_config, tiny_bundle
 
 from collab.cli import main as collab_main
-from collab.testing.procs import Broker
+from collab.procs import Broker
 from coordinator.daemon import Coordinator
 
 

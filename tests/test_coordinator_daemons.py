@@ -16,8 +16,8 @@ from test_control_support import StatusWatcher, revised, wait_until
 from collab import codec
 from collab.bundle import load_bundle
 from collab.cli import main as collab_main
+from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import Broker, collab_process, free_port
 from coordinator.client import CoordinatorClient
 
 

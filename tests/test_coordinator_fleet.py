@@ -14,7 +14,7 @@ from test_control_support import SimFleet, StatusWatcher, base_bundle, revised, 
 
 from collab.bundle import load_bundle
 from collab.cli import main as collab_main
-from collab.testing.procs import Broker, collab_process, free_port
+from collab.procs import Broker, collab_process, free_port
 from coordinator.client import CoordinatorClient
 
 HB_TIMEOUT = 2.0

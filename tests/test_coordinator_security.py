@@ -18,10 +18,10 @@ from collab.control import topics
 from collab.control.agent import NodeAgent
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.errors import ControlPlaneError
-from collab.testing.procs import mosquitto, mosquitto_binary
-from collab.tlsutil import make_ca
+from collab.procs import mosquitto, mosquitto_binary
 from coordinator.cli_auth import mosquitto_hash, write_fleet_auth
 from coordinator.daemon import Coordinator
+from tests.helpers.certs import make_ca
 
 # mosquitto started as root drops to its own user, which cannot read pytest's 0700 tmp dirs
 _ROOT = "user root\n" if os.geteuid() == 0 else ""

@@ -17,7 +17,6 @@ from collab.decision import (
     CloudState,
     EdgeState,
     Hysteresis,
-    NetState,
     PathSpec,
     Policy,
     Profile,
@@ -26,6 +25,7 @@ from collab.decision import (
     profile_from_manifest,
 )
 from collab.errors import ConfigError
+from collab.net.estimator import NetState
 
 AUTO = Policy(mode="auto")
 E_MS = 20.0  # edge-only compute

@@ -15,8 +15,8 @@ from collab.bundle import load_bundle
 from collab.edge.config import ClientConfig
 from collab.edge.runtime import EdgeRuntime
 from collab.errors import ConfigError
+from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import collab_process, free_port
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
 

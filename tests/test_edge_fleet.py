@@ -16,8 +16,8 @@ from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.edge.config import ClientConfig
+from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.testing.procs import Broker, collab_process, free_port
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,49 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("rounds: 3\ntrain:\n  lr: 0\n  epochs: 3\nhe:\n  coeff_mod_bit_sizes: [60, 10]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{p}:3: train.lr: must be > 0, got 0"
+    assert lines[1].startswith(f"{p}:4: train.epochs: unknown key 'epochs' (allowed: local_epochs, "), lines
+    assert lines[2] == f"{p}:6: he.coeff_mod_bit_sizes[1]: must be >= 20, got 10"
+    assert len(lines) == 3
+
+
+def test_cross_field_error_names_the_field_and_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("clients: 3\nround:\n  deadline_s: 5\n  min_clients: 4\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: round\.min_clients: must be <= clients \(3\), got 4"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("data", [
+    {"rounds": 3.0}, {"rounds": True}, {"seed": "1"}, {"he": {"poly_modulus_degree": 8192.0}},
+    {"train": {"lr": "0.1"}}, {"train": {"lr": float("nan")}}, {"public": {"augment": 1}},
+    {"federation": 5}, {"model": {"federated": "fc2"}}, {"model": None},
+])
+def test_values_are_not_coerced(data: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        config_from_dict(data)
+
+
+def test_an_integer_is_a_number() -> None:
+    cfg = config_from_dict({"train": {"lr": 1}, "dp": {"epsilon_budget": 8}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.dp.epsilon_budget == 8.0
+
+
+def test_configs_built_in_code_are_validated_too() -> None:
+    cfg = config_from_dict({"clients": 4})
+    with pytest.raises(ConfigError, match="broker"):
+        dataclasses.replace(cfg, broker="tcp://x")
+    with pytest.raises(ConfigError, match="min_clients"):
+        dataclasses.replace(cfg, clients=1)
+    assert dataclasses.replace(cfg, broker="mqtt://h:1883").broker == "mqtt://h:1883"
 
 
 def test_unknown_module_is_a_config_error() -> None:

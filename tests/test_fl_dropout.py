@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.fl import he
 from collab.fl import messages as msg
@@ -19,7 +20,7 @@ from collab.fl.aggregate import decode_aggregate
 from collab.fl.client import AggregatorStub
 from collab.fl.config import config_from_dict, config_to_dict
 from collab.fl.member import ModelHolder
-from collab.testing.procs import Broker, collab_process, free_port
+from collab.procs import Broker, collab_process, free_port
 
 
 @pytest.mark.slow
@@ -43,24 +44,24 @@ def test_round_completes_with_three_of_ten_clients_killed(broker: Broker, tmp_pa
 
     def on_client(topic: str, payload: bytes, retained: bool) -> None:
         if payload:
-            h = msg.from_json(msg.ClientHello, payload)
+            h = msg.hello_from_bytes(payload)
             hellos[h.client_id] = h
 
     def on_round(topic: str, payload: bytes, retained: bool) -> None:
-        ann = msg.from_json(msg.RoundAnnouncement, payload)
+        ann = msg.announcement_from_bytes(payload)
         if ann.round == 1 and not killed:
             for cid in ann.sampled[:3]:
                 os.kill(hellos[cid].pid, signal.SIGKILL)
                 killed.append(cid)
 
     def on_model(topic: str, payload: bytes, retained: bool) -> None:
-        published.append(msg.from_json(msg.ModelPublished, payload))
+        published.append(msg.model_from_bytes(payload))
         got_model.set()
 
     with MqttClient(MqttConfig(url=broker.url, client_id="test-observer")) as mq:
-        mq.subscribe(msg.clients_filter("kill"), on_client)
-        mq.subscribe(msg.round_topic("kill"), on_round)
-        mq.subscribe(msg.model_topic("kill"), on_model)
+        mq.subscribe(topics.fl_clients_filter("kill"), on_client)
+        mq.subscribe(topics.fl_topic("kill", topics.FL_ROUND), on_round)
+        mq.subscribe(topics.fl_topic("kill", topics.FL_MODEL), on_model)
         common = ["--config", str(cfg_path), "--broker", broker.url]
         with collab_process(["fl", "aggregator", *common, "--listen", f"127.0.0.1:{port}",
                              "--public-context", str(pub)], port=port, log=tmp_path / "agg.log"), \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,17 @@ print(json.dumps({"path": r.path, "fell_back": r.fell_back, "shape": list(r.outp
 def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("install")
     dist = tmp / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+    # build from a copy of the tracked sources: an in-tree build reuses a stale build/ dir
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    src = tmp / "src"
+    for rel in files:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / rel).is_symlink():  # collab/scenario/shipped -> ../../scenarios
+            (src / rel).symlink_to(os.readlink(ROOT / rel))
+        elif (ROOT / rel).is_file():
+            shutil.copy2(ROOT / rel, src / rel)
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
                    check=True, capture_output=True, cwd=tmp)
     (wheel,) = dist.glob("edgecollab-*.whl")
     venv = tmp / "venv"

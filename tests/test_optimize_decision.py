@@ -15,7 +15,6 @@ from collab.decision import (
     NO_HYSTERESIS,
     CloudState,
     EdgeState,
-    NetState,
     Policy,
     Profile,
     decide,
@@ -23,6 +22,7 @@ from collab.decision import (
 )
 from collab.edge.client import Client
 from collab.models.registry import example_inputs
+from collab.net.estimator import NetState
 from collab.optimize.samples import Samples
 from collab.optimize.variants import quantize_bundle, select_splits
 from collab.ort import make_session, run

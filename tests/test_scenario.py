@@ -10,7 +10,7 @@ import pytest
 
 from collab.errors import ConfigError
 from collab.scenario.cli import scenarios_dir
-from collab.scenario.runner import schedule
+from collab.scenario.requests import schedule
 from collab.scenario.schema import load_scenario, parse_scenario
 
 GOOD = textwrap.dedent("""\
@@ -65,6 +65,38 @@ def test_invalid_fields_are_named_with_line(old: str, new: str, field: str, line
     msg = _err(GOOD.replace(old, new))
     assert msg.startswith(f"s.yaml:{line}: "), msg
     assert __import__("re").search(field, msg), msg
+
+
+def test_every_bad_field_is_named_with_the_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(GOOD.replace("rate_hz: 5", "rate_hz: -5").replace(
+        "{duration_s: 1, outage: true}", "{duration_s: 1, outage: true, lossy: 1}"))
+    with pytest.raises(ConfigError) as e:
+        load_scenario(p)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{p}:11: workload.rate_hz: must be > 0, got -5", lines
+    assert lines[1].startswith(f"{p}:16: network.segments[1].lossy: unknown key 'lossy' (allowed: duration_s, "), lines
+    assert len(lines) == 2
+
+
+def test_null_means_the_default_and_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    p = tmp_path / "s.yaml"
+    p.write_text(GOOD.replace("example: digits", "bundle: b").replace("count: 2", "count: null")
+                 .replace("[edge_only, auto]", "null"))
+    sc = load_scenario(p)
+    assert sc.model.bundle == (tmp_path / "b").resolve() and sc.model.example is None
+    assert sc.edge.count == 1 and sc.policies == ("edge_only", "cloud_only", "auto")
+
+
+@pytest.mark.parametrize(("old", "new", "msg"), [
+    ("count: 2", "count: 2.0", "s.yaml:7: edges.count: must be an integer, got 2.0"),
+    ("calibrate: false", "calibrate: 0", "s.yaml:5: model.calibrate: must be true or false, got 0"),
+    ("arrivals: poisson", "arrivals: 1", "s.yaml:12: workload.arrivals: must be one of 'uniform' or 'poisson', got 1"),
+])
+def test_values_are_not_coerced(old: str, new: str, msg: str) -> None:
+    assert _err(GOOD.replace(old, new)) == msg
 
 
 def test_missing_and_malformed_trace_files(tmp_path: Path) -> None:
@@ -175,7 +207,7 @@ def test_oracle_prices_a_static_path_by_its_local_cost() -> None:
         local_base_costs,
         network_ms,
     )
-    from collab.scenario.runner import Record
+    from collab.scenario.requests import Record
 
     sc = parse_scenario(GOOD.replace("count: 2", "count: 1").replace("requests: 10", "requests: 40")
                         .replace("        - {duration_s: 1, outage: true}\n", "")

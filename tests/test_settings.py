@@ -77,6 +77,23 @@ def test_bounds_are_the_fields_everywhere() -> None:
         parse_scenario(MINIMAL + "cloud: {max_batch_size: 0}\n", source="s.yaml")
 
 
+def test_scenario_setting_keys_are_typed_strictly_and_all_reported() -> None:
+    text = MINIMAL + "edges:\n  slowdown: '5'\n  max_probe_bytes: 2048.0\n  strict_deadline: 1\n" \
+        "cloud: {workers: true, max_wait_ms: .inf}\n"
+    with pytest.raises(ConfigError) as e:
+        parse_scenario(text, source="s.yaml")
+    assert sorted(str(e.value).splitlines()) == [
+        "s.yaml:6: edges.slowdown: must be a number, got '5'",
+        "s.yaml:7: edges.max_probe_bytes: must be an integer, got 2048.0",
+        "s.yaml:8: edges.strict_deadline: must be true or false, got 1",
+        "s.yaml:9: cloud.max_wait_ms: must be finite, got inf",
+        "s.yaml:9: cloud.workers: must be an integer, got True",
+    ]
+    # what the config itself checks beyond one field's type and bounds names the section
+    with pytest.raises(ConfigError, match=r"s\.yaml:5: edges: unknown quantizer 'bogus'"):
+        parse_scenario(MINIMAL + "edges:\n  codec: bogus\n", source="s.yaml")
+
+
 def test_scenario_specs_default_to_the_config_defaults() -> None:
     sc = parse_scenario(MINIMAL, source="s.yaml")
     assert sc.edge.client == ClientConfig() and sc.cloud.argv() == []

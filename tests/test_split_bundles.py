@@ -12,7 +12,7 @@ import pytest
 from collab import ort
 from collab.bundle import Bundle, load_bundle
 from collab.models.registry import EXAMPLES, example_inputs
-from collab.testing.bundles import example_bundle
+from collab.split.examples import example_bundle
 
 _SLOW = {"mobilenet", "transformer"}  # only these are not also built by other areas' fixtures
 

@@ -1,7 +1,9 @@
 """Control-plane domain types and their protobuf codecs (``x_to_proto`` / ``x_from_proto``).
 
 Decoding is the trust boundary for MQTT payloads: every ``*_from_bytes`` raises only
-:class:`MalformedMessage`, so a receiver can count and drop bad input in one place.
+:class:`MalformedMessage`, so a receiver can count and drop bad input in one place. The
+helpers of that boundary (``parse_message``, ``valid_node_id``, ``finite``) are shared
+with the FL messages (collab/fl/messages.py), which travel on the same bus.
 """
 
 from __future__ import annotations
@@ -14,17 +16,13 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from collab.control.topics import NODE_ID_RE
-from collab.errors import ControlPlaneError
+from collab.errors import MalformedMessage
 from collab.proto import control_pb2 as pb
 
 ROLES = ("edge", "cloud")
 _ROLE_TO_PB = {"edge": pb.ROLE_EDGE, "cloud": pb.ROLE_CLOUD}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 MAX_LIST = 256  # endpoints / capabilities / path-mix entries a message may carry
-
-
-class MalformedMessage(ControlPlaneError):
-    """A payload that does not parse or violates the schema's invariants."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,12 +122,13 @@ class FleetStatus:
     rejected: Mapping[str, int] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- the decode boundary
 
 M = TypeVar("M", bound=Message)
 
 
-def _parse(cls: type[M], data: bytes) -> M:
+def parse_message(cls: type[M], data: bytes) -> M:
+    """Parse an MQTT payload; any protobuf failure becomes :class:`MalformedMessage`."""
     msg = cls()
     try:
         msg.ParseFromString(data)
@@ -138,13 +137,13 @@ def _parse(cls: type[M], data: bytes) -> M:
     return msg
 
 
-def _node_id(node_id: str) -> str:
+def valid_node_id(node_id: str) -> str:
     if not NODE_ID_RE.match(node_id):
         raise MalformedMessage(f"invalid node id {node_id[:80]!r}")
     return node_id
 
 
-def _finite(x: float, what: str) -> float:
+def finite(x: float, what: str) -> float:
     if not math.isfinite(x):
         raise MalformedMessage(f"{what} is not finite")
     return x
@@ -174,9 +173,9 @@ def announce_from_proto(m: pb.NodeAnnounce) -> Announce:
     _bounded(len(m.endpoints), "endpoints")
     _bounded(len(m.capabilities), "capabilities")
     return Announce(
-        node_id=_node_id(m.node_id), role=_ROLE_FROM_PB[m.role], online=m.state == pb.STATE_ONLINE,
+        node_id=valid_node_id(m.node_id), role=_ROLE_FROM_PB[m.role], online=m.state == pb.STATE_ONLINE,
         capabilities=dict(m.capabilities), bundle_version=m.bundle_version,
-        endpoints=tuple(m.endpoints), model_name=m.model_name, sent_at=_finite(m.sent_at, "sent_at"))
+        endpoints=tuple(m.endpoints), model_name=m.model_name, sent_at=finite(m.sent_at, "sent_at"))
 
 
 def heartbeat_to_proto(h: Heartbeat) -> pb.Heartbeat:
@@ -184,7 +183,7 @@ def heartbeat_to_proto(h: Heartbeat) -> pb.Heartbeat:
 
 
 def heartbeat_from_proto(m: pb.Heartbeat) -> Heartbeat:
-    return Heartbeat(node_id=_node_id(m.node_id), seq=m.seq, sent_at=_finite(m.sent_at, "sent_at"),
+    return Heartbeat(node_id=valid_node_id(m.node_id), seq=m.seq, sent_at=finite(m.sent_at, "sent_at"),
                      bundle_version=m.bundle_version)
 
 
@@ -198,9 +197,9 @@ def telemetry_to_proto(t: Telemetry) -> pb.Telemetry:
 def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
     _bounded(len(m.path_mix), "path_mix entries")
     for what in ("interval_s", "p50_ms", "p95_ms", "p99_ms", "sent_at"):
-        _finite(getattr(m, what), what)
+        finite(getattr(m, what), what)
     return Telemetry(
-        node_id=_node_id(m.node_id), interval_s=m.interval_s, requests=m.requests,
+        node_id=valid_node_id(m.node_id), interval_s=m.interval_s, requests=m.requests,
         path_mix=dict(m.path_mix), p50_ms=m.p50_ms, p95_ms=m.p95_ms, p99_ms=m.p99_ms,
         fallbacks=m.fallbacks, bytes_sent=m.bytes_sent, sent_at=m.sent_at)
 
@@ -227,8 +226,8 @@ def ack_to_proto(a: RolloutAck) -> pb.RolloutAck:
 def ack_from_proto(m: pb.RolloutAck) -> RolloutAck:
     if not m.rollout_id:
         raise MalformedMessage("ack without rollout_id")
-    return RolloutAck(node_id=_node_id(m.node_id), rollout_id=m.rollout_id, version=m.version,
-                      ok=m.ok, error=m.error[:1000], sent_at=_finite(m.sent_at, "sent_at"))
+    return RolloutAck(node_id=valid_node_id(m.node_id), rollout_id=m.rollout_id, version=m.version,
+                      ok=m.ok, error=m.error[:1000], sent_at=finite(m.sent_at, "sent_at"))
 
 
 def clouds_to_proto(endpoints: tuple[str, ...], updated_at: float) -> pb.CloudEndpoints:
@@ -285,32 +284,32 @@ def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
 
 
 def announce_from_bytes(data: bytes) -> Announce:
-    return announce_from_proto(_parse(pb.NodeAnnounce, data))
+    return announce_from_proto(parse_message(pb.NodeAnnounce, data))
 
 
 def heartbeat_from_bytes(data: bytes) -> Heartbeat:
-    return heartbeat_from_proto(_parse(pb.Heartbeat, data))
+    return heartbeat_from_proto(parse_message(pb.Heartbeat, data))
 
 
 def telemetry_from_bytes(data: bytes) -> Telemetry:
-    return telemetry_from_proto(_parse(pb.Telemetry, data))
+    return telemetry_from_proto(parse_message(pb.Telemetry, data))
 
 
 def directive_from_bytes(data: bytes) -> RolloutDirective:
-    return directive_from_proto(_parse(pb.RolloutDirective, data))
+    return directive_from_proto(parse_message(pb.RolloutDirective, data))
 
 
 def ack_from_bytes(data: bytes) -> RolloutAck:
-    return ack_from_proto(_parse(pb.RolloutAck, data))
+    return ack_from_proto(parse_message(pb.RolloutAck, data))
 
 
 def clouds_from_bytes(data: bytes) -> tuple[str, ...]:
-    return clouds_from_proto(_parse(pb.CloudEndpoints, data))
+    return clouds_from_proto(parse_message(pb.CloudEndpoints, data))
 
 
 def fleet_status_from_bytes(data: bytes) -> FleetStatus:
     try:
-        return fleet_status_from_proto(_parse(pb.FleetStatus, data))
+        return fleet_status_from_proto(parse_message(pb.FleetStatus, data))
     except MalformedMessage:
         raise
     except (KeyError, ValueError) as e:

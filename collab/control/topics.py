@@ -2,6 +2,8 @@
 
 Every topic a node publishes on starts with ``collab/v1/node/{node_id}/`` so a broker ACL
 ``pattern write collab/v1/node/%u/...`` stops a node from speaking for another node.
+Federated learning lives under ``collab/v1/fl/{federation}/``; an FL client's presence
+topic ends in its node id, so ``pattern write collab/v1/fl/+/clients/%u`` confines it too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ COORDINATOR_STATE = f"{PREFIX}/coordinator/state"  # retained, QoS 1, last-will
 # what the coordinator subscribes to
 NODE_WILDCARD = f"{PREFIX}/node/+/+"
 
+# federated learning, per federation (payloads: protos/fl.proto, collab/fl/messages.py)
+FL_PREFIX = f"{PREFIX}/fl"
+FL_CLIENTS = "clients"  # clients/{client_id}: retained presence, QoS 1; an empty payload (the will) = gone
+FL_ROUND = "round"  # aggregator -> clients: retained, QoS 1
+FL_MODEL = "model"  # aggregator -> followers: retained, QoS 1, the newest global version and its ε
+FL_STATUS = "status"  # aggregator -> all: retained, QoS 1, running / done / budget_exhausted / failed
+FL_KINDS = (FL_ROUND, FL_MODEL, FL_STATUS)
+
 
 def check_node_id(node_id: str) -> str:
     if not NODE_ID_RE.match(node_id):
@@ -51,3 +61,28 @@ def parse_node_topic(topic: str) -> tuple[str, str] | None:
     if kind not in NODE_KINDS or not NODE_ID_RE.match(node_id):
         return None
     return node_id, kind
+
+
+def fl_topic(federation: str, kind: str) -> str:
+    """A federation's aggregator-published topic (``round``, ``model`` or ``status``)."""
+    if kind not in FL_KINDS:
+        raise ValueError(f"unknown FL topic kind {kind!r}")
+    return f"{FL_PREFIX}/{federation}/{kind}"
+
+
+def fl_client_topic(federation: str, client_id: str) -> str:
+    return f"{FL_PREFIX}/{federation}/{FL_CLIENTS}/{check_node_id(client_id)}"
+
+
+def fl_clients_filter(federation: str) -> str:
+    return f"{FL_PREFIX}/{federation}/{FL_CLIENTS}/+"
+
+
+def parse_fl_client_topic(topic: str) -> tuple[str, str] | None:
+    """``(federation, client_id)`` of a presence topic, or None when the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:3]) != FL_PREFIX or parts[4] != FL_CLIENTS:
+        return None
+    if not parts[3] or not NODE_ID_RE.match(parts[5]):
+        return None
+    return parts[3], parts[5]

@@ -30,7 +30,7 @@ from collab.edge.estimators import LoadEstimates
 from collab.edge.model import LoadedModel, load_model
 from collab.edge.runtime import Warmer
 from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
-from collab.errors import ConfigError, DeadlineError
+from collab.errors import ClosedError, ConfigError, DeadlineError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import LinkEstimator
@@ -222,7 +222,7 @@ class Client:
         """Answer one request on the path the decision engine picks (or ``policy`` forces)."""
         t0 = time.perf_counter()
         if self._closed:
-            raise ConfigError("client is closed")
+            raise ClosedError("client is closed")
         model = self._model  # one snapshot: a concurrent swap does not affect this request
         arr, unbatched = model.check_input(x)
         pol = self._policy if policy is None else parse_policy(policy, model.profile)

@@ -21,14 +21,14 @@ import grpc
 import numpy as np
 
 from collab import codec as codecs
-from collab.decision import DEFAULT_CODEC, Candidate, NetState
+from collab.decision import DEFAULT_CODEC, Candidate
 from collab.edge.config import ClientConfig
 from collab.edge.estimators import LoadEstimates, suspect_overdue
 from collab.edge.model import LoadedModel
 from collab.errors import CodecError, CollabError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
-from collab.net.estimator import LinkEstimator
+from collab.net.estimator import LinkEstimator, NetState
 from collab.net.monitor import NetworkMonitor, ProbeReply
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.transport import RpcError, load_from_proto, make_channel, rpc_errors, wrap_rpc_error

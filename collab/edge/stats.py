@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from collab.decision import NetState
+from collab.net.estimator import NetState
 
 _LATENCIES = 10_000  # the totals' percentiles cover the last this many requests
 _INTERVAL_LATENCIES = 100_000  # an interval keeps at most this many

@@ -14,20 +14,19 @@ from typing import Any, Protocol
 import numpy as np
 import zstandard
 
-from collab.errors import FLError
+from collab.errors import (
+    DuplicateUpdate,
+    FLError,
+    NotFoundError,
+    NotSampled,
+    RoundMismatch,
+    UpdateRejected,
+)
 from collab.fl import he
 from collab.fl.state import next_version
 
 F32_CHUNK = 1 << 18  # float32 values per plaintext chunk (1 MiB)
 MAX_CHUNK_BYTES = 16 << 20
-
-
-class UpdateRejected(FLError):
-    """An upload the round refuses; ``code`` names the gRPC status the servicer returns."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +91,10 @@ class F32Summer:
         out = []
         for i, (c, n) in enumerate(zip(chunks, sizes, strict=True)):
             if len(c) != 4 * n:
-                raise UpdateRejected("invalid_argument", f"chunk {i} has {len(c)} bytes, expected {4 * n} (float32)")
+                raise UpdateRejected(f"chunk {i} has {len(c)} bytes, expected {4 * n} (float32)")
             a = np.frombuffer(c, dtype="<f4").astype(np.float64)
             if not np.isfinite(a).all():
-                raise UpdateRejected("invalid_argument", f"chunk {i} holds NaN/inf")
+                raise UpdateRejected(f"chunk {i} holds NaN/inf")
             out.append(a)
         return out
 
@@ -124,7 +123,7 @@ class CkksSummer:
             try:
                 out.append(he.load_chunk(self.ctx, c, n))
             except FLError as e:
-                raise UpdateRejected("invalid_argument", f"chunk {i}: {e}") from e
+                raise UpdateRejected(f"chunk {i}: {e}") from e
         return out
 
     def add(self, parsed: list[Any]) -> None:
@@ -138,12 +137,12 @@ def decompress(chunks: list[bytes], compression: str) -> list[bytes]:
     if compression == "":
         return chunks
     if compression != "zstd":
-        raise UpdateRejected("invalid_argument", f"unknown compression {compression!r}")
+        raise UpdateRejected(f"unknown compression {compression!r}")
     d = zstandard.ZstdDecompressor()
     try:
         return [d.decompress(c, max_output_size=MAX_CHUNK_BYTES) for c in chunks]
     except zstandard.ZstdError as e:
-        raise UpdateRejected("invalid_argument", f"bad zstd chunk: {e}") from e
+        raise UpdateRejected(f"bad zstd chunk: {e}") from e
 
 
 @dataclass
@@ -164,25 +163,23 @@ class RoundState:
     def _precheck(self, h: UpdateHeader) -> None:
         s = self.spec
         if h.federation != s.federation:
-            raise UpdateRejected("not_found", f"unknown federation {h.federation!r}")
+            raise NotFoundError(f"unknown federation {h.federation!r}")
         if h.round < s.round or (h.round == s.round and self.closed):
-            raise UpdateRejected("failed_precondition", f"round {h.round} is closed (late update discarded)")
+            raise RoundMismatch(f"round {h.round} is closed (late update discarded)")
         if h.round > s.round:
-            raise UpdateRejected("failed_precondition", f"round {h.round} is not open (current: {s.round})")
+            raise RoundMismatch(f"round {h.round} is not open (current: {s.round})")
         if h.client_id not in s.sampled:
-            raise UpdateRejected("permission_denied", f"client {h.client_id!r} was not sampled in round {s.round}")
+            raise NotSampled(f"client {h.client_id!r} was not sampled in round {s.round}")
         if h.client_id in self.reporters:
-            raise UpdateRejected("already_exists", f"duplicate update from {h.client_id!r} in round {s.round}")
+            raise DuplicateUpdate(f"duplicate update from {h.client_id!r} in round {s.round}")
         if h.base_version != s.base_version:
-            raise UpdateRejected("failed_precondition",
-                                 f"update trained from version {h.base_version!r}, round uses {s.base_version!r}")
+            raise RoundMismatch(f"update trained from version {h.base_version!r}, round uses {s.base_version!r}")
         if h.encoding != s.encoding:
-            raise UpdateRejected("invalid_argument", f"encoding {h.encoding!r}, round expects {s.encoding!r}")
+            raise UpdateRejected(f"encoding {h.encoding!r}, round expects {s.encoding!r}")
         if s.encoding == "ckks" and h.context_id != s.context_id:
-            raise UpdateRejected("failed_precondition",
-                                 f"ciphertext for context {h.context_id!r}, federation uses {s.context_id!r}")
+            raise RoundMismatch(f"ciphertext for context {h.context_id!r}, federation uses {s.context_id!r}")
         if h.num_values != s.num_values:
-            raise UpdateRejected("invalid_argument", f"update has {h.num_values} values, expected {s.num_values}")
+            raise UpdateRejected(f"update has {h.num_values} values, expected {s.num_values}")
 
     def check_header(self, h: UpdateHeader) -> None:
         """Cheap checks before the payload streams in."""
@@ -194,8 +191,8 @@ class RoundState:
         self.check_header(h)
         sizes = chunk_sizes(self.spec.num_values, chunk_values(self.spec.encoding, self.slots))
         if h.num_chunks != len(sizes) or len(chunks) != len(sizes):
-            raise UpdateRejected("invalid_argument", f"update has {len(chunks)} chunks (header says "
-                                 f"{h.num_chunks}), expected {len(sizes)}")
+            raise UpdateRejected(f"update has {len(chunks)} chunks (header says {h.num_chunks}), "
+                                 f"expected {len(sizes)}")
         parsed = self.summer.parse(decompress(chunks, h.compression), sizes)
         with self._lock:
             self._precheck(h)  # the round may have closed, or a twin upload won, meanwhile

@@ -12,27 +12,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import Message
 
+from collab.control import topics
+from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
-from collab.errors import FLError, PrivacyBudgetExceeded
+from collab.errors import (
+    FLError,
+    NotFoundError,
+    PrivacyBudgetExceeded,
+    RoundMismatch,
+    UpdateRejected,
+)
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, UpdateRejected, make_summer
+from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, make_summer
 from collab.fl.config import FLConfig
 from collab.fl.rounds import RoundPlanner
 from collab.fl.wire import aggregate_to_proto, header_from_proto
 from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
+from collab.rpc_status import abort
 
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-
-_CODES = {
-    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
-    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +86,7 @@ class Aggregator:
         with self._lock:
             st = self.current
         if st is None:
-            raise UpdateRejected("failed_precondition", "no round is open")
+            raise RoundMismatch("no round is open")
         n = st.submit(header, chunks)
         logger.info("round %d: accepted update from %s (%d/%d)", header.round, header.client_id, n,
                     len(st.spec.sampled))
@@ -94,39 +96,44 @@ class Aggregator:
         with self._lock:
             st = self.current
         if st is None:
-            raise UpdateRejected("failed_precondition", "no round is open")
+            raise RoundMismatch("no round is open")
         st.check_header(header)
 
     def fetch(self, base_version: str) -> Aggregate:
         with self._lock:
             agg = self.aggregates.get(base_version)
         if agg is None:
-            raise UpdateRejected("not_found", f"no aggregate moves the model from version {base_version!r}")
+            raise NotFoundError(f"no aggregate moves the model from version {base_version!r}")
         return agg
 
     # ---------------------------------------------------------------- MQTT side
     def _on_client(self, topic: str, payload: bytes, retained: bool) -> None:
-        cid = topic.rsplit("/", 1)[-1]
+        parsed = topics.parse_fl_client_topic(topic)
+        if parsed is None:  # its id could not be sampled: clients reject announcements naming it
+            logger.warning("ignoring client presence on %s: not a client topic", topic)
+            return
+        cid = parsed[1]
         with self._lock:
             if not payload:
                 self.roster.pop(cid, None)
             else:
                 try:
-                    hello = msg.from_json(msg.ClientHello, payload)
-                except FLError as e:
+                    hello = msg.hello_from_bytes(payload)
+                except MalformedMessage as e:
                     logger.warning("ignoring client presence on %s: %s", topic, e)
                     return
                 self.roster[cid] = hello
             self._roster_changed.notify_all()
 
-    def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, kind: str, m: Message) -> None:
         if self.mqtt is not None:
-            self.mqtt.publish(topic, payload, qos=1, retain=True, wait=10.0)
+            self.mqtt.publish(topics.fl_topic(self.cfg.federation, kind), m.SerializeToString(),
+                              qos=1, retain=True, wait=10.0)
 
     def _status(self, state: str, detail: str = "") -> None:
         eps = self.planner.accountant.epsilon if self.planner.accountant else None
-        self._publish(msg.status_topic(self.cfg.federation), msg.to_json(msg.FederationStatus(
-            federation=self.cfg.federation, state=state, round=self.planner._round,
+        self._publish(topics.FL_STATUS, msg.status_to_proto(msg.FederationStatus(
+            federation=self.cfg.federation, state=state, round=self.planner.round,
             version=self.version, detail=detail, epsilon=eps)))
 
     def wait_for_clients(self, count: int, timeout: float) -> int:
@@ -138,7 +145,7 @@ class Aggregator:
 
     def attach(self, mqtt: MqttClient) -> None:
         self.mqtt = mqtt
-        mqtt.subscribe(msg.clients_filter(self.cfg.federation), self._on_client, qos=1)
+        mqtt.subscribe(topics.fl_clients_filter(self.cfg.federation), self._on_client, qos=1)
 
     # ---------------------------------------------------------------- the round loop
     def open_round(self) -> RoundState:
@@ -152,9 +159,9 @@ class Aggregator:
         st = RoundState(spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots)
         with self._lock:
             self.current = st
-        self._publish(msg.round_topic(self.cfg.federation), msg.to_json(msg.RoundAnnouncement(
+        self._publish(topics.FL_ROUND, msg.announcement_to_proto(msg.RoundAnnouncement(
             federation=spec.federation, round=spec.round, base_version=spec.base_version,
-            sampled=list(spec.sampled), deadline_unix=time.time() + self.cfg.round.deadline_s,
+            sampled=spec.sampled, deadline_unix=time.time() + self.cfg.round.deadline_s,
             aggregator=self.advertise, encoding=spec.encoding, context_id=spec.context_id,
             num_values=spec.num_values, min_clients=spec.min_clients,
             fixed_denominator=spec.fixed_denominator)))
@@ -175,7 +182,7 @@ class Aggregator:
             with self._lock:
                 self.aggregates[agg.base_version] = agg
                 self.version = agg.version
-            self._publish(msg.model_topic(self.cfg.federation), msg.to_json(msg.ModelPublished(
+            self._publish(topics.FL_MODEL, msg.model_to_proto(msg.ModelPublished(
                 federation=spec.federation, round=spec.round, base_version=agg.base_version,
                 version=agg.version, reporters=len(agg.reporters), sampled=len(spec.sampled),
                 epsilon=eps, sigma_eff=s_eff)))
@@ -213,7 +220,7 @@ class Aggregator:
 
 
 class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
-    """Thin: parse the stream, call the aggregator, map domain errors to status codes."""
+    """Thin: parse the stream, call the aggregator, errors -> :mod:`collab.rpc_status`."""
 
     def __init__(self, agg: Aggregator) -> None:
         self.agg = agg
@@ -223,30 +230,31 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("part") != "header":
-                raise UpdateRejected("invalid_argument", "upload must start with a header message")
+                raise UpdateRejected("upload must start with a header message")
             header = header_from_proto(first.header)
             self.agg.precheck(header)  # reject before MBs stream in
             chunks: list[bytes] = []
             for m in request_iterator:
                 if m.WhichOneof("part") != "data":
-                    raise UpdateRejected("invalid_argument", "second header in one upload")
+                    raise UpdateRejected("second header in one upload")
                 chunks.append(m.data)
                 if len(chunks) > header.num_chunks:
-                    raise UpdateRejected("invalid_argument", f"more than the announced {header.num_chunks} chunks")
+                    raise UpdateRejected(f"more than the announced {header.num_chunks} chunks")
             n = self.agg.upload(header, chunks)
-        except UpdateRejected as e:
-            logger.warning("upload rejected: %s", e)
-            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        except Exception as e:
+            if isinstance(e, UpdateRejected | NotFoundError):
+                logger.warning("upload rejected: %s", e)
+            abort(context, e, "UploadUpdate")
         return fl_pb2.FlUploadAck(round=header.round, reporters=n)
 
     def FetchAggregate(self, request: fl_pb2.FlAggregateRequest,
                        context: grpc.ServicerContext) -> Iterator[fl_pb2.FlAggregateChunk]:
         try:
             if request.federation != self.agg.cfg.federation:
-                raise UpdateRejected("not_found", f"unknown federation {request.federation!r}")
+                raise NotFoundError(f"unknown federation {request.federation!r}")
             agg = self.agg.fetch(request.base_version)
-        except UpdateRejected as e:
-            context.abort(_CODES.get(e.code, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        except Exception as e:
+            abort(context, e, "FetchAggregate")
         yield from aggregate_to_proto(agg)
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from collab.control import topics
+from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
-from collab.errors import FLError, TransportError
+from collab.errors import FLError, TransportError, UploadRefused
 from collab.fl import messages as msg
 from collab.fl.aggregate import UpdateHeader
 from collab.fl.aggregator import GRPC_OPTIONS
@@ -54,15 +56,6 @@ class AggregatorStub:
                                  f"{e.code().name}: {e.details()}") from e  # type: ignore[attr-defined]
 
 
-class UploadRefused(FLError):
-    """The aggregator rejected an upload; ``status`` is the gRPC status name."""
-
-    def __init__(self, status: str, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
 def catch_up(holder: ModelHolder, stub: AggregatorStub, federation: str, target: str,
              max_steps: int = 10_000) -> int:
     """Apply aggregates until the replica is at ``target``; returns how many were applied."""
@@ -91,15 +84,17 @@ class FLClient:
 
     def start(self) -> None:
         """Subscribe to rounds, then publish retained presence (cleared by the will)."""
-        self.mqtt.subscribe(msg.round_topic(self.fed), self._on_round, qos=1)
-        self.mqtt.publish(msg.client_topic(self.fed, self.client_id),
-                          msg.to_json(msg.ClientHello(client_id=self.client_id,
-                                                      num_examples=len(self.trainer.y),
-                                                      pid=os.getpid())),
-                          qos=1, retain=True, wait=10.0)
+        self.mqtt.subscribe(topics.fl_topic(self.fed, topics.FL_ROUND), self._on_round, qos=1)
+        hello = msg.ClientHello(client_id=self.client_id, num_examples=len(self.trainer.y), pid=os.getpid())
+        self.mqtt.publish(topics.fl_client_topic(self.fed, self.client_id),
+                          msg.hello_to_proto(hello).SerializeToString(), qos=1, retain=True, wait=10.0)
 
     def _on_round(self, topic: str, payload: bytes, retained: bool) -> None:
-        ann = msg.from_json(msg.RoundAnnouncement, payload)
+        try:
+            ann = msg.announcement_from_bytes(payload)
+        except MalformedMessage as e:
+            logger.warning("ignoring round announcement on %s: %s", topic, e)
+            return
         if ann.federation == self.fed and self.client_id in ann.sampled and ann.round > self._last_round:
             self._last_round = ann.round
             self._queue.put(ann)

@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from collab.control import topics
+from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.errors import FLError, PrivacyBudgetExceeded
 from collab.fl import he
@@ -25,7 +27,7 @@ from collab.fl.config import FLConfig, config_to_dict
 from collab.fl.data import test_data
 from collab.fl.member import ModelHolder
 from collab.log import logger
-from collab.testing.procs import collab_process, free_port, mosquitto
+from collab.procs import collab_process, free_port, mosquitto
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,11 +73,19 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
     changed = threading.Event()
 
     def on_model(topic: str, payload: bytes, retained: bool) -> None:
-        published.append(msg.from_json(msg.ModelPublished, payload))
+        try:
+            published.append(msg.model_from_bytes(payload))
+        except MalformedMessage as e:
+            logger.warning("ignoring model message on %s: %s", topic, e)
+            return
         changed.set()
 
     def on_status(topic: str, payload: bytes, retained: bool) -> None:
-        status.append(msg.from_json(msg.FederationStatus, payload))
+        try:
+            status.append(msg.status_from_bytes(payload))
+        except MalformedMessage as e:
+            logger.warning("ignoring federation status on %s: %s", topic, e)
+            return
         if status[-1].detail:
             logger.warning("%s: %s", cfg.federation, status[-1].detail)
         changed.set()
@@ -84,8 +94,8 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         mq = stack.enter_context(MqttClient(MqttConfig(url=broker_url, client_id=f"fl-keyholder-{cfg.federation}")))
-        mq.subscribe(msg.model_topic(cfg.federation), on_model)
-        mq.subscribe(msg.status_topic(cfg.federation), on_status)
+        mq.subscribe(topics.fl_topic(cfg.federation, topics.FL_MODEL), on_model)
+        mq.subscribe(topics.fl_topic(cfg.federation, topics.FL_STATUS), on_status)
         stack.enter_context(collab_process(agg_args, port=port, log=workdir / "aggregator.log"))
         args = ["fl", "client", "--config", str(cfg_path), "--broker", broker_url,
                 "--index", f"0-{cfg.clients - 1}"]

@@ -1,43 +1,23 @@
-"""MQTT topics and JSON messages of the FL control plane (``collab/v1/fl/...``).
+"""FL round-control messages on the MQTT bus and their protobuf codecs
+(``x_to_proto`` / ``x_from_proto``, payloads in protos/fl.proto).
 
-Small control messages go over MQTT; updates and aggregates (MBs) go over gRPC
-(protos/fl.proto). The scheme is documented in docs/fl.md.
+Small control messages go over MQTT under the control plane's topic scheme
+(``collab.control.topics.fl_topic``); updates and aggregates (MBs) go over gRPC. Decoding
+is the control plane's trust boundary: every ``*_from_bytes`` raises only
+:class:`~collab.control.messages.MalformedMessage`. The scheme is documented in docs/fl.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from collab.errors import FLError
+from collab.control.messages import MalformedMessage, finite, parse_message, valid_node_id
+from collab.proto import fl_pb2 as pb
 
-PREFIX = "collab/v1/fl"
-
-
-def client_topic(federation: str, client_id: str) -> str:
-    """Retained client presence {client_id, num_examples}; the last will clears it."""
-    return f"{PREFIX}/{federation}/clients/{client_id}"
-
-
-def clients_filter(federation: str) -> str:
-    return f"{PREFIX}/{federation}/clients/+"
-
-
-def round_topic(federation: str) -> str:
-    """Retained round announcement (QoS 1)."""
-    return f"{PREFIX}/{federation}/round"
-
-
-def model_topic(federation: str) -> str:
-    """Retained: the newest global model version and its round's ε."""
-    return f"{PREFIX}/{federation}/model"
-
-
-def status_topic(federation: str) -> str:
-    """Retained federation state: running / done / budget_exhausted / failed."""
-    return f"{PREFIX}/{federation}/status"
+ENCODINGS = ("ckks", "f32")
+_STATE_TO_PB = {"running": pb.FL_STATE_RUNNING, "done": pb.FL_STATE_DONE,
+                "budget_exhausted": pb.FL_STATE_BUDGET_EXHAUSTED, "failed": pb.FL_STATE_FAILED}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +32,7 @@ class RoundAnnouncement:
     federation: str
     round: int
     base_version: str
-    sampled: list[str]
+    sampled: tuple[str, ...]
     deadline_unix: float
     aggregator: str  # host:port of the gRPC FlAggregator
     encoding: str
@@ -77,26 +57,96 @@ class ModelPublished:
 @dataclass(frozen=True, kw_only=True)
 class FederationStatus:
     federation: str
-    state: str
+    state: str  # running | done | budget_exhausted | failed
     round: int
     version: str
     detail: str = ""
     epsilon: float | None = None
 
 
-M = TypeVar("M")
+# ---------------------------------------------------------------- codecs
 
 
-def to_json(msg: Any) -> bytes:
-    return json.dumps(dataclasses.asdict(msg), sort_keys=True).encode()
+def _round(r: int) -> int:
+    if r < 1:
+        raise MalformedMessage("round must be >= 1")
+    return r
 
 
-def from_json(cls: type[M], payload: bytes) -> M:
-    try:
-        data = json.loads(payload)
-        if not isinstance(data, dict):
-            raise TypeError("not an object")
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in names})
-    except (ValueError, TypeError) as e:
-        raise FLError(f"malformed {cls.__name__} message: {e}") from e
+def _optional(m: pb.FlModelPublished | pb.FlFederationStatus, name: str) -> float | None:
+    return finite(getattr(m, name), name) if m.HasField(name) else None
+
+
+def hello_to_proto(h: ClientHello) -> pb.FlClientHello:
+    return pb.FlClientHello(client_id=h.client_id, num_examples=h.num_examples, pid=h.pid)
+
+
+def hello_from_proto(m: pb.FlClientHello) -> ClientHello:
+    return ClientHello(client_id=valid_node_id(m.client_id), num_examples=m.num_examples, pid=m.pid)
+
+
+def announcement_to_proto(a: RoundAnnouncement) -> pb.FlRoundAnnouncement:
+    return pb.FlRoundAnnouncement(
+        federation=a.federation, round=a.round, base_version=a.base_version, sampled=list(a.sampled),
+        deadline_unix=a.deadline_unix, aggregator=a.aggregator, encoding=a.encoding,
+        context_id=a.context_id, num_values=a.num_values, min_clients=a.min_clients,
+        fixed_denominator=a.fixed_denominator)
+
+
+def announcement_from_proto(m: pb.FlRoundAnnouncement) -> RoundAnnouncement:
+    if m.encoding not in ENCODINGS:
+        raise MalformedMessage(f"unknown encoding {m.encoding[:80]!r}")
+    if not m.aggregator:
+        raise MalformedMessage("round announcement without an aggregator address")
+    return RoundAnnouncement(
+        federation=m.federation, round=_round(m.round), base_version=m.base_version,
+        sampled=tuple(valid_node_id(c) for c in m.sampled),
+        deadline_unix=finite(m.deadline_unix, "deadline_unix"), aggregator=m.aggregator,
+        encoding=m.encoding, context_id=m.context_id, num_values=m.num_values,
+        min_clients=m.min_clients, fixed_denominator=finite(m.fixed_denominator, "fixed_denominator"))
+
+
+def model_to_proto(p: ModelPublished) -> pb.FlModelPublished:
+    return pb.FlModelPublished(
+        federation=p.federation, round=p.round, base_version=p.base_version, version=p.version,
+        reporters=p.reporters, sampled=p.sampled, epsilon=p.epsilon, sigma_eff=p.sigma_eff)
+
+
+def model_from_proto(m: pb.FlModelPublished) -> ModelPublished:
+    if not m.version:
+        raise MalformedMessage("model message without a version")
+    return ModelPublished(
+        federation=m.federation, round=_round(m.round), base_version=m.base_version, version=m.version,
+        reporters=m.reporters, sampled=m.sampled, epsilon=_optional(m, "epsilon"),
+        sigma_eff=_optional(m, "sigma_eff"))
+
+
+def status_to_proto(s: FederationStatus) -> pb.FlFederationStatus:
+    return pb.FlFederationStatus(federation=s.federation, state=_STATE_TO_PB[s.state], round=s.round,
+                                 version=s.version, detail=s.detail, epsilon=s.epsilon)
+
+
+def status_from_proto(m: pb.FlFederationStatus) -> FederationStatus:
+    if m.state not in _STATE_FROM_PB:
+        raise MalformedMessage(f"unknown federation state {m.state}")
+    return FederationStatus(federation=m.federation, state=_STATE_FROM_PB[m.state], round=m.round,
+                            version=m.version, detail=m.detail, epsilon=_optional(m, "epsilon"))
+
+
+# ---------------------------------------------------------------- wire helpers
+
+
+def hello_from_bytes(data: bytes) -> ClientHello:
+    return hello_from_proto(parse_message(pb.FlClientHello, data))
+
+
+def announcement_from_bytes(data: bytes) -> RoundAnnouncement:
+    return announcement_from_proto(parse_message(pb.FlRoundAnnouncement, data))
+
+
+def model_from_bytes(data: bytes) -> ModelPublished:
+    return model_from_proto(parse_message(pb.FlModelPublished, data))
+
+
+def status_from_bytes(data: bytes) -> FederationStatus:
+    return status_from_proto(parse_message(pb.FlFederationStatus, data))

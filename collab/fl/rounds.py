@@ -38,6 +38,11 @@ class RoundPlanner:
             self.accountant = RdpAccountant(delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget)
 
     @property
+    def round(self) -> int:
+        """The latest round planned (0 before the first)."""
+        return self._round
+
+    @property
     def encoding(self) -> str:
         return "ckks" if self.cfg.he_enabled else "f32"
 

@@ -1,4 +1,5 @@
-"""Protobuf conversion for the FL data plane (the only place fl_pb2 meets dataclasses)."""
+"""Protobuf conversion for the FL data plane (gRPC); the MQTT round-control messages
+convert in :mod:`collab.fl.messages`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,17 @@ import math
 import threading
 from dataclasses import dataclass
 
-from collab.decision import NetState
+
+@dataclass(frozen=True, kw_only=True)
+class NetState:
+    """The link as the decision engine weighs it: what :meth:`LinkEstimator.state` estimates."""
+
+    reachable: bool = True
+    rtt_ms: float = 1.0
+    bandwidth_bps: float = 1e9
+    rtt_std_ms: float = 0.0
+    bandwidth_std_bps: float = 0.0
+    loss_rate: float = 0.0  # fraction of recent remote calls that failed or timed out
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collab.emulator import EmulatorProcess, LinkTrace
 from collab.emulator.traces import DirectionTrace
 from collab.errors import CollabError, TransportError
 from collab.log import logger
+from collab.procs import free_port, stop_process, wait_for_port
 from collab.scenario.schema import Scenario
-from collab.testing.procs import free_port, stop_process, wait_for_port
 
 
 class CloudNode:

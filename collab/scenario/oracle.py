@@ -28,7 +28,7 @@ from typing import Any
 
 from collab.emulator.link import PACKET, RTO_MIN_MS
 from collab.emulator.traces import Capacity
-from collab.scenario.runner import Arrival
+from collab.scenario.requests import Arrival
 from collab.scenario.schema import Scenario
 
 LOCAL_WINDOW_S = 2.0  # half-width of the window of a path's local base cost
@@ -49,7 +49,7 @@ class OracleResult:
         return sum(self.latency_ms) / len(self.latency_ms)
 
 
-def _intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[
+def outage_intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[
         list[tuple[float, float]], list[tuple[float, float]]]:
     """(cloud dead intervals, link cut intervals) in trace time."""
     startup: list[float] = []
@@ -118,7 +118,7 @@ def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Map
     """``local_base``: per path, a base cost per arrival (:func:`local_base_costs`) in place
     of the path's single ``base_ms``."""
     local = local_base or {}
-    dead, cut = _intervals(sc, events_log)
+    dead, cut = outage_intervals(sc, events_log)
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     budget = sc.edge.client.accuracy_budget
     cal_points = (calibration or {}).get("points", {}) or {}

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from collab.scenario.oracle import OracleResult, _intervals
-from collab.scenario.runner import Record
+from collab.scenario.oracle import OracleResult, outage_intervals
+from collab.scenario.requests import Record
 from collab.scenario.schema import Scenario
 
 COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
@@ -65,7 +65,7 @@ def timeline(sc: Scenario, records: Sequence[Record], oracle: OracleResult, repo
     ax1b = ax1.twinx()
     ax1b.plot(ts, rtt, color=COLORS[3], lw=1, label="RTT")
     ax1b.set_ylabel("RTT (ms)", color=COLORS[3])
-    dead, cut = _intervals(sc, report.get("events", {}))
+    dead, cut = outage_intervals(sc, report.get("events", {}))
     for s, e in dead:
         for ax in (ax1, ax2, ax3):
             ax.axvspan(s, min(e, dur), color="red", alpha=0.12, lw=0)

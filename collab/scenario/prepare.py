@@ -39,7 +39,7 @@ def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray
 
 
 def _cache_root() -> Path:
-    from collab.testing.bundles import cache_root
+    from collab.split.examples import cache_root
 
     return cache_root().parent / "scenario-bundles"
 
@@ -47,7 +47,7 @@ def _cache_root() -> Path:
 def prepare_bundle(sc: Scenario) -> Path:
     """The scenario's bundle directory, with a codec calibration measured on its inputs."""
     if sc.model.example is not None:
-        from collab.testing.bundles import example_bundle
+        from collab.split.examples import example_bundle
 
         src = example_bundle(sc.model.example)
     else:

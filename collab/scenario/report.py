@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from collab.scenario.oracle import OracleResult
-from collab.scenario.runner import Record
+from collab.scenario.requests import Record
 from collab.scenario.schema import Scenario
 
 AUTO_VS_ORACLE = 1.10

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,51 +27,10 @@ from collab.emulator import EmulatorProcess
 from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
 from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
+from collab.scenario.requests import Arrival, Record, schedule
 from collab.scenario.schema import Scenario, check_split_policies
 
 LEAD_S = 0.3  # time between creating the clients and the first request
-
-
-@dataclass(frozen=True, kw_only=True)
-class Arrival:
-    edge: int
-    index: int  # request number of this edge
-    at_s: float  # trace time of the request
-    input_index: int
-
-
-def schedule(sc: Scenario) -> list[Arrival]:
-    """The request schedule: identical for every policy, a function of the seed only."""
-    rng = random.Random(sc.seed)
-    out = []
-    w = sc.workload
-    for e in range(sc.edge.count):
-        t = rng.uniform(0, 1.0 / w.rate_hz)  # edges are not in lockstep
-        for i in range(w.requests):
-            out.append(Arrival(edge=e, index=i, at_s=t, input_index=(e * w.requests + i)))
-            t += rng.expovariate(w.rate_hz) if w.arrivals == "poisson" else 1.0 / w.rate_hz
-    return sorted(out, key=lambda a: a.at_s)
-
-
-@dataclass
-class Record:
-    policy: str
-    edge: int
-    index: int
-    at_s: float  # scheduled trace time
-    start_s: float  # actual trace time the request started
-    latency_ms: float
-    path: str
-    split_point: str | None
-    codec: str | None
-    bytes_sent: int
-    deadline_met: bool
-    agree: bool
-    fell_back: bool
-    lost: bool
-    error: str = ""
-    fallback_reason: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:

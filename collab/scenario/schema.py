@@ -2,19 +2,31 @@
 
 Every problem in a file (unknown key, wrong type, negative bandwidth, missing or malformed
 trace file, unknown policy) is reported as ONE :class:`ConfigError` naming the file, the
-field path and its line, before anything starts. The schema is documented in
-``docs/scenarios.md``.
+field path and its line, before anything starts (pydantic, through collab.yamlcfg). A
+``null`` value means the default, as if the key were absent. The ``edges:`` and ``cloud:``
+keys are the :class:`ClientConfig` / :class:`CloudConfig` settings by name, typed and bounded
+by the fields themselves (collab.settings). The schema is documented in ``docs/scenarios.md``.
 """
 
 from __future__ import annotations
 
-import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from cloud_node.config import CloudConfig
 from collab.decision import parse_policy
@@ -22,17 +34,83 @@ from collab.edge.config import ClientConfig
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
 from collab.errors import CodecError, ConfigError
 from collab.settings import Setting, settings, to_argv
+from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 
-ACTIONS = ("kill_cloud", "start_cloud", "cut_link", "restore_link")
+Action = Literal["kill_cloud", "start_cloud", "cut_link", "restore_link"]
+ACTIONS: tuple[str, ...] = typing.get_args(Action)
+DEFAULT_POLICIES = ("edge_only", "cloud_only", "auto")
+DEFAULT_CODECS = ("f32+zstd1", "f16+zstd1", "int8+zstd1", "int4+zstd1")
+
+NonNegative = Annotated[StrictFloat, Field(ge=0)]
+Positive = Annotated[StrictFloat, Field(gt=0)]
 
 
-@dataclass(frozen=True, kw_only=True)
+def _base(info: ValidationInfo) -> Path:
+    """The directory relative paths in the file are resolved in (the file's own)."""
+    return Path((info.context or {}).get("base") or Path.cwd())
+
+
+def _codec(name: str) -> str:
+    from collab.codec import Codec
+
+    try:
+        Codec.parse(name)
+    except CodecError as e:
+        raise ValueError(f"bad codec {name!r}: {e}") from None
+    return name
+
+
+def _policy(text: str) -> str:
+    parse_policy(text)  # ConfigError: unknown policy
+    return text
+
+
+def _trace(path: object, info: ValidationInfo) -> MahimahiTrace | None:
+    if path is None:
+        return None
+    if not isinstance(path, str):
+        raise ValueError(f"must be a trace file name, got {path!r}")
+    p = (_base(info) / path).resolve()
+    if not p.is_file():
+        raise ValueError(f"trace file not found: {p}")
+    return load_mahimahi(p)  # ConfigError naming the trace file's line
+
+
+@config_dataclass
 class ModelSpec:
-    example: str | None = None  # built-in example model (collab.models.registry)
-    bundle: Path | None = None  # or a bundle directory
-    calibrate: bool = True  # measure the codec table on the workload's inputs (cached)
-    codecs: tuple[str, ...] = ("f32+zstd1", "f16+zstd1", "int8+zstd1", "int4+zstd1")
-    calibration_inputs: int = 48
+    example: StrictStr | None = None  # built-in example model (collab.models.registry)
+    bundle: Path | None = None  # or a bundle directory (relative to the scenario file)
+    calibrate: StrictBool = True  # measure the codec table on the workload's inputs (cached)
+    codecs: tuple[Annotated[StrictStr, AfterValidator(_codec)], ...] = DEFAULT_CODECS  # []: the default
+    calibration_inputs: Annotated[StrictInt, Field(ge=1)] = 48
+
+    @field_validator("example")
+    @classmethod
+    def _known_example(cls, example: str | None) -> str | None:
+        from collab.models.registry import EXAMPLES
+
+        if example is not None and example not in EXAMPLES:
+            raise ValueError(f"unknown example model {example!r} (known: {', '.join(EXAMPLES)})")
+        return example
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle_dir(cls, bundle: Path | None, info: ValidationInfo) -> Path | None:
+        if bundle is None:
+            return None
+        path = (_base(info) / bundle).resolve()
+        if not (path / "manifest.json").is_file():
+            raise ValueError(f"no bundle at {path} (manifest.json missing)")
+        return path
+
+    @field_validator("codecs")
+    @classmethod
+    def _default_codecs(cls, codecs: tuple[str, ...]) -> tuple[str, ...]:
+        return codecs or DEFAULT_CODECS
+
+    def __post_init__(self) -> None:
+        if (self.example is None) == (self.bundle is None):
+            raise ValueError("give exactly one of 'example' (built-in model) or 'bundle' (directory)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,24 +142,28 @@ RUNNER_EDGE = ("cloud", "policy", "deadline_ms", "warm")
 RUNNER_CLOUD = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca", "grace_s")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class Workload:
-    requests: int = 40  # per edge and policy
-    rate_hz: float = 4.0  # per edge
-    arrivals: str = "uniform"  # uniform | poisson
-    deadline_ms: float | None = None
-    input_noise: float = 0.0  # std of Gaussian sensor noise added to the dataset inputs
+    requests: Annotated[StrictInt, Field(ge=1)] = 40  # per edge and policy
+    rate_hz: Positive = 4.0  # per edge
+    arrivals: Literal["uniform", "poisson"] = "uniform"
+    deadline_ms: Positive | None = None
+    input_noise: NonNegative = 0.0  # std of Gaussian sensor noise added to the dataset inputs
 
     @property
     def duration_s(self) -> float:
         return self.requests / self.rate_hz
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class Event:
-    at_s: float
-    action: str
-    duration_s: float | None = None  # cut_link: restore after this long
+    at_s: NonNegative
+    action: Action
+    duration_s: Positive | None = None  # cut_link: restore after this long
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and self.action != "cut_link":
+            raise FieldError("duration_s", "only cut_link takes a duration")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,260 +185,154 @@ class Scenario:
         return self.workload.duration_s
 
 
-# ------------------------------------------------------------------------------------------
-class _Doc:
-    """Plain data plus the YAML node tree, so errors can name the line of any field."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        try:
-            self.node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-
-    def line(self, path: tuple[str | int, ...]) -> int | None:
-        node = self.node
-        best = node.start_mark.line + 1 if node is not None else None
-        for key in path:
-            if isinstance(node, yaml.MappingNode):
-                nxt = None
-                for k, v in node.value:
-                    if k.value == key:
-                        best, nxt = k.start_mark.line + 1, v
-                        break
-                node = nxt
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-                node = node.value[key]
-                best = node.start_mark.line + 1
-            else:
-                break
-            if node is None:
-                break
-        return best
-
-    def error(self, path: tuple[str | int, ...], msg: str) -> ConfigError:
-        field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
-        line = self.line(path)
-        where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {field or '<top>'}: {msg}")
+# --- the file as written: validated, then turned into the Scenario above --------------------
+_STRICT: dict[type, Any] = {bool: StrictBool, int: StrictInt, float: StrictFloat, str: StrictStr, Path: Path,
+                            tuple: tuple[StrictStr, ...]}
+C = TypeVar("C")
 
 
-class _Fields:
-    """Typed, range-checked access to one mapping; unknown keys are an error."""
+def _within(s: Setting) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        why = s.out_of_bounds(value)
+        if why is not None:
+            raise ValueError(f"{why}, got {value}")
+        return value
 
-    def __init__(self, doc: _Doc, path: tuple[str | int, ...], value: Any, allowed: tuple[str, ...]) -> None:
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise doc.error(path, f"must be a mapping, got {type(value).__name__}")
-        self.doc, self.path, self.m = doc, path, value
-        for k in value:
-            if k not in allowed:
-                raise doc.error((*path, k), f"unknown key {k!r} (allowed: {', '.join(allowed)})")
-
-    def err(self, key: str | int, msg: str) -> ConfigError:
-        return self.doc.error((*self.path, key), msg)
-
-    def num(self, key: str, default: float | None, *, lo: float | None = None, lo_open: bool = False,
-            hi: float | None = None, required: bool = False, integer: bool = False) -> Any:
-        if key not in self.m or self.m[key] is None:
-            if required:
-                raise self.err(key, "is required")
-            return default
-        v = self.m[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            raise self.err(key, f"must be {'an integer' if integer else 'a number'}, got {v!r}")
-        if not math.isfinite(v):
-            raise self.err(key, f"must be finite, got {v!r}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise self.err(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise self.err(key, f"must be <= {hi}, got {v}")
-        return v
-
-    def text(self, key: str, default: str | None, *, choices: tuple[str, ...] | None = None,
-             required: bool = False) -> Any:
-        if key not in self.m or self.m[key] is None:
-            if required:
-                raise self.err(key, "is required")
-            return default
-        v = self.m[key]
-        if not isinstance(v, str):
-            raise self.err(key, f"must be a string, got {v!r}")
-        if choices is not None and v not in choices:
-            raise self.err(key, f"must be one of {', '.join(choices)}, got {v!r}")
-        return v
-
-    def flag(self, key: str, default: bool) -> bool:
-        v = self.m.get(key, default)
-        if not isinstance(v, bool):
-            raise self.err(key, f"must be true or false, got {v!r}")
-        return v
-
-    def seq(self, key: str) -> list[Any]:
-        v = self.m.get(key)
-        if v is None:
-            return []
-        if not isinstance(v, list):
-            raise self.err(key, f"must be a list, got {type(v).__name__}")
-        return v
+    return check
 
 
-def _model(doc: _Doc, raw: Any, base: Path) -> ModelSpec:
-    f = _Fields(doc, ("model",), raw, ("example", "bundle", "calibrate", "codecs", "calibration_inputs"))
-    example, bundle = f.text("example", None), f.text("bundle", None)
-    if (example is None) == (bundle is None):
-        raise doc.error(("model",), "give exactly one of 'example' (built-in model) or 'bundle' (directory)")
-    if example is not None:
-        from collab.models.registry import EXAMPLES
+def _setting_keys(items: Sequence[Setting]) -> Callable[[type[C]], type[C]]:
+    """Add one key per setting to a file section: the setting's kind, never coerced, within
+    the field's bounds; absent (or null) means the config's own default, so none is copied."""
 
-        if example not in EXAMPLES:
-            raise f.err("example", f"unknown example model {example!r} (known: {', '.join(EXAMPLES)})")
-    bpath = None
-    if bundle is not None:
-        bpath = (base / bundle).resolve()
-        if not (bpath / "manifest.json").is_file():
-            raise f.err("bundle", f"no bundle at {bpath} (manifest.json missing)")
-    codecs = tuple(f.seq("codecs")) or ModelSpec().codecs
-    from collab.codec import Codec
+    def add(cls: type[C]) -> type[C]:
+        for s in items:
+            cls.__annotations__[s.name] = Annotated[_STRICT[s.kind] | None, AfterValidator(_within(s))]
+            setattr(cls, s.name, None)
+        return cls
 
-    for i, c in enumerate(codecs):
-        try:
-            Codec.parse(str(c))
-        except Exception as e:
-            raise doc.error(("model", "codecs", i), f"bad codec {c!r}: {e}") from None
-    return ModelSpec(example=example, bundle=bpath, calibrate=f.flag("calibrate", True), codecs=codecs,
-                     calibration_inputs=f.num("calibration_inputs", 48, lo=1, integer=True))
+    return add
 
 
-def _segments(doc: _Doc, raw: list[Any], mahimahi: dict[str, MahimahiTrace | None]) -> tuple[
-        tuple[Segment, ...], tuple[Segment, ...]]:
-    up: list[Segment] = []
-    down: list[Segment] = []
-    keys = ("duration_s", "up_mbps", "down_mbps", "rtt_ms", "jitter_ms", "loss", "outage")
-    for i, s in enumerate(raw):
-        f = _Fields(doc, ("network", "segments", i), s, keys)
-        dur = f.num("duration_s", None, lo=0, lo_open=True, required=True)
-        outage = f.flag("outage", False)
-        rates: dict[str, float | None] = {}
-        for d in ("up", "down"):
-            mb = f.num(f"{d}_mbps", None, lo=0)
-            if mb is not None and mahimahi.get(d) is not None:
-                raise f.err(f"{d}_mbps", f"the {d}link bandwidth comes from network.mahimahi.{d}; drop this key")
-            if mb is None and mahimahi.get(d) is None and not outage:
-                raise f.err(f"{d}_mbps", "is required (or give network.mahimahi)")
-            rates[d] = None if mb is None else mb * 1e6
-        rtt = f.num("rtt_ms", 0.0, lo=0)
-        jitter = f.num("jitter_ms", 0.0, lo=0)
-        loss = f.num("loss", 0.0, lo=0, hi=0.5)
-        for d, out in (("up", up), ("down", down)):
-            out.append(Segment(duration_s=dur, bandwidth_bps=0.0 if outage and rates[d] is None and
-                               mahimahi.get(d) is None else rates[d], delay_ms=rtt / 2,
-                               jitter_ms=jitter / 2, loss=loss, outage=outage))
-    return tuple(up), tuple(down)
+def _given(section: object, items: Sequence[Setting]) -> dict[str, Any]:
+    return {s.name: getattr(section, s.name) for s in items if getattr(section, s.name) is not None}
 
 
-def _network(doc: _Doc, raw: Any, base: Path) -> LinkTrace:
-    f = _Fields(doc, ("network",), raw, ("segments", "mahimahi", "repeat"))
-    mm: dict[str, MahimahiTrace | None] = {"up": None, "down": None}
-    if "mahimahi" in f.m:
-        g = _Fields(doc, ("network", "mahimahi"), f.m["mahimahi"], ("up", "down"))
-        for d in ("up", "down"):
-            p = g.text(d, None)
-            if p is not None:
-                path = (base / p).resolve()
-                if not path.is_file():
-                    raise g.err(d, f"trace file not found: {path}")
-                try:
-                    mm[d] = load_mahimahi(path)
-                except ConfigError as e:
-                    raise g.err(d, str(e)) from None
-    segs = f.seq("segments")
-    if not segs:
-        raise f.err("segments", "at least one segment is required")
-    up, down = _segments(doc, segs, mm)
-    repeat = f.flag("repeat", True)
-    return LinkTrace(uplink=DirectionTrace(segments=up, repeat=repeat, mahimahi=mm["up"]),
-                     downlink=DirectionTrace(segments=down, repeat=repeat, mahimahi=mm["down"]))
+_EDGE_KEYS = settings(ClientConfig, skip=RUNNER_EDGE)
+_CLOUD_KEYS = settings(CloudConfig, skip=RUNNER_CLOUD)
 
 
-def _events(doc: _Doc, raw: list[Any], duration: float) -> tuple[Event, ...]:
-    out = []
-    for i, e in enumerate(raw):
-        f = _Fields(doc, ("events", i), e, ("at_s", "action", "duration_s"))
-        at = f.num("at_s", None, lo=0, required=True)
-        if at > duration:
-            raise f.err("at_s", f"is after the end of the workload ({duration:.1f} s)")
-        action = f.text("action", None, choices=ACTIONS, required=True)
-        dur = f.num("duration_s", None, lo=0, lo_open=True)
-        if dur is not None and action != "cut_link":
-            raise f.err("duration_s", "only cut_link takes a duration")
-        out.append(Event(at_s=float(at), action=action, duration_s=dur))
-    return tuple(sorted(out, key=lambda e: e.at_s))
+@config_dataclass
+@_setting_keys(_EDGE_KEYS)
+class _EdgesFile:
+    count: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+
+    def __post_init__(self) -> None:
+        self.spec()  # the config's own checks (e.g. the codec); its ConfigError names the section
+
+    def spec(self) -> EdgeSpec:
+        return EdgeSpec(count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)))
 
 
-def _settings(doc: _Doc, path: tuple[str, ...], raw: Any, known: Sequence[Setting],
-              extra: tuple[str, ...]) -> tuple[_Fields, dict[str, Any]]:
-    """A section whose keys are config fields (plus ``extra``): the values given, checked
-    against the field's type and bounds."""
-    f = _Fields(doc, path, raw, (*extra, *(s.name for s in known)))
-    values: dict[str, Any] = {}
-    for s in known:
-        if f.m.get(s.name) is None:
-            continue
-        if s.kind is bool:
-            values[s.name] = f.flag(s.name, s.default)
-        elif s.kind in (int, float):
-            values[s.name] = f.num(s.name, s.default, lo=s.lo, hi=s.hi, lo_open=s.lo_open, integer=s.kind is int)
-        else:
-            text = f.text(s.name, s.default)
-            values[s.name] = Path(text) if s.kind is Path else text
-    return f, values
+@config_dataclass
+@_setting_keys(_CLOUD_KEYS)
+class _CloudFile:
+    def spec(self) -> CloudSpec:
+        return CloudSpec(settings=_given(self, _CLOUD_KEYS))
 
 
-_TOP = ("name", "description", "seed", "model", "edges", "cloud", "workload", "network", "events", "policies")
+@config_dataclass
+class _SegmentFile:
+    duration_s: Positive
+    up_mbps: NonNegative | None = None
+    down_mbps: NonNegative | None = None
+    rtt_ms: NonNegative = 0.0  # split evenly over the two directions, as is jitter_ms
+    jitter_ms: NonNegative = 0.0
+    loss: Annotated[StrictFloat, Field(ge=0, le=0.5)] = 0.0
+    outage: StrictBool = False
+
+
+@config_dataclass
+class _MahimahiFile:
+    """Bandwidth of a direction from a Mahimahi trace file (relative to the scenario file)."""
+
+    up: Annotated[MahimahiTrace | None, PlainValidator(_trace)] = None
+    down: Annotated[MahimahiTrace | None, PlainValidator(_trace)] = None
+
+
+@config_dataclass
+class _NetworkFile:
+    segments: Annotated[tuple[_SegmentFile, ...], Field(min_length=1)]
+    mahimahi: _MahimahiFile = field(default_factory=_MahimahiFile)
+    repeat: StrictBool = True
+
+    def __post_init__(self) -> None:
+        for i, s in enumerate(self.segments):
+            for d in ("up", "down"):
+                given, traced = getattr(s, f"{d}_mbps") is not None, getattr(self.mahimahi, d) is not None
+                if given and traced:
+                    raise FieldError(("segments", i, f"{d}_mbps"),
+                                     f"the {d}link bandwidth comes from network.mahimahi.{d}; drop this key")
+                if not given and not traced and not s.outage:
+                    raise FieldError(("segments", i, f"{d}_mbps"), "is required (or give network.mahimahi)")
+
+    def link(self) -> LinkTrace:
+        up: list[Segment] = []
+        down: list[Segment] = []
+        for s in self.segments:
+            for d, out in (("up", up), ("down", down)):
+                mbps, traced = getattr(s, f"{d}_mbps"), getattr(self.mahimahi, d)
+                rate = 0.0 if s.outage and mbps is None and traced is None else None if mbps is None else mbps * 1e6
+                out.append(Segment(duration_s=s.duration_s, bandwidth_bps=rate, delay_ms=s.rtt_ms / 2,
+                                   jitter_ms=s.jitter_ms / 2, loss=s.loss, outage=s.outage))
+        return LinkTrace(uplink=DirectionTrace(segments=tuple(up), repeat=self.repeat, mahimahi=self.mahimahi.up),
+                         downlink=DirectionTrace(segments=tuple(down), repeat=self.repeat,
+                                                 mahimahi=self.mahimahi.down))
+
+
+@config_dataclass
+class _ScenarioFile:
+    name: StrictStr | None = None  # default: the file's name
+    description: StrictStr = ""
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    model: ModelSpec
+    edges: _EdgesFile = field(default_factory=_EdgesFile)
+    cloud: _CloudFile = field(default_factory=_CloudFile)
+    workload: Workload = field(default_factory=Workload)
+    network: _NetworkFile
+    events: tuple[Event, ...] = ()
+    policies: tuple[Annotated[StrictStr, AfterValidator(_policy)], ...] = ()  # (): DEFAULT_POLICIES
+
+    @field_validator("policies")
+    @classmethod
+    def _once_each(cls, policies: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(policies)) != len(policies):
+            raise ValueError("lists a policy twice")
+        return policies
+
+    def __post_init__(self) -> None:
+        for i, e in enumerate(self.events):
+            if e.at_s > self.workload.duration_s:
+                raise FieldError(("events", i, "at_s"),
+                                 f"is after the end of the workload ({self.workload.duration_s:.1f} s)")
+
+
+def _without_nulls(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_without_nulls(v) for v in data]
+    return data
 
 
 def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None = None) -> Scenario:
-    doc = _Doc(text, source)
-    base = base or Path.cwd()
-    top = _Fields(doc, (), doc.data, _TOP)
-    model = _model(doc, top.m.get("model"), base)
-    e, values = _settings(doc, ("edges",), top.m.get("edges"), settings(ClientConfig, skip=RUNNER_EDGE),
-                          ("count",))
-    try:
-        client = ClientConfig(**values)
-    except (ConfigError, CodecError) as err:
-        raise doc.error(("edges",), str(err)) from None
-    edge = EdgeSpec(count=e.num("count", 1, lo=1, hi=64, integer=True), client=client)
-    _, values = _settings(doc, ("cloud",), top.m.get("cloud"), settings(CloudConfig, skip=RUNNER_CLOUD), ())
-    cloud = CloudSpec(settings=values)
-    w = _Fields(doc, ("workload",), top.m.get("workload"), (
-        "requests", "rate_hz", "arrivals", "deadline_ms", "input_noise"))
-    workload = Workload(requests=w.num("requests", 40, lo=1, integer=True),
-                        rate_hz=w.num("rate_hz", 4.0, lo=0, lo_open=True),
-                        arrivals=w.text("arrivals", "uniform", choices=("uniform", "poisson")),
-                        deadline_ms=w.num("deadline_ms", None, lo=0, lo_open=True),
-                        input_noise=w.num("input_noise", 0.0, lo=0))
-    if "network" not in top.m:
-        raise doc.error(("network",), "is required")
-    link = _network(doc, top.m["network"], base)
-    events = _events(doc, top.seq("events"), workload.duration_s)
-    policies = tuple(top.seq("policies")) or ("edge_only", "cloud_only", "auto")
-    for i, p in enumerate(policies):
-        try:
-            parse_policy(str(p))
-        except ConfigError as err:
-            raise doc.error(("policies", i), str(err)) from None
-    if len(set(policies)) != len(policies):
-        raise doc.error(("policies",), "lists a policy twice")
-    name = top.text("name", None) or (Path(source).stem if source != "<scenario>" else "scenario")
-    return Scenario(name=name, description=top.text("description", "") or "", path=None,
-                    seed=top.num("seed", 0, integer=True, lo=0), model=model, edge=edge, cloud=cloud,
-                    workload=workload, link=link, events=events, policies=tuple(str(p) for p in policies))
+    data, lines = load_yaml(text, source)
+    f = validate(_ScenarioFile, _without_nulls(data) if data is not None else {}, source=source, lines=lines,
+                 context={"base": base})
+    return Scenario(name=f.name or (Path(source).stem if source != "<scenario>" else "scenario"),
+                    description=f.description, path=None, seed=f.seed, model=f.model, edge=f.edges.spec(),
+                    cloud=f.cloud.spec(), workload=f.workload, link=f.network.link(),
+                    events=tuple(sorted(f.events, key=lambda e: e.at_s)), policies=f.policies or DEFAULT_POLICIES)
 
 
 def load_scenario(path: str | Path) -> Scenario:

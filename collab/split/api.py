@@ -173,21 +173,6 @@ def _split(
                 for side in ("head", "tail"):
                     (tmp / side / _stem(len(pieces), cut.name)).unlink(missing_ok=True)
 
-        x_np = x1.numpy()
-        logger.info("%s: profiling full model and %d cuts (%d runs each)", name, len(pieces), runs)
-        full_ms, timed = profile_chain(
-            [(tmp / p.head, tmp / p.tail) for p in pieces], tmp / "full.onnx", x_np, runs=runs,
-            desc=f"profile {name}", progress=progress,
-        )
-        points = []
-        for i, (pc, (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True)):
-            points.append(
-                SplitPoint(
-                    name=pc.cut.name, index=i, head=pc.head, tail=pc.tail,
-                    feature_shape=(1, *pc.cut.shape[1:]), feature_dtype="float32",
-                    feature_bytes=int(feat.nbytes), head_ms=round(head_ms, 4), tail_ms=round(tail_ms, 4),
-                )
-            )
         meta: dict[str, Any] = {
             "granularity": granularity,
             "graph_positions": an.positions,
@@ -197,15 +182,34 @@ def _split(
             "profile_runs": runs,
             "torch_version": torch.__version__,
         }
-        manifest = Manifest(
-            model_name=name, input_name=INPUT_NAME, input_shape=tuple(x1.shape), input_dtype="float32",
-            output_shape=tuple(ref1.shape), full="full.onnx", full_ms=round(full_ms, 4),
-            input_bytes=int(x_np.nbytes), split_points=tuple(points), opset=opset, dynamic_batch=True,
-            extra={**meta, **(extra or {})},
-        )
-        write_manifest(tmp, manifest)
-    logger.info("%s: bundle with %d split points written to %s", name, len(points), out)
+        write_pieces(tmp, [(p.cut.name, p.head, p.tail, (1, *p.cut.shape[1:])) for p in pieces],
+                     x1.numpy(), name=name, output_shape=tuple(ref1.shape), opset=opset, runs=runs,
+                     progress=progress, extra={**meta, **(extra or {})})
+    logger.info("%s: bundle with %d split points written to %s", name, len(pieces), out)
     return load_bundle(out)
+
+
+def write_pieces(root: Path, pieces: list[tuple[str, str, str, tuple[int, ...]]], x1: np.ndarray, *,
+                 name: str, output_shape: tuple[int, ...], opset: int, runs: int, progress: bool,
+                 extra: dict[str, Any]) -> Manifest:
+    """Profile ``full.onnx`` and every checked (cut name, head, tail, feature shape) piece
+    pair in ``root`` and write the manifest: the end of every split, whatever the source."""
+    logger.info("%s: profiling full model and %d cuts (%d runs each)", name, len(pieces), runs)
+    full_ms, timed = profile_chain(
+        [(root / head, root / tail) for _, head, tail, _ in pieces], root / "full.onnx", x1, runs=runs,
+        desc=f"profile {name}", progress=progress,
+    )
+    points = tuple(
+        SplitPoint(name=cut, index=i, head=head, tail=tail, feature_shape=shape, feature_dtype="float32",
+                   feature_bytes=int(feat.nbytes), head_ms=round(head_ms, 4), tail_ms=round(tail_ms, 4))
+        for i, ((cut, head, tail, shape), (head_ms, tail_ms, feat)) in enumerate(zip(pieces, timed, strict=True))
+    )
+    manifest = Manifest(
+        model_name=name, input_name=INPUT_NAME, input_shape=tuple(x1.shape), input_dtype="float32",
+        output_shape=output_shape, full="full.onnx", full_ms=round(full_ms, 4),
+        input_bytes=int(x1.nbytes), split_points=points, opset=opset, dynamic_batch=True, extra=extra,
+    )
+    return write_manifest(root, manifest)
 
 
 def _export_cut(

@@ -7,8 +7,10 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser):  # type: ignore[no-untyped-def]
-    parser.add_argument("spec", help="model factory: package.module:factory or path/to/file.py:factory")
-    parser.add_argument("--input-shape", required=True, help="example input shape with batch, e.g. 1,3,32,32")
+    parser.add_argument("spec", help="model factory (package.module:factory or path/to/file.py:factory) "
+                                     "or an ONNX model file (model.onnx)")
+    parser.add_argument("--input-shape", default=None,
+                        help="example input shape with batch, e.g. 1,3,32,32 (optional for a fixed-shape .onnx)")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to create (must be empty)")
     parser.add_argument("--weights", type=Path, default=None, help="state_dict file loaded into the model")
     parser.add_argument("--name", default=None, help="model name in the manifest (default: the factory name)")
@@ -30,10 +32,26 @@ def _run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from collab.split.loader import parse_shape
+    from collab.split.table import split_table
+
+    if args.spec.endswith(".onnx"):
+        from collab.split.onnx_split import split_onnx
+
+        if args.weights is not None:
+            raise ConfigError("--weights is for PyTorch factories; an ONNX model carries its weights")
+        x = (np.random.default_rng(0).standard_normal(parse_shape(args.input_shape)).astype(np.float32)
+             if args.input_shape else None)
+        b = split_onnx(args.spec, args.out, name=args.name, example_input=x, runs=args.runs,
+                       progress=not args.no_progress, granularity=args.granularity)
+        print(split_table(b))
+        return 0
+    if args.input_shape is None:
+        raise ConfigError("--input-shape is required for a PyTorch factory")
+
     from collab.models.registry import EXAMPLES, example_input
     from collab.split.api import split_model
-    from collab.split.loader import load_factory_model, parse_shape
-    from collab.split.table import split_table
+    from collab.split.loader import load_factory_model
 
     shape = parse_shape(args.input_shape)
     model = load_factory_model(args.spec, args.weights)

@@ -1,4 +1,6 @@
-"""Start real server processes on free loopback ports and clean them up."""
+"""Start and stop local helper processes (Mosquitto, ``collab`` subcommands) and wait for
+their ports: the coordinator's own broker, ``collab fl run`` and the scenario runner need
+this, and the tests reuse it."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from collab.errors import ControlPlaneError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,22 +89,27 @@ def mosquitto_binary() -> str | None:
 
 
 @contextmanager
-def mosquitto(extra_config: str = "", host: str = "127.0.0.1") -> Iterator[Broker]:
-    """A real Mosquitto on a free loopback port with its own config file."""
+def mosquitto(extra_config: str = "", host: str = "127.0.0.1", port: int | None = None) -> Iterator[Broker]:
+    """A Mosquitto on ``host:port`` (a free port when None) with its own config file;
+    anonymous access unless ``extra_config`` sets ``allow_anonymous``."""
     binary = mosquitto_binary()
     if binary is None:
-        raise FileNotFoundError("mosquitto is not installed (apt-get install -y mosquitto)")
-    d = Path(tempfile.mkdtemp(prefix="collab-mosq-"))
-    port = free_port(host)
-    conf = d / "mosquitto.conf"
-    body = extra_config if "allow_anonymous" in extra_config else "allow_anonymous true\n" + extra_config
-    conf.write_text(f"listener {port} {host}\npersistence false\nlog_dest stderr\n{body}\n")
-    log = open(d / "mosquitto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(host, port, 10.0, proc)
-        yield Broker(host=host, port=port, proc=proc, config=conf)
-    finally:
-        stop_process(proc)
-        log.close()
-        shutil.rmtree(d, ignore_errors=True)
+        raise ControlPlaneError("the mosquitto binary is not installed: apt-get install mosquitto "
+                                "(or pass --broker URL of a running broker)")
+    port = free_port(host) if port is None else port
+    with tempfile.TemporaryDirectory(prefix="collab-mosq-", ignore_cleanup_errors=True) as tmp:
+        d = Path(tmp)
+        conf = d / "mosquitto.conf"
+        body = extra_config if "allow_anonymous" in extra_config else "allow_anonymous true\n" + extra_config
+        conf.write_text(f"listener {port} {host}\npersistence false\nlog_dest stderr\n{body}\n")
+        with open(d / "mosquitto.log", "wb") as log:
+            proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+            try:
+                try:
+                    wait_for_port(host, port, 10.0, proc)
+                except (RuntimeError, TimeoutError) as e:
+                    raise ControlPlaneError(f"mosquitto did not start on {host}:{port}: {e} "
+                                            f"({(d / 'mosquitto.log').read_text()[-300:]})") from e
+                yield Broker(host=host, port=port, proc=proc, config=conf)
+            finally:
+                stop_process(proc)

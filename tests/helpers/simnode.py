@@ -1,8 +1,8 @@
 """A simulated fleet node: a real process running :class:`NodeAgent` around a bare ONNX
-Runtime session, for tests, benchmarks and demos of the control plane without the full
-edge/cloud daemons.
+Runtime session, for tests of the control plane without the full edge/cloud daemons.
 
-``python -m collab.control.simnode --node-id e1 --role edge --broker mqtt://H:P --work-dir D``
+``python -m tests.helpers.simnode --node-id e1 --role edge --broker mqtt://H:P --work-dir D``
+(from the repository root)
 It writes ``D/state.json`` after every change (version served, cloud list, last output)
 so a test can see what the process actually serves.
 """
@@ -82,7 +82,7 @@ class SimNode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m collab.control.simnode", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tests.helpers.simnode", description=__doc__)
     add_mqtt_args(ap, broker_required=True)
     ap.add_argument("--node-id", required=True)
     ap.add_argument("--role", choices=("edge", "cloud"), default="edge")

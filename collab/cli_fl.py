@@ -5,6 +5,9 @@
   collab fl keygen --config FILE --out DIR   per-federation CKKS keys (key holder)
   collab fl aggregator --config FILE --broker URL --listen HOST:PORT [--public-context F]
   collab fl client --config FILE --broker URL --index K [--secret-context F]
+
+It fronts collab.fl and both fleet roles (coordinator.fl_server, edge_node.fl_client),
+so it sits above them, next to :mod:`collab.cli`, rather than inside collab.fl.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frame mutator for fuzzing the decoder (used by tests and benchmarks/fuzz_codec.py).
+"""Frame mutator for fuzzing the decoder (tests/test_codec_fuzz.py, benchmarks/fuzz_codec.py).
 
 Mutations that keep the checksum valid (header field lies re-encoded with the CRC
 recomputed, payload corruption with the CRC recomputed) matter most: they get past the

@@ -1,4 +1,5 @@
-"""Bundles of the example models, built once and cached for tests and benchmarks.
+"""Bundles of the example models (collab.models), built once and cached: the bundles of
+scenarios that name an example, and of tests and benchmarks.
 
 Cache key: the example name plus a hash of everything that determines the bundle
 (partitioner and model sources, committed weights, torch/onnx/onnxruntime versions),
@@ -16,12 +17,11 @@ import shutil
 import time
 from pathlib import Path
 
-import collab
 from collab.bundle import load_bundle
 from collab.errors import BundleError
 from collab.log import logger
 
-_PKG = Path(collab.__file__).resolve().parent
+_PKG = Path(__file__).resolve().parents[1]  # the collab package
 _SOURCES = ("split/*.py", "models/*.py", "bundle.py", "ort.py", "data/*.pt")
 
 

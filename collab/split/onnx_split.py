@@ -1,0 +1,205 @@
+"""``collab split model.onnx``: split an ONNX model users already have, no PyTorch needed
+for the graph itself (onnx + ONNX Runtime do the work).
+
+Cuts come from the graph (:mod:`collab.split.onnx_cuts`); each head/tail pair is
+extracted from the original graph, checked in ONNX Runtime against the full model at
+batch 1 and 3 (``tail(head(x)) == full(x)`` to 1e-4 relative), profiled, and written as
+the same bundle a PyTorch split gives. A model with a fixed batch size gets a symbolic
+batch dimension; if its graph hard-codes the batch elsewhere, the batch-3 check refuses it
+with a message saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.utils
+from tqdm import tqdm
+
+from collab import ort
+from collab.bundle import Bundle, load_bundle, staging_dir
+from collab.errors import ConfigError, SplitError
+from collab.log import logger
+from collab.split.api import INPUT_NAME, ORT_RTOL, write_pieces
+from collab.split.export import extract_piece, max_abs_diff
+from collab.split.onnx_cuts import GraphCut, block_cuts, single_tensor_cuts
+
+CHECK_BATCH = 3
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf / file errors from onnx, wrapped where they enter
+        raise ConfigError(f"{path}: not a readable ONNX model: {type(e).__name__}: {e}") from e
+    g = model.graph
+    inputs = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
+    if len(inputs) != 1 or len(g.output) != 1:
+        raise SplitError(f"{path}: expected one input and one output, got {len(inputs)} and {len(g.output)}")
+    for v in (inputs[0], g.output[0]):
+        if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise SplitError(f"{path}: {v.name} is not float32")
+    return model
+
+
+def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its input named ``input``, output ``output``, a symbolic batch
+    dimension, and shapes inferred for every intermediate tensor."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inp = next(i for i in g.input if i.name not in {t.name for t in g.initializer})
+    for v, new in ((inp, INPUT_NAME), (g.output[0], "output")):
+        old = v.name
+        if old != new:
+            for n in g.node:
+                n.input[:] = [new if t == old else t for t in n.input]
+                n.output[:] = [new if t == old else t for t in n.output]
+            v.name = new
+        dims = v.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_param:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del g.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m)
+    except Exception as e:
+        raise SplitError(f"shape inference failed: {type(e).__name__}: {e}") from e
+
+
+def _float_tensors(m: onnx.ModelProto) -> set[str]:
+    return {v.name for v in m.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+
+def probe_shapes(m: onnx.ModelProto, tensors: list[str], x1: np.ndarray) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``tensors`` on a real input (exporters compute pads and reshapes at run
+    time, so static shape inference often leaves them unknown)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    known = {o.name for o in probe.graph.output}
+    for t in tensors:
+        if t not in known:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    sess = ort.make_session(probe.SerializeToString())
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, {INPUT_NAME: x1})
+    return {n: tuple(np.shape(v)) for n, v in zip(names, values, strict=True) if n in tensors}
+
+
+def cut_name(tensor: str) -> str:
+    """A readable split-point name from an exporter's tensor name
+    (``/_blocks/_blocks.3/Add_output_0`` -> ``_blocks.3.Add``)."""
+    parts = [p for p in re.sub(r"_output_\d+$", "", tensor).split("/") if p]
+    dedup = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p))]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", ".".join(dedup) or tensor)
+
+
+def choose_cuts(m: onnx.ModelProto, granularity: str, x1: np.ndarray) -> list[tuple[GraphCut, tuple[int, ...]]]:
+    """Float cuts with known shapes. At ``block`` granularity the elementwise-redundant ones
+    go, and so does a cut whose tensor is no smaller than the input or an earlier kept cut
+    (more edge work for no fewer raw bytes; ``all`` keeps them for codecs that compress
+    some tensors much better than others)."""
+    floats = _float_tensors(m)
+    cuts = [c for c in single_tensor_cuts(m.graph) if c.tensor in floats]
+    if granularity == "block":
+        cuts = block_cuts(m.graph, cuts)
+    shapes = probe_shapes(m, [c.tensor for c in cuts], x1)
+    smallest = int(np.prod([d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]))
+    out: list[tuple[GraphCut, tuple[int, ...]]] = []
+    for c in cuts:
+        shape = shapes.get(c.tensor)
+        if not shape or shape[0] != x1.shape[0]:  # no batch dimension first: not a feature
+            continue
+        size = int(np.prod(shape))
+        if granularity == "block" and size >= smallest:
+            continue
+        smallest = min(smallest, size)
+        out.append((c, shape))
+    return out
+
+
+def split_onnx(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str | None = None,
+    example_input: np.ndarray | None = None, runs: int = 20, progress: bool = True,
+    granularity: str = "block",
+) -> Bundle:
+    """Split ``path`` at every valid single-tensor cut into a verified, profiled bundle."""
+    if granularity not in ("block", "all"):
+        raise ConfigError(f"granularity must be 'block' or 'all', not {granularity!r}")
+    if runs < 1:
+        raise ConfigError("runs must be >= 1")
+    src = Path(path)
+    m = _normalised(_load(src))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 17)
+    in_dims = m.graph.input[0].type.tensor_type.shape.dim
+    if example_input is None:
+        shape = [CHECK_BATCH, *(d.dim_value for d in in_dims[1:])]
+        if any(d < 1 for d in shape[1:]):
+            raise ConfigError(f"{src}: input has symbolic dims {shape[1:]}; pass --input-shape")
+        example_input = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = np.ascontiguousarray(example_input, np.float32)
+    if x.shape[0] < CHECK_BATCH:
+        reps = np.repeat(x[:1], CHECK_BATCH - x.shape[0], axis=0)
+        x = np.concatenate([x, reps + np.random.default_rng(1).standard_normal(reps.shape).astype(np.float32) * 0.1])
+    cuts = choose_cuts(m, granularity, x[:1])
+    name = name or src.stem
+    logger.info("%s: %d single-tensor cuts kept at %s granularity", name, len(cuts), granularity)
+    refused: dict[str, str] = {}
+    with staging_dir(Path(out_dir)) as tmp:
+        (tmp / "head").mkdir()
+        (tmp / "tail").mkdir()
+        onnx.save(m, str(tmp / "full.onnx"))
+        full = ort.make_session(tmp / "full.onnx")
+        try:
+            ref = ort.run(full, x)
+        except ort.InferenceError as e:
+            raise SplitError(f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
+                             f"(is the batch size fixed inside the graph?): {e}") from e
+        ex = onnx.utils.Extractor(m)
+        pieces: list[tuple[str, str, str, tuple[int, ...]]] = []
+        checks: dict[str, dict[str, float]] = {}
+        used: set[str] = set()
+        for cut, shape in tqdm(cuts, desc=f"check {name}", unit="cut", disable=not progress):
+            cname = cut_name(cut.tensor)
+            while cname in used:
+                cname += "_"
+            stem = f"{len(pieces):02d}_{cname}.onnx"
+            head, tail = f"head/{stem}", f"tail/{stem}"
+            try:
+                extract_piece(ex, tmp / head, inputs=(INPUT_NAME, INPUT_NAME), output=(cut.tensor, "feature"),
+                              opset=opset)
+                extract_piece(ex, tmp / tail, inputs=(cut.tensor, "feature"), output=("output", "output"),
+                              opset=opset)
+                checks[cname] = _check(tmp / head, tmp / tail, x, ref)
+            except (SplitError, ort.InferenceError) as e:
+                refused[cname] = str(e)
+                logger.warning("cut %s refused: %s", cname, e)
+                for rel in (head, tail):
+                    (tmp / rel).unlink(missing_ok=True)
+                continue
+            used.add(cname)
+            pieces.append((cname, head, tail, (1, *shape[1:])))
+        if not pieces:
+            raise SplitError(f"{src}: no usable cut (refused: {refused or 'none found'})")
+        extra: dict[str, Any] = {"source": "onnx", "source_file": src.name, "granularity": granularity,
+                                 "refused": refused, "checks": checks, "profile_runs": runs}
+        write_pieces(tmp, pieces, x[:1], name=name, output_shape=(1, *ref.shape[1:]), opset=opset, runs=runs,
+                     progress=progress, extra=extra)
+    return load_bundle(out_dir)
+
+
+def _check(head: Path, tail: Path, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """tail(head(x)) against the full model at batch 1 and the check batch, in ORT."""
+    hs, ts = ort.make_session(head), ort.make_session(tail)
+    worst = 0.0
+    for n in (1, len(x)):
+        d = max_abs_diff(ort.run(ts, ort.run(hs, x[:n])), ref[:n])
+        if d > ORT_RTOL * max(1.0, float(np.abs(ref[:n]).max())):
+            raise SplitError(f"head+tail differ from the full model by {d:.3g} at batch {n}")
+        worst = max(worst, d)
+    return {"ort_max_abs": worst}
