@@ -37,7 +37,7 @@ Place = tuple[str | int, ...]  # in a document: mapping keys and sequence indice
 _CONFIG = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class FieldError(ValueError):
+class FieldError(ConfigError):
     """Raised by a validator or ``__post_init__`` to blame a field below the object being
     checked rather than the object itself: ``FieldError("round.min_clients", ...)`` from the
     top-level config, or ``FieldError(("segments", 2, "up_mbps"), ...)``."""
