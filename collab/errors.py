@@ -8,7 +8,8 @@ A servicer answers each class with the gRPC status of :mod:`collab.rpc_status`
 
 CollabError
 ├── ConfigError             invalid user input: flags, files, arguments, a request's input
-│   └── MissingExtraError   (collab.extras) a command needs an extra that is not installed
+│   ├── MissingExtraError   (collab.extras) a command needs an extra that is not installed
+│   └── FieldError          (collab.yamlcfg) a config file's field is wrong: names file:line
 ├── BadRequestError         a peer's request does not fit: wrong shape, dtype, batch, size
 ├── NotFoundError           unknown model, version, split point, bundle, rollout, federation
 ├── TooLargeError           a request asks for more than the node's limits allow

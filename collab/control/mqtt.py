@@ -146,9 +146,6 @@ class MqttClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     # ------------------------------------------------------------ pub/sub
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
                 wait: float | None = None) -> None:

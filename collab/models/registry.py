@@ -28,9 +28,6 @@ class ExampleSpec:
         """Weights learned on the labels (accuracy is meaningful)."""
         return self.weights is not None
 
-    @property
-    def input_shape_arg(self) -> str:
-        return ",".join(str(d) for d in self.input_shape)
 
 
 EXAMPLES: dict[str, ExampleSpec] = {

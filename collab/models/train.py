@@ -87,11 +87,6 @@ def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool =
     return TrainResult(model=model, accuracy=acc, seconds=seconds)
 
 
-def train_digits(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Module, float]:
-    r = train_example("digits", cfg, progress=progress)
-    return r.model, r.accuracy
-
-
 def _train(name: str, cfg: TrainConfig, progress: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
     to_input = spec(name).from_digits
