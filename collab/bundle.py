@@ -1,5 +1,11 @@
 """Split-model bundles: a directory with ``manifest.json`` and ONNX files.
 
+Schema 2 stores every weight once: the model is cut at its split points into consecutive
+*segments* (segment i maps boundary i to boundary i + 1; boundary 0 is the model input,
+the last one its output). The head of the split point at boundary k is segments[:k], its
+tail segments[k:], the full model all of them; runtimes run them as chains of shared
+sessions. Variants (e.g. INT8 heads) are single files with their own weights.
+
 The manifest lists the sha256 of every file; :func:`load_bundle` verifies them all,
 so a tampered or incomplete bundle never reaches a runtime. The bundle *version* is
 the sha256 of the manifest bytes, which therefore covers every file.
@@ -20,7 +26,7 @@ from typing import Any
 
 from collab.errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SELF_HASH = "manifest_sha256"  # sha256 of the canonical manifest JSON without this key
 
@@ -41,11 +47,21 @@ class Variant:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Segment:
+    """One consecutive piece of the model, the only file holding its weights."""
+
+    path: str  # relative ONNX path
+    input: str  # tensor name of its one input (the model input or a cut tensor)
+    output: str  # tensor name of its one output (a cut tensor or the model output)
+    input_shape: tuple[int, ...]  # of its input at batch 1
+    ms: float  # median latency measured on the build machine
+
+
+@dataclass(frozen=True, kw_only=True)
 class SplitPoint:
     name: str
     index: int  # position in topological order of the cut (0 = closest to the input)
-    head: str
-    tail: str
+    boundary: int  # the head is segments[:boundary], the tail segments[boundary:]
     feature_shape: tuple[int, ...]
     feature_dtype: str
     feature_bytes: int
@@ -61,9 +77,9 @@ class Manifest:
     input_shape: tuple[int, ...]
     input_dtype: str
     output_shape: tuple[int, ...]
-    full: str
     full_ms: float
     input_bytes: int
+    segments: tuple[Segment, ...]
     split_points: tuple[SplitPoint, ...]
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     opset: int = 17
@@ -80,6 +96,23 @@ class Manifest:
         known = ", ".join(sp.name for sp in self.split_points) or "none"
         raise BundleError(f"unknown split point {name!r} (known: {known})")
 
+    def head_paths(self, split: str) -> tuple[str, ...]:
+        """Segment files of the head of split point ``split``, in run order."""
+        return tuple(s.path for s in self.segments[: self.split(split).boundary])
+
+    def tail_paths(self, split: str) -> tuple[str, ...]:
+        """Segment files of the tail of split point ``split``, in run order."""
+        return tuple(s.path for s in self.segments[self.split(split).boundary :])
+
+    def full_paths(self) -> tuple[str, ...]:
+        """Segment files of the full model (edge-only), in run order."""
+        return tuple(s.path for s in self.segments)
+
+    def model_files(self) -> set[str]:
+        """Every ONNX file the manifest references: segments and variants."""
+        files = {s.path for s in self.segments} | {v.path for v in self.full_variants}
+        return files | {v.path for sp in self.split_points for v in sp.head_variants}
+
 
 def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     return asdict(m)
@@ -89,10 +122,35 @@ def _variant(d: dict[str, Any]) -> Variant:
     return Variant(**d)
 
 
+def _rebuild_hint(d: dict[str, Any]) -> str:
+    extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+    source = extra.get("source_file") or extra.get("factory") or "MODEL"
+    shape = "" if str(source).endswith(".onnx") else " --input-shape " + ",".join(map(str, d.get("input_shape", ())))
+    return f"rebuild it from its model: collab split {source}{shape} --out NEW_DIR"
+
+
+def _check_layout(m: Manifest) -> None:
+    """Segments chain input to output; every split point sits on an inner boundary."""
+    if not m.segments:
+        raise BundleError("malformed manifest: no segments")
+    for a, b in zip(m.segments, m.segments[1:], strict=False):
+        if a.output != b.input:
+            raise BundleError(f"malformed manifest: segment {b.path} reads {b.input!r}, {a.path} writes {a.output!r}")
+    for sp in m.split_points:
+        if not 0 < sp.boundary < len(m.segments):
+            raise BundleError(f"malformed manifest: split point {sp.name} at boundary {sp.boundary} of "
+                              f"{len(m.segments)} segments")
+
+
 def manifest_from_dict(d: dict[str, Any]) -> Manifest:
     try:
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise BundleError(f"unsupported manifest schema_version {d.get('schema_version')!r}")
+        version = d.get("schema_version")
+        if version == 1:
+            raise BundleError("bundle schema 1 (a copy of the weights in every head and tail) is no longer "
+                              f"supported; {_rebuild_hint(d)}")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"unsupported manifest schema_version {version!r}")
+        segments = tuple(Segment(**{**s, "input_shape": tuple(s["input_shape"])}) for s in d["segments"])
         sps = tuple(
             SplitPoint(
                 **{
@@ -103,19 +161,26 @@ def manifest_from_dict(d: dict[str, Any]) -> Manifest:
             )
             for sp in d["split_points"]
         )
-        return Manifest(
+        m = Manifest(
             **{
                 **d,
                 "input_shape": tuple(d["input_shape"]),
                 "output_shape": tuple(d["output_shape"]),
+                "segments": segments,
                 "split_points": sps,
                 "full_variants": tuple(_variant(v) for v in d.get("full_variants", ())),
             }
         )
+        _check_layout(m)
+        return m
     except BundleError:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"malformed manifest: {e}") from e
+
+
+def _modified(root: Path, rel: str, actual: str, digest: str) -> BundleError:
+    return BundleError(f"{root}: file {rel} was modified (sha256 {actual[:12]}… != {digest[:12]}…)")
 
 
 def sha256_file(path: Path) -> str:
@@ -148,6 +213,21 @@ class Bundle:
         data: dict[str, Any] = json.loads(self.path(self.manifest.calibration).read_text())
         return data
 
+    def read_verified(self, rel: str) -> bytes:
+        """A listed file's bytes, checked against the manifest now: sessions built from
+        them run exactly what was verified, even if the file changed since loading."""
+        digest = self.manifest.files.get(rel)
+        if digest is None:
+            raise BundleError(f"{self.root}: file {rel} is not listed in the manifest")
+        try:
+            data = self.path(rel).read_bytes()
+        except OSError as e:
+            raise BundleError(f"{self.root}: cannot read file {rel}: {e}") from e
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise _modified(self.root, rel, actual, digest)
+        return data
+
 
 def load_bundle(root: str | os.PathLike[str]) -> Bundle:
     """Load and verify a bundle; raise :class:`BundleError` naming the bad file."""
@@ -171,10 +251,11 @@ def load_bundle(root: str | os.PathLike[str]) -> Bundle:
         or _canonical({**d, SELF_HASH: claimed}) != raw
     ):
         raise BundleError(f"{root}: file {MANIFEST} was modified (self-checksum mismatch)")
-    m = manifest_from_dict(d)
-    referenced = {m.full, *(sp.head for sp in m.split_points), *(sp.tail for sp in m.split_points)}
-    referenced |= {v.path for sp in m.split_points for v in sp.head_variants}
-    referenced |= {v.path for v in m.full_variants}
+    try:
+        m = manifest_from_dict(d)
+    except BundleError as e:
+        raise BundleError(f"{root}: {e}") from e
+    referenced = m.model_files()
     if m.calibration:
         referenced.add(m.calibration)
     unlisted = referenced - set(m.files)
@@ -188,16 +269,13 @@ def load_bundle(root: str | os.PathLike[str]) -> Bundle:
             raise BundleError(f"{root}: missing file {rel}")
         actual = sha256_file(p)
         if actual != digest:
-            raise BundleError(f"{root}: file {rel} was modified (sha256 {actual[:12]}… != {digest[:12]}…)")
+            raise _modified(root, rel, actual, digest)
     return Bundle(root=root, manifest=m, version=hashlib.sha256(raw).hexdigest())
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Hash every file the manifest references and write ``manifest.json``."""
-    refs = {manifest.full, *(sp.head for sp in manifest.split_points), *(sp.tail for sp in manifest.split_points)}
-    refs |= {v.path for sp in manifest.split_points for v in sp.head_variants}
-    refs |= {v.path for v in manifest.full_variants}
-    refs |= set(manifest.files)
+    refs = manifest.model_files() | set(manifest.files)
     if manifest.calibration:
         refs.add(manifest.calibration)
     files = {rel: sha256_file(root / rel) for rel in sorted(refs)}

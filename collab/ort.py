@@ -43,11 +43,17 @@ def dummy_inputs(session: ort.InferenceSession,
     return feeds
 
 
-def make_session(path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1) -> ort.InferenceSession:
+def make_session(path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1,
+                 lean: bool = False) -> ort.InferenceSession:
     """A CPU session from a file or from serialized model bytes. One intra-op thread by
     default: on a 2-core box, parallelism comes from serving several requests, not from
-    splitting one."""
+    splitting one. ``lean`` drops the per-session memory arena and memory pattern: many
+    small sessions (a bundle's segments) then hold no more memory than one session of the
+    whole model, at no measurable latency cost (benchmarks/bundle_v2.py)."""
     so = ort.SessionOptions()
+    if lean:
+        so.enable_cpu_mem_arena = False
+        so.enable_mem_pattern = False
     so.intra_op_num_threads = intra_threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3

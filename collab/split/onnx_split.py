@@ -1,10 +1,11 @@
 """``collab split model.onnx``: split an ONNX model users already have, no PyTorch needed
 for the graph itself (onnx + ONNX Runtime do the work).
 
-Cuts come from the graph (:mod:`collab.split.onnx_cuts`); each head/tail pair is
-extracted from the original graph, checked in ONNX Runtime against the full model at
-batch 1 and 3 (``tail(head(x)) == full(x)`` to 1e-4 relative), profiled, and written as
-the same bundle a PyTorch split gives. A model with a fixed batch size gets a symbolic
+Cuts come from the graph (:mod:`collab.split.onnx_cuts`); the segments between them are
+extracted from the original graph, checked in ONNX Runtime as a chain against the
+original model's own cut tensors and output at batch 1 and 3 (to 1e-4 relative, see
+:mod:`collab.split.segments`), profiled, and written as the same bundle a PyTorch split
+gives. A model with a fixed batch size gets a symbolic
 batch dimension; if its graph hard-codes the batch elsewhere, the batch-3 check refuses it
 with a message saying so.
 """
@@ -19,15 +20,14 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.utils
-from tqdm import tqdm
 
 from collab import ort
 from collab.bundle import Bundle, load_bundle, staging_dir
 from collab.errors import ConfigError, SplitError
 from collab.log import logger
-from collab.split.api import INPUT_NAME, ORT_RTOL, write_pieces
-from collab.split.export import extract_piece, max_abs_diff
+from collab.split.api import INPUT_NAME, OUTPUT_NAME, write_bundle
 from collab.split.onnx_cuts import GraphCut, block_cuts, single_tensor_cuts
+from collab.split.segments import Boundary, build_segments
 
 CHECK_BATCH = 3
 
@@ -54,7 +54,7 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
     m.CopyFrom(model)
     g = m.graph
     inp = next(i for i in g.input if i.name not in {t.name for t in g.initializer})
-    for v, new in ((inp, INPUT_NAME), (g.output[0], "output")):
+    for v, new in ((inp, INPUT_NAME), (g.output[0], OUTPUT_NAME)):
         old = v.name
         if old != new:
             for n in g.node:
@@ -79,16 +79,24 @@ def _float_tensors(m: onnx.ModelProto) -> set[str]:
 def probe_shapes(m: onnx.ModelProto, tensors: list[str], x1: np.ndarray) -> dict[str, tuple[int, ...]]:
     """Shapes of ``tensors`` on a real input (exporters compute pads and reshapes at run
     time, so static shape inference often leaves them unknown)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(m)
-    known = {o.name for o in probe.graph.output}
+    return {t: tuple(np.shape(v)) for t, v in probe(m, tensors, x1).items()}
+
+
+def probe(m: onnx.ModelProto, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """The values of ``tensors`` (and of the output) when the model runs on ``x``."""
+    pm = onnx.ModelProto()
+    pm.CopyFrom(m)
+    known = {o.name for o in pm.graph.output}
     for t in tensors:
         if t not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    sess = ort.make_session(probe.SerializeToString())
+            pm.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    sess = ort.make_session(pm.SerializeToString())
     names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, {INPUT_NAME: x1})
-    return {n: tuple(np.shape(v)) for n, v in zip(names, values, strict=True) if n in tensors}
+    try:
+        values = sess.run(names, {INPUT_NAME: x})
+    except Exception as e:  # onnxruntime's own exception types
+        raise ort.InferenceError(f"the model cannot run at batch {len(x)}: {e}") from e
+    return {n: np.asarray(v) for n, v in zip(names, values, strict=True) if n in {*tensors, OUTPUT_NAME}}
 
 
 def cut_name(tensor: str) -> str:
@@ -149,57 +157,27 @@ def split_onnx(
     cuts = choose_cuts(m, granularity, x[:1])
     name = name or src.stem
     logger.info("%s: %d single-tensor cuts kept at %s granularity", name, len(cuts), granularity)
+    bounds: list[Boundary] = []
+    for cut, shape in cuts:
+        cname = cut_name(cut.tensor)
+        while cname in {b.name for b in bounds}:
+            cname += "_"
+        bounds.append(Boundary(name=cname, tensor=cut.tensor, shape=(1, *shape[1:])))
+    try:
+        ref = probe(m, [b.tensor for b in bounds], x)
+    except ort.InferenceError as e:
+        raise SplitError(f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
+                         f"(is the batch size fixed inside the graph?): {e}") from e
     refused: dict[str, str] = {}
     with staging_dir(Path(out_dir)) as tmp:
-        (tmp / "head").mkdir()
-        (tmp / "tail").mkdir()
-        onnx.save(m, str(tmp / "full.onnx"))
-        full = ort.make_session(tmp / "full.onnx")
-        try:
-            ref = ort.run(full, x)
-        except ort.InferenceError as e:
-            raise SplitError(f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
-                             f"(is the batch size fixed inside the graph?): {e}") from e
-        ex = onnx.utils.Extractor(m)
-        pieces: list[tuple[str, str, str, tuple[int, ...]]] = []
-        checks: dict[str, dict[str, float]] = {}
-        used: set[str] = set()
-        for cut, shape in tqdm(cuts, desc=f"check {name}", unit="cut", disable=not progress):
-            cname = cut_name(cut.tensor)
-            while cname in used:
-                cname += "_"
-            stem = f"{len(pieces):02d}_{cname}.onnx"
-            head, tail = f"head/{stem}", f"tail/{stem}"
-            try:
-                extract_piece(ex, tmp / head, inputs=(INPUT_NAME, INPUT_NAME), output=(cut.tensor, "feature"),
-                              opset=opset)
-                extract_piece(ex, tmp / tail, inputs=(cut.tensor, "feature"), output=("output", "output"),
-                              opset=opset)
-                checks[cname] = _check(tmp / head, tmp / tail, x, ref)
-            except (SplitError, ort.InferenceError) as e:
-                refused[cname] = str(e)
-                logger.warning("cut %s refused: %s", cname, e)
-                for rel in (head, tail):
-                    (tmp / rel).unlink(missing_ok=True)
-                continue
-            used.add(cname)
-            pieces.append((cname, head, tail, (1, *shape[1:])))
-        if not pieces:
+        seg = build_segments(onnx.utils.Extractor(m), bounds, tmp, x, ref, input_name=INPUT_NAME,
+                             output_name=OUTPUT_NAME, opset=opset, refused=refused, desc=f"check {name}",
+                             progress=progress)
+        if not seg.cuts:
             raise SplitError(f"{src}: no usable cut (refused: {refused or 'none found'})")
         extra: dict[str, Any] = {"source": "onnx", "source_file": src.name, "granularity": granularity,
-                                 "refused": refused, "checks": checks, "profile_runs": runs}
-        write_pieces(tmp, pieces, x[:1], name=name, output_shape=(1, *ref.shape[1:]), opset=opset, runs=runs,
-                     progress=progress, extra=extra)
+                                 "refused": refused, "profile_runs": runs,
+                                 "checks": {k: {"ort_max_abs": d} for k, d in seg.ort_max_abs.items()}}
+        write_bundle(tmp, seg, x[:1], name=name, output_shape=(1, *ref[OUTPUT_NAME].shape[1:]), opset=opset,
+                     runs=runs, progress=progress, extra=extra)
     return load_bundle(out_dir)
-
-
-def _check(head: Path, tail: Path, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """tail(head(x)) against the full model at batch 1 and the check batch, in ORT."""
-    hs, ts = ort.make_session(head), ort.make_session(tail)
-    worst = 0.0
-    for n in (1, len(x)):
-        d = max_abs_diff(ort.run(ts, ort.run(hs, x[:n])), ref[:n])
-        if d > ORT_RTOL * max(1.0, float(np.abs(ref[:n]).max())):
-            raise SplitError(f"head+tail differ from the full model by {d:.3g} at batch {n}")
-        worst = max(worst, d)
-    return {"ort_max_abs": worst}

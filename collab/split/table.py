@@ -9,6 +9,10 @@ def _shape(s: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in s)
 
 
+def _mb(b: Bundle, paths: tuple[str, ...]) -> str:
+    return f"{sum(b.path(p).stat().st_size for p in paths) / 1e6:.2f}"
+
+
 def split_table(b: Bundle) -> str:
     m = b.manifest
     lines = [
@@ -16,7 +20,8 @@ def split_table(b: Bundle) -> str:
         f"dynamic batch {'yes' if m.dynamic_batch else 'no'}",
         f"input  {m.input_name} {m.input_dtype} {_shape(m.input_shape)}  {m.input_bytes / 1024:.2f} KB "
         f"(cloud-only sends this)",
-        f"full   {m.full}  {m.full_ms:.3f} ms (edge-only)  output {_shape(m.output_shape)}",
+        f"full   {len(m.segments)} segments ({_mb(b, m.full_paths())} MB, every weight once)  {m.full_ms:.3f} ms "
+        f"(edge-only)  output {_shape(m.output_shape)}",
     ]
     acc = m.extra.get("accuracy")
     if isinstance(acc, dict) and "top1" in acc:
