@@ -142,7 +142,7 @@ class Target:
 
 def make_target(path: Path, split: str | None = None) -> Target:
     """``split`` None: the earliest cut (the biggest tail)."""
-    from collab.ort import make_session, run
+    from collab.chain import BundleSessions
 
     b = load_bundle(path)
     m = b.manifest
@@ -150,7 +150,7 @@ def make_target(path: Path, split: str | None = None) -> Target:
     if not m.split_points:
         return Target(b, None, codec.encode(x, "f32"))
     sp = m.split(split) if split else min(m.split_points, key=lambda s: s.index)
-    feat = run(make_session(b.path(sp.head)), x)
+    feat = BundleSessions(b).head(sp.name)(x)
     return Target(b, sp.name, codec.encode(feat, "f32"))
 
 
@@ -164,15 +164,15 @@ def minimal_server(port: int, bundle_dir: str, split: str, flavour: str) -> None
 
     import grpc
 
-    from collab.ort import make_session, run
+    from collab.chain import BundleSessions
 
     b = load_bundle(bundle_dir)
-    path = b.path(b.manifest.full if split == "-" else b.manifest.split(split).tail)
-    sess = make_session(path)
+    sessions = BundleSessions(b, lean=False)  # the segment chain the cloud node runs too
+    model = sessions.full() if split == "-" else sessions.tail(split)
     opts = [("grpc.max_receive_message_length", 64 << 20)]
 
     def infer(request, context):  # type: ignore[no-untyped-def]
-        y = run(sess, codec.decode(request.frame))
+        y = model(codec.decode(request.frame))
         return collab_pb2.InferResponse(output=codec.encode(y, "f32"))
 
     async def ainfer(request, context):  # type: ignore[no-untyped-def]
@@ -331,19 +331,19 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
 def ort_per_sample(target: Target, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[int, float]:
     """ONNX Runtime alone: ms per sample at each batch size (min over interleaved runs) —
     what batching can save in compute at best."""
-    from collab.ort import make_session, run
+    from collab.chain import BundleSessions
 
-    m = target.bundle.manifest
-    sess = make_session(target.bundle.path(m.full if target.split is None else m.split(target.split).tail))
+    sessions = BundleSessions(target.bundle, lean=False)
+    model = sessions.full() if target.split is None else sessions.tail(target.split)
     x1 = codec.decode(target.frame)
     xs = {n: np.repeat(x1, n, axis=0) for n in sizes}
     best = {n: float("inf") for n in sizes}
     for _ in range(3):
-        run(sess, xs[sizes[-1]])
+        model(xs[sizes[-1]])
     for _ in range(15):
         for n in sizes:
             t0 = time.perf_counter()
-            run(sess, xs[n])
+            model(xs[n])
             best[n] = min(best[n], (time.perf_counter() - t0) * 1000.0 / n)
     return best
 

@@ -34,11 +34,11 @@ import numpy as np  # noqa: E402
 import zstandard  # noqa: E402
 
 from collab.bundle import load_bundle  # noqa: E402
+from collab.chain import BundleSessions  # noqa: E402
 from collab.codec import decode, encode, entropy, quantize  # noqa: E402
 from collab.codec.calibrate import measure  # noqa: E402
 from collab.codec.spec import Codec  # noqa: E402
 from collab.models.registry import EXAMPLES, example_inputs  # noqa: E402
-from collab.ort import make_session, run  # noqa: E402
 from collab.split.examples import example_bundle  # noqa: E402
 
 CODECS = (
@@ -139,7 +139,7 @@ def _best_of(
 def features(model: str, point: str, n: int) -> np.ndarray:
     bundle = load_bundle(example_bundle(model))
     x, _ = example_inputs(model, n, "test")
-    return run(make_session(bundle.path(bundle.manifest.split(point).head)), x)
+    return BundleSessions(bundle).head(point)(x)
 
 
 def throughput(repeats: int) -> None:
@@ -186,9 +186,9 @@ def throughput(repeats: int) -> None:
 
 def _reuse_row(model: str, point: str, repeats: int) -> str:
     bundle = load_bundle(example_bundle(model))
-    head = make_session(bundle.path(bundle.manifest.split(point).head))
-    train = run(head, example_inputs(model, 300, "train")[0])
-    test = run(head, example_inputs(model, 50, "test")[0])
+    head = BundleSessions(bundle).head(point)
+    train = head(example_inputs(model, 300, "train")[0])
+    test = head(example_inputs(model, 50, "test")[0])
     codec = Codec.parse("int8+zstd1")
 
     def body(a: np.ndarray) -> bytes:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from collab import codec as codecs
 from collab.bundle import load_bundle
+from collab.chain import BundleSessions
 from collab.edge.client import Client
-from collab.ort import make_session, run
 from collab.procs import collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
 
@@ -44,13 +44,13 @@ def overhead(bundle: Path, cloud: str, requests: int, split: str | None) -> dict
     sps = b.manifest.split_points
     sp = b.manifest.split(split) if split else sps[len(sps) // 2]
     xs = _inputs(bundle, 16)
-    head = make_session(b.path(sp.head))
+    head = BundleSessions(b).head(sp.name)
     mid = collab_pb2.ModelId(name=b.manifest.model_name, version=b.version)
     ch = grpc.insecure_channel(cloud)
     stub = collab_pb2_grpc.CloudServiceStub(ch)
 
     def by_hand(x: np.ndarray) -> np.ndarray:
-        f = run(head, x)
+        f = head(x)
         resp = stub.Decode(collab_pb2.DecodeRequest(model=mid, split_point=sp.name, frame=codecs.encode(f, CODEC),
                                                     request_id="bench"), timeout=10)
         return codecs.decode(resp.output)
@@ -105,11 +105,12 @@ else:
     from collab.ort import make_session, run
     t_imp = time.perf_counter()
     m = _j.loads((pathlib.Path(bundle) / 'manifest.json').read_text())
-    s = make_session(pathlib.Path(bundle) / m['full'])
-    run(s, np.zeros(m['input_shape'], np.float32))
+    y = np.zeros(m['input_shape'], np.float32)
+    for seg in m['segments']:  # the full model: its segments in order, by hand
+        y = run(make_session(pathlib.Path(bundle) / seg['path']), y)
     t_first = time.perf_counter()
     all_rss = rss()
-    extra = {'sessions': 1, 'torch_loaded': 'torch' in sys.modules}
+    extra = {'sessions': len(m['segments']), 'torch_loaded': 'torch' in sys.modules}
 print(json.dumps({'import_ms': (t_imp - t0) * 1000, 'cold_start_ms': (t_first - t0) * 1000,
                   'first_answer_after_import_ms': (t_first - t_imp) * 1000, 'rss_mb': all_rss, **extra}))
 """

@@ -42,13 +42,14 @@ def real_frames() -> list[bytes]:
     """Frames of the digits CNN's real split-point features (when the bundle exists)."""
     try:
         from collab.bundle import load_bundle
+        from collab.chain import BundleSessions
         from collab.models.registry import example_inputs
-        from collab.ort import make_session, run
         from collab.split.examples import example_bundle
 
         b = load_bundle(example_bundle("digits"))
+        sessions = BundleSessions(b)
         x, _ = example_inputs("digits", 2, "test")
-        feats = [run(make_session(b.path(sp.head)), x)[:1] for sp in b.manifest.split_points]
+        feats = [sessions.head(sp.name)(x)[:1] for sp in b.manifest.split_points]
     except Exception as e:  # the synthetic seeds still cover every codec
         print(f"(no real features: {e})")
         return []

@@ -31,7 +31,10 @@ import numpy as np
 
 def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path | None = None,
                label: str | None = None) -> list[dict[str, object]]:
+    import onnx
+
     from collab.bundle import load_bundle
+    from collab.chain import BundleSessions, Chain
     from collab.models.registry import example_inputs
     from collab.optimize.measure import (
         agreement,
@@ -42,43 +45,46 @@ def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path
     )
     from collab.optimize.quantize import quantize
     from collab.optimize.variants import select_splits
-    from collab.ort import make_session
+    from collab.split.compose import compose
     from collab.split.examples import example_bundle
 
     b = load_bundle(bundle or example_bundle(name))
     m = b.manifest
+    sessions = BundleSessions(b)
     calib, _ = example_inputs(name, 256, "train")
     held, _ = example_inputs(name, None, "test")
-    full = make_session(b.root / m.full)
-    ref = top1(run_batched(full, held))
+    ref = top1(run_batched(sessions.full(), held))
     rows: list[dict[str, object]] = []
 
-    def table(target: str, src: Path, tail: Path | None, methods: list[str], n_runs: int) -> None:
-        paths = [src]
+    def table(target: str, segments: tuple[str, ...], tail: Chain | None, methods: list[str], n_runs: int) -> None:
+        src = work / f"{name}.{target}.fp32.onnx"  # what the variants are quantized from
+        onnx.save(compose(b, segments), str(src))
+        models: list[Chain | Path] = [sessions.chain(segments)]
+        sizes = [file_size(*(b.root / p for p in segments))]
         agrees = [1.0]
-        tail_s = make_session(tail) if tail else None
         for meth in methods:
             dst = quantize(meth, src, work / f"{name}.{target}.{meth}.onnx", calib)
-            out = run_batched(make_session(dst), held)
-            agrees.append(agreement(top1(out if tail_s is None else run_batched(tail_s, out)), ref))
-            paths.append(dst)
-        ms = interleaved_latency_ms(paths, held[:1], runs=n_runs, warmup=20)
-        for vname, p, t, a in zip(["fp32", *methods], paths, ms, agrees, strict=True):
+            out = run_batched(dst, held)
+            agrees.append(agreement(top1(out if tail is None else run_batched(tail, out)), ref))
+            models.append(dst)
+            sizes.append(file_size(dst))
+        ms = interleaved_latency_ms(models, held[:1], runs=n_runs, warmup=20)
+        for vname, size, t, a in zip(["fp32", *methods], sizes, ms, agrees, strict=True):
             rows.append({"model": label or name, "target": target, "variant": vname, "ms": t, "speedup": ms[0] / t,
-                         "kb": file_size(p) / 1024, "agreement": a, "loss_pts": 100 * (1 - a)})
+                         "kb": size / 1024, "agreement": a, "loss_pts": 100 * (1 - a)})
 
     mid = select_splits(m, "middle")[0]
     print(f"\n== {label or name}: middle split {mid.name!r} (of {len(m.split_points)}), "
           f"{len(calib)} calibration (train) / {len(held)} held-out (test) inputs, {runs} interleaved runs")
-    table(mid.name, b.root / mid.head, b.root / mid.tail, ["int8_static", "int8_dynamic", "fp16"], runs)
-    table("full", b.root / m.full, None, ["int8_static", "int8_dynamic", "fp16"], runs)
+    table(mid.name, m.head_paths(mid.name), sessions.tail(mid.name), ["int8_static", "int8_dynamic", "fp16"], runs)
+    table("full", m.full_paths(), None, ["int8_static", "int8_dynamic", "fp16"], runs)
     _print(rows, ["target", "variant", "ms", "speedup", "kb", "agreement", "loss_pts"])
     if not every_split:
         return rows
     print("\n   INT8 static at every split point (head latency vs FP32 head, agreement of head_int8 -> tail)")
     start = len(rows)
     for sp in sorted(m.split_points, key=lambda s: s.index):
-        table(sp.name, b.root / sp.head, b.root / sp.tail, ["int8_static"], max(30, runs // 4))
+        table(sp.name, m.head_paths(sp.name), sessions.tail(sp.name), ["int8_static"], max(30, runs // 4))
     every = rows[start:]
     _print([r for r in every if r["variant"] != "fp32"], ["target", "ms", "speedup", "kb", "agreement", "loss_pts"])
     return rows

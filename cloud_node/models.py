@@ -1,7 +1,11 @@
 """The models a cloud node serves: for every bundle, the full model and every tail.
 
-Sessions are created once at start-up, so the first request pays no load time and a
-broken bundle stops the node before it announces itself.
+Each is a chain of the bundle's segment sessions (:mod:`collab.chain`), shared by every
+chain that contains the segment, so a bundle's weights are in memory once. Sessions are
+created once at start-up, from the bytes verified against the manifest, so the first
+request pays no load time and a broken bundle stops the node before it announces itself.
+The cloud keeps ONNX Runtime's memory arenas (``lean=False``): dynamic batching reruns
+the same shapes, and memory is not what a cloud node is short of.
 """
 
 from __future__ import annotations
@@ -11,23 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from collab.bundle import Bundle
+from collab.chain import BundleSessions, Chain
 from collab.errors import NotFoundError
-from collab.ort import make_session, run
 
 FULL = "full"  # split label of the whole model (Infer) in metrics and batcher keys
 
 
 @dataclass(frozen=True)
 class Runnable:
-    """One ONNX graph with a dynamic batch dimension and its expected per-sample shape."""
+    """One chain of ONNX graphs with a dynamic batch dimension and its expected per-sample shape."""
 
     model: str
     version: str
     split: str  # split point name, or FULL
-    session: ort.InferenceSession
+    chain: Chain
     sample_shape: tuple[int, ...]  # without the batch dimension
 
     @property
@@ -39,7 +42,7 @@ class Runnable:
         return (self.model, self.version, self.split)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return run(self.session, x)
+        return self.chain(x)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,10 @@ class ModelRegistry:
         self._models: dict[str, list[ServedModel]] = {}
         for b in bundles:
             m = b.manifest
-            full = Runnable(m.model_name, b.version, FULL,
-                            make_session(b.path(m.full), intra_threads=intra_threads),
-                            tuple(m.input_shape[1:]))
+            sessions = BundleSessions(b, intra_threads=intra_threads, lean=False)
+            full = Runnable(m.model_name, b.version, FULL, sessions.full(), tuple(m.input_shape[1:]))
             tails = {
-                sp.name: Runnable(m.model_name, b.version, sp.name,
-                                  make_session(b.path(sp.tail), intra_threads=intra_threads),
+                sp.name: Runnable(m.model_name, b.version, sp.name, sessions.tail(sp.name),
                                   tuple(sp.feature_shape[1:]))
                 for sp in m.split_points
             }
@@ -101,9 +102,10 @@ class ModelRegistry:
         return [r for m in self.models for r in (m.full, *m.tails.values())]
 
     def warmup(self) -> None:
-        """Run every graph once: the first ONNX Runtime call allocates and is slow."""
-        for r in self.runnables():
-            r(np.zeros((1, *r.sample_shape), dtype=np.float32))
+        """Run every model once: the first ONNX Runtime call of a session allocates and is
+        slow, and the full chain runs every segment session, which the tails share."""
+        for m in self.models:
+            m.full(np.zeros((1, *m.full.sample_shape), dtype=np.float32))
 
     def largest_sample_bytes(self) -> int:
         """float32 bytes of the largest single-sample input or feature served."""

@@ -123,7 +123,9 @@ def _variant(d: dict[str, Any]) -> Variant:
 
 
 def _rebuild_hint(d: dict[str, Any]) -> str:
-    extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+    extra = d.get("extra")
+    if not isinstance(extra, dict):
+        extra = {}
     source = extra.get("source_file") or extra.get("factory") or "MODEL"
     shape = "" if str(source).endswith(".onnx") else " --input-shape " + ",".join(map(str, d.get("input_shape", ())))
     return f"rebuild it from its model: collab split {source}{shape} --out NEW_DIR"

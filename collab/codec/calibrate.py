@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from collab.bundle import Bundle, Manifest, load_bundle, update_bundle
+from collab.chain import BundleSessions
 from collab.codec.frame import decode, encode
 from collab.codec.spec import Codec
 from collab.errors import BundleError, CodecError, ConfigError
 from collab.log import logger
-from collab.ort import make_session, run
 
 SCHEMA = 1
 FILENAME = "calibration.json"
@@ -130,8 +130,9 @@ def measure(
         raise ConfigError("codecs must be a non-empty list without duplicates")
     m = bundle.manifest
     x, labels = _check_inputs(m, inputs, labels)
-    full = make_session(bundle.path(m.full))
-    ref_top1 = _batched(lambda b: run(full, b), x).argmax(axis=1)
+    sessions = BundleSessions(bundle)
+    full = sessions.full()
+    ref_top1 = _batched(full, x).argmax(axis=1)
     result: dict[str, Any] = {"schema": SCHEMA, "num_inputs": len(x), "codecs": names}
     total = len(names) * (1 + len(m.split_points))
     with tqdm(
@@ -139,17 +140,17 @@ def measure(
     ) as bar:
         section: dict[str, Any] = {}
         for c in names:
-            section[c] = codec_stats(x, c, lambda b: run(full, b), ref_top1, labels)
+            section[c] = codec_stats(x, c, full, ref_top1, labels)
             bar.update()
         result["input"] = section
         result["points"] = {}
         for sp in m.split_points:
-            head, tail = make_session(bundle.path(sp.head)), make_session(bundle.path(sp.tail))
-            feats = _batched(lambda b, h=head: run(h, b), x)  # type: ignore[misc]
+            tail = sessions.tail(sp.name)
+            feats = _batched(sessions.head(sp.name), x)
             section = {}
             for c in names:
                 bar.set_postfix_str(f"{sp.name} {c}")
-                section[c] = codec_stats(feats, c, lambda b, t=tail: run(t, b), ref_top1, labels)  # type: ignore[misc]
+                section[c] = codec_stats(feats, c, tail, ref_top1, labels)
                 bar.update()
             result["points"][sp.name] = section
     validate_calibration(result, m)

@@ -6,13 +6,28 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import onnxruntime as ort
 
 from collab.ort import make_session, run
+
+# a model to measure: an ONNX file, a session, or anything mapping a batch to outputs
+# (e.g. a chain of a bundle's segment sessions, collab.chain.Chain)
+Model: TypeAlias = str | os.PathLike[str] | ort.InferenceSession | Callable[[np.ndarray], np.ndarray]
+
+
+def runner(model: Model) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` as a function of its input. Files get lean sessions, like the segments."""
+    if isinstance(model, str | os.PathLike):
+        model = make_session(model, lean=True)
+    if isinstance(model, ort.InferenceSession):
+        sess = model
+        return lambda x: run(sess, x)
+    return model
 
 
 def top1(logits: np.ndarray) -> np.ndarray:
@@ -26,16 +41,18 @@ def agreement(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.mean(np.asarray(pred) == np.asarray(ref)))
 
 
-def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([run(session, x[i : i + batch]) for i in range(0, len(x), batch)])
+def run_batched(model: Model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    f = runner(model)
+    return np.concatenate([f(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def file_size(path: str | os.PathLike[str]) -> int:
-    return Path(path).stat().st_size
+def file_size(*paths: str | os.PathLike[str]) -> int:
+    """Total size of the files (a chain of segments is the sum of its files)."""
+    return sum(Path(p).stat().st_size for p in paths)
 
 
 def interleaved_latency_ms(
-    paths: Sequence[str | os.PathLike[str]],
+    models: Sequence[Model],
     x1: np.ndarray,
     *,
     warmup: int = 5,
@@ -46,14 +63,14 @@ def interleaved_latency_ms(
     Interleaving matters on a shared, noisy 2-core box: every model sees the same
     background load, so the *ratios* between them are trustworthy even when the
     absolute numbers drift."""
-    sessions = [make_session(p) for p in paths]
-    for s in sessions:
+    fs = [runner(m) for m in models]
+    for f in fs:
         for _ in range(warmup):
-            run(s, x1)
-    samples: list[list[float]] = [[] for _ in sessions]
+            f(x1)
+    samples: list[list[float]] = [[] for _ in fs]
     for _ in range(runs):
-        for i, s in enumerate(sessions):
+        for i, f in enumerate(fs):
             t0 = time.perf_counter()
-            run(s, x1)
+            f(x1)
             samples[i].append((time.perf_counter() - t0) * 1e3)
     return [statistics.median(s) for s in samples]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from collab.bundle import Bundle, Manifest, load_bundle, staging_dir, update_bundle
+from collab.chain import BundleSessions
 from collab.errors import ConfigError
 from collab.log import logger
 from collab.optimize.measure import agreement, file_size, interleaved_latency_ms, run_batched, top1
@@ -32,7 +33,6 @@ from collab.optimize.variants import (
     quantize_candidates,
     record_candidates,
 )
-from collab.ort import make_session
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,7 +222,7 @@ class _TorchContext:
                 ref = model(torch.from_numpy(held.x)).numpy()
         except Exception as e:  # wrong input shape, wrong model
             raise ConfigError(f"model {spec} cannot run on this bundle's inputs: {e}") from e
-        onnx_ref = run_batched(make_session(Path(cfg.bundle) / m.full), held.x)
+        onnx_ref = run_batched(BundleSessions(load_bundle(cfg.bundle)).full(), held.x)
         if ref.shape != onnx_ref.shape or float(np.max(np.abs(ref - onnx_ref))) > 1e-3:
             raise ConfigError(f"model {spec} does not match the bundle's full model (different outputs)")
         from collab.errors import SplitError
@@ -256,13 +256,16 @@ class _TorchContext:
 
         resplit(pruned, self.m, torch.from_numpy(held.x[:4]), tmp, runs=self.cfg.runs, progress=self.cfg.progress,
                 extra={"pruned_from": src.version, "granularity": self.m.extra.get("granularity", "block")})
-        new = load_bundle(tmp).manifest
-        ms = interleaved_latency_ms([src.root / self.m.full, tmp / new.full], held.x[:1], runs=self.cfg.runs)
-        ref = top1(run_batched(make_session(src.root / self.m.full), held.x))
-        pred = top1(run_batched(make_session(tmp / new.full), held.x))
+        new_b = load_bundle(tmp)
+        new = new_b.manifest
+        src_full, new_full = BundleSessions(src).full(), BundleSessions(new_b).full()
+        ms = interleaved_latency_ms([src_full, new_full], held.x[:1], runs=self.cfg.runs)
+        ref = top1(run_batched(src_full, held.x))
+        pred = top1(run_batched(new_full, held.x))
         name = f"pruned{round(plan.prune * 100)}"
         row = VariantReport(target=FULL, name=f"{name} (new base)", fp32_ms=ms[0], ms=ms[1],
-                            fp32_size=file_size(src.root / self.m.full), size_bytes=file_size(tmp / new.full),
+                            fp32_size=file_size(*(src.root / p for p in self.m.full_paths())),
+                            size_bytes=file_size(*(tmp / p for p in new.full_paths())),
                             agreement=agreement(pred, ref), accuracy=self._accuracy(pruned, held), kept=True)
         info = {
             "fraction": plan.prune, "layers": [g.conv for g in groups],

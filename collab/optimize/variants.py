@@ -3,7 +3,9 @@
 Every candidate is profiled side by side with the FP32 model it replaces
 (interleaved, so a noisy machine biases neither) and checked for top-1 agreement with
 the bundle's FP32 model on held-out inputs: a head variant is composed with the FP32
-tail and compared with the FP32 full model. A candidate below its ``min_agreement``, or
+tail and compared with the FP32 full model. The FP32 heads and full model are chains of
+the bundle's segments (measured as the runtimes run them); a variant is one file with
+its own weights, quantized from the composed FP32 head or full model. A candidate below its ``min_agreement``, or
 neither faster nor smaller than FP32, is deleted, never listed in the manifest.
 
 The FP32 ``head_ms``/``full_ms`` of the optimized bundle are refreshed from the same
@@ -13,20 +15,23 @@ interleaved run, so the decision engine compares latencies measured under one lo
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import onnx
 from tqdm import tqdm
 
 from collab.bundle import Manifest, SplitPoint, Variant, load_bundle, update_bundle
+from collab.chain import BundleSessions
 from collab.errors import BundleError, ConfigError
 from collab.log import logger
 from collab.optimize.measure import agreement, file_size, interleaved_latency_ms, run_batched, top1
 from collab.optimize.quantize import check_methods, quantize
 from collab.optimize.samples import Samples
-from collab.ort import make_session
+from collab.split.compose import compose
 
 FULL = "full"  # target name of the edge-only model
 VARIANT_DIR = "variants"
@@ -89,8 +94,9 @@ def _with_variant(vs: tuple[Variant, ...], v: Variant) -> tuple[Variant, ...]:
     return (*(old for old in vs if old.name != v.name), v)
 
 
-def _source(m: Manifest, target: str) -> str:
-    return m.full if target == FULL else m.split(target).head
+def _source(m: Manifest, target: str) -> tuple[str, ...]:
+    """The segment files of the FP32 model a variant of ``target`` replaces."""
+    return m.full_paths() if target == FULL else m.head_paths(target)
 
 
 def record_candidates(
@@ -108,17 +114,19 @@ def record_candidates(
         by_target.setdefault(c.target, []).append(c)
 
     def mutate(rootp: Path, m: Manifest) -> Manifest:
-        ref = top1(run_batched(make_session(rootp / m.full), held_out.x))
+        sessions = BundleSessions(load_bundle(rootp))
+        ref = top1(run_batched(sessions.full(), held_out.x))
         sps = {sp.name: sp for sp in m.split_points}
         full_variants, full_ms = m.full_variants, m.full_ms
         bar = tqdm(total=len(candidates), desc="measure", unit="variant", disable=not progress, leave=False)
         for target, cands in by_target.items():
-            src = rootp / _source(m, target)
-            tail = None if target == FULL else make_session(rootp / m.split(target).tail)
+            src = sessions.chain(_source(m, target))
+            src_size = file_size(*(rootp / p for p in _source(m, target)))
+            tail = None if target == FULL else sessions.tail(target)
             scores: list[tuple[float, float | None]] = []
             for c in cands:
                 bar.set_postfix_str(f"{target}/{c.name}")
-                out = run_batched(make_session(rootp / c.path), held_out.x)
+                out = run_batched(rootp / c.path, held_out.x)
                 pred = top1(out if tail is None else run_batched(tail, out))
                 acc = None if held_out.y is None else agreement(pred, held_out.y)
                 scores.append((agreement(pred, ref), acc))
@@ -128,10 +136,10 @@ def record_candidates(
                 dst = rootp / c.path
                 size = file_size(dst)
                 why = ("" if agr >= c.min_agreement else "agreement")
-                if not why and v_ms >= ms[0] and size >= file_size(src):
+                if not why and v_ms >= ms[0] and size >= src_size:
                     why = "no gain"  # neither faster nor smaller: nothing would ever pick it
                 reports.append(VariantReport(
-                    target=target, name=c.name, fp32_ms=ms[0], ms=v_ms, fp32_size=file_size(src),
+                    target=target, name=c.name, fp32_ms=ms[0], ms=v_ms, fp32_size=src_size,
                     size_bytes=size, agreement=agr, accuracy=acc, kept=not why, reason=why))
                 if why:
                     logger.info("dropping %s/%s (%s): agreement %.4f (min %.4f), %.3f ms vs %.3f ms FP32",
@@ -179,21 +187,30 @@ def quantize_candidates(
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"min_agreement must be in [0, 1], got {min_agreement}")
     rootp = Path(root)
-    m = load_bundle(rootp).manifest
-    jobs: list[tuple[str, str, str]] = [(sp.name, "", sp.head) for sp in select_splits(m, splits)]
+    b = load_bundle(rootp)
+    m = b.manifest
+    # (target, name prefix, FP32 segment files to compose, or a single model file as is)
+    jobs: list[tuple[str, str, tuple[str, ...] | str]] = [
+        (sp.name, "", _source(m, sp.name)) for sp in select_splits(m, splits)]
     if include_full:
-        jobs.append((FULL, "", m.full))
+        jobs.append((FULL, "", _source(m, FULL)))
     jobs += [(FULL, f"{name}+", rel) for name, rel in sources]
     out = []
     bar = tqdm(total=len(jobs) * len(methods), desc="quantize", unit="variant", disable=not progress, leave=False)
-    for target, prefix, src in jobs:
-        for method in methods:
-            bar.set_postfix_str(f"{target}/{prefix}{method}")
-            name = f"{prefix}{method}"
-            rel = f"{VARIANT_DIR}/{target}.{name}.candidate.onnx"
-            quantize(method, rootp / src, rootp / rel, calibration.x, calibrate=calibrate)
-            out.append(Candidate(target=target, name=name, path=rel, min_agreement=min_agreement))
-            bar.update()
+    with tempfile.TemporaryDirectory() as scratch:
+        for target, prefix, src in jobs:
+            if isinstance(src, str):
+                src_path = rootp / src
+            else:  # the composed FP32 model: the variant gets its own copy of these weights
+                src_path = Path(scratch) / f"{target}.fp32.onnx"
+                onnx.save(compose(b, src), str(src_path))
+            for method in methods:
+                bar.set_postfix_str(f"{target}/{prefix}{method}")
+                name = f"{prefix}{method}"
+                rel = f"{VARIANT_DIR}/{target}.{name}.candidate.onnx"
+                quantize(method, src_path, rootp / rel, calibration.x, calibrate=calibrate)
+                out.append(Candidate(target=target, name=name, path=rel, min_agreement=min_agreement))
+                bar.update()
     bar.close()
     return out
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from collab.bundle import load_bundle
+from collab.chain import BundleSessions
 from collab.errors import ConfigError
 from collab.log import logger
-from collab.ort import make_session, run
 from collab.scenario.schema import Scenario
 
 
@@ -85,8 +85,8 @@ def prepare_bundle(sc: Scenario) -> Path:
 def reference_top1(bundle_dir: Path, x: np.ndarray) -> np.ndarray:
     """Top-1 of the full FP32 model on every input: what 'agreement' is measured against."""
     b = load_bundle(bundle_dir)
-    sess = make_session(b.path(b.manifest.full))
-    out = np.concatenate([run(sess, x[i:i + 64]) for i in range(0, len(x), 64)])
+    full = BundleSessions(b).full()
+    out = np.concatenate([full(x[i:i + 64]) for i in range(0, len(x), 64)])
     if out.ndim != 2:
         raise ConfigError(f"model output shape {out.shape} is not (batch, classes)")
     return np.asarray(out.argmax(axis=1))

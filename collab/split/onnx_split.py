@@ -158,11 +158,11 @@ def split_onnx(
     name = name or src.stem
     logger.info("%s: %d single-tensor cuts kept at %s granularity", name, len(cuts), granularity)
     bounds: list[Boundary] = []
-    for cut, shape in cuts:
+    for cut, cshape in cuts:
         cname = cut_name(cut.tensor)
         while cname in {b.name for b in bounds}:
             cname += "_"
-        bounds.append(Boundary(name=cname, tensor=cut.tensor, shape=(1, *shape[1:])))
+        bounds.append(Boundary(name=cname, tensor=cut.tensor, shape=(1, *cshape[1:])))
     try:
         ref = probe(m, [b.tensor for b in bounds], x)
     except ort.InferenceError as e:

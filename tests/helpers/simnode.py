@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from collab.bundle import load_bundle
+from collab.chain import BundleSessions
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.messages import Telemetry
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.errors import CollabError
 from collab.log import logger, setup_logging
-from collab.ort import make_session, run
 
 
 class SimNode:
@@ -52,8 +52,7 @@ class SimNode:
         """Load the bundle and run one inference: proof that this version really serves."""
         b = load_bundle(bundle_dir)
         m = b.manifest
-        sess = make_session(b.path(m.full))
-        y = run(sess, np.zeros(m.input_shape, dtype=np.float32))
+        y = BundleSessions(b).full()(np.zeros(m.input_shape, dtype=np.float32))
         self.update(version=b.version, output=np.asarray(y).ravel()[:4].tolist(), model=m.model_name)
         return b.version
 
