@@ -14,15 +14,15 @@ from collab.proto import collab_pb2, collab_pb2_grpc
 
 def head_feature(bundle: Bundle, split: str, x: np.ndarray) -> np.ndarray:
     """The edge's half, computed here with ONNX Runtime from the bundle files."""
-    from collab.ort import make_session, run
+    from collab.chain import BundleSessions
 
-    return run(make_session(bundle.path(bundle.manifest.split(split).head)), x)
+    return BundleSessions(bundle).head(split)(x)
 
 
 def full_output(bundle: Bundle, x: np.ndarray) -> np.ndarray:
-    from collab.ort import make_session, run
+    from collab.chain import BundleSessions
 
-    return run(make_session(bundle.path(bundle.manifest.full)), x)
+    return BundleSessions(bundle).full()(x)
 
 
 def sample_inputs(bundle: Bundle, n: int, seed: int = 0) -> np.ndarray:

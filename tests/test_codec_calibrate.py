@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from collab.bundle import Manifest, SplitPoint, load_bundle, write_manifest
+from collab.bundle import Manifest, Segment, SplitPoint, load_bundle, write_manifest
 from collab.codec.calibrate import calibrate_bundle, load_calibration, validate_calibration
 from collab.codec.policy import choose_codec
 from collab.errors import BundleError, ConfigError
@@ -47,21 +47,15 @@ def tiny_bundle(root: Path) -> Path:
         helper.make_node("Flatten", ["x"], ["f"]),
         helper.make_node("MatMul", ["f", "fc"], ["y"]),
     ]
-    full = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("Flatten", ["r"], ["f"]),
-        helper.make_node("MatMul", ["f", "fc"], ["y"]),
-    ]
     root.mkdir(parents=True)
     _model(head, [w, b], (1, 8, 8), (8, 8, 8), root / "head0.onnx")
     _model(tail, [fc], (8, 8, 8), (10,), root / "tail0.onnx")
-    _model(full, [w, b, fc], (1, 8, 8), (10,), root / "full.onnx")
+    segments = (Segment(path="head0.onnx", input="x", output="y", input_shape=(1, 1, 8, 8), ms=0.01),
+                Segment(path="tail0.onnx", input="x", output="y", input_shape=(1, 8, 8, 8), ms=0.01))
     sp = SplitPoint(
         name="relu",
         index=0,
-        head="head0.onnx",
-        tail="tail0.onnx",
+        boundary=1,
         feature_shape=(1, 8, 8, 8),
         feature_dtype="float32",
         feature_bytes=2048,
@@ -74,9 +68,9 @@ def tiny_bundle(root: Path) -> Path:
         input_shape=(1, 1, 8, 8),
         input_dtype="float32",
         output_shape=(1, 10),
-        full="full.onnx",
         full_ms=0.02,
         input_bytes=256,
+        segments=segments,
         split_points=(sp,),
     )
     write_manifest(root, m)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from collab.bundle import Manifest, SplitPoint, load_bundle, update_bundle, write_manifest
+from collab.bundle import Manifest, Segment, SplitPoint, load_bundle, update_bundle, write_manifest
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
@@ -44,10 +44,11 @@ def tiny_bundle(out: Path, rev: int = 1) -> Path:
     w1, w2 = rng.normal(size=(4, 3)), rng.normal(size=(3, 2))
     _linear(out / "head.onnx", w1, relu=True)
     _linear(out / "tail.onnx", w2, relu=False)
-    _linear(out / "full.onnx", np.maximum(w1, 0) @ w2, relu=False)  # stands in for the full model
     m = Manifest(model_name="tiny", input_name="x", input_shape=(1, 4), input_dtype="float32",
-                 output_shape=(1, 2), full="full.onnx", full_ms=0.1, input_bytes=16,
-                 split_points=(SplitPoint(name="h", index=0, head="head.onnx", tail="tail.onnx",
+                 output_shape=(1, 2), full_ms=0.1, input_bytes=16,
+                 segments=(Segment(path="head.onnx", input="x", output="y", input_shape=(1, 4), ms=0.1),
+                           Segment(path="tail.onnx", input="x", output="y", input_shape=(1, 3), ms=0.1)),
+                 split_points=(SplitPoint(name="h", index=0, boundary=1,
                                           feature_shape=(1, 3), feature_dtype="float32", feature_bytes=12,
                                           head_ms=0.1, tail_ms=0.1),),
                  extra={"rev": rev})

@@ -94,7 +94,7 @@ def test_fleet_end_to_end(broker: Broker, tmp_path: Path, capsys: pytest.Capture
                 # --- a bundle tampered with after signing is refused by every edge and reported
                 v2 = c.upload(v2_dir).version
                 stored = tmp_path / "coord" / "bundles" / v2
-                with open(stored / load_bundle(v2_dir).manifest.full, "ab") as f:
+                with open(stored / load_bundle(v2_dir).manifest.segments[-1].path, "ab") as f:
                     f.write(b"\0evil")
                 c.start(v2)
                 ro = _settle(c)

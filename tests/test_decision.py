@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collab.bundle import Manifest, SplitPoint, Variant
+from collab.bundle import Manifest, Segment, SplitPoint, Variant
 from collab.decision import (
     DEFAULT_CODEC,
     NO_HYSTERESIS,
@@ -207,12 +207,14 @@ def test_explain_lists_every_candidate_and_the_reason() -> None:
 
 
 def _manifest(calibration: bool = False) -> Manifest:
-    sps = (SplitPoint(name="a", index=0, head="a_h.onnx", tail="a_t.onnx", feature_shape=(1, 8, 8, 8),
+    sps = (SplitPoint(name="a", index=0, boundary=1, feature_shape=(1, 8, 8, 8),
                       feature_dtype="float32", feature_bytes=2048, head_ms=1.0, tail_ms=2.0,
                       head_variants=(Variant(name="int8", path="a_h8.onnx", ms=0.2, size_bytes=1,
                                              agreement=0.99),)),)
     return Manifest(model_name="m", input_name="x", input_shape=(1, 1, 8, 8), input_dtype="float32",
-                    output_shape=(1, 10), full="full.onnx", full_ms=10.0, input_bytes=256, split_points=sps)
+                    output_shape=(1, 10), full_ms=10.0, input_bytes=256, split_points=sps,
+                    segments=(Segment(path="a_h.onnx", input="x", output="a", input_shape=(1, 1, 8, 8), ms=1.0),
+                              Segment(path="a_t.onnx", input="a", output="y", input_shape=(1, 8, 8, 8), ms=2.0)))
 
 
 def test_profile_from_manifest_without_calibration_is_lossless() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from collab.bundle import Manifest, load_bundle
+from collab.chain import BundleSessions
 from collab.decision import (
     NO_HYSTERESIS,
     CloudState,
@@ -89,10 +90,11 @@ def test_client_runs_the_int8_edge_only_variant_when_the_budget_allows(optimized
         r = c.infer(x)
     assert r.path == "edge_only" and r.variant == ("int8_static" if faster else None)
     # the output is really the INT8 model's (or the FP32 one's), not a relabelled FP32 run
-    want = run(make_session(optimized_root / (v.path if faster else m.full)), x)
+    b = load_bundle(optimized_root)
+    want = run(make_session(optimized_root / v.path), x) if faster else BundleSessions(b).full()(x)
     np.testing.assert_allclose(r.output, want, rtol=1e-5, atol=1e-5)
     if v.agreement < 1.0:  # a budget below the variant's measured loss: FP32
         with Client(optimized_root, accuracy_budget=0.0) as c:
             r0 = c.infer(x)
         assert r0.variant is None
-        np.testing.assert_allclose(r0.output, run(make_session(optimized_root / m.full), x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(r0.output, BundleSessions(b).full()(x), rtol=1e-5, atol=1e-5)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from collab import ort
 from collab.bundle import load_bundle
+from collab.chain import BundleSessions
 from collab.errors import ConfigError, SplitError
 from collab.split import split_model
 from collab.split.graph import analyse, carve, trace
@@ -153,8 +153,9 @@ def test_shape_integers_are_recomputed_by_the_tail(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
+    sessions = BundleSessions(b)
     for sp in b.manifest.split_points:  # batch 5 was never seen at export time
-        out = ort.run(ort.make_session(b.path(sp.tail)), ort.run(ort.make_session(b.path(sp.head)), x))
+        out = sessions.tail(sp.name)(sessions.head(sp.name)(x))
         np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
@@ -284,7 +285,9 @@ def test_failed_composition_check_refuses_cut_with_reason(tmp_path: Path, monkey
     refused = b.manifest.extra["refused"]
     assert set(refused) == {"stem", "dense1", "trans", "incep", "flat"}
     assert all("tail(head(x)) differs" in why for why in refused.values())
-    assert not list((tmp_path / "b" / "head").iterdir())
+    assert [s.path for s in b.manifest.segments] == [p.relative_to(tmp_path / "b").as_posix()
+                                                     for p in (tmp_path / "b" / "segments").iterdir()]
+    assert len(b.manifest.segments) == 1  # the whole model, uncut
 
 
 def test_requested_opset_and_dynamic_batch(tmp_path: Path) -> None:
@@ -299,9 +302,10 @@ def test_requested_opset_and_dynamic_batch(tmp_path: Path) -> None:
         if rel.endswith(".onnx"):
             m = onnx.load(str(b.path(rel)))
             assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [13], rel
+    sessions = BundleSessions(b)
     for sp in b.manifest.split_points:
-        feat = ort.run(ort.make_session(b.path(sp.head)), x)
+        feat = sessions.head(sp.name)(x)
         assert feat.shape == (5, *sp.feature_shape[1:])
-        out = ort.run(ort.make_session(b.path(sp.tail)), feat)
+        out = sessions.tail(sp.name)(feat)
         np.testing.assert_allclose(out, ref, atol=1e-4)
     assert load_bundle(tmp_path / "b").version == b.version

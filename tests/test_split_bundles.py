@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collab import ort
 from collab.bundle import Bundle, load_bundle
+from collab.chain import BundleSessions
 from collab.models.registry import EXAMPLES, example_inputs
 from collab.split.examples import example_bundle
 
@@ -33,17 +33,17 @@ def test_every_cut_composes_from_files_alone(name: str) -> None:
     assert m.input_bytes == math.prod(m.input_shape) * 4
     assert m.full_ms > 0
     assert [sp.index for sp in m.split_points] == list(range(len(m.split_points)))
-    full = ort.make_session(b.path(m.full))
+    sessions = BundleSessions(b)
     for n in (1, 3):
         x, _ = example_inputs(name, n, "test")
-        ref = ort.run(full, x)
+        ref = sessions.full()(x)
         assert ref.shape == (n, *m.output_shape[1:])
         for sp in m.split_points:
-            feat = ort.run(ort.make_session(b.path(sp.head)), x)
+            feat = sessions.head(sp.name)(x)
             assert feat.dtype == np.float32 and feat.shape == (n, *sp.feature_shape[1:]), sp.name
             assert sp.feature_bytes == math.prod(sp.feature_shape) * 4
             assert sp.head_ms > 0 and sp.tail_ms > 0
-            out = ort.run(ort.make_session(b.path(sp.tail)), feat)
+            out = sessions.tail(sp.name)(feat)
             diff = float(np.max(np.abs(out - ref)))
             assert diff <= 1e-4 * max(1.0, float(np.abs(ref).max())), f"{name}/{sp.name}: {diff}"
 
@@ -60,7 +60,7 @@ def test_full_onnx_matches_the_pytorch_model(name: str) -> None:
     x, _ = example_inputs(name, 8, "train")  # inputs the export never saw
     with torch.no_grad():
         ref = load_example(name)(torch.from_numpy(x)).numpy()
-    got = ort.run(ort.make_session(b.path(b.manifest.full)), x)
+    got = BundleSessions(b).full()(x)
     assert float(np.max(np.abs(got - ref))) <= 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
@@ -94,7 +94,7 @@ def test_mobilenet_cuts_between_inverted_residual_blocks() -> None:
 def test_digits_bundle_accuracy_from_onnx(digits_bundle: Path) -> None:
     b = load_bundle(digits_bundle)
     x, y = example_inputs("digits", None, "test")
-    pred = ort.run(ort.make_session(b.path(b.manifest.full)), x).argmax(axis=1)
+    pred = BundleSessions(b).full()(x).argmax(axis=1)
     acc = float((pred == y).mean())
     assert acc >= 0.95
     assert b.manifest.extra["accuracy"]["top1"] == pytest.approx(acc, abs=2 / len(y))  # torch vs ORT ties
@@ -107,7 +107,7 @@ def test_example_bundle_is_cached_and_repaired(tmp_path: Path, monkeypatch: pyte
     src = example_bundle("digits")  # builds under tmp_path (fresh cache)
     assert src.parent == tmp_path / "bundles"
     assert example_bundle("digits") == src  # cached
-    (src / load_bundle(src).manifest.split_points[0].head).write_bytes(b"junk")
+    (src / load_bundle(src).manifest.segments[0].path).write_bytes(b"junk")
     again = example_bundle("digits")  # damaged cache is rebuilt, not served
     assert again == src
     load_bundle(again)

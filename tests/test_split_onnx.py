@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from collab.bundle import load_bundle
+from collab.chain import BundleSessions
 from collab.cli import main
 from collab.errors import ConfigError, SplitError
 from collab.ort import make_session, run
@@ -69,8 +70,9 @@ def test_every_cut_of_a_hand_built_graph_composes_in_ort(tmp_path: Path, granula
         assert names == ["p"]
     x = np.random.default_rng(5).standard_normal((4, 3, 16, 16)).astype(np.float32)
     ref = run(make_session(src), x)
+    sessions = BundleSessions(b)
     for sp in b.manifest.split_points:
-        y = run(make_session(b.path(sp.tail)), run(make_session(b.path(sp.head)), x))
+        y = sessions.tail(sp.name)(sessions.head(sp.name)(x))
         assert np.abs(y - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max())), sp.name
         assert b.manifest.extra["checks"][sp.name]["ort_max_abs"] <= 1e-4 * max(1.0, float(np.abs(ref).max()))
 
@@ -89,9 +91,10 @@ def test_exported_efficientnet_splits_and_every_cut_composes(tmp_path: Path) -> 
     assert main(["split", str(src), "--out", str(tmp_path / "b"), "--runs", "2", "--no-progress"]) == 0
     b = load_bundle(tmp_path / "b")
     assert len(b.manifest.split_points) >= 4  # stages of decreasing feature size
-    ref = run(make_session(b.path(b.manifest.full)), x)
+    sessions = BundleSessions(b)
+    ref = sessions.full()(x)
     for sp in b.manifest.split_points:
-        y = run(make_session(b.path(sp.tail)), run(make_session(b.path(sp.head)), x))
+        y = sessions.tail(sp.name)(sessions.head(sp.name)(x))
         assert np.abs(y - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max())), sp.name
         assert sp.feature_bytes < b.manifest.input_bytes
 
