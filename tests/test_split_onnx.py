@@ -91,6 +91,8 @@ def test_exported_efficientnet_splits_and_every_cut_composes(tmp_path: Path) -> 
     assert main(["split", str(src), "--out", str(tmp_path / "b"), "--runs", "2", "--no-progress"]) == 0
     b = load_bundle(tmp_path / "b")
     assert len(b.manifest.split_points) >= 4  # stages of decreasing feature size
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert on_disk <= 1.3 * src.stat().st_size  # every weight in one segment file
     sessions = BundleSessions(b)
     ref = sessions.full()(x)
     for sp in b.manifest.split_points:
