@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("collab.errors", "collab.log", "collab.extras", "collab.signals",
                     "collab.metrics_http", "collab.procs", "collab.settings", "collab.yamlcfg")),
     # formats and the example model zoo: each depends on the foundation only
-    ("leaves", ("collab.bundle", "collab.codec.*", "collab.ort", "collab.proto.*", "collab.models.*")),
+    ("leaves", ("collab.bundle", "collab.chain", "collab.codec.*", "collab.ort", "collab.proto.*", "collab.models.*")),
     ("mechanisms", ("collab.net.*", "collab.transport", "collab.rpc_status", "collab.split.*", "collab.emulator.*")),
     ("decision", ("collab.decision",)),
     # the libraries each role is built from; ``collab`` is the SDK facade over collab.edge
