@@ -120,11 +120,12 @@ def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
 def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
                         run_s: Callable[[Any], float]) -> list[float]:
     """Deterministic edge timing: the runtime's clock becomes fake, each ONNX run of this
-    thread advances it by ``run_s(session)`` seconds and each sleep by its length (runs of
-    other threads, e.g. another test's client still warming up, are left alone). Returns
-    the list of sleeps."""
+    thread (one per segment session of a chain, and the warm-up's) advances it by
+    ``run_s(session)`` seconds and each sleep by its length (runs of other threads, e.g.
+    another test's client still warming up, are left alone). Returns the list of sleeps."""
     import types
 
+    import collab.chain as chain_mod
     import collab.edge.runtime as runtime_mod
 
     clock = {"t": 0.0}
@@ -141,21 +142,23 @@ def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
         clock["t"] += s
 
     monkeypatch.setattr(runtime_mod, "run", fake_run)
+    monkeypatch.setattr(chain_mod, "run", fake_run)
     monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
     return slept
 
 
 def test_slowdown_pads_edge_compute(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic (fake clock): a 1 ms run on a 5x slower device takes 1 ms + 4 x the
-    profiled time of the model."""
+    profiled time of the model (the full model: one 1 ms run per segment)."""
     _fake_runtime_clock(monkeypatch, lambda sess: 0.001)
     x = sample_inputs(digits_bundle, 1)
     with Client(digits_bundle, warm=False) as fast, Client(digits_bundle, slowdown=5.0, warm=False) as slow:
         f = fast.infer(x).timings["edge_ms"]
         s_ = slow.infer(x).timings["edge_ms"]
-    profiled = load_bundle(digits_bundle).manifest.full_ms
-    assert profiled > 0
-    assert f == pytest.approx(1.0) and s_ == pytest.approx(1.0 + 4 * profiled)
+    m = load_bundle(digits_bundle).manifest
+    run_ms = 1.0 * len(m.segments)
+    assert m.full_ms > 0
+    assert f == pytest.approx(run_ms) and s_ == pytest.approx(run_ms + 4 * m.full_ms)
 
 
 def test_thread_safe_concurrent_infer(digits_bundle: Path) -> None:
@@ -226,10 +229,12 @@ def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_pat
 
     root = tmp_path / "v"
     shutil.copytree(digits_bundle, root)
-    sp0 = load_bundle(root).manifest.split_points[0]
+    m0 = load_bundle(root).manifest
+    sp0 = m0.split_points[0]
+    (head0,) = m0.head_paths(sp0.name)  # the first split point's head is one segment
 
     def add_variant(d: Path, m: collab.Manifest) -> collab.Manifest:
-        shutil.copy(d / sp0.head, d / "head_sim8.onnx")  # stands in for a quantized head
+        shutil.copy(d / head0, d / "head_sim8.onnx")  # stands in for a quantized head
         v = Variant(name="sim8", path="head_sim8.onnx", ms=sp0.head_ms / 10, size_bytes=1, agreement=0.995)
         sps = tuple(dataclasses.replace(s, head_variants=(v,)) if s.name == sp0.name else s for s in m.split_points)
         return dataclasses.replace(m, split_points=sps)
@@ -240,7 +245,7 @@ def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_pat
         with Client(root, policy=f"split:{sp0.name}", accuracy_budget=budget, warm=False) as c:
             r = c.infer(x)
             assert r.variant == variant and r.split_point == sp0.name
-            loaded = set(c._model.runtime._sessions)
+            loaded = c._model.runtime._sessions.loaded()
             assert ("head_sim8.onnx" in loaded) == (variant is not None)
 
 
@@ -255,22 +260,25 @@ def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bu
 
 
 def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deterministic: a fake clock; every run 'takes' 2 ms, the 8th hits a 30 ms stall."""
+    """Deterministic: a fake clock; every segment run 'takes' 2 ms, the first one of the
+    8th request hits a 30 ms stall instead."""
     n = {"runs": 0}
+    segs = len(load_bundle(digits_bundle).manifest.segments)
 
     def run_s(sess: Any) -> float:
         n["runs"] += 1
-        return 0.030 if n["runs"] == 8 else 0.002
+        return 0.030 if n["runs"] == 7 * segs + 1 else 0.002
 
     slept = _fake_runtime_clock(monkeypatch, run_s)
     rt = EdgeRuntime(digits_bundle, slowdown=10.0)
     x = sample_inputs(digits_bundle, 1)
     ms = [rt.full(x)[1] for _ in range(10)]
     pad = 9 * rt.manifest.full_ms  # (slowdown - 1) x the profiled time
-    assert ms[0] == pytest.approx(2.0 + pad)
+    run_ms = 2.0 * segs
+    assert ms[0] == pytest.approx(run_ms + pad)
     assert slept[0] == pytest.approx(pad / 1000.0)
-    assert ms[7] == pytest.approx(30.0 + pad)  # the stall once, not multiplied
-    assert ms[8] == pytest.approx(2.0 + pad)
+    assert ms[7] == pytest.approx(run_ms + 28.0 + pad)  # the stall once, not multiplied
+    assert ms[8] == pytest.approx(run_ms + pad)
 
 
 def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
@@ -287,10 +295,11 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
     x = sample_inputs(digits_bundle, 1)
     cold = EdgeRuntime(digits_bundle, slowdown=10.0)
     pad = 9 * cold.manifest.full_ms
-    assert cold.full(x)[1] == pytest.approx(5.0 + pad)  # not warmed: the cold run
+    segs = len(cold.manifest.segments)
+    assert cold.full(x)[1] == pytest.approx(5.0 * segs + pad)  # not warmed: every segment's cold run
     warm = EdgeRuntime(digits_bundle, slowdown=10.0)
-    warm.warm([warm.manifest.full])
-    assert warm.full(x)[1] == pytest.approx(1.0 + pad)
+    warm.warm(list(warm.manifest.full_paths()))
+    assert warm.full(x)[1] == pytest.approx(1.0 * segs + pad)
 
 
 def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_bundle: Path) -> None:

@@ -1,19 +1,22 @@
 """The edge runtime: ONNX Runtime sessions for the full model, heads and tails.
 
-Shared by the SDK (collab.Client) and the edge daemon. Sessions load lazily and are
-cached: the full model is loaded first (so edge-only answers are possible as soon as
-possible), the rest by :meth:`EdgeRuntime.warm` (the client runs it in the
-background, :class:`Warmer`). Tails are kept on the edge too: when a collaborative call fails, the
-tail finishes the request from the head output already computed, so no edge work
-is wasted (design decision of the fallback; costs the tails' memory).
+Shared by the SDK (collab.Client) and the edge daemon. Every head, tail and the full model
+is a chain of the bundle's segment sessions (:mod:`collab.chain`): one session per segment,
+shared by every path that runs it, so the weights are in memory once however many paths
+are ready. Sessions load lazily and are cached: the full model's segments are loaded first
+(so edge-only answers are possible as soon as possible), the rest by
+:meth:`EdgeRuntime.warm` (the client runs it in the background, :class:`Warmer`). Tails are kept on the
+edge too: when a collaborative call fails, the tail finishes the request from the head
+output already computed, so no edge work is wasted (design decision of the fallback; with
+shared segments it costs no memory beyond the full model's).
 
-``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the model's profiled
-compute time (the bundle manifest's median, measured when the bundle was built) after
-every run, so a run takes what it took here plus that padding. Padding by a fixed
-profile, not by this run's time or by a statistic of recent runs, keeps host noise out of
-the factor (an OS stall, a GIL wait or load from another process is added once, as it
-would be on the device, not multiplied) and makes the device equally fast for every
-policy, whatever mix of paths it ran before.
+``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the path's profiled
+compute time (the bundle manifest's median, measured when the bundle was built: the sum of
+its segments' for a chain) after every run, so a run takes what it took here plus that
+padding. Padding by a fixed profile, not by this run's time or by a statistic of recent
+runs, keeps host noise out of the factor (an OS stall, a GIL wait or load from another
+process is added once, as it would be on the device, not multiplied) and makes the device
+equally fast for every policy, whatever mix of paths it ran before.
 No torch import anywhere here.
 """
 
@@ -28,11 +31,13 @@ import numpy as np
 import onnxruntime as ort
 
 from collab.bundle import Bundle, load_bundle
+from collab.chain import BundleSessions
 from collab.errors import BundleError, CollabError, ConfigError
 from collab.log import logger
-from collab.ort import InferenceError, dummy_inputs, make_session, run
+from collab.ort import InferenceError, dummy_inputs, run
 
-_WARM_RUNS = 3
+_WARM_RUNS = 1  # lean sessions: the first run is as fast as later ones (benchmarks/bundle_v2.py)
+_Path = tuple[tuple[str, ...], float]  # the files a path runs in order, its profiled ms
 
 
 def _cancelled(stop: threading.Event | None) -> bool:
@@ -47,43 +52,30 @@ class EdgeRuntime:
         if slowdown < 1.0:
             raise ConfigError(f"slowdown must be >= 1.0 (got {slowdown})")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.manifest = self.bundle.manifest
+        self.manifest = m = self.bundle.manifest
         self.intra_threads = intra_threads
         self.slowdown = slowdown
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        # model file -> profiled compute ms, the unit of the slowdown's padding
-        self._profiled: dict[str, float] = {self.manifest.full: self.manifest.full_ms}
-        for sp in self.manifest.split_points:
-            self._profiled.update({sp.head: sp.head_ms, sp.tail: sp.tail_ms})
-            self._profiled.update({v.path: v.ms for v in sp.head_variants})
-        self._profiled.update({v.path: v.ms for v in self.manifest.full_variants})
-        self._lock = threading.Lock()
-        self._heads = {sp.name: sp.head for sp in self.manifest.split_points}
-        self._tails = {sp.name: sp.tail for sp in self.manifest.split_points}
-        self._head_variants = {(sp.name, v.name): v.path for sp in self.manifest.split_points
+        self._sessions = BundleSessions(self.bundle, intra_threads=intra_threads)
+        # each path: the files it runs, in order, and its profiled compute ms (the padding unit)
+        self._full: _Path = (m.full_paths(), m.full_ms)
+        self._heads = {sp.name: (m.head_paths(sp.name), sp.head_ms) for sp in m.split_points}
+        self._tails = {sp.name: (m.tail_paths(sp.name), sp.tail_ms) for sp in m.split_points}
+        self._head_variants = {(sp.name, v.name): ((v.path,), v.ms) for sp in m.split_points
                                for v in sp.head_variants}
-        self._full_variants = {v.name: v.path for v in self.manifest.full_variants}
-        # model file -> shape of its (first) input recorded at build time, batch 1
-        self._known_shapes: dict[str, tuple[int, ...]] = {
-            rel: tuple(self.manifest.input_shape) for rel in
-            (self.manifest.full, *self._heads.values(), *self._head_variants.values(), *self._full_variants.values())}
-        self._known_shapes.update({sp.tail: tuple(sp.feature_shape) for sp in self.manifest.split_points})
+        self._full_variants = {v.name: ((v.path,), v.ms) for v in m.full_variants}
+        # model file -> shape of its input recorded at build time, batch 1
+        self._known_shapes: dict[str, tuple[int, ...]] = {s.path: tuple(s.input_shape) for s in m.segments}
+        self._known_shapes.update({paths[0]: tuple(m.input_shape) for paths, _ in
+                                   (*self._head_variants.values(), *self._full_variants.values())})
 
     # -- sessions ---------------------------------------------------------------------
     def session(self, rel: str) -> ort.InferenceSession:
-        s = self._sessions.get(rel)
-        if s is not None:
-            return s
-        with self._lock:
-            s = self._sessions.get(rel)
-            if s is None:
-                s = make_session(self.bundle.path(rel), intra_threads=self.intra_threads)
-                self._sessions[rel] = s
-            return s
+        return self._sessions.session(rel)
 
     def all_paths(self) -> list[str]:
-        return [self.manifest.full, *self._heads.values(), *self._tails.values(),
-                *self._head_variants.values(), *self._full_variants.values()]
+        """Every model file, the full model's segments first: they are every head and tail too."""
+        return [*self.manifest.full_paths(), *(p for paths, _ in self._head_variants.values() for p in paths),
+                *(p for paths, _ in self._full_variants.values() for p in paths)]
 
     def warm(self, paths: list[str] | None = None, stop: threading.Event | None = None) -> bool:
         """Load sessions and run each new one a few times on zeros: a session's first
@@ -95,12 +87,11 @@ class EdgeRuntime:
         for rel in paths if paths is not None else self.all_paths():
             if _cancelled(stop):
                 return False
-            fresh = rel not in self._sessions
+            fresh = rel not in self._sessions.loaded()
             sess = self.session(rel)
             if fresh and not self._warm_runs(rel, sess, stop):
                 return False
         return True
-
     def _warm_runs(self, rel: str, sess: ort.InferenceSession, stop: threading.Event | None) -> bool:
         """Run ``sess`` on zeros of its own declared inputs (every input, its dtype). A
         symbolic dim takes the bundle's recorded shape when known (the manifest's input or
@@ -122,16 +113,16 @@ class EdgeRuntime:
         return True
 
     def loaded(self) -> int:
-        return len(self._sessions)
+        return len(self._sessions.loaded())
 
     # -- running ------------------------------------------------------------------------
-    def _timed(self, rel: str, x: np.ndarray) -> tuple[np.ndarray, float]:
-        sess = self.session(rel)
+    def _timed(self, path: _Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+        files, profiled = path
+        chain = self._sessions.chain(files)
         t0 = time.perf_counter()
-        y = run(sess, x)
+        y = chain(x)
         ms = (time.perf_counter() - t0) * 1000.0
         if self.slowdown > 1.0:
-            profiled = self._profiled.get(rel, 0.0)
             pad = (profiled if profiled > 0 else ms) * (self.slowdown - 1.0)
             time.sleep(pad / 1000.0)
             ms += pad
@@ -140,7 +131,7 @@ class EdgeRuntime:
     def full(self, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
         """Edge-only: (output, compute ms including slowdown padding)."""
         if variant is None:
-            return self._timed(self.manifest.full, x)
+            return self._timed(self._full, x)
         try:
             return self._timed(self._full_variants[variant], x)
         except KeyError:
@@ -148,17 +139,17 @@ class EdgeRuntime:
 
     def head(self, split: str, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
         try:
-            rel = self._heads[split] if variant is None else self._head_variants[(split, variant)]
+            path = self._heads[split] if variant is None else self._head_variants[(split, variant)]
         except KeyError:
             raise BundleError(f"unknown split point/variant {split!r}/{variant!r}") from None
-        return self._timed(rel, x)
+        return self._timed(path, x)
 
     def tail(self, split: str, feature: np.ndarray) -> tuple[np.ndarray, float]:
         try:
-            rel = self._tails[split]
+            path = self._tails[split]
         except KeyError:
             raise BundleError(f"unknown split point {split!r}") from None
-        return self._timed(rel, feature)
+        return self._timed(path, feature)
 
 
 @dataclass
