@@ -127,3 +127,22 @@ def test_efficientnet_bundle_holds_its_weights_once_and_every_cut_composes(tmp_p
     for sp in m.split_points:
         y = sessions.tail(sp.name)(sessions.head(sp.name)(x))
         assert float(np.abs(y - ref).max()) <= 1e-4 * scale, sp.name
+
+
+def test_a_composed_chain_is_one_model_computing_the_same(digits_bundle: Path) -> None:
+    """What variants are quantized from: the head (or full model) as one ONNX graph."""
+    import onnx
+
+    from collab.ort import make_session, run
+    from collab.split.compose import compose
+
+    b = load_bundle(digits_bundle)
+    m, sessions = b.manifest, BundleSessions(b)
+    sp = m.split_points[len(m.split_points) // 2]
+    x, _ = example_inputs("digits", 5, "test")
+    for paths, chain in ((m.full_paths(), sessions.full()), (m.head_paths(sp.name), sessions.head(sp.name))):
+        model = compose(b, paths)
+        onnx.checker.check_model(model)
+        assert len({o.domain for o in model.opset_import}) == len(model.opset_import) == 1
+        assert len(model.graph.input) == len(model.graph.output) == 1
+        np.testing.assert_allclose(run(make_session(model.SerializeToString()), x), chain(x), rtol=1e-5, atol=1e-5)

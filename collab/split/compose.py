@@ -24,6 +24,9 @@ def compose(bundle: Bundle, paths: tuple[str, ...]) -> onnx.ModelProto:
     for i, m in enumerate(models[1:], 1):
         out = onnx.compose.merge_models(out, m, io_map=[(out.graph.output[0].name, m.graph.input[0].name)],
                                         prefix2=f"s{i}/")
+        opsets = {o.domain: o.version for o in out.opset_import}  # merge_models lists each again
+        del out.opset_import[:]
+        out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
     if len(models) > 1:  # the last output carries its prefix: give it back its name
         last, name = out.graph.output[0].name, models[-1].graph.output[0].name
         for n in out.graph.node:
