@@ -1,9 +1,10 @@
-"""ONNX export with a dynamic batch dimension, head/tail extraction, and checks.
+"""ONNX export with a dynamic batch dimension, piece extraction, and checks.
 
 We use the TorchScript exporter (``dynamo=False``): it writes exactly the requested
-opset and needs no onnxscript rewrite passes. Exporting every head and tail separately
-costs about a second each, so the model is exported ONCE with every cut tensor as an
-extra output, and heads/tails are extracted from that graph (``onnx.utils.Extractor``).
+opset and needs no onnxscript rewrite passes. Exporting every piece separately costs
+about a second each, so the model is exported ONCE with every cut tensor as an extra
+output, and the segments between cuts are extracted from that graph
+(``onnx.utils.Extractor``, see :mod:`collab.split.segments`).
 """
 
 from __future__ import annotations
