@@ -5,7 +5,7 @@
 1. ``collab split`` of the model (a fresh process): wall time and peak RSS.
 2. Disk: the bundle vs the model's own ONNX file (the same export, one graph).
 3. Memory and start-up, each in a fresh process with the same imports (numpy,
-   onnxruntime, collab.client): a bare ONNX Runtime session of the model's ONNX file, the
+   onnxruntime, collab.edge.client): a bare ONNX Runtime session of the model's ONNX file, the
    bundle's segment sessions (lean options and ORT defaults), and a ``collab.Client``
    with every path (full, every head, every tail) loaded and warmed. RSS after that;
    "first answer" = from the end of the imports (reported apart, the same for all) to
@@ -42,7 +42,7 @@ _PROC = r"""
 import json, sys, time
 t_exec = time.perf_counter()
 import numpy as np, onnxruntime
-import collab.client  # what the edge process imports, in every mode: the same setup
+import collab.edge.client  # what the edge process imports, in every mode: the same setup
 from collab.bundle import load_bundle
 from collab.chain import BundleSessions
 from collab.ort import make_session, run
@@ -76,11 +76,10 @@ else:
     c = collab.Client(bundle, policy='edge_only', warm=False)
     c.infer(x)
     first = time.perf_counter()
-    rt = c._model.runtime
-    rt.warm()  # every path: the segments (every head, tail and the full model), variants
-    for sp in rt.manifest.split_points:  # and run each once, as requests would
+    sessions = c.warm()  # every path: the segments (every head, tail and the full model), variants
+    rt = c._model.runtime  # edge-only client: run every head and tail once, as requests would
+    for sp in c.bundle.manifest.split_points:
         rt.tail(sp.name, rt.head(sp.name, x)[0])
-    sessions = rt.loaded()
     c.close()
 print(json.dumps({'first_ms': (first - t0) * 1000, 'rss_mb': rss_mb(), 'base_mb': base, 'sessions': sessions,
                   'import_ms': import_ms}))

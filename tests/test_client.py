@@ -331,7 +331,12 @@ def test_explain_uses_the_policy_and_hysteresis_of_infer(digits_bundle: Path, tm
     shutil.copytree(digits_bundle, root)
 
     def add_variant(d: Path, m: collab.Manifest) -> collab.Manifest:
-        shutil.copy(d / m.full, d / "full_sim8.onnx")  # stands in for a quantized model
+        import onnx
+
+        from collab.split.compose import compose
+
+        # the full model as one file stands in for a quantized model
+        onnx.save(compose(load_bundle(d), m.full_paths()), str(d / "full_sim8.onnx"))
         v = Variant(name="sim8", path="full_sim8.onnx", ms=m.full_ms * 0.8, size_bytes=1, agreement=0.999)
         return dataclasses.replace(m, full_variants=(v,))
 
