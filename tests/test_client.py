@@ -302,6 +302,27 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
     assert warm.full(x)[1] == pytest.approx(1.0 * segs + pad)
 
 
+def test_sessions_loaded_at_start_still_get_their_warm_up_run(digits_bundle: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's start only builds the full model's sessions (its first answer comes
+    sooner); the warm-up gives each of them, and every other session, its first run."""
+    runs: dict[int, int] = {}
+
+    def run_s(sess: Any) -> float:
+        runs[id(sess)] = runs.get(id(sess), 0) + 1
+        return 0.001
+
+    _fake_runtime_clock(monkeypatch, run_s)
+    rt = EdgeRuntime(digits_bundle)
+    full = list(rt.manifest.full_paths())
+    rt.load(full)
+    assert rt.loaded() == len(full) and not runs
+    assert rt.warm() is True
+    assert sorted(runs) == sorted(id(rt.session(rel)) for rel in rt.all_paths())
+    assert set(runs.values()) == {1}
+    assert rt.warm() is True and set(runs.values()) == {1}  # warmed once, not again
+
+
 def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_bundle: Path) -> None:
     from collab.edge.estimators import suspect_overdue
     from collab.net.estimator import LinkEstimator

@@ -57,7 +57,7 @@ def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> Lo
     ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start."""
     bundle = source if isinstance(source, Bundle) else load_bundle(Path(source))
     rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
-    rt.warm(list(bundle.manifest.full_paths()))  # edge-only must work right away
+    rt.load(list(bundle.manifest.full_paths()))  # edge-only works at once; the Warmer runs these first
     profile = profile_from_bundle(bundle)
     if cfg.codec is not None:
         profile = force_codec(profile, cfg.codec)

@@ -4,11 +4,12 @@ Shared by the SDK (collab.Client) and the edge daemon. Every head, tail and the 
 is a chain of the bundle's segment sessions (:mod:`collab.chain`): one session per segment,
 shared by every path that runs it, so the weights are in memory once however many paths
 are ready. Sessions load lazily and are cached: the full model's segments are loaded first
-(so edge-only answers are possible as soon as possible), the rest by
-:meth:`EdgeRuntime.warm` (the client runs it in the background, :class:`Warmer`). Tails are kept on the
-edge too: when a collaborative call fails, the tail finishes the request from the head
-output already computed, so no edge work is wasted (design decision of the fallback; with
-shared segments it costs no memory beyond the full model's).
+(:meth:`EdgeRuntime.load`, so edge-only answers are possible as soon as possible), then
+:meth:`EdgeRuntime.warm` loads the rest and gives every session its one-time first run
+(the client runs it in the background, :class:`Warmer`, the full model's segments first).
+Tails are kept on the edge too: when a collaborative call fails, the tail finishes the
+request from the head output already computed, so no edge work is wasted (design decision
+of the fallback; with shared segments it costs no memory beyond the full model's).
 
 ``slowdown`` emulates a weaker device by sleeping (slowdown - 1) x the path's profiled
 compute time (the bundle manifest's median, measured when the bundle was built: the sum of
@@ -56,6 +57,7 @@ class EdgeRuntime:
         self.intra_threads = intra_threads
         self.slowdown = slowdown
         self._sessions = BundleSessions(self.bundle, intra_threads=intra_threads)
+        self._warmed: set[str] = set()  # files whose warm-up runs are done
         # each path: the files it runs, in order, and its profiled compute ms (the padding unit)
         self._full: _Path = (m.full_paths(), m.full_ms)
         self._heads = {sp.name: (m.head_paths(sp.name), sp.head_ms) for sp in m.split_points}
@@ -77,9 +79,15 @@ class EdgeRuntime:
         return [*self.manifest.full_paths(), *(p for paths, _ in self._head_variants.values() for p in paths),
                 *(p for paths, _ in self._full_variants.values() for p in paths)]
 
+    def load(self, paths: list[str]) -> None:
+        """Build the sessions of ``paths`` now, without running them: what edge-only needs
+        before its first answer (the first request itself, or :meth:`warm`, runs them)."""
+        for rel in paths:
+            self.session(rel)
+
     def warm(self, paths: list[str] | None = None, stop: threading.Event | None = None) -> bool:
-        """Load sessions and run each new one a few times on zeros: a session's first
-        runs are slower (arena growth), which the first requests should not pay.
+        """Load sessions and run each not yet warmed one on zeros: a session's first run
+        does one-time work, which the first requests should not pay.
 
         Cancellable: ``stop`` (and interpreter shutdown, see :func:`_cancelled`) is checked
         before every session load and every run, so a caller waits for at most one of
@@ -87,11 +95,13 @@ class EdgeRuntime:
         for rel in paths if paths is not None else self.all_paths():
             if _cancelled(stop):
                 return False
-            fresh = rel not in self._sessions.loaded()
             sess = self.session(rel)
-            if fresh and not self._warm_runs(rel, sess, stop):
-                return False
+            if rel not in self._warmed:
+                if not self._warm_runs(rel, sess, stop):
+                    return False
+                self._warmed.add(rel)
         return True
+
     def _warm_runs(self, rel: str, sess: ort.InferenceSession, stop: threading.Event | None) -> bool:
         """Run ``sess`` on zeros of its own declared inputs (every input, its dtype). A
         symbolic dim takes the bundle's recorded shape when known (the manifest's input or
