@@ -197,6 +197,8 @@ class Bundle:
     root: Path
     manifest: Manifest
     version: str  # sha256 of manifest.json
+    # segment file -> the bytes load_bundle(keep_segments=True) verified, until read once
+    _verified: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -214,7 +216,11 @@ class Bundle:
 
     def read_verified(self, rel: str) -> bytes:
         """A listed file's bytes, checked against the manifest now: sessions built from
-        them run exactly what was verified, even if the file changed since loading."""
+        them run exactly what was verified, even if the file changed since loading. The
+        bytes ``load_bundle(keep_segments=True)`` verified are handed over once instead."""
+        kept = self._verified.pop(rel, None)
+        if kept is not None:
+            return kept
         digest = self.manifest.files.get(rel)
         if digest is None:
             raise BundleError(f"{self.root}: file {rel} is not listed in the manifest")
@@ -228,8 +234,13 @@ class Bundle:
         return data
 
 
-def load_bundle(root: str | os.PathLike[str]) -> Bundle:
-    """Load and verify a bundle; raise :class:`BundleError` naming the bad file."""
+def load_bundle(root: str | os.PathLike[str], *, keep_segments: bool = False) -> Bundle:
+    """Load and verify a bundle; raise :class:`BundleError` naming the bad file.
+
+    ``keep_segments``: keep the verified bytes of the segment files for
+    :meth:`Bundle.read_verified`, which hands each over once: a runtime about to build
+    every segment session (the edge's full model, the cloud's tails) reads and hashes
+    them once instead of twice."""
     root = Path(root)
     mpath = root / MANIFEST
     if not mpath.is_file():
@@ -260,16 +271,23 @@ def load_bundle(root: str | os.PathLike[str]) -> Bundle:
     unlisted = referenced - set(m.files)
     if unlisted:
         raise BundleError(f"{root}: manifest references files without a hash: {sorted(unlisted)}")
+    keep = set(m.full_paths()) if keep_segments else set()
+    verified: dict[str, bytes] = {}
     for rel, digest in sorted(m.files.items()):
         p = (root / rel).resolve()
         if root.resolve() not in p.parents:
             raise BundleError(f"{root}: file {rel!r} escapes the bundle directory")
         if not p.is_file():
             raise BundleError(f"{root}: missing file {rel}")
-        actual = sha256_file(p)
+        if rel in keep:
+            data = p.read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
+            verified[rel] = data
+        else:
+            actual = sha256_file(p)
         if actual != digest:
             raise _modified(root, rel, actual, digest)
-    return Bundle(root=root, manifest=m, version=hashlib.sha256(raw).hexdigest())
+    return Bundle(root=root, manifest=m, version=hashlib.sha256(raw).hexdigest(), _verified=verified)
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:

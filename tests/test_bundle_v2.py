@@ -146,3 +146,13 @@ def test_a_composed_chain_is_one_model_computing_the_same(digits_bundle: Path) -
         assert len({o.domain for o in model.opset_import}) == len(model.opset_import) == 1
         assert len(model.graph.input) == len(model.graph.output) == 1
         np.testing.assert_allclose(run(make_session(model.SerializeToString()), x), chain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_kept_segment_bytes_are_the_verified_ones_handed_over_once(bundle_copy: Path) -> None:
+    b = load_bundle(bundle_copy, keep_segments=True)
+    seg = b.manifest.segments[0].path
+    original = (bundle_copy / seg).read_bytes()
+    (bundle_copy / seg).write_bytes(original + b"\0")  # changed after loading
+    assert b.read_verified(seg) == original  # what was verified, not what is on disk now
+    with pytest.raises(BundleError, match=f"file {seg} was modified"):
+        b.read_verified(seg)  # handed over once: a second read checks the disk again

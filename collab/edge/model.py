@@ -55,7 +55,7 @@ class LoadedModel:
 def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> LoadedModel:
     """Verify the bundle and load its full model, so edge-only works at once; with
     ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start."""
-    bundle = source if isinstance(source, Bundle) else load_bundle(Path(source))
+    bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), keep_segments=True)
     rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
     rt.load(list(bundle.manifest.full_paths()))  # edge-only works at once; the Warmer runs these first
     profile = profile_from_bundle(bundle)
