@@ -9,7 +9,8 @@
    bundle's segment sessions (lean options and ORT defaults), and a ``collab.Client``
    with every path (full, every head, every tail) loaded and warmed. RSS after that;
    "first answer" = from the end of the imports (reported apart, the same for all) to
-   the first output.
+   the first output; median and best of the fresh processes (the machine is shared: the
+   best is the least disturbed start).
 4. Latency, interleaved in one process (batch 1, 1 thread): the monolithic model vs the
    segment chain the edge runs for edge-only, with lean and default session options.
 
@@ -65,7 +66,7 @@ if mode == 'bare':
         run(s, x)
     sessions = 1
 elif mode in ('segments_lean', 'segments_default'):
-    bs = BundleSessions(load_bundle(bundle), lean=mode == 'segments_lean')
+    bs = BundleSessions(load_bundle(bundle, keep_segments=True), lean=mode == 'segments_lean')
     full = bs.full()
     full(x)
     first = time.perf_counter()
@@ -162,7 +163,7 @@ def _verdict(ok: bool) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3, help="fresh processes per mode (median)")
+    ap.add_argument("--repeats", type=int, default=7, help="fresh processes per mode (median and best)")
     ap.add_argument("--runs", type=int, default=200, help="interleaved latency rounds")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir)")
     args = ap.parse_args()
@@ -185,6 +186,7 @@ def main() -> int:
                     mode = step.split(" ")[0]
                     results[mode].append(in_process(mode, bundle, model))
         med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in results.items()}
+        best = {m: min(r["first_ms"] for r in rs) for m, rs in results.items()}
         disk = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         model_bytes = model.stat().st_size
         from collab.bundle import load_bundle
@@ -202,16 +204,20 @@ def main() -> int:
     c = med["client"]
     print(f"| edge process RSS, every path ready (bare session {bare['rss_mb']:.0f} MB) | {c['rss_mb']:.0f} MB | "
           f"{c['rss_mb'] / bare['rss_mb']:.2f}x | <= 1.5x: {_verdict(c['rss_mb'] <= 1.5 * bare['rss_mb'])} |")
-    print(f"| first answer after start (bare session {bare['first_ms']:.0f} ms) | {c['first_ms']:.0f} ms | "
+    print(f"| first answer after start, median (bare session {bare['first_ms']:.0f} ms) | {c['first_ms']:.0f} ms | "
           f"{c['first_ms'] / bare['first_ms']:.2f}x | <= 1.5x: {_verdict(c['first_ms'] <= 1.5 * bare['first_ms'])} |")
+    print(f"| first answer after start, best (bare session {best['bare']:.0f} ms) | {best['client']:.0f} ms | "
+          f"{best['client'] / best['bare']:.2f}x | <= 1.5x: {_verdict(best['client'] <= 1.5 * best['bare'])} |")
     print(f"\n### Fresh processes (median of {args.repeats}; same imports, {bare['import_ms']:.0f} ms; "
           "RSS after them = baseline)\n")
-    print("| process | sessions | RSS MB | above baseline MB | RSS vs bare | first answer ms | vs bare |")
+    print("| process | sessions | RSS MB | above baseline MB | RSS vs bare | first answer ms (median, best) "
+          "| vs bare (median, best) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for mode, label in MODES.items():
         r = med[mode]
         print(f"| {label} | {r['sessions']:.0f} | {r['rss_mb']:.0f} | {r['rss_mb'] - r['base_mb']:.0f} | "
-              f"{r['rss_mb'] / bare['rss_mb']:.2f}x | {r['first_ms']:.0f} | {r['first_ms'] / bare['first_ms']:.2f}x |")
+              f"{r['rss_mb'] / bare['rss_mb']:.2f}x | {r['first_ms']:.0f}, {best[mode]:.0f} | "
+              f"{r['first_ms'] / bare['first_ms']:.2f}x, {best[mode] / best['bare']:.2f}x |")
     mono = lat["monolithic model (ORT defaults)"]
     print(f"\n### Edge-only latency, batch 1, 1 thread ({args.runs} interleaved rounds)\n")
     print("| model | median ms | min ms | median vs monolithic | min vs monolithic |")
