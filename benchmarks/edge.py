@@ -167,7 +167,7 @@ def main() -> int:
         cs = cold_start(b, args.cold_repeats)
         name = load_bundle(b).manifest.model_name
         for mode, v in cs.items():
-            label = "collab.Client (all sessions warmed)" if mode == "client" else "bare ORT, full model only"
+            label = "collab.Client (all sessions warmed)" if mode == "client" else "bare ORT, the full model's segments by hand"
             print(f"| {name} | {label} | {v['import_ms']:.0f} | {v['first_answer_after_import_ms']:.0f} | "
                   f"{v['cold_start_ms']:.0f} | {v['rss_mb']:.0f} | {v['sessions']:.0f} | "
                   f"{bool(v['torch_loaded'])} |")
