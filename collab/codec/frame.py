@@ -7,7 +7,8 @@ compact (typically 15-20 bytes). Layout::
     2  B   version (1)
     3  B   quantizer id << 4 | entropy id      (f32 f16 int8 int4 int3 int2 | none zstd brotli)
     4  B   entropy level
-    5  B   flags: 1 sparse, 2 clipped range, 4 per-tensor params, 8 compact params
+    5  B   flags: 1 sparse, 2 clipped range, 4 per-tensor params, 8 compact params,
+               16 calibrated steps (+alloc: compact, per channel, not sparse or clipped)
     6  B   ndim << 4 | source dtype id         (float32 float16 float64; decode -> float32)
     7  varint body length    (uncompressed; must equal what shape/codec/nnz/flags imply)
        varint payload length (compressed)
@@ -34,6 +35,7 @@ import google_crc32c
 import numpy as np
 
 from collab.codec import entropy, quantize
+from collab.codec.alloc import Allocation
 from collab.codec.quantize import Layout
 from collab.codec.spec import BITS, ENTROPIES, QUANTS, Codec
 from collab.errors import CodecError
@@ -46,8 +48,8 @@ FIXED = 7  # bytes before the first varint
 CRC_BYTES = 4
 _DTYPES = ("float32", "float16", "float64")
 _DTYPE_ID = {np.dtype(d): i for i, d in enumerate(_DTYPES)}
-FLAG_SPARSE, FLAG_CLIP, FLAG_PER_TENSOR, FLAG_COMPACT = 1, 2, 4, 8
-_KNOWN_FLAGS = FLAG_SPARSE | FLAG_CLIP | FLAG_PER_TENSOR | FLAG_COMPACT
+FLAG_SPARSE, FLAG_CLIP, FLAG_PER_TENSOR, FLAG_COMPACT, FLAG_ALLOC = 1, 2, 4, 8, 16
+_KNOWN_FLAGS = FLAG_SPARSE | FLAG_CLIP | FLAG_PER_TENSOR | FLAG_COMPACT | FLAG_ALLOC
 _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 
@@ -119,8 +121,9 @@ def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     raise CodecError("corrupt frame header: varint too long")
 
 
-def encode(array: np.ndarray, codec: Codec | str) -> bytes:
-    """Encode a float tensor as one self-describing frame."""
+def encode(array: np.ndarray, codec: Codec | str, *, alloc: Allocation | None = None) -> bytes:
+    """Encode a float tensor as one self-describing frame (``alloc``: the cut's
+    calibrated steps, required by ``+alloc`` codecs and ignored by others)."""
     c = Codec.parse(codec)
     a = np.asarray(array)
     did = _DTYPE_ID.get(a.dtype)
@@ -128,7 +131,7 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
         raise CodecError(f"cannot encode dtype {a.dtype}; expected one of {', '.join(_DTYPES)}")
     if a.ndim > MAX_NDIM:
         raise CodecError(f"cannot encode {a.ndim}-D tensor (max {MAX_NDIM})")
-    parts, nnz, layout = quantize.quantize(a, c)
+    parts, nnz, layout = quantize.quantize(a, c, alloc if c.alloc else None)
     raw_len = sum(int(p.nbytes) if isinstance(p, np.ndarray) else len(p) for p in parts)
     payload = entropy.compress(parts, c.entropy, c.level)
     payload_b = payload if isinstance(payload, bytes) else bytes(payload)
@@ -137,6 +140,7 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
         | (FLAG_CLIP if c.clip is not None else 0)
         | (FLAG_PER_TENSOR if layout.per_tensor else 0)
         | (FLAG_COMPACT if layout.compact else 0)
+        | (FLAG_ALLOC if c.alloc else 0)
     )
     fields = [
         MAGIC,
@@ -160,13 +164,16 @@ def encode(array: np.ndarray, codec: Codec | str) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def _codec_cached(qid: int, eid: int, level: int, sparse: bool, clip: float | None) -> Codec:
-    return Codec(quant=QUANTS[qid], entropy=ENTROPIES[eid], level=level, sparse=sparse, clip=clip)
+def _codec_cached(
+    qid: int, eid: int, level: int, sparse: bool, clip: float | None, alloc: bool
+) -> Codec:
+    return Codec(quant=QUANTS[qid], entropy=ENTROPIES[eid], level=level, sparse=sparse, clip=clip,
+                 alloc=alloc)
 
 
-def _codec(qid: int, eid: int, level: int, sparse: bool, clip: float | None) -> Codec:
+def _codec(qid: int, eid: int, level: int, sparse: bool, clip: float | None, alloc: bool) -> Codec:
     try:
-        return _codec_cached(qid, eid, level, sparse, clip)
+        return _codec_cached(qid, eid, level, sparse, clip, alloc)
     except CodecError as e:
         raise CodecError(f"corrupt frame: {e}") from e
 
@@ -213,11 +220,13 @@ def _parse(frame: bytes, max_bytes: int) -> FrameHeader:
         (c32,) = _F32.unpack_from(frame, pos)
         pos += 4
         clip = float(f"{c32:.6g}")
-    codec = _codec(qid, eid, level, bool(flags & FLAG_SPARSE), clip)
+    codec = _codec(qid, eid, level, bool(flags & FLAG_SPARSE), clip, bool(flags & FLAG_ALLOC))
     quantized = codec.quant in BITS
     if not quantized and flags & (FLAG_PER_TENSOR | FLAG_COMPACT):
         raise CodecError("corrupt frame: parameter flags on an unquantized codec")
     layout = Layout(per_tensor=bool(flags & FLAG_PER_TENSOR), compact=bool(flags & FLAG_COMPACT))
+    if codec.alloc and (layout.per_tensor or not layout.compact or ndim < 2):
+        raise CodecError("corrupt frame: +alloc frames carry compact per-channel parameters")
     numel = math.prod(shape)
     if 4 * numel > max_bytes:
         raise CodecError(f"frame declares {4 * numel} decoded bytes > limit {max_bytes}")

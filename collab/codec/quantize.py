@@ -21,6 +21,10 @@ Parameter layout (per frame, chosen by :func:`plan`, recorded in the frame flags
   costs at most 10 % resolution) and the scales fit float16; else float32 scale +
   float32 offset, 8 bytes per group.
 
+With ``+alloc`` the per-channel scale and zero point come from a calibrated
+:class:`~collab.codec.alloc.Allocation` (compact layout, values saturate to its range);
+the bound above holds inside that range.
+
 Sparse mode stores a bitmap of non-zero positions plus the non-zero values only.
 For f32/f16 "zero" means all bits zero (so -0.0 survives and f32 stays bit-exact).
 
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collab.codec.alloc import Allocation
 from collab.codec.spec import BITS, Codec
 from collab.errors import CodecError
 
@@ -211,20 +216,44 @@ def _quantize_values(
     return y.astype(np.uint8).reshape(-1)
 
 
-def quantize(x: np.ndarray, codec: Codec) -> tuple[list[Buffer], int, Layout]:
+def _allocated(
+    x: np.ndarray, bits: int, alloc: Allocation | None
+) -> tuple[Layout, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The plan of an ``+alloc`` codec: the calibrated per-channel parameters."""
+    if alloc is None:
+        raise CodecError("an +alloc codec needs the cut's Allocation (encode(..., alloc=...))")
+    if x.ndim < 2 or x.shape[1] != alloc.channels:
+        raise CodecError(
+            f"allocation has {alloc.channels} channels, tensor shape is {list(x.shape)}"
+        )
+    if int(alloc.zero_point.max(initial=0)) > (1 << bits) - 1:
+        raise CodecError(f"allocation zero points exceed int{bits}")
+    if not np.isfinite(x).all():
+        raise CodecError(f"int{bits}: tensor has NaN/inf values; use f32 or f16")
+    scale = alloc.scale.astype(np.float32)
+    offset = -(alloc.zero_point.astype(np.float32) * scale)
+    return Layout(per_tensor=False, compact=True), scale, offset, alloc.zero_point
+
+
+def quantize(
+    x: np.ndarray, codec: Codec, alloc: Allocation | None = None
+) -> tuple[list[Buffer], int, Layout]:
     """Body parts (to be concatenated), the non-zero count (sparse, else 0), the layout."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     parts: list[Buffer] = []
     if codec.quant in BITS:
         bits = BITS[codec.quant]
-        layout, scale, offset, zp = plan(x, bits, codec.clip, include_zero=codec.sparse)
+        if codec.alloc:
+            layout, scale, offset, zp = _allocated(x, bits, alloc)
+        else:
+            layout, scale, offset, zp = plan(x, bits, codec.clip, include_zero=codec.sparse)
         parts += [scale.astype(np.float16), zp] if zp is not None else [scale, offset]
         q = _quantize_values(
             x.reshape(_shape3(x.shape, layout.per_tensor)),
             scale,
             offset,
             bits,
-            saturate=codec.clip is not None or not layout.compact,
+            saturate=codec.clip is not None or codec.alloc or not layout.compact,
         )
         if codec.sparse:
             mask = (x != 0).reshape(-1)

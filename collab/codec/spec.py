@@ -1,4 +1,4 @@
-"""Codec names: ``<quant>[+<entropy><level>][+sparse][+clip<pct>]``.
+"""Codec names: ``<quant>[+<entropy><level>][+sparse][+clip<pct>][+alloc]``.
 
 The name is the unit the calibration table, the policy and the wire frame agree on,
 so parsing is strict and :attr:`Codec.name` is canonical (``Codec.parse(n).name == n``).
@@ -29,6 +29,9 @@ class Codec:
     ``clip`` (integer quantizers only) is a percentile, e.g. 99.9: per channel, the range is
     the [100-clip, clip] percentile range instead of [min, max], trading rare outliers
     for resolution. The range actually used travels in the frame.
+    ``alloc`` (integer quantizers, not with sparse or clip): per-channel steps come from a
+    calibrated :class:`collab.codec.alloc.Allocation` given to the encoder, not from the
+    tensor's own range; the steps still travel in the frame, so decoding needs nothing.
     """
 
     quant: str = "f32"
@@ -36,6 +39,7 @@ class Codec:
     level: int = 0
     sparse: bool = False
     clip: float | None = None
+    alloc: bool = False
 
     def __post_init__(self) -> None:
         if self.quant not in QUANTS:
@@ -50,6 +54,8 @@ class Codec:
                 raise CodecError("clip applies to integer quantizers only")
             if not (50.0 < self.clip < 100.0):
                 raise CodecError(f"clip percentile {self.clip!r} must be in (50, 100)")
+        if self.alloc and (self.quant not in BITS or self.sparse or self.clip is not None):
+            raise CodecError("alloc applies to integer quantizers without sparse or clip")
 
     @property
     def name(self) -> str:
@@ -60,6 +66,8 @@ class Codec:
             parts.append("sparse")
         if self.clip is not None:
             parts.append(f"clip{self.clip:g}")
+        if self.alloc:
+            parts.append("alloc")
         return "+".join(parts)
 
     @property
@@ -83,7 +91,7 @@ class Codec:
     def _parse_uncached(cls, name: str) -> Codec:
         parts = name.split("+")
         quant, rest = parts[0], parts[1:]
-        entropy, level, sparse, clip = "none", 0, False, None
+        entropy, level, sparse, clip, alloc = "none", 0, False, None, False
         if rest and (m := _ENTROPY_RE.match(rest[0])):
             entropy, level = m.group(1), int(m.group(2))
             rest = rest[1:]
@@ -91,11 +99,14 @@ class Codec:
             sparse, rest = True, rest[1:]
         if rest and (m := _CLIP_RE.match(rest[0])):
             clip, rest = float(m.group(1)), rest[1:]
+        if rest and rest[0] == "alloc":
+            alloc, rest = True, rest[1:]
         if rest:
             raise CodecError(
-                f"bad codec name {name!r}: expected <f32|f16|int8|int4>[+zstdN|+brotliN][+sparse][+clipP]"
+                f"bad codec name {name!r}: expected <f32|f16|int8|int4>[+zstdN|+brotliN][+sparse][+clipP][+alloc]"
             )
-        codec = cls(quant=quant, entropy=entropy, level=level, sparse=sparse, clip=clip)
+        codec = cls(quant=quant, entropy=entropy, level=level, sparse=sparse, clip=clip,
+                    alloc=alloc)
         if codec.name != name:
             raise CodecError(f"bad codec name {name!r} (canonical form: {codec.name!r})")
         return codec
