@@ -63,7 +63,7 @@ class Row:
 
     @property
     def meets(self) -> bool:
-        return (self.bytes <= TARGET_BYTES and 1 - self.agreement <= BUDGET
+        return (self.bytes <= TARGET_BYTES and 1 - self.agreement <= BUDGET + 1e-12
                 and self.head_share <= MAX_HEAD_SHARE)
 
 
@@ -166,7 +166,7 @@ def report(rows: list[Row], n_test: int) -> list[str]:
              f"{100 * BUDGET:.1f} % loss, head <= {100 * MAX_HEAD_SHARE:.0f} % of compute", "",
              "| cut | head share | codec | lever | bytes | agreement | 95 % interval | |",
              "|---|---|---|---|---|---|---|---|"]
-    ok = [r for r in rows if 1 - r.agreement <= BUDGET and r.head_share <= MAX_HEAD_SHARE]
+    ok = [r for r in rows if 1 - r.agreement <= BUDGET + 1e-12 and r.head_share <= MAX_HEAD_SHARE]
     best = min(ok, key=lambda r: r.bytes) if ok else None
     for r in rows:
         mark = ("**target met**" if r.meets else "best in budget") if r is best else ""
