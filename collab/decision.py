@@ -176,19 +176,30 @@ def default_codec_stats(raw_bytes: int) -> dict[str, dict[str, float]]:
     }}
 
 
-def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None) -> Profile:
+def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None, *,
+                          images: bool = False) -> Profile:
     """Candidate paths of a bundle: edge-only (and its variants), cloud-only, every split
-    point (and every head variant), with the codec table of what crosses the network."""
+    point (and every head variant), with the codec table of what crosses the network.
+
+    ``images``: the profile of a request that comes as a camera image
+    (``Client.infer_image``). Its cloud-only path sends the uint8 image with an image
+    codec (JPEG quality, PNG: the table's ``image`` section) when the bundle has a
+    preprocessing and that calibration; otherwise it is the tensor path."""
     out_bytes = 4 * math.prod(manifest.output_shape)
     cal_points: Mapping[str, Any] = (calibration or {}).get("points", {}) or {}
     cal_input: Mapping[str, Any] | None = (calibration or {}).get("input") or None
+    cal_image: Mapping[str, Any] | None = (calibration or {}).get("image") or None
     paths: list[PathSpec] = [PathSpec(path="edge_only", edge_ms=manifest.full_ms)]
     paths += [PathSpec(path="edge_only", variant=v.name, edge_ms=v.ms, edge_agreement=v.agreement)
               for v in manifest.full_variants]
+    pre = manifest.preprocessing
+    if images and pre is not None and cal_image:
+        cloud_bytes, cloud_stats = 3 * pre.size[0] * pre.size[1], cal_image
+    else:
+        cloud_bytes, cloud_stats = manifest.input_bytes, cal_input or default_codec_stats(manifest.input_bytes)
     paths.append(PathSpec(
         path="cloud_only", cloud_ms=manifest.full_ms, local_finish_ms=manifest.full_ms,
-        raw_bytes=manifest.input_bytes, output_bytes=out_bytes,
-        codec_stats=cal_input or default_codec_stats(manifest.input_bytes)))
+        raw_bytes=cloud_bytes, output_bytes=out_bytes, codec_stats=cloud_stats))
     for sp in manifest.split_points:
         stats = cal_points.get(sp.name) or default_codec_stats(sp.feature_bytes)
         common = dict(path="split", split_point=sp.name, cloud_ms=sp.tail_ms, local_finish_ms=sp.tail_ms,

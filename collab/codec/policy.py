@@ -3,6 +3,8 @@
 predicted_ms = encode_ms + bytes * 8 / bandwidth_bps * 1000 + decode_ms, over codecs
 whose top-1 agreement loss (1 - agreement) is within the budget; lossless codecs are
 always eligible. Deterministic: ties (equal predicted time) go to the smaller name.
+The same policy picks the image codec (JPEG quality, PNG) of a cloud-only request that
+comes as a camera image, from the calibration's ``image`` section.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collab.codec.image import ImageCodec, is_image_codec
 from collab.codec.spec import Codec
 from collab.errors import CodecError, ConfigError
 
@@ -65,7 +68,7 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
     for name in sorted(stats):
         row = stats[name]
         try:
-            codec = Codec.parse(name)
+            codec: Codec | ImageCodec = ImageCodec.parse(name) if is_image_codec(name) else Codec.parse(name)
         except CodecError as e:
             raise ConfigError(f"calibration table: {e}") from e
         if not isinstance(row, Mapping):

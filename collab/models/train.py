@@ -25,7 +25,7 @@ from collab.errors import ConfigError
 from collab.log import logger
 from collab.models import datasets
 from collab.models.examples import load_example
-from collab.models.registry import spec
+from collab.models.registry import labelled_inputs, spec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,7 @@ def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool =
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
-    xs, ys = spec(name).inputs("test")
+    xs, ys = labelled_inputs(name, None, "test")
     acc = accuracy(model, xs, ys)
     logger.info("%s test accuracy %.4f on %d held-out inputs (%.1f s)", name, acc, len(ys), seconds)
     return TrainResult(model=model, accuracy=acc, seconds=seconds)
@@ -90,6 +90,8 @@ def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool =
 def _train(name: str, cfg: TrainConfig, progress: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
     to_input = spec(name).from_digits
+    if to_input is None:
+        raise ConfigError(f"example model {name!r} is not trained on digits (its data set is {spec(name).dataset})")
     model = load_example(name, pretrained=False)
     x, y = datasets.digits("train")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
