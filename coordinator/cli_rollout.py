@@ -11,7 +11,7 @@ from typing import Any
 
 from collab.control.messages import RolloutStatus
 from collab.errors import ConfigError
-from coordinator.client import CoordinatorClient
+from coordinator.operator_client import CoordinatorClient
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:

@@ -1,6 +1,6 @@
 """The FL client role on an edge node: train on local data when sampled.
 
-Thin: the logic lives in :mod:`collab.fl.client`; this builds the trainer from the
+Thin: the logic lives in :mod:`collab.fl.participant`; this builds the trainer from the
 config (the local simulation gives each process its Dirichlet shard by index)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
 from collab.errors import ConfigError
-from collab.fl.client import FLClient
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
+from collab.fl.participant import FLClient
 from collab.fl.train import warm_up
 from collab.log import logger
 
