@@ -66,7 +66,7 @@ class ModelConfig:
 
 
 @config_dataclass
-class TrainConfig:
+class LocalTrainingConfig:
     local_epochs: PositiveInt = 1
     batch_size: PositiveInt = 32
     lr: Positive = 0.05
@@ -157,7 +157,7 @@ class FLConfig:
     broker: Annotated[StrictStr, Field(pattern=r"^mqtt://")] | None = None  # mqtt://host:port
     out: StrictStr = "fl-out"
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     round: RoundConfig = field(default_factory=RoundConfig)
     dp: DPConfig = field(default_factory=DPConfig)
