@@ -21,13 +21,12 @@ from typing import Any, Literal
 
 from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
+from collab.codec.spec import DEFAULT_CODEC
 from collab.errors import CodecError, ConfigError
 from collab.net.estimator import NetState
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
 
-#: Codec used when a bundle has no calibration table: lossless, bytes assumed = raw size.
-DEFAULT_CODEC = "f32+zstd1"
 # Throughput assumptions for the uncalibrated default codec (bytes per ms); zstd-1 on
 # float features runs at several hundred MB/s, so this is a conservative guess.
 _DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0

@@ -21,7 +21,8 @@ import grpc
 import numpy as np
 
 from collab import codec as codecs
-from collab.decision import DEFAULT_CODEC, Candidate
+from collab.codec.spec import DEFAULT_CODEC
+from collab.decision import Candidate
 from collab.edge.config import ClientConfig
 from collab.edge.estimators import LoadEstimates, suspect_overdue
 from collab.edge.model import LoadedModel
