@@ -131,6 +131,15 @@ def parse_address(addr: str, *, allow_zero: bool = False) -> tuple[str, int]:
     return host.strip("[]"), int(port_s)
 
 
+def advertised(listen: str, port: int, *, wildcard_host: str) -> str:
+    """The endpoint peers dial to reach a server listening on ``listen`` and bound to
+    ``port``: its host, where a wildcard (every interface) becomes ``wildcard_host``."""
+    host, _ = parse_address(listen, allow_zero=True)
+    if host in ("0.0.0.0", "::"):
+        host = wildcard_host
+    return f"{host}:{port}"
+
+
 def _resolve(host: str) -> str:
     try:
         ipaddress.ip_address(host)
@@ -282,6 +291,7 @@ __all__ = [
     "RpcError",
     "ServerTiming",
     "TlsConfig",
+    "advertised",
     "channel_credentials",
     "channel_options",
     "load_from_proto",

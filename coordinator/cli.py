@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
-from collab.errors import ConfigError
 from collab.log import logger
 
 
@@ -36,6 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from collab.transport import parse_address
     from coordinator.broker import own_broker
     from coordinator.cli_rollout import read_token
     from coordinator.daemon import Coordinator, CoordinatorConfig
@@ -45,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         url = args.broker
         if url is None:
-            host, _, port = args.own_broker.rpartition(":")
-            if not port.isdigit():
-                raise ConfigError(f"--own-broker must be HOST:PORT, got {args.own_broker!r}")
-            url = stack.enter_context(own_broker(host or "127.0.0.1", int(port)))
+            url = stack.enter_context(own_broker(*parse_address(args.own_broker, allow_zero=True)))
         else:
             logger.info("using external broker %s", url)
         cfg = CoordinatorConfig(

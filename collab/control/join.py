@@ -10,16 +10,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from collab.bundle import MANIFEST
+from collab.control import topics
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.log import logger
+from collab.transport import advertised
 
 
 def add_cloud_join_args(parser: argparse.ArgumentParser) -> None:
@@ -30,15 +31,6 @@ def add_cloud_join_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--advertise", default=None, metavar="HOST:PORT",
                    help="endpoint edges should use (default: the listen address)")
     g.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S")
-
-
-def advertised(listen: str, port: int, advertise: str | None) -> str:
-    if advertise:
-        return advertise
-    host = listen.rpartition(":")[0].strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    return f"{host}:{port}"
 
 
 def _served(bundles: Sequence[Path]) -> list[tuple[str, str]]:
@@ -56,9 +48,8 @@ def cloud_agent(args: argparse.Namespace, *, listen: str, port: int,
     if not args.broker:
         return None
     served = _served(bundles)
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-    node_id = args.node_id or f"cloud-{host}-{port}"
-    endpoint = advertised(listen, port, args.advertise)
+    node_id = args.node_id or topics.default_node_id("cloud", port)
+    endpoint = args.advertise or advertised(listen, port, wildcard_host=socket.gethostname())
     agent = NodeAgent(AgentConfig(
         node_id=node_id, role="cloud", mqtt=mqtt_config_from_args(args, client_id=node_id),
         work_dir=Path(tempfile.gettempdir()) / f"collab-{node_id}", endpoints=(endpoint,),
