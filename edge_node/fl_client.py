@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from collab.fl.member import ModelHolder, Trainer
 from collab.fl.participant import FLClient
 from collab.fl.train import warm_up
 from collab.log import logger
+from collab.signals import stop_on_signals
 
 
 def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = "",
@@ -38,8 +38,7 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
     trainer = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + index)
     presence = topics.fl_client_topic(cfg.federation, cid)
     will = (presence, b"", 1, True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     with MqttClient(with_client_id(mqtt, f"fl-{cfg.federation}-{cid}"), will=will) as client:
         fl = FLClient(trainer, cid, client, upload_delay_s=cfg.simulate.upload_delay_s, compression=compression)
         fl.start()
