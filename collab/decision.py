@@ -71,6 +71,11 @@ class Profile:
     def split_names(self) -> list[str]:
         return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
 
+    def path_keys(self) -> list[str]:
+        """The fixed policies, one per path without an edge variant: ``edge_only``,
+        ``cloud_only``, ``split:<name>``..."""
+        return [p.key for p in self.paths if p.variant is None]
+
 
 @dataclass(frozen=True, kw_only=True)
 class CloudState:
