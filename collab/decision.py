@@ -33,6 +33,11 @@ _DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0
 _DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
 
 
+def path_key(path: str, split_point: str | None) -> str:
+    """A path's policy name: ``edge_only``, ``cloud_only`` or ``split:<name>``."""
+    return f"split:{split_point}" if path == "split" else path
+
+
 @dataclass(frozen=True, kw_only=True)
 class PathSpec:
     """What a path costs independent of the network: the profile of one candidate."""
@@ -50,7 +55,7 @@ class PathSpec:
 
     @property
     def key(self) -> str:
-        base = self.path if self.path != "split" else f"split:{self.split_point}"
+        base = path_key(self.path, self.split_point)
         return base if self.variant is None else f"{base}@{self.variant}"
 
     @property
@@ -100,7 +105,7 @@ class Policy:
 
     @property
     def key(self) -> str:
-        return f"split:{self.split_point}" if self.mode == "split" else self.mode
+        return path_key(self.mode, self.split_point)
 
 
 def parse_policy(text: str, profile: Profile | None = None) -> Policy:
