@@ -32,7 +32,14 @@ from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import LinkEstimator, NetState
 from collab.net.monitor import NetworkMonitor, ProbeResult
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.transport import RpcError, load_from_proto, make_channel, rpc_errors, wrap_rpc_error
+from collab.transport import (
+    RpcError,
+    load_from_proto,
+    make_channel,
+    rpc_errors,
+    timing_from_proto,
+    wrap_rpc_error,
+)
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -221,7 +228,7 @@ class CloudLink:
         finally:
             self.inflight.pop(token, None)
         timings["cloud_call_ms"] = call_ms
-        pt = resp.timing
+        pt = timing_from_proto(resp.timing)
         timings["cloud_queue_ms"] = pt.queue_ms
         timings["cloud_compute_ms"] = pt.compute_ms
         now = time.monotonic()
