@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from collab.errors import ConfigError, DeadlineError, TransportError
+from collab.files import read_bytes
 from collab.proto import collab_pb2
 
 SERVICE_NAME = "collab.v1.CloudService"
@@ -91,12 +92,7 @@ class TlsConfig:
 
 
 def _read(path: Path | str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    return None if path is None else read_bytes(path, what)
 
 
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:

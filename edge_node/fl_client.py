@@ -14,7 +14,7 @@ from pathlib import Path
 
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
-from collab.errors import ConfigError
+from collab.files import read_bytes
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
@@ -26,12 +26,7 @@ from collab.signals import stop_on_signals
 
 def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = "",
                secret_context: Path | None = None, compression: str = "") -> int:
-    secret = None
-    if secret_context is not None:
-        try:
-            secret = secret_context.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read secret context {secret_context}: {e}") from e
+    secret = None if secret_context is None else read_bytes(secret_context, "secret context")
     cid = client_id or f"c{index:03d}"
     warm_up()
     x, y = member_data(cfg, index)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from collab.errors import ConfigError
+from collab.files import read_text
 from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 
 Mode = Literal["plain", "dp", "he", "dp+he"]
@@ -218,9 +218,5 @@ def resolve_config(path: str | Path) -> Path:
 
 def load_config(path: str | Path) -> FLConfig:
     p = resolve_config(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config {p}: {e}") from e
-    data, lines = load_yaml(text, str(p))
+    data, lines = load_yaml(read_text(p, "config"), str(p))
     return validate(FLConfig, data if data is not None else {}, source=str(p), lines=lines)
