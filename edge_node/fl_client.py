@@ -21,7 +21,7 @@ from collab.fl.member import ModelHolder, Trainer
 from collab.fl.participant import FLClient
 from collab.fl.train import warm_up
 from collab.log import logger
-from collab.signals import stop_on_signals
+from collab.signals import STOP_SIGNALS, stop_on_signals
 
 
 def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = "",
@@ -78,8 +78,8 @@ def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for sig in STOP_SIGNALS:  # the children stop on SIGTERM; the parent waits for them
+        signal.signal(sig, forward)
     worst = 0
     for c in children:
         while True:
