@@ -229,7 +229,11 @@ class CloudHandler:
             payload = (self._probe_buf * reps)[:n] if reps > 1 else self._probe_buf[:n]
         return ProbeReply(payload=payload, client_send_time=call.client_send_time,
                           received_bytes=len(call.payload), load=self.load(),
-                          models=tuple((m.name, m.version) for m in self.registry.models))
+                          models=self.served())
+
+    def served(self) -> tuple[tuple[str, str], ...]:
+        """(model name, bundle version) of every model this node serves."""
+        return tuple((m.name, m.version) for m in self.registry.models)
 
     def close(self) -> None:
         """Refuse new work; queued requests run at once instead of after their window."""

@@ -21,17 +21,21 @@ from typing import Any, Literal
 
 from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
+from collab.codec.spec import DEFAULT_CODEC
 from collab.errors import CodecError, ConfigError
 from collab.net.estimator import NetState
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
 
-#: Codec used when a bundle has no calibration table: lossless, bytes assumed = raw size.
-DEFAULT_CODEC = "f32+zstd1"
 # Throughput assumptions for the uncalibrated default codec (bytes per ms); zstd-1 on
 # float features runs at several hundred MB/s, so this is a conservative guess.
 _DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0
 _DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
+
+
+def path_key(path: str, split_point: str | None) -> str:
+    """A path's policy name: ``edge_only``, ``cloud_only`` or ``split:<name>``."""
+    return f"split:{split_point}" if path == "split" else path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +55,7 @@ class PathSpec:
 
     @property
     def key(self) -> str:
-        base = self.path if self.path != "split" else f"split:{self.split_point}"
+        base = path_key(self.path, self.split_point)
         return base if self.variant is None else f"{base}@{self.variant}"
 
     @property
@@ -71,6 +75,11 @@ class Profile:
 
     def split_names(self) -> list[str]:
         return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
+
+    def path_keys(self) -> list[str]:
+        """The fixed policies, one per path without an edge variant: ``edge_only``,
+        ``cloud_only``, ``split:<name>``..."""
+        return [p.key for p in self.paths if p.variant is None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +105,7 @@ class Policy:
 
     @property
     def key(self) -> str:
-        return f"split:{self.split_point}" if self.mode == "split" else self.mode
+        return path_key(self.mode, self.split_point)
 
 
 def parse_policy(text: str, profile: Profile | None = None) -> Policy:

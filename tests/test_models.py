@@ -19,7 +19,7 @@ from collab.models.examples import (
     tiny_transformer,
 )
 from collab.models.registry import EXAMPLES, example_input, example_inputs, spec, weights_path
-from collab.models.train import RECIPES, TrainConfig, accuracy, recipe
+from collab.models.train import RECIPES, ExampleTrainingConfig, accuracy, recipe
 
 DIGITS = [n for n, s in EXAMPLES.items() if s.dataset == "digits"]  # trained here, labelled
 # Test accuracy the committed weights must reach (the trained runs report more; see docs).
@@ -99,7 +99,7 @@ def test_recipes_reject_bad_values() -> None:
     with pytest.raises(ConfigError):
         recipe("nope")
     with pytest.raises(ConfigError):
-        TrainConfig(threads=0)
+        ExampleTrainingConfig(threads=0)
 
 
 def test_train_example_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -82,6 +82,11 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
     return tuple(rows)
 
 
+def allowed(row: CodecRow, accuracy_budget: float) -> bool:
+    """Lossless codecs always; a lossy one if its top-1 agreement loss is within the budget."""
+    return row.lossless or 1.0 - row.agreement <= accuracy_budget + 1e-12
+
+
 def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
                accuracy_budget: float) -> tuple[CodecRow, float]:
     """The fastest of validated ``rows`` within the budget and its predicted ms: the
@@ -91,7 +96,7 @@ def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
     best_ms = math.inf
     per_byte = 8000.0 / bandwidth_bps
     for r in rows:
-        if not r.lossless and 1.0 - r.agreement > accuracy_budget + 1e-12:
+        if not allowed(r, accuracy_budget):
             continue
         ms = r.encode_ms + r.bytes * per_byte + r.decode_ms
         if ms < best_ms:  # sorted rows: ties keep the smaller name

@@ -22,7 +22,8 @@ import numpy as np
 
 from collab import codec as codecs
 from collab.codec.image import encode_image, is_image_codec
-from collab.decision import DEFAULT_CODEC, Candidate
+from collab.codec.spec import DEFAULT_CODEC
+from collab.decision import Candidate
 from collab.edge.config import ClientConfig
 from collab.edge.estimators import LoadEstimates, suspect_overdue
 from collab.edge.model import LoadedModel
@@ -30,9 +31,16 @@ from collab.errors import CodecError, CollabError, ConfigError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import LinkEstimator, NetState
-from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.net.monitor import NetworkMonitor, ProbeResult
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.transport import RpcError, load_from_proto, make_channel, rpc_errors, wrap_rpc_error
+from collab.transport import (
+    RpcError,
+    load_from_proto,
+    make_channel,
+    rpc_errors,
+    timing_from_proto,
+    wrap_rpc_error,
+)
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -150,7 +158,7 @@ class CloudLink:
             self.monitor.poke()
 
     # -- monitor callbacks -------------------------------------------------------------
-    def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
+    def _probe(self, nbytes: int, timeout_s: float) -> ProbeResult:
         assert self.stub is not None
         req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
                                       client_send_time=time.time())
@@ -158,10 +166,10 @@ class CloudLink:
         with rpc_errors("Probe"):
             resp = self.stub.Probe(req, timeout=timeout_s)
         wall = (time.perf_counter() - t0) * 1000.0
-        return ProbeReply(wall_ms=wall, load=load_from_proto(resp.load),
+        return ProbeResult(wall_ms=wall, load=load_from_proto(resp.load),
                           models=tuple((m.name, m.version) for m in resp.models))
 
-    def _on_probe(self, reply: ProbeReply) -> None:
+    def _on_probe(self, reply: ProbeResult) -> None:
         if reply.load is not None and reply.load.queue_ms_ewma >= 0:
             self._loads.cloud_queue_sample(reply.load.queue_ms_ewma, time.monotonic())
         model = self._current()
@@ -233,7 +241,7 @@ class CloudLink:
         finally:
             self.inflight.pop(token, None)
         timings["cloud_call_ms"] = call_ms
-        pt = resp.timing
+        pt = timing_from_proto(resp.timing)
         timings["cloud_queue_ms"] = pt.queue_ms
         timings["cloud_compute_ms"] = pt.compute_ms
         now = time.monotonic()

@@ -10,7 +10,8 @@ import dataclasses
 
 from collab.bundle import Bundle
 from collab.codec.calibrate import load_calibration
-from collab.decision import DEFAULT_CODEC, Profile, default_codec_stats, profile_from_manifest
+from collab.codec.spec import DEFAULT_CODEC
+from collab.decision import Profile, default_codec_stats, profile_from_manifest
 
 
 def profile_from_bundle(bundle: Bundle, *, images: bool = False) -> Profile:

@@ -29,7 +29,7 @@ from collab.models.registry import labelled_inputs, spec
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class ExampleTrainingConfig:
     epochs: int = 40
     batch_size: int = 64
     lr: float = 4e-3
@@ -43,11 +43,11 @@ class TrainConfig:
 
 
 # Per-model recipes: the committed weights were trained with exactly these.
-RECIPES: dict[str, TrainConfig] = {
-    "digits": TrainConfig(),
-    "resnet": TrainConfig(epochs=8, lr=3e-3),
-    "mobilenet": TrainConfig(epochs=8, lr=5e-3),
-    "transformer": TrainConfig(epochs=100, lr=1e-2, weight_decay=1e-2),
+RECIPES: dict[str, ExampleTrainingConfig] = {
+    "digits": ExampleTrainingConfig(),
+    "resnet": ExampleTrainingConfig(epochs=8, lr=3e-3),
+    "mobilenet": ExampleTrainingConfig(epochs=8, lr=5e-3),
+    "transformer": ExampleTrainingConfig(epochs=100, lr=1e-2, weight_decay=1e-2),
 }
 
 
@@ -58,7 +58,7 @@ class TrainResult:
     seconds: float
 
 
-def recipe(name: str, **overrides: int | float) -> TrainConfig:
+def recipe(name: str, **overrides: int | float) -> ExampleTrainingConfig:
     spec(name)  # ConfigError for unknown names
     return replace(RECIPES[name], **overrides)  # type: ignore[arg-type]
 
@@ -70,7 +70,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool = True) -> TrainResult:
+def train_example(name: str, cfg: ExampleTrainingConfig | None = None, *, progress: bool = True) -> TrainResult:
     """Train example ``name`` from its seeded init; returns the model and its test accuracy."""
     cfg = cfg or recipe(name)
     threads = torch.get_num_threads()
@@ -87,7 +87,7 @@ def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool =
     return TrainResult(model=model, accuracy=acc, seconds=seconds)
 
 
-def _train(name: str, cfg: TrainConfig, progress: bool) -> nn.Module:
+def _train(name: str, cfg: ExampleTrainingConfig, progress: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
     to_input = spec(name).from_digits
     if to_input is None:
