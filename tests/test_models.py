@@ -122,3 +122,24 @@ def test_train_example_cli_transformer(tmp_path: Path, capsys: pytest.CaptureFix
     assert accuracy(m, x, y) > 0.3  # chance is 0.1
     assert main(["train-example", "transformer", "--out", str(out), "--epochs", "0"]) == 1
 
+
+
+def test_the_natural_image_example_has_camera_images_and_no_labels() -> None:
+    from collab.codec.image import preprocess
+    from collab.models.efficientnet import MEAN, STD
+    from collab.models.registry import LITE0_PREPROCESSING, NATURAL_N, example_images, labelled_inputs
+
+    s = spec("efficientnet")
+    assert s.dataset == "natural_images" and not s.trained and s.from_digits is None
+    assert s.preprocessing == LITE0_PREPROCESSING and (MEAN, STD) == (s.preprocessing.mean, s.preprocessing.std)
+    x, y = example_inputs("efficientnet", 3, "test")
+    assert y is None and x.dtype == np.float32 and x.shape == (3, 3, 224, 224)
+    imgs = example_images("efficientnet", 3, "test")
+    assert imgs.dtype == np.uint8 and imgs.shape == (3, 224, 224, 3)
+    assert np.array_equal(preprocess(imgs, LITE0_PREPROCESSING), x)
+    assert not np.array_equal(example_images("efficientnet", 3, "train"), imgs)
+    assert NATURAL_N >= 400
+    with pytest.raises(ConfigError, match="no labels"):
+        labelled_inputs("efficientnet", 2)
+    with pytest.raises(ConfigError, match="no camera images"):
+        example_images("digits", 2)
