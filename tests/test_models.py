@@ -127,11 +127,16 @@ def test_train_example_cli_transformer(tmp_path: Path, capsys: pytest.CaptureFix
 def test_the_natural_image_example_has_camera_images_and_no_labels() -> None:
     from collab.codec.image import preprocess
     from collab.models.efficientnet import MEAN, STD
-    from collab.models.registry import LITE0_PREPROCESSING, NATURAL_N, example_images, labelled_inputs
+    from collab.models.registry import (
+        LITE0_PREPROCESSING,
+        NATURAL_N,
+        example_images,
+        labelled_inputs,
+    )
 
     s = spec("efficientnet")
     assert s.dataset == "natural_images" and not s.trained and s.from_digits is None
-    assert s.preprocessing == LITE0_PREPROCESSING and (MEAN, STD) == (s.preprocessing.mean, s.preprocessing.std)
+    assert s.preprocessing == LITE0_PREPROCESSING and (s.preprocessing.mean, s.preprocessing.std) == (MEAN, STD)
     x, y = example_inputs("efficientnet", 3, "test")
     assert y is None and x.dtype == np.float32 and x.shape == (3, 3, 224, 224)
     imgs = example_images("efficientnet", 3, "test")
