@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from collab.fl import he
-from collab.fl.aggregate import (
+from collab.fl.config import config_from_dict
+from collab.fl.data import client_data
+from collab.fl.member import ModelHolder, train_params
+from collab.fl.round_sum import (
     RoundState,
     UpdateHeader,
     decode_aggregate,
     encode_update,
     make_summer,
 )
-from collab.fl.config import config_from_dict
-from collab.fl.data import client_data
-from collab.fl.member import ModelHolder, train_params
 from collab.fl.rounds import RoundPlanner
 from collab.fl.state import average
 from collab.fl.train import local_train, prepare_update, warm_up

@@ -98,7 +98,7 @@ def _trained_resnet(runs: int, work: Path) -> list[dict[str, object]]:
     from collab.models import datasets
     from collab.models.examples import resnet18_style
     from collab.models.registry import example_inputs, spec
-    from collab.optimize.train import TrainConfig, accuracy, train
+    from collab.optimize.train import FinetuneConfig, accuracy, train
     from collab.split import split_model
 
     if spec("resnet").trained:
@@ -111,7 +111,7 @@ def _trained_resnet(runs: int, work: Path) -> list[dict[str, object]]:
     with torch.no_grad():
         s = np.sort(model(torch.from_numpy(xs)).numpy(), axis=1)
     seeded_margin = float(np.median(s[:, -1] - s[:, -2]))
-    train(model, x, y, TrainConfig(epochs=3, lr=3e-3, batch_size=64), desc="train resnet (3 epochs)")
+    train(model, x, y, FinetuneConfig(epochs=3, lr=3e-3, batch_size=64), desc="train resnet (3 epochs)")
     with torch.no_grad():
         s = np.sort(model(torch.from_numpy(xs)).numpy(), axis=1)
     print(f"\n   seeded ResNet: median top-1 logit margin {seeded_margin:.3f}; after 3 epochs on digits: "
@@ -136,7 +136,7 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
     from collab.optimize.prune import count_macs, prune_channels
     from collab.optimize.quantize import quantize
     from collab.optimize.torchmodel import export_onnx
-    from collab.optimize.train import TrainConfig, accuracy, train
+    from collab.optimize.train import FinetuneConfig, accuracy, train
     from collab.ort import make_session
 
     torch.set_num_threads(1)
@@ -146,11 +146,11 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
     teacher = digits_cnn(pretrained=True)
     models: dict[str, torch.nn.Module] = {"teacher (fp32)": teacher}
     p_w, _ = prune_channels(teacher, ex, 0.5, layers="widest")
-    models["pruned 50% widest"] = train(p_w, x, y, TrainConfig(epochs=10), progress=False)
+    models["pruned 50% widest"] = train(p_w, x, y, FinetuneConfig(epochs=10), progress=False)
     p_a, _ = prune_channels(teacher, ex, 0.5, layers="all")
-    models["pruned 50% all"] = train(p_a, x, y, TrainConfig(epochs=10), progress=False)
+    models["pruned 50% all"] = train(p_a, x, y, FinetuneConfig(epochs=10), progress=False)
     st, _ = prune_channels(teacher, ex, 0.6, layers="all")
-    models["distilled w=0.4"] = train(st, x, y, TrainConfig(epochs=20, lr=3e-3), teacher=teacher, progress=False)
+    models["distilled w=0.4"] = train(st, x, y, FinetuneConfig(epochs=20, lr=3e-3), teacher=teacher, progress=False)
     paths: dict[str, Path] = {}
     macs: dict[str, int] = {}
     accs: dict[str, float] = {}

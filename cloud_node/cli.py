@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"collab cloud: serving on port {port}"
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
               flush=True)
-        agent = cloud_agent(args, listen=config.listen, port=port, bundles=config.bundles)
+        agent = cloud_agent(args, listen=config.listen, port=port, served=server.handler.served())
         try:
             while not stop.wait(0.5):
                 pass

@@ -12,7 +12,8 @@ from collab.transport import load_to_proto, timing_to_proto
 def infer_call_from_proto(req: collab_pb2.InferRequest, deadline: float | None,
                           alive: Callable[[], bool] | None = None) -> TensorCall:
     return TensorCall(model=req.model.name, version=req.model.version, split=None,
-                      frame=req.frame, request_id=req.request_id, deadline=deadline, alive=alive)
+                      frame=req.frame, images=tuple(req.images), request_id=req.request_id,
+                      deadline=deadline, alive=alive)
 
 
 def decode_call_from_proto(req: collab_pb2.DecodeRequest, deadline: float | None,

@@ -1,6 +1,7 @@
 """What the cloud node does for a request, independent of gRPC.
 
-Decode and check the frame, queue it on the (model, split) batcher, encode the
+Decode and check the frame (or, cloud-only, the camera images: decoded and
+preprocessed per the bundle), queue it on the (model, split) batcher, encode the
 output losslessly, and report where the time went plus the node's current load.
 Raises only domain errors (collab.errors); the servicer maps them to status codes.
 """
@@ -21,6 +22,7 @@ from cloud_node.batcher import Batcher, BatchObserver
 from cloud_node.metrics import Metrics
 from cloud_node.models import FULL, ModelRegistry, Runnable
 from collab import codec
+from collab.codec import image as images
 from collab.errors import BadRequestError, TooLargeError
 from collab.transport import LoadReport, ServerTiming
 
@@ -29,6 +31,9 @@ _OUTPUT = codec.Codec.parse(OUTPUT_CODEC)
 _EWMA = 0.2
 _DEPTH = attrgetter("depth")
 _F32 = np.dtype(np.float32)
+# An image may be larger than the model input (the node resizes it), by this factor in
+# pixels at most: the cap decode_image checks in the header before decoding anything.
+IMAGE_PIXEL_FACTOR = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +44,7 @@ class TensorCall:
     version: str = ""
     split: str | None = None
     frame: bytes
+    images: tuple[bytes, ...] = ()  # Infer only: encoded camera images instead of a frame
     request_id: str = ""
     deadline: float | None = None  # time.monotonic() by which the caller needs the answer
     alive: Callable[[], bool] | None = None  # False once the caller went away
@@ -162,7 +168,7 @@ class CloudHandler:
             route = self._route(call)
             r = route.runnable
             route.requests.inc()
-            x = self._decode(call.frame, r, route.max_bytes)
+            x = self._images(call, r) if call.images else self._decode(call.frame, r, route.max_bytes)
             t1 = time.perf_counter()
             res = route.batcher.run(x, call.deadline, call.alive)
             out = codec.encode(res.output, _OUTPUT)
@@ -190,6 +196,23 @@ class CloudHandler:
                                 f"{self.max_batch_size} allowed")
         return x if x.dtype == _F32 else x.astype(_F32)
 
+    def _images(self, call: TensorCall, r: Runnable) -> np.ndarray:
+        """The model input of the camera images of a cloud-only call: counted before any
+        is decoded, each checked in its header (format, RGB, pixel cap) before its
+        pixels are, then resized and normalised exactly as the edge does."""
+        if call.frame or r.split != FULL:
+            raise BadRequestError("images go in an Infer request, instead of a frame")
+        pre = r.preprocessing
+        if pre is None:
+            raise BadRequestError(f"{r.model}: the bundle records no image preprocessing; send a tensor frame")
+        if len(call.images) > self.max_batch_size:
+            raise TooLargeError(f"{len(call.images)} images in one request; at most "
+                                f"{self.max_batch_size} allowed")
+        cap = IMAGE_PIXEL_FACTOR * pre.size[0] * pre.size[1]
+        pixels = np.stack([images.resize(images.decode_image(b, max_pixels=cap)[None], pre.size)[0]
+                           for b in call.images])
+        return images.normalize(pixels, pre.mean, pre.std)
+
     # ----------------------------------------------------------------- probes
 
     def probe(self, call: ProbeCall) -> ProbeReply:
@@ -206,7 +229,11 @@ class CloudHandler:
             payload = (self._probe_buf * reps)[:n] if reps > 1 else self._probe_buf[:n]
         return ProbeReply(payload=payload, client_send_time=call.client_send_time,
                           received_bytes=len(call.payload), load=self.load(),
-                          models=tuple((m.name, m.version) for m in self.registry.models))
+                          models=self.served())
+
+    def served(self) -> tuple[tuple[str, str], ...]:
+        """(model name, bundle version) of every model this node serves."""
+        return tuple((m.name, m.version) for m in self.registry.models)
 
     def close(self) -> None:
         """Refuse new work; queued requests run at once instead of after their window."""

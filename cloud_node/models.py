@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collab.bundle import Bundle
+from collab.bundle import Bundle, Preprocessing
 from collab.chain import BundleSessions, Chain
 from collab.errors import NotFoundError
 
@@ -32,6 +32,7 @@ class Runnable:
     split: str  # split point name, or FULL
     chain: Chain
     sample_shape: tuple[int, ...]  # without the batch dimension
+    preprocessing: Preprocessing | None = None  # the full model of an image bundle: images -> input
 
     @property
     def sample_bytes(self) -> int:
@@ -68,7 +69,8 @@ class ModelRegistry:
         for b in bundles:
             m = b.manifest
             sessions = BundleSessions(b, intra_threads=intra_threads, lean=False)
-            full = Runnable(m.model_name, b.version, FULL, sessions.full(), tuple(m.input_shape[1:]))
+            full = Runnable(m.model_name, b.version, FULL, sessions.full(), tuple(m.input_shape[1:]),
+                            m.preprocessing)
             tails = {
                 sp.name: Runnable(m.model_name, b.version, sp.name, sessions.tail(sp.name),
                                   tuple(sp.feature_shape[1:]))

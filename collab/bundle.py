@@ -71,6 +71,43 @@ class SplitPoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+    """How a camera image becomes the model input, so a client (``infer_image``) and a
+    cloud node (image frames) build exactly the tensor the model was exported for:
+    resize an RGB uint8 image to ``size`` (H, W), scale to [0, 1], subtract ``mean``
+    and divide by ``std`` per channel, channels first. Only RGB and NCHW exist today;
+    the fields name them so a bundle states what it assumes."""
+
+    size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float]  # per channel, on pixels scaled to [0, 1]
+    std: tuple[float, float, float]
+    layout: str = "NCHW"
+    channels: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.size):
+            raise BundleError(f"preprocessing size {self.size!r} must be two positive integers (H, W)")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise BundleError("preprocessing mean and std need one value per RGB channel")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (*self.mean, *self.std)):
+            raise BundleError("preprocessing mean and std must be numbers")
+        if not all(v > 0 for v in self.std):
+            raise BundleError(f"preprocessing std {self.std!r} must be > 0")
+        if self.layout != "NCHW" or self.channels != "RGB":
+            raise BundleError(f"preprocessing layout {self.layout!r}/channels {self.channels!r}: "
+                              "only NCHW and RGB are supported")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model input of one image, without the batch dim."""
+        return (3, *self.size)
+
+
+def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:
+    return Preprocessing(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     model_name: str
     input_name: str
@@ -86,6 +123,7 @@ class Manifest:
     dynamic_batch: bool = True  # ONNX files accept any batch size in dim 0
     calibration: str | None = None  # relative path of the codec calibration sidecar
     full_variants: tuple[Variant, ...] = ()
+    preprocessing: Preprocessing | None = None  # known for image models (collab split --mean/--std)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (e.g. accuracy)
     schema_version: int = SCHEMA_VERSION
 
@@ -139,6 +177,10 @@ def _check_layout(m: Manifest) -> None:
         if not 0 < sp.boundary < len(m.segments):
             raise BundleError(f"malformed manifest: split point {sp.name} at boundary {sp.boundary} of "
                               f"{len(m.segments)} segments")
+    pre = m.preprocessing
+    if pre is not None and tuple(m.input_shape[1:]) != pre.input_shape:
+        raise BundleError(f"malformed manifest: preprocessing makes {list(pre.input_shape)} images, "
+                          f"the model input is {list(m.input_shape)}")
 
 
 def manifest_from_dict(d: dict[str, Any]) -> Manifest:
@@ -168,6 +210,8 @@ def manifest_from_dict(d: dict[str, Any]) -> Manifest:
                 "segments": segments,
                 "split_points": sps,
                 "full_variants": tuple(_variant(v) for v in d.get("full_variants", ())),
+                "preprocessing": None if d.get("preprocessing") is None
+                else preprocessing_from_dict(d["preprocessing"]),
             }
         )
         _check_layout(m)

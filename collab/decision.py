@@ -21,17 +21,21 @@ from typing import Any, Literal
 
 from collab.bundle import Manifest
 from collab.codec.policy import CodecRow, best_codec, codec_rows
+from collab.codec.spec import DEFAULT_CODEC
 from collab.errors import CodecError, ConfigError
 from collab.net.estimator import NetState
 
 PathKind = Literal["edge_only", "cloud_only", "split"]
 
-#: Codec used when a bundle has no calibration table: lossless, bytes assumed = raw size.
-DEFAULT_CODEC = "f32+zstd1"
 # Throughput assumptions for the uncalibrated default codec (bytes per ms); zstd-1 on
 # float features runs at several hundred MB/s, so this is a conservative guess.
 _DEFAULT_ENCODE_BYTES_PER_MS = 400_000.0
 _DEFAULT_DECODE_BYTES_PER_MS = 800_000.0
+
+
+def path_key(path: str, split_point: str | None) -> str:
+    """A path's policy name: ``edge_only``, ``cloud_only`` or ``split:<name>``."""
+    return f"split:{split_point}" if path == "split" else path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +55,7 @@ class PathSpec:
 
     @property
     def key(self) -> str:
-        base = self.path if self.path != "split" else f"split:{self.split_point}"
+        base = path_key(self.path, self.split_point)
         return base if self.variant is None else f"{base}@{self.variant}"
 
     @property
@@ -71,6 +75,11 @@ class Profile:
 
     def split_names(self) -> list[str]:
         return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
+
+    def path_keys(self) -> list[str]:
+        """The fixed policies, one per path without an edge variant: ``edge_only``,
+        ``cloud_only``, ``split:<name>``..."""
+        return [p.key for p in self.paths if p.variant is None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +105,7 @@ class Policy:
 
     @property
     def key(self) -> str:
-        return f"split:{self.split_point}" if self.mode == "split" else self.mode
+        return path_key(self.mode, self.split_point)
 
 
 def parse_policy(text: str, profile: Profile | None = None) -> Policy:
@@ -176,19 +185,30 @@ def default_codec_stats(raw_bytes: int) -> dict[str, dict[str, float]]:
     }}
 
 
-def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None) -> Profile:
+def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None, *,
+                          images: bool = False) -> Profile:
     """Candidate paths of a bundle: edge-only (and its variants), cloud-only, every split
-    point (and every head variant), with the codec table of what crosses the network."""
+    point (and every head variant), with the codec table of what crosses the network.
+
+    ``images``: the profile of a request that comes as a camera image
+    (``Client.infer_image``). Its cloud-only path sends the uint8 image with an image
+    codec (JPEG quality, PNG: the table's ``image`` section) when the bundle has a
+    preprocessing and that calibration; otherwise it is the tensor path."""
     out_bytes = 4 * math.prod(manifest.output_shape)
     cal_points: Mapping[str, Any] = (calibration or {}).get("points", {}) or {}
     cal_input: Mapping[str, Any] | None = (calibration or {}).get("input") or None
+    cal_image: Mapping[str, Any] | None = (calibration or {}).get("image") or None
     paths: list[PathSpec] = [PathSpec(path="edge_only", edge_ms=manifest.full_ms)]
     paths += [PathSpec(path="edge_only", variant=v.name, edge_ms=v.ms, edge_agreement=v.agreement)
               for v in manifest.full_variants]
+    pre = manifest.preprocessing
+    if images and pre is not None and cal_image:
+        cloud_bytes, cloud_stats = 3 * pre.size[0] * pre.size[1], cal_image
+    else:
+        cloud_bytes, cloud_stats = manifest.input_bytes, cal_input or default_codec_stats(manifest.input_bytes)
     paths.append(PathSpec(
         path="cloud_only", cloud_ms=manifest.full_ms, local_finish_ms=manifest.full_ms,
-        raw_bytes=manifest.input_bytes, output_bytes=out_bytes,
-        codec_stats=cal_input or default_codec_stats(manifest.input_bytes)))
+        raw_bytes=cloud_bytes, output_bytes=out_bytes, codec_stats=cloud_stats))
     for sp in manifest.split_points:
         stats = cal_points.get(sp.name) or default_codec_stats(sp.feature_bytes)
         common = dict(path="split", split_point=sp.name, cloud_ms=sp.tail_ms, local_finish_ms=sp.tail_ms,

@@ -23,7 +23,7 @@ EXTRA_OF: dict[str, str] = {
     "sklearn": "scenario",
     "matplotlib": "scenario",
     "skimage": "scenario",
-    "PIL": "scenario",
+    "PIL": "images",
 }
 
 

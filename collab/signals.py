@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from types import FrameType
 
 from collab.log import logger
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def stop_on_signals() -> threading.Event:
@@ -17,6 +20,20 @@ def stop_on_signals() -> threading.Event:
         logger.info("received %s", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+    return stop
+
+
+def stop_on_signals_async() -> asyncio.Event:
+    """The same for an asyncio main: handlers on the running loop set the returned event."""
+    stop = asyncio.Event()
+
+    def _on_signal(sig: signal.Signals) -> None:
+        logger.info("received %s", sig.name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, _on_signal, sig)
     return stop

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from collab.errors import ConfigError, DeadlineError, TransportError
+from collab.files import read_bytes
 from collab.proto import collab_pb2
 
 SERVICE_NAME = "collab.v1.CloudService"
@@ -91,12 +92,7 @@ class TlsConfig:
 
 
 def _read(path: Path | str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    return None if path is None else read_bytes(path, what)
 
 
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
@@ -129,6 +125,15 @@ def parse_address(addr: str, *, allow_zero: bool = False) -> tuple[str, int]:
     if not sep or not host or not port_s.isdigit() or not lowest <= int(port_s) < 65536:
         raise ConfigError(f"bad address {addr!r}: expected HOST:PORT")
     return host.strip("[]"), int(port_s)
+
+
+def advertised(listen: str, port: int, *, wildcard_host: str) -> str:
+    """The endpoint peers dial to reach a server listening on ``listen`` and bound to
+    ``port``: its host, where a wildcard (every interface) becomes ``wildcard_host``."""
+    host, _ = parse_address(listen, allow_zero=True)
+    if host in ("0.0.0.0", "::"):
+        host = wildcard_host
+    return f"{host}:{port}"
 
 
 def _resolve(host: str) -> str:
@@ -282,6 +287,7 @@ __all__ = [
     "RpcError",
     "ServerTiming",
     "TlsConfig",
+    "advertised",
     "channel_credentials",
     "channel_options",
     "load_from_proto",

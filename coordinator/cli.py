@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
-from collab.errors import ConfigError
 from collab.log import logger
+from collab.signals import stop_on_signals
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -36,19 +34,16 @@ def configure(parser: argparse.ArgumentParser) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from collab.transport import parse_address
     from coordinator.broker import own_broker
     from coordinator.cli_rollout import read_token
     from coordinator.daemon import Coordinator, CoordinatorConfig
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     with ExitStack() as stack:
         url = args.broker
         if url is None:
-            host, _, port = args.own_broker.rpartition(":")
-            if not port.isdigit():
-                raise ConfigError(f"--own-broker must be HOST:PORT, got {args.own_broker!r}")
-            url = stack.enter_context(own_broker(host or "127.0.0.1", int(port)))
+            url = stack.enter_context(own_broker(*parse_address(args.own_broker, allow_zero=True)))
         else:
             logger.info("using external broker %s", url)
         cfg = CoordinatorConfig(
@@ -63,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
             start_http_server(args.metrics_port, registry=coord.metrics)
             logger.info("Prometheus metrics on port %d", args.metrics_port)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
         logger.info("coordinator shutting down")
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from collab.control import topics
 from collab.errors import ConfigError
+from collab.files import read_text
 from collab.log import logger
 
 PBKDF2_ITERATIONS = 101  # Mosquitto 2's default for "$7$" (PBKDF2-SHA512) hashes
@@ -106,10 +107,8 @@ def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordin
 def run(args: argparse.Namespace) -> int:
     nodes = list(args.node)
     if args.nodes_file is not None:
-        try:
-            nodes += [line.strip() for line in args.nodes_file.read_text().splitlines() if line.strip()]
-        except OSError as e:
-            raise ConfigError(f"cannot read --nodes-file: {e}") from e
+        text = read_text(args.nodes_file, "--nodes-file")
+        nodes += [line.strip() for line in text.splitlines() if line.strip()]
     if not nodes:
         raise ConfigError("give at least one --node or a --nodes-file")
     write_fleet_auth(args.out, nodes, coordinator=args.coordinator_user, operator=args.operator_user,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from collab.control.messages import RolloutStatus
-from collab.errors import ConfigError
-from coordinator.client import CoordinatorClient
+from collab.files import read_text
+from coordinator.operator_client import CoordinatorClient
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -56,10 +56,7 @@ def _wait(c: CoordinatorClient, ro: RolloutStatus, seconds: float) -> RolloutSta
 def read_token(path: Path | None) -> str | None:
     if path is None:
         return os.environ.get("COLLAB_ADMIN_TOKEN") or None
-    try:
-        return path.read_text().strip() or None
-    except OSError as e:
-        raise ConfigError(f"cannot read token file: {e}") from e
+    return read_text(path, "token file").strip() or None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from collab.control.signing import load_or_create_signing_key, public_key_path
 from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
+from collab.transport import advertised
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -95,10 +96,8 @@ class Coordinator:
             _, self.port = self._stack.enter_context(serve(
                 self, self.config.listen, admin_token=self.config.admin_token,
                 tls_cert=self.config.grpc_tls_cert, tls_key=self.config.grpc_tls_key))
-            host = self.config.listen.rsplit(":", 1)[0].strip("[]")
-            if host in ("", "0.0.0.0", "::"):
-                host = "127.0.0.1"
-            self.fetch_endpoint = self.config.advertise or f"{host}:{self.port}"
+            self.fetch_endpoint = self.config.advertise or advertised(self.config.listen, self.port,
+                                                                      wildcard_host="127.0.0.1")
             with self._lock:
                 self.registry.grace(time.time())
             self.mqtt.start()

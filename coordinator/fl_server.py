@@ -1,33 +1,26 @@
 """The FL aggregator role as a daemon: gRPC FlAggregator + MQTT round control.
 
 Thin: everything it does lives in :mod:`collab.fl.aggregator`; this wires the config,
-the public context, the broker and the server together and runs until SIGTERM."""
+the public context, the broker and the server together and runs until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 from collab.control.mqtt import MqttClient, MqttConfig
-from collab.errors import ConfigError
+from collab.files import read_bytes
 from collab.fl.aggregator import Aggregator, serve
 from collab.fl.config import FLConfig
 from collab.log import logger
+from collab.signals import stop_on_signals
 
 
 def run_aggregator(cfg: FLConfig, *, mqtt: MqttConfig, listen: str, advertise: str = "",
                    public_context: Path | None = None, wait_clients_s: float = 60.0,
                    exit_when_done: bool = False) -> int:
-    pub = None
-    if public_context is not None:
-        try:
-            pub = public_context.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read public context {public_context}: {e}") from e
+    pub = None if public_context is None else read_bytes(public_context, "public context")
     agg = Aggregator(cfg, pub, advertise=advertise)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     with serve(agg, listen) as (_, port), MqttClient(mqtt) as client:
         agg.attach(client)
         logger.info("FL aggregator for %s on port %d (advertised %s)", cfg.federation, port, agg.advertise)

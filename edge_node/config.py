@@ -11,6 +11,7 @@ from collab.control.mqtt import MqttConfig
 from collab.edge.config import ClientConfig
 from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
+from collab.transport import parse_address
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +38,7 @@ class EdgeConfig:
                                           flag="--telemetry-interval", metavar="S")
 
     def __post_init__(self) -> None:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(f"bad --listen address {self.listen!r}: expected HOST:PORT")
+        parse_address(self.listen, allow_zero=True)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         check_bounds(self)

@@ -1,6 +1,6 @@
 """The FL client role on an edge node: train on local data when sampled.
 
-Thin: the logic lives in :mod:`collab.fl.client`; this builds the trainer from the
+Thin: the logic lives in :mod:`collab.fl.participant`; this builds the trainer from the
 config (the local simulation gives each process its Dirichlet shard by index)."""
 
 from __future__ import annotations
@@ -9,37 +9,31 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
-from collab.errors import ConfigError
-from collab.fl.client import FLClient
+from collab.files import read_bytes
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
+from collab.fl.participant import FLClient
 from collab.fl.train import warm_up
 from collab.log import logger
+from collab.signals import STOP_SIGNALS, stop_on_signals
 
 
 def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = "",
                secret_context: Path | None = None, compression: str = "") -> int:
-    secret = None
-    if secret_context is not None:
-        try:
-            secret = secret_context.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read secret context {secret_context}: {e}") from e
+    secret = None if secret_context is None else read_bytes(secret_context, "secret context")
     cid = client_id or f"c{index:03d}"
     warm_up()
     x, y = member_data(cfg, index)
     trainer = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + index)
     presence = topics.fl_client_topic(cfg.federation, cid)
     will = (presence, b"", 1, True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     with MqttClient(with_client_id(mqtt, f"fl-{cfg.federation}-{cid}"), will=will) as client:
         fl = FLClient(trainer, cid, client, upload_delay_s=cfg.simulate.upload_delay_s, compression=compression)
         fl.start()
@@ -84,8 +78,8 @@ def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for sig in STOP_SIGNALS:  # the children stop on SIGTERM; the parent waits for them
+        signal.signal(sig, forward)
     worst = 0
     for c in children:
         while True:

@@ -9,15 +9,15 @@ and bytes sent.
 
 from __future__ import annotations
 
-import re
 import socket
 import tempfile
 from pathlib import Path
 
 from collab.control import messages as msg
+from collab.control import topics
 from collab.control.agent import AgentConfig, NodeAgent
-from collab.control.join import advertised
 from collab.edge.client import Client
+from collab.transport import advertised
 from edge_node.config import EdgeConfig
 
 
@@ -30,8 +30,7 @@ def telemetry(client: Client) -> msg.Telemetry:
 
 def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
     assert config.mqtt is not None
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-    node_id = config.node_id or f"edge-{host}-{port}"
+    node_id = config.node_id or topics.default_node_id("edge", port)
     work = config.work_dir or Path(tempfile.mkdtemp(prefix="collab-edge-"))
 
     def on_clouds(addresses: tuple[str, ...]) -> None:
@@ -42,7 +41,8 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
 
     agent = NodeAgent(
         AgentConfig(node_id=node_id, role="edge", mqtt=config.mqtt, work_dir=work, trusted_key=config.trusted_key,
-                    endpoints=(advertised(config.listen, port, None),), bundle_version=client.bundle.version,
+                    endpoints=(advertised(config.listen, port, wildcard_host=socket.gethostname()),),
+                    bundle_version=client.bundle.version,
                     model_name=client.bundle.name, heartbeat_interval=config.heartbeat_interval_s,
                     telemetry_interval=config.telemetry_interval_s,
                     capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)}),

@@ -23,7 +23,7 @@ from collab.errors import ConfigError
 from collab.log import logger
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.rpc_status import abort, status_for
-from collab.transport import server_credentials, server_options
+from collab.transport import parse_address, server_credentials, server_options
 from edge_node.config import EdgeConfig
 from edge_node.fleet import join_fleet
 from edge_node.metrics import EdgeMetrics
@@ -115,7 +115,7 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
         server.start()
         mport = None
         if config.metrics_port is not None:
-            mport = metrics.serve_http(config.metrics_port, config.listen.rpartition(":")[0].strip("[]"))
+            mport = metrics.serve_http(config.metrics_port, parse_address(config.listen, allow_zero=True)[0])
     except BaseException:
         client.close()
         metrics.close()

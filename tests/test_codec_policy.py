@@ -96,3 +96,11 @@ def test_invalid_tables_raise_config_error(table: dict) -> None:
 def test_invalid_arguments(bw: float, budget: float) -> None:
     with pytest.raises(ConfigError):
         choose_codec(TABLE, bandwidth_bps=bw, accuracy_budget=budget)
+
+
+def test_allowed_admits_lossless_always_and_lossy_within_the_budget() -> None:
+    from collab.codec.policy import allowed, codec_rows
+
+    rows = {r.name: r for r in codec_rows({**TABLE, "f32+zstd1": row(20_000, agreement=0.5)})}
+    assert allowed(rows["f32+zstd1"], 0.0)
+    assert allowed(rows["int8+zstd1"], 0.002) and not allowed(rows["int8+zstd1"], 0.001)

@@ -32,9 +32,9 @@ def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bund
     ap = argparse.ArgumentParser()
     add_cloud_join_args(ap)
     with Coordinator(coordinator_config(broker.url, tmp_path, heartbeat_timeout=5.0)) as c, \
-            serve_cloud(CloudConfig(bundles=(v0,), listen="127.0.0.1:0", warmup=False)) as (_cs, cport):
+            serve_cloud(CloudConfig(bundles=(v0,), listen="127.0.0.1:0", warmup=False)) as (cs, cport):
         args = ap.parse_args(["--broker", broker.url, "--node-id", "cloud-a", "--heartbeat-interval", "0.5"])
-        cagent = cloud_agent(args, listen="127.0.0.1:0", port=cport, bundles=[v0])
+        cagent = cloud_agent(args, listen="127.0.0.1:0", port=cport, served=cs.handler.served())
         assert cagent is not None
         try:
             edge_cfg = EdgeConfig(bundle=v0, listen="127.0.0.1:0", mqtt=MqttConfig(url=broker.url), node_id="edge-a",

@@ -33,11 +33,12 @@ def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:
 def test_coordinator_without_mosquitto_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(procs, "mosquitto_binary", lambda: None)
-    sigterm = signal.getsignal(signal.SIGTERM)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         rc = collab_main(["coordinator", "--db", str(tmp_path / "r.db"), "--own-broker", f"127.0.0.1:{free_port()}"])
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        for s, h in handlers.items():
+            signal.signal(s, h)
     err = capsys.readouterr().err
     assert rc == 1
     assert "mosquitto binary is not installed: apt-get install mosquitto" in err and "--broker URL" in err

@@ -18,7 +18,7 @@ from collab.bundle import load_bundle
 from collab.cli import main as collab_main
 from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
-from coordinator.client import CoordinatorClient
+from coordinator.operator_client import CoordinatorClient
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from test_control_support import SimFleet, StatusWatcher, base_bundle, revised, 
 from collab.bundle import load_bundle
 from collab.cli import main as collab_main
 from collab.procs import Broker, collab_process, free_port
-from coordinator.client import CoordinatorClient
+from coordinator.operator_client import CoordinatorClient
 
 HB_TIMEOUT = 2.0
 EDGES = ("e1", "e2", "e3")

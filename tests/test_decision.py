@@ -293,3 +293,10 @@ def test_real_calibration_table_drives_the_codec_choice(digits_bundle: Path, tmp
     slow = decide(prof, policy=pol, net=NetState(rtt_ms=5, bandwidth_bps=1e5), cloud=CloudState(),
                   edge=EdgeState(), accuracy_budget=1.0)
     assert slow.chosen.codec != "f32+zstd1"  # on a slow link a compressing codec wins
+
+
+def test_path_keys_are_the_fixed_policies_without_variants() -> None:
+    prof = profile_from_manifest(_manifest())
+    assert len(prof.paths) == 4  # edge_only, cloud_only, split:a and split:a@int8
+    assert prof.path_keys() == ["edge_only", "cloud_only", "split:a"]
+    assert all(parse_policy(k, prof).key == k for k in prof.path_keys())

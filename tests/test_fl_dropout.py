@@ -16,10 +16,10 @@ from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.aggregate import decode_aggregate
-from collab.fl.client import AggregatorStub
 from collab.fl.config import config_from_dict, config_to_dict
 from collab.fl.member import ModelHolder
+from collab.fl.participant import AggregatorStub
+from collab.fl.round_sum import decode_aggregate
 from collab.procs import Broker, collab_process, free_port
 
 

@@ -13,7 +13,7 @@ import tenseal as ts
 
 from collab.errors import ConfigError, FLError
 from collab.fl import he
-from collab.fl.aggregate import (
+from collab.fl.round_sum import (
     RoundSpec,
     RoundState,
     UpdateHeader,
@@ -66,7 +66,7 @@ import json, sys
 from pathlib import Path
 import tenseal as ts
 from collab.fl import he
-from collab.fl.aggregate import CkksSummer
+from collab.fl.round_sum import CkksSummer
 d = Path(sys.argv[1])
 summer = CkksSummer((d / "public.ctx").read_bytes())      # exactly what the aggregator loads
 ups = [summer.parse([(d / f"u{i}.bin").read_bytes()], [4096]) for i in range(2)]

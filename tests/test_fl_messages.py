@@ -17,10 +17,10 @@ from collab.control.mqtt import MqttClient, MqttConfig, topic_matches
 from collab.errors import ConfigError, ControlPlaneError
 from collab.fl import messages as msg
 from collab.fl.aggregator import Aggregator, serve
-from collab.fl.client import FLClient
 from collab.fl.config import config_from_dict
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, Trainer
+from collab.fl.participant import FLClient
 from collab.procs import Broker
 from collab.proto import fl_pb2
 from coordinator.cli_auth import acl_text

@@ -12,10 +12,10 @@ import pytest
 from collab.errors import FLError
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.aggregate import UpdateHeader, decode_aggregate, encode_update
 from collab.fl.aggregator import Aggregator, serve
-from collab.fl.client import AggregatorStub, UploadRefused
 from collab.fl.config import FLConfig, config_from_dict
+from collab.fl.participant import AggregatorStub, UploadRefused
+from collab.fl.round_sum import UpdateHeader, decode_aggregate, encode_update
 from collab.proto import fl_pb2
 
 

@@ -23,7 +23,7 @@ SHIPPED = ("collab", "edge_node", "cloud_node", "coordinator")
 # Lowest first. "pkg.*" is the package and everything below it; a plain name is that module.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("collab.errors", "collab.log", "collab.extras", "collab.signals",
-                    "collab.metrics_http", "collab.procs", "collab.settings", "collab.yamlcfg")),
+                    "collab.metrics_http", "collab.procs", "collab.settings", "collab.yamlcfg", "collab.files")),
     # formats and the example model zoo: each depends on the foundation only
     ("leaves", ("collab.bundle", "collab.chain", "collab.codec.*", "collab.ort", "collab.proto.*", "collab.models.*")),
     ("mechanisms", ("collab.net.*", "collab.transport", "collab.rpc_status", "collab.split.*", "collab.emulator.*")),

@@ -19,8 +19,9 @@ from collab.models.examples import (
     tiny_transformer,
 )
 from collab.models.registry import EXAMPLES, example_input, example_inputs, spec, weights_path
-from collab.models.train import RECIPES, TrainConfig, accuracy, recipe
+from collab.models.train import RECIPES, ExampleTrainingConfig, accuracy, recipe
 
+DIGITS = [n for n, s in EXAMPLES.items() if s.dataset == "digits"]  # trained here, labelled
 # Test accuracy the committed weights must reach (the trained runs report more; see docs).
 THRESHOLDS = {"digits": 0.95, "resnet": 0.95, "mobilenet": 0.95, "transformer": 0.95}
 
@@ -39,7 +40,7 @@ def test_digits_split_is_fixed_disjoint_and_stratified() -> None:
         datasets.digits("validation")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", list(EXAMPLES))
+@pytest.mark.parametrize("name", DIGITS)
 def test_committed_weights_reach_their_accuracy(name: str) -> None:
     assert spec(name).trained and name in RECIPES
     path = weights_path(name)
@@ -49,16 +50,17 @@ def test_committed_weights_reach_their_accuracy(name: str) -> None:
     assert acc >= THRESHOLDS[name], acc
 
 
-@pytest.mark.parametrize("name", list(EXAMPLES))
+@pytest.mark.parametrize("name", DIGITS)
 def test_training_transform_matches_the_dataset(name: str) -> None:
     """Training augments 8x8 digits and then applies ``from_digits``: it must be exactly
     the transform behind the model's evaluation inputs."""
     digits_x, _ = datasets.digits("test")
-    x, _ = spec(name).inputs("test")
-    assert np.array_equal(spec(name).from_digits(digits_x), x)
+    x, _ = spec(name).inputs("test", None)
+    to_input = spec(name).from_digits
+    assert to_input is not None and np.array_equal(to_input(digits_x), x)
 
 
-@pytest.mark.parametrize("name", list(EXAMPLES))
+@pytest.mark.parametrize("name", DIGITS)
 def test_example_inputs_match_the_registry(name: str) -> None:
     x = example_input(name, 3)
     assert x.dtype == np.float32 and x.shape == (3, *EXAMPLES[name].input_shape[1:])
@@ -97,7 +99,7 @@ def test_recipes_reject_bad_values() -> None:
     with pytest.raises(ConfigError):
         recipe("nope")
     with pytest.raises(ConfigError):
-        TrainConfig(threads=0)
+        ExampleTrainingConfig(threads=0)
 
 
 def test_train_example_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,3 +122,29 @@ def test_train_example_cli_transformer(tmp_path: Path, capsys: pytest.CaptureFix
     assert accuracy(m, x, y) > 0.3  # chance is 0.1
     assert main(["train-example", "transformer", "--out", str(out), "--epochs", "0"]) == 1
 
+
+
+def test_the_natural_image_example_has_camera_images_and_no_labels() -> None:
+    from collab.codec.image import preprocess
+    from collab.models.efficientnet import MEAN, STD
+    from collab.models.registry import (
+        LITE0_PREPROCESSING,
+        NATURAL_N,
+        example_images,
+        labelled_inputs,
+    )
+
+    s = spec("efficientnet")
+    assert s.dataset == "natural_images" and not s.trained and s.from_digits is None
+    assert s.preprocessing == LITE0_PREPROCESSING and (s.preprocessing.mean, s.preprocessing.std) == (MEAN, STD)
+    x, y = example_inputs("efficientnet", 3, "test")
+    assert y is None and x.dtype == np.float32 and x.shape == (3, 3, 224, 224)
+    imgs = example_images("efficientnet", 3, "test")
+    assert imgs.dtype == np.uint8 and imgs.shape == (3, 224, 224, 3)
+    assert np.array_equal(preprocess(imgs, LITE0_PREPROCESSING), x)
+    assert not np.array_equal(example_images("efficientnet", 3, "train"), imgs)
+    assert NATURAL_N >= 400
+    with pytest.raises(ConfigError, match="no labels"):
+        labelled_inputs("efficientnet", 2)
+    with pytest.raises(ConfigError, match="no camera images"):
+        example_images("digits", 2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from collab.errors import DeadlineError, TransportError
-from collab.net import Ewma, LinkEstimator, NetworkMonitor, ProbeReply
+from collab.net import Ewma, LinkEstimator, NetworkMonitor, ProbeResult
 from collab.net.breaker import CircuitBreaker
 
 
@@ -31,14 +31,14 @@ class SimLink:
         self.calls: list[int] = []
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, nbytes: int, timeout_s: float) -> ProbeReply:
+    def __call__(self, nbytes: int, timeout_s: float) -> ProbeResult:
         self.calls.append(nbytes)
         if not self.up:
             if self.timeout:
                 raise DeadlineError("probe timed out")
             raise TransportError("connection refused")
         j = abs(self.rng.normal(0, self.jitter_ms)) if self.jitter_ms else 0.0
-        return ProbeReply(wall_ms=self.rtt_ms + j + nbytes * 8 / self.bw_bps * 1000)
+        return ProbeResult(wall_ms=self.rtt_ms + j + nbytes * 8 / self.bw_bps * 1000)
 
 
 def test_ewma_mean_and_variance() -> None:
@@ -72,11 +72,11 @@ def test_slow_uplink_sized_probe_timeout_is_a_bandwidth_bound_not_an_outage() ->
     clock = FakeClock()
     est = LinkEstimator()
 
-    def probe(nbytes: int, timeout_s: float) -> ProbeReply:
+    def probe(nbytes: int, timeout_s: float) -> ProbeResult:
         ms = 30 + nbytes * 8 / 20e3 * 1000  # 20 kbit/s IoT uplink
         if ms > timeout_s * 1000:
             raise DeadlineError("probe timed out")
-        return ProbeReply(wall_ms=ms)
+        return ProbeResult(wall_ms=ms)
 
     mon = NetworkMonitor(probe, est, clock=clock, timeout_s=1.0)
     for _ in range(3):

@@ -11,7 +11,7 @@ from torch import nn
 
 from collab.errors import ConfigError, SplitError
 from collab.optimize.prune import count_macs, find_groups, prune_channels
-from collab.optimize.train import TrainConfig, distillation_loss, train
+from collab.optimize.train import FinetuneConfig, distillation_loss, train
 
 
 class Chain(nn.Module):
@@ -118,18 +118,18 @@ def test_fine_tune_recovers_a_pruned_model() -> None:
     y = rng.integers(0, 10, 600)
     x = rng.normal(0, 0.3, (600, 1, 8, 8)).astype(np.float32)
     x[np.arange(600), 0, y % 8, y // 8 * 2] += 3.0  # the class lights up one pixel
-    m = train(_model(Chain), x[:500], y[:500], TrainConfig(epochs=8, lr=3e-3), progress=False)
+    m = train(_model(Chain), x[:500], y[:500], FinetuneConfig(epochs=8, lr=3e-3), progress=False)
     from collab.optimize.train import accuracy
 
     base = accuracy(m, x[500:], y[500:])
     assert base > 0.9
     p, _ = prune_channels(m, torch.from_numpy(x[:1]), 0.5, layers="all")
-    train(p, x[:500], y[:500], TrainConfig(epochs=4, lr=2e-3), progress=False)
+    train(p, x[:500], y[:500], FinetuneConfig(epochs=4, lr=2e-3), progress=False)
     assert accuracy(p, x[500:], y[500:]) >= base - 0.05
 
 
 def test_train_config_validation() -> None:
     with pytest.raises(ConfigError):
-        TrainConfig(alpha=1.5)
+        FinetuneConfig(alpha=1.5)
     with pytest.raises(ConfigError):
-        TrainConfig(temperature=0)
+        FinetuneConfig(temperature=0)

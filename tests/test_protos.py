@@ -27,3 +27,19 @@ def test_proto_roundtrip() -> None:
 
     req = collab_pb2.DecodeRequest(model=collab_pb2.ModelId(name="m", version="v"), split_point="s", frame=b"x")
     assert collab_pb2.DecodeRequest.FromString(req.SerializeToString()) == req
+
+
+def test_timing_and_load_convert_both_ways() -> None:
+    from collab.transport import (
+        LoadReport,
+        ServerTiming,
+        load_from_proto,
+        load_to_proto,
+        timing_from_proto,
+        timing_to_proto,
+    )
+
+    t = ServerTiming(queue_ms=1.5, compute_ms=2.25, decode_ms=0.5, batch_size=3, total_ms=4.25)
+    assert timing_from_proto(timing_to_proto(t)) == t
+    r = LoadReport(queue_depth=2, inflight=1, queue_ms_ewma=3.5, compute_ms_ewma=0.75)
+    assert load_from_proto(load_to_proto(r)) == r

@@ -236,3 +236,17 @@ def test_oracle_prices_a_static_path_by_its_local_cost() -> None:
     o = compute_oracle(sc, plan, refined, None, {}, local)
     assert o.path[0] == "cloud_only" and o.path[-1] == "edge_only"
     assert compute_oracle(sc, plan, refined, None, {}).path[0] == "edge_only"  # the mean misprices it
+
+
+def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:
+    """The oracle's codec set is the engine's (collab.codec.policy.allowed): lossy codecs
+    within the budget and every lossless one."""
+    from collab.scenario.oracle import _codec_table
+
+    def stat(nbytes: float, agreement: float) -> dict[str, float]:
+        return {"bytes": nbytes, "encode_ms": 1.0, "decode_ms": 0.5, "agreement": agreement}
+
+    stats = {"f32+zstd1": stat(4000, 0.99), "int8+zstd1": stat(1000, 0.998), "int4+zstd1": stat(500, 0.9)}
+    assert sorted(_codec_table({}, stats, 0.005)) == [(1.5, 1000.0), (1.5, 4000.0)]
+    assert sorted(_codec_table({}, stats, 0.2)) == [(1.5, 500.0), (1.5, 1000.0), (1.5, 4000.0)]
+    assert _codec_table({"encode_ms": 2.0, "bytes": 64.0}, None, 0.0) == [(2.0, 64.0)]

@@ -14,7 +14,8 @@ from collab.chain import BundleSessions
 from collab.models.registry import EXAMPLES, example_inputs
 from collab.split.examples import example_bundle
 
-_SLOW = {"mobilenet", "transformer"}  # only these are not also built by other areas' fixtures
+# only these are not also built by other areas' fixtures (efficientnet: 224x224, 20 cuts)
+_SLOW = {"mobilenet", "transformer", "efficientnet"}
 
 
 def _bundle(name: str) -> Bundle:

@@ -5,6 +5,12 @@ The decision engine predicts transfer time and accuracy loss from this table (se
 files with ONNX Runtime: frame bytes, encode/decode time (per single-sample frame, as
 requests travel), relative L2 error, and top-1 agreement of the decoded path with the
 uncompressed full model (plus accuracy when labels are given). No torch here.
+
+Bundles of image models (a manifest ``preprocessing``) measured on camera images also
+get an ``image`` section: per image codec (``jpeg:Q``, ``png``, ``webp:Q``) the file
+bytes of the raw uint8 image, encode and decode + preprocess times (what the cloud
+node does), and top-1 agreement of the full model on the decoded image with the full
+model on the original. It costs the cloud-only path of ``Client.infer_image``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ import numpy as np
 from collab.bundle import Bundle, Manifest, load_bundle, update_bundle
 from collab.chain import BundleSessions
 from collab.codec.frame import decode, encode
+from collab.codec.image import (
+    DEFAULT_IMAGE_CODECS,
+    ImageCodec,
+    check_images,
+    decode_image,
+    encode_image,
+    preprocess,
+    resize,
+)
 from collab.codec.spec import Codec
 from collab.errors import BundleError, CodecError, ConfigError
 from collab.log import logger
@@ -91,6 +106,60 @@ def codec_stats(
     }
 
 
+def image_stats(
+    pixels: np.ndarray,
+    codec: str,
+    m: Manifest,
+    full: Callable[[np.ndarray], np.ndarray],
+    ref: np.ndarray,
+    ref_top1: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, float | None]:
+    """STATS of one image codec on uint8 images ``pixels`` (N, H, W, 3) already at the
+    bundle's size: ``ref`` is their uncompressed model input. ``ratio`` is the raw uint8
+    image size over the file size; ``decode_ms`` includes the preprocessing."""
+    pre = m.preprocessing
+    assert pre is not None
+    n = len(pixels)
+    sizes, enc_ms, dec_ms, rel = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    out = np.empty_like(ref)
+    cap = pre.size[0] * pre.size[1]
+    for i in range(n):
+        t0 = time.perf_counter()
+        data = encode_image(pixels[i], codec)
+        t1 = time.perf_counter()
+        xi = preprocess(decode_image(data, max_pixels=cap)[None], pre)
+        t2 = time.perf_counter()
+        sizes[i], enc_ms[i], dec_ms[i] = len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        out[i] = xi[0]
+        den = float(np.linalg.norm(ref[i].ravel()))
+        num = float(np.linalg.norm((xi[0] - ref[i]).ravel()))
+        rel[i] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+    top1 = _batched(full, out).argmax(axis=1)
+    mean_bytes = float(sizes.mean())
+    return {
+        "bytes": mean_bytes,
+        "ratio": float(pixels[0].nbytes / mean_bytes),
+        "encode_ms": float(np.median(enc_ms)),
+        "decode_ms": float(np.median(dec_ms)),
+        "rel_l2": float(rel.mean()),
+        "agreement": float((top1 == ref_top1).mean()),
+        "accuracy": None if labels is None else float((top1 == labels).mean()),
+    }
+
+
+def _check_images(m: Manifest, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Camera images for the image section, resized to the bundle's size (as the edge does)."""
+    pre = m.preprocessing
+    if pre is None:
+        raise ConfigError(f"{m.model_name}: image codecs need a bundle with preprocessing "
+                          "(collab split --mean/--std)")
+    pixels, _ = check_images(images)
+    if labels is not None and len(labels) != len(pixels):
+        raise ConfigError(f"{len(labels)} labels for {len(pixels)} images")
+    return resize(pixels, pre.size)
+
+
 def _check_inputs(
     m: Manifest, inputs: np.ndarray, labels: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,20 +190,28 @@ def measure(
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
     progress: bool = True,
+    images: np.ndarray | None = None,
+    image_codecs: Sequence[str] = DEFAULT_IMAGE_CODECS,
 ) -> dict[str, Any]:
-    """Build the calibration table without writing it."""
+    """Build the calibration table without writing it. ``images``: uint8 camera images
+    (N, H, W, 3) for the ``image`` section (``inputs`` is then usually their
+    preprocessing; the image section's reference is the model on these images)."""
     from tqdm import tqdm
 
     names = [Codec.parse(c).name for c in codecs]
     if not names or len(set(names)) != len(names):
         raise ConfigError("codecs must be a non-empty list without duplicates")
+    image_names = [ImageCodec.parse(c).name for c in image_codecs] if images is not None else []
+    if images is not None and (not image_names or len(set(image_names)) != len(image_names)):
+        raise ConfigError("image codecs must be a non-empty list without duplicates")
     m = bundle.manifest
     x, labels = _check_inputs(m, inputs, labels)
+    pixels = None if images is None else _check_images(m, images, labels)
     sessions = BundleSessions(bundle)
     full = sessions.full()
     ref_top1 = _batched(full, x).argmax(axis=1)
     result: dict[str, Any] = {"schema": SCHEMA, "num_inputs": len(x), "codecs": names}
-    total = len(names) * (1 + len(m.split_points))
+    total = len(names) * (1 + len(m.split_points)) + len(image_names)
     with tqdm(
         total=total, desc=f"calibrate {m.model_name}", disable=not progress, unit="codec"
     ) as bar:
@@ -153,6 +230,16 @@ def measure(
                 section[c] = codec_stats(feats, c, tail, ref_top1, labels)
                 bar.update()
             result["points"][sp.name] = section
+        if pixels is not None:
+            assert m.preprocessing is not None
+            ref = preprocess(pixels, m.preprocessing)
+            ref_img = _batched(full, ref).argmax(axis=1)
+            section = {}
+            for c in image_names:
+                bar.set_postfix_str(f"image {c}")
+                section[c] = image_stats(pixels, c, m, full, ref, ref_img, labels)
+                bar.update()
+            result.update(image=section, image_codecs=image_names, num_images=len(pixels))
     validate_calibration(result, m)
     return result
 
@@ -164,10 +251,13 @@ def calibrate_bundle(
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
     progress: bool = True,
+    images: np.ndarray | None = None,
+    image_codecs: Sequence[str] = DEFAULT_IMAGE_CODECS,
 ) -> dict[str, Any]:
     """Measure and store ``calibration.json`` in the bundle (manifest.calibration, hashed)."""
     bundle = load_bundle(bundle_dir)
-    result = measure(bundle, inputs, labels, codecs=codecs, progress=progress)
+    result = measure(bundle, inputs, labels, codecs=codecs, progress=progress, images=images,
+                     image_codecs=image_codecs)
 
     def mutate(root: Path, m: Manifest) -> Manifest:
         tmp = root / (FILENAME + ".tmp")
@@ -226,7 +316,28 @@ def validate_calibration(data: Any, manifest: Manifest | None = None) -> dict[st
             raise BundleError(f"calibration {where}: must have one entry per codec")
         for c, row in sec.items():
             _check_stats(f"{where}.{c}", row)
+    if "image" in data or "image_codecs" in data:
+        _check_image_section(data, manifest)
     return data
+
+
+def _check_image_section(data: dict[str, Any], manifest: Manifest | None) -> None:
+    names, sec = data.get("image_codecs"), data.get("image")
+    if not isinstance(names, list) or not names:
+        raise BundleError("calibration: 'image_codecs' must be a non-empty list")
+    try:
+        for c in names:
+            ImageCodec.parse(c)
+    except CodecError as e:
+        raise BundleError(f"calibration: {e}") from e
+    if not isinstance(data.get("num_images"), int) or data["num_images"] <= 0:
+        raise BundleError("calibration: 'num_images' must be a positive integer")
+    if manifest is not None and manifest.preprocessing is None:
+        raise BundleError("calibration: an image section needs a bundle with preprocessing")
+    if not isinstance(sec, dict) or set(sec) != set(names):
+        raise BundleError("calibration image: must have one entry per image codec")
+    for c, row in sec.items():
+        _check_stats(f"image.{c}", row)
 
 
 def load_calibration(bundle: Bundle) -> dict[str, Any] | None:

@@ -1,7 +1,10 @@
 """``collab calibrate BUNDLE``: measure split points x codecs and store calibration.json.
 
-Inputs come from ``--inputs X.npy`` (and optional ``--labels Y.npy``) or, for the
-bundled example models, from their held-out test split.
+Inputs come from ``--inputs X.npy`` (and optional ``--labels Y.npy``), from camera
+images ``--images X.npy`` (uint8 (N, H, W, 3), preprocessed as the bundle records) or,
+for the bundled example models, from their held-out test split. Camera images (given,
+or an image example's) also calibrate the image codecs of the cloud-only path
+(``--image-codecs``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from collab.bundle import load_bundle
+from collab.bundle import Bundle, load_bundle
 from collab.codec.calibrate import DEFAULT_CODECS, calibrate_bundle
+from collab.codec.image import DEFAULT_IMAGE_CODECS, preprocess
 from collab.errors import ConfigError
+
+DEFAULT_N = 200
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     parser.add_argument("bundle", type=Path, help="bundle directory (modified in place)")
-    parser.add_argument("--n", type=int, default=200, help="number of inputs to use (default 200)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="number of inputs to use (default 200; all 400 test images of a natural-image example)")
     parser.add_argument(
         "--codecs",
         nargs="+",
@@ -27,7 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         metavar="CODEC",
         help="codec names, e.g. f32+zstd1 int8+zstd1 int4+brotli5+sparse",
     )
+    parser.add_argument(
+        "--image-codecs",
+        nargs="+",
+        default=list(DEFAULT_IMAGE_CODECS),
+        metavar="CODEC",
+        help="image codecs of the cloud-only path, measured on camera images: jpeg:Q png webp:Q",
+    )
     parser.add_argument("--inputs", type=Path, help=".npy float array (N, *input_shape[1:])")
+    parser.add_argument("--images", type=Path, help=".npy uint8 camera images (N, H, W, 3), instead of --inputs")
     parser.add_argument("--labels", type=Path, help=".npy integer labels (N,) for accuracy")
     parser.add_argument(
         "--example", help="example model whose test inputs to use (default: model name)"
@@ -43,31 +58,52 @@ def _load_npy(path: Path) -> np.ndarray:
         raise ConfigError(f"cannot read {path}: {e}") from e
 
 
-def _inputs(args: argparse.Namespace, model_name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if args.inputs is not None:
-        x = _load_npy(args.inputs)[: args.n]
-        y = _load_npy(args.labels)[: args.n] if args.labels is not None else None
-        return x, y
-    if args.labels is not None:
-        raise ConfigError("--labels needs --inputs")
-    from collab.models.registry import EXAMPLES, example_inputs
+def _inputs(
+    args: argparse.Namespace, bundle: Bundle
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(model inputs, labels, camera images or None)."""
+    n = args.n
+    if args.inputs is not None and args.images is not None:
+        raise ConfigError("--inputs and --images exclude each other")
+    if args.images is not None:
+        pre = bundle.manifest.preprocessing
+        if pre is None:
+            raise ConfigError("--images needs a bundle with preprocessing (collab split --mean/--std)")
+        from collab.codec.image import check_images
 
+        images, _ = check_images(_load_npy(args.images)[: n or DEFAULT_N])
+        y = _load_npy(args.labels)[: n or DEFAULT_N] if args.labels is not None else None
+        return preprocess(images, pre), y, images
+    if args.inputs is not None:
+        x = _load_npy(args.inputs)[: n or DEFAULT_N]
+        y = _load_npy(args.labels)[: n or DEFAULT_N] if args.labels is not None else None
+        return x, y, None
+    if args.labels is not None:
+        raise ConfigError("--labels needs --inputs or --images")
+    from collab.models.registry import EXAMPLES, NATURAL_N, example_images, example_inputs
+
+    model_name = bundle.manifest.model_name
     name = args.example or model_name
     if name not in EXAMPLES:
         raise ConfigError(
             f"model {model_name!r} is not a built-in example; pass --inputs X.npy [--labels Y.npy]"
             f" or --example NAME (known: {', '.join(EXAMPLES)})"
         )
-    x, y = example_inputs(name, args.n, "test")
-    return x, (y if EXAMPLES[name].trained else None)
+    ex = EXAMPLES[name]
+    if ex.images is not None and bundle.manifest.preprocessing is not None:
+        images = example_images(name, n or NATURAL_N, "test")
+        return preprocess(images, bundle.manifest.preprocessing), None, images
+    x, y = example_inputs(name, n or DEFAULT_N, "test")
+    return x, (y if ex.trained else None), None
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.n <= 0:
+    if args.n is not None and args.n <= 0:
         raise ConfigError("--n must be positive")
     bundle = load_bundle(args.bundle)
-    x, y = _inputs(args, bundle.manifest.model_name)
-    cal = calibrate_bundle(args.bundle, x, y, codecs=args.codecs, progress=not args.no_progress)
+    x, y, images = _inputs(args, bundle)
+    cal = calibrate_bundle(args.bundle, x, y, codecs=args.codecs, progress=not args.no_progress,
+                           images=images, image_codecs=args.image_codecs)
     print(format_table(cal))
     return 0
 
@@ -78,7 +114,7 @@ def format_table(cal: dict) -> str:  # type: ignore[type-arg]
         f"{'where':<14} {'codec':<24} {'bytes':>9} {'ratio':>7} {'enc ms':>7} {'dec ms':>7}"
         f" {'rel_l2':>8} {'agree':>6} {'acc':>6}"
     ]
-    sections = [("input", cal["input"]), *cal["points"].items()]
+    sections = [("input", cal["input"]), *cal["points"].items(), *([("image", cal["image"])] if "image" in cal else [])]
     for where, sec in sections:
         for codec, s in sec.items():
             acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.3f}"

@@ -3,6 +3,8 @@
 predicted_ms = encode_ms + bytes * 8 / bandwidth_bps * 1000 + decode_ms, over codecs
 whose top-1 agreement loss (1 - agreement) is within the budget; lossless codecs are
 always eligible. Deterministic: ties (equal predicted time) go to the smaller name.
+The same policy picks the image codec (JPEG quality, PNG) of a cloud-only request that
+comes as a camera image, from the calibration's ``image`` section.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collab.codec.image import ImageCodec, is_image_codec
 from collab.codec.spec import Codec
 from collab.errors import CodecError, ConfigError
 
@@ -65,7 +68,7 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
     for name in sorted(stats):
         row = stats[name]
         try:
-            codec = Codec.parse(name)
+            codec: Codec | ImageCodec = ImageCodec.parse(name) if is_image_codec(name) else Codec.parse(name)
         except CodecError as e:
             raise ConfigError(f"calibration table: {e}") from e
         if not isinstance(row, Mapping):
@@ -79,6 +82,11 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
     return tuple(rows)
 
 
+def allowed(row: CodecRow, accuracy_budget: float) -> bool:
+    """Lossless codecs always; a lossy one if its top-1 agreement loss is within the budget."""
+    return row.lossless or 1.0 - row.agreement <= accuracy_budget + 1e-12
+
+
 def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
                accuracy_budget: float) -> tuple[CodecRow, float]:
     """The fastest of validated ``rows`` within the budget and its predicted ms: the
@@ -88,7 +96,7 @@ def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
     best_ms = math.inf
     per_byte = 8000.0 / bandwidth_bps
     for r in rows:
-        if not r.lossless and 1.0 - r.agreement > accuracy_budget + 1e-12:
+        if not allowed(r, accuracy_budget):
             continue
         ms = r.encode_ms + r.bytes * per_byte + r.decode_ms
         if ms < best_ms:  # sorted rows: ties keep the smaller name

@@ -121,4 +121,5 @@ def _parse_name(name: str) -> Codec:
     return Codec._parse_uncached(name)
 
 
-LOSSLESS_DEFAULT = "f32+zstd1"
+#: The codec used when no calibration says better: lossless, so it costs no accuracy.
+DEFAULT_CODEC = "f32+zstd1"

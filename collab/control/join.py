@@ -8,18 +8,16 @@ and take no rollouts, so the coordinator does not target them.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import re
 import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from collab.bundle import MANIFEST
+from collab.control import topics
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.log import logger
+from collab.transport import advertised
 
 
 def add_cloud_join_args(parser: argparse.ArgumentParser) -> None:
@@ -32,33 +30,14 @@ def add_cloud_join_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S")
 
 
-def advertised(listen: str, port: int, advertise: str | None) -> str:
-    if advertise:
-        return advertise
-    host = listen.rpartition(":")[0].strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    return f"{host}:{port}"
-
-
-def _served(bundles: Sequence[Path]) -> list[tuple[str, str]]:
-    """(model name, version) of bundles the server already verified."""
-    out = []
-    for b in bundles:
-        raw = (Path(b) / MANIFEST).read_bytes()
-        out.append((str(json.loads(raw).get("model_name", "")), hashlib.sha256(raw).hexdigest()))
-    return out
-
-
 def cloud_agent(args: argparse.Namespace, *, listen: str, port: int,
-                bundles: Sequence[Path] = ()) -> NodeAgent | None:
-    """A started agent announcing this cloud node, or None without ``--broker``."""
+                served: Sequence[tuple[str, str]] = ()) -> NodeAgent | None:
+    """A started agent announcing this cloud node and the (model name, bundle version)
+    pairs it ``served``, or None without ``--broker``."""
     if not args.broker:
         return None
-    served = _served(bundles)
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-    node_id = args.node_id or f"cloud-{host}-{port}"
-    endpoint = advertised(listen, port, args.advertise)
+    node_id = args.node_id or topics.default_node_id("cloud", port)
+    endpoint = args.advertise or advertised(listen, port, wildcard_host=socket.gethostname())
     agent = NodeAgent(AgentConfig(
         node_id=node_id, role="cloud", mqtt=mqtt_config_from_args(args, client_id=node_id),
         work_dir=Path(tempfile.gettempdir()) / f"collab-{node_id}", endpoints=(endpoint,),

@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from collab.errors import ConfigError, ControlPlaneError
+from collab.files import read_text
 from collab.log import logger
 
 Handler = Callable[[str, bytes, bool], None]  # (topic, payload, retained)
@@ -233,10 +234,7 @@ def mqtt_config_from_args(args: argparse.Namespace, *, url: str | None = None,
                           client_id: str = "") -> MqttConfig:
     password = os.environ.get("COLLAB_MQTT_PASSWORD")
     if args.mqtt_password_file is not None:
-        try:
-            password = Path(args.mqtt_password_file).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read --mqtt-password-file: {e}") from e
+        password = read_text(args.mqtt_password_file, "--mqtt-password-file").strip()
     broker = url or args.broker
     if broker is None:
         raise ConfigError("--broker is required")

@@ -9,6 +9,7 @@ topic ends in its node id, so ``pattern write collab/v1/fl/+/clients/%u`` confin
 from __future__ import annotations
 
 import re
+import socket
 
 from collab.errors import ConfigError
 
@@ -44,6 +45,12 @@ def check_node_id(node_id: str) -> str:
     if not NODE_ID_RE.match(node_id):
         raise ConfigError(f"invalid node id {node_id!r}: use 1-64 of [A-Za-z0-9_.-]")
     return node_id
+
+
+def default_node_id(role: str, port: int) -> str:
+    """``ROLE-HOSTNAME-PORT``: unique per daemon on a machine, the hostname cut to a node id's alphabet."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+    return f"{role}-{host}-{port}"
 
 
 def node_topic(node_id: str, kind: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from collab.bundle import Bundle
-from collab.decision import Decision, Hysteresis, Policy, decide, parse_policy
+from collab.decision import Decision, Hysteresis, Policy, Profile, decide, parse_policy
 from collab.edge.cloud import CloudLink, Remote
 from collab.edge.config import ClientConfig, InferenceResult
 from collab.edge.estimators import LoadEstimates
@@ -175,43 +175,49 @@ class Client:
         self.close()
 
     # -- decisions -----------------------------------------------------------------------
-    def _evaluate(self, model: LoadedModel, cl: CloudLink, policy: Policy, deadline_ms: float | None) -> Decision:
+    def _evaluate(self, model: LoadedModel, cl: CloudLink, policy: Policy, deadline_ms: float | None,
+                  profile: Profile | None = None) -> Decision:
         """The decision engine on the current estimates with the configured accuracy
-        budget and hysteresis: the one computation behind infer() and explain()."""
-        return decide(model.profile, policy=policy, net=cl.net_state(),
+        budget and hysteresis: the one computation behind infer() and explain().
+        ``profile``: the model's (default) or its image profile (infer_image)."""
+        return decide(profile or model.profile, policy=policy, net=cl.net_state(),
                       cloud=self._loads.cloud_state(serves_model=model.served, breaker_open=cl.breaker.is_open),
                       edge=self._loads.edge_state(), accuracy_budget=self.config.accuracy_budget,
                       deadline_ms=deadline_ms, previous=self._previous, hysteresis=self._hysteresis)
 
-    def _decide(self, model: LoadedModel, policy: Policy, deadline_ms: float | None) -> Decision:
+    def _decide(self, model: LoadedModel, policy: Policy, deadline_ms: float | None,
+                profile: Profile) -> Decision:
         """(lock held) A decision for a request, reused for ``decision_ttl_ms`` while
         reachability, breaker and model stay the same (the estimates move slowly; a
         failure invalidates at once)."""
         now = time.monotonic()
         cl = self._cloud
-        key = (policy.key, id(model), id(cl), deadline_ms, cl.breaker.state, cl.link.reachable, model.served)
+        key = (policy.key, id(model), id(profile), id(cl), deadline_ms, cl.breaker.state, cl.link.reachable,
+               model.served)
         hit = self._decision_cache.get(key)
         if hit is not None and now - hit[0] < self.config.decision_ttl_ms / 1000.0:
             return hit[1]
         if len(self._decision_cache) > 64:
             self._decision_cache.clear()
         cl.suspect_overdue(time.perf_counter())
-        d = self._evaluate(model, cl, policy, deadline_ms)
+        d = self._evaluate(model, cl, policy, deadline_ms, profile)
         if policy.mode == "auto":
             self._previous = d.chosen.key
             cl.standby(d.chosen.path == "edge_only" and cl.link.reachable)
         self._decision_cache[key] = (now, d)
         return d
 
-    def explain(self, policy: str | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
+    def explain(self, policy: str | None = None, deadline_ms: float | None = None, *,
+                image: bool = False) -> dict[str, Any]:
         """Every candidate's predicted breakdown under the current estimates, and the
         choice the next request would get (same policy, budget and hysteresis; nothing
-        is changed)."""
+        is changed). ``image``: for a request given to ``infer_image``."""
         model, cl = self._model, self._cloud
-        pol = self._policy if policy is None else parse_policy(policy, model.profile)
+        profile = model.image_profile if image else model.profile
+        pol = self._policy if policy is None else parse_policy(policy, profile)
         deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
         with self._lock:
-            out = self._evaluate(model, cl, pol, deadline).explain()
+            out = self._evaluate(model, cl, pol, deadline, profile).explain()
         out["network"] = dataclasses.asdict(cl.net_state())
         out["breaker"] = cl.breaker.state
         out["cloud"] = list(cl.addresses)
@@ -225,10 +231,32 @@ class Client:
             raise ClosedError("client is closed")
         model = self._model  # one snapshot: a concurrent swap does not affect this request
         arr, unbatched = model.check_input(x)
-        pol = self._policy if policy is None else parse_policy(policy, model.profile)
+        return self._serve(model, model.profile, arr, unbatched, None, policy, deadline_ms, t0)
+
+    def infer_image(self, img: np.ndarray, *, policy: str | None = None,
+                    deadline_ms: float | None = None) -> InferenceResult:
+        """Answer one request given as a camera image: uint8 RGB (H, W, 3), or a batch
+        (N, H, W, 3), resized to the bundle's preprocessing size if it differs and
+        normalised as the bundle records. Cloud-only sends the image itself with the
+        calibrated image codec the policy picks (a JPEG quality within the accuracy
+        budget); the cloud decodes and preprocesses it the same way. ConfigError for a
+        bundle without preprocessing or an image that is not uint8 RGB."""
+        t0 = time.perf_counter()
+        if self._closed:
+            raise ClosedError("client is closed")
+        model = self._model
+        pixels, arr, unbatched = model.check_image(img)
+        return self._serve(model, model.image_profile, arr, unbatched, pixels, policy, deadline_ms, t0)
+
+    def _serve(self, model: LoadedModel, profile: Profile, arr: np.ndarray, unbatched: bool,
+               pixels: np.ndarray | None, policy: str | None, deadline_ms: float | None,
+               t0: float) -> InferenceResult:
+        """The request on the chosen path, from the checked model input ``arr`` (and the
+        camera images it came from, for image codecs)."""
+        pol = self._policy if policy is None else parse_policy(policy, profile)
         deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
         with self._lock:
-            d = self._decide(model, pol, deadline)
+            d = self._decide(model, pol, deadline, profile)
         c = d.chosen
         timings: dict[str, float] = {"decide_ms": (time.perf_counter() - t0) * 1000.0}
         rt = model.runtime
@@ -244,7 +272,8 @@ class Client:
                 payload, ms = rt.head(c.split_point, arr, c.variant)
                 timings["edge_ms"] = ms
                 self._loads.edge_sample(ms, model.specs.get(c.key))
-            remote = self._cloud.call(model, c, payload, t0, deadline, timings)  # a snapshot, as model
+            remote = self._cloud.call(model, c, payload, t0, deadline, timings,  # a snapshot, as model
+                                      pixels if c.path == "cloud_only" else None)
             if remote.output is not None:
                 y = remote.output
             else:  # finish locally from what the edge already has

@@ -21,17 +21,26 @@ import grpc
 import numpy as np
 
 from collab import codec as codecs
-from collab.decision import DEFAULT_CODEC, Candidate
+from collab.codec.image import encode_image, is_image_codec
+from collab.codec.spec import DEFAULT_CODEC
+from collab.decision import Candidate
 from collab.edge.config import ClientConfig
 from collab.edge.estimators import LoadEstimates, suspect_overdue
 from collab.edge.model import LoadedModel
-from collab.errors import CodecError, CollabError
+from collab.errors import CodecError, CollabError, ConfigError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import LinkEstimator, NetState
-from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.net.monitor import NetworkMonitor, ProbeResult
 from collab.proto import collab_pb2, collab_pb2_grpc
-from collab.transport import RpcError, load_from_proto, make_channel, rpc_errors, wrap_rpc_error
+from collab.transport import (
+    RpcError,
+    load_from_proto,
+    make_channel,
+    rpc_errors,
+    timing_from_proto,
+    wrap_rpc_error,
+)
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -149,7 +158,7 @@ class CloudLink:
             self.monitor.poke()
 
     # -- monitor callbacks -------------------------------------------------------------
-    def _probe(self, nbytes: int, timeout_s: float) -> ProbeReply:
+    def _probe(self, nbytes: int, timeout_s: float) -> ProbeResult:
         assert self.stub is not None
         req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
                                       client_send_time=time.time())
@@ -157,10 +166,10 @@ class CloudLink:
         with rpc_errors("Probe"):
             resp = self.stub.Probe(req, timeout=timeout_s)
         wall = (time.perf_counter() - t0) * 1000.0
-        return ProbeReply(wall_ms=wall, load=load_from_proto(resp.load),
+        return ProbeResult(wall_ms=wall, load=load_from_proto(resp.load),
                           models=tuple((m.name, m.version) for m in resp.models))
 
-    def _on_probe(self, reply: ProbeReply) -> None:
+    def _on_probe(self, reply: ProbeResult) -> None:
         if reply.load is not None and reply.load.queue_ms_ewma >= 0:
             self._loads.cloud_queue_sample(reply.load.queue_ms_ewma, time.monotonic())
         model = self._current()
@@ -171,8 +180,10 @@ class CloudLink:
 
     # -- the remote half of a request ------------------------------------------------
     def call(self, model: LoadedModel, c: Candidate, payload: np.ndarray, t0: float,
-             deadline: float | None, timings: dict[str, float]) -> Remote:
-        """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``."""
+             deadline: float | None, timings: dict[str, float], pixels: np.ndarray | None = None) -> Remote:
+        """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``.
+        ``pixels``: the uint8 camera images behind a cloud-only ``payload``, sent instead
+        of it when the chosen codec is an image codec (JPEG, PNG, WebP)."""
         stub = self.stub
         if stub is None:
             return Remote(None, 0, "no cloud configured")
@@ -182,7 +193,17 @@ class CloudLink:
             return Remote(None, 0, "cloud does not serve this model version")
         codec = self._cfg.codec or c.codec or DEFAULT_CODEC
         te = time.perf_counter()
-        frame = codecs.encode(payload, codec)
+        as_images = is_image_codec(codec)
+        if as_images:
+            if pixels is None or c.path != "cloud_only":
+                raise ConfigError(f"image codec {codec} needs a cloud-only request with camera images")
+            files = [encode_image(img, codec) for img in pixels]
+            frame = b""
+            sent = sum(map(len, files))
+        else:
+            files = []
+            frame = codecs.encode(payload, codec)
+            sent = len(frame)
         timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
         budget_ms = call_budget_ms(deadline, (time.perf_counter() - t0) * 1000.0, c.local_finish_ms,
                                    self._cfg.cloud_timeout_ms)
@@ -200,8 +221,8 @@ class CloudLink:
                         model=model.model_id, split_point=c.split_point, frame=frame, request_id=rid),
                         timeout=budget_ms / 1000.0)
                 else:
-                    resp = stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame, request_id=rid),
-                                      timeout=budget_ms / 1000.0)
+                    resp = stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame, images=files,
+                                                              request_id=rid), timeout=budget_ms / 1000.0)
             except grpc.RpcError as e:
                 raise wrap_rpc_error(e, what=what) from e
             call_ms = (time.perf_counter() - tc) * 1000.0
@@ -213,23 +234,23 @@ class CloudLink:
             if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 self.link.suspect_rtt(timings["cloud_call_ms"], time.monotonic())
             self._failed(model, e)
-            return Remote(None, len(frame), f"{e.code.name}: {e.details}"[:200])
+            return Remote(None, sent, f"{e.code.name}: {e.details}"[:200])
         except CodecError as e:
             self._failed(model, e)
-            return Remote(None, len(frame), f"bad response frame: {e}")
+            return Remote(None, sent, f"bad response frame: {e}")
         finally:
             self.inflight.pop(token, None)
         timings["cloud_call_ms"] = call_ms
-        pt = resp.timing
+        pt = timing_from_proto(resp.timing)
         timings["cloud_queue_ms"] = pt.queue_ms
         timings["cloud_compute_ms"] = pt.compute_ms
         now = time.monotonic()
         self.breaker.record_success()
-        self.link.add_transfer(len(frame), max(call_ms - pt.total_ms, 0.0), now)
+        self.link.add_transfer(sent, max(call_ms - pt.total_ms, 0.0), now)
         if self.monitor is not None and self.link.pending():
             self.monitor.confirm()  # confirm the suspected change with a probe before the next request
         self._loads.cloud_sample(c.key, pt.queue_ms, pt.compute_ms, now)
-        return Remote(y, len(frame), None)
+        return Remote(y, sent, None)
 
     def _failed(self, model: LoadedModel, e: CollabError) -> None:
         code = getattr(e, "code", None)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from collab.bundle import Bundle, load_bundle
+from collab.codec import image as images
 from collab.decision import PathSpec, Profile
 from collab.edge.config import ClientConfig
 from collab.edge.profile import force_codec, profile_from_bundle
@@ -25,6 +26,7 @@ class LoadedModel:
     bundle: Bundle
     runtime: EdgeRuntime
     profile: Profile
+    image_profile: Profile  # for requests that come as camera images (infer_image)
     model_id: collab_pb2.ModelId
     served: bool = True  # the cloud serves this version (from probes / call errors)
     specs: dict[str, PathSpec] = field(default_factory=dict)
@@ -51,6 +53,18 @@ class LoadedModel:
                               f"{list(m.input_shape)} (batch first, or one sample without the batch dim)")
         return np.ascontiguousarray(arr, dtype=np.float32), unbatched
 
+    def check_image(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """A camera image (uint8 (H, W, 3) or a batch) as (the pixels resized to the
+        bundle's preprocessing size, the model input, whether it came unbatched).
+        ConfigError for a bundle without preprocessing or a non-RGB-uint8 image."""
+        pre = self.bundle.manifest.preprocessing
+        if pre is None:
+            raise ConfigError(f"bundle {self.bundle.name} records no image preprocessing; split it with "
+                              "--mean/--std, or pass the model input to infer()")
+        pixels, single = images.check_images(img)
+        pixels = images.resize(pixels, pre.size)
+        return pixels, images.normalize(pixels, pre.mean, pre.std), single
+
 
 def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> LoadedModel:
     """Verify the bundle and load its full model, so edge-only works at once; with
@@ -58,9 +72,9 @@ def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> Lo
     bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), keep_segments=True)
     rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
     rt.load(list(bundle.manifest.full_paths()))  # edge-only works at once; the Warmer runs these first
-    profile = profile_from_bundle(bundle)
+    profile, image_profile = profile_from_bundle(bundle), profile_from_bundle(bundle, images=True)
     if cfg.codec is not None:
-        profile = force_codec(profile, cfg.codec)
-    return LoadedModel(bundle=bundle, runtime=rt, profile=profile,
+        profile, image_profile = force_codec(profile, cfg.codec), force_codec(image_profile, cfg.codec)
+    return LoadedModel(bundle=bundle, runtime=rt, profile=profile, image_profile=image_profile,
                        model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version),
                        warmer=Warmer(rt) if cfg.warm else None)

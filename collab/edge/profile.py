@@ -10,12 +10,15 @@ import dataclasses
 
 from collab.bundle import Bundle
 from collab.codec.calibrate import load_calibration
-from collab.decision import DEFAULT_CODEC, Profile, default_codec_stats, profile_from_manifest
+from collab.codec.spec import DEFAULT_CODEC
+from collab.decision import Profile, default_codec_stats, profile_from_manifest
 
 
-def profile_from_bundle(bundle: Bundle) -> Profile:
-    """The bundle's profile with its validated codec calibration table (if any)."""
-    return profile_from_manifest(bundle.manifest, load_calibration(bundle))
+def profile_from_bundle(bundle: Bundle, *, images: bool = False) -> Profile:
+    """The bundle's profile with its validated codec calibration table (if any);
+    ``images``: for requests that come as camera images (their cloud-only path is
+    costed with the calibrated image codecs, e.g. JPEG bytes per quality)."""
+    return profile_from_manifest(bundle.manifest, load_calibration(bundle), images=images)
 
 
 def force_codec(profile: Profile, codec: str) -> Profile:

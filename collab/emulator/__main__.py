@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 
 from collab.emulator.control import serve_control
 from collab.emulator.proxy import LinkEmulator
 from collab.emulator.traces import LinkTrace
+from collab.signals import stop_on_signals_async
 
 
 async def _main(cfg_path: str) -> None:
@@ -24,10 +24,7 @@ async def _main(cfg_path: str) -> None:
                        host=cfg.get("host", "127.0.0.1"), port=int(cfg.get("port", 0)))
     port = await emu.start()
     ctl = await serve_control(emu)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals_async()
     print(f"LISTEN {port} {ctl.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[attr-defined]
     await stop.wait()
     ctl.close()

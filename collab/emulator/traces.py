@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from collab.errors import ConfigError
+from collab.files import read_text
 
 MTU = 1500
 """Bytes per Mahimahi delivery opportunity."""
@@ -183,14 +184,7 @@ def parse_mahimahi(text: str, source: str = "<memory>") -> MahimahiTrace:
 
 
 def load_mahimahi(path: str | Path) -> MahimahiTrace:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"trace file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read trace file {p}: {e}") from e
-    return parse_mahimahi(text, str(p))
+    return parse_mahimahi(read_text(path, "trace file"), str(path))
 
 
 class MahimahiCapacity(Capacity):

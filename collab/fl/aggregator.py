@@ -26,8 +26,8 @@ from collab.errors import (
 )
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.aggregate import Aggregate, RoundState, UpdateHeader, make_summer
 from collab.fl.config import FLConfig
+from collab.fl.round_sum import Aggregate, RoundState, UpdateHeader, make_summer
 from collab.fl.rounds import RoundPlanner
 from collab.fl.wire import aggregate_to_proto, header_from_proto
 from collab.log import logger

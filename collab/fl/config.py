@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from collab.errors import ConfigError
+from collab.files import read_text
 from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 
 Mode = Literal["plain", "dp", "he", "dp+he"]
@@ -66,7 +66,7 @@ class ModelConfig:
 
 
 @config_dataclass
-class TrainConfig:
+class LocalTrainingConfig:
     local_epochs: PositiveInt = 1
     batch_size: PositiveInt = 32
     lr: Positive = 0.05
@@ -157,7 +157,7 @@ class FLConfig:
     broker: Annotated[StrictStr, Field(pattern=r"^mqtt://")] | None = None  # mqtt://host:port
     out: StrictStr = "fl-out"
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     round: RoundConfig = field(default_factory=RoundConfig)
     dp: DPConfig = field(default_factory=DPConfig)
@@ -218,9 +218,5 @@ def resolve_config(path: str | Path) -> Path:
 
 def load_config(path: str | Path) -> FLConfig:
     p = resolve_config(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config {p}: {e}") from e
-    data, lines = load_yaml(text, str(p))
+    data, lines = load_yaml(read_text(p, "config"), str(p))
     return validate(FLConfig, data if data is not None else {}, source=str(p), lines=lines)

@@ -22,10 +22,10 @@ from collab.control.mqtt import MqttClient, MqttConfig
 from collab.errors import FLError, PrivacyBudgetExceeded
 from collab.fl import he
 from collab.fl import messages as msg
-from collab.fl.client import AggregatorStub, catch_up
 from collab.fl.config import FLConfig, config_to_dict
 from collab.fl.data import test_data
 from collab.fl.member import ModelHolder
+from collab.fl.participant import AggregatorStub, catch_up
 from collab.log import logger
 from collab.procs import collab_process, free_port, mosquitto
 

@@ -12,10 +12,10 @@ import torch
 
 from collab.errors import FLError
 from collab.fl import he
-from collab.fl.aggregate import Aggregate, decode_aggregate, encode_update
 from collab.fl.config import FLConfig
 from collab.fl.model import accuracy, federated_names, get_flat, set_flat
 from collab.fl.public import initial_model
+from collab.fl.round_sum import Aggregate, decode_aggregate, encode_update
 from collab.fl.state import GlobalModel, average, next_version
 from collab.fl.train import DPParams, TrainParams, local_train, prepare_update
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from collab.fl.accountant import RdpAccountant
-from collab.fl.aggregate import Aggregate, RoundSpec
 from collab.fl.config import FLConfig
+from collab.fl.round_sum import Aggregate, RoundSpec
 
 
 def effective_noise(sigma: float, reporters: int, expected: float, colluders: int = 0) -> float:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from collab.fl import he
-from collab.fl.aggregate import RoundState, UpdateHeader, UpdateRejected, make_summer
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data, test_data
 from collab.fl.member import ModelHolder, Trainer
+from collab.fl.round_sum import RoundState, UpdateHeader, UpdateRejected, make_summer
 from collab.fl.rounds import RoundPlanner
 from collab.log import logger
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from collab.errors import FLError
-from collab.fl.aggregate import Aggregate, UpdateHeader
+from collab.fl.round_sum import Aggregate, UpdateHeader
 from collab.proto import fl_pb2
 
 

@@ -28,10 +28,11 @@ except ImportError as _e:
     raise missing(_e, __name__) from _e
 
 from collab.errors import ConfigError
+from collab.models.registry import LITE0_PREPROCESSING
 
-IMAGE_SIZE = 224
-MEAN = (127 / 255,) * 3  # on pixels scaled to [0, 1]
-STD = (128 / 255,) * 3
+IMAGE_SIZE = LITE0_PREPROCESSING.size[0]
+MEAN = LITE0_PREPROCESSING.mean  # on pixels scaled to [0, 1]
+STD = LITE0_PREPROCESSING.std
 BN_EPS = 1e-3  # the TensorFlow default the weights were trained with
 # (kernel, stride, expansion, in, out, repeats) per stage of EfficientNet-Lite0
 STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),

@@ -1,5 +1,7 @@
 """The example models: a digits CNN, ResNet-18/MobileNetV2-style CNNs and a tiny
-transformer, all trained on inputs derived from scikit-learn's digits.
+transformer, all trained on inputs derived from scikit-learn's digits, and
+EfficientNet-Lite0 with ImageNet weights (:mod:`collab.models.efficientnet`, re-exported
+so ``collab split collab.models.examples:efficientnet_lite0`` names it like the others).
 
 Every factory returns a module in eval mode with deterministic weights, so bundles
 built on any machine from the same sources are numerically the same: the committed
@@ -25,6 +27,7 @@ except ImportError as _e:
 
 from collab.errors import ConfigError
 from collab.models import datasets
+from collab.models.efficientnet import efficientnet_lite0
 from collab.models.registry import (
     EXAMPLES,
     ExampleSpec,
@@ -43,6 +46,7 @@ __all__ = [
     "TinyTransformer",
     "digits_cnn",
     "digits_weights_path",
+    "efficientnet_lite0",
     "example_input",
     "example_inputs",
     "load_example",

@@ -17,6 +17,7 @@ from functools import cache
 
 import numpy as np
 
+from collab.codec.image import normalize
 from collab.errors import ConfigError
 from collab.extras import missing
 from collab.models.datasets import Split
@@ -36,6 +37,8 @@ SIZE = 224
 SCALE = (0.25, 1.0)  # crop area as a fraction of the source image
 RATIO = (3 / 4, 4 / 3)
 SEED = 0
+
+__all__ = ["TEST_SOURCES", "TRAIN_SOURCES", "crops", "natural_images", "normalize", "source_image"]
 
 
 @cache
@@ -103,10 +106,3 @@ def natural_images(split: Split = "test", n: int = 400, *, seed: int = SEED, siz
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test' (got {split!r})")
     return crops(TRAIN_SOURCES if split == "train" else TEST_SOURCES, n, seed=seed, size=size)
-
-
-def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW model input: (x / 255 - mean) / std per channel."""
-    x = np.asarray(images, np.float32) / np.float32(255.0)
-    y = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2), dtype=np.float32)

@@ -25,11 +25,11 @@ from collab.errors import ConfigError
 from collab.log import logger
 from collab.models import datasets
 from collab.models.examples import load_example
-from collab.models.registry import spec
+from collab.models.registry import labelled_inputs, spec
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class ExampleTrainingConfig:
     epochs: int = 40
     batch_size: int = 64
     lr: float = 4e-3
@@ -43,11 +43,11 @@ class TrainConfig:
 
 
 # Per-model recipes: the committed weights were trained with exactly these.
-RECIPES: dict[str, TrainConfig] = {
-    "digits": TrainConfig(),
-    "resnet": TrainConfig(epochs=8, lr=3e-3),
-    "mobilenet": TrainConfig(epochs=8, lr=5e-3),
-    "transformer": TrainConfig(epochs=100, lr=1e-2, weight_decay=1e-2),
+RECIPES: dict[str, ExampleTrainingConfig] = {
+    "digits": ExampleTrainingConfig(),
+    "resnet": ExampleTrainingConfig(epochs=8, lr=3e-3),
+    "mobilenet": ExampleTrainingConfig(epochs=8, lr=5e-3),
+    "transformer": ExampleTrainingConfig(epochs=100, lr=1e-2, weight_decay=1e-2),
 }
 
 
@@ -58,7 +58,7 @@ class TrainResult:
     seconds: float
 
 
-def recipe(name: str, **overrides: int | float) -> TrainConfig:
+def recipe(name: str, **overrides: int | float) -> ExampleTrainingConfig:
     spec(name)  # ConfigError for unknown names
     return replace(RECIPES[name], **overrides)  # type: ignore[arg-type]
 
@@ -70,7 +70,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool = True) -> TrainResult:
+def train_example(name: str, cfg: ExampleTrainingConfig | None = None, *, progress: bool = True) -> TrainResult:
     """Train example ``name`` from its seeded init; returns the model and its test accuracy."""
     cfg = cfg or recipe(name)
     threads = torch.get_num_threads()
@@ -81,15 +81,17 @@ def train_example(name: str, cfg: TrainConfig | None = None, *, progress: bool =
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
-    xs, ys = spec(name).inputs("test")
+    xs, ys = labelled_inputs(name, None, "test")
     acc = accuracy(model, xs, ys)
     logger.info("%s test accuracy %.4f on %d held-out inputs (%.1f s)", name, acc, len(ys), seconds)
     return TrainResult(model=model, accuracy=acc, seconds=seconds)
 
 
-def _train(name: str, cfg: TrainConfig, progress: bool) -> nn.Module:
+def _train(name: str, cfg: ExampleTrainingConfig, progress: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
     to_input = spec(name).from_digits
+    if to_input is None:
+        raise ConfigError(f"example model {name!r} is not trained on digits (its data set is {spec(name).dataset})")
     model = load_example(name, pretrained=False)
     x, y = datasets.digits("train")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)

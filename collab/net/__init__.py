@@ -7,6 +7,6 @@ active probes in a background thread. No grpc here: the probe is a callable.
 
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import Ewma, LinkEstimator, NetState
-from collab.net.monitor import NetworkMonitor, ProbeReply
+from collab.net.monitor import NetworkMonitor, ProbeResult
 
-__all__ = ["CircuitBreaker", "Ewma", "LinkEstimator", "NetState", "NetworkMonitor", "ProbeReply"]
+__all__ = ["CircuitBreaker", "Ewma", "LinkEstimator", "NetState", "NetworkMonitor", "ProbeResult"]

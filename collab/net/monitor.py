@@ -22,7 +22,9 @@ from collab.net.estimator import LinkEstimator
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProbeReply:
+class ProbeResult:
+    """One probe as the client saw it: its round trip and what the node reported."""
+
     wall_ms: float  # client-side round trip of the probe call
     server_ms: float = 0.0  # time the server spent (subtracted when known)
     load: Any = None  # collab.transport.LoadReport or None
@@ -30,8 +32,8 @@ class ProbeReply:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: probe(upload_bytes, timeout_s) -> ProbeReply; raises CollabError on failure.
-ProbeFn = Callable[[int, float], ProbeReply]
+#: probe(upload_bytes, timeout_s) -> ProbeResult; raises CollabError on failure.
+ProbeFn = Callable[[int, float], ProbeResult]
 
 
 class NetworkMonitor:
@@ -39,7 +41,7 @@ class NetworkMonitor:
                  bandwidth_interval_s: float | None = None, timeout_s: float = 1.0,
                  min_probe_bytes: int = 4_096, max_probe_bytes: int = 262_144,
                  bandwidth_probe_ms: float = 20.0,
-                 on_reply: Callable[[ProbeReply], None] | None = None,
+                 on_reply: Callable[[ProbeResult], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.probe_fn = probe
         self.est = estimator
@@ -71,7 +73,7 @@ class NetworkMonitor:
         return self.interval_s / 2 if self.standby else self.interval_s
 
     # -- one round -------------------------------------------------------------------
-    def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeReply | None:
+    def _probe(self, nbytes: int, *, sized: bool = False) -> ProbeResult | None:
         self.probes_sent += 1
         try:
             reply = self.probe_fn(nbytes, self.timeout_s)

@@ -245,12 +245,12 @@ class _TorchContext:
     def prune_and_resplit(self, plan: Plan, src: Bundle, tmp: Path, held: Samples) -> tuple[VariantReport, dict[str, Any]]:
         from collab.optimize.prune import count_macs, prune_channels
         from collab.optimize.torchmodel import resplit
-        from collab.optimize.train import TrainConfig, train
+        from collab.optimize.train import FinetuneConfig, train
 
         assert plan.prune is not None
         pruned, groups = prune_channels(self.model, self.example, plan.prune, layers=plan.prune_layers)
         before = self._accuracy(pruned, held)
-        train(pruned, self.train_data.x, self.train_data.y, TrainConfig(epochs=self.cfg.finetune_epochs),  # type: ignore[arg-type]
+        train(pruned, self.train_data.x, self.train_data.y, FinetuneConfig(epochs=self.cfg.finetune_epochs),  # type: ignore[arg-type]
               desc="fine-tune pruned", progress=self.cfg.progress)
         import torch
 
@@ -279,11 +279,11 @@ class _TorchContext:
     def distill(self, plan: Plan, tmp: Path, held: Samples) -> tuple[str, dict[str, Any]]:
         from collab.optimize.prune import count_macs, prune_channels
         from collab.optimize.torchmodel import export_onnx
-        from collab.optimize.train import TrainConfig, train
+        from collab.optimize.train import FinetuneConfig, train
 
         assert plan.distill is not None
         student, _ = prune_channels(self.model, self.example, 1.0 - plan.distill, layers="all")
-        cfg = TrainConfig(epochs=self.cfg.distill_epochs, lr=3e-3, temperature=self.cfg.temperature, alpha=self.cfg.alpha)
+        cfg = FinetuneConfig(epochs=self.cfg.distill_epochs, lr=3e-3, temperature=self.cfg.temperature, alpha=self.cfg.alpha)
         train(student, self.train_data.x, self.train_data.y, cfg, teacher=self.model,  # type: ignore[arg-type]
               desc="distill student", progress=self.cfg.progress)
         rel = f"{VARIANT_DIR}/{FULL}.distilled.candidate.onnx"

@@ -18,7 +18,7 @@ from collab.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class FinetuneConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -44,7 +44,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, *,
           teacher: nn.Module | None = None, desc: str = "fine-tune", progress: bool = True) -> nn.Module:
     """Fine-tune ``model`` on (x, y) — with ``teacher`` given, by distillation. In place;
     returns the model in eval mode."""

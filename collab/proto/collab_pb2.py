@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63ollab.proto\x12\tcollab.v1\"(\n\x07ModelId\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"_\n\tFrameMeta\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\traw_bytes\x18\x04 \x01(\x03\x12\x12\n\nwire_bytes\x18\x05 \x01(\x03\"T\n\x0cInferRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"j\n\rDecodeRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\x13\n\x0bsplit_point\x18\x02 \x01(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"m\n\x0cServerTiming\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"c\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\x05\x12\x10\n\x08inflight\x18\x02 \x01(\x05\x12\x15\n\rqueue_ms_ewma\x18\x03 \x01(\x01\x12\x17\n\x0f\x63ompute_ms_ewma\x18\x04 \x01(\x01\"\xa4\x01\n\rInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x05model\x18\x02 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.collab.v1.ServerTiming\x12#\n\x04load\x18\x05 \x01(\x0b\x32\x15.collab.v1.LoadReport\"Q\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x16\n\x0eresponse_bytes\x18\x02 \x01(\x05\x12\x18\n\x10\x63lient_send_time\x18\x03 \x01(\x01\"\x9b\x01\n\rProbeResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x18\n\x10\x63lient_send_time\x18\x02 \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x03\x12#\n\x04load\x18\x04 \x01(\x0b\x32\x15.collab.v1.LoadReport\x12\"\n\x06models\x18\x05 \x03(\x0b\x32\x12.collab.v1.ModelId\"Z\n\x10\x45\x64geInferRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x90\x02\n\x11\x45\x64geInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x13\n\x0bsplit_point\x18\x04 \x01(\t\x12\x12\n\nbytes_sent\x18\x05 \x01(\x03\x12:\n\x07timings\x18\x06 \x03(\x0b\x32).collab.v1.EdgeInferResponse.TimingsEntry\x12\x11\n\tfell_back\x18\x07 \x01(\x08\x12!\n\x05model\x18\x08 \x01(\x0b\x32\x12.collab.v1.ModelId\x1a.\n\x0cTimingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xc4\x01\n\x0c\x43loudService\x12:\n\x05Infer\x12\x17.collab.v1.InferRequest\x1a\x18.collab.v1.InferResponse\x12<\n\x06\x44\x65\x63ode\x12\x18.collab.v1.DecodeRequest\x1a\x18.collab.v1.InferResponse\x12:\n\x05Probe\x12\x17.collab.v1.ProbeRequest\x1a\x18.collab.v1.ProbeResponse2Q\n\x0b\x45\x64geService\x12\x42\n\x05Infer\x12\x1b.collab.v1.EdgeInferRequest\x1a\x1c.collab.v1.EdgeInferResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63ollab.proto\x12\tcollab.v1\"(\n\x07ModelId\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"_\n\tFrameMeta\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\traw_bytes\x18\x04 \x01(\x03\x12\x12\n\nwire_bytes\x18\x05 \x01(\x03\"d\n\x0cInferRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06images\x18\x04 \x03(\x0c\"j\n\rDecodeRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\x13\n\x0bsplit_point\x18\x02 \x01(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"m\n\x0cServerTiming\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"c\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\x05\x12\x10\n\x08inflight\x18\x02 \x01(\x05\x12\x15\n\rqueue_ms_ewma\x18\x03 \x01(\x01\x12\x17\n\x0f\x63ompute_ms_ewma\x18\x04 \x01(\x01\"\xa4\x01\n\rInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x05model\x18\x02 \x01(\x0b\x32\x12.collab.v1.ModelId\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.collab.v1.ServerTiming\x12#\n\x04load\x18\x05 \x01(\x0b\x32\x15.collab.v1.LoadReport\"Q\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x16\n\x0eresponse_bytes\x18\x02 \x01(\x05\x12\x18\n\x10\x63lient_send_time\x18\x03 \x01(\x01\"\x9b\x01\n\rProbeResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x18\n\x10\x63lient_send_time\x18\x02 \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x03\x12#\n\x04load\x18\x04 \x01(\x0b\x32\x15.collab.v1.LoadReport\x12\"\n\x06models\x18\x05 \x03(\x0b\x32\x12.collab.v1.ModelId\"Z\n\x10\x45\x64geInferRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x90\x02\n\x11\x45\x64geInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x13\n\x0bsplit_point\x18\x04 \x01(\t\x12\x12\n\nbytes_sent\x18\x05 \x01(\x03\x12:\n\x07timings\x18\x06 \x03(\x0b\x32).collab.v1.EdgeInferResponse.TimingsEntry\x12\x11\n\tfell_back\x18\x07 \x01(\x08\x12!\n\x05model\x18\x08 \x01(\x0b\x32\x12.collab.v1.ModelId\x1a.\n\x0cTimingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xc4\x01\n\x0c\x43loudService\x12:\n\x05Infer\x12\x17.collab.v1.InferRequest\x1a\x18.collab.v1.InferResponse\x12<\n\x06\x44\x65\x63ode\x12\x18.collab.v1.DecodeRequest\x1a\x18.collab.v1.InferResponse\x12:\n\x05Probe\x12\x17.collab.v1.ProbeRequest\x1a\x18.collab.v1.ProbeResponse2Q\n\x0b\x45\x64geService\x12\x42\n\x05Infer\x12\x1b.collab.v1.EdgeInferRequest\x1a\x1c.collab.v1.EdgeInferResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAMEMETA']._serialized_start=69
   _globals['_FRAMEMETA']._serialized_end=164
   _globals['_INFERREQUEST']._serialized_start=166
-  _globals['_INFERREQUEST']._serialized_end=250
-  _globals['_DECODEREQUEST']._serialized_start=252
-  _globals['_DECODEREQUEST']._serialized_end=358
-  _globals['_SERVERTIMING']._serialized_start=360
-  _globals['_SERVERTIMING']._serialized_end=469
-  _globals['_LOADREPORT']._serialized_start=471
-  _globals['_LOADREPORT']._serialized_end=570
-  _globals['_INFERRESPONSE']._serialized_start=573
-  _globals['_INFERRESPONSE']._serialized_end=737
-  _globals['_PROBEREQUEST']._serialized_start=739
-  _globals['_PROBEREQUEST']._serialized_end=820
-  _globals['_PROBERESPONSE']._serialized_start=823
-  _globals['_PROBERESPONSE']._serialized_end=978
-  _globals['_EDGEINFERREQUEST']._serialized_start=980
-  _globals['_EDGEINFERREQUEST']._serialized_end=1070
-  _globals['_EDGEINFERRESPONSE']._serialized_start=1073
-  _globals['_EDGEINFERRESPONSE']._serialized_end=1345
-  _globals['_EDGEINFERRESPONSE_TIMINGSENTRY']._serialized_start=1299
-  _globals['_EDGEINFERRESPONSE_TIMINGSENTRY']._serialized_end=1345
-  _globals['_CLOUDSERVICE']._serialized_start=1348
-  _globals['_CLOUDSERVICE']._serialized_end=1544
-  _globals['_EDGESERVICE']._serialized_start=1546
-  _globals['_EDGESERVICE']._serialized_end=1627
+  _globals['_INFERREQUEST']._serialized_end=266
+  _globals['_DECODEREQUEST']._serialized_start=268
+  _globals['_DECODEREQUEST']._serialized_end=374
+  _globals['_SERVERTIMING']._serialized_start=376
+  _globals['_SERVERTIMING']._serialized_end=485
+  _globals['_LOADREPORT']._serialized_start=487
+  _globals['_LOADREPORT']._serialized_end=586
+  _globals['_INFERRESPONSE']._serialized_start=589
+  _globals['_INFERRESPONSE']._serialized_end=753
+  _globals['_PROBEREQUEST']._serialized_start=755
+  _globals['_PROBEREQUEST']._serialized_end=836
+  _globals['_PROBERESPONSE']._serialized_start=839
+  _globals['_PROBERESPONSE']._serialized_end=994
+  _globals['_EDGEINFERREQUEST']._serialized_start=996
+  _globals['_EDGEINFERREQUEST']._serialized_end=1086
+  _globals['_EDGEINFERRESPONSE']._serialized_start=1089
+  _globals['_EDGEINFERRESPONSE']._serialized_end=1361
+  _globals['_EDGEINFERRESPONSE_TIMINGSENTRY']._serialized_start=1315
+  _globals['_EDGEINFERRESPONSE_TIMINGSENTRY']._serialized_end=1361
+  _globals['_CLOUDSERVICE']._serialized_start=1364
+  _globals['_CLOUDSERVICE']._serialized_end=1560
+  _globals['_EDGESERVICE']._serialized_start=1562
+  _globals['_EDGESERVICE']._serialized_end=1643
 # @@protoc_insertion_point(module_scope)

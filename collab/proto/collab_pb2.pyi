@@ -29,14 +29,16 @@ class FrameMeta(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., codec: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("model", "frame", "request_id")
+    __slots__ = ("model", "frame", "request_id", "images")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     model: ModelId
     frame: bytes
     request_id: str
-    def __init__(self, model: _Optional[_Union[ModelId, _Mapping]] = ..., frame: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, model: _Optional[_Union[ModelId, _Mapping]] = ..., frame: _Optional[bytes] = ..., request_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
     __slots__ = ("model", "split_point", "frame", "request_id")

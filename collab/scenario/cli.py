@@ -93,13 +93,15 @@ def _load_records(d: Path) -> list[dict[str, object]]:
 def compare_runs(a: Path, b: Path) -> dict[str, dict[str, float]]:
     """Per policy: share of requests (same edge, same index) that took the same path in both
     runs, and the two mean latencies — how reproducible a seeded scenario is."""
+    from collab.decision import path_key
+
     ra, rb = _load_records(a), _load_records(b)
 
     def key(r: dict[str, object]) -> tuple[object, object, object]:
         return (r["policy"], r["edge"], r["index"])
 
     def path(r: dict[str, object]) -> str:
-        return str(r["path"]) if r["path"] != "split" else f"split:{r['split_point']}"
+        return path_key(str(r["path"]), str(r["split_point"]))
 
     ib = {key(r): r for r in rb}
     out: dict[str, dict[str, float]] = {}

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collab.codec.policy import allowed, codec_rows
 from collab.emulator.link import PACKET, RTO_MIN_MS
 from collab.emulator.traces import Capacity
 from collab.scenario.requests import Arrival
@@ -85,12 +86,12 @@ def outage_intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str
 
 def _codec_table(prof: Mapping[str, float], stats: Mapping[str, Mapping[str, float]] | None,
                  budget: float) -> list[tuple[float, float]]:
-    """(encode+decode ms, frame bytes) of every codec allowed for this path."""
+    """(encode+decode ms, frame bytes) of every codec the engine may pick for this path
+    (:func:`collab.codec.policy.allowed`); the oracle takes the best under the true link."""
+    fallback = [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
     if not stats:
-        return [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
-    rows = [(float(s["encode_ms"]) + float(s["decode_ms"]), float(s["bytes"]))
-            for s in stats.values() if 1.0 - float(s.get("agreement", 1.0)) <= budget + 1e-12]
-    return rows or [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
+        return fallback
+    return [(r.encode_ms + r.decode_ms, r.bytes) for r in codec_rows(stats) if allowed(r, budget)] or fallback
 
 
 def network_ms(sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capacity] | None = None) -> float:

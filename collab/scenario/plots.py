@@ -20,10 +20,6 @@ from collab.scenario.schema import Scenario
 COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
 
 
-def _path_key(r: Record) -> str:
-    return r.path if r.path != "split" else f"split:{r.split_point}"
-
-
 def latency_cdf(records: Sequence[Record], oracle: OracleResult, policies: Sequence[str], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, p in enumerate(policies):
@@ -82,11 +78,11 @@ def timeline(sc: Scenario, records: Sequence[Record], oracle: OracleResult, repo
     ax1.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     ax1.set_title(f"{sc.name}: link over time and the path auto chose"
                   + (" (red: cloud node dead, gray: link cut)" if dead or cut or outs else ""))
-    names = sorted({_path_key(r) for r in auto if not r.lost} | set(oracle.path),
+    names = sorted({r.path_key for r in auto if not r.lost} | set(oracle.path),
                    key=lambda k: (k != "edge_only", k != "cloud_only", k))
     ypos = {k: i for i, k in enumerate(names)}
     plan_t = [r.at_s for r in auto]
-    ax2.scatter([r.at_s for r in auto if not r.lost], [ypos[_path_key(r)] for r in auto if not r.lost],
+    ax2.scatter([r.at_s for r in auto if not r.lost], [ypos[r.path_key] for r in auto if not r.lost],
                 c=[("tab:orange" if r.fell_back else "tab:blue") for r in auto if not r.lost], s=22,
                 label="auto's path (orange: fell back)", zorder=3)
     o_t = sorted({r.at_s for r in records})

@@ -26,7 +26,7 @@ def _pct(xs: np.ndarray, q: float) -> float:
 def policy_stats(recs: Sequence[Record], oracle_mean: float) -> dict[str, Any]:
     ok = [r for r in recs if not r.lost]
     lat = np.array([r.latency_ms for r in ok], dtype=np.float64)
-    paths = Counter(r.path if r.path != "split" else f"split:{r.split_point}" for r in ok)
+    paths = Counter(r.path_key for r in ok)
     mean = float(lat.mean()) if lat.size else math.nan
     return {
         "count": len(recs),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from collab.decision import path_key
 from collab.scenario.schema import Scenario
 
 
@@ -50,3 +51,7 @@ class Record:
     error: str = ""
     fallback_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def path_key(self) -> str:
+        return path_key(self.path, self.split_point)

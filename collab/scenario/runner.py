@@ -13,7 +13,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 
 from collab.bundle import load_bundle
 from collab.edge.client import Client
+from collab.edge.profile import profile_from_bundle
 from collab.emulator import EmulatorProcess
 from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
@@ -40,20 +41,15 @@ def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:
                                          deadline_ms=sc.workload.deadline_ms, warm=False))
 
 
-def _all_paths(bundle: Path) -> list[str]:
-    m = load_bundle(bundle).manifest
-    return ["edge_only", "cloud_only", *(f"split:{s.name}" for s in m.split_points)]
-
-
-def profile_paths(bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarray,
+def profile_paths(paths: Sequence[str], bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarray,
                   reps: int = 4, tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
-    """Median cost of every path over a perfect link: everything but the network."""
+    """Median cost of every path (fixed policy) over a perfect link: everything but the network."""
     emu.set_link(unlimited_link())
     out: dict[str, dict[str, float]] = {}
     client = _client(bundle, emu.address, sc, "auto")
     try:
         client.config  # noqa: B018 - constructed
-        for path in _all_paths(bundle):
+        for path in paths:
             lat, enc, edge, nbytes = [], [], [], []
             for i in range(reps + 1):
                 r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
@@ -249,19 +245,19 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
     logs.mkdir(exist_ok=True)
     t_start = time.monotonic()
     bundle = prepare_bundle(sc)
-    split_names = [s.name for s in load_bundle(bundle).manifest.split_points]
-    check_split_policies(sc, split_names, lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}"))
+    profile = profile_from_bundle(load_bundle(bundle))
+    check_split_policies(sc, profile.split_names(), lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}"))
     plan = schedule(sc)
     x = scenario_inputs(sc, sc.edge.count * sc.workload.requests)
     ref = reference_top1(bundle, x)
-    n_paths = 2 + len(split_names)
-    bar = tqdm(total=n_paths + len(plan) * len(pols), desc=f"scenario {sc.name}", unit="req",
+    paths = profile.path_keys()
+    bar = tqdm(total=len(paths) + len(plan) * len(pols), desc=f"scenario {sc.name}", unit="req",
                disable=not progress, leave=True)
     all_records: list[Record] = []
     events_log: dict[str, list[dict[str, Any]]] = {}
     with scenario_env(sc, bundle, logs) as (cloud, emu):
         bar.set_postfix_str("profiling paths")
-        prof = profile_paths(bundle, emu, sc, x, tick=lambda: bar.update(1))
+        prof = profile_paths(paths, bundle, emu, sc, x, tick=lambda: bar.update(1))
         for pol in pols:
             bar.set_postfix_str(pol)
             recs, ev = run_policy(pol, sc=sc, bundle=bundle, emu=emu, cloud=cloud, x=x, ref=ref, plan=plan,

@@ -33,6 +33,7 @@ from collab.decision import parse_policy
 from collab.edge.config import ClientConfig
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
 from collab.errors import CodecError, ConfigError
+from collab.files import read_text
 from collab.settings import Setting, settings, to_argv
 from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 
@@ -337,13 +338,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"scenario file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read scenario file {p}: {e}") from e
-    sc = parse_scenario(text, source=str(p), base=p.resolve().parent)
+    sc = parse_scenario(read_text(p, "scenario file"), source=str(p), base=p.resolve().parent)
     from dataclasses import replace
 
     return replace(sc, path=p.resolve())

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from collab.bundle import (
     Bundle,
     Manifest,
+    Preprocessing,
     Segment,
     SplitPoint,
     load_bundle,
@@ -71,13 +72,15 @@ def split_model(
     progress: bool = True,
     granularity: Granularity = "block",
     extra: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Bundle:
     """Cut ``model`` at every valid point and write a verified, profiled bundle to ``out_dir``.
 
     ``example_input`` has a batch dimension; its first row is used for shapes and
     profiling. Cuts whose composition or ONNX Runtime check fails are refused (logged,
     listed in ``manifest.extra["refused"]``); nothing is written unless everything else
-    succeeds.
+    succeeds. ``preprocessing``: how camera images become its input, when it takes
+    images (recorded in the manifest for ``Client.infer_image`` and image codecs).
     """
     threads = torch.get_num_threads()
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -86,7 +89,7 @@ def split_model(
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         return _split(model, example_input, out_dir, name=name, opset=opset, runs=runs,
-                      progress=progress, granularity=granularity, extra=extra)
+                      progress=progress, granularity=granularity, extra=extra, preprocessing=preprocessing)
     finally:
         torch.set_num_threads(threads)
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -95,6 +98,7 @@ def split_model(
 def _split(
     model: nn.Module, example_input: torch.Tensor | np.ndarray, out_dir: str | os.PathLike[str], *,
     name: str, opset: int, runs: int, progress: bool, granularity: Granularity, extra: dict[str, Any] | None,
+    preprocessing: Preprocessing | None,
 ) -> Bundle:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -174,13 +178,14 @@ def _split(
             "torch_version": torch.__version__,
         }
         write_bundle(tmp, seg, x1.numpy(), name=name, output_shape=tuple(ref1.shape), opset=opset, runs=runs,
-                     progress=progress, extra={**meta, **(extra or {})})
+                     progress=progress, extra={**meta, **(extra or {})}, preprocessing=preprocessing)
     logger.info("%s: bundle with %d split points written to %s", name, len(seg.cuts), out)
     return load_bundle(out)
 
 
 def write_bundle(root: Path, seg: Segmented, x1: np.ndarray, *, name: str, output_shape: tuple[int, ...],
-                 opset: int, runs: int, progress: bool, extra: dict[str, Any]) -> Manifest:
+                 opset: int, runs: int, progress: bool, extra: dict[str, Any],
+                 preprocessing: Preprocessing | None = None) -> Manifest:
     """Profile the checked segments in ``root`` and write the manifest: the end of every
     split, whatever the source."""
     logger.info("%s: profiling %d segments (%d runs each)", name, len(seg.segments), runs)
@@ -201,7 +206,7 @@ def write_bundle(root: Path, seg: Segmented, x1: np.ndarray, *, name: str, outpu
     manifest = Manifest(
         model_name=name, input_name=INPUT_NAME, input_shape=tuple(x1.shape), input_dtype="float32",
         output_shape=output_shape, full_ms=round(sum(ms), 4), input_bytes=int(x1.nbytes), segments=segments,
-        split_points=points, opset=opset, dynamic_batch=True, extra=extra,
+        split_points=points, opset=opset, dynamic_batch=True, extra=extra, preprocessing=preprocessing,
     )
     return write_manifest(root, manifest)
 

@@ -94,17 +94,18 @@ def build_example_bundle(name: str, out: Path, *, runs: int = 20, progress: bool
     import torch
 
     from collab.models.examples import load_example
-    from collab.models.registry import example_inputs, spec
+    from collab.models.registry import example_inputs, labelled_inputs, spec
     from collab.split import split_model
 
     s = spec(name)
     model = load_example(name)
     extra: dict[str, object] = {"example": name, "factory": s.factory}
     if s.trained:
-        x, y = example_inputs(name, None, "test")
+        x, y = labelled_inputs(name, None, "test")
         with torch.no_grad():
             pred = model(torch.from_numpy(x)).argmax(dim=1).numpy()
         extra["accuracy"] = {"split": "test", "n": len(y), "top1": float((pred == y).mean())}
     logger.info("building example bundle %s in %s", name, out)
-    split_model(model, example_inputs(name, 3)[0], out, name=name, runs=runs, progress=progress, extra=extra)
+    split_model(model, example_inputs(name, 3)[0], out, name=name, runs=runs, progress=progress, extra=extra,
+                preprocessing=s.preprocessing)
     return out

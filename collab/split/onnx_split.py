@@ -22,7 +22,7 @@ import onnx
 import onnx.utils
 
 from collab import ort
-from collab.bundle import Bundle, load_bundle, staging_dir
+from collab.bundle import Bundle, Preprocessing, load_bundle, staging_dir
 from collab.errors import ConfigError, SplitError
 from collab.log import logger
 from collab.split.api import INPUT_NAME, OUTPUT_NAME, write_bundle
@@ -134,9 +134,10 @@ def choose_cuts(m: onnx.ModelProto, granularity: str, x1: np.ndarray) -> list[tu
 def split_onnx(
     path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str | None = None,
     example_input: np.ndarray | None = None, runs: int = 20, progress: bool = True,
-    granularity: str = "block",
+    granularity: str = "block", preprocessing: Preprocessing | None = None,
 ) -> Bundle:
-    """Split ``path`` at every valid single-tensor cut into a verified, profiled bundle."""
+    """Split ``path`` at every valid single-tensor cut into a verified, profiled bundle
+    (``preprocessing``: how camera images become its input, if it takes images)."""
     if granularity not in ("block", "all"):
         raise ConfigError(f"granularity must be 'block' or 'all', not {granularity!r}")
     if runs < 1:
@@ -179,5 +180,5 @@ def split_onnx(
                                  "refused": refused, "profile_runs": runs,
                                  "checks": {k: {"ort_max_abs": d} for k, d in seg.ort_max_abs.items()}}
         write_bundle(tmp, seg, x[:1], name=name, output_shape=(1, *ref[OUTPUT_NAME].shape[1:]), opset=opset,
-                     runs=runs, progress=progress, extra=extra)
+                     runs=runs, progress=progress, extra=extra, preprocessing=preprocessing)
     return load_bundle(out_dir)

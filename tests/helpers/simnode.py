@@ -10,11 +10,9 @@ so a test can see what the process actually serves.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from collab.control.messages import Telemetry
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.errors import CollabError
 from collab.log import logger, setup_logging
+from collab.signals import stop_on_signals
 
 
 class SimNode:
@@ -94,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swap-delay", type=float, default=0.0, help="seconds a swap takes (tests)")
     args = ap.parse_args(argv)
     setup_logging(os.environ.get("COLLAB_LOG", "WARNING"))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         node = SimNode(args)
         node.agent.start()
@@ -103,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simnode: error: {e}", file=sys.stderr)
         return 1
     node.update(joined=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
+    stop.wait()
     node.agent.stop()
     logger.info("simnode %s stopped", args.node_id)
     return 0

@@ -1,6 +1,6 @@
-"""The client role: announce presence, and for every round it is sampled in: catch the
-model up to the round's base version (fetch + decrypt aggregates), train locally, and
-stream the (encrypted) update to the aggregator."""
+"""The participant (FL client) role: announce presence, and for every round it is sampled
+in: catch the model up to the round's base version (fetch + decrypt aggregates), train
+locally, and stream the (encrypted) update to the aggregator."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
 from collab.errors import FLError, TransportError, UploadRefused
 from collab.fl import messages as msg
-from collab.fl.aggregate import UpdateHeader
 from collab.fl.aggregator import GRPC_OPTIONS
 from collab.fl.member import ModelHolder, Trainer
+from collab.fl.round_sum import UpdateHeader
 from collab.fl.wire import aggregate_from_proto, update_to_proto
 from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
