@@ -106,8 +106,23 @@ sys.exit(rc)
 def split_bundle(out: Path) -> tuple[float, float]:
     """``collab split`` in a fresh process: (wall s, peak RSS MB of that process)."""
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _SPLIT, "split", SPEC, "--input-shape", SHAPE, "--out", str(out),
-                        "--no-progress"], check=True, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SPLIT,
+            "split",
+            SPEC,
+            "--input-shape",
+            SHAPE,
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - t0, float(r.stdout.strip().splitlines()[-1])
 
 
@@ -118,13 +133,23 @@ def export_model(path: Path) -> None:
     from collab.models.efficientnet import efficientnet_lite0
     from collab.split.export import export_onnx
 
-    export_onnx(efficientnet_lite0().eval(), torch.zeros(1, 3, 224, 224), path, input_name="input",
-                output_name="output", opset=17)
+    export_onnx(
+        efficientnet_lite0().eval(),
+        torch.zeros(1, 3, 224, 224),
+        path,
+        input_name="input",
+        output_name="output",
+        opset=17,
+    )
 
 
 def in_process(mode: str, bundle: Path, model: Path) -> dict[str, float]:
-    r = subprocess.run([sys.executable, "-c", _PROC, mode, str(bundle), str(model)], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", _PROC, mode, str(bundle), str(model)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -162,8 +187,12 @@ def _verdict(ok: bool) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7, help="fresh processes per mode (median and best)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=7, help="fresh processes per mode (median and best)"
+    )
     ap.add_argument("--runs", type=int, default=200, help="interleaved latency rounds")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir)")
     args = ap.parse_args()
@@ -171,7 +200,12 @@ def main() -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         bundle, model = work / "bundle", work / "model.onnx"
-        steps = ["split", "export", *(f"{m} #{i + 1}" for i in range(args.repeats) for m in MODES), "latency"]
+        steps = [
+            "split",
+            "export",
+            *(f"{m} #{i + 1}" for i in range(args.repeats) for m in MODES),
+            "latency",
+        ]
         results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
         with tqdm(steps, desc="bundle_v2", unit="step") as bar:
             for step in bar:
@@ -185,7 +219,9 @@ def main() -> int:
                 else:
                     mode = step.split(" ")[0]
                     results[mode].append(in_process(mode, bundle, model))
-        med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in results.items()}
+        med = {
+            m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in results.items()
+        }
         best = {m: min(r["first_ms"] for r in rs) for m, rs in results.items()}
         disk = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         model_bytes = model.stat().st_size
@@ -193,39 +229,59 @@ def main() -> int:
 
         m = load_bundle(bundle).manifest
     bare = med["bare"]
-    print(f"\n## Bundle v2: EfficientNet-Lite0, {len(m.split_points)} split points, {len(m.segments)} segments "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
+    print(
+        f"\n## Bundle v2: EfficientNet-Lite0, {len(m.split_points)} split points, {len(m.segments)} segments "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n"
+    )
     print("| measure | value | vs baseline | target |")
     print("|---|---:|---:|---|")
     print(f"| `collab split` wall time | {split_s:.1f} s | | reported |")
-    print(f"| `collab split` peak RSS | {split_mb:.0f} MB | | <= 2048 MB: {_verdict(split_mb <= 2048)} |")
-    print(f"| bundle on disk (model ONNX {model_bytes / 1e6:.1f} MB) | {disk / 1e6:.1f} MB | "
-          f"{disk / model_bytes:.2f}x | <= 1.3x: {_verdict(disk <= 1.3 * model_bytes)} |")
+    print(
+        f"| `collab split` peak RSS | {split_mb:.0f} MB | | <= 2048 MB: {_verdict(split_mb <= 2048)} |"
+    )
+    print(
+        f"| bundle on disk (model ONNX {model_bytes / 1e6:.1f} MB) | {disk / 1e6:.1f} MB | "
+        f"{disk / model_bytes:.2f}x | <= 1.3x: {_verdict(disk <= 1.3 * model_bytes)} |"
+    )
     c = med["client"]
-    print(f"| edge process RSS, every path ready (bare session {bare['rss_mb']:.0f} MB) | {c['rss_mb']:.0f} MB | "
-          f"{c['rss_mb'] / bare['rss_mb']:.2f}x | <= 1.5x: {_verdict(c['rss_mb'] <= 1.5 * bare['rss_mb'])} |")
-    print(f"| first answer after start, median (bare session {bare['first_ms']:.0f} ms) | {c['first_ms']:.0f} ms | "
-          f"{c['first_ms'] / bare['first_ms']:.2f}x | <= 1.5x: {_verdict(c['first_ms'] <= 1.5 * bare['first_ms'])} |")
-    print(f"| first answer after start, best (bare session {best['bare']:.0f} ms) | {best['client']:.0f} ms | "
-          f"{best['client'] / best['bare']:.2f}x | <= 1.5x: {_verdict(best['client'] <= 1.5 * best['bare'])} |")
-    print(f"\n### Fresh processes (median of {args.repeats}; same imports, {bare['import_ms']:.0f} ms; "
-          "RSS after them = baseline)\n")
-    print("| process | sessions | RSS MB | above baseline MB | RSS vs bare | first answer ms (median, best) "
-          "| vs bare (median, best) |")
+    print(
+        f"| edge process RSS, every path ready (bare session {bare['rss_mb']:.0f} MB) | {c['rss_mb']:.0f} MB | "
+        f"{c['rss_mb'] / bare['rss_mb']:.2f}x | <= 1.5x: {_verdict(c['rss_mb'] <= 1.5 * bare['rss_mb'])} |"
+    )
+    print(
+        f"| first answer after start, median (bare session {bare['first_ms']:.0f} ms) | {c['first_ms']:.0f} ms | "
+        f"{c['first_ms'] / bare['first_ms']:.2f}x | <= 1.5x: {_verdict(c['first_ms'] <= 1.5 * bare['first_ms'])} |"
+    )
+    print(
+        f"| first answer after start, best (bare session {best['bare']:.0f} ms) | {best['client']:.0f} ms | "
+        f"{best['client'] / best['bare']:.2f}x | <= 1.5x: {_verdict(best['client'] <= 1.5 * best['bare'])} |"
+    )
+    print(
+        f"\n### Fresh processes (median of {args.repeats}; same imports, {bare['import_ms']:.0f} ms; "
+        "RSS after them = baseline)\n"
+    )
+    print(
+        "| process | sessions | RSS MB | above baseline MB | RSS vs bare | first answer ms (median, best) "
+        "| vs bare (median, best) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for mode, label in MODES.items():
         r = med[mode]
-        print(f"| {label} | {r['sessions']:.0f} | {r['rss_mb']:.0f} | {r['rss_mb'] - r['base_mb']:.0f} | "
-              f"{r['rss_mb'] / bare['rss_mb']:.2f}x | {r['first_ms']:.0f}, {best[mode]:.0f} | "
-              f"{r['first_ms'] / bare['first_ms']:.2f}x, {best[mode] / best['bare']:.2f}x |")
+        print(
+            f"| {label} | {r['sessions']:.0f} | {r['rss_mb']:.0f} | {r['rss_mb'] - r['base_mb']:.0f} | "
+            f"{r['rss_mb'] / bare['rss_mb']:.2f}x | {r['first_ms']:.0f}, {best[mode]:.0f} | "
+            f"{r['first_ms'] / bare['first_ms']:.2f}x, {best[mode] / best['bare']:.2f}x |"
+        )
     mono = lat["monolithic model (ORT defaults)"]
     print(f"\n### Edge-only latency, batch 1, 1 thread ({args.runs} interleaved rounds)\n")
     print("| model | median ms | min ms | median vs monolithic | min vs monolithic |")
     print("|---|---:|---:|---:|---:|")
     for k, (md, mn) in lat.items():
         print(f"| {k} | {md:.2f} | {mn:.2f} | {md / mono[0]:.2f}x | {mn / mono[1]:.2f}x |")
-    print("\nThe chain's overhead is the price of storing and loading every weight once: a layout "
-          "reorder at each of the segment boundaries plus one ORT run call per segment.")
+    print(
+        "\nThe chain's overhead is the price of storing and loading every weight once: a layout "
+        "reorder at each of the segment boundaries plus one ORT run call per segment."
+    )
     return 0
 
 

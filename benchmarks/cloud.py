@@ -92,8 +92,11 @@ def bundle_for(name: str, tmp: Path) -> Path:
         cached = sorted(cache_root().glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
         if not cached:
             raise
-        print(f"  (cannot build the {name} example bundle: {e}; using the newest cached "
-              f"one, {cached[-1].name})", flush=True)
+        print(
+            f"  (cannot build the {name} example bundle: {e}; using the newest cached "
+            f"one, {cached[-1].name})",
+            flush=True,
+        )
         return cached[-1]
 
 
@@ -109,11 +112,21 @@ def vgg_head_bundle(out: Path, *, name: str, width: int) -> Path:
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+                nn.Conv2d(3, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(4),
+            )
             self.classifier = nn.Sequential(
-                nn.Flatten(), nn.Linear(1024, width), nn.ReLU(), nn.Linear(width, width),
-                nn.ReLU(), nn.Linear(width, 10))
+                nn.Flatten(),
+                nn.Linear(1024, width),
+                nn.ReLU(),
+                nn.Linear(width, width),
+                nn.ReLU(),
+                nn.Linear(width, 10),
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.classifier(self.features(x))
@@ -179,6 +192,7 @@ def minimal_server(port: int, bundle_dir: str, split: str, flavour: str) -> None
         return infer(request, context)
 
     if flavour == "aio":
+
         class AioServicer(collab_pb2_grpc.CloudServiceServicer):
             Infer = Decode = staticmethod(ainfer)  # type: ignore[assignment]
 
@@ -226,12 +240,31 @@ def running(spec: ServerSpec, target: Target) -> Iterator[tuple[int, int, int | 
     port, mport = free_port(), None
     if spec.args[0].startswith("--"):
         mport = free_port()
-        cmd = [sys.executable, "-m", "collab.cli", "cloud", "--log-level", "WARNING", "--bundle",
-               str(target.bundle.root), "--listen", f"127.0.0.1:{port}",
-               "--metrics-port", str(mport), *spec.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "collab.cli",
+            "cloud",
+            "--log-level",
+            "WARNING",
+            "--bundle",
+            str(target.bundle.root),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--metrics-port",
+            str(mport),
+            *spec.args,
+        ]
     else:
-        cmd = [sys.executable, __file__, "--minimal-server", str(port), str(target.bundle.root),
-               target.split or "-", spec.args[0]]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--minimal-server",
+            str(port),
+            str(target.bundle.root),
+            target.split or "-",
+            spec.args[0],
+        ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, 60, proc)
@@ -300,8 +333,15 @@ async def _sequential(call: Any, req: Any, n: int, mean_gap_s: float = 0.0) -> l
     return out
 
 
-async def _measure(port: int, pid: int, mport: int | None, target: Target, clients: int,
-                   seconds: float, unloaded_n: int) -> Result:
+async def _measure(
+    port: int,
+    pid: int,
+    mport: int | None,
+    target: Target,
+    clients: int,
+    seconds: float,
+    unloaded_n: int,
+) -> Result:
     ch, call, req = await _connect(port, target)
     await _warm_up(call, req, clients)
     uc0 = cpu_seconds(pid)
@@ -323,9 +363,16 @@ async def _measure(port: int, pid: int, mport: int | None, target: Target, clien
     s1, b1 = batch_stats(mport)
     await ch.close()
     ms = np.array(lat) * 1000.0
-    return Result(float(np.median(unloaded)) * 1000.0, unloaded_cpu, len(lat) / wall,
-                  float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
-                  1000.0 * cpu / len(lat), (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0, ms)
+    return Result(
+        float(np.median(unloaded)) * 1000.0,
+        unloaded_cpu,
+        len(lat) / wall,
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)),
+        1000.0 * cpu / len(lat),
+        (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0,
+        ms,
+    )
 
 
 def ort_per_sample(target: Target, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[int, float]:
@@ -354,8 +401,9 @@ class Overhead:
     p50_ms: dict[str, float]  # latency (median over blocks of the block's median)
 
 
-async def _overhead(servers: dict[str, tuple[int, int]], target: Target, blocks: int,
-                    block: int) -> Overhead:
+async def _overhead(
+    servers: dict[str, tuple[int, int]], target: Target, blocks: int, block: int
+) -> Overhead:
     """Sequential requests to servers that run side by side, alternating in blocks, so
     that machine noise hits each alike; CPU read from each server's threads."""
     calls = {}
@@ -381,36 +429,48 @@ async def _overhead(servers: dict[str, tuple[int, int]], target: Target, blocks:
             lat[name].append(statistics.median(ls) * 1000.0)
     for _, _, ch in calls.values():
         await ch.close()
-    return Overhead({k: statistics.median(v) for k, v in cpu.items()},
-                    {k: statistics.median(v) for k, v in lat.items()})
+    return Overhead(
+        {k: statistics.median(v) for k, v in cpu.items()},
+        {k: statistics.median(v) for k, v in lat.items()},
+    )
 
 
-def overhead(targets: list[Target], specs: list[ServerSpec], *, blocks: int,
-             block: int) -> list[Overhead]:
+def overhead(
+    targets: list[Target], specs: list[ServerSpec], *, blocks: int, block: int
+) -> list[Overhead]:
     out = []
     for target in targets:
         with contextlib.ExitStack() as stack:
             servers = {s.name: stack.enter_context(running(s, target))[:2] for s in specs}
             out.append(asyncio.run(_overhead(servers, target, blocks, block)))
-        print(f"  [{target.label}] side-by-side overhead done (load average {loadavg()})",
-              flush=True)
+        print(
+            f"  [{target.label}] side-by-side overhead done (load average {loadavg()})", flush=True
+        )
     return out
 
 
-def print_overhead(targets: list[Target], res: list[Overhead], minimal: str, blocks: int,
-                   block: int) -> None:
-    print(f"\n### Per-request overhead vs the minimal gRPC+ORT server, side by side "
-          f"(servers up together, {blocks} alternating blocks of {block} sequential requests; "
-          f"medians over blocks)\n")
+def print_overhead(
+    targets: list[Target], res: list[Overhead], minimal: str, blocks: int, block: int
+) -> None:
+    print(
+        f"\n### Per-request overhead vs the minimal gRPC+ORT server, side by side "
+        f"(servers up together, {blocks} alternating blocks of {block} sequential requests; "
+        f"medians over blocks)\n"
+    )
     names = [k for k in res[0].cpu_ms if k != minimal]
-    print("| tail | minimal CPU ms/req | minimal p50 ms | "
-          + " | ".join(f"{k}: CPU ratio | {k}: p50 ratio" for k in names) + " |")
+    print(
+        "| tail | minimal CPU ms/req | minimal p50 ms | "
+        + " | ".join(f"{k}: CPU ratio | {k}: p50 ratio" for k in names)
+        + " |"
+    )
     print("|---|---:|---:|" + "---:|---:|" * len(names))
     for t, o in zip(targets, res, strict=True):
         mc, ml = o.cpu_ms[minimal], o.p50_ms[minimal]
-        print(f"| {t.label} | {mc:.3f} | {ml:.3f} | "
-              + " | ".join(f"{o.cpu_ms[k] / mc:.3f}x | {o.p50_ms[k] / ml:.3f}x" for k in names)
-              + " |")
+        print(
+            f"| {t.label} | {mc:.3f} | {ml:.3f} | "
+            + " | ".join(f"{o.cpu_ms[k] / mc:.3f}x | {o.p50_ms[k] / ml:.3f}x" for k in names)
+            + " |"
+        )
 
 
 def loadavg() -> str:
@@ -420,18 +480,35 @@ def loadavg() -> str:
 def median_result(rs: list[Result]) -> Result:
     """Per-metric medians; the loaded numbers come from the round with the median req/s."""
     mid = sorted(rs, key=lambda x: x.rps)[len(rs) // 2]
-    return Result(statistics.median(x.unloaded_p50 for x in rs),
-                  statistics.median(x.unloaded_cpu_ms for x in rs), mid.rps, mid.p50, mid.p99,
-                  statistics.median(x.cpu_ms for x in rs), mid.mean_batch, mid.lat_ms)
+    return Result(
+        statistics.median(x.unloaded_p50 for x in rs),
+        statistics.median(x.unloaded_cpu_ms for x in rs),
+        mid.rps,
+        mid.p50,
+        mid.p99,
+        statistics.median(x.cpu_ms for x in rs),
+        mid.mean_batch,
+        mid.lat_ms,
+    )
 
 
-def bench(targets: list[Target], specs: list[ServerSpec], *, clients: int, seconds: float,
-          rounds: int, unloaded_n: int) -> list[tuple[Target, dict[str, Result], dict[int, float]]]:
+def bench(
+    targets: list[Target],
+    specs: list[ServerSpec],
+    *,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    unloaded_n: int,
+) -> list[tuple[Target, dict[str, Result], dict[int, float]]]:
     pers = []
     for target in targets:
         pers.append(ort_per_sample(target))
-        print(f"  [{target.label}] ONNX Runtime alone, ms/sample by batch size: "
-              + ", ".join(f"bs{n}: {v:.3f}" for n, v in pers[-1].items()), flush=True)
+        print(
+            f"  [{target.label}] ONNX Runtime alone, ms/sample by batch size: "
+            + ", ".join(f"bs{n}: {v:.3f}" for n, v in pers[-1].items()),
+            flush=True,
+        )
     runs: list[dict[str, list[Result]]] = [{s.name: [] for s in specs} for _ in targets]
     jobs = [(i, spec) for i in range(len(targets)) for spec in specs]
     from tqdm import tqdm
@@ -442,50 +519,85 @@ def bench(targets: list[Target], specs: list[ServerSpec], *, clients: int, secon
             for i, spec in jobs:  # round-robin: machine noise hits every config alike
                 target = targets[i]
                 with running(spec, target) as (port, pid, mport):
-                    res = asyncio.run(_measure(port, pid, mport, target, clients, seconds,
-                                               unloaded_n))
+                    res = asyncio.run(
+                        _measure(port, pid, mport, target, clients, seconds, unloaded_n)
+                    )
                 runs[i][spec.name].append(res)
                 bar.update()
-                tqdm.write(f"  [{target.label}] round {r + 1}/{rounds} {spec.name:<30} "
-                           f"unloaded {res.unloaded_p50:6.2f} ms cpu {res.unloaded_cpu_ms:.3f}  "
-                           f"{res.rps:7.0f} req/s  p50 {res.p50:6.2f}  p99 {res.p99:6.2f}  "
-                           f"cpu/req {res.cpu_ms:.3f} ms  batch {res.mean_batch:.1f}",
-                           file=sys.stdout)
-    return [(t, {k: median_result(rs) for k, rs in run.items()}, per)
-            for t, run, per in zip(targets, runs, pers, strict=True)]
+                tqdm.write(
+                    f"  [{target.label}] round {r + 1}/{rounds} {spec.name:<30} "
+                    f"unloaded {res.unloaded_p50:6.2f} ms cpu {res.unloaded_cpu_ms:.3f}  "
+                    f"{res.rps:7.0f} req/s  p50 {res.p50:6.2f}  p99 {res.p99:6.2f}  "
+                    f"cpu/req {res.cpu_ms:.3f} ms  batch {res.mean_batch:.1f}",
+                    file=sys.stdout,
+                )
+    return [
+        (t, {k: median_result(rs) for k, rs in run.items()}, per)
+        for t, run, per in zip(targets, runs, pers, strict=True)
+    ]
 
 
-def print_table(target: Target, res: dict[str, Result], per: dict[int, float], clients: int,
-                base: str, minimal: str) -> None:
+def print_table(
+    target: Target,
+    res: dict[str, Result],
+    per: dict[int, float],
+    clients: int,
+    base: str,
+    minimal: str,
+) -> None:
     b = res[base]
-    print(f"\n### {target.label} — {clients} concurrent clients "
-          f"(frame {len(target.frame)} B, median of rounds)\n")
-    print("ONNX Runtime alone, ms/sample: "
-          + ", ".join(f"batch {n}: {v:.3f}" for n, v in per.items()) + "\n")
-    print("| server | unloaded p50 ms | unloaded CPU ms/req | req/s | p50 ms | p99 ms | "
-          "p99 / unloaded | req/s vs batch=1 | loaded CPU ms/req | mean batch |")
+    print(
+        f"\n### {target.label} — {clients} concurrent clients "
+        f"(frame {len(target.frame)} B, median of rounds)\n"
+    )
+    print(
+        "ONNX Runtime alone, ms/sample: "
+        + ", ".join(f"batch {n}: {v:.3f}" for n, v in per.items())
+        + "\n"
+    )
+    print(
+        "| server | unloaded p50 ms | unloaded CPU ms/req | req/s | p50 ms | p99 ms | "
+        "p99 / unloaded | req/s vs batch=1 | loaded CPU ms/req | mean batch |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, r in res.items():
         mb = f"{r.mean_batch:.1f}" if r.mean_batch else "-"
-        print(f"| {k} | {r.unloaded_p50:.2f} | {r.unloaded_cpu_ms:.3f} | {r.rps:.0f} | "
-              f"{r.p50:.2f} | {r.p99:.2f} | {r.p99 / r.unloaded_p50:.2f}x | {r.rps / b.rps:.2f}x | "
-              f"{r.cpu_ms:.3f} | {mb} |")
+        print(
+            f"| {k} | {r.unloaded_p50:.2f} | {r.unloaded_cpu_ms:.3f} | {r.rps:.0f} | "
+            f"{r.p50:.2f} | {r.p99:.2f} | {r.p99 / r.unloaded_p50:.2f}x | {r.rps / b.rps:.2f}x | "
+            f"{r.cpu_ms:.3f} | {mb} |"
+        )
     if minimal in res:
         m = res[minimal]
-        print("\nper-request latency vs minimal gRPC+ORT server (unloaded p50): "
-              + ", ".join(f"{k}: {r.unloaded_p50 / m.unloaded_p50:.2f}x"
-                          for k, r in res.items() if k != minimal))
-        print(f"throughput at {clients} clients vs minimal server: "
-              + ", ".join(f"{k}: {r.rps / m.rps:.2f}x" for k, r in res.items() if k != minimal))
-        print("server CPU per request vs minimal server, unloaded: "
-              + ", ".join(f"{k}: {r.unloaded_cpu_ms / m.unloaded_cpu_ms:.2f}x"
-                          for k, r in res.items() if k != minimal))
-        print(f"server CPU per request vs minimal server, {clients} clients: "
-              + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal))
+        print(
+            "\nper-request latency vs minimal gRPC+ORT server (unloaded p50): "
+            + ", ".join(
+                f"{k}: {r.unloaded_p50 / m.unloaded_p50:.2f}x"
+                for k, r in res.items()
+                if k != minimal
+            )
+        )
+        print(
+            f"throughput at {clients} clients vs minimal server: "
+            + ", ".join(f"{k}: {r.rps / m.rps:.2f}x" for k, r in res.items() if k != minimal)
+        )
+        print(
+            "server CPU per request vs minimal server, unloaded: "
+            + ", ".join(
+                f"{k}: {r.unloaded_cpu_ms / m.unloaded_cpu_ms:.2f}x"
+                for k, r in res.items()
+                if k != minimal
+            )
+        )
+        print(
+            f"server CPU per request vs minimal server, {clients} clients: "
+            + ", ".join(f"{k}: {r.cpu_ms / m.cpu_ms:.2f}x" for k, r in res.items() if k != minimal)
+        )
 
 
-def plot(out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Path,
-         clients: int) -> None:
+def plot(
+    out: list[tuple[Target, dict[str, Result], dict[int, float]]], path: Path, clients: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -577,8 +689,17 @@ def _arrivals(rng: np.random.Generator, rate: float, seconds: float) -> np.ndarr
         n *= 2
 
 
-async def _open_loop(call: Any, req: Any, mport: int | None, *, rate: float, streams: int,
-                     seconds: float, slo_ms: float, seed: int) -> Probe:
+async def _open_loop(
+    call: Any,
+    req: Any,
+    mport: int | None,
+    *,
+    rate: float,
+    streams: int,
+    seconds: float,
+    slo_ms: float,
+    seed: int,
+) -> Probe:
     """``streams`` independent Poisson streams of ``rate / streams`` each, for ``seconds``:
     every request is sent at its scheduled instant whether or not earlier ones returned.
     Answers still missing ``grace`` after the window (deadline of every call) count as inf."""
@@ -616,7 +737,9 @@ async def _open_loop(call: Any, req: Any, mport: int | None, *, rate: float, str
 
     await asyncio.gather(*(stream(p) for p in plans))
     if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, end + grace + 0.1 - time.perf_counter()))
+        _, pending = await asyncio.wait(
+            tasks, timeout=max(0.0, end + grace + 0.1 - time.perf_counter())
+        )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -624,19 +747,38 @@ async def _open_loop(call: Any, req: Any, mport: int | None, *, rate: float, str
     sent = sum(len(p) for p in plans)
     ms = np.array(lat + [float("inf")] * (sent - len(lat))) * 1000.0
     p99, achieved = _pct(ms, 99), in_window / seconds
-    return Probe(rate, sent, achieved, _pct(ms, 50), p99,
-                 max(0.0, _pct(np.array(lag) * 1000.0, 99)), sent - len(lat),
-                 (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0,
-                 p99 <= slo_ms and achieved >= 0.95 * sent / seconds)
+    return Probe(
+        rate,
+        sent,
+        achieved,
+        _pct(ms, 50),
+        p99,
+        max(0.0, _pct(np.array(lag) * 1000.0, 99)),
+        sent - len(lat),
+        (s1 - s0) / (b1 - b0) if b1 > b0 else 0.0,
+        p99 <= slo_ms and achieved >= 0.95 * sent / seconds,
+    )
 
 
 SLO_REFERENCES = ("sequential", "idle")
 IDLE_GAP_S = 0.01  # mean gap before each request of the "idle" unloaded latency
 
 
-async def _slo_search(port: int, mport: int | None, target: Target, *, label: str,
-                      slo_ms: float | None, reference: str, factor: float, streams: int,
-                      seconds: float, unloaded_n: int, steps: int, seed: int) -> SloRun:
+async def _slo_search(
+    port: int,
+    mport: int | None,
+    target: Target,
+    *,
+    label: str,
+    slo_ms: float | None,
+    reference: str,
+    factor: float,
+    streams: int,
+    seconds: float,
+    unloaded_n: int,
+    steps: int,
+    seed: int,
+) -> SloRun:
     """Unloaded p50 of this server (back to back, and after idle gaps), then the highest
     open-loop rate meeting the SLO (``slo_ms`` None: ``factor`` x this server's unloaded p50 of
     kind ``reference``): start at 1 / back-to-back p50 (what one closed-loop client gets),
@@ -649,21 +791,34 @@ async def _slo_search(port: int, mport: int | None, target: Target, *, label: st
     idle_ms = np.array(await _sequential(call, req, max(50, unloaded_n // 2), IDLE_GAP_S)) * 1e3
     idle, idle99 = float(np.median(idle_ms)), _pct(idle_ms, 99)
     slo = factor * (l0 if reference == "sequential" else idle) if slo_ms is None else slo_ms
-    tqdm.write(f"  [{target.label}] {label:<24} unloaded p50 {l0:.3f} ms back to back, "
-               f"{idle:.3f} ms (p99 {idle99:.3f}) after idle gaps; SLO p99 <= {slo:.3f} ms "
-               f"(load average {loadavg()})", file=sys.stdout)
+    tqdm.write(
+        f"  [{target.label}] {label:<24} unloaded p50 {l0:.3f} ms back to back, "
+        f"{idle:.3f} ms (p99 {idle99:.3f}) after idle gaps; SLO p99 <= {slo:.3f} ms "
+        f"(load average {loadavg()})",
+        file=sys.stdout,
+    )
     probes: list[Probe] = []
 
     async def probe(rate: float) -> bool:
-        p = await _open_loop(call, req, mport, rate=rate, streams=streams, seconds=seconds,
-                             slo_ms=slo, seed=seed + len(probes))
+        p = await _open_loop(
+            call,
+            req,
+            mport,
+            rate=rate,
+            streams=streams,
+            seconds=seconds,
+            slo_ms=slo,
+            seed=seed + len(probes),
+        )
         probes.append(p)
         mb = f"  batch {p.mean_batch:4.1f}" if p.mean_batch else ""
-        tqdm.write(f"  [{target.label}] {label:<24} offered {p.rate:7.0f}/s (sent "
-                   f"{p.sent / seconds:7.0f}/s)  achieved "
-                   f"{p.achieved:7.0f}/s  p50 {p.p50:8.2f}  p99 {p.p99:8.2f} ms  lost {p.lost:5d}  "
-                   f"send lag p99 {p.lag_p99:5.2f} ms{mb}  {'pass' if p.ok else 'FAIL'}",
-                   file=sys.stdout)
+        tqdm.write(
+            f"  [{target.label}] {label:<24} offered {p.rate:7.0f}/s (sent "
+            f"{p.sent / seconds:7.0f}/s)  achieved "
+            f"{p.achieved:7.0f}/s  p50 {p.p50:8.2f}  p99 {p.p99:8.2f} ms  lost {p.lost:5d}  "
+            f"send lag p99 {p.lag_p99:5.2f} ms{mb}  {'pass' if p.ok else 'FAIL'}",
+            file=sys.stdout,
+        )
         await asyncio.sleep(0.3)  # let the server drain (late requests are dropped)
         return p.ok
 
@@ -682,49 +837,88 @@ async def _slo_search(port: int, mport: int | None, target: Target, *, label: st
     return SloRun(l0, idle, idle99, slo, probes)
 
 
-def slo_bench(targets: list[Target], base: ServerSpec, batching: ServerSpec, *, streams: int,
-              seconds: float, rounds: int, unloaded_n: int, steps: int, reference: str,
-              factor: float) -> list[dict[str, list[SloRun]]]:
+def slo_bench(
+    targets: list[Target],
+    base: ServerSpec,
+    batching: ServerSpec,
+    *,
+    streams: int,
+    seconds: float,
+    rounds: int,
+    unloaded_n: int,
+    steps: int,
+    reference: str,
+    factor: float,
+) -> list[dict[str, list[SloRun]]]:
     """Per target and round: the batch=1 search (it sets the SLO), then the batching one
     against the same SLO; each server runs for its whole search."""
     from tqdm import tqdm
 
     out: list[dict[str, list[SloRun]]] = [{base.name: [], batching.name: []} for _ in targets]
-    with tqdm(total=rounds * len(targets) * 2, desc="throughput at SLO", unit="search",
-              file=sys.stderr) as bar:
+    with tqdm(
+        total=rounds * len(targets) * 2, desc="throughput at SLO", unit="search", file=sys.stderr
+    ) as bar:
         for r in range(rounds):
             print(f"  slo round {r + 1}/{rounds}: load average {loadavg()}", flush=True)
             for i, target in enumerate(targets):
                 slo: float | None = None
                 for j, spec in enumerate((base, batching)):
                     with running(spec, target) as (port, _, mport):
-                        run = asyncio.run(_slo_search(
-                            port, mport, target, label=spec.name, slo_ms=slo,
-                            reference=reference, factor=factor, streams=streams,
-                            seconds=seconds, unloaded_n=unloaded_n, steps=steps,
-                            seed=100_000 * r + 1000 * i + 100 * j))
+                        run = asyncio.run(
+                            _slo_search(
+                                port,
+                                mport,
+                                target,
+                                label=spec.name,
+                                slo_ms=slo,
+                                reference=reference,
+                                factor=factor,
+                                streams=streams,
+                                seconds=seconds,
+                                unloaded_n=unloaded_n,
+                                steps=steps,
+                                seed=100_000 * r + 1000 * i + 100 * j,
+                            )
+                        )
                     slo = run.slo_ms
                     out[i][spec.name].append(run)
                     bar.update()
-                    tqdm.write(f"  [{target.label}] {spec.name}: {run.capacity:.0f} req/s at "
-                               f"p99 <= {run.slo_ms:.2f} ms", file=sys.stdout)
+                    tqdm.write(
+                        f"  [{target.label}] {spec.name}: {run.capacity:.0f} req/s at "
+                        f"p99 <= {run.slo_ms:.2f} ms",
+                        file=sys.stdout,
+                    )
     return out
 
 
-def print_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], base: str,
-              batching: str, streams: int, seconds: float, reference: str,
-              factor: float) -> None:
+def print_slo(
+    targets: list[Target],
+    res: list[dict[str, list[SloRun]]],
+    base: str,
+    batching: str,
+    streams: int,
+    seconds: float,
+    reference: str,
+    factor: float,
+) -> None:
     rounds = len(res[0][base]) if res else 0
-    ref = ("back-to-back" if reference == "sequential"
-           else f"after idle gaps (exponential, mean {IDLE_GAP_S * 1000:g} ms)")
-    print(f"\n### Throughput at a latency SLO, open loop ({streams} Poisson client streams, "
-          f"{seconds:g} s per probe{f', median of {rounds} rounds' if rounds > 1 else ''}; "
-          f"SLO: p99 <= {factor:g} x the batch=1 server's unloaded p50 {ref}; a probe passes "
-          f"if also achieved >= 0.95 x offered)\n")
-    print(f"| tail | unloaded p50 ms back to back, batch=1 / batch<=16 | after idle gaps, "
-          f"p50 (p99), batch=1 / batch<=16 | SLO p99 ms | req/s at SLO, {base} | req/s at SLO, "
-          f"{batching} | ratio (target >= 3x) | mean batch at capacity | "
-          f"p99 at capacity, batch=1 / batch<=16 ms |")
+    ref = (
+        "back-to-back"
+        if reference == "sequential"
+        else f"after idle gaps (exponential, mean {IDLE_GAP_S * 1000:g} ms)"
+    )
+    print(
+        f"\n### Throughput at a latency SLO, open loop ({streams} Poisson client streams, "
+        f"{seconds:g} s per probe{f', median of {rounds} rounds' if rounds > 1 else ''}; "
+        f"SLO: p99 <= {factor:g} x the batch=1 server's unloaded p50 {ref}; a probe passes "
+        f"if also achieved >= 0.95 x offered)\n"
+    )
+    print(
+        f"| tail | unloaded p50 ms back to back, batch=1 / batch<=16 | after idle gaps, "
+        f"p50 (p99), batch=1 / batch<=16 | SLO p99 ms | req/s at SLO, {base} | req/s at SLO, "
+        f"{batching} | ratio (target >= 3x) | mean batch at capacity | "
+        f"p99 at capacity, batch=1 / batch<=16 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     infeasible: list[str] = []
     for t, r in zip(targets, res, strict=True):
@@ -733,27 +927,38 @@ def print_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], base: s
         cm = statistics.median(x.capacity for x in m)
         bests = [x.best for x in m]
         batch = statistics.median(p.mean_batch for p in bests if p) if any(bests) else 0.0
-        p99s = ["/".join(f"{p.p99:.2f}" if p else "-" for p in (x.best for x in runs))
-                for runs in (b, m)]
+        p99s = [
+            "/".join(f"{p.p99:.2f}" if p else "-" for p in (x.best for x in runs))
+            for runs in (b, m)
+        ]
         ratio = f"{cm / cb:.2f}x" if cb else "-"
-        print(f"| {t.label} | {statistics.median(x.unloaded_p50 for x in b):.3f} / "
-              f"{statistics.median(x.unloaded_p50 for x in m):.3f} | "
-              f"{statistics.median(x.idle_p50 for x in b):.3f} "
-              f"({statistics.median(x.idle_p99 for x in b):.2f}) / "
-              f"{statistics.median(x.idle_p50 for x in m):.3f} "
-              f"({statistics.median(x.idle_p99 for x in m):.2f}) | "
-              f"{statistics.median(x.slo_ms for x in b):.3f} | {cb:.0f} | {cm:.0f} | {ratio} | "
-              f"{batch:.1f} | {p99s[0]} / {p99s[1]} |")
+        print(
+            f"| {t.label} | {statistics.median(x.unloaded_p50 for x in b):.3f} / "
+            f"{statistics.median(x.unloaded_p50 for x in m):.3f} | "
+            f"{statistics.median(x.idle_p50 for x in b):.3f} "
+            f"({statistics.median(x.idle_p99 for x in b):.2f}) / "
+            f"{statistics.median(x.idle_p50 for x in m):.3f} "
+            f"({statistics.median(x.idle_p99 for x in m):.2f}) | "
+            f"{statistics.median(x.slo_ms for x in b):.3f} | {cb:.0f} | {cm:.0f} | {ratio} | "
+            f"{batch:.1f} | {p99s[0]} / {p99s[1]} |"
+        )
         if statistics.median(x.idle_p99 for x in b) > statistics.median(x.slo_ms for x in b):
             infeasible.append(t.label)
         if rounds > 1:
-            print(f"|   per round: | | | | {', '.join(f'{x.capacity:.0f}' for x in b)} | "
-                  f"{', '.join(f'{x.capacity:.0f}' for x in m)} | "
-                  + ", ".join(f"{y.capacity / x.capacity:.2f}x" if x.capacity else "-"
-                              for x, y in zip(b, m, strict=True)) + " | | |")
+            print(
+                f"|   per round: | | | | {', '.join(f'{x.capacity:.0f}' for x in b)} | "
+                f"{', '.join(f'{x.capacity:.0f}' for x in m)} | "
+                + ", ".join(
+                    f"{y.capacity / x.capacity:.2f}x" if x.capacity else "-"
+                    for x, y in zip(b, m, strict=True)
+                )
+                + " | | |"
+            )
     if infeasible:
-        print(f"\nSLO below the p99 of lone requests to the idle batch=1 server (unattainable "
-              f"at any load on this machine, as measured): {', '.join(infeasible)}")
+        print(
+            f"\nSLO below the p99 of lone requests to the idle batch=1 server (unattainable "
+            f"at any load on this machine, as measured): {', '.join(infeasible)}"
+        )
 
 
 def plot_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], path: Path) -> None:
@@ -772,14 +977,25 @@ def plot_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], path: Pa
             for n, run in enumerate(runs):
                 ps = sorted(run.probes, key=lambda p: p.rate)
                 xs, ys = [p.rate for p in ps], [min(p.p99, top) for p in ps]
-                (line,) = ax.plot(xs, ys, "-", lw=1, color=color, alpha=0.8,
-                                  label=k if n == 0 else None)
+                (line,) = ax.plot(
+                    xs, ys, "-", lw=1, color=color, alpha=0.8, label=k if n == 0 else None
+                )
                 color = line.get_color()
-                ax.scatter([p.rate for p in ps if p.ok], [min(p.p99, top) for p in ps if p.ok],
-                           color=color, s=18, zorder=3)
-                ax.scatter([p.rate for p in ps if not p.ok],
-                           [min(p.p99, top) for p in ps if not p.ok], color=color, s=22,
-                           marker="x", zorder=3)
+                ax.scatter(
+                    [p.rate for p in ps if p.ok],
+                    [min(p.p99, top) for p in ps if p.ok],
+                    color=color,
+                    s=18,
+                    zorder=3,
+                )
+                ax.scatter(
+                    [p.rate for p in ps if not p.ok],
+                    [min(p.p99, top) for p in ps if not p.ok],
+                    color=color,
+                    s=22,
+                    marker="x",
+                    zorder=3,
+                )
                 if run.capacity:
                     ax.axvline(run.capacity, ls="--", lw=0.8, color=color)
         ax.axhline(slo, ls=":", color="k", lw=1, label=f"SLO {slo:.2f} ms")
@@ -801,34 +1017,68 @@ def plot_slo(targets: list[Target], res: list[dict[str, list[SloRun]]], path: Pa
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", default="resnet,transformer,vgg-head,vgg-wide")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--png", type=Path, default=ROOT / "out" / "benchmarks" / "cloud.png")
-    ap.add_argument("--unloaded", type=int, default=200, help="sequential requests for unloaded latency")
-    ap.add_argument("--overhead-blocks", type=int, default=30,
-                    help="alternating blocks of the side-by-side overhead phase (0 = skip)")
-    ap.add_argument("--overhead-only", action="store_true",
-                    help="run only the side-by-side overhead phase")
-    ap.add_argument("--slo-only", action="store_true",
-                    help="run only the open-loop throughput-at-SLO phase")
-    ap.add_argument("--slo-seconds", type=float, default=4.0,
-                    help="seconds of open-loop load per probe of the slo phase")
-    ap.add_argument("--slo-rounds", type=int, default=1,
-                    help="rounds of the slo phase, median reported (0 = skip the phase)")
-    ap.add_argument("--slo-steps", type=int, default=4,
-                    help="bisection steps of the slo search after doubling")
-    ap.add_argument("--slo-factor", type=float, default=2.0,
-                    help="SLO: p99 <= this x the batch=1 server's unloaded p50")
-    ap.add_argument("--slo-reference", choices=SLO_REFERENCES, default="sequential",
-                    help="unloaded latency the SLO is --slo-factor x of: back-to-back "
-                         "(sequential) or requests after idle gaps (idle)")
-    ap.add_argument("--aio-baseline", action="store_true",
-                    help="also run a minimal grpc.aio server (ORT inline on the loop)")
-    ap.add_argument("--minimal-server", nargs=4, metavar=("PORT", "BUNDLE", "SPLIT", "FLAVOUR"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--unloaded", type=int, default=200, help="sequential requests for unloaded latency"
+    )
+    ap.add_argument(
+        "--overhead-blocks",
+        type=int,
+        default=30,
+        help="alternating blocks of the side-by-side overhead phase (0 = skip)",
+    )
+    ap.add_argument(
+        "--overhead-only", action="store_true", help="run only the side-by-side overhead phase"
+    )
+    ap.add_argument(
+        "--slo-only", action="store_true", help="run only the open-loop throughput-at-SLO phase"
+    )
+    ap.add_argument(
+        "--slo-seconds",
+        type=float,
+        default=4.0,
+        help="seconds of open-loop load per probe of the slo phase",
+    )
+    ap.add_argument(
+        "--slo-rounds",
+        type=int,
+        default=1,
+        help="rounds of the slo phase, median reported (0 = skip the phase)",
+    )
+    ap.add_argument(
+        "--slo-steps", type=int, default=4, help="bisection steps of the slo search after doubling"
+    )
+    ap.add_argument(
+        "--slo-factor",
+        type=float,
+        default=2.0,
+        help="SLO: p99 <= this x the batch=1 server's unloaded p50",
+    )
+    ap.add_argument(
+        "--slo-reference",
+        choices=SLO_REFERENCES,
+        default="sequential",
+        help="unloaded latency the SLO is --slo-factor x of: back-to-back "
+        "(sequential) or requests after idle gaps (idle)",
+    )
+    ap.add_argument(
+        "--aio-baseline",
+        action="store_true",
+        help="also run a minimal grpc.aio server (ORT inline on the loop)",
+    )
+    ap.add_argument(
+        "--minimal-server",
+        nargs=4,
+        metavar=("PORT", "BUNDLE", "SPLIT", "FLAVOUR"),
+        help=argparse.SUPPRESS,
+    )
     args = ap.parse_args()
     if args.minimal_server:
         port, bundle, split, flavour = args.minimal_server
@@ -837,10 +1087,16 @@ def main() -> int:
     base, minimal = "collab cloud, batch=1", "minimal grpc+ORT"
     specs = [
         ServerSpec("collab cloud, batch<=16", ("--max-batch-size", "16", "--max-wait-ms", "2")),
-        ServerSpec("collab cloud, batch<=16 wait0", ("--max-batch-size", "16", "--max-wait-ms", "0")),
-        ServerSpec("collab cloud, batch<=16 wait5", ("--max-batch-size", "16", "--max-wait-ms", "5")),
-        ServerSpec("collab cloud, batch<=16 workers=1",
-                   ("--max-batch-size", "16", "--max-wait-ms", "2", "--workers", "1")),
+        ServerSpec(
+            "collab cloud, batch<=16 wait0", ("--max-batch-size", "16", "--max-wait-ms", "0")
+        ),
+        ServerSpec(
+            "collab cloud, batch<=16 wait5", ("--max-batch-size", "16", "--max-wait-ms", "5")
+        ),
+        ServerSpec(
+            "collab cloud, batch<=16 workers=1",
+            ("--max-batch-size", "16", "--max-wait-ms", "2", "--workers", "1"),
+        ),
         ServerSpec(base, ("--max-batch-size", "1", "--max-wait-ms", "0")),
         ServerSpec(minimal, ("sync",)),
     ]
@@ -848,19 +1104,45 @@ def main() -> int:
         specs.append(ServerSpec("minimal grpc.aio+ORT inline", ("aio",)))
     print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory(prefix="collab-bench-cloud-") as tmp:
-        targets = [make_target(bundle_for(name, Path(tmp)), BUILT[name][1] if name in BUILT else None)
-                   for name in args.models.split(",")]
+        targets = [
+            make_target(bundle_for(name, Path(tmp)), BUILT[name][1] if name in BUILT else None)
+            for name in args.models.split(",")
+        ]
         side = [s for s in specs if s.name in (specs[0].name, base, minimal)]
-        ovh = (overhead(targets, side, blocks=args.overhead_blocks, block=50)
-               if args.overhead_blocks and not args.slo_only else [])
-        out = [] if args.overhead_only or args.slo_only else bench(
-            targets, specs, clients=args.clients, seconds=args.seconds, rounds=args.rounds,
-            unloaded_n=args.unloaded)
+        ovh = (
+            overhead(targets, side, blocks=args.overhead_blocks, block=50)
+            if args.overhead_blocks and not args.slo_only
+            else []
+        )
+        out = (
+            []
+            if args.overhead_only or args.slo_only
+            else bench(
+                targets,
+                specs,
+                clients=args.clients,
+                seconds=args.seconds,
+                rounds=args.rounds,
+                unloaded_n=args.unloaded,
+            )
+        )
         base_spec = next(s for s in specs if s.name == base)
-        slo = [] if args.overhead_only or args.slo_rounds < 1 else slo_bench(
-            targets, base_spec, specs[0], streams=args.clients, seconds=args.slo_seconds,
-            rounds=args.slo_rounds, unloaded_n=args.unloaded, steps=args.slo_steps,
-            reference=args.slo_reference, factor=args.slo_factor)
+        slo = (
+            []
+            if args.overhead_only or args.slo_rounds < 1
+            else slo_bench(
+                targets,
+                base_spec,
+                specs[0],
+                streams=args.clients,
+                seconds=args.slo_seconds,
+                rounds=args.slo_rounds,
+                unloaded_n=args.unloaded,
+                steps=args.slo_steps,
+                reference=args.slo_reference,
+                factor=args.slo_factor,
+            )
+        )
     print(f"\nload average after: {loadavg()}")
     if ovh:
         print_overhead(targets, ovh, minimal, args.overhead_blocks, 50)
@@ -869,8 +1151,16 @@ def main() -> int:
     if out:
         plot(out, args.png, args.clients)
     if slo:
-        print_slo(targets, slo, base, specs[0].name, args.clients, args.slo_seconds,
-                  args.slo_reference, args.slo_factor)
+        print_slo(
+            targets,
+            slo,
+            base,
+            specs[0].name,
+            args.clients,
+            args.slo_seconds,
+            args.slo_reference,
+            args.slo_factor,
+        )
         plot_slo(targets, slo, args.png.with_name(f"{args.png.stem}-slo.png"))
     return 0
 

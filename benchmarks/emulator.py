@@ -92,8 +92,10 @@ def main() -> None:
         cap = MahimahiCapacity(tr)
         up = DirectionTrace(segments=(Segment(duration_s=3600, delay_ms=10),), mahimahi=tr)
         srv = Server("sink")
-        with EmulatorProcess(upstream=("127.0.0.1", srv.port),
-                             link=LinkTrace(uplink=up, downlink=DirectionTrace.constant(bandwidth_bps=None))) as emu:
+        with EmulatorProcess(
+            upstream=("127.0.0.1", srv.port),
+            link=LinkTrace(uplink=up, downlink=DirectionTrace.constant(bandwidth_bps=None)),
+        ) as emu:
             start = 25.0  # a steady stretch of the trace, ~1.3-1.7 Mbit/s
             t0 = emu.restart(time.monotonic() - start)
             blast(emu.port, 10.0)

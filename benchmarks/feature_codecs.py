@@ -63,8 +63,11 @@ class Row:
 
     @property
     def meets(self) -> bool:
-        return (self.bytes <= TARGET_BYTES and 1 - self.agreement <= BUDGET + 1e-12
-                and self.head_share <= MAX_HEAD_SHARE)
+        return (
+            self.bytes <= TARGET_BYTES
+            and 1 - self.agreement <= BUDGET + 1e-12
+            and self.head_share <= MAX_HEAD_SHARE
+        )
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -94,8 +97,14 @@ def batched(fn, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.concatenate([fn(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
 
 
-def features(bundle: Bundle, sessions: BundleSessions, work: Path, cuts: tuple[str, ...],
-             n_train: int, n_test: int) -> dict[str, np.ndarray]:
+def features(
+    bundle: Bundle,
+    sessions: BundleSessions,
+    work: Path,
+    cuts: tuple[str, ...],
+    n_train: int,
+    n_test: int,
+) -> dict[str, np.ndarray]:
     """Head outputs per split and cut plus the FP32 top-1 of the test images (cached)."""
     path = work / f"features-{bundle.version[:12]}-{n_train}-{n_test}-{'_'.join(cuts)}.npz"
     if path.is_file():
@@ -117,8 +126,9 @@ def features(bundle: Bundle, sessions: BundleSessions, work: Path, cuts: tuple[s
     return out
 
 
-def measure(cut: str, codec: str, alloc: Allocation | None, test: np.ndarray,
-            tail, ref: np.ndarray) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+def measure(
+    cut: str, codec: str, alloc: Allocation | None, test: np.ndarray, tail, ref: np.ndarray
+) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
     """Mean frame bytes, agreement and number of agreeing images of one codec."""
     sizes = np.empty(len(test))
     decoded = np.empty_like(test)
@@ -140,7 +150,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     feats = features(bundle, sessions, work, cuts, args.n_train, args.n_test)
     ref = feats["test:top1"]
     shares = {sp.name: sp.head_ms / m.full_ms for sp in m.split_points}
-    plans: list[tuple[str, str, float | None, bool]] = [(c, "baseline", None, False) for c in BASELINES]
+    plans: list[tuple[str, str, float | None, bool]] = [
+        (c, "baseline", None, False) for c in BASELINES
+    ]
     plans.append(("int8+zstd19+alloc", "equal SNR", 0.1, False))
     plans += [("int8+brotli11+alloc", "sensitivity", r, True) for r in RATES]
     plans.append(("int8+zstd19+alloc", "sensitivity", 0.1, True))
@@ -162,30 +174,39 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def report(rows: list[Row], n_test: int) -> list[str]:
-    lines = [f"EfficientNet-Lite0, {n_test} TEST images; target <= {TARGET_BYTES} B at <= "
-             f"{100 * BUDGET:.1f} % loss, head <= {100 * MAX_HEAD_SHARE:.0f} % of compute", "",
-             "| cut | head share | codec | lever | bytes | agreement | 95 % interval | |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"EfficientNet-Lite0, {n_test} TEST images; target <= {TARGET_BYTES} B at <= "
+        f"{100 * BUDGET:.1f} % loss, head <= {100 * MAX_HEAD_SHARE:.0f} % of compute",
+        "",
+        "| cut | head share | codec | lever | bytes | agreement | 95 % interval | |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ok = [r for r in rows if 1 - r.agreement <= BUDGET + 1e-12 and r.head_share <= MAX_HEAD_SHARE]
     best = min(ok, key=lambda r: r.bytes) if ok else None
     for r in rows:
         mark = ("**target met**" if r.meets else "best in budget") if r is best else ""
-        lines.append(f"| {r.cut} | {100 * r.head_share:.1f} % | {r.codec} | {r.lever} | {r.bytes:.0f} |"
-                     f" {100 * r.agreement:.2f} % | [{100 * r.lo:.1f}, {100 * r.hi:.1f}] | {mark} |")
+        lines.append(
+            f"| {r.cut} | {100 * r.head_share:.1f} % | {r.codec} | {r.lever} | {r.bytes:.0f} |"
+            f" {100 * r.agreement:.2f} % | [{100 * r.lo:.1f}, {100 * r.hi:.1f}] | {mark} |"
+        )
     lines.append("")
     if best is None:
         lines.append("no codec is within the loss budget at a cut with head <= 70 %")
     elif best.meets:
         lines.append(f"target met: {best.cut} {best.codec} ({best.lever}) at {best.bytes:.0f} B")
     else:
-        lines.append(f"target missed: the smallest frame within the loss budget is {best.bytes:.0f} B "
-                     f"({best.cut} {best.codec}, {best.lever}), {best.bytes / TARGET_BYTES:.2f}x the "
-                     f"{TARGET_BYTES} B target")
+        lines.append(
+            f"target missed: the smallest frame within the loss budget is {best.bytes:.0f} B "
+            f"({best.cut} {best.codec}, {best.lever}), {best.bytes / TARGET_BYTES:.2f}x the "
+            f"{TARGET_BYTES} B target"
+        )
     return lines
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "feature_codecs")
     ap.add_argument("--n-test", type=int, default=400)
     ap.add_argument("--n-train", type=int, default=200)
@@ -196,7 +217,9 @@ def main() -> None:
     lines = report(rows, args.n_test)
     print("\n".join(lines))
     (args.work / "feature_codecs.md").write_text("\n".join(lines) + "\n")
-    (args.work / "feature_codecs.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
+    (args.work / "feature_codecs.json").write_text(
+        json.dumps([r.__dict__ for r in rows], indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,16 @@ N8 = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40]}
 SETTINGS = [
     Setting("f32 (plaintext)", None),
     Setting("f32+zstd", None, "zstd"),
-    Setting("ckks 8192 [60,40,40] pk", {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40], **PK}),
+    Setting(
+        "ckks 8192 [60,40,40] pk",
+        {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40], **PK},
+    ),
     Setting("ckks 8192 [60,40] pk", {**N8, **PK}),
     Setting("ckks 8192 [60,40] sym (default)", N8),
     Setting("ckks 8192 [60,40] sym +zstd", N8, "zstd"),
-    Setting("ckks 4096 [60,49] sym", {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60, 49]}),
+    Setting(
+        "ckks 4096 [60,49] sym", {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60, 49]}
+    ),
 ]
 
 
@@ -76,10 +81,18 @@ class Times:
 
 
 def run_setting(s: Setting, args: argparse.Namespace) -> Times:
-    cfg = config_from_dict({"federation": "bench", "clients": args.clients, "rounds": args.rounds,
-                            "modes": ["he" if s.he else "plain"], "model": {"name": "digits_mlp_1m"},
-                            "train": {"local_epochs": args.epochs, "lr": 0.05, "momentum": 0.9},
-                            "round": {"min_clients": 1}, **({"he": s.he} if s.he else {})})
+    cfg = config_from_dict(
+        {
+            "federation": "bench",
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "modes": ["he" if s.he else "plain"],
+            "model": {"name": "digits_mlp_1m"},
+            "train": {"local_epochs": args.epochs, "lr": 0.05, "momentum": 0.9},
+            "round": {"min_clients": 1},
+            **({"he": s.he} if s.he else {}),
+        }
+    )
     keys = he.generate_keys(cfg.he.params()) if s.he else None
     holder = ModelHolder(cfg, secret_context=keys.secret if keys else None)
     planner = RoundPlanner(cfg, holder.dim, context_id=keys.context_id if keys else "")
@@ -87,21 +100,35 @@ def run_setting(s: Setting, args: argparse.Namespace) -> Times:
     t = Times()
     for _ in range(cfg.rounds):
         spec = planner.next_spec(holder.state.version, [f"c{k}" for k in range(cfg.clients)])
-        st = RoundState(spec, make_summer(spec.encoding, keys.public if keys else None), cfg.he.params().slots)
+        st = RoundState(
+            spec, make_summer(spec.encoding, keys.public if keys else None), cfg.he.params().slots
+        )
         client_times, client_cpu, ingest, ingest_cpu = [], [], 0.0, 0.0
         plain_sum = np.zeros(spec.num_values)
         for k, (x, y) in enumerate(data):
             t0, c0 = time.perf_counter(), time.process_time()
-            delta = local_train(holder.model, holder.names, holder.state.flat, x, y, train_params(cfg), seed=k)
+            delta = local_train(
+                holder.model, holder.names, holder.state.flat, x, y, train_params(cfg), seed=k
+            )
             t1 = time.perf_counter()
             vec = prepare_update(delta, len(y), None, np.random.default_rng(k))
             chunks = encode_update(vec, ctx=holder.ctx, compression=s.compression)
             t2, c2 = time.perf_counter(), time.process_time()
             plain_sum += vec
-            st.submit(UpdateHeader(federation="bench", round=spec.round, client_id=f"c{k}",
-                                   base_version=spec.base_version, encoding=spec.encoding,
-                                   context_id=spec.context_id, num_values=spec.num_values,
-                                   num_chunks=len(chunks), compression=s.compression), chunks)
+            st.submit(
+                UpdateHeader(
+                    federation="bench",
+                    round=spec.round,
+                    client_id=f"c{k}",
+                    base_version=spec.base_version,
+                    encoding=spec.encoding,
+                    context_id=spec.context_id,
+                    num_values=spec.num_values,
+                    num_chunks=len(chunks),
+                    compression=s.compression,
+                ),
+                chunks,
+            )
             t3, c3 = time.perf_counter(), time.process_time()
             t.train.append(t1 - t0)
             t.encode.append(t2 - t1)
@@ -116,7 +143,9 @@ def run_setting(s: Setting, args: argparse.Namespace) -> Times:
         assert agg is not None
         total = decode_aggregate(list(agg.chunks), agg.encoding, agg.num_values, holder.ctx)
         avg = average(total, fixed_denominator=None)
-        holder.state.apply(round_=agg.round, base_version=agg.base_version, version=agg.version, avg_delta=avg)
+        holder.state.apply(
+            round_=agg.round, base_version=agg.base_version, version=agg.version, avg_delta=avg
+        )
         t6, c6 = time.perf_counter(), time.process_time()
         t.parallel_cpu.append(max(client_cpu) + ingest_cpu + (c6 - c4))
         t.err = max(t.err, float(np.abs(avg - average(plain_sum, fixed_denominator=None)).max()))
@@ -133,36 +162,48 @@ def med(xs: list[float]) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=2, help="local epochs (more training = smaller HE share)")
+    ap.add_argument(
+        "--epochs", type=int, default=2, help="local epochs (more training = smaller HE share)"
+    )
     args = ap.parse_args()
     warm_up()
     probe = ModelHolder(config_from_dict({"model": {"name": "digits_mlp_1m"}}))
     d = probe.dim
-    print(f"model digits_mlp_1m: {d:,} federated parameters; {args.clients} clients x {args.rounds} rounds, "
-          f"{args.epochs} local epoch(s); float32 update = {4 * d / 1e6:.2f} MB\n")
+    print(
+        f"model digits_mlp_1m: {d:,} federated parameters; {args.clients} clients x {args.rounds} rounds, "
+        f"{args.epochs} local epoch(s); float32 update = {4 * d / 1e6:.2f} MB\n"
+    )
     results = {}
     for s in SETTINGS:
         results[s.name] = run_setting(s, args)
     base = results[SETTINGS[0].name]
-    hdr = (f"{'setting':<32}{'upload MB':>10}{'x f32':>7}{'train s':>9}{'encode s':>9}{'ingest s':>9}"
-           f"{'close s':>8}{'decr s':>8}{'serial s':>9}{'x':>6}{'parallel s':>11}{'x':>6}{'par cpu s':>10}"
-           f"{'x':>6}{'max err':>10}")
+    hdr = (
+        f"{'setting':<32}{'upload MB':>10}{'x f32':>7}{'train s':>9}{'encode s':>9}{'ingest s':>9}"
+        f"{'close s':>8}{'decr s':>8}{'serial s':>9}{'x':>6}{'parallel s':>11}{'x':>6}{'par cpu s':>10}"
+        f"{'x':>6}{'max err':>10}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, t in results.items():
         mb = med([float(b) for b in t.bytes]) / 1e6
-        print(f"{name:<32}{mb:>10.2f}{mb * 1e6 / (4 * d):>7.2f}{med(t.train):>9.3f}{med(t.encode):>9.3f}"
-              f"{med(t.ingest):>9.3f}{med(t.close):>8.3f}{med(t.decrypt):>8.3f}{med(t.serial):>9.2f}"
-              f"{med(t.serial) / med(base.serial):>6.2f}{med(t.parallel):>11.2f}"
-              f"{med(t.parallel) / med(base.parallel):>6.2f}{med(t.parallel_cpu):>10.2f}"
-              f"{med(t.parallel_cpu) / med(base.parallel_cpu):>6.2f}{t.err:>10.1e}")
-    print("\ntrain/encode: per client (median); ingest: aggregator, all clients of a round; "
-          "decr: decrypt/decode + average + apply (once per member)\n"
-          "x f32 = upload bytes / float32 bytes; x = round time / plaintext f32 round time (same run);\n"
-          "par cpu = the parallel critical path in CPU seconds (robust to other load on a shared machine)")
+        print(
+            f"{name:<32}{mb:>10.2f}{mb * 1e6 / (4 * d):>7.2f}{med(t.train):>9.3f}{med(t.encode):>9.3f}"
+            f"{med(t.ingest):>9.3f}{med(t.close):>8.3f}{med(t.decrypt):>8.3f}{med(t.serial):>9.2f}"
+            f"{med(t.serial) / med(base.serial):>6.2f}{med(t.parallel):>11.2f}"
+            f"{med(t.parallel) / med(base.parallel):>6.2f}{med(t.parallel_cpu):>10.2f}"
+            f"{med(t.parallel_cpu) / med(base.parallel_cpu):>6.2f}{t.err:>10.1e}"
+        )
+    print(
+        "\ntrain/encode: per client (median); ingest: aggregator, all clients of a round; "
+        "decr: decrypt/decode + average + apply (once per member)\n"
+        "x f32 = upload bytes / float32 bytes; x = round time / plaintext f32 round time (same run);\n"
+        "par cpu = the parallel critical path in CPU seconds (robust to other load on a shared machine)"
+    )
     return 0
 
 

@@ -45,8 +45,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "collab" / "fl" / "exampl
 def calibrated(cfg: FLConfig, epsilon: float) -> FLConfig:
     """``cfg`` in DP mode with sigma such that ``cfg.rounds`` worst-case rounds stay ≤ ε."""
     worst = (cfg.round.min_clients - cfg.dp.assumed_colluders) / cfg.expected_clients
-    sigma = noise_for_epsilon(epsilon, q=cfg.round.sample_rate, rounds=cfg.rounds, delta=cfg.dp.delta,
-                              worst_fraction=min(1.0, worst))
+    sigma = noise_for_epsilon(
+        epsilon,
+        q=cfg.round.sample_rate,
+        rounds=cfg.rounds,
+        delta=cfg.dp.delta,
+        worst_fraction=min(1.0, worst),
+    )
     dp = dataclasses.replace(cfg.dp, noise_multiplier=sigma, epsilon_budget=epsilon)
     return dataclasses.replace(cfg, dp=dp, modes=["dp"])
 
@@ -56,9 +61,16 @@ def run(job: tuple[str, FLConfig]) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = simulate(cfg, progress=False)
     accs = [float(r.accuracy or 0.0) for r in res]
-    return {"setting": name, "sigma": cfg.dp.noise_multiplier if cfg.dp_enabled else None,
-            "epsilon": res[-1].epsilon if res else None, "rounds": len(res), "final": accs[-1] if accs else None,
-            "best": max(accs) if accs else None, "curve": accs, "seconds": time.perf_counter() - t0}
+    return {
+        "setting": name,
+        "sigma": cfg.dp.noise_multiplier if cfg.dp_enabled else None,
+        "epsilon": res[-1].epsilon if res else None,
+        "rounds": len(res),
+        "final": accs[-1] if accs else None,
+        "best": max(accs) if accs else None,
+        "curve": accs,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def plot(rows: list[dict[str, Any]], public_only: float, path: Path, title: str) -> None:
@@ -69,15 +81,42 @@ def plot(rows: list[dict[str, Any]], public_only: float, path: Path, title: str)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     dp = [r for r in rows if r["setting"].startswith("DP ε=") and "," not in r["setting"]]
-    a1.plot([r["epsilon"] for r in dp], [100 * r["final"] for r in dp], "o-", label="DP-FedAvg (final round)")
+    a1.plot(
+        [r["epsilon"] for r in dp],
+        [100 * r["final"] for r in dp],
+        "o-",
+        label="DP-FedAvg (final round)",
+    )
     for r in rows:
         if r["setting"] == "no DP":
-            a1.axhline(100 * r["final"], color="g", ls="--", label=f"no DP, same config ({100 * r['final']:.1f}%)")
+            a1.axhline(
+                100 * r["final"],
+                color="g",
+                ls="--",
+                label=f"no DP, same config ({100 * r['final']:.1f}%)",
+            )
         if "no public" in r["setting"]:
-            a1.plot([r["epsilon"]], [100 * r["final"]], "rx", ms=9, label="DP ε≈8 without public pretraining")
+            a1.plot(
+                [r["epsilon"]],
+                [100 * r["final"]],
+                "rx",
+                ms=9,
+                label="DP ε≈8 without public pretraining",
+            )
         if "scratch" in r["setting"]:
-            a1.plot([r["epsilon"]], [100 * r["final"]], "m^", ms=8, label="DP ε≈8, classifier from random init")
-    a1.axhline(100 * public_only, color="gray", ls=":", label=f"public data only ({100 * public_only:.1f}%)")
+            a1.plot(
+                [r["epsilon"]],
+                [100 * r["final"]],
+                "m^",
+                ms=8,
+                label="DP ε≈8, classifier from random init",
+            )
+    a1.axhline(
+        100 * public_only,
+        color="gray",
+        ls=":",
+        label=f"public data only ({100 * public_only:.1f}%)",
+    )
     a1.axhline(10, color="k", lw=0.5, ls=":", label="chance")
     a1.set_xscale("log", base=2)
     a1.set_xlabel("ε (δ=1e-5, accountant after the last round)")
@@ -89,8 +128,11 @@ def plot(rows: list[dict[str, Any]], public_only: float, path: Path, title: str)
     for r in rows:
         if "no public" in r["setting"]:  # at chance: shown in the left panel, would squash this one
             continue
-        a2.plot(range(0, len(r["curve"]) + 1), [100 * r["start"]] + [100 * a for a in r["curve"]],
-                label=r["setting"])
+        a2.plot(
+            range(0, len(r["curve"]) + 1),
+            [100 * r["start"]] + [100 * a for a in r["curve"]],
+            label=r["setting"],
+        )
     a2.axhline(100 * public_only, color="gray", ls=":", label="public data only")
     a2.set_xlabel("round (0 = initial model)")
     a2.set_ylabel("test accuracy (%)")
@@ -105,7 +147,9 @@ def plot(rows: list[dict[str, Any]], public_only: float, path: Path, title: str)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     ap.add_argument("--eps", default="1,2,4,8", help="target ε values (comma-separated)")
     ap.add_argument("--rounds", type=int, default=None, help="override the config's rounds")
@@ -119,14 +163,23 @@ def main() -> int:
         base = dataclasses.replace(base, rounds=args.rounds)
     xt, yt = test_data()
     p = base.public
-    n_pub, n_priv = len(public_indices(p.fraction, base.seed)), len(private_indices(p.fraction, base.seed))
+    n_pub, n_priv = (
+        len(public_indices(p.fraction, base.seed)),
+        len(private_indices(p.fraction, base.seed)),
+    )
     sizes = sorted(len(member_data(base, k)[1]) for k in range(base.clients))
-    public_only = ModelHolder(dataclasses.replace(base, modes=["plain"])).evaluate(xt, yt)  # also warms the cache
-    print(f"config {args.config}: {base.clients} clients (Dirichlet alpha={base.dirichlet_alpha}, "
-          f"{sizes[0]}..{sizes[-1]} examples each), federated {base.model.federated}, {base.rounds} rounds, "
-          f"q={base.round.sample_rate}, min_clients={base.round.min_clients}, clip S={base.dp.clip}")
-    print(f"data: {n_pub} PUBLIC examples (fraction {p.fraction} of the digits training split, pretraining), "
-          f"{n_priv} PRIVATE examples (clients), {len(yt)} TEST examples (separate split)")
+    public_only = ModelHolder(dataclasses.replace(base, modes=["plain"])).evaluate(
+        xt, yt
+    )  # also warms the cache
+    print(
+        f"config {args.config}: {base.clients} clients (Dirichlet alpha={base.dirichlet_alpha}, "
+        f"{sizes[0]}..{sizes[-1]} examples each), federated {base.model.federated}, {base.rounds} rounds, "
+        f"q={base.round.sample_rate}, min_clients={base.round.min_clients}, clip S={base.dp.clip}"
+    )
+    print(
+        f"data: {n_pub} PUBLIC examples (fraction {p.fraction} of the digits training split, pretraining), "
+        f"{n_priv} PRIVATE examples (clients), {len(yt)} TEST examples (separate split)"
+    )
 
     jobs: list[tuple[str, FLConfig]] = [("no DP", dataclasses.replace(base, modes=["plain"]))]
     for e in (float(x) for x in args.eps.split(",")):
@@ -135,10 +188,16 @@ def main() -> int:
     if not args.no_ablation:
         nopub = dataclasses.replace(base, public=dataclasses.replace(base.public, fraction=0.0))
         jobs.append(("DP ε=8, no public", calibrated(nopub, 8.0)))
-        starts["DP ε=8, no public"] = ModelHolder(dataclasses.replace(nopub, modes=["plain"])).evaluate(xt, yt)
-        scratch = dataclasses.replace(base, public=dataclasses.replace(base.public, reset_federated=True))
+        starts["DP ε=8, no public"] = ModelHolder(
+            dataclasses.replace(nopub, modes=["plain"])
+        ).evaluate(xt, yt)
+        scratch = dataclasses.replace(
+            base, public=dataclasses.replace(base.public, reset_federated=True)
+        )
         jobs.append(("DP ε=8, head from scratch", calibrated(scratch, 8.0)))
-        starts["DP ε=8, head from scratch"] = ModelHolder(dataclasses.replace(scratch, modes=["plain"])).evaluate(xt, yt)
+        starts["DP ε=8, head from scratch"] = ModelHolder(
+            dataclasses.replace(scratch, modes=["plain"])
+        ).evaluate(xt, yt)
     t0 = time.perf_counter()
     ctx = mp.get_context("fork")
     with ctx.Pool(max(1, args.jobs)) as pool:
@@ -148,21 +207,39 @@ def main() -> int:
         for r in tqdm(pool.imap(run, jobs), total=len(jobs), desc="settings"):
             r["start"] = starts.get(r["setting"], public_only)
             rows.append(r)
-    print(f"\n{'setting':<20} {'sigma':>7} {'epsilon':>8} {'rounds':>6} {'final acc':>9} {'best':>6} {'s':>6}")
+    print(
+        f"\n{'setting':<20} {'sigma':>7} {'epsilon':>8} {'rounds':>6} {'final acc':>9} {'best':>6} {'s':>6}"
+    )
     print(f"{'public only':<20} {'-':>7} {'0':>8} {0:>6} {public_only:>9.3f} {'-':>6} {'-':>6}")
     for r in rows:
         sig = "-" if r["sigma"] is None else f"{r['sigma']:.3f}"
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3f}"
-        print(f"{r['setting']:<20} {sig:>7} {eps:>8} {r['rounds']:>6} {r['final']:>9.3f} {r['best']:>6.3f} "
-              f"{r['seconds']:>6.0f}")
+        print(
+            f"{r['setting']:<20} {sig:>7} {eps:>8} {r['rounds']:>6} {r['final']:>9.3f} {r['best']:>6.3f} "
+            f"{r['seconds']:>6.0f}"
+        )
     print(f"(wall {time.perf_counter() - t0:.0f}s for all settings, {args.jobs} parallel)")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fl_dp.json").write_text(json.dumps({"public_only": public_only, "rows": rows,
-                                                     "public_examples": n_pub, "private_examples": n_priv,
-                                                     "test_examples": len(yt)}, indent=1))
+    (args.out / "fl_dp.json").write_text(
+        json.dumps(
+            {
+                "public_only": public_only,
+                "rows": rows,
+                "public_examples": n_pub,
+                "private_examples": n_priv,
+                "test_examples": len(yt),
+            },
+            indent=1,
+        )
+    )
     png = args.out / "fl_dp.png"
-    plot(rows, public_only, png, title=f"DP-FedAvg of {base.model.federated} on digits: {base.clients} non-IID "
-         f"clients, {n_pub} public / {n_priv} private / {len(yt)} test examples")
+    plot(
+        rows,
+        public_only,
+        png,
+        title=f"DP-FedAvg of {base.model.federated} on digits: {base.clients} non-IID "
+        f"clients, {n_pub} public / {n_priv} private / {len(yt)} test examples",
+    )
     print(f"wrote {png} and {args.out / 'fl_dp.json'}")
     return 0
 

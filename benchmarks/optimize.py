@@ -29,8 +29,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path | None = None,
-               label: str | None = None) -> list[dict[str, object]]:
+def _quantized(
+    name: str,
+    runs: int,
+    work: Path,
+    every_split: bool,
+    bundle: Path | None = None,
+    label: str | None = None,
+) -> list[dict[str, object]]:
     import onnx
 
     from collab.bundle import load_bundle
@@ -56,7 +62,9 @@ def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path
     ref = top1(run_batched(sessions.full(), held))
     rows: list[dict[str, object]] = []
 
-    def table(target: str, segments: tuple[str, ...], tail: Chain | None, methods: list[str], n_runs: int) -> None:
+    def table(
+        target: str, segments: tuple[str, ...], tail: Chain | None, methods: list[str], n_runs: int
+    ) -> None:
         src = work / f"{name}.{target}.fp32.onnx"  # what the variants are quantized from
         onnx.save(compose(b, segments), str(src))
         models: list[Chain | Path] = [sessions.chain(segments)]
@@ -70,23 +78,52 @@ def _quantized(name: str, runs: int, work: Path, every_split: bool, bundle: Path
             sizes.append(file_size(dst))
         ms = interleaved_latency_ms(models, held[:1], runs=n_runs, warmup=20)
         for vname, size, t, a in zip(["fp32", *methods], sizes, ms, agrees, strict=True):
-            rows.append({"model": label or name, "target": target, "variant": vname, "ms": t, "speedup": ms[0] / t,
-                         "kb": size / 1024, "agreement": a, "loss_pts": 100 * (1 - a)})
+            rows.append(
+                {
+                    "model": label or name,
+                    "target": target,
+                    "variant": vname,
+                    "ms": t,
+                    "speedup": ms[0] / t,
+                    "kb": size / 1024,
+                    "agreement": a,
+                    "loss_pts": 100 * (1 - a),
+                }
+            )
 
     mid = select_splits(m, "middle")[0]
-    print(f"\n== {label or name}: middle split {mid.name!r} (of {len(m.split_points)}), "
-          f"{len(calib)} calibration (train) / {len(held)} held-out (test) inputs, {runs} interleaved runs")
-    table(mid.name, m.head_paths(mid.name), sessions.tail(mid.name), ["int8_static", "int8_dynamic", "fp16"], runs)
+    print(
+        f"\n== {label or name}: middle split {mid.name!r} (of {len(m.split_points)}), "
+        f"{len(calib)} calibration (train) / {len(held)} held-out (test) inputs, {runs} interleaved runs"
+    )
+    table(
+        mid.name,
+        m.head_paths(mid.name),
+        sessions.tail(mid.name),
+        ["int8_static", "int8_dynamic", "fp16"],
+        runs,
+    )
     table("full", m.full_paths(), None, ["int8_static", "int8_dynamic", "fp16"], runs)
     _print(rows, ["target", "variant", "ms", "speedup", "kb", "agreement", "loss_pts"])
     if not every_split:
         return rows
-    print("\n   INT8 static at every split point (head latency vs FP32 head, agreement of head_int8 -> tail)")
+    print(
+        "\n   INT8 static at every split point (head latency vs FP32 head, agreement of head_int8 -> tail)"
+    )
     start = len(rows)
     for sp in sorted(m.split_points, key=lambda s: s.index):
-        table(sp.name, m.head_paths(sp.name), sessions.tail(sp.name), ["int8_static"], max(30, runs // 4))
+        table(
+            sp.name,
+            m.head_paths(sp.name),
+            sessions.tail(sp.name),
+            ["int8_static"],
+            max(30, runs // 4),
+        )
     every = rows[start:]
-    _print([r for r in every if r["variant"] != "fp32"], ["target", "ms", "speedup", "kb", "agreement", "loss_pts"])
+    _print(
+        [r for r in every if r["variant"] != "fp32"],
+        ["target", "ms", "speedup", "kb", "agreement", "loss_pts"],
+    )
     return rows
 
 
@@ -102,7 +139,9 @@ def _trained_resnet(runs: int, work: Path) -> list[dict[str, object]]:
     from collab.split import split_model
 
     if spec("resnet").trained:
-        print("\n   (the example ResNet ships trained weights: section 1 already is the trained control)")
+        print(
+            "\n   (the example ResNet ships trained weights: section 1 already is the trained control)"
+        )
         return []
     torch.set_num_threads(1)
     x, y = datasets.digits_rgb32("train")
@@ -111,14 +150,24 @@ def _trained_resnet(runs: int, work: Path) -> list[dict[str, object]]:
     with torch.no_grad():
         s = np.sort(model(torch.from_numpy(xs)).numpy(), axis=1)
     seeded_margin = float(np.median(s[:, -1] - s[:, -2]))
-    train(model, x, y, FinetuneConfig(epochs=3, lr=3e-3, batch_size=64), desc="train resnet (3 epochs)")
+    train(
+        model,
+        x,
+        y,
+        FinetuneConfig(epochs=3, lr=3e-3, batch_size=64),
+        desc="train resnet (3 epochs)",
+    )
     with torch.no_grad():
         s = np.sort(model(torch.from_numpy(xs)).numpy(), axis=1)
-    print(f"\n   seeded ResNet: median top-1 logit margin {seeded_margin:.3f}; after 3 epochs on digits: "
-          f"{float(np.median(s[:, -1] - s[:, -2])):.3f}, test accuracy {accuracy(model, xs, ys):.4f}")
+    print(
+        f"\n   seeded ResNet: median top-1 logit margin {seeded_margin:.3f}; after 3 epochs on digits: "
+        f"{float(np.median(s[:, -1] - s[:, -2])):.3f}, test accuracy {accuracy(model, xs, ys):.4f}"
+    )
     root = work / "resnet-trained"
     split_model(model, example_inputs("resnet", 3)[0], root, name="resnet", progress=False)
-    return _quantized("resnet", runs, work, every_split=False, bundle=root, label="resnet (trained 3 epochs)")
+    return _quantized(
+        "resnet", runs, work, every_split=False, bundle=root, label="resnet (trained 3 epochs)"
+    )
 
 
 def _digits(runs: int, work: Path) -> list[dict[str, object]]:
@@ -150,7 +199,9 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
     p_a, _ = prune_channels(teacher, ex, 0.5, layers="all")
     models["pruned 50% all"] = train(p_a, x, y, FinetuneConfig(epochs=10), progress=False)
     st, _ = prune_channels(teacher, ex, 0.6, layers="all")
-    models["distilled w=0.4"] = train(st, x, y, FinetuneConfig(epochs=20, lr=3e-3), teacher=teacher, progress=False)
+    models["distilled w=0.4"] = train(
+        st, x, y, FinetuneConfig(epochs=20, lr=3e-3), teacher=teacher, progress=False
+    )
     paths: dict[str, Path] = {}
     macs: dict[str, int] = {}
     accs: dict[str, float] = {}
@@ -169,11 +220,37 @@ def _digits(runs: int, work: Path) -> list[dict[str, object]]:
     rows = []
     for n, t in zip(names, ms, strict=True):
         agr = agreement(top1(run_batched(make_session(paths[n]), xs)), ref)
-        rows.append({"model": "digits", "variant": n, "macs_k": macs[n] / 1e3, "mac_ratio": macs[names[0]] / macs[n],
-                     "us": t * 1e3, "speedup": ms[0] / t, "kb": file_size(paths[n]) / 1024, "accuracy": accs[n],
-                     "acc_vs_teacher": accs[n] / accs[names[0]], "agreement": agr})
-    print(f"\n== 2. Trained digits CNN, {len(ys)} test images, {runs * 5} interleaved runs (latency in microseconds)")
-    _print(rows, ["variant", "macs_k", "mac_ratio", "us", "speedup", "kb", "accuracy", "acc_vs_teacher", "agreement"])
+        rows.append(
+            {
+                "model": "digits",
+                "variant": n,
+                "macs_k": macs[n] / 1e3,
+                "mac_ratio": macs[names[0]] / macs[n],
+                "us": t * 1e3,
+                "speedup": ms[0] / t,
+                "kb": file_size(paths[n]) / 1024,
+                "accuracy": accs[n],
+                "acc_vs_teacher": accs[n] / accs[names[0]],
+                "agreement": agr,
+            }
+        )
+    print(
+        f"\n== 2. Trained digits CNN, {len(ys)} test images, {runs * 5} interleaved runs (latency in microseconds)"
+    )
+    _print(
+        rows,
+        [
+            "variant",
+            "macs_k",
+            "mac_ratio",
+            "us",
+            "speedup",
+            "kb",
+            "accuracy",
+            "acc_vs_teacher",
+            "agreement",
+        ],
+    )
     return rows
 
 
@@ -185,16 +262,51 @@ def _tiers(runs: int, work: Path) -> list[dict[str, object]]:
     src = example_bundle("digits")
     rows = []
     for tier in TIERS:
-        res = optimize(OptimizeConfig(bundle=src, out=work / f"tier-{tier}", calibration="example:digits", tier=tier,
-                                      splits="middle", runs=max(50, runs), progress=False))
+        res = optimize(
+            OptimizeConfig(
+                bundle=src,
+                out=work / f"tier-{tier}",
+                calibration="example:digits",
+                tier=tier,
+                splits="middle",
+                runs=max(50, runs),
+                progress=False,
+            )
+        )
         for r in res.reports:
-            rows.append({"tier": tier, "target": r.target, "variant": r.name, "us": r.ms * 1e3,
-                         "fp32_us": r.fp32_ms * 1e3, "speedup": r.speedup, "kb": r.size_bytes / 1024,
-                         "agreement": r.agreement, "accuracy": r.accuracy if r.accuracy is not None else float("nan"),
-                         "kept": "yes" if r.kept else f"NO ({r.reason})"})
-    print("\n== 3. Device tiers on the digits bundle (collab optimize --tier T; middle split + edge-only model;"
-          " agreement vs that bundle's FP32, calibrated on 256 train, checked on 450 test images)")
-    _print(rows, ["tier", "target", "variant", "fp32_us", "us", "speedup", "kb", "agreement", "accuracy", "kept"])
+            rows.append(
+                {
+                    "tier": tier,
+                    "target": r.target,
+                    "variant": r.name,
+                    "us": r.ms * 1e3,
+                    "fp32_us": r.fp32_ms * 1e3,
+                    "speedup": r.speedup,
+                    "kb": r.size_bytes / 1024,
+                    "agreement": r.agreement,
+                    "accuracy": r.accuracy if r.accuracy is not None else float("nan"),
+                    "kept": "yes" if r.kept else f"NO ({r.reason})",
+                }
+            )
+    print(
+        "\n== 3. Device tiers on the digits bundle (collab optimize --tier T; middle split + edge-only model;"
+        " agreement vs that bundle's FP32, calibrated on 256 train, checked on 450 test images)"
+    )
+    _print(
+        rows,
+        [
+            "tier",
+            "target",
+            "variant",
+            "fp32_us",
+            "us",
+            "speedup",
+            "kb",
+            "agreement",
+            "accuracy",
+            "kept",
+        ],
+    )
     return rows
 
 
@@ -221,17 +333,32 @@ def _plot(resnet: list[dict[str, object]], digits: list[dict[str, object]], out:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in (r for r in resnet[:8] if r["variant"] != "fp32"):  # FP32 is (1, 0) by definition
         axes[0].scatter(float(r["speedup"]), float(r["loss_pts"]), s=40)  # type: ignore[arg-type]
-        axes[0].annotate(f"{r['target']}/{r['variant']}", (float(r["speedup"]), float(r["loss_pts"])),  # type: ignore[arg-type]
-                         fontsize=8, xytext=(4, 4), textcoords="offset points")
+        axes[0].annotate(
+            f"{r['target']}/{r['variant']}",
+            (float(r["speedup"]), float(r["loss_pts"])),  # type: ignore[arg-type]
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     axes[0].axvline(2.0, ls="--", c="grey")
     axes[0].axhline(1.0, ls="--", c="grey")
-    axes[0].set(xlabel="speed-up vs FP32 (batch 1, 1 thread)", ylabel="top-1 agreement loss (points)",
-                title="ResNet-18-style: middle-split head and full model")
+    axes[0].set(
+        xlabel="speed-up vs FP32 (batch 1, 1 thread)",
+        ylabel="top-1 agreement loss (points)",
+        title="ResNet-18-style: middle-split head and full model",
+    )
     for r in digits:
         axes[1].scatter(float(r["speedup"]), 100 * float(r["accuracy"]), s=40)  # type: ignore[arg-type]
-        axes[1].annotate(str(r["variant"]), (float(r["speedup"]), 100 * float(r["accuracy"])),  # type: ignore[arg-type]
-                         fontsize=8, xytext=(4, 4), textcoords="offset points")
-    axes[1].set(xlabel="speed-up vs FP32 teacher", ylabel="test accuracy (%)", title="Trained digits CNN")
+        axes[1].annotate(
+            str(r["variant"]),
+            (float(r["speedup"]), 100 * float(r["accuracy"])),  # type: ignore[arg-type]
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    axes[1].set(
+        xlabel="speed-up vs FP32 teacher", ylabel="test accuracy (%)", title="Trained digits CNN"
+    )
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "optimize.png"
@@ -241,11 +368,15 @@ def _plot(resnet: list[dict[str, object]], digits: list[dict[str, object]], out:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=200, help="interleaved timed runs per model")
     ap.add_argument("--out", type=Path, default=Path("artifacts/optimize"))
     ap.add_argument("--skip-tiers", action="store_true")
-    ap.add_argument("--skip-trained", action="store_true", help="skip training the ResNet (about a minute)")
+    ap.add_argument(
+        "--skip-trained", action="store_true", help="skip training the ResNet (about a minute)"
+    )
     args = ap.parse_args()
     from collab.log import setup_logging
 

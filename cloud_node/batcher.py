@@ -42,11 +42,23 @@ class BatchObserver(Protocol):
 
 
 class _Item:
-    __slots__ = ("alive", "deadline", "enqueued", "error", "event", "leading", "n", "promoted",
-                 "queued", "result", "x")
+    __slots__ = (
+        "alive",
+        "deadline",
+        "enqueued",
+        "error",
+        "event",
+        "leading",
+        "n",
+        "promoted",
+        "queued",
+        "result",
+        "x",
+    )
 
-    def __init__(self, x: np.ndarray, deadline: float | None,
-                 alive: Callable[[], bool] | None) -> None:
+    def __init__(
+        self, x: np.ndarray, deadline: float | None, alive: Callable[[], bool] | None
+    ) -> None:
         self.x = x
         self.n = int(x.shape[0])
         self.deadline = deadline  # time.monotonic() by which the caller needs the answer
@@ -65,9 +77,17 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int,
-                 max_wait_ms: float, slots: int, observer: BatchObserver, name: str = "",
-                 wait_when_idle: bool = False) -> None:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        slots: int,
+        observer: BatchObserver,
+        name: str = "",
+        wait_when_idle: bool = False,
+    ) -> None:
         self._run = run
         self.max_batch_size = max(1, max_batch_size)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
@@ -87,15 +107,19 @@ class Batcher:
         """Samples waiting for a batch."""
         return self._pending_samples
 
-    def run(self, x: np.ndarray, deadline: float | None = None,
-            alive: Callable[[], bool] | None = None) -> BatchResult:
+    def run(
+        self, x: np.ndarray, deadline: float | None = None, alive: Callable[[], bool] | None = None
+    ) -> BatchResult:
         """Compute ``x`` (batch dim first) as part of a batch; blocks the calling thread."""
         item = _Item(x, deadline, alive)
         with self._lock:
             if self._closed:
                 raise ClosedError("cloud node is shutting down")
-            if (not self._pending and self._leaders < self._slots
-                    and (self._max_wait <= 0 or self._leaders < self._min_leaders)):
+            if (
+                not self._pending
+                and self._leaders < self._slots
+                and (self._max_wait <= 0 or self._leaders < self._min_leaders)
+            ):
                 # Idle fast path: nothing queued and no window to hold open, so this
                 # request is a batch of its own — no queue, no event, one lock round trip.
                 self._leaders += 1
@@ -212,8 +236,12 @@ class Batcher:
         until = self._pending[0].enqueued + self._max_wait
         if me.deadline is not None:
             until = min(until, me.deadline)
-        while (me.queued and self._pending_samples < self.max_batch_size and not self._closed
-               and self._leaders > self._min_leaders):
+        while (
+            me.queued
+            and self._pending_samples < self.max_batch_size
+            and not self._closed
+            and self._leaders > self._min_leaders
+        ):
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
@@ -273,7 +301,7 @@ class Batcher:
         offset = 0
         with self._lock:
             for it, q in zip(batch, queue_s, strict=True):
-                it.result = BatchResult(y[offset:offset + it.n], q * 1000.0, compute_ms, size)
+                it.result = BatchResult(y[offset : offset + it.n], q * 1000.0, compute_ms, size)
                 offset += it.n
                 _signal(it)
 

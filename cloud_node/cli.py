@@ -20,8 +20,14 @@ _CLOUD = settings(CloudConfig)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    parser.add_argument("--bundle", action="append", required=True, type=Path, metavar="DIR",
-                        help="bundle directory to serve (repeat for several models)")
+    parser.add_argument(
+        "--bundle",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="bundle directory to serve (repeat for several models)",
+    )
     add_flags(parser, _CLOUD)
     add_cloud_join_args(parser)  # --broker ...: announce this node to the fleet coordinator
     return run
@@ -38,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     # a signal during start-up now stops the node, exit 0, as soon as it is up
     stop = stop_on_signals()
     with serve(config) as (server, port):
-        print(f"collab cloud: serving on port {port}"
-              + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
-              flush=True)
+        print(
+            f"collab cloud: serving on port {port}"
+            + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""),
+            flush=True,
+        )
         agent = cloud_agent(args, listen=config.listen, port=port, served=server.handler.served())
         try:
             while not stop.wait(0.5):

@@ -18,26 +18,45 @@ class CloudConfig:
     bundles: tuple[Path, ...]
     # loopback on the conventional gRPC port (the CLI's default; the dataclass used to say
     # port 0): clients must know where a daemon is, and off-loopback must be asked for
-    listen: str = setting("127.0.0.1:50051", help="gRPC address (port 0 = any free port)", metavar="HOST:PORT")
-    metrics_port: int | None = setting(None, help="serve Prometheus /metrics on this port (0 = any free port)",
-                                       lo=0, hi=65535, metavar="P")
+    listen: str = setting(
+        "127.0.0.1:50051", help="gRPC address (port 0 = any free port)", metavar="HOST:PORT"
+    )
+    metrics_port: int | None = setting(
+        None,
+        help="serve Prometheus /metrics on this port (0 = any free port)",
+        lo=0,
+        hi=65535,
+        metavar="P",
+    )
     # 16 samples / 2 ms (the daemon's; scenarios used to default to 8 / 1 ms and now state
     # it): the configuration benchmarks/cloud.py measures, a weight-bound tail reads its
     # weights once per batch of 16, and a batch waits only while another one computes
     # (unless wait_when_idle), so an unloaded node never pays the 2 ms
     max_batch_size: int = setting(16, help="samples per batch (1 = no batching)", lo=1, metavar="N")
-    max_wait_ms: float = setting(2.0, help="longest a batch stays open while another one computes", lo=0,
-                                 metavar="T")
-    wait_when_idle: bool = setting(False, help="hold batches open for max_wait_ms even when no other batch "
-                                   "is running (off: an unloaded request never waits)")
+    max_wait_ms: float = setting(
+        2.0, help="longest a batch stays open while another one computes", lo=0, metavar="T"
+    )
+    wait_when_idle: bool = setting(
+        False,
+        help="hold batches open for max_wait_ms even when no other batch "
+        "is running (off: an unloaded request never waits)",
+    )
     workers: int = setting(0, help="concurrent batches (0 = one per core)", lo=0)
-    threads: int = setting(64, help="gRPC handler threads = requests in flight (queued ones hold one)", lo=2)
+    threads: int = setting(
+        64, help="gRPC handler threads = requests in flight (queued ones hold one)", lo=2
+    )
     intra_threads: int = setting(1, help="ONNX Runtime threads per batch", lo=1)
-    max_message_bytes: int = setting(0, help="gRPC message limit (0 = from the bundles' largest frame)", lo=0)
+    max_message_bytes: int = setting(
+        0, help="gRPC message limit (0 = from the bundles' largest frame)", lo=0
+    )
     tls_cert: Path | None = setting(None, help="server certificate (PEM)")
     tls_key: Path | None = setting(None, help="server private key (PEM)")
-    tls_client_ca: Path | None = setting(None, help="require client certificates signed by this CA (PEM)")
-    grace_s: float = setting(10.0, help="drain time for in-flight requests on shutdown", lo=0, metavar="S")
+    tls_client_ca: Path | None = setting(
+        None, help="require client certificates signed by this CA (PEM)"
+    )
+    grace_s: float = setting(
+        10.0, help="drain time for in-flight requests on shutdown", lo=0, metavar="S"
+    )
     warmup: bool = setting(True, help="run every graph once before listening")
 
     def __post_init__(self) -> None:

@@ -104,9 +104,17 @@ class _LoadObserver:
 class CloudHandler:
     """One per server; thread-safe (every gRPC handler thread calls it)."""
 
-    def __init__(self, registry: ModelRegistry, *, metrics: Metrics, slots: int,
-                 max_batch_size: int, max_wait_ms: float, max_message_bytes: int,
-                 wait_when_idle: bool) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        metrics: Metrics,
+        slots: int,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_message_bytes: int,
+        wait_when_idle: bool,
+    ) -> None:
         """The batching settings come from :class:`cloud_node.config.CloudConfig` (no
         defaults here: it has the one default of each)."""
         self.registry = registry
@@ -120,14 +128,22 @@ class CloudHandler:
         self._batchers: dict[tuple[str, str, str], Batcher] = {}
         for r in registry.runnables():
             obs = _LoadObserver(self, metrics.observer(r.model, r.split))
-            self._batchers[r.key] = Batcher(r, max_batch_size=max_batch_size,
-                                            max_wait_ms=max_wait_ms, slots=slots, observer=obs,
-                                            name=f"{r.model}/{r.split}",
-                                            wait_when_idle=wait_when_idle)
+            self._batchers[r.key] = Batcher(
+                r,
+                max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms,
+                slots=slots,
+                observer=obs,
+                name=f"{r.model}/{r.split}",
+                wait_when_idle=wait_when_idle,
+            )
         self._all_batchers = tuple(self._batchers.values())
-        self._counters = {r.key: metrics.requests.labels("Infer" if r.split == FULL else "Decode",
-                                                         r.model, r.split)
-                          for r in registry.runnables()}  # every series exported from 0
+        self._counters = {
+            r.key: metrics.requests.labels(
+                "Infer" if r.split == FULL else "Decode", r.model, r.split
+            )
+            for r in registry.runnables()
+        }  # every series exported from 0
         # (name, version as asked, split) -> what a request needs; filled on first use
         # with keys that resolved, so it stays as small as the set of valid keys
         self._routes: dict[tuple[str, str, str | None], _Route] = {}
@@ -146,8 +162,12 @@ class CloudHandler:
         self._compute_ewma += _EWMA * (compute_ms - self._compute_ewma)
 
     def load(self) -> LoadReport:
-        return LoadReport(queue_depth=self.depth(), inflight=self._inflight,
-                          queue_ms_ewma=self._queue_ewma, compute_ms_ewma=self._compute_ewma)
+        return LoadReport(
+            queue_depth=self.depth(),
+            inflight=self._inflight,
+            queue_ms_ewma=self._queue_ewma,
+            compute_ms_ewma=self._compute_ewma,
+        )
 
     # ----------------------------------------------------------------- tensors
 
@@ -156,8 +176,12 @@ class CloudHandler:
         route = self._routes.get(key)
         if route is None:
             r = self.registry.resolve(call.model, call.version, call.split)  # NotFoundError
-            route = self._routes[key] = _Route(r, self._batchers[r.key], self._counters[r.key],
-                                               2 * self.max_batch_size * r.sample_bytes)
+            route = self._routes[key] = _Route(
+                r,
+                self._batchers[r.key],
+                self._counters[r.key],
+                2 * self.max_batch_size * r.sample_bytes,
+            )
         return route
 
     def run(self, call: TensorCall) -> TensorReply:
@@ -168,15 +192,29 @@ class CloudHandler:
             route = self._route(call)
             r = route.runnable
             route.requests.inc()
-            x = self._images(call, r) if call.images else self._decode(call.frame, r, route.max_bytes)
+            x = (
+                self._images(call, r)
+                if call.images
+                else self._decode(call.frame, r, route.max_bytes)
+            )
             t1 = time.perf_counter()
             res = route.batcher.run(x, call.deadline, call.alive)
             out = codec.encode(res.output, _OUTPUT)
-            timing = ServerTiming(queue_ms=res.queue_ms, compute_ms=res.compute_ms,
-                                  decode_ms=(t1 - t0) * 1000.0, batch_size=res.batch_size,
-                                  total_ms=(time.perf_counter() - t0) * 1000.0)
-            return TensorReply(request_id=call.request_id, model=r.model, version=r.version,
-                               output=out, timing=timing, load=self.load())
+            timing = ServerTiming(
+                queue_ms=res.queue_ms,
+                compute_ms=res.compute_ms,
+                decode_ms=(t1 - t0) * 1000.0,
+                batch_size=res.batch_size,
+                total_ms=(time.perf_counter() - t0) * 1000.0,
+            )
+            return TensorReply(
+                request_id=call.request_id,
+                model=r.model,
+                version=r.version,
+                output=out,
+                timing=timing,
+                load=self.load(),
+            )
         finally:
             with self._lock:
                 self._inflight -= 1
@@ -190,10 +228,12 @@ class CloudHandler:
             split = r.split if r.split != FULL else "input"
             raise BadRequestError(
                 f"{r.model}/{split}: expected shape [N, {', '.join(map(str, want))}], "
-                f"got {list(x.shape)}")
+                f"got {list(x.shape)}"
+            )
         if x.shape[0] > self.max_batch_size:
-            raise TooLargeError(f"{x.shape[0]} samples in one request; at most "
-                                f"{self.max_batch_size} allowed")
+            raise TooLargeError(
+                f"{x.shape[0]} samples in one request; at most {self.max_batch_size} allowed"
+            )
         return x if x.dtype == _F32 else x.astype(_F32)
 
     def _images(self, call: TensorCall, r: Runnable) -> np.ndarray:
@@ -204,13 +244,20 @@ class CloudHandler:
             raise BadRequestError("images go in an Infer request, instead of a frame")
         pre = r.preprocessing
         if pre is None:
-            raise BadRequestError(f"{r.model}: the bundle records no image preprocessing; send a tensor frame")
+            raise BadRequestError(
+                f"{r.model}: the bundle records no image preprocessing; send a tensor frame"
+            )
         if len(call.images) > self.max_batch_size:
-            raise TooLargeError(f"{len(call.images)} images in one request; at most "
-                                f"{self.max_batch_size} allowed")
+            raise TooLargeError(
+                f"{len(call.images)} images in one request; at most {self.max_batch_size} allowed"
+            )
         cap = IMAGE_PIXEL_FACTOR * pre.size[0] * pre.size[1]
-        pixels = np.stack([images.resize(images.decode_image(b, max_pixels=cap)[None], pre.size)[0]
-                           for b in call.images])
+        pixels = np.stack(
+            [
+                images.resize(images.decode_image(b, max_pixels=cap)[None], pre.size)[0]
+                for b in call.images
+            ]
+        )
         return images.normalize(pixels, pre.mean, pre.std)
 
     # ----------------------------------------------------------------- probes
@@ -220,16 +267,21 @@ class CloudHandler:
         if n < 0:
             raise BadRequestError(f"response_bytes must be >= 0, got {n}")
         if n > self.max_message_bytes - 1024:
-            raise TooLargeError(f"response_bytes {n} exceeds the message limit "
-                                f"{self.max_message_bytes - 1024}")
+            raise TooLargeError(
+                f"response_bytes {n} exceeds the message limit {self.max_message_bytes - 1024}"
+            )
         if n == 0:
             payload = call.payload
         else:
             reps = -(-n // len(self._probe_buf))
             payload = (self._probe_buf * reps)[:n] if reps > 1 else self._probe_buf[:n]
-        return ProbeReply(payload=payload, client_send_time=call.client_send_time,
-                          received_bytes=len(call.payload), load=self.load(),
-                          models=self.served())
+        return ProbeReply(
+            payload=payload,
+            client_send_time=call.client_send_time,
+            received_bytes=len(call.payload),
+            load=self.load(),
+            models=self.served(),
+        )
 
     def served(self) -> tuple[tuple[str, str], ...]:
         """(model name, bundle version) of every model this node serves."""

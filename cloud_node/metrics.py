@@ -27,17 +27,27 @@ class Metrics(MetricsEndpoint):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("collab_cloud_requests", "RPCs received",
-                                ["method", "model", "split"], registry=r)
-        self.errors = Counter("collab_cloud_errors", "RPCs answered with an error status",
-                              ["method", "code"], registry=r)
+        self.requests = Counter(
+            "collab_cloud_requests", "RPCs received", ["method", "model", "split"], registry=r
+        )
+        self.errors = Counter(
+            "collab_cloud_errors",
+            "RPCs answered with an error status",
+            ["method", "code"],
+            registry=r,
+        )
         self._batches = _BatchHistograms()
         r.register(self._batches)
-        self.dropped = Counter("collab_cloud_dropped", "requests dropped before compute",
-                               ["model", "split", "reason"], registry=r)
+        self.dropped = Counter(
+            "collab_cloud_dropped",
+            "requests dropped before compute",
+            ["model", "split", "reason"],
+            registry=r,
+        )
         self.inflight = Gauge("collab_cloud_inflight", "RPCs being handled", registry=r)
-        self.queue_depth = Gauge("collab_cloud_queue_depth", "samples waiting for a batch",
-                                 registry=r)
+        self.queue_depth = Gauge(
+            "collab_cloud_queue_depth", "samples waiting for a batch", registry=r
+        )
 
     def observer(self, model: str, split: str) -> BatchMetrics:
         """The batch observer of one (model, split); call once per queue."""
@@ -98,9 +108,11 @@ class BatchMetrics:
 class _BatchHistograms(Collector):
     """Exposes every BatchMetrics as the three labelled histograms."""
 
-    _FAMILIES = (("collab_cloud_batch_size", "samples per executed batch", "size"),
-                 ("collab_cloud_queue_seconds", "enqueue to batch start", "queue"),
-                 ("collab_cloud_compute_seconds", "compute time per batch", "compute"))
+    _FAMILIES = (
+        ("collab_cloud_batch_size", "samples per executed batch", "size"),
+        ("collab_cloud_queue_seconds", "enqueue to batch start", "queue"),
+        ("collab_cloud_compute_seconds", "compute time per batch", "compute"),
+    )
 
     def __init__(self) -> None:
         self._series: list[tuple[str, str, BatchMetrics]] = []
@@ -109,12 +121,16 @@ class _BatchHistograms(Collector):
         self._series.append((model, split, obs))
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        fams = [HistogramMetricFamily(name, doc, labels=["model", "split"])
-                for name, doc, _ in self._FAMILIES]
+        fams = [
+            HistogramMetricFamily(name, doc, labels=["model", "split"])
+            for name, doc, _ in self._FAMILIES
+        ]
         for model, split, obs in list(self._series):
             with obs.lock:
-                snap = [(getattr(obs, attr).buckets(), getattr(obs, attr).total)
-                        for _, _, attr in self._FAMILIES]
+                snap = [
+                    (getattr(obs, attr).buckets(), getattr(obs, attr).total)
+                    for _, _, attr in self._FAMILIES
+                ]
             for fam, (buckets, total) in zip(fams, snap, strict=True):
                 fam.add_metric([model, split], buckets, total)
         yield from fams

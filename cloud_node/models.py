@@ -69,11 +69,22 @@ class ModelRegistry:
         for b in bundles:
             m = b.manifest
             sessions = BundleSessions(b, intra_threads=intra_threads, lean=False)
-            full = Runnable(m.model_name, b.version, FULL, sessions.full(), tuple(m.input_shape[1:]),
-                            m.preprocessing)
+            full = Runnable(
+                m.model_name,
+                b.version,
+                FULL,
+                sessions.full(),
+                tuple(m.input_shape[1:]),
+                m.preprocessing,
+            )
             tails = {
-                sp.name: Runnable(m.model_name, b.version, sp.name, sessions.tail(sp.name),
-                                  tuple(sp.feature_shape[1:]))
+                sp.name: Runnable(
+                    m.model_name,
+                    b.version,
+                    sp.name,
+                    sessions.tail(sp.name),
+                    tuple(sp.feature_shape[1:]),
+                )
                 for sp in m.split_points
             }
             self._models.setdefault(m.model_name, []).append(ServedModel(b, full, tails))
@@ -91,7 +102,9 @@ class ModelRegistry:
         model = next((m for m in candidates if not version or m.version == version), None)
         if model is None:
             have = ", ".join(m.version[:12] for m in candidates)
-            raise NotFoundError(f"model {name!r} version {version[:12]!r} is not served (have: {have})")
+            raise NotFoundError(
+                f"model {name!r} version {version[:12]!r} is not served (have: {have})"
+            )
         if split is None:
             return model.full
         tail = model.tails.get(split)

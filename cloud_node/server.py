@@ -37,9 +37,18 @@ _FRAME_SLACK = 64 * 1024  # frame header, protobuf fields
 class CloudServer:
     """A running node. ``stop`` may be called from any thread (it is idempotent)."""
 
-    def __init__(self, *, grpc_server: grpc.Server, handler: CloudHandler,
-                 health: health.HealthServicer, metrics: Metrics, pool: ThreadPoolExecutor,
-                 port: int, metrics_port: int | None, grace_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        grpc_server: grpc.Server,
+        handler: CloudHandler,
+        health: health.HealthServicer,
+        metrics: Metrics,
+        pool: ThreadPoolExecutor,
+        port: int,
+        metrics_port: int | None,
+        grace_s: float,
+    ) -> None:
         self.grpc_server = grpc_server
         self.handler = handler
         self.health = health
@@ -84,14 +93,21 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
     limit = message_limit(config, registry)
     workers = config.worker_count
     metrics = Metrics()
-    handler = CloudHandler(registry, metrics=metrics, slots=workers,
-                           max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
-                           max_message_bytes=limit, wait_when_idle=config.wait_when_idle)
+    handler = CloudHandler(
+        registry,
+        metrics=metrics,
+        slots=workers,
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        max_message_bytes=limit,
+        wait_when_idle=config.wait_when_idle,
+    )
     pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="collab-rpc")
     server = grpc.server(pool, options=server_options(max_message_bytes=limit))
     collab_pb2_grpc.add_CloudServiceServicer_to_server(CloudServicer(handler), server)
-    hs = health.HealthServicer(experimental_non_blocking=True,
-                               experimental_thread_pool=ThreadPoolExecutor(max_workers=1))
+    hs = health.HealthServicer(
+        experimental_non_blocking=True, experimental_thread_pool=ThreadPoolExecutor(max_workers=1)
+    )
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     try:
         if config.tls_cert is not None and config.tls_key is not None:
@@ -112,13 +128,29 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
     if config.metrics_port is not None:
         host, _ = parse_address(config.listen, allow_zero=True)
         metrics_port = metrics.serve_http(config.metrics_port, host)
-    logger.info("cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
-                "max_batch=%d, max_wait_ms=%.1f, workers=%d, max_message=%d, models=%s)",
-                port, config.tls_cert is not None, config.tls_client_ca is not None,
-                metrics_port, config.max_batch_size, config.max_wait_ms, workers, limit,
-                [f"{m.name}@{m.version[:12]}" for m in registry.models])
-    return CloudServer(grpc_server=server, handler=handler, health=hs, metrics=metrics, pool=pool,
-                       port=port, metrics_port=metrics_port, grace_s=config.grace_s)
+    logger.info(
+        "cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
+        "max_batch=%d, max_wait_ms=%.1f, workers=%d, max_message=%d, models=%s)",
+        port,
+        config.tls_cert is not None,
+        config.tls_client_ca is not None,
+        metrics_port,
+        config.max_batch_size,
+        config.max_wait_ms,
+        workers,
+        limit,
+        [f"{m.name}@{m.version[:12]}" for m in registry.models],
+    )
+    return CloudServer(
+        grpc_server=server,
+        handler=handler,
+        health=hs,
+        metrics=metrics,
+        pool=pool,
+        port=port,
+        metrics_port=metrics_port,
+        grace_s=config.grace_s,
+    )
 
 
 @contextmanager

@@ -25,24 +25,28 @@ class CloudServicer(collab_pb2_grpc.CloudServiceServicer):
         self._h = handler
         self._m = handler.metrics
 
-    def Infer(self, request: collab_pb2.InferRequest,
-              context: grpc.ServicerContext) -> collab_pb2.InferResponse:
+    def Infer(
+        self, request: collab_pb2.InferRequest, context: grpc.ServicerContext
+    ) -> collab_pb2.InferResponse:
         return self._tensor("Infer", infer_call_from_proto(request, *_caller(context)), context)
 
-    def Decode(self, request: collab_pb2.DecodeRequest,
-               context: grpc.ServicerContext) -> collab_pb2.InferResponse:
+    def Decode(
+        self, request: collab_pb2.DecodeRequest, context: grpc.ServicerContext
+    ) -> collab_pb2.InferResponse:
         return self._tensor("Decode", decode_call_from_proto(request, *_caller(context)), context)
 
-    def Probe(self, request: collab_pb2.ProbeRequest,
-              context: grpc.ServicerContext) -> collab_pb2.ProbeResponse:
+    def Probe(
+        self, request: collab_pb2.ProbeRequest, context: grpc.ServicerContext
+    ) -> collab_pb2.ProbeResponse:
         self._m.requests.labels("Probe", "", "").inc()
         try:
             return probe_reply_to_proto(self._h.probe(probe_call_from_proto(request)))
         except Exception as e:
             self._abort("Probe", e, context)
 
-    def _tensor(self, method: str, call: TensorCall,
-                context: grpc.ServicerContext) -> collab_pb2.InferResponse:
+    def _tensor(
+        self, method: str, call: TensorCall, context: grpc.ServicerContext
+    ) -> collab_pb2.InferResponse:
         try:
             return reply_to_proto(self._h.run(call))
         except Exception as e:

@@ -86,16 +86,22 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.size):
-            raise BundleError(f"preprocessing size {self.size!r} must be two positive integers (H, W)")
+            raise BundleError(
+                f"preprocessing size {self.size!r} must be two positive integers (H, W)"
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise BundleError("preprocessing mean and std need one value per RGB channel")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (*self.mean, *self.std)):
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (*self.mean, *self.std)
+        ):
             raise BundleError("preprocessing mean and std must be numbers")
         if not all(v > 0 for v in self.std):
             raise BundleError(f"preprocessing std {self.std!r} must be > 0")
         if self.layout != "NCHW" or self.channels != "RGB":
-            raise BundleError(f"preprocessing layout {self.layout!r}/channels {self.channels!r}: "
-                              "only NCHW and RGB are supported")
+            raise BundleError(
+                f"preprocessing layout {self.layout!r}/channels {self.channels!r}: "
+                "only NCHW and RGB are supported"
+            )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -104,7 +110,9 @@ class Preprocessing:
 
 
 def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:
-    return Preprocessing(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+    return Preprocessing(
+        **{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])}
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +173,11 @@ def _rebuild_hint(d: dict[str, Any]) -> str:
     if not isinstance(extra, dict):
         extra = {}
     source = extra.get("source_file") or extra.get("factory") or "MODEL"
-    shape = "" if str(source).endswith(".onnx") else " --input-shape " + ",".join(map(str, d.get("input_shape", ())))
+    shape = (
+        ""
+        if str(source).endswith(".onnx")
+        else " --input-shape " + ",".join(map(str, d.get("input_shape", ())))
+    )
     return f"rebuild it from its model: collab split {source}{shape} --out NEW_DIR"
 
 
@@ -175,23 +187,31 @@ def _check_layout(m: Manifest) -> None:
         raise BundleError("malformed manifest: no segments")
     for sp in m.split_points:
         if not 0 < sp.boundary < len(m.segments):
-            raise BundleError(f"malformed manifest: split point {sp.name} at boundary {sp.boundary} of "
-                              f"{len(m.segments)} segments")
+            raise BundleError(
+                f"malformed manifest: split point {sp.name} at boundary {sp.boundary} of "
+                f"{len(m.segments)} segments"
+            )
     pre = m.preprocessing
     if pre is not None and tuple(m.input_shape[1:]) != pre.input_shape:
-        raise BundleError(f"malformed manifest: preprocessing makes {list(pre.input_shape)} images, "
-                          f"the model input is {list(m.input_shape)}")
+        raise BundleError(
+            f"malformed manifest: preprocessing makes {list(pre.input_shape)} images, "
+            f"the model input is {list(m.input_shape)}"
+        )
 
 
 def manifest_from_dict(d: dict[str, Any]) -> Manifest:
     try:
         version = d.get("schema_version")
         if version == 1:
-            raise BundleError("bundle schema 1 (a copy of the weights in every head and tail) is no longer "
-                              f"supported; {_rebuild_hint(d)}")
+            raise BundleError(
+                "bundle schema 1 (a copy of the weights in every head and tail) is no longer "
+                f"supported; {_rebuild_hint(d)}"
+            )
         if version != SCHEMA_VERSION:
             raise BundleError(f"unsupported manifest schema_version {version!r}")
-        segments = tuple(Segment(**{**s, "input_shape": tuple(s["input_shape"])}) for s in d["segments"])
+        segments = tuple(
+            Segment(**{**s, "input_shape": tuple(s["input_shape"])}) for s in d["segments"]
+        )
         sps = tuple(
             SplitPoint(
                 **{
@@ -210,7 +230,8 @@ def manifest_from_dict(d: dict[str, Any]) -> Manifest:
                 "segments": segments,
                 "split_points": sps,
                 "full_variants": tuple(_variant(v) for v in d.get("full_variants", ())),
-                "preprocessing": None if d.get("preprocessing") is None
+                "preprocessing": None
+                if d.get("preprocessing") is None
                 else preprocessing_from_dict(d["preprocessing"]),
             }
         )
@@ -331,7 +352,9 @@ def load_bundle(root: str | os.PathLike[str], *, keep_segments: bool = False) ->
             actual = sha256_file(p)
         if actual != digest:
             raise _modified(root, rel, actual, digest)
-    return Bundle(root=root, manifest=m, version=hashlib.sha256(raw).hexdigest(), _verified=verified)
+    return Bundle(
+        root=root, manifest=m, version=hashlib.sha256(raw).hexdigest(), _verified=verified
+    )
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
@@ -367,7 +390,9 @@ def staging_dir(out: Path) -> Iterator[Path]:
         raise
 
 
-def update_bundle(root: str | os.PathLike[str], mutate: Callable[[Path, Manifest], Manifest]) -> Bundle:
+def update_bundle(
+    root: str | os.PathLike[str], mutate: Callable[[Path, Manifest], Manifest]
+) -> Bundle:
     """Add files/metadata to an existing bundle: verify, let ``mutate`` write files into
     the directory and return the new manifest, then re-hash and re-verify."""
     b = load_bundle(root)

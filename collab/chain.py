@@ -50,7 +50,11 @@ class BundleSessions:
         with self._lock:
             s = self._sessions.get(rel)
             if s is None:
-                s = make_session(self.bundle.read_verified(rel), intra_threads=self._intra_threads, lean=self._lean)
+                s = make_session(
+                    self.bundle.read_verified(rel),
+                    intra_threads=self._intra_threads,
+                    lean=self._lean,
+                )
                 self._sessions[rel] = s
             return s
 

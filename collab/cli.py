@@ -21,8 +21,14 @@ from collab.log import logger, setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("collab.split.cli_split", "split a PyTorch model into head/tail ONNX bundles"),
     "inspect": ("collab.split.cli_inspect", "print the split table of a bundle"),
-    "train-example": ("collab.models.cli_train", "train an example model (digits CNN) and save weights"),
-    "calibrate": ("collab.codec.cli_calibrate", "measure every split point x codec on sample inputs"),
+    "train-example": (
+        "collab.models.cli_train",
+        "train an example model (digits CNN) and save weights",
+    ),
+    "calibrate": (
+        "collab.codec.cli_calibrate",
+        "measure every split point x codec on sample inputs",
+    ),
     "cloud": ("cloud_node.cli", "run a cloud node (gRPC decoder service)"),
     "edge": ("edge_node.cli", "run an edge node daemon"),
     "coordinator": ("coordinator.cli", "run the fleet coordinator (MQTT control plane)"),
@@ -51,8 +57,14 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 # commands whose optional libraries come with one extra (else: the missing module's extra)
-COMMAND_EXTRA: dict[str, str] = {"split": "split", "train-example": "split", "calibrate": "scenario",
-                                 "fl": "fl", "scenario": "scenario", "demo": "scenario"}
+COMMAND_EXTRA: dict[str, str] = {
+    "split": "split",
+    "train-example": "split",
+    "calibrate": "scenario",
+    "fl": "fl",
+    "scenario": "scenario",
+    "demo": "scenario",
+}
 
 
 def _missing_extra(command: str, e: ImportError) -> int:
@@ -64,8 +76,11 @@ def _missing_extra(command: str, e: ImportError) -> int:
     if extra is None:
         print(f"collab {command}: {err}", file=sys.stderr)
     else:
-        print(f"collab {command}: needs the '{extra}' extra ({err.module!r} is not installed): "
-              f"pip install 'edgecollab[{extra}]'", file=sys.stderr)
+        print(
+            f"collab {command}: needs the '{extra}' extra ({err.module!r} is not installed): "
+            f"pip install 'edgecollab[{extra}]'",
+            file=sys.stderr,
+        )
     return 2
 
 

@@ -23,34 +23,59 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     from collab.control.mqtt import add_mqtt_args
 
     sub = parser.add_subparsers(dest="fl_command", required=True)
-    run = sub.add_parser("run", help="local federation: aggregator + N simulated clients as processes")
+    run = sub.add_parser(
+        "run", help="local federation: aggregator + N simulated clients as processes"
+    )
     run.add_argument("--config", type=Path, required=True, help="YAML config (see docs/fl.md)")
     run.add_argument("--broker", default=None, help="use this broker instead of starting Mosquitto")
     run.add_argument("--out", default=None, help="output directory (overrides config 'out')")
     run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--in-process", action="store_true",
-                     help="run the same protocol in this one process (no broker/network): many simulated clients")
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the same protocol in this one process (no broker/network): many simulated clients",
+    )
 
     kg = sub.add_parser("keygen", help="generate a federation's CKKS keys (key holder only)")
     kg.add_argument("--config", type=Path, required=True)
-    kg.add_argument("--out", type=Path, required=True, help="writes secret.ctx (0600) and public.ctx")
+    kg.add_argument(
+        "--out", type=Path, required=True, help="writes secret.ctx (0600) and public.ctx"
+    )
 
-    ag = sub.add_parser("aggregator", help="run the aggregator role (holds the PUBLIC context only)")
+    ag = sub.add_parser(
+        "aggregator", help="run the aggregator role (holds the PUBLIC context only)"
+    )
     ag.add_argument("--config", type=Path, required=True)
     ag.add_argument("--listen", default="0.0.0.0:50070", help="gRPC listen address HOST:PORT")
-    ag.add_argument("--advertise", default="", help="HOST:PORT clients dial (default: listen address)")
-    ag.add_argument("--mode", default=None, help="pick one of the config's modes (federation gets a -MODE suffix)")
-    ag.add_argument("--public-context", type=Path, default=None, help="public.ctx from keygen (HE modes)")
-    ag.add_argument("--wait-clients", type=float, default=60.0, help="seconds to wait for the roster")
+    ag.add_argument(
+        "--advertise", default="", help="HOST:PORT clients dial (default: listen address)"
+    )
+    ag.add_argument(
+        "--mode",
+        default=None,
+        help="pick one of the config's modes (federation gets a -MODE suffix)",
+    )
+    ag.add_argument(
+        "--public-context", type=Path, default=None, help="public.ctx from keygen (HE modes)"
+    )
+    ag.add_argument(
+        "--wait-clients", type=float, default=60.0, help="seconds to wait for the roster"
+    )
     ag.add_argument("--exit-when-done", action="store_true")
     add_mqtt_args(ag, broker_required=True)
 
     cl = sub.add_parser("client", help="run the client role (trains on local data when sampled)")
     cl.add_argument("--config", type=Path, required=True)
-    cl.add_argument("--index", type=_indices, required=True,
-                    help="Dirichlet shard(s) of the digits set: K, K,L,... or K-L (several = forked processes)")
+    cl.add_argument(
+        "--index",
+        type=_indices,
+        required=True,
+        help="Dirichlet shard(s) of the digits set: K, K,L,... or K-L (several = forked processes)",
+    )
     cl.add_argument("--client-id", default="")
-    cl.add_argument("--mode", default=None, help="pick one of the config's modes (as the aggregator does)")
+    cl.add_argument(
+        "--mode", default=None, help="pick one of the config's modes (as the aggregator does)"
+    )
     cl.add_argument("--secret-context", type=Path, default=None, help="secret.ctx (HE modes)")
     cl.add_argument("--compression", choices=["", "zstd"], default="")
     add_mqtt_args(cl, broker_required=True)
@@ -66,7 +91,9 @@ def _mode_config(path: Path, mode: str | None):  # type: ignore[no-untyped-def]
             raise ConfigError(f"--mode {mode!r} is not one of the config's modes {cfg.modes}")
         return cfg.for_mode(mode)
     if len(cfg.modes) != 1:
-        raise ConfigError(f"{path}: a fleet role runs exactly one mode, config lists {cfg.modes} (use --mode)")
+        raise ConfigError(
+            f"{path}: a fleet role runs exactly one mode, config lists {cfg.modes} (use --mode)"
+        )
     return cfg
 
 
@@ -76,7 +103,9 @@ def _handle(args: argparse.Namespace) -> int:
     from collab.fl.config import load_config
 
     if args.fl_command == "run":
-        cfg = load_config(args.config)  # fail on a bad config before importing torch or starting anything
+        cfg = load_config(
+            args.config
+        )  # fail on a bad config before importing torch or starting anything
         cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
         from collab.fl.local import run_local
 
@@ -88,8 +117,10 @@ def _handle(args: argparse.Namespace) -> int:
             best = max(p.accuracy for p in pts)
             hit = next((p.round for p in pts if p.accuracy >= 0.95), None)
             eps = pts[-1].epsilon
-            print(f"{mode:>6}: final acc {pts[-1].accuracy:.4f}  best {best:.4f}  rounds to 95%: {hit}  "
-                  f"epsilon: {'-' if eps is None else f'{eps:.3f}'}")
+            print(
+                f"{mode:>6}: final acc {pts[-1].accuracy:.4f}  best {best:.4f}  rounds to 95%: {hit}  "
+                f"epsilon: {'-' if eps is None else f'{eps:.3f}'}"
+            )
         print(f"plot: {Path(cfg.out) / 'accuracy.png'}")
         return 0
     if args.fl_command == "keygen":
@@ -97,7 +128,9 @@ def _handle(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
         sec, pub = he.write_keys(he.generate_keys(cfg.he.params()), args.out)
-        print(f"secret context (keep on key holder / clients only): {sec}\npublic context (aggregator): {pub}")
+        print(
+            f"secret context (keep on key holder / clients only): {sec}\npublic context (aggregator): {pub}"
+        )
         return 0
     from collab.control.mqtt import mqtt_config_from_args
 
@@ -106,18 +139,35 @@ def _handle(args: argparse.Namespace) -> int:
     if args.fl_command == "aggregator":
         from coordinator.fl_server import run_aggregator
 
-        return run_aggregator(cfg, mqtt=mqtt, listen=args.listen, advertise=args.advertise,
-                              public_context=args.public_context, wait_clients_s=args.wait_clients,
-                              exit_when_done=args.exit_when_done)
+        return run_aggregator(
+            cfg,
+            mqtt=mqtt,
+            listen=args.listen,
+            advertise=args.advertise,
+            public_context=args.public_context,
+            wait_clients_s=args.wait_clients,
+            exit_when_done=args.exit_when_done,
+        )
     if len(args.index) == 1 or args.client_id:
         from edge_node.fl_client import run_client
 
-        return run_client(cfg, index=args.index[0], mqtt=mqtt, client_id=args.client_id,
-                          secret_context=args.secret_context, compression=args.compression)
+        return run_client(
+            cfg,
+            index=args.index[0],
+            mqtt=mqtt,
+            client_id=args.client_id,
+            secret_context=args.secret_context,
+            compression=args.compression,
+        )
     from edge_node.fl_client import run_clients
 
-    return run_clients(cfg, indices=args.index, mqtt=mqtt, secret_context=args.secret_context,
-                       compression=args.compression)
+    return run_clients(
+        cfg,
+        indices=args.index,
+        mqtt=mqtt,
+        secret_context=args.secret_context,
+        compression=args.compression,
+    )
 
 
 def _indices(text: str) -> list[int]:

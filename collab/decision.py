@@ -74,7 +74,9 @@ class Profile:
     paths: tuple[PathSpec, ...]
 
     def split_names(self) -> list[str]:
-        return [p.split_point for p in self.paths if p.split_point is not None and p.variant is None]
+        return [
+            p.split_point for p in self.paths if p.split_point is not None and p.variant is None
+        ]
 
     def path_keys(self) -> list[str]:
         """The fixed policies, one per path without an edge variant: ``edge_only``,
@@ -148,13 +150,24 @@ class Candidate:
 
     def breakdown(self) -> dict[str, Any]:
         return {
-            "key": self.key, "path": self.path, "split_point": self.split_point,
-            "variant": self.variant, "codec": self.codec, "bytes": round(self.bytes),
-            "edge_ms": self.edge_ms, "encode_ms": self.encode_ms, "transfer_ms": self.transfer_ms,
-            "rtt_ms": self.rtt_ms, "queue_ms": self.queue_ms, "cloud_ms": self.cloud_ms,
-            "decode_ms": self.decode_ms, "total_ms": self.total_ms,
-            "accuracy_loss": self.accuracy_loss, "feasible": self.feasible,
-            "meets_deadline": self.meets_deadline, "note": self.note,
+            "key": self.key,
+            "path": self.path,
+            "split_point": self.split_point,
+            "variant": self.variant,
+            "codec": self.codec,
+            "bytes": round(self.bytes),
+            "edge_ms": self.edge_ms,
+            "encode_ms": self.encode_ms,
+            "transfer_ms": self.transfer_ms,
+            "rtt_ms": self.rtt_ms,
+            "queue_ms": self.queue_ms,
+            "cloud_ms": self.cloud_ms,
+            "decode_ms": self.decode_ms,
+            "total_ms": self.total_ms,
+            "accuracy_loss": self.accuracy_loss,
+            "feasible": self.feasible,
+            "meets_deadline": self.meets_deadline,
+            "note": self.note,
         }
 
 
@@ -171,22 +184,29 @@ class Decision:
             "policy": self.policy,
             "chosen": self.chosen.key,
             "reason": self.reason,
-            "candidates": [c.breakdown() for c in sorted(self.candidates, key=lambda c: c.total_ms)],
+            "candidates": [
+                c.breakdown() for c in sorted(self.candidates, key=lambda c: c.total_ms)
+            ],
         }
 
 
 def default_codec_stats(raw_bytes: int) -> dict[str, dict[str, float]]:
     """The uncalibrated fallback: lossless f32+zstd1, bytes estimated as the raw size."""
-    return {DEFAULT_CODEC: {
-        "bytes": float(raw_bytes), "ratio": 1.0,
-        "encode_ms": raw_bytes / _DEFAULT_ENCODE_BYTES_PER_MS,
-        "decode_ms": raw_bytes / _DEFAULT_DECODE_BYTES_PER_MS,
-        "rel_l2": 0.0, "agreement": 1.0,
-    }}
+    return {
+        DEFAULT_CODEC: {
+            "bytes": float(raw_bytes),
+            "ratio": 1.0,
+            "encode_ms": raw_bytes / _DEFAULT_ENCODE_BYTES_PER_MS,
+            "decode_ms": raw_bytes / _DEFAULT_DECODE_BYTES_PER_MS,
+            "rel_l2": 0.0,
+            "agreement": 1.0,
+        }
+    }
 
 
-def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | None = None, *,
-                          images: bool = False) -> Profile:
+def profile_from_manifest(
+    manifest: Manifest, calibration: Mapping[str, Any] | None = None, *, images: bool = False
+) -> Profile:
     """Candidate paths of a bundle: edge-only (and its variants), cloud-only, every split
     point (and every head variant), with the codec table of what crosses the network.
 
@@ -199,28 +219,56 @@ def profile_from_manifest(manifest: Manifest, calibration: Mapping[str, Any] | N
     cal_input: Mapping[str, Any] | None = (calibration or {}).get("input") or None
     cal_image: Mapping[str, Any] | None = (calibration or {}).get("image") or None
     paths: list[PathSpec] = [PathSpec(path="edge_only", edge_ms=manifest.full_ms)]
-    paths += [PathSpec(path="edge_only", variant=v.name, edge_ms=v.ms, edge_agreement=v.agreement)
-              for v in manifest.full_variants]
+    paths += [
+        PathSpec(path="edge_only", variant=v.name, edge_ms=v.ms, edge_agreement=v.agreement)
+        for v in manifest.full_variants
+    ]
     pre = manifest.preprocessing
     if images and pre is not None and cal_image:
         cloud_bytes, cloud_stats = 3 * pre.size[0] * pre.size[1], cal_image
     else:
-        cloud_bytes, cloud_stats = manifest.input_bytes, cal_input or default_codec_stats(manifest.input_bytes)
-    paths.append(PathSpec(
-        path="cloud_only", cloud_ms=manifest.full_ms, local_finish_ms=manifest.full_ms,
-        raw_bytes=cloud_bytes, output_bytes=out_bytes, codec_stats=cloud_stats))
+        cloud_bytes, cloud_stats = (
+            manifest.input_bytes,
+            cal_input or default_codec_stats(manifest.input_bytes),
+        )
+    paths.append(
+        PathSpec(
+            path="cloud_only",
+            cloud_ms=manifest.full_ms,
+            local_finish_ms=manifest.full_ms,
+            raw_bytes=cloud_bytes,
+            output_bytes=out_bytes,
+            codec_stats=cloud_stats,
+        )
+    )
     for sp in manifest.split_points:
         stats = cal_points.get(sp.name) or default_codec_stats(sp.feature_bytes)
-        common = dict(path="split", split_point=sp.name, cloud_ms=sp.tail_ms, local_finish_ms=sp.tail_ms,
-                      raw_bytes=sp.feature_bytes, output_bytes=out_bytes, codec_stats=stats)
+        common = dict(
+            path="split",
+            split_point=sp.name,
+            cloud_ms=sp.tail_ms,
+            local_finish_ms=sp.tail_ms,
+            raw_bytes=sp.feature_bytes,
+            output_bytes=out_bytes,
+            codec_stats=stats,
+        )
         paths.append(PathSpec(edge_ms=sp.head_ms, **common))  # type: ignore[arg-type]
-        paths += [PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
-                  for v in sp.head_variants]
+        paths += [
+            PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
+            for v in sp.head_variants
+        ]
     return Profile(model_name=manifest.model_name, paths=tuple(paths))
 
 
-def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState,
-            accuracy_budget: float, deadline_ms: float | None) -> Candidate:
+def predict(
+    spec: PathSpec,
+    *,
+    net: NetState,
+    cloud: CloudState,
+    edge: EdgeState,
+    accuracy_budget: float,
+    deadline_ms: float | None,
+) -> Candidate:
     """Predicted latency breakdown of one path under the current state."""
     edge_ms = spec.edge_ms * edge.compute_scale
     edge_loss = 1.0 - spec.edge_agreement
@@ -228,11 +276,26 @@ def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState
     if not spec.uses_cloud:
         feasible = edge_loss <= accuracy_budget + 1e-12
         return Candidate(
-            key=spec.key, path=spec.path, split_point=None, variant=spec.variant, codec=None, bytes=0.0,
-            edge_ms=edge_ms, encode_ms=0.0, transfer_ms=0.0, rtt_ms=0.0, queue_ms=0.0, cloud_ms=0.0,
-            decode_ms=0.0, total_ms=edge_ms, accuracy_loss=edge_loss, local_finish_ms=0.0,
-            feasible=feasible, meets_deadline=deadline_ms is None or edge_ms <= deadline_ms,
-            note="" if feasible else "edge variant exceeds the accuracy budget")
+            key=spec.key,
+            path=spec.path,
+            split_point=None,
+            variant=spec.variant,
+            codec=None,
+            bytes=0.0,
+            edge_ms=edge_ms,
+            encode_ms=0.0,
+            transfer_ms=0.0,
+            rtt_ms=0.0,
+            queue_ms=0.0,
+            cloud_ms=0.0,
+            decode_ms=0.0,
+            total_ms=edge_ms,
+            accuracy_loss=edge_loss,
+            local_finish_ms=0.0,
+            feasible=feasible,
+            meets_deadline=deadline_ms is None or edge_ms <= deadline_ms,
+            note="" if feasible else "edge variant exceeds the accuracy budget",
+        )
     bw = max(net.bandwidth_bps, 1.0)
     remaining_budget = max(accuracy_budget - edge_loss, 0.0)
     note = ""
@@ -246,23 +309,43 @@ def predict(spec: PathSpec, *, net: NetState, cloud: CloudState, edge: EdgeState
     transfer_ms = (nbytes + spec.output_bytes) * 8.0 / bw * 1000.0
     base_key = spec.key.split("@")[0]
     cloud_ms = cloud.compute_ms.get(base_key, spec.cloud_ms * cloud.compute_scale)
-    total = (edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms)
+    total = edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
     # A failed call costs the local finish on top; weigh it by the observed loss rate.
     total += min(max(net.loss_rate, 0.0), 1.0) * local_finish
     loss = edge_loss + codec_loss
     feasible = codec is not None and loss <= accuracy_budget + 1e-12
     if not (net.reachable and cloud.serves_model and not cloud.breaker_open):
         feasible = False
-        note = ("circuit breaker open" if cloud.breaker_open else
-                "cloud unreachable" if not net.reachable else "cloud does not serve this model version")
+        note = (
+            "circuit breaker open"
+            if cloud.breaker_open
+            else "cloud unreachable"
+            if not net.reachable
+            else "cloud does not serve this model version"
+        )
     elif not feasible and not note:
         note = "exceeds the accuracy budget"
     return Candidate(
-        key=spec.key, path=spec.path, split_point=spec.split_point, variant=spec.variant, codec=codec,
-        bytes=nbytes, edge_ms=edge_ms, encode_ms=encode_ms, transfer_ms=transfer_ms, rtt_ms=net.rtt_ms,
-        queue_ms=cloud.queue_ms, cloud_ms=cloud_ms, decode_ms=decode_ms, total_ms=total,
-        accuracy_loss=loss, local_finish_ms=local_finish, feasible=feasible,
-        meets_deadline=deadline_ms is None or total <= deadline_ms, note=note)
+        key=spec.key,
+        path=spec.path,
+        split_point=spec.split_point,
+        variant=spec.variant,
+        codec=codec,
+        bytes=nbytes,
+        edge_ms=edge_ms,
+        encode_ms=encode_ms,
+        transfer_ms=transfer_ms,
+        rtt_ms=net.rtt_ms,
+        queue_ms=cloud.queue_ms,
+        cloud_ms=cloud_ms,
+        decode_ms=decode_ms,
+        total_ms=total,
+        accuracy_loss=loss,
+        local_finish_ms=local_finish,
+        feasible=feasible,
+        meets_deadline=deadline_ms is None or total <= deadline_ms,
+        note=note,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,20 +360,40 @@ class Hysteresis:
 NO_HYSTERESIS = Hysteresis(fraction=0.0, min_ms=0.0)
 
 
-def decide(profile: Profile, *, policy: Policy, net: NetState, cloud: CloudState, edge: EdgeState,
-           accuracy_budget: float = 0.0, deadline_ms: float | None = None,
-           previous: str | None = None, hysteresis: Hysteresis = Hysteresis()) -> Decision:
+def decide(
+    profile: Profile,
+    *,
+    policy: Policy,
+    net: NetState,
+    cloud: CloudState,
+    edge: EdgeState,
+    accuracy_budget: float = 0.0,
+    deadline_ms: float | None = None,
+    previous: str | None = None,
+    hysteresis: Hysteresis = Hysteresis(),
+) -> Decision:
     """Choose a path. Forced policies return their path (possibly infeasible: the caller
     then finishes locally); ``auto`` returns the fastest feasible candidate."""
     specs = profile.paths
     if policy.mode != "auto":  # only the forced path (and its edge variants): cheap per request
         specs = tuple(p for p in specs if p.key.split("@")[0] == policy.key)
-    cands = tuple(predict(p, net=net, cloud=cloud, edge=edge, accuracy_budget=accuracy_budget,
-                          deadline_ms=deadline_ms) for p in specs)
+    cands = tuple(
+        predict(
+            p,
+            net=net,
+            cloud=cloud,
+            edge=edge,
+            accuracy_budget=accuracy_budget,
+            deadline_ms=deadline_ms,
+        )
+        for p in specs
+    )
     if policy.mode != "auto":
         fp32 = next((c for c in cands if c.variant is None), None)
         if fp32 is None:
-            raise ConfigError(f"policy {policy.key!r} does not match any path of {profile.model_name}")
+            raise ConfigError(
+                f"policy {policy.key!r} does not match any path of {profile.model_name}"
+            )
         within = [c for c in cands if c.accuracy_loss <= accuracy_budget + 1e-12]
         pick = min(within, key=lambda c: (c.total_ms, c.key)) if within else fp32
         why = f"forced by policy {policy.key}"
@@ -302,25 +405,37 @@ def decide(profile: Profile, *, policy: Policy, net: NetState, cloud: CloudState
     feasible = [c for c in cands if c.feasible]
     if not feasible:  # edge-only FP32 always has zero loss; only a negative budget gets here
         best = next(c for c in cands if c.path == "edge_only" and c.variant is None)
-        return Decision(chosen=best, candidates=cands, policy="auto",
-                        reason="no candidate within the accuracy budget; FP32 edge-only")
+        return Decision(
+            chosen=best,
+            candidates=cands,
+            policy="auto",
+            reason="no candidate within the accuracy budget; FP32 edge-only",
+        )
     on_time = [c for c in feasible if c.meets_deadline]
     pool = on_time or feasible
     best = min(pool, key=lambda c: (c.total_ms, c.key))
-    why = (f"fastest of {len(on_time)} candidates meeting the {deadline_ms} ms deadline"
-           if on_time and deadline_ms is not None else
-           f"fastest of {len(pool)} feasible candidates" if on_time else
-           f"no candidate meets the {deadline_ms} ms deadline; fastest feasible")
+    why = (
+        f"fastest of {len(on_time)} candidates meeting the {deadline_ms} ms deadline"
+        if on_time and deadline_ms is not None
+        else f"fastest of {len(pool)} feasible candidates"
+        if on_time
+        else f"no candidate meets the {deadline_ms} ms deadline; fastest feasible"
+    )
     if previous is not None and previous != best.key:
         prev = next((c for c in pool if c.key == previous), None)
         if prev is not None:
             gain = prev.total_ms - best.total_ms
             if gain <= max(hysteresis.fraction * prev.total_ms, hysteresis.min_ms):
-                return Decision(chosen=prev, candidates=cands, policy="auto",
-                                reason=(f"kept {prev.key} (hysteresis: {best.key} would save only "
-                                        f"{gain:.2f} ms of {prev.total_ms:.2f} ms)"))
+                return Decision(
+                    chosen=prev,
+                    candidates=cands,
+                    policy="auto",
+                    reason=(
+                        f"kept {prev.key} (hysteresis: {best.key} would save only "
+                        f"{gain:.2f} ms of {prev.total_ms:.2f} ms)"
+                    ),
+                )
     others = sorted((c for c in pool if c.key != best.key), key=lambda c: c.total_ms)
     if others:
         why += f"; {others[0].key} is {others[0].total_ms - best.total_ms:.2f} ms slower"
     return Decision(chosen=best, candidates=cands, policy="auto", reason=f"{best.key}: {why}")
-

@@ -33,7 +33,9 @@ class MissingExtraError(ConfigError, ImportError):
     def __init__(self, module: str, extra: str, needed_by: str = "") -> None:
         self.module, self.extra = module, extra
         by = f"{needed_by} needs " if needed_by else "needs "
-        super().__init__(f"{by}{module!r}, which is not installed: pip install 'edgecollab[{extra}]'")
+        super().__init__(
+            f"{by}{module!r}, which is not installed: pip install 'edgecollab[{extra}]'"
+        )
 
 
 def extra_for(exc: ImportError) -> MissingExtraError | None:

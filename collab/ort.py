@@ -16,15 +16,24 @@ from collab.errors import BundleError, InferenceError
 
 # ORT's NodeArg.type strings -> numpy dtypes (bfloat16, strings, ... have no zeros here)
 _DTYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
 }
 
 
-def dummy_inputs(session: ort.InferenceSession,
-                 known: dict[int, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+def dummy_inputs(
+    session: ort.InferenceSession, known: dict[int, tuple[int, ...]] | None = None
+) -> dict[str, np.ndarray]:
     """Zeros for every input of ``session``, each of its declared dtype and shape. A
     symbolic (or unknown) dim takes the same axis of ``known[input index]`` when that
     shape has the input's rank, else 1. InferenceError for an input type with no numpy
@@ -38,13 +47,17 @@ def dummy_inputs(session: ort.InferenceSession,
         hint = (known or {}).get(i, ())
         if len(hint) != len(shape):
             hint = (1,) * len(shape)
-        dims = [d if isinstance(d, int) and d > 0 else max(int(h), 1) for d, h in zip(shape, hint, strict=True)]
+        dims = [
+            d if isinstance(d, int) and d > 0 else max(int(h), 1)
+            for d, h in zip(shape, hint, strict=True)
+        ]
         feeds[inp.name] = np.zeros(dims, dtype)
     return feeds
 
 
-def make_session(path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1,
-                 lean: bool = False) -> ort.InferenceSession:
+def make_session(
+    path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1, lean: bool = False
+) -> ort.InferenceSession:
     """A CPU session from a file or from serialized model bytes. One intra-op thread by
     default: on a 2-core box, parallelism comes from serving several requests, not from
     splitting one. ``lean`` drops the per-session memory arena and memory pattern: many

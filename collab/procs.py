@@ -27,7 +27,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -53,14 +55,23 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def collab_process(args: Sequence[str], *, port: int | None = None, host: str = "127.0.0.1",
-                   log: Path | None = None, env: dict[str, str] | None = None,
-                   timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+def collab_process(
+    args: Sequence[str],
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m collab.cli ARGS`` as a real process; wait for ``port`` if given."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "collab.cli", *args], stdout=out,
-                            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collab.cli", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     try:
         if port is not None:
             wait_for_port(host, port, timeout, proc)
@@ -85,22 +96,31 @@ class Broker:
 
 def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
 
 
 @contextmanager
-def mosquitto(extra_config: str = "", host: str = "127.0.0.1", port: int | None = None) -> Iterator[Broker]:
+def mosquitto(
+    extra_config: str = "", host: str = "127.0.0.1", port: int | None = None
+) -> Iterator[Broker]:
     """A Mosquitto on ``host:port`` (a free port when None) with its own config file;
     anonymous access unless ``extra_config`` sets ``allow_anonymous``."""
     binary = mosquitto_binary()
     if binary is None:
-        raise ControlPlaneError("the mosquitto binary is not installed: apt-get install mosquitto "
-                                "(or pass --broker URL of a running broker)")
+        raise ControlPlaneError(
+            "the mosquitto binary is not installed: apt-get install mosquitto "
+            "(or pass --broker URL of a running broker)"
+        )
     port = free_port(host) if port is None else port
     with tempfile.TemporaryDirectory(prefix="collab-mosq-", ignore_cleanup_errors=True) as tmp:
         d = Path(tmp)
         conf = d / "mosquitto.conf"
-        body = extra_config if "allow_anonymous" in extra_config else "allow_anonymous true\n" + extra_config
+        body = (
+            extra_config
+            if "allow_anonymous" in extra_config
+            else "allow_anonymous true\n" + extra_config
+        )
         conf.write_text(f"listener {port} {host}\npersistence false\nlog_dest stderr\n{body}\n")
         with open(d / "mosquitto.log", "wb") as log:
             proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
@@ -108,8 +128,10 @@ def mosquitto(extra_config: str = "", host: str = "127.0.0.1", port: int | None 
                 try:
                     wait_for_port(host, port, 10.0, proc)
                 except (RuntimeError, TimeoutError) as e:
-                    raise ControlPlaneError(f"mosquitto did not start on {host}:{port}: {e} "
-                                            f"({(d / 'mosquitto.log').read_text()[-300:]})") from e
+                    raise ControlPlaneError(
+                        f"mosquitto did not start on {host}:{port}: {e} "
+                        f"({(d / 'mosquitto.log').read_text()[-300:]})"
+                    ) from e
                 yield Broker(host=host, port=port, proc=proc, config=conf)
             finally:
                 stop_process(proc)

@@ -23,12 +23,29 @@ from collab.errors import ConfigError
 _KINDS = (bool, int, float, str, Path, tuple)
 
 
-def setting(default: Any, *, help: str, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False, flag: str | None = None, metavar: str | None = None) -> Any:
+def setting(
+    default: Any,
+    *,
+    help: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    flag: str | None = None,
+    metavar: str | None = None,
+) -> Any:
     """A dataclass field with its default, help text and bounds (``lo``, exclusive when
     ``lo_open``; ``hi``). ``flag`` overrides the CLI flag derived from the field name."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "flag": flag, "metavar": metavar})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "help": help,
+            "lo": lo,
+            "hi": hi,
+            "lo_open": lo_open,
+            "flag": flag,
+            "metavar": metavar,
+        },
+    )
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -72,8 +89,9 @@ def _kind(tp: Any, where: str) -> tuple[type, bool]:
         return tuple, optional
     if tp in _KINDS:
         return tp, optional
-    raise TypeError(f"{where}: a setting is bool, int, float, str, Path or tuple[str, ...] "
-                    f"(or None), not {tp}")
+    raise TypeError(
+        f"{where}: a setting is bool, int, float, str, Path or tuple[str, ...] (or None), not {tp}"
+    )
 
 
 _BY_CLASS: dict[type, tuple[Setting, ...]] = {}
@@ -90,9 +108,20 @@ def _settings(cls: type) -> tuple[Setting, ...]:
         if "help" not in m:
             continue
         kind, optional = _kind(hints[f.name], f"{cls.__name__}.{f.name}")
-        out.append(Setting(name=f.name, kind=kind, optional=optional, default=f.default, help=m["help"],
-                           lo=m["lo"], hi=m["hi"], lo_open=m["lo_open"],
-                           flag=m["flag"] or "--" + f.name.replace("_", "-"), metavar=m["metavar"]))
+        out.append(
+            Setting(
+                name=f.name,
+                kind=kind,
+                optional=optional,
+                default=f.default,
+                help=m["help"],
+                lo=m["lo"],
+                hi=m["hi"],
+                lo_open=m["lo_open"],
+                flag=m["flag"] or "--" + f.name.replace("_", "-"),
+                metavar=m["metavar"],
+            )
+        )
     _BY_CLASS[cls] = tuple(out)
     return _BY_CLASS[cls]
 
@@ -111,16 +140,25 @@ def check_bounds(obj: object) -> None:
             raise ConfigError(f"{s.name} {why} (got {value})")
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, items: Iterable[Setting]) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, items: Iterable[Setting]
+) -> None:
     """One flag per setting, its default the field's default (bools: ``--x/--no-x``)."""
     for s in items:
         text = s.help.replace("%", "%%") + " (default: %(default)s)"
         if s.kind is bool:
-            parser.add_argument(s.flag, dest=s.name, default=s.default, help=text,
-                                action=argparse.BooleanOptionalAction)
+            parser.add_argument(
+                s.flag,
+                dest=s.name,
+                default=s.default,
+                help=text,
+                action=argparse.BooleanOptionalAction,
+            )
             continue
         kind: Any = comma_list if s.kind is tuple else s.kind
-        parser.add_argument(s.flag, dest=s.name, default=s.default, type=kind, metavar=s.metavar, help=text)
+        parser.add_argument(
+            s.flag, dest=s.name, default=s.default, type=kind, metavar=s.metavar, help=text
+        )
 
 
 def from_args(args: argparse.Namespace, items: Iterable[Setting]) -> dict[str, Any]:

@@ -105,13 +105,17 @@ def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
     )
 
 
-def server_credentials(cert: Path | str, key: Path | str,
-                       client_ca: Path | str | None = None) -> grpc.ServerCredentials:
+def server_credentials(
+    cert: Path | str, key: Path | str, client_ca: Path | str | None = None
+) -> grpc.ServerCredentials:
     """Server TLS; with ``client_ca`` every client must present a cert signed by it."""
     pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
     ca = _read(client_ca, "client CA certificate")
-    return grpc.ssl_server_credentials([pair], root_certificates=ca,  # type: ignore[list-item]
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=ca,  # type: ignore[list-item]
+        require_client_auth=ca is not None,
+    )
 
 
 # --------------------------------------------------------------------------- channels
@@ -180,10 +184,14 @@ def service_config(*, retries: bool = True, health_check: bool = True) -> str:
     return json.dumps(cfg)
 
 
-def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                    keepalive_ms: int = KEEPALIVE_MS, retries: bool = True,
-                    health_check: bool = True,
-                    server_name: str | None = None) -> list[tuple[str, Any]]:
+def channel_options(
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    keepalive_ms: int = KEEPALIVE_MS,
+    retries: bool = True,
+    health_check: bool = True,
+    server_name: str | None = None,
+) -> list[tuple[str, Any]]:
     opts: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -205,7 +213,9 @@ def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     return opts
 
 
-def server_options(*, max_message_bytes: int, keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, Any]]:
+def server_options(
+    *, max_message_bytes: int, keepalive_ms: int = KEEPALIVE_MS
+) -> list[tuple[str, Any]]:
     """Server limits matching :func:`channel_options` (clients' keepalive pings allowed)."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -219,18 +229,28 @@ def server_options(*, max_message_bytes: int, keepalive_ms: int = KEEPALIVE_MS) 
     ]
 
 
-def make_channel(addresses: str | Sequence[str], *, tls: TlsConfig | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 keepalive_ms: int = KEEPALIVE_MS, retries: bool = True,
-                 health_check: bool = True, aio: bool = False) -> Any:
+def make_channel(
+    addresses: str | Sequence[str],
+    *,
+    tls: TlsConfig | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    keepalive_ms: int = KEEPALIVE_MS,
+    retries: bool = True,
+    health_check: bool = True,
+    aio: bool = False,
+) -> Any:
     """A channel spreading calls round-robin over ``addresses`` (``"host:port"`` each).
 
     ``aio=True`` returns a ``grpc.aio.Channel`` (must be created inside a running loop)."""
     addrs = [addresses] if isinstance(addresses, str) else list(addresses)
     target = target_for(addrs)
-    opts = channel_options(max_message_bytes=max_message_bytes, keepalive_ms=keepalive_ms,
-                           retries=retries, health_check=health_check,
-                           server_name=tls.server_name if tls else None)
+    opts = channel_options(
+        max_message_bytes=max_message_bytes,
+        keepalive_ms=keepalive_ms,
+        retries=retries,
+        health_check=health_check,
+        server_name=tls.server_name if tls else None,
+    )
     mod: Any = grpc.aio if aio else grpc
     if tls is None:
         return mod.insecure_channel(target, options=opts)
@@ -260,24 +280,41 @@ class LoadReport:
 
 
 def timing_to_proto(t: ServerTiming) -> collab_pb2.ServerTiming:
-    return collab_pb2.ServerTiming(queue_ms=t.queue_ms, compute_ms=t.compute_ms,
-                                   decode_ms=t.decode_ms, batch_size=t.batch_size,
-                                   total_ms=t.total_ms)
+    return collab_pb2.ServerTiming(
+        queue_ms=t.queue_ms,
+        compute_ms=t.compute_ms,
+        decode_ms=t.decode_ms,
+        batch_size=t.batch_size,
+        total_ms=t.total_ms,
+    )
 
 
 def timing_from_proto(p: collab_pb2.ServerTiming) -> ServerTiming:
-    return ServerTiming(queue_ms=p.queue_ms, compute_ms=p.compute_ms, decode_ms=p.decode_ms,
-                        batch_size=p.batch_size, total_ms=p.total_ms)
+    return ServerTiming(
+        queue_ms=p.queue_ms,
+        compute_ms=p.compute_ms,
+        decode_ms=p.decode_ms,
+        batch_size=p.batch_size,
+        total_ms=p.total_ms,
+    )
 
 
 def load_to_proto(r: LoadReport) -> collab_pb2.LoadReport:
-    return collab_pb2.LoadReport(queue_depth=r.queue_depth, inflight=r.inflight,
-                                 queue_ms_ewma=r.queue_ms_ewma, compute_ms_ewma=r.compute_ms_ewma)
+    return collab_pb2.LoadReport(
+        queue_depth=r.queue_depth,
+        inflight=r.inflight,
+        queue_ms_ewma=r.queue_ms_ewma,
+        compute_ms_ewma=r.compute_ms_ewma,
+    )
 
 
 def load_from_proto(p: collab_pb2.LoadReport) -> LoadReport:
-    return LoadReport(queue_depth=p.queue_depth, inflight=p.inflight,
-                      queue_ms_ewma=p.queue_ms_ewma, compute_ms_ewma=p.compute_ms_ewma)
+    return LoadReport(
+        queue_depth=p.queue_depth,
+        inflight=p.inflight,
+        queue_ms_ewma=p.queue_ms_ewma,
+        compute_ms_ewma=p.compute_ms_ewma,
+    )
 
 
 __all__ = [

@@ -48,8 +48,9 @@ class FieldError(ConfigError):
         self.path: Place = tuple(path.split(".")) if isinstance(path, str) else path
 
 
-@dataclass_transform(kw_only_default=True, frozen_default=True,
-                     field_specifiers=(dataclasses.field, pydantic.Field))
+@dataclass_transform(
+    kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field, pydantic.Field)
+)
 def config_dataclass(cls: type[T]) -> type[T]:
     """``cls`` as a frozen, keyword-only pydantic dataclass that rejects unknown keys.
 
@@ -80,7 +81,9 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Place, int]]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(
+            f"{source}{where}: invalid YAML: {getattr(e, 'problem', None) or e}"
+        ) from None
     finally:
         loader.dispose()
     lines: dict[Place, int] = {(): node.start_mark.line + 1 if node is not None else 1}
@@ -88,7 +91,9 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Place, int]]:
     return data, lines
 
 
-def _record_lines(node: yaml.Node | None, path: Place, lines: dict[Place, int], seen: set[int]) -> None:
+def _record_lines(
+    node: yaml.Node | None, path: Place, lines: dict[Place, int], seen: set[int]
+) -> None:
     if node is None or id(node) in seen:  # an alias cycle
         return
     seen = seen | {id(node)}
@@ -104,8 +109,14 @@ def _record_lines(node: yaml.Node | None, path: Place, lines: dict[Place, int], 
             _record_lines(v, here, lines, seen)
 
 
-def validate(tp: type[T], data: Any, *, source: str = "", lines: Mapping[Place, int] | None = None,
-             context: dict[str, Any] | None = None) -> T:
+def validate(
+    tp: type[T],
+    data: Any,
+    *,
+    source: str = "",
+    lines: Mapping[Place, int] | None = None,
+    context: dict[str, Any] | None = None,
+) -> T:
     """``data`` (from :func:`load_yaml` or built in code) as a ``tp``; ``context`` reaches
     validators as ``info.context`` (e.g. the directory relative paths are resolved in)."""
     try:
@@ -117,15 +128,27 @@ def validate(tp: type[T], data: Any, *, source: str = "", lines: Mapping[Place, 
 # --- pydantic errors -> "file:line: field: message" ---------------------------------------
 #: error types that mean "wrong kind of value": what was expected
 _EXPECTED = {
-    "int_type": "an integer", "float_type": "a number", "finite_number": "finite",
-    "bool_type": "true or false", "string_type": "a string", "path_type": "a path",
-    "list_type": "a list", "tuple_type": "a list", "dataclass_type": "a mapping",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "finite",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "path_type": "a path",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dataclass_type": "a mapping",
 }
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
 
 
-def _describe(err: pydantic.ValidationError, tp: Any, data: Any, source: str,
-              lines: Mapping[Place, int]) -> str:
+def _describe(
+    err: pydantic.ValidationError, tp: Any, data: Any, source: str, lines: Mapping[Place, int]
+) -> str:
     """One line per field in error, in the order pydantic found them."""
     by_path: dict[Place, list[tuple[str, str | None]]] = {}
     for e in err.errors():
@@ -134,7 +157,9 @@ def _describe(err: pydantic.ValidationError, tp: Any, data: Any, source: str,
         if isinstance(cause, FieldError):
             path = (*path, *cause.path)
         if e["type"] in ("too_short", "too_long") and any(
-                len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in err.errors()):
+            len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"]
+            for o in err.errors()
+        ):
             continue  # pydantic counts only the valid items: the invalid one is the error
         by_path.setdefault(path, []).append(_message(e, tp, path))
     out = []
@@ -167,7 +192,9 @@ def _message(e: Any, tp: Any, path: Place) -> tuple[str, str | None]:
         return "is required", None
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _fields_at(tp, path[:-1])
-        return f"unknown key {path[-1]!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""), None
+        return f"unknown key {path[-1]!r}" + (
+            f" (allowed: {', '.join(allowed)})" if allowed else ""
+        ), None
     if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error") or e["msg"]), None
     if kind in _EXPECTED:
@@ -191,7 +218,9 @@ def _join(msgs: list[tuple[str, str | None]]) -> str:
     """The messages about one field; a union's alternatives read "must be A or B, got X"."""
     if all(got is not None for _, got in msgs):
         return f"must be {' or '.join(dict.fromkeys(t for t, _ in msgs))}, got {msgs[0][1]}"
-    return "; ".join(dict.fromkeys(t if got is None else f"must be {t}, got {got}" for t, got in msgs))
+    return "; ".join(
+        dict.fromkeys(t if got is None else f"must be {t}, got {got}" for t, got in msgs)
+    )
 
 
 def _short(v: Any) -> str:
@@ -200,8 +229,12 @@ def _short(v: Any) -> str:
 
 
 def _dotted(path: Place) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p)
-                   for i, p in enumerate(path)) or "<top>"
+    return (
+        "".join(
+            f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path)
+        )
+        or "<top>"
+    )
 
 
 def _fields_at(tp: Any, path: Place) -> list[str]:

@@ -25,19 +25,33 @@ PBKDF2_ITERATIONS = 101  # Mosquitto 2's default for "$7$" (PBKDF2-SHA512) hashe
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
-    parser.add_argument("--out", type=Path, required=True, help="directory for passwd, acl, credentials/")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for passwd, acl, credentials/"
+    )
     parser.add_argument("--node", action="append", default=[], help="node id (repeatable)")
-    parser.add_argument("--nodes-file", type=Path, default=None, help="file with one node id per line")
+    parser.add_argument(
+        "--nodes-file", type=Path, default=None, help="file with one node id per line"
+    )
     parser.add_argument("--coordinator-user", default="coordinator")
-    parser.add_argument("--operator-user", default="operator", help="read-only user for `collab status`")
-    parser.add_argument("--fl-aggregator-user", default="fl-aggregator",
-                        help="user for `collab fl aggregator` (readwrite collab/v1/fl/#); '' = none")
-    parser.add_argument("--python-hash", action="store_true",
-                        help="write hashes in Python even if mosquitto_passwd is installed")
+    parser.add_argument(
+        "--operator-user", default="operator", help="read-only user for `collab status`"
+    )
+    parser.add_argument(
+        "--fl-aggregator-user",
+        default="fl-aggregator",
+        help="user for `collab fl aggregator` (readwrite collab/v1/fl/#); '' = none",
+    )
+    parser.add_argument(
+        "--python-hash",
+        action="store_true",
+        help="write hashes in Python even if mosquitto_passwd is installed",
+    )
     return run
 
 
-def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+def mosquitto_hash(
+    password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
+) -> str:
     """A password-file entry hash in Mosquitto 2's ``$7$`` PBKDF2-SHA512 format."""
     salt = salt or os.urandom(12)
     dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
@@ -48,34 +62,51 @@ def acl_text(coordinator: str, operator: str, fl_aggregator: str | None = None) 
     node = f"{topics.PREFIX}/node/%u"
     lines = [
         "# written by `collab mqtt-auth`; see docs/control-plane.md",
-        f"user {coordinator}", f"topic readwrite {topics.PREFIX}/#", "",
-        f"user {operator}", f"topic read {topics.PREFIX}/#", "",
+        f"user {coordinator}",
+        f"topic readwrite {topics.PREFIX}/#",
+        "",
+        f"user {operator}",
+        f"topic read {topics.PREFIX}/#",
+        "",
     ]
     if fl_aggregator:
         lines += [f"user {fl_aggregator}", f"topic readwrite {topics.FL_PREFIX}/#", ""]
-    return "\n".join([
-        *lines,
-        "# every other user is a node whose user name is its node id",
-        *(f"pattern write {node}/{k}" for k in (topics.ANNOUNCE, topics.HEARTBEAT, topics.TELEMETRY, topics.ACK)),
-        f"pattern read {node}/{topics.ROLLOUT}",
-        f"pattern read {topics.CLOUDS}",
-        "# federated learning: a node is an FL client under its own id",
-        f"pattern write {topics.FL_PREFIX}/+/{topics.FL_CLIENTS}/%u",
-        f"pattern read {topics.FL_PREFIX}/#",
-        "",
-    ])
+    return "\n".join(
+        [
+            *lines,
+            "# every other user is a node whose user name is its node id",
+            *(
+                f"pattern write {node}/{k}"
+                for k in (topics.ANNOUNCE, topics.HEARTBEAT, topics.TELEMETRY, topics.ACK)
+            ),
+            f"pattern read {node}/{topics.ROLLOUT}",
+            f"pattern read {topics.CLOUDS}",
+            "# federated learning: a node is an FL client under its own id",
+            f"pattern write {topics.FL_PREFIX}/+/{topics.FL_CLIENTS}/%u",
+            f"pattern read {topics.FL_PREFIX}/#",
+            "",
+        ]
+    )
 
 
-def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordinator",
-                     operator: str = "operator", fl_aggregator: str | None = "fl-aggregator",
-                     use_binary: bool = True) -> dict[str, str]:
+def write_fleet_auth(
+    out: Path,
+    nodes: list[str],
+    *,
+    coordinator: str = "coordinator",
+    operator: str = "operator",
+    fl_aggregator: str | None = "fl-aggregator",
+    use_binary: bool = True,
+) -> dict[str, str]:
     """Write ``passwd``, ``acl``, ``credentials/<user>`` (0600) and ``mosquitto.conf``;
     returns user -> password."""
     users = [coordinator, operator, *([fl_aggregator] if fl_aggregator else []), *nodes]
     for n in nodes:
         topics.check_node_id(n)
     if len(set(users)) != len(users):
-        raise ConfigError("node ids must be unique and differ from the coordinator/operator user names")
+        raise ConfigError(
+            "node ids must be unique and differ from the coordinator/operator user names"
+        )
     out.mkdir(parents=True, exist_ok=True)
     creds = out / "credentials"
     creds.mkdir(exist_ok=True)
@@ -90,7 +121,9 @@ def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordin
         passwd.write_text("")
         for u, p in passwords.items():
             try:
-                subprocess.run([binary, "-b", str(passwd), u, p], check=True, capture_output=True, timeout=30)
+                subprocess.run(
+                    [binary, "-b", str(passwd), u, p], check=True, capture_output=True, timeout=30
+                )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
                 raise ConfigError(f"mosquitto_passwd failed for {u}: {e}") from e
     else:
@@ -98,9 +131,14 @@ def write_fleet_auth(out: Path, nodes: list[str], *, coordinator: str = "coordin
     passwd.chmod(0o600)
     (out / "acl").write_text(acl_text(coordinator, operator, fl_aggregator))
     (out / "mosquitto.conf").write_text(
-        f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {(out / 'acl').resolve()}\n")
-    logger.info("wrote credentials for %d users to %s (hashes by %s)", len(users), out,
-                binary or "python PBKDF2-SHA512")
+        f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {(out / 'acl').resolve()}\n"
+    )
+    logger.info(
+        "wrote credentials for %d users to %s (hashes by %s)",
+        len(users),
+        out,
+        binary or "python PBKDF2-SHA512",
+    )
     return passwords
 
 
@@ -111,9 +149,17 @@ def run(args: argparse.Namespace) -> int:
         nodes += [line.strip() for line in text.splitlines() if line.strip()]
     if not nodes:
         raise ConfigError("give at least one --node or a --nodes-file")
-    write_fleet_auth(args.out, nodes, coordinator=args.coordinator_user, operator=args.operator_user,
-                     fl_aggregator=args.fl_aggregator_user or None, use_binary=not args.python_hash)
-    print(f"wrote {args.out}/passwd, {args.out}/acl, {args.out}/credentials/<user> for {len(nodes)} nodes")
+    write_fleet_auth(
+        args.out,
+        nodes,
+        coordinator=args.coordinator_user,
+        operator=args.operator_user,
+        fl_aggregator=args.fl_aggregator_user or None,
+        use_binary=not args.python_hash,
+    )
+    print(
+        f"wrote {args.out}/passwd, {args.out}/acl, {args.out}/credentials/<user> for {len(nodes)} nodes"
+    )
     print(f"add to the broker listener config: include the lines of {args.out}/mosquitto.conf")
     print("nodes connect with --mqtt-username <node-id> --mqtt-password-file credentials/<node-id>")
     return 0

@@ -36,7 +36,11 @@ def coordinator_state(client: MqttClient, timeout: float = 1.0) -> str:
             st = pb.CoordinatorState.FromString(payload)
         except DecodeError:
             return
-        got.append(f"online (bundle fetch {st.fetch_endpoint})" if st.state == pb.STATE_ONLINE else "OFFLINE")
+        got.append(
+            f"online (bundle fetch {st.fetch_endpoint})"
+            if st.state == pb.STATE_ONLINE
+            else "OFFLINE"
+        )
         done.set()
 
     client.subscribe(topics.COORDINATOR_STATE, on_state, qos=1)
@@ -57,7 +61,9 @@ def fetch_status(client: MqttClient, timeout: float) -> msg.FleetStatus:
 
     client.subscribe(topics.FLEET_STATUS, on_status, qos=0)
     if not done.wait(timeout):
-        raise ControlPlaneError(f"no fleet status on {topics.FLEET_STATUS} within {timeout}s: is a coordinator running?")
+        raise ControlPlaneError(
+            f"no fleet status on {topics.FLEET_STATUS} within {timeout}s: is a coordinator running?"
+        )
     return got[-1]
 
 
@@ -67,29 +73,40 @@ def _ms(x: float) -> str:
 
 def format_table(fs: msg.FleetStatus) -> str:
     now = time.time()
-    head = (f"{'NODE':<20} {'ROLE':<5} {'STATE':<7} {'VERSION':<12} {'SEEN':>6} {'REQ':>6} {'P50ms':>7} "
-            f"{'P99ms':>7} {'EDGE/SPLIT/CLOUD %':>19} {'FALLBK':>6} {'SENT':>9}")
+    head = (
+        f"{'NODE':<20} {'ROLE':<5} {'STATE':<7} {'VERSION':<12} {'SEEN':>6} {'REQ':>6} {'P50ms':>7} "
+        f"{'P99ms':>7} {'EDGE/SPLIT/CLOUD %':>19} {'FALLBK':>6} {'SENT':>9}"
+    )
     lines = [head]
     for n in fs.nodes:
         t = n.telemetry
         mix, req, p50, p99, fb, sent = "-", "-", "-", "-", "-", "-"
         if t is not None:
             total = sum(t.path_mix.values()) or 1
-            mix = "/".join(f"{100 * t.path_mix.get(k, 0) / total:.0f}" for k in ("edge_only", "split", "cloud_only"))
+            mix = "/".join(
+                f"{100 * t.path_mix.get(k, 0) / total:.0f}"
+                for k in ("edge_only", "split", "cloud_only")
+            )
             req, p50, p99 = str(t.requests), _ms(t.p50_ms), _ms(t.p99_ms)
             fb, sent = str(t.fallbacks), f"{t.bytes_sent / 1024:.0f}KiB"
         seen = f"{now - n.last_seen:.0f}s" if n.last_seen else "-"
-        lines.append(f"{n.node_id:<20} {n.role:<5} {'online' if n.online else 'OFFLINE':<7} "
-                     f"{n.bundle_version[:12] or '-':<12} {seen:>6} {req:>6} {p50:>7} {p99:>7} {mix:>19} "
-                     f"{fb:>6} {sent:>9}")
+        lines.append(
+            f"{n.node_id:<20} {n.role:<5} {'online' if n.online else 'OFFLINE':<7} "
+            f"{n.bundle_version[:12] or '-':<12} {seen:>6} {req:>6} {p50:>7} {p99:>7} {mix:>19} "
+            f"{fb:>6} {sent:>9}"
+        )
     online = sum(n.online for n in fs.nodes)
     lines.append(f"{online}/{len(fs.nodes)} nodes online; snapshot {now - fs.updated_at:.1f}s old")
     if fs.rollout is not None:
         r = fs.rollout
-        lines.append(f"rollout {r.rollout_id} {r.model_name} {r.version[:12]} {r.percent}% {r.state}: "
-                     f"{r.count('acked')} acked, {r.count('refused')} refused, {r.count('pending')} pending")
+        lines.append(
+            f"rollout {r.rollout_id} {r.model_name} {r.version[:12]} {r.percent}% {r.state}: "
+            f"{r.count('acked')} acked, {r.count('refused')} refused, {r.count('pending')} pending"
+        )
     if fs.rejected:
-        lines.append("ignored messages: " + ", ".join(f"{k}={v}" for k, v in sorted(fs.rejected.items())))
+        lines.append(
+            "ignored messages: " + ", ".join(f"{k}={v}" for k, v in sorted(fs.rejected.items()))
+        )
     return "\n".join(lines)
 
 

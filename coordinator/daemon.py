@@ -47,7 +47,9 @@ class CoordinatorConfig:
     max_payload: int = MAX_PAYLOAD
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
-    admin_token: str | None = None  # required as "authorization: Bearer <token>" by the operator API
+    admin_token: str | None = (
+        None  # required as "authorization: Bearer <token>" by the operator API
+    )
     client_id: str = "collab-coordinator"
 
     def __post_init__(self) -> None:
@@ -80,12 +82,20 @@ class Coordinator:
         self.port = 0
         self.fetch_endpoint = ""
         will = (topics.COORDINATOR_STATE, self._state_bytes(online=False), 1, True)
-        self.mqtt = MqttClient(with_client_id(config.mqtt, config.client_id, clean_session=False),
-                               will=will, on_connect=self._on_connect)
+        self.mqtt = MqttClient(
+            with_client_id(config.mqtt, config.client_id, clean_session=False),
+            will=will,
+            on_connect=self._on_connect,
+        )
         # acks at QoS 1 (queued by the broker while we are down, persistent session);
         # the rest at QoS 0 so the broker's QoS 1 in-flight window cannot let a node's first
         # heartbeat overtake its announce (retained announces are re-sent on subscribe anyway)
-        for kind, qos in ((topics.ACK, 1), (topics.ANNOUNCE, 0), (topics.HEARTBEAT, 0), (topics.TELEMETRY, 0)):
+        for kind, qos in (
+            (topics.ACK, 1),
+            (topics.ANNOUNCE, 0),
+            (topics.HEARTBEAT, 0),
+            (topics.TELEMETRY, 0),
+        ):
             self.mqtt.subscribe(f"{topics.PREFIX}/node/+/{kind}", self._on_message, qos=qos)
 
     # ------------------------------------------------------------ lifecycle
@@ -93,22 +103,36 @@ class Coordinator:
         try:
             self.db.start()
             self._stack.callback(self.db.close)
-            _, self.port = self._stack.enter_context(serve(
-                self, self.config.listen, admin_token=self.config.admin_token,
-                tls_cert=self.config.grpc_tls_cert, tls_key=self.config.grpc_tls_key))
-            self.fetch_endpoint = self.config.advertise or advertised(self.config.listen, self.port,
-                                                                      wildcard_host="127.0.0.1")
+            _, self.port = self._stack.enter_context(
+                serve(
+                    self,
+                    self.config.listen,
+                    admin_token=self.config.admin_token,
+                    tls_cert=self.config.grpc_tls_cert,
+                    tls_key=self.config.grpc_tls_key,
+                )
+            )
+            self.fetch_endpoint = self.config.advertise or advertised(
+                self.config.listen, self.port, wildcard_host="127.0.0.1"
+            )
             with self._lock:
                 self.registry.grace(time.time())
             self.mqtt.start()
             self._stack.callback(self.mqtt.stop)
-            self._sweeper = threading.Thread(target=self._sweep_loop, name="coordinator-sweeper", daemon=True)
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="coordinator-sweeper", daemon=True
+            )
             self._sweeper.start()
         except BaseException:
             self._stack.close()
             raise
-        logger.info("coordinator up: broker %s, bundle fetch/operator gRPC on %s, db %s, trust key %s",
-                    self.config.mqtt.url, self.fetch_endpoint, self.config.db, self.public_key_path)
+        logger.info(
+            "coordinator up: broker %s, bundle fetch/operator gRPC on %s, db %s, trust key %s",
+            self.config.mqtt.url,
+            self.fetch_endpoint,
+            self.config.db,
+            self.public_key_path,
+        )
         return self
 
     def stop(self) -> None:
@@ -117,8 +141,13 @@ class Coordinator:
             self._sweeper.join(5)
         try:
             if self.mqtt.connected:
-                self.mqtt.publish(topics.COORDINATOR_STATE, self._state_bytes(online=False),
-                                  qos=1, retain=True, wait=2.0)
+                self.mqtt.publish(
+                    topics.COORDINATOR_STATE,
+                    self._state_bytes(online=False),
+                    qos=1,
+                    retain=True,
+                    wait=2.0,
+                )
         except ControlPlaneError as e:
             logger.warning("coordinator offline announce failed: %s", e)
         self._stack.close()
@@ -141,12 +170,23 @@ class Coordinator:
     def start_rollout(self, version: str, *, percent: int = 100) -> msg.RolloutStatus:
         self.store.path(version)
         with self._lock:
-            ro = self.rollouts.start(version, self.store.model_names[version], percent,
-                                     list(self.registry.nodes.values()))
+            ro = self.rollouts.start(
+                version,
+                self.store.model_names[version],
+                percent,
+                list(self.registry.nodes.values()),
+            )
             for node_id in ro.nodes:
                 self._publish_directive(node_id)
-            logger.info("rollout %s: %s %s to %d%% -> %d nodes (%d pending)", ro.rollout_id,
-                        ro.model_name, version[:12], percent, len(ro.nodes), len(ro.pending()))
+            logger.info(
+                "rollout %s: %s %s to %d%% -> %d nodes (%d pending)",
+                ro.rollout_id,
+                ro.model_name,
+                version[:12],
+                percent,
+                len(ro.nodes),
+                len(ro.pending()),
+            )
             return ro.status()
 
     def rollback(self, to_version: str = "") -> msg.RolloutStatus:
@@ -154,7 +194,9 @@ class Coordinator:
             cur = self.rollouts.current
             target = to_version or (cur.previous_version if cur else "")
         if not target:
-            raise ControlPlaneError("nothing to roll back to: no previous version recorded; pass a version")
+            raise ControlPlaneError(
+                "nothing to roll back to: no previous version recorded; pass a version"
+            )
         logger.info("rollback to %s", target[:12])
         return self.start_rollout(target, percent=100)
 
@@ -164,17 +206,25 @@ class Coordinator:
 
     def fleet_status(self) -> msg.FleetStatus:
         with self._lock:
-            return msg.FleetStatus(nodes=self.registry.snapshot(), rollout=self.rollout_status(),
-                                   updated_at=time.time(), rejected=dict(self.rejections.counts))
+            return msg.FleetStatus(
+                nodes=self.registry.snapshot(),
+                rollout=self.rollout_status(),
+                updated_at=time.time(),
+                rejected=dict(self.rejections.counts),
+            )
 
     # ------------------------------------------------------------ publishing
     def _state_bytes(self, *, online: bool) -> bytes:
-        return pb.CoordinatorState(state=pb.STATE_ONLINE if online else pb.STATE_OFFLINE,
-                                   fetch_endpoint=getattr(self, "fetch_endpoint", ""),
-                                   sent_at=time.time()).SerializeToString()
+        return pb.CoordinatorState(
+            state=pb.STATE_ONLINE if online else pb.STATE_OFFLINE,
+            fetch_endpoint=getattr(self, "fetch_endpoint", ""),
+            sent_at=time.time(),
+        ).SerializeToString()
 
     def _on_connect(self) -> None:
-        self.mqtt.publish(topics.COORDINATOR_STATE, self._state_bytes(online=True), qos=1, retain=True)
+        self.mqtt.publish(
+            topics.COORDINATOR_STATE, self._state_bytes(online=True), qos=1, retain=True
+        )
         with self._lock:
             self._published_clouds = None
             self._publish_clouds()
@@ -194,12 +244,20 @@ class Coordinator:
     def _publish_directive(self, node_id: str) -> None:
         ro = self.rollouts.current
         assert ro is not None
-        d = msg.RolloutDirective(rollout_id=ro.rollout_id, version=ro.version,
-                                 signature=self.store.signature(ro.version),
-                                 fetch_endpoint=self.fetch_endpoint, model_name=ro.model_name,
-                                 issued_at=ro.created_at)
-        self.mqtt.publish(topics.node_topic(node_id, topics.ROLLOUT),
-                          msg.directive_to_proto(d).SerializeToString(), qos=1, retain=True)
+        d = msg.RolloutDirective(
+            rollout_id=ro.rollout_id,
+            version=ro.version,
+            signature=self.store.signature(ro.version),
+            fetch_endpoint=self.fetch_endpoint,
+            model_name=ro.model_name,
+            issued_at=ro.created_at,
+        )
+        self.mqtt.publish(
+            topics.node_topic(node_id, topics.ROLLOUT),
+            msg.directive_to_proto(d).SerializeToString(),
+            qos=1,
+            retain=True,
+        )
 
     def _sweep_loop(self) -> None:
         interval = min(1.0, self.config.heartbeat_timeout / 4)
@@ -209,8 +267,11 @@ class Coordinator:
             try:
                 with self._lock:
                     for node_id in self.registry.expired(now, self.config.heartbeat_timeout):
-                        logger.info("node %s offline: no heartbeat for %.1fs", node_id,
-                                    self.config.heartbeat_timeout)
+                        logger.info(
+                            "node %s offline: no heartbeat for %.1fs",
+                            node_id,
+                            self.config.heartbeat_timeout,
+                        )
                         self.registry.mark_offline(node_id)
                     self._publish_clouds()
                 if now >= next_status:
@@ -248,7 +309,9 @@ class Coordinator:
 
     def _check(self, topic_id: str, claimed: str, *, known: bool = True) -> bool:
         if claimed != topic_id:
-            self.rejections.reject("id_mismatch", f"payload claims {claimed!r} on {topic_id!r}'s topic")
+            self.rejections.reject(
+                "id_mismatch", f"payload claims {claimed!r} on {topic_id!r}'s topic"
+            )
             return False
         if known and topic_id not in self.registry.nodes:
             self.rejections.reject("unknown_node", f"{topic_id!r} never announced itself")
@@ -261,18 +324,27 @@ class Coordinator:
         with self._lock:
             old = self.registry.nodes.get(node_id)
             if old is not None and old.role != a.role:
-                self.rejections.reject("role_conflict", f"{node_id!r} registered as {old.role}, announced {a.role}")
+                self.rejections.reject(
+                    "role_conflict", f"{node_id!r} registered as {old.role}, announced {a.role}"
+                )
                 return
             if old is None or old.online != a.online:
-                logger.info("node %s (%s) %s, version %s", node_id, a.role,
-                            "online" if a.online else "offline (last-will or clean exit)",
-                            a.bundle_version[:12] or "-")
+                logger.info(
+                    "node %s (%s) %s, version %s",
+                    node_id,
+                    a.role,
+                    "online" if a.online else "offline (last-will or clean exit)",
+                    a.bundle_version[:12] or "-",
+                )
             rec = self.registry.announce(a, time.time())
             ro = self.rollouts.active
             if ro is not None and a.online:
                 if self.rollouts.add_target(rec):
                     self._publish_directive(node_id)
-                elif ro.nodes.get(node_id, ("", ""))[0] == "pending" and rec.bundle_version == ro.version:
+                elif (
+                    ro.nodes.get(node_id, ("", ""))[0] == "pending"
+                    and rec.bundle_version == ro.version
+                ):
                     self.rollouts.set_node(node_id, "acked")  # acked while we were down
                     self._log_settled()
             if a.role == "cloud":
@@ -314,5 +386,10 @@ class Coordinator:
         ro = self.rollouts.current
         if ro is not None and ro.state in ("completed", "failed"):
             st = ro.status()
-            logger.info("rollout %s %s: %d acked, %d refused", ro.rollout_id, ro.state,
-                        st.count("acked"), st.count("refused"))
+            logger.info(
+                "rollout %s %s: %d acked, %d refused",
+                ro.rollout_id,
+                ro.state,
+                st.count("acked"),
+                st.count("refused"),
+            )

@@ -95,8 +95,9 @@ class Database:
     def submit(self, op: Op, on_commit: OnCommit | None = None) -> None:
         self._put((op, on_commit, None))
 
-    def submit_row(self, sql: str, params: tuple[Any, ...],
-                   timing: tuple[float, float] | None = None) -> None:
+    def submit_row(
+        self, sql: str, params: tuple[Any, ...], timing: tuple[float, float] | None = None
+    ) -> None:
         """A one-statement write; consecutive rows of the same statement run as one
         ``executemany`` (the hot path: heartbeats and telemetry). ``timing`` =
         (sent_at, received_at) records the lags to the commit."""

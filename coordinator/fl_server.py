@@ -15,15 +15,24 @@ from collab.log import logger
 from collab.signals import stop_on_signals
 
 
-def run_aggregator(cfg: FLConfig, *, mqtt: MqttConfig, listen: str, advertise: str = "",
-                   public_context: Path | None = None, wait_clients_s: float = 60.0,
-                   exit_when_done: bool = False) -> int:
+def run_aggregator(
+    cfg: FLConfig,
+    *,
+    mqtt: MqttConfig,
+    listen: str,
+    advertise: str = "",
+    public_context: Path | None = None,
+    wait_clients_s: float = 60.0,
+    exit_when_done: bool = False,
+) -> int:
     pub = None if public_context is None else read_bytes(public_context, "public context")
     agg = Aggregator(cfg, pub, advertise=advertise)
     stop = stop_on_signals()
     with serve(agg, listen) as (_, port), MqttClient(mqtt) as client:
         agg.attach(client)
-        logger.info("FL aggregator for %s on port %d (advertised %s)", cfg.federation, port, agg.advertise)
+        logger.info(
+            "FL aggregator for %s on port %d (advertised %s)", cfg.federation, port, agg.advertise
+        )
         agg.run(stop, wait_clients_s=wait_clients_s)
         if not exit_when_done:  # keep serving aggregates to late followers
             stop.wait()

@@ -10,15 +10,26 @@ from prometheus_client import CollectorRegistry, Counter
 
 from collab.log import logger
 
-CAUSES = ("oversized", "malformed", "bad_topic", "unknown_node", "id_mismatch", "role_conflict",
-          "stale_ack")
+CAUSES = (
+    "oversized",
+    "malformed",
+    "bad_topic",
+    "unknown_node",
+    "id_mismatch",
+    "role_conflict",
+    "stale_ack",
+)
 
 
 class Rejections:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.metrics = registry or CollectorRegistry()
-        self._counter = Counter("collab_coordinator_rejected_messages", "Control-plane messages ignored",
-                                ["cause"], registry=self.metrics)
+        self._counter = Counter(
+            "collab_coordinator_rejected_messages",
+            "Control-plane messages ignored",
+            ["cause"],
+            registry=self.metrics,
+        )
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -28,5 +39,8 @@ class Rejections:
             self.counts[cause] = n
         self._counter.labels(cause).inc()
         if n == 1:
-            logger.warning("ignoring control message (%s): %s [logged once per cause; see metric]",
-                           cause, detail[:300])
+            logger.warning(
+                "ignoring control message (%s): %s [logged once per cause; see metric]",
+                cause,
+                detail[:300],
+            )

@@ -36,22 +36,37 @@ class Observed(Protocol):
 
 def register(c: Observed, registry: CollectorRegistry) -> None:
     def count_nodes(role: str, online: bool) -> Callable[[], float]:
-        return lambda: sum(1 for n in list(c.registry.nodes.values()) if n.role == role and n.online == online)
+        return lambda: sum(
+            1 for n in list(c.registry.nodes.values()) if n.role == role and n.online == online
+        )
 
     def count_targets(state: str) -> Callable[[], float]:
         return lambda: st.count(state) if (st := c.rollout_status()) else 0
 
-    nodes = Gauge("collab_coordinator_nodes", "Registered nodes", ["role", "state"], registry=registry)
+    nodes = Gauge(
+        "collab_coordinator_nodes", "Registered nodes", ["role", "state"], registry=registry
+    )
     for role in ("edge", "cloud"):
         for state, online in (("online", True), ("offline", False)):
             nodes.labels(role, state).set_function(count_nodes(role, online))
-    Gauge("collab_coordinator_messages", "MQTT messages handled since start",
-          registry=registry).set_function(lambda: c.processed)
-    Gauge("collab_coordinator_registry_commits", "SQLite transactions committed since start",
-          registry=registry).set_function(lambda: c.db.commits)
-    Gauge("collab_coordinator_commit_lag_seconds", "Latest publish -> registry commit lag",
-          registry=registry).set_function(lambda: c.lags[-1] if c.lags else 0.0)
-    ro = Gauge("collab_coordinator_rollout_nodes", "Targets of the current rollout by state", ["state"],
-               registry=registry)
+    Gauge(
+        "collab_coordinator_messages", "MQTT messages handled since start", registry=registry
+    ).set_function(lambda: c.processed)
+    Gauge(
+        "collab_coordinator_registry_commits",
+        "SQLite transactions committed since start",
+        registry=registry,
+    ).set_function(lambda: c.db.commits)
+    Gauge(
+        "collab_coordinator_commit_lag_seconds",
+        "Latest publish -> registry commit lag",
+        registry=registry,
+    ).set_function(lambda: c.lags[-1] if c.lags else 0.0)
+    ro = Gauge(
+        "collab_coordinator_rollout_nodes",
+        "Targets of the current rollout by state",
+        ["state"],
+        registry=registry,
+    )
     for state in ("pending", "acked", "refused"):
         ro.labels(state).set_function(count_targets(state))

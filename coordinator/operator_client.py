@@ -16,8 +16,14 @@ from collab.proto import control_pb2_grpc as pb_grpc
 
 
 class CoordinatorClient:
-    def __init__(self, endpoint: str, *, ca_file: Path | None = None, timeout: float = 60.0,
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        ca_file: Path | None = None,
+        timeout: float = 60.0,
+        token: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._channel = channel(endpoint, ca_file=ca_file)
@@ -49,11 +55,17 @@ class CoordinatorClient:
         return self._call(self._stub.Upload, iter_bundle_chunks(Path(bundle_dir)))
 
     def start(self, version: str, percent: int = 100) -> msg.RolloutStatus:
-        r = self._call(self._stub.StartRollout, pb.StartRolloutRequest(version=version, percent=percent))
+        r = self._call(
+            self._stub.StartRollout, pb.StartRolloutRequest(version=version, percent=percent)
+        )
         return msg.rollout_status_from_proto(r)
 
     def rollback(self, to_version: str = "") -> msg.RolloutStatus:
-        return msg.rollout_status_from_proto(self._call(self._stub.Rollback, pb.RollbackRequest(to_version=to_version)))
+        return msg.rollout_status_from_proto(
+            self._call(self._stub.Rollback, pb.RollbackRequest(to_version=to_version))
+        )
 
     def status(self) -> msg.RolloutStatus:
-        return msg.rollout_status_from_proto(self._call(self._stub.GetRollout, pb.GetRolloutRequest()))
+        return msg.rollout_status_from_proto(
+            self._call(self._stub.GetRollout, pb.GetRolloutRequest())
+        )

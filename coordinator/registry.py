@@ -29,9 +29,15 @@ class NodeRecord:
     telemetry: msg.Telemetry | None = None
 
     def status(self) -> msg.NodeStatus:
-        return msg.NodeStatus(node_id=self.node_id, role=self.role, online=self.online,
-                              bundle_version=self.bundle_version, endpoints=self.endpoints,
-                              last_seen=self.last_seen, telemetry=self.telemetry)
+        return msg.NodeStatus(
+            node_id=self.node_id,
+            role=self.role,
+            online=self.online,
+            bundle_version=self.bundle_version,
+            endpoints=self.endpoints,
+            last_seen=self.last_seen,
+            telemetry=self.telemetry,
+        )
 
     @property
     def accepts_rollouts(self) -> bool:
@@ -40,8 +46,17 @@ class NodeRecord:
 
 def _save(r: NodeRecord) -> tuple[object, ...]:
     tel = msg.telemetry_to_proto(r.telemetry).SerializeToString() if r.telemetry else None
-    return (r.node_id, r.role, int(r.online), json.dumps(r.capabilities, sort_keys=True),
-            r.bundle_version, json.dumps(list(r.endpoints)), r.model_name, r.last_seen, tel)
+    return (
+        r.node_id,
+        r.role,
+        int(r.online),
+        json.dumps(r.capabilities, sort_keys=True),
+        r.bundle_version,
+        json.dumps(list(r.endpoints)),
+        r.model_name,
+        r.last_seen,
+        tel,
+    )
 
 
 class Registry:
@@ -53,10 +68,16 @@ class Registry:
             if row["telemetry"]:
                 tel = msg.telemetry_from_proto(pb.Telemetry.FromString(row["telemetry"]))
             self.nodes[row["node_id"]] = NodeRecord(
-                node_id=row["node_id"], role=row["role"], online=bool(row["online"]),
-                capabilities=json.loads(row["capabilities"]), bundle_version=row["bundle_version"],
-                endpoints=tuple(json.loads(row["endpoints"])), model_name=row["model_name"],
-                last_seen=row["last_seen"], telemetry=tel)
+                node_id=row["node_id"],
+                role=row["role"],
+                online=bool(row["online"]),
+                capabilities=json.loads(row["capabilities"]),
+                bundle_version=row["bundle_version"],
+                endpoints=tuple(json.loads(row["endpoints"])),
+                model_name=row["model_name"],
+                last_seen=row["last_seen"],
+                telemetry=tel,
+            )
 
     def _persist(self, r: NodeRecord, on_commit: OnCommit | None = None) -> None:
         values = _save(r)
@@ -95,16 +116,22 @@ class Registry:
         if revived:
             self._persist(r)
         else:
-            self._db.submit_row("UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?",
-                                (now, r.bundle_version, h.node_id), (h.sent_at, now))
+            self._db.submit_row(
+                "UPDATE nodes SET last_seen=?, online=1, bundle_version=? WHERE node_id=?",
+                (now, r.bundle_version, h.node_id),
+                (h.sent_at, now),
+            )
         return revived
 
     def telemetry(self, t: msg.Telemetry, now: float) -> None:
         r = self.nodes[t.node_id]
         r.telemetry, r.last_seen = t, now
         blob = msg.telemetry_to_proto(t).SerializeToString()
-        self._db.submit_row("UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?", (blob, now, t.node_id),
-                            (t.sent_at, now))
+        self._db.submit_row(
+            "UPDATE nodes SET telemetry=?, last_seen=? WHERE node_id=?",
+            (blob, now, t.node_id),
+            (t.sent_at, now),
+        )
 
     def mark_offline(self, node_id: str) -> None:
         r = self.nodes[node_id]
@@ -115,7 +142,9 @@ class Registry:
         return [r.node_id for r in self.nodes.values() if r.online and now - r.last_seen > timeout]
 
     def cloud_endpoints(self) -> tuple[str, ...]:
-        eps = {e for r in self.nodes.values() if r.role == "cloud" and r.online for e in r.endpoints}
+        eps = {
+            e for r in self.nodes.values() if r.role == "cloud" and r.online for e in r.endpoints
+        }
         return tuple(sorted(eps))
 
     def snapshot(self) -> tuple[msg.NodeStatus, ...]:

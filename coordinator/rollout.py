@@ -40,10 +40,18 @@ class Rollout:
 
     def status(self) -> msg.RolloutStatus:
         return msg.RolloutStatus(
-            rollout_id=self.rollout_id, version=self.version, previous_version=self.previous_version,
-            percent=self.percent, state=self.state, created_at=self.created_at, model_name=self.model_name,
-            nodes=tuple(msg.NodeRolloutState(node_id=n, state=s, error=e)
-                        for n, (s, e) in sorted(self.nodes.items())))
+            rollout_id=self.rollout_id,
+            version=self.version,
+            previous_version=self.previous_version,
+            percent=self.percent,
+            state=self.state,
+            created_at=self.created_at,
+            model_name=self.model_name,
+            nodes=tuple(
+                msg.NodeRolloutState(node_id=n, state=s, error=e)
+                for n, (s, e) in sorted(self.nodes.items())
+            ),
+        )
 
     def pending(self) -> list[str]:
         return [n for n, (s, _) in self.nodes.items() if s == "pending"]
@@ -67,19 +75,28 @@ class Rollouts:
         self.completed = [r["version"] for r in rows if r["state"] == "completed"]
         if rows:
             r = rows[-1]
-            self.current = Rollout(rollout_id=r["rollout_id"], version=r["version"],
-                                   previous_version=r["previous_version"], percent=r["percent"],
-                                   state=r["state"], created_at=r["created_at"], model_name=r["model_name"])
-            for n in db.read("SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
-                             (r["rollout_id"],)):
+            self.current = Rollout(
+                rollout_id=r["rollout_id"],
+                version=r["version"],
+                previous_version=r["previous_version"],
+                percent=r["percent"],
+                state=r["state"],
+                created_at=r["created_at"],
+                model_name=r["model_name"],
+            )
+            for n in db.read(
+                "SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
+                (r["rollout_id"],),
+            ):
                 self.current.nodes[n["node_id"]] = (n["state"], n["error"])
 
     @property
     def active(self) -> Rollout | None:
         return self.current if self.current is not None and self.current.state == "active" else None
 
-    def start(self, version: str, model_name: str, percent: int,
-              nodes: list[NodeRecord]) -> Rollout:
+    def start(
+        self, version: str, model_name: str, percent: int, nodes: list[NodeRecord]
+    ) -> Rollout:
         """Create a rollout; returns only after it is committed."""
         if not 1 <= percent <= 100:
             raise ControlPlaneError(f"percent must be in 1..100, got {percent}")
@@ -88,10 +105,19 @@ class Rollouts:
         # most nodes serve now
         previous_version = next((v for v in reversed(self.completed) if v != version), "")
         if not previous_version:
-            served = Counter(r.bundle_version for r in nodes if r.bundle_version and r.bundle_version != version)
+            served = Counter(
+                r.bundle_version for r in nodes if r.bundle_version and r.bundle_version != version
+            )
             previous_version = served.most_common(1)[0][0] if served else ""
-        ro = Rollout(rollout_id=uuid.uuid4().hex[:16], version=version, previous_version=previous_version,
-                     percent=percent, state="active", created_at=time.time(), model_name=model_name)
+        ro = Rollout(
+            rollout_id=uuid.uuid4().hex[:16],
+            version=version,
+            previous_version=previous_version,
+            percent=percent,
+            state="active",
+            created_at=time.time(),
+            model_name=model_name,
+        )
         for r in nodes:  # offline nodes join the rollout when they come back (add_target)
             if r.online and r.accepts_rollouts and selected(version, r.node_id, percent):
                 ro.nodes[r.node_id] = ("acked" if r.bundle_version == version else "pending", "")
@@ -101,11 +127,22 @@ class Rollouts:
 
         def op(c: sqlite3.Connection) -> None:
             if superseded:
-                c.execute("UPDATE rollouts SET state='superseded' WHERE rollout_id=?", (superseded,))
-            c.execute("INSERT INTO rollouts(rollout_id, version, previous_version, percent, state,"
-                      " created_at, model_name) VALUES (?,?,?,?,?,?,?)",
-                      (ro.rollout_id, ro.version, ro.previous_version, ro.percent, ro.state,
-                       ro.created_at, ro.model_name))
+                c.execute(
+                    "UPDATE rollouts SET state='superseded' WHERE rollout_id=?", (superseded,)
+                )
+            c.execute(
+                "INSERT INTO rollouts(rollout_id, version, previous_version, percent, state,"
+                " created_at, model_name) VALUES (?,?,?,?,?,?,?)",
+                (
+                    ro.rollout_id,
+                    ro.version,
+                    ro.previous_version,
+                    ro.percent,
+                    ro.state,
+                    ro.created_at,
+                    ro.model_name,
+                ),
+            )
             c.executemany("INSERT INTO rollout_nodes VALUES (?,?,?,?,?)", rows)
 
         self._db.call(op)
@@ -133,8 +170,12 @@ class Rollouts:
     def add_target(self, node: NodeRecord) -> bool:
         """A node that joined mid-rollout and falls in the staged set."""
         ro = self.active
-        if (ro is None or node.node_id in ro.nodes or not node.accepts_rollouts
-                or not selected(ro.version, node.node_id, ro.percent)):
+        if (
+            ro is None
+            or node.node_id in ro.nodes
+            or not node.accepts_rollouts
+            or not selected(ro.version, node.node_id, ro.percent)
+        ):
             return False
         ro.nodes[node.node_id] = ("acked" if node.bundle_version == ro.version else "pending", "")
         ro.settle()
@@ -147,7 +188,10 @@ class Rollouts:
         rid, rstate, now = ro.rollout_id, ro.state, time.time()
 
         def op(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR REPLACE INTO rollout_nodes VALUES (?,?,?,?,?)", (rid, node_id, state, error, now))
+            c.execute(
+                "INSERT OR REPLACE INTO rollout_nodes VALUES (?,?,?,?,?)",
+                (rid, node_id, state, error, now),
+            )
             c.execute("UPDATE rollouts SET state=? WHERE rollout_id=?", (rstate, rid))
 
         self._db.submit(op)

@@ -40,7 +40,9 @@ class BundleServicer(pb_grpc.BundleServiceServicer):
     def __init__(self, coordinator: Operations) -> None:
         self._c = coordinator
 
-    def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.BundleChunk]:
+    def Fetch(
+        self, request: pb.FetchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BundleChunk]:
         try:
             root = self._c.store.path(request.version)
         except Exception as e:
@@ -60,7 +62,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         if not hmac.compare_digest(str(got).encode(), self._expected):
             raise AuthError("operator API: missing or wrong admin token")
 
-    def Upload(self, request_iterator: Iterable[pb.BundleChunk], context: grpc.ServicerContext) -> pb.UploadReply:
+    def Upload(
+        self, request_iterator: Iterable[pb.BundleChunk], context: grpc.ServicerContext
+    ) -> pb.UploadReply:
         try:
             self._authorize(context)
             tmp = self._c.store.staging()
@@ -74,7 +78,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             abort(context, e, "Upload")
         return pb.UploadReply(version=version, model_name=name, already_stored=existed)
 
-    def StartRollout(self, request: pb.StartRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+    def StartRollout(
+        self, request: pb.StartRolloutRequest, context: grpc.ServicerContext
+    ) -> pb.RolloutStatus:
         try:
             self._authorize(context)
             ro = self._c.start_rollout(request.version, percent=request.percent or 100)
@@ -82,7 +88,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             abort(context, e, "StartRollout")
         return msg.rollout_status_to_proto(ro)
 
-    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+    def Rollback(
+        self, request: pb.RollbackRequest, context: grpc.ServicerContext
+    ) -> pb.RolloutStatus:
         try:
             self._authorize(context)
             ro = self._c.rollback(request.to_version)
@@ -90,7 +98,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             abort(context, e, "Rollback")
         return msg.rollout_status_to_proto(ro)
 
-    def GetRollout(self, request: pb.GetRolloutRequest, context: grpc.ServicerContext) -> pb.RolloutStatus:
+    def GetRollout(
+        self, request: pb.GetRolloutRequest, context: grpc.ServicerContext
+    ) -> pb.RolloutStatus:
         try:
             self._authorize(context)
             ro = self._c.rollout_status()
@@ -102,16 +112,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
 
 
 @contextmanager
-def serve(coordinator: Operations, listen: str, *, admin_token: str | None = None,
-          tls_cert: Path | None = None, tls_key: Path | None = None) -> Iterator[tuple[grpc.Server, int]]:
+def serve(
+    coordinator: Operations,
+    listen: str,
+    *,
+    admin_token: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> Iterator[tuple[grpc.Server, int]]:
     """The coordinator's gRPC server (bundle fetch + operator API)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
-                         options=[("grpc.max_receive_message_length", 8 * CHUNK)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        options=[("grpc.max_receive_message_length", 8 * CHUNK)],
+    )
     pb_grpc.add_BundleServiceServicer_to_server(BundleServicer(coordinator), server)
-    pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorServicer(coordinator, admin_token), server)
+    pb_grpc.add_CoordinatorServiceServicer_to_server(
+        CoordinatorServicer(coordinator, admin_token), server
+    )
     try:
         if tls_cert is not None and tls_key is not None:
-            creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+            creds = grpc.ssl_server_credentials(
+                [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
+            )
             port = server.add_secure_port(listen, creds)
         else:
             port = server.add_insecure_port(listen)

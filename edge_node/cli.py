@@ -26,25 +26,45 @@ _CLIENT = settings(ClientConfig)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    parser.add_argument("--bundle", required=True, type=Path, metavar="DIR", help="bundle directory")
+    parser.add_argument(
+        "--bundle", required=True, type=Path, metavar="DIR", help="bundle directory"
+    )
     add_flags(parser, _DAEMON)
     add_flags(parser.add_argument_group("requests (collab.ClientConfig)"), _CLIENT)
     g = parser.add_argument_group("TLS towards the cloud nodes (ClientConfig.tls)")
-    g.add_argument("--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (turns TLS on)")
-    g.add_argument("--cloud-cert", type=Path, default=None, help="client certificate towards the cloud")
+    g.add_argument(
+        "--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (turns TLS on)"
+    )
+    g.add_argument(
+        "--cloud-cert", type=Path, default=None, help="client certificate towards the cloud"
+    )
     g.add_argument("--cloud-key", type=Path, default=None, help="client key towards the cloud")
-    g.add_argument("--cloud-server-name", default=None, help="name to verify in the cloud certificate")
+    g.add_argument(
+        "--cloud-server-name", default=None, help="name to verify in the cloud certificate"
+    )
     add_mqtt_args(parser)
     add_flags(parser.add_argument_group("fleet membership (with --broker)"), _MEMBER)
     return run
 
 
 def config_from_args(args: argparse.Namespace) -> EdgeConfig:
-    tls = (TlsConfig(ca_cert=args.cloud_ca, client_cert=args.cloud_cert, client_key=args.cloud_key,
-                     server_name=args.cloud_server_name) if args.cloud_ca is not None else None)
-    return EdgeConfig(bundle=args.bundle, client=ClientConfig(tls=tls, **from_args(args, _CLIENT)),
-                      mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
-                      **from_args(args, _DAEMON), **from_args(args, _MEMBER))
+    tls = (
+        TlsConfig(
+            ca_cert=args.cloud_ca,
+            client_cert=args.cloud_cert,
+            client_key=args.cloud_key,
+            server_name=args.cloud_server_name,
+        )
+        if args.cloud_ca is not None
+        else None
+    )
+    return EdgeConfig(
+        bundle=args.bundle,
+        client=ClientConfig(tls=tls, **from_args(args, _CLIENT)),
+        mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
+        **from_args(args, _DAEMON),
+        **from_args(args, _MEMBER),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,23 +19,44 @@ class EdgeConfig:
     bundle: Path
     client: ClientConfig = field(default_factory=ClientConfig)
     # loopback: a daemon reachable off this host must be asked for (--listen 0.0.0.0:50061)
-    listen: str = setting("127.0.0.1:50061", help="gRPC address for device apps (port 0 = any)",
-                          metavar="HOST:PORT")
-    metrics_port: int | None = setting(None, help="serve Prometheus /metrics on this port (0 = any free port)",
-                                       lo=0, hi=65535, metavar="P")
+    listen: str = setting(
+        "127.0.0.1:50061", help="gRPC address for device apps (port 0 = any)", metavar="HOST:PORT"
+    )
+    metrics_port: int | None = setting(
+        None,
+        help="serve Prometheus /metrics on this port (0 = any free port)",
+        lo=0,
+        hi=65535,
+        metavar="P",
+    )
     workers: int = setting(8, help="gRPC handler threads (concurrent requests)", lo=1)
     tls_cert: Path | None = setting(None, help="TLS certificate of this daemon's listener")
     tls_key: Path | None = setting(None, help="TLS key of this daemon's listener")
     # fleet membership (collab.control): set mqtt (the --broker flags) to join a coordinator's fleet
     mqtt: MqttConfig | None = None
     node_id: str = setting("", help="fleet node id (empty: edge-<hostname>-<port>)")
-    trusted_key: Path | None = setting(None, help="coordinator's Ed25519 public key (PEM); without it "
-                                       "rollouts are refused")
-    work_dir: Path | None = setting(None, help="where rolled-out bundles are kept (None: a temp dir)")
-    heartbeat_interval_s: float = setting(5.0, help="seconds between heartbeats", lo=0, lo_open=True,
-                                          flag="--heartbeat-interval", metavar="S")
-    telemetry_interval_s: float = setting(10.0, help="seconds between telemetry reports", lo=0, lo_open=True,
-                                          flag="--telemetry-interval", metavar="S")
+    trusted_key: Path | None = setting(
+        None, help="coordinator's Ed25519 public key (PEM); without it rollouts are refused"
+    )
+    work_dir: Path | None = setting(
+        None, help="where rolled-out bundles are kept (None: a temp dir)"
+    )
+    heartbeat_interval_s: float = setting(
+        5.0,
+        help="seconds between heartbeats",
+        lo=0,
+        lo_open=True,
+        flag="--heartbeat-interval",
+        metavar="S",
+    )
+    telemetry_interval_s: float = setting(
+        10.0,
+        help="seconds between telemetry reports",
+        lo=0,
+        lo_open=True,
+        flag="--telemetry-interval",
+        metavar="S",
+    )
 
     def __post_init__(self) -> None:
         parse_address(self.listen, allow_zero=True)

@@ -24,8 +24,15 @@ from collab.log import logger
 from collab.signals import STOP_SIGNALS, stop_on_signals
 
 
-def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = "",
-               secret_context: Path | None = None, compression: str = "") -> int:
+def run_client(
+    cfg: FLConfig,
+    *,
+    index: int,
+    mqtt: MqttConfig,
+    client_id: str = "",
+    secret_context: Path | None = None,
+    compression: str = "",
+) -> int:
     secret = None if secret_context is None else read_bytes(secret_context, "secret context")
     cid = client_id or f"c{index:03d}"
     warm_up()
@@ -35,7 +42,13 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
     will = (presence, b"", 1, True)
     stop = stop_on_signals()
     with MqttClient(with_client_id(mqtt, f"fl-{cfg.federation}-{cid}"), will=will) as client:
-        fl = FLClient(trainer, cid, client, upload_delay_s=cfg.simulate.upload_delay_s, compression=compression)
+        fl = FLClient(
+            trainer,
+            cid,
+            client,
+            upload_delay_s=cfg.simulate.upload_delay_s,
+            compression=compression,
+        )
         fl.start()
         logger.info("FL client %s: %d examples, waiting for rounds", cid, len(y))
         fl.run(stop)
@@ -43,16 +56,23 @@ def run_client(cfg: FLConfig, *, index: int, mqtt: MqttConfig, client_id: str = 
     return 0
 
 
-def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
-                secret_context: Path | None = None, compression: str = "") -> int:
+def run_clients(
+    cfg: FLConfig,
+    *,
+    indices: Sequence[int],
+    mqtt: MqttConfig,
+    secret_context: Path | None = None,
+    compression: str = "",
+) -> int:
     """Several simulated clients as separate processes forked from one warm parent.
 
     Each child is a real process (its own pid, MQTT session and gRPC channel; a test may
     kill -9 it), but torch/sklearn are imported once, so a 10-client federation starts in
     seconds instead of paying ten interpreter start-ups on a 2-core machine."""
     if len(indices) == 1:
-        return run_client(cfg, index=indices[0], mqtt=mqtt, secret_context=secret_context,
-                          compression=compression)
+        return run_client(
+            cfg, index=indices[0], mqtt=mqtt, secret_context=secret_context, compression=compression
+        )
     import torch
 
     torch.set_num_threads(1)
@@ -64,8 +84,9 @@ def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
         if pid == 0:  # child: never return into the parent's stack
             code = 1
             try:
-                code = run_client(cfg, index=k, mqtt=mqtt, secret_context=secret_context,
-                                  compression=compression)
+                code = run_client(
+                    cfg, index=k, mqtt=mqtt, secret_context=secret_context, compression=compression
+                )
             except BaseException:
                 logger.exception("FL client %d crashed", k)
             finally:
@@ -88,5 +109,7 @@ def run_clients(cfg: FLConfig, *, indices: Sequence[int], mqtt: MqttConfig,
                 break
             except InterruptedError:
                 continue
-        worst = max(worst, os.waitstatus_to_exitcode(st) if os.waitstatus_to_exitcode(st) > 0 else 0)
+        worst = max(
+            worst, os.waitstatus_to_exitcode(st) if os.waitstatus_to_exitcode(st) > 0 else 0
+        )
     return worst

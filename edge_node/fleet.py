@@ -23,9 +23,17 @@ from edge_node.config import EdgeConfig
 
 def telemetry(client: Client) -> msg.Telemetry:
     t = client.take_interval()
-    return msg.Telemetry(node_id="", interval_s=t.interval_s, requests=t.requests, path_mix=t.path_mix,
-                         p50_ms=t.p50_ms, p95_ms=t.p95_ms, p99_ms=t.p99_ms, fallbacks=t.fallbacks,
-                         bytes_sent=t.bytes_sent)
+    return msg.Telemetry(
+        node_id="",
+        interval_s=t.interval_s,
+        requests=t.requests,
+        path_mix=t.path_mix,
+        p50_ms=t.p50_ms,
+        p95_ms=t.p95_ms,
+        p99_ms=t.p99_ms,
+        fallbacks=t.fallbacks,
+        bytes_sent=t.bytes_sent,
+    )
 
 
 def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
@@ -40,12 +48,21 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
         client.swap_bundle(bundle_dir)
 
     agent = NodeAgent(
-        AgentConfig(node_id=node_id, role="edge", mqtt=config.mqtt, work_dir=work, trusted_key=config.trusted_key,
-                    endpoints=(advertised(config.listen, port, wildcard_host=socket.gethostname()),),
-                    bundle_version=client.bundle.version,
-                    model_name=client.bundle.name, heartbeat_interval=config.heartbeat_interval_s,
-                    telemetry_interval=config.telemetry_interval_s,
-                    capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)}),
-        on_swap=on_swap, on_clouds=on_clouds,
-        telemetry=lambda: telemetry(client))
+        AgentConfig(
+            node_id=node_id,
+            role="edge",
+            mqtt=config.mqtt,
+            work_dir=work,
+            trusted_key=config.trusted_key,
+            endpoints=(advertised(config.listen, port, wildcard_host=socket.gethostname()),),
+            bundle_version=client.bundle.version,
+            model_name=client.bundle.name,
+            heartbeat_interval=config.heartbeat_interval_s,
+            telemetry_interval=config.telemetry_interval_s,
+            capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)},
+        ),
+        on_swap=on_swap,
+        on_clouds=on_clouds,
+        telemetry=lambda: telemetry(client),
+    )
     return agent.start()

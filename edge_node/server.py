@@ -29,11 +29,19 @@ from edge_node.fleet import join_fleet
 from edge_node.metrics import EdgeMetrics
 
 
-def result_to_proto(r: InferenceResult, request_id: str, model: collab_pb2.ModelId) -> collab_pb2.EdgeInferResponse:
+def result_to_proto(
+    r: InferenceResult, request_id: str, model: collab_pb2.ModelId
+) -> collab_pb2.EdgeInferResponse:
     return collab_pb2.EdgeInferResponse(
-        request_id=request_id, output=codecs.encode(np.asarray(r.output, dtype=np.float32), "f32"),
-        path=r.path, split_point=r.split_point or "", bytes_sent=r.bytes_sent, timings=r.timings,
-        fell_back=r.fell_back, model=model)
+        request_id=request_id,
+        output=codecs.encode(np.asarray(r.output, dtype=np.float32), "f32"),
+        path=r.path,
+        split_point=r.split_point or "",
+        bytes_sent=r.bytes_sent,
+        timings=r.timings,
+        fell_back=r.fell_back,
+        model=model,
+    )
 
 
 class EdgeHandler:
@@ -47,8 +55,14 @@ class EdgeHandler:
     def infer(self, frame: bytes, *, policy: str, deadline_ms: float | None) -> InferenceResult:
         x = codecs.decode(frame, max_bytes=self.max_input_bytes)
         r = self.client.infer(x, policy=policy or None, deadline_ms=deadline_ms)
-        self.metrics.observe(path=r.path, seconds=r.latency_ms / 1000.0, bytes_sent=r.bytes_sent,
-                             fell_back=r.fell_back, reason=r.fallback_reason, deadline_met=r.deadline_met)
+        self.metrics.observe(
+            path=r.path,
+            seconds=r.latency_ms / 1000.0,
+            bytes_sent=r.bytes_sent,
+            fell_back=r.fell_back,
+            reason=r.fallback_reason,
+            deadline_met=r.deadline_met,
+        )
         self.metrics.breaker_open.set(float(self.client.breaker.is_open))
         self.metrics.cloud_reachable.set(float(self.client.link.reachable))
         return r
@@ -58,7 +72,9 @@ class EdgeServicer(collab_pb2_grpc.EdgeServiceServicer):
     def __init__(self, handler: EdgeHandler) -> None:
         self.h = handler
 
-    def Infer(self, request: collab_pb2.EdgeInferRequest, context: grpc.ServicerContext) -> collab_pb2.EdgeInferResponse:
+    def Infer(
+        self, request: collab_pb2.EdgeInferRequest, context: grpc.ServicerContext
+    ) -> collab_pb2.EdgeInferResponse:
         deadline = request.deadline_ms or None
         remaining = context.time_remaining()
         if remaining is not None and remaining < 1e6:
@@ -99,13 +115,18 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
         m = client.bundle.manifest
         limit = max(config.client.max_message_bytes, m.input_bytes * 64)
         handler = EdgeHandler(client, metrics, max_input_bytes=limit)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
-                                                        thread_name_prefix="collab-edge"),
-                             options=server_options(max_message_bytes=limit))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=config.workers, thread_name_prefix="collab-edge"
+            ),
+            options=server_options(max_message_bytes=limit),
+        )
         collab_pb2_grpc.add_EdgeServiceServicer_to_server(EdgeServicer(handler), server)
         try:
             if config.tls_cert is not None and config.tls_key is not None:
-                port = server.add_secure_port(config.listen, server_credentials(config.tls_cert, config.tls_key))
+                port = server.add_secure_port(
+                    config.listen, server_credentials(config.tls_cert, config.tls_key)
+                )
             else:
                 port = server.add_insecure_port(config.listen)
         except RuntimeError as e:
@@ -115,15 +136,25 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
         server.start()
         mport = None
         if config.metrics_port is not None:
-            mport = metrics.serve_http(config.metrics_port, parse_address(config.listen, allow_zero=True)[0])
+            mport = metrics.serve_http(
+                config.metrics_port, parse_address(config.listen, allow_zero=True)[0]
+            )
     except BaseException:
         client.close()
         metrics.close()
         raise
-    logger.info("edge node listening on port %d (bundle %s@%s, cloud=%s, policy=%s, metrics=%s)",
-                port, client.bundle.name, client.bundle.version[:12], ",".join(client.cloud) or "-",
-                client.config.policy, mport)
-    es = EdgeServer(grpc_server=server, client=client, metrics=metrics, port=port, metrics_port=mport)
+    logger.info(
+        "edge node listening on port %d (bundle %s@%s, cloud=%s, policy=%s, metrics=%s)",
+        port,
+        client.bundle.name,
+        client.bundle.version[:12],
+        ",".join(client.cloud) or "-",
+        client.config.policy,
+        mport,
+    )
+    es = EdgeServer(
+        grpc_server=server, client=client, metrics=metrics, port=port, metrics_port=mport
+    )
     if config.mqtt is not None:
         try:
             es.agent = join_fleet(config, client, port)

@@ -37,9 +37,15 @@ def generate(out: Path) -> list[Path]:
     for f in sorted(out.glob("*_pb2*.py*")):
         text = f.read_text()
         for n in names:
-            text = re.sub(rf"^import {n}_pb2 as", f"from collab.proto import {n}_pb2 as", text, flags=re.M)
-            text = re.sub(rf"^from {n}_pb2 import", f"from collab.proto.{n}_pb2 import", text, flags=re.M)
-            text = re.sub(rf"^import {n}_pb2$", f"from collab.proto import {n}_pb2", text, flags=re.M)
+            text = re.sub(
+                rf"^import {n}_pb2 as", f"from collab.proto import {n}_pb2 as", text, flags=re.M
+            )
+            text = re.sub(
+                rf"^from {n}_pb2 import", f"from collab.proto.{n}_pb2 import", text, flags=re.M
+            )
+            text = re.sub(
+                rf"^import {n}_pb2$", f"from collab.proto import {n}_pb2", text, flags=re.M
+            )
         f.write_text(text)
         written.append(f)
     return written

@@ -12,11 +12,14 @@ from collab.errors import ConfigError
 from collab.transport import advertised, parse_address
 
 
-@pytest.mark.parametrize(("addr", "expected"), [
-    ("127.0.0.1:50051", ("127.0.0.1", 50051)),
-    ("cloud.example:1", ("cloud.example", 1)),
-    ("[::1]:65535", ("::1", 65535)),
-])
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [
+        ("127.0.0.1:50051", ("127.0.0.1", 50051)),
+        ("cloud.example:1", ("cloud.example", 1)),
+        ("[::1]:65535", ("::1", 65535)),
+    ],
+)
 def test_parse_address(addr: str, expected: tuple[str, int]) -> None:
     assert parse_address(addr) == expected
 

@@ -29,7 +29,9 @@ def test_bundle_lists_every_file(bundle_copy: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_flipping_one_byte_of_any_file_is_refused(bundle_copy: Path, tmp_path: Path, where: str) -> None:
+def test_flipping_one_byte_of_any_file_is_refused(
+    bundle_copy: Path, tmp_path: Path, where: str
+) -> None:
     files = _files(bundle_copy)
     assert len(files) >= 5
     for rel in files:

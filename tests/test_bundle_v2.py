@@ -111,8 +111,14 @@ def test_efficientnet_bundle_holds_its_weights_once_and_every_cut_composes(tmp_p
 
     model = efficientnet_lite0().eval()
     x = normalize(natural_images("train", 3), MEAN, STD)
-    export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "model.onnx", input_name="input", output_name="output",
-                opset=17)
+    export_onnx(
+        model,
+        torch.from_numpy(x[:1]),
+        tmp_path / "model.onnx",
+        input_name="input",
+        output_name="output",
+        opset=17,
+    )
     b = split_model(model, x, tmp_path / "b", name="efficientnet_lite0", runs=2, progress=False)
     m = b.manifest
     assert len(m.split_points) == 20 and not m.extra["refused"]
@@ -140,12 +146,17 @@ def test_a_composed_chain_is_one_model_computing_the_same(digits_bundle: Path) -
     m, sessions = b.manifest, BundleSessions(b)
     sp = m.split_points[len(m.split_points) // 2]
     x, _ = example_inputs("digits", 5, "test")
-    for paths, chain in ((m.full_paths(), sessions.full()), (m.head_paths(sp.name), sessions.head(sp.name))):
+    for paths, chain in (
+        (m.full_paths(), sessions.full()),
+        (m.head_paths(sp.name), sessions.head(sp.name)),
+    ):
         model = compose(b, paths)
         onnx.checker.check_model(model)
         assert len({o.domain for o in model.opset_import}) == len(model.opset_import) == 1
         assert len(model.graph.input) == len(model.graph.output) == 1
-        np.testing.assert_allclose(run(make_session(model.SerializeToString()), x), chain(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            run(make_session(model.SerializeToString()), x), chain(x), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_kept_segment_bytes_are_the_verified_ones_handed_over_once(bundle_copy: Path) -> None:

@@ -5,7 +5,9 @@ import sys
 
 
 def test_help_lists_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "collab.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "collab.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for cmd in ("split", "inspect", "cloud", "edge", "coordinator", "demo"):
         assert cmd in out.stdout
 
@@ -16,7 +18,10 @@ def test_unknown_command_fails() -> None:
 
 
 def test_global_log_level_before_command() -> None:
-    r = subprocess.run([sys.executable, "-m", "collab.cli", "--log-level", "WARNING", "inspect", "--help"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "collab.cli", "--log-level", "WARNING", "inspect", "--help"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "collab inspect" in r.stdout

@@ -78,8 +78,13 @@ def test_forced_cloud_path_with_dead_cloud_falls_back_exactly(digits_bundle: Pat
     sp = b.manifest.split_points[0].name
     xs = sample_inputs(digits_bundle, 6)
     rt = EdgeRuntime(b)
-    with Client(digits_bundle, cloud=[f"127.0.0.1:{free_port()}"], policy=f"split:{sp}",
-                breaker_failures=2, initial_probe=False) as c:
+    with Client(
+        digits_bundle,
+        cloud=[f"127.0.0.1:{free_port()}"],
+        policy=f"split:{sp}",
+        breaker_failures=2,
+        initial_probe=False,
+    ) as c:
         results = [c.infer(x) for x in xs]
         for x, r in zip(xs, results, strict=True):
             assert r.path == "split" and r.split_point == sp and r.fell_back
@@ -101,8 +106,13 @@ def test_bad_input_and_config_errors(digits_bundle: Path) -> None:
         with pytest.raises(ConfigError, match="unknown split point"):
             c.infer(sample_inputs(digits_bundle, 1), policy="split:nope")
         assert c.stats().requests == 0
-    for bad in ({"policy": "fast"}, {"deadline_ms": 0}, {"accuracy_budget": 2}, {"slowdown": 0.5},
-                {"no_such_option": 1}):
+    for bad in (
+        {"policy": "fast"},
+        {"deadline_ms": 0},
+        {"accuracy_budget": 2},
+        {"slowdown": 0.5},
+        {"no_such_option": 1},
+    ):
         with pytest.raises(ConfigError):
             Client(digits_bundle, **bad)
     with pytest.raises(CodecError):
@@ -117,8 +127,9 @@ def test_strict_deadline_raises_typed_error(digits_bundle: Path) -> None:
         assert c.stats().deadline_misses == 1
 
 
-def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
-                        run_s: Callable[[Any], float]) -> list[float]:
+def _fake_runtime_clock(
+    monkeypatch: pytest.MonkeyPatch, run_s: Callable[[Any], float]
+) -> list[float]:
     """Deterministic edge timing: the runtime's clock becomes fake, each ONNX run of this
     thread (one per segment session of a chain, and the warm-up's) advances it by
     ``run_s(session)`` seconds and each sleep by its length (runs of other threads, e.g.
@@ -143,7 +154,11 @@ def _fake_runtime_clock(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(runtime_mod, "run", fake_run)
     monkeypatch.setattr(chain_mod, "run", fake_run)
-    monkeypatch.setattr(runtime_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep))
+    monkeypatch.setattr(
+        runtime_mod,
+        "time",
+        types.SimpleNamespace(perf_counter=lambda: clock["t"], sleep=fake_sleep),
+    )
     return slept
 
 
@@ -152,7 +167,10 @@ def test_slowdown_pads_edge_compute(digits_bundle: Path, monkeypatch: pytest.Mon
     profiled time of the model (the full model: one 1 ms run per segment)."""
     _fake_runtime_clock(monkeypatch, lambda sess: 0.001)
     x = sample_inputs(digits_bundle, 1)
-    with Client(digits_bundle, warm=False) as fast, Client(digits_bundle, slowdown=5.0, warm=False) as slow:
+    with (
+        Client(digits_bundle, warm=False) as fast,
+        Client(digits_bundle, slowdown=5.0, warm=False) as slow,
+    ):
         f = fast.infer(x).timings["edge_ms"]
         s_ = slow.infer(x).timings["edge_ms"]
     m = load_bundle(digits_bundle).manifest
@@ -167,6 +185,7 @@ def test_thread_safe_concurrent_infer(digits_bundle: Path) -> None:
     want = rt.full(xs)[0]
     errors: list[BaseException] = []
     with Client(digits_bundle) as c:
+
         def worker(k: int) -> None:
             try:
                 for i in range(25):
@@ -197,6 +216,7 @@ def test_swap_bundle_is_atomic_and_keeps_serving(digits_bundle: Path, tmp_path: 
     stop = threading.Event()
     versions: list[str] = []
     with Client(digits_bundle) as c:
+
         def loop() -> None:
             while not stop.is_set():
                 versions.append(c.infer(x).model_version)
@@ -215,8 +235,10 @@ def test_swap_bundle_is_atomic_and_keeps_serving(digits_bundle: Path, tmp_path: 
 
 
 def test_client_import_does_not_import_torch() -> None:
-    code = ("import sys, collab; import collab.edge.client, collab.edge.runtime, collab.decision, collab.net, "
-            "edge_node.server; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    code = (
+        "import sys, collab; import collab.edge.client, collab.edge.runtime, collab.decision, collab.net, "
+        "edge_node.server; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
@@ -235,8 +257,13 @@ def test_head_variant_is_run_when_the_budget_allows(digits_bundle: Path, tmp_pat
 
     def add_variant(d: Path, m: collab.Manifest) -> collab.Manifest:
         shutil.copy(d / head0, d / "head_sim8.onnx")  # stands in for a quantized head
-        v = Variant(name="sim8", path="head_sim8.onnx", ms=sp0.head_ms / 10, size_bytes=1, agreement=0.995)
-        sps = tuple(dataclasses.replace(s, head_variants=(v,)) if s.name == sp0.name else s for s in m.split_points)
+        v = Variant(
+            name="sim8", path="head_sim8.onnx", ms=sp0.head_ms / 10, size_bytes=1, agreement=0.995
+        )
+        sps = tuple(
+            dataclasses.replace(s, head_variants=(v,)) if s.name == sp0.name else s
+            for s in m.split_points
+        )
         return dataclasses.replace(m, split_points=sps)
 
     update_bundle(root, add_variant)
@@ -259,7 +286,9 @@ def test_stale_edge_load_spike_relaxes_towards_the_configured_slowdown(digits_bu
         assert c._loads.edge_state().compute_scale < 4.5  # old spike: mostly forgotten
 
 
-def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slowdown_does_not_multiply_an_os_stall(
+    digits_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deterministic: a fake clock; every segment run 'takes' 2 ms, the first one of the
     8th request hits a 30 ms stall instead."""
     n = {"runs": 0}
@@ -281,8 +310,9 @@ def test_slowdown_does_not_multiply_an_os_stall(digits_bundle: Path, monkeypatch
     assert ms[8] == pytest.approx(run_ms + pad)
 
 
-def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_runs_keep_the_cold_first_run_from_requests(
+    digits_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fake clock: a session's first run takes 5 ms, later ones 1 ms. Warmed, the first
     request does not pay the cold run (it happened in warm-up)."""
     runs: dict[int, int] = {}
@@ -296,14 +326,17 @@ def test_warm_runs_keep_the_cold_first_run_from_requests(digits_bundle: Path,
     cold = EdgeRuntime(digits_bundle, slowdown=10.0)
     pad = 9 * cold.manifest.full_ms
     segs = len(cold.manifest.segments)
-    assert cold.full(x)[1] == pytest.approx(5.0 * segs + pad)  # not warmed: every segment's cold run
+    assert cold.full(x)[1] == pytest.approx(
+        5.0 * segs + pad
+    )  # not warmed: every segment's cold run
     warm = EdgeRuntime(digits_bundle, slowdown=10.0)
     warm.warm(list(warm.manifest.full_paths()))
     assert warm.full(x)[1] == pytest.approx(1.0 * segs + pad)
 
 
-def test_sessions_loaded_at_start_still_get_their_warm_up_run(digits_bundle: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sessions_loaded_at_start_still_get_their_warm_up_run(
+    digits_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The client's start only builds the full model's sessions (its first answer comes
     sooner); the warm-up gives each of them, and every other session, its first run."""
     runs: dict[int, int] = {}
@@ -323,7 +356,9 @@ def test_sessions_loaded_at_start_still_get_their_warm_up_run(digits_bundle: Pat
     assert rt.warm() is True and set(runs.values()) == {1}  # warmed once, not again
 
 
-def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_bundle: Path) -> None:
+def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(
+    digits_bundle: Path,
+) -> None:
     from collab.edge.estimators import suspect_overdue
     from collab.net.estimator import LinkEstimator
 
@@ -341,7 +376,9 @@ def test_a_call_long_overdue_makes_the_next_decision_expect_a_slow_link(digits_b
     assert link.state().rtt_ms == pytest.approx(245.0)  # ... but the next decision expects it
 
 
-def test_explain_uses_the_policy_and_hysteresis_of_infer(digits_bundle: Path, tmp_path: Path) -> None:
+def test_explain_uses_the_policy_and_hysteresis_of_infer(
+    digits_bundle: Path, tmp_path: Path
+) -> None:
     """explain() shows the choice infer() makes: after an FP32 edge-only choice, a 20 %
     faster edge variant wins only if the configured hysteresis lets it, in both."""
     import dataclasses
@@ -358,16 +395,22 @@ def test_explain_uses_the_policy_and_hysteresis_of_infer(digits_bundle: Path, tm
 
         # the full model as one file stands in for a quantized model
         onnx.save(compose(load_bundle(d), m.full_paths()), str(d / "full_sim8.onnx"))
-        v = Variant(name="sim8", path="full_sim8.onnx", ms=m.full_ms * 0.8, size_bytes=1, agreement=0.999)
+        v = Variant(
+            name="sim8", path="full_sim8.onnx", ms=m.full_ms * 0.8, size_bytes=1, agreement=0.999
+        )
         return dataclasses.replace(m, full_variants=(v,))
 
     update_bundle(root, add_variant)
     x = sample_inputs(root, 1)
     for hysteresis, variant in ((0.5, None), (0.0, "sim8")):
-        with Client(root, accuracy_budget=0.01, hysteresis=hysteresis, hysteresis_ms=0.0, warm=False) as c:
+        with Client(
+            root, accuracy_budget=0.01, hysteresis=hysteresis, hysteresis_ms=0.0, warm=False
+        ) as c:
             c._previous = "edge_only"  # the last choice of auto
             ex = c.explain()
-            assert ex["policy"] == "auto" and ex["chosen"] == ("edge_only@sim8" if variant else "edge_only"), ex
+            assert ex["policy"] == "auto" and ex["chosen"] == (
+                "edge_only@sim8" if variant else "edge_only"
+            ), ex
             r = c.infer(x)
             assert r.path == "edge_only" and r.variant == variant
     with Client(root, policy="edge_only", accuracy_budget=0.0, warm=False) as c:

@@ -39,7 +39,8 @@ def _policies(bundle: Path) -> list[str]:
 
 @pytest.mark.parametrize("model", ["digits", "resnet"])
 def test_every_forced_policy_returns_the_full_models_output_lossless(
-        model: str, cloud: str, request: pytest.FixtureRequest) -> None:
+    model: str, cloud: str, request: pytest.FixtureRequest
+) -> None:
     bundle: Path = request.getfixturevalue(f"{model}_bundle")
     xs = sample_inputs(bundle, 2)
     rt = EdgeRuntime(bundle)
@@ -63,7 +64,9 @@ def test_every_forced_policy_returns_the_full_models_output_lossless(
 
 @pytest.mark.parametrize("model", ["digits", "resnet"])
 @pytest.mark.parametrize("codec", ["f16+zstd1", "int8+zstd1"])
-def test_lossy_codecs_keep_top1(codec: str, model: str, cloud: str, request: pytest.FixtureRequest) -> None:
+def test_lossy_codecs_keep_top1(
+    codec: str, model: str, cloud: str, request: pytest.FixtureRequest
+) -> None:
     bundle: Path = request.getfixturevalue(f"{model}_bundle")
     xs = sample_inputs(bundle, 20)
     full = EdgeRuntime(bundle).full(xs)[0]
@@ -79,8 +82,13 @@ def test_lossy_codecs_keep_top1(codec: str, model: str, cloud: str, request: pyt
     assert agree / n >= (1.0 if codec.startswith("f16") else 0.95), (agree, n)
 
 
-def _run_requests(c: Client, xs: np.ndarray, out: list[tuple[float, InferenceResult]],
-                  keep_going: threading.Event, min_count: int) -> None:
+def _run_requests(
+    c: Client,
+    xs: np.ndarray,
+    out: list[tuple[float, InferenceResult]],
+    keep_going: threading.Event,
+    min_count: int,
+) -> None:
     i = 0
     while len(out) < min_count or keep_going.is_set():
         out.append((time.monotonic(), c.infer(xs[i % len(xs)])))
@@ -96,14 +104,24 @@ def test_killing_the_cloud_mid_stream_loses_nothing_and_recovery(digits_bundle: 
     xs = sample_inputs(digits_bundle, 32)
     rt = EdgeRuntime(digits_bundle)
     full = rt.full(xs)[0]
-    want = {i: rt.tail(sp, rt.head(sp, xs[i:i + 1])[0])[0][0] for i in range(len(xs))}
+    want = {i: rt.tail(sp, rt.head(sp, xs[i : i + 1])[0])[0][0] for i in range(len(xs))}
     results: list[tuple[float, InferenceResult]] = []
     keep_going = threading.Event()
     keep_going.set()
     interval = 0.25
-    with collab_process(args, port=port) as proc, \
-            Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], policy=f"split:{sp}", accuracy_budget=0.0,
-                   probe_interval_s=interval, breaker_failures=3, breaker_cooldown_s=0.3, deadline_ms=2000) as c:
+    with (
+        collab_process(args, port=port) as proc,
+        Client(
+            digits_bundle,
+            cloud=[f"127.0.0.1:{port}"],
+            policy=f"split:{sp}",
+            accuracy_budget=0.0,
+            probe_interval_s=interval,
+            breaker_failures=3,
+            breaker_cooldown_s=0.3,
+            deadline_ms=2000,
+        ) as c,
+    ):
         t = threading.Thread(target=_run_requests, args=(c, xs, results, keep_going, 500))
         t.start()
         while len(results) < 100:
@@ -137,7 +155,9 @@ def test_killing_the_cloud_mid_stream_loses_nothing_and_recovery(digits_bundle: 
     assert sum(r.fallback_reason == "circuit breaker open" for r in down) > len(down) // 2
     # gRPC's reconnect backoff (<= 2 s, collab.transport) adds to the probe interval
     assert recovered is not None and recovered < 16 * interval, recovered
-    print(f"recovered {recovered:.2f} s after the restarted cloud listened; {len(down)} answered locally")
+    print(
+        f"recovered {recovered:.2f} s after the restarted cloud listened; {len(down)} answered locally"
+    )
     assert stats.breaker == "closed"
     assert not results[-1][1].fell_back
 
@@ -147,8 +167,13 @@ def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle
     port = free_port()
     x = sample_inputs(resnet_bundle, 1)[0]
     # a 6x slower edge device: the cloud wins on loopback once it is reachable
-    with Client(resnet_bundle, cloud=[f"127.0.0.1:{port}"], slowdown=6.0, probe_interval_s=0.2,
-                accuracy_budget=0.0) as c:
+    with Client(
+        resnet_bundle,
+        cloud=[f"127.0.0.1:{port}"],
+        slowdown=6.0,
+        probe_interval_s=0.2,
+        accuracy_budget=0.0,
+    ) as c:
         r = c.infer(x)
         assert r.path == "edge_only" and not r.fell_back
         with collab_process(cloud_args(port, resnet_bundle), port=port, timeout=90):
@@ -165,7 +190,9 @@ def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle
             assert ex["chosen"] != "edge_only" and ex["network"]["reachable"]
 
 
-def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(cloud: str, digits_bundle: Path) -> None:
+def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(
+    cloud: str, digits_bundle: Path
+) -> None:
     sp = load_bundle(digits_bundle).manifest.split_points[0].name
     x = sample_inputs(digits_bundle, 1)
     with Client(digits_bundle, policy=f"split:{sp}", accuracy_budget=0.0) as c:
@@ -202,16 +229,27 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
     sp = load_bundle(digits_bundle).manifest.split_points[1].name
     xs = sample_inputs(digits_bundle, 4)
     rt = EdgeRuntime(digits_bundle)
-    with collab_process(cloud_args(port, digits_bundle), port=port) as proc, \
-            Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], policy=f"split:{sp}", accuracy_budget=0.0,
-                   deadline_ms=400, probe_interval_s=5.0) as c:
+    with (
+        collab_process(cloud_args(port, digits_bundle), port=port) as proc,
+        Client(
+            digits_bundle,
+            cloud=[f"127.0.0.1:{port}"],
+            policy=f"split:{sp}",
+            accuracy_budget=0.0,
+            deadline_ms=400,
+            probe_interval_s=5.0,
+        ) as c,
+    ):
         assert not c.infer(xs[0]).fell_back
         proc.send_signal(signal.SIGSTOP)  # the cloud stops answering, connections stay open
         _wait_stopped(proc.pid)
         try:
             for x in xs:
                 r = c.infer(x)
-                assert r.fell_back and r.path == "split" and r.deadline_met, (r.timings, r.fallback_reason)
+                assert r.fell_back and r.path == "split" and r.deadline_met, (
+                    r.timings,
+                    r.fallback_reason,
+                )
                 assert r.latency_ms <= 400
                 want = rt.tail(sp, rt.head(sp, x[None])[0])[0][0]
                 np.testing.assert_allclose(r.output, want, rtol=0, atol=1e-6)
@@ -232,16 +270,28 @@ def test_client_over_tls_with_client_certificates(digits_bundle: Path, tmp_path:
     port = free_port()
     sp = load_bundle(digits_bundle).manifest.split_points[0].name
     x = sample_inputs(digits_bundle, 1)
-    args = [*cloud_args(port, digits_bundle), "--tls-cert", str(srv.cert), "--tls-key", str(srv.key),
-            "--tls-client-ca", str(ca.cert)]
+    args = [
+        *cloud_args(port, digits_bundle),
+        "--tls-cert",
+        str(srv.cert),
+        "--tls-key",
+        str(srv.key),
+        "--tls-client-ca",
+        str(ca.cert),
+    ]
     with collab_process(args, port=port):
         tls = TlsConfig(ca_cert=ca.cert, client_cert=cli.cert, client_key=cli.key)
         with Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], tls=tls, policy=f"split:{sp}") as c:
             r = c.infer(x)
             assert not r.fell_back and r.bytes_sent > 0 and c.link.reachable
         # without a client certificate the handshake fails: answered locally, never lost
-        with Client(digits_bundle, cloud=[f"127.0.0.1:{port}"], tls=TlsConfig(ca_cert=ca.cert),
-                    policy=f"split:{sp}", probe_timeout_s=0.5) as c:
+        with Client(
+            digits_bundle,
+            cloud=[f"127.0.0.1:{port}"],
+            tls=TlsConfig(ca_cert=ca.cert),
+            policy=f"split:{sp}",
+            probe_timeout_s=0.5,
+        ) as c:
             assert not c.link.reachable
             r = c.infer(x)
             assert r.fell_back and r.output.shape == (1, 10)

@@ -37,8 +37,14 @@ def _model(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("max_wait_ms", "idle"), [(0.0, False), (3.0, False), (3.0, True)])
 def test_concurrent_callers_get_their_own_rows(max_wait_ms: float, idle: bool) -> None:
     rec = Recorder()
-    b = Batcher(_model, max_batch_size=8, max_wait_ms=max_wait_ms, slots=2, observer=rec,
-                wait_when_idle=idle)
+    b = Batcher(
+        _model,
+        max_batch_size=8,
+        max_wait_ms=max_wait_ms,
+        slots=2,
+        observer=rec,
+        wait_when_idle=idle,
+    )
     errors: list[BaseException] = []
     outcome = {"ok": 0, "late": 0}
     lock = threading.Lock()
@@ -77,8 +83,9 @@ def test_concurrent_callers_get_their_own_rows(max_wait_ms: float, idle: bool) -
 
 def test_close_flushes_the_window_and_refuses_new_work() -> None:
     rec = Recorder()
-    b = Batcher(_model, max_batch_size=64, max_wait_ms=10_000, slots=1, observer=rec,
-                wait_when_idle=True)
+    b = Batcher(
+        _model, max_batch_size=64, max_wait_ms=10_000, slots=1, observer=rec, wait_when_idle=True
+    )
     x = np.ones((1, 3), np.float32)
     results: list[np.ndarray] = []
     threads = [threading.Thread(target=lambda: results.append(b.run(x).output)) for _ in range(3)]

@@ -49,10 +49,26 @@ def test_three_replicas_round_robin_and_replica_death(bundle: Bundle, tmp_path: 
     x = sample_inputs(bundle, 1)
     want = full_output(bundle, x)
     with ExitStack() as stack:
-        procs = [stack.enter_context(collab_process(
-            ["cloud", "--bundle", str(bundle.root), "--listen", f"127.0.0.1:{p}",
-             "--metrics-port", str(m), "--max-wait-ms", "0"], port=p, log=tmp_path / f"r{i}.log"))
-            for i, (p, m) in enumerate(ports)]
+        procs = [
+            stack.enter_context(
+                collab_process(
+                    [
+                        "cloud",
+                        "--bundle",
+                        str(bundle.root),
+                        "--listen",
+                        f"127.0.0.1:{p}",
+                        "--metrics-port",
+                        str(m),
+                        "--max-wait-ms",
+                        "0",
+                    ],
+                    port=p,
+                    log=tmp_path / f"r{i}.log",
+                )
+            )
+            for i, (p, m) in enumerate(ports)
+        ]
         ch, st = stub([f"127.0.0.1:{p}" for p, _ in ports])
         wait_ready(ch)
         for _ in range(90):
@@ -78,14 +94,29 @@ def test_sigterm_drains_in_flight_requests(bundle: Bundle, tmp_path: Path) -> No
     want = full_output(bundle, xs)
     log = tmp_path / "cloud.log"
     # A long batching window keeps the requests queued when SIGTERM arrives.
-    args = ["cloud", "--bundle", str(bundle.root), "--listen", f"127.0.0.1:{port}",
-            "--metrics-port", str(mport), "--max-batch-size", "64", "--max-wait-ms", "3000",
-            "--wait-when-idle"]
+    args = [
+        "cloud",
+        "--bundle",
+        str(bundle.root),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--metrics-port",
+        str(mport),
+        "--max-batch-size",
+        "64",
+        "--max-wait-ms",
+        "3000",
+        "--wait-when-idle",
+    ]
     with collab_process(args, port=port, log=log) as proc:
         ch, st = stub(f"127.0.0.1:{port}", retries=False)
         wait_ready(ch)
-        reqs = [collab_pb2.InferRequest(model=model_id(bundle), frame=codec.encode(xs[i:i + 1], "f32"))
-                for i in range(4)]
+        reqs = [
+            collab_pb2.InferRequest(
+                model=model_id(bundle), frame=codec.encode(xs[i : i + 1], "f32")
+            )
+            for i in range(4)
+        ]
         futs = [st.Infer.future(r, timeout=20) for r in reqs]
         deadline = time.monotonic() + 10
         while scrape(mport, "collab_cloud_inflight") < 4 and time.monotonic() < deadline:
@@ -95,7 +126,7 @@ def test_sigterm_drains_in_flight_requests(bundle: Bundle, tmp_path: Path) -> No
         proc.send_signal(signal.SIGTERM)
         for i, f in enumerate(futs):
             r = f.result()
-            np.testing.assert_array_equal(codec.decode(r.output), want[i:i + 1])
+            np.testing.assert_array_equal(codec.decode(r.output), want[i : i + 1])
             assert r.timing.batch_size == 4
             assert r.timing.queue_ms < 2900  # flushed on SIGTERM, not after the 3 s window
         assert proc.wait(15) == 0, log.read_text()[-2000:]

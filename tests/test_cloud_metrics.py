@@ -32,8 +32,11 @@ def test_batch_histograms_are_cumulative_and_parse() -> None:
     text = generate_latest(m.registry).decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     assert fams["collab_cloud_batch_size"].type == "histogram"
-    counts = [s.value for s in fams["collab_cloud_queue_seconds"].samples
-              if s.name.endswith("_bucket") and s.labels["split"] == "s"]
+    counts = [
+        s.value
+        for s in fams["collab_cloud_queue_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels["split"] == "s"
+    ]
     assert counts == sorted(counts) and counts[-1] == 4  # cumulative, ends at the count
 
 

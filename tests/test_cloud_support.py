@@ -31,7 +31,9 @@ def sample_inputs(bundle: Bundle, n: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def stub(addr: str | list[str], **kw: object) -> tuple[grpc.Channel, collab_pb2_grpc.CloudServiceStub]:
+def stub(
+    addr: str | list[str], **kw: object
+) -> tuple[grpc.Channel, collab_pb2_grpc.CloudServiceStub]:
     from collab.transport import make_channel
 
     ch = make_channel(addr, **kw)  # type: ignore[arg-type]

@@ -18,20 +18,31 @@ from collab.codec.frame import FLAG_ALLOC, FLAG_COMPACT
 from collab.errors import CodecError
 from tests.helpers import codec_fuzz as fuzz
 
-ALLOC_CODECS = ["int8+alloc", "int8+zstd1+alloc", "int8+brotli5+alloc", "int4+zstd1+alloc",
-                "int2+alloc"]
+ALLOC_CODECS = [
+    "int8+alloc",
+    "int8+zstd1+alloc",
+    "int8+brotli5+alloc",
+    "int4+zstd1+alloc",
+    "int2+alloc",
+]
 
 
 def _train(seed: int = 0, shape: tuple[int, ...] = (40, 6, 4, 4)) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) * np.geomspace(0.1, 10, shape[1])[None, :, None, None]
-            ).astype(np.float32)
+    return (
+        rng.standard_normal(shape) * np.geomspace(0.1, 10, shape[1])[None, :, None, None]
+    ).astype(np.float32)
 
 
 def test_names_are_canonical_and_constrained() -> None:
     c = Codec.parse("int8+zstd19+alloc")
     assert c.alloc and c.name == "int8+zstd19+alloc"
-    for bad in ("f16+alloc", "int8+zstd1+sparse+alloc", "int8+zstd1+clip99+alloc", "int8+alloc+zstd1"):
+    for bad in (
+        "f16+alloc",
+        "int8+zstd1+sparse+alloc",
+        "int8+zstd1+clip99+alloc",
+        "int8+alloc+zstd1",
+    ):
         with pytest.raises(CodecError):
             Codec.parse(bad)
 
@@ -62,8 +73,13 @@ def test_out_of_range_values_saturate_and_steps_follow_sensitivity() -> None:
     assert np.all(np.diff(alloc.scale) > 0)
     g = np.ones(6)
     g[0] = 100.0
-    weighted = fit(np.ones((4, 6, 2, 2), np.float32) * np.arange(6)[None, :, None, None]
-                   + _train(2, (4, 6, 2, 2)) * 0.01, 8, 0.5, g)
+    weighted = fit(
+        np.ones((4, 6, 2, 2), np.float32) * np.arange(6)[None, :, None, None]
+        + _train(2, (4, 6, 2, 2)) * 0.01,
+        8,
+        0.5,
+        g,
+    )
     assert weighted.scale[0] < weighted.scale[1:].min()
     assert (fit(train, 8, 0.2).scale >= fit(train, 8, 0.05).scale).all()
 
@@ -86,8 +102,11 @@ def test_encoder_refuses_missing_or_mismatched_allocations() -> None:
     with pytest.raises(CodecError, match="NaN"):
         encode(np.full((1, 6, 2, 2), np.nan, np.float32), "int8+alloc", alloc=alloc)
     with pytest.raises(CodecError, match="zero points"):
-        encode(np.zeros((1, 6, 2, 2), np.float32), "int2+alloc",
-               alloc=Allocation(scale=alloc.scale, zero_point=np.full(6, 200, np.uint8)))
+        encode(
+            np.zeros((1, 6, 2, 2), np.float32),
+            "int2+alloc",
+            alloc=Allocation(scale=alloc.scale, zero_point=np.full(6, 200, np.uint8)),
+        )
     with pytest.raises(CodecError, match="float16"):
         Allocation(scale=np.full(6, 0.1, np.float32), zero_point=np.zeros(6, np.uint8))
     with pytest.raises(CodecError, match="rate"):
@@ -128,8 +147,11 @@ def test_frame_flag_lies_are_refused() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.just(4), st.integers(1, 5)),
-                 elements=st.floats(-1e3, 1e3, width=32)),
+    x=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.just(4), st.integers(1, 5)),
+        elements=st.floats(-1e3, 1e3, width=32),
+    ),
     name=st.sampled_from(ALLOC_CODECS),
     rate=st.floats(1e-3, 2.0),
 )

@@ -50,8 +50,10 @@ def tiny_bundle(root: Path) -> Path:
     root.mkdir(parents=True)
     _model(head, [w, b], (1, 8, 8), (8, 8, 8), root / "head0.onnx")
     _model(tail, [fc], (8, 8, 8), (10,), root / "tail0.onnx")
-    segments = (Segment(path="head0.onnx", input="x", output="y", input_shape=(1, 1, 8, 8), ms=0.01),
-                Segment(path="tail0.onnx", input="x", output="y", input_shape=(1, 8, 8, 8), ms=0.01))
+    segments = (
+        Segment(path="head0.onnx", input="x", output="y", input_shape=(1, 1, 8, 8), ms=0.01),
+        Segment(path="tail0.onnx", input="x", output="y", input_shape=(1, 8, 8, 8), ms=0.01),
+    )
     sp = SplitPoint(
         name="relu",
         index=0,

@@ -31,10 +31,15 @@ def _linear(path: Path, w: np.ndarray, relu: bool) -> None:
     if relu:
         nodes.append(helper.make_node("Relu", ["h"], ["y"]))
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", w.shape[1]])],
-        [numpy_helper.from_array(w.astype(np.float32), "w")])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+        [numpy_helper.from_array(w.astype(np.float32), "w")],
+    )
+    onnx.save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path)
+    )
 
 
 def tiny_bundle(out: Path, rev: int = 1) -> Path:
@@ -44,14 +49,32 @@ def tiny_bundle(out: Path, rev: int = 1) -> Path:
     w1, w2 = rng.normal(size=(4, 3)), rng.normal(size=(3, 2))
     _linear(out / "head.onnx", w1, relu=True)
     _linear(out / "tail.onnx", w2, relu=False)
-    m = Manifest(model_name="tiny", input_name="x", input_shape=(1, 4), input_dtype="float32",
-                 output_shape=(1, 2), full_ms=0.1, input_bytes=16,
-                 segments=(Segment(path="head.onnx", input="x", output="y", input_shape=(1, 4), ms=0.1),
-                           Segment(path="tail.onnx", input="x", output="y", input_shape=(1, 3), ms=0.1)),
-                 split_points=(SplitPoint(name="h", index=0, boundary=1,
-                                          feature_shape=(1, 3), feature_dtype="float32", feature_bytes=12,
-                                          head_ms=0.1, tail_ms=0.1),),
-                 extra={"rev": rev})
+    m = Manifest(
+        model_name="tiny",
+        input_name="x",
+        input_shape=(1, 4),
+        input_dtype="float32",
+        output_shape=(1, 2),
+        full_ms=0.1,
+        input_bytes=16,
+        segments=(
+            Segment(path="head.onnx", input="x", output="y", input_shape=(1, 4), ms=0.1),
+            Segment(path="tail.onnx", input="x", output="y", input_shape=(1, 3), ms=0.1),
+        ),
+        split_points=(
+            SplitPoint(
+                name="h",
+                index=0,
+                boundary=1,
+                feature_shape=(1, 3),
+                feature_dtype="float32",
+                feature_bytes=12,
+                head_ms=0.1,
+                tail_ms=0.1,
+            ),
+        ),
+        extra={"rev": rev},
+    )
     write_manifest(out, m)
     return out
 
@@ -121,12 +144,30 @@ class SimFleet:
     def spawn(self, node_id: str, role: str = "edge", *extra: str) -> subprocess.Popen[bytes]:
         work = self.root / node_id
         work.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "tests.helpers.simnode", "--broker", self.url, "--node-id", node_id,
-                "--role", role, "--work-dir", str(work), "--heartbeat", "0.3", "--telemetry", "0.5", *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.helpers.simnode",
+            "--broker",
+            self.url,
+            "--node-id",
+            node_id,
+            "--role",
+            role,
+            "--work-dir",
+            str(work),
+            "--heartbeat",
+            "0.3",
+            "--telemetry",
+            "0.5",
+            *extra,
+        ]
         if self.key is not None:
             args += ["--trusted-key", str(self.key)]
         log = open(work / "log.txt", "wb")  # noqa: SIM115
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # tests.* importable
+        p = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )  # tests.* importable
         log.close()
         self.procs[node_id] = p
         return p
@@ -155,17 +196,28 @@ def coordinator_config(url: str, tmp: Path, **kw: Any) -> Any:
     from coordinator.daemon import CoordinatorConfig
 
     mqtt = kw.pop("mqtt", None) or MqttConfig(url=url)
-    return CoordinatorConfig(mqtt=mqtt, db=tmp / "coord" / "registry.db", heartbeat_timeout=kw.pop("heartbeat_timeout", 1.0),
-                             status_interval=kw.pop("status_interval", 0.2), **kw)
+    return CoordinatorConfig(
+        mqtt=mqtt,
+        db=tmp / "coord" / "registry.db",
+        heartbeat_timeout=kw.pop("heartbeat_timeout", 1.0),
+        status_interval=kw.pop("status_interval", 0.2),
+        **kw,
+    )
 
 
 def agent_config(url: str, tmp: Path, node_id: str, role: str = "edge", **kw: Any) -> Any:
     from collab.control.agent import AgentConfig
 
     mqtt = kw.pop("mqtt", None) or MqttConfig(url=url)
-    return AgentConfig(node_id=node_id, role=role, mqtt=mqtt, work_dir=tmp / "nodes" / node_id,
-                       heartbeat_interval=kw.pop("heartbeat_interval", 0.2),
-                       telemetry_interval=kw.pop("telemetry_interval", 0.3), **kw)
+    return AgentConfig(
+        node_id=node_id,
+        role=role,
+        mqtt=mqtt,
+        work_dir=tmp / "nodes" / node_id,
+        heartbeat_interval=kw.pop("heartbeat_interval", 0.2),
+        telemetry_interval=kw.pop("telemetry_interval", 0.3),
+        **kw,
+    )
 
 
 class Swapper:

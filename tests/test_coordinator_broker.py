@@ -20,8 +20,19 @@ def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:
         pytest.skip("mosquitto is not installed")
     mqtt_port, grpc_port = free_port(), free_port()
     log = tmp_path / "coord.log"
-    with collab_process(["coordinator", "--db", str(tmp_path / "r.db"), "--listen", f"127.0.0.1:{grpc_port}",
-                         "--own-broker", f"127.0.0.1:{mqtt_port}"], port=grpc_port, log=log):
+    with collab_process(
+        [
+            "coordinator",
+            "--db",
+            str(tmp_path / "r.db"),
+            "--listen",
+            f"127.0.0.1:{grpc_port}",
+            "--own-broker",
+            f"127.0.0.1:{mqtt_port}",
+        ],
+        port=grpc_port,
+        log=log,
+    ):
         url = f"mqtt://127.0.0.1:{mqtt_port}"
         with NodeAgent(agent_config(url, tmp_path, "e1", endpoints=())) as a:
             a.set_endpoints(())
@@ -30,16 +41,28 @@ def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:
     wait_until(lambda: "node e1 (edge) online" in log.read_text(), 1, "coordinator saw the node")
 
 
-def test_coordinator_without_mosquitto_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_coordinator_without_mosquitto_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(procs, "mosquitto_binary", lambda: None)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        rc = collab_main(["coordinator", "--db", str(tmp_path / "r.db"), "--own-broker", f"127.0.0.1:{free_port()}"])
+        rc = collab_main(
+            [
+                "coordinator",
+                "--db",
+                str(tmp_path / "r.db"),
+                "--own-broker",
+                f"127.0.0.1:{free_port()}",
+            ]
+        )
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
     err = capsys.readouterr().err
     assert rc == 1
-    assert "mosquitto binary is not installed: apt-get install mosquitto" in err and "--broker URL" in err
+    assert (
+        "mosquitto binary is not installed: apt-get install mosquitto" in err
+        and "--broker URL" in err
+    )
     assert not (tmp_path / "r.db").exists()  # refused before the coordinator started

@@ -12,7 +12,9 @@ from collab.procs import Broker
 from coordinator.daemon import Coordinator
 
 
-def test_rollout_cli_errors_and_success(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rollout_cli_errors_and_success(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bundle = tiny_bundle(tmp_path / "b")
     with Coordinator(coordinator_config(broker.url, tmp_path)) as c:
         ep = f"127.0.0.1:{c.port}"
@@ -46,15 +48,36 @@ def test_operator_token(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFi
     token.write_text("s3cret\n")
     with Coordinator(coordinator_config(broker.url, tmp_path, admin_token="s3cret")) as c:
         ep = f"127.0.0.1:{c.port}"
-        assert collab_main(["rollout", "--coordinator", ep, "publish", str(tiny_bundle(tmp_path / "b"))]) == 1
+        assert (
+            collab_main(
+                ["rollout", "--coordinator", ep, "publish", str(tiny_bundle(tmp_path / "b"))]
+            )
+            == 1
+        )
         assert "admin token" in capsys.readouterr().err
         assert not c.store.signatures  # nothing stored without the token
-        assert collab_main(["rollout", "--coordinator", ep, "--token-file", str(token), "publish",
-                            str(tmp_path / "b"), "--wait", "5"]) == 0
+        assert (
+            collab_main(
+                [
+                    "rollout",
+                    "--coordinator",
+                    ep,
+                    "--token-file",
+                    str(token),
+                    "publish",
+                    str(tmp_path / "b"),
+                    "--wait",
+                    "5",
+                ]
+            )
+            == 0
+        )
         assert c.rollout_status() is not None
 
 
-def test_auth_and_status_cli_errors(tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
+def test_auth_and_status_cli_errors(
+    tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert collab_main(["mqtt-auth", "--out", str(tmp_path / "a")]) == 1
     assert collab_main(["mqtt-auth", "--out", str(tmp_path / "a"), "--node", "a/b"]) == 1
     assert collab_main(["mqtt-auth", "--out", str(tmp_path / "a"), "--node", "coordinator"]) == 1

@@ -31,7 +31,9 @@ def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def test_edge_follows_cloud_list_and_publishes_telemetry(broker: Broker, digits_bundle: Path) -> None:
+def test_edge_follows_cloud_list_and_publishes_telemetry(
+    broker: Broker, digits_bundle: Path
+) -> None:
     cport = free_port()
     node = "edge-fleet-t1"
     sp = load_bundle(digits_bundle).manifest.split_points[0].name
@@ -43,18 +45,33 @@ def test_edge_follows_cloud_list_and_publishes_telemetry(broker: Broker, digits_
         with lock:
             got.setdefault(topic.rsplit("/", 1)[1], []).append(payload)
 
-    cfg = EdgeConfig(bundle=digits_bundle, listen="127.0.0.1:0", mqtt=MqttConfig(url=broker.url), node_id=node,
-                     heartbeat_interval_s=0.2, telemetry_interval_s=0.3,
-                     client=ClientConfig(probe_interval_s=0.2, accuracy_budget=0.0))
-    with MqttClient(MqttConfig(url=broker.url, client_id="test-observer")) as obs, \
-            collab_process(["cloud", "--bundle", str(digits_bundle), "--listen", f"127.0.0.1:{cport}"], port=cport):
+    cfg = EdgeConfig(
+        bundle=digits_bundle,
+        listen="127.0.0.1:0",
+        mqtt=MqttConfig(url=broker.url),
+        node_id=node,
+        heartbeat_interval_s=0.2,
+        telemetry_interval_s=0.3,
+        client=ClientConfig(probe_interval_s=0.2, accuracy_budget=0.0),
+    )
+    with (
+        MqttClient(MqttConfig(url=broker.url, client_id="test-observer")) as obs,
+        collab_process(
+            ["cloud", "--bundle", str(digits_bundle), "--listen", f"127.0.0.1:{cport}"], port=cport
+        ),
+    ):
         obs.subscribe(f"{topics.PREFIX}/node/{node}/+", on_msg)
         with serve(cfg) as (server, port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = collab_pb2_grpc.EdgeServiceStub(ch)
             req = collab_pb2.EdgeInferRequest(frame=codecs.encode(x, "f32"), policy=f"split:{sp}")
             assert stub.Infer(req, timeout=10).fell_back  # no cloud known yet: finished locally
-            obs.publish(topics.CLOUDS, msg.clouds_to_proto((f"127.0.0.1:{cport}",), time.time()).SerializeToString(),
-                        qos=1, retain=True, wait=5.0)
+            obs.publish(
+                topics.CLOUDS,
+                msg.clouds_to_proto((f"127.0.0.1:{cport}",), time.time()).SerializeToString(),
+                qos=1,
+                retain=True,
+                wait=5.0,
+            )
             assert _wait(lambda: server.client.cloud == (f"127.0.0.1:{cport}",))
             r = stub.Infer(req, timeout=10)
             assert r.path == "split" and not r.fell_back and r.bytes_sent > 0

@@ -81,24 +81,33 @@ def blast(port: int, seconds: float, chunk: int = 16384) -> None:
                 continue
 
 
-def link(up_bps: float | None, down_bps: float | None = None, delay_ms: float = 0.0,
-         **kw: float) -> LinkTrace:
-    return LinkTrace(uplink=DirectionTrace.constant(bandwidth_bps=up_bps, delay_ms=delay_ms, **kw),
-                     downlink=DirectionTrace.constant(bandwidth_bps=down_bps, delay_ms=delay_ms, **kw))
+def link(
+    up_bps: float | None, down_bps: float | None = None, delay_ms: float = 0.0, **kw: float
+) -> LinkTrace:
+    return LinkTrace(
+        uplink=DirectionTrace.constant(bandwidth_bps=up_bps, delay_ms=delay_ms, **kw),
+        downlink=DirectionTrace.constant(bandwidth_bps=down_bps, delay_ms=delay_ms, **kw),
+    )
 
 
 @pytest.mark.parametrize("one_way_ms", [10.0, 40.0])
 def test_rtt_follows_delay(one_way_ms: float) -> None:
-    with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port),
-                                                        link=link(None, delay_ms=one_way_ms)) as emu:
+    with (
+        tcp_server("echo") as (port, _),
+        EmulatorThread(upstream=("127.0.0.1", port), link=link(None, delay_ms=one_way_ms)) as emu,
+    ):
         rtt = tcp_rtt_ms(emu.port)
     assert rtt == pytest.approx(2 * one_way_ms, rel=TOL), rtt
 
 
 @pytest.mark.parametrize("mbps", [2.0, 8.0])
 def test_throughput_follows_rate(mbps: float) -> None:
-    with tcp_server("sink") as (port, arrivals), EmulatorThread(
-            upstream=("127.0.0.1", port), link=link(mbps * 1e6, None, delay_ms=5)) as emu:
+    with (
+        tcp_server("sink") as (port, arrivals),
+        EmulatorThread(
+            upstream=("127.0.0.1", port), link=link(mbps * 1e6, None, delay_ms=5)
+        ) as emu,
+    ):
         blast(emu.port, 2.0)
         time.sleep(0.3)
     # steady state: from the first arrival over a window well inside the blast
@@ -110,29 +119,45 @@ def test_throughput_follows_rate(mbps: float) -> None:
 
 def test_rate_and_delay_follow_segments_over_time() -> None:
     """Two segments (8 Mbit/s 20 ms, then 2 Mbit/s 60 ms), repeating; measured per segment."""
-    segs = (Segment(duration_s=1.5, bandwidth_bps=8e6, delay_ms=20),
-            Segment(duration_s=1.5, bandwidth_bps=2e6, delay_ms=60))
+    segs = (
+        Segment(duration_s=1.5, bandwidth_bps=8e6, delay_ms=20),
+        Segment(duration_s=1.5, bandwidth_bps=2e6, delay_ms=60),
+    )
     tr = LinkTrace(uplink=DirectionTrace(segments=segs), downlink=DirectionTrace(segments=segs))
-    with tcp_server("sink") as (port, arrivals), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
+    with (
+        tcp_server("sink") as (port, arrivals),
+        EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu,
+    ):
         t0 = emu.restart()
         blast(emu.port, 3.1)
         time.sleep(0.2)
+
     def rate(a: float, b: float) -> float:
         return sum(n for t, n in arrivals if t0 + a <= t < t0 + b) * 8 / (b - a)
+
     # skip the first 100 ms of each segment (delay shift + queued bytes from the previous rate)
     assert rate(0.1, 1.5) == pytest.approx(8e6, rel=TOL)
     assert rate(1.65, 3.0) == pytest.approx(2e6, rel=TOL)
-    with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
+    with (
+        tcp_server("echo") as (port, _),
+        EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu,
+    ):
         emu.restart()
         time.sleep(0.2)
         first = tcp_rtt_ms(emu.port, 8)
         time.sleep(1.5 - 0.2 - first * 8 / 1000 + 0.2)
         second = tcp_rtt_ms(emu.port, 8)
-    assert first == pytest.approx(40.0, rel=TOL) and second == pytest.approx(120.0, rel=TOL), (first, second)
+    assert first == pytest.approx(40.0, rel=TOL) and second == pytest.approx(120.0, rel=TOL), (
+        first,
+        second,
+    )
 
 
 def test_outage_resets_and_recovers() -> None:
-    with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port), link=link(None)) as emu:
+    with (
+        tcp_server("echo") as (port, _),
+        EmulatorThread(upstream=("127.0.0.1", port), link=link(None)) as emu,
+    ):
         s = socket.create_connection(("127.0.0.1", emu.port))
         s.sendall(b"hi")
         assert s.recv(2) == b"hi"
@@ -155,12 +180,17 @@ def test_outage_resets_and_recovers() -> None:
 
 def test_outage_from_trace_and_dead_upstream_refuse() -> None:
     segs = (Segment(duration_s=0.5, delay_ms=1), Segment(duration_s=0.5, outage=True))
-    tr = LinkTrace(uplink=DirectionTrace(segments=segs, repeat=False),
-                   downlink=DirectionTrace(segments=segs, repeat=False))
+    tr = LinkTrace(
+        uplink=DirectionTrace(segments=segs, repeat=False),
+        downlink=DirectionTrace(segments=segs, repeat=False),
+    )
     dead = socket.create_server(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()
-    with tcp_server("echo") as (port, _), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
+    with (
+        tcp_server("echo") as (port, _),
+        EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu,
+    ):
         emu.restart()
         assert tcp_rtt_ms(emu.port, 3) < 50
         time.sleep(0.6)
@@ -188,8 +218,10 @@ def test_loss_adds_tcp_like_stalls() -> None:
 
 
 def test_process_mode_control_api() -> None:
-    with tcp_server("echo") as (port, _), EmulatorProcess(upstream=("127.0.0.1", port),
-                                                          link=link(None, delay_ms=15)) as emu:
+    with (
+        tcp_server("echo") as (port, _),
+        EmulatorProcess(upstream=("127.0.0.1", port), link=link(None, delay_ms=15)) as emu,
+    ):
         assert tcp_rtt_ms(emu.port, 10) == pytest.approx(30.0, rel=TOL)
         emu.set_link(link(None, delay_ms=40))
         assert tcp_rtt_ms(emu.port, 10) == pytest.approx(80.0, rel=TOL)
@@ -201,12 +233,17 @@ def test_process_mode_control_api() -> None:
 
 
 def _follow_mahimahi(tr_path_or_trace: object, seconds: float, start_s: float) -> None:
-    trace = load_mahimahi(tr_path_or_trace) if isinstance(tr_path_or_trace, Path) else tr_path_or_trace
+    trace = (
+        load_mahimahi(tr_path_or_trace) if isinstance(tr_path_or_trace, Path) else tr_path_or_trace
+    )
     assert not isinstance(trace, Path)
     up = DirectionTrace(segments=(Segment(duration_s=3600, delay_ms=10),), mahimahi=trace)  # type: ignore[arg-type]
     tr = LinkTrace(uplink=up, downlink=DirectionTrace.constant(bandwidth_bps=None, delay_ms=10))
     cap = MahimahiCapacity(trace)  # type: ignore[arg-type]
-    with tcp_server("sink") as (port, arrivals), EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu:
+    with (
+        tcp_server("sink") as (port, arrivals),
+        EmulatorThread(upstream=("127.0.0.1", port), link=tr) as emu,
+    ):
         t0 = emu.restart(time_monotonic() - start_s)
         blast(emu.port, seconds)
         time.sleep(0.2)
@@ -241,8 +278,10 @@ def test_synthetic_mahimahi_trace_is_followed() -> None:
     _follow_mahimahi(trace, 3.5, 0.0)
 
 
-@pytest.mark.skipif(not (SHARED_TRACES / "ATT-LTE-driving-2016.up").exists(),
-                    reason="real Mahimahi traces not present (../shared/traces)")
+@pytest.mark.skipif(
+    not (SHARED_TRACES / "ATT-LTE-driving-2016.up").exists(),
+    reason="real Mahimahi traces not present (../shared/traces)",
+)
 def test_real_cellular_trace_is_followed() -> None:
     # seconds 4.5-9 of the ATT LTE uplink: ~0, 4.0, 5.0, 4.3, 0.1 Mbit/s
     _follow_mahimahi(SHARED_TRACES / "ATT-LTE-driving-2016.up", 4.5, 4.5)

@@ -62,25 +62,30 @@ def test_every_project_exception_is_a_collab_error_with_a_status() -> None:
     ours = {c for c in _subclasses(Exception) if c.__module__.split(".")[0] in PACKAGES}
     assert [c.__qualname__ for c in ours if not issubclass(c, CollabError)] == []
     assert CollabError not in STATUS  # so a new branch of the tree must be placed explicitly
-    unplaced = [c.__qualname__ for c in ours - {CollabError} if not any(k in STATUS for k in c.__mro__)]
+    unplaced = [
+        c.__qualname__ for c in ours - {CollabError} if not any(k in STATUS for k in c.__mro__)
+    ]
     assert unplaced == []
 
 
-@pytest.mark.parametrize(("error", "code"), [
-    (ConfigError("bad policy"), S.INVALID_ARGUMENT),
-    (MissingExtraError("torch", "split"), S.INVALID_ARGUMENT),  # via ConfigError
-    (BadRequestError("shape"), S.INVALID_ARGUMENT),
-    (UpdateRejected("NaN"), S.INVALID_ARGUMENT),
-    (NotFoundError("model"), S.NOT_FOUND),
-    (RoundMismatch("closed"), S.FAILED_PRECONDITION),  # subclass beats UpdateRejected
-    (NotSampled("c1"), S.PERMISSION_DENIED),
-    (DuplicateUpdate("c1"), S.ALREADY_EXISTS),
-    (ClosedError("closed"), S.UNAVAILABLE),
-    (CancelledError("gone"), S.CANCELLED),
-    (RpcDeadlineError("late", code=S.DEADLINE_EXCEEDED, details=""), S.DEADLINE_EXCEEDED),
-    (InferenceError("ort"), S.INTERNAL),
-    (RuntimeError("bug"), S.INTERNAL),
-])
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError("bad policy"), S.INVALID_ARGUMENT),
+        (MissingExtraError("torch", "split"), S.INVALID_ARGUMENT),  # via ConfigError
+        (BadRequestError("shape"), S.INVALID_ARGUMENT),
+        (UpdateRejected("NaN"), S.INVALID_ARGUMENT),
+        (NotFoundError("model"), S.NOT_FOUND),
+        (RoundMismatch("closed"), S.FAILED_PRECONDITION),  # subclass beats UpdateRejected
+        (NotSampled("c1"), S.PERMISSION_DENIED),
+        (DuplicateUpdate("c1"), S.ALREADY_EXISTS),
+        (ClosedError("closed"), S.UNAVAILABLE),
+        (CancelledError("gone"), S.CANCELLED),
+        (RpcDeadlineError("late", code=S.DEADLINE_EXCEEDED, details=""), S.DEADLINE_EXCEEDED),
+        (InferenceError("ort"), S.INTERNAL),
+        (RuntimeError("bug"), S.INTERNAL),
+    ],
+)
 def test_status_for_takes_the_nearest_listed_class(error: Exception, code: grpc.StatusCode) -> None:
     assert status_for(error) == code
 
@@ -111,22 +116,27 @@ class FakeContext:
 def _raiser(e: Exception) -> Any:
     def fn(*args: Any, **kwargs: Any) -> Any:
         raise e
+
     return fn
 
 
 def _cloud(e: Exception, ctx: FakeContext) -> None:
     CloudServicer(SimpleNamespace(metrics=Metrics(), run=_raiser(e))).Infer(  # type: ignore[arg-type]
-        collab_pb2.InferRequest(model=collab_pb2.ModelId(name="m")), ctx)  # type: ignore[arg-type]
+        collab_pb2.InferRequest(model=collab_pb2.ModelId(name="m")), ctx
+    )  # type: ignore[arg-type]
 
 
 def _edge(e: Exception, ctx: FakeContext) -> None:
     EdgeServicer(SimpleNamespace(metrics=EdgeMetrics(), infer=_raiser(e))).Infer(  # type: ignore[arg-type]
-        collab_pb2.EdgeInferRequest(), ctx)  # type: ignore[arg-type]
+        collab_pb2.EdgeInferRequest(), ctx
+    )  # type: ignore[arg-type]
 
 
 def _coordinator(e: Exception, ctx: FakeContext) -> None:
     c = SimpleNamespace(start_rollout=_raiser(e))
-    CoordinatorServicer(c, admin_token=None).StartRollout(control_pb2.StartRolloutRequest(version="v"), ctx)  # type: ignore[arg-type]
+    CoordinatorServicer(c, admin_token=None).StartRollout(
+        control_pb2.StartRolloutRequest(version="v"), ctx
+    )  # type: ignore[arg-type]
 
 
 def _bundles(e: Exception, ctx: FakeContext) -> None:
@@ -136,16 +146,31 @@ def _bundles(e: Exception, ctx: FakeContext) -> None:
 
 def _fl(e: Exception, ctx: FakeContext) -> None:
     agg = SimpleNamespace(cfg=SimpleNamespace(federation="f"), fetch=_raiser(e))
-    next(FlAggregatorServicer(agg).FetchAggregate(  # type: ignore[arg-type]
-        fl_pb2.FlAggregateRequest(federation="f", base_version="v"), ctx))  # type: ignore[arg-type]
+    next(
+        FlAggregatorServicer(agg).FetchAggregate(  # type: ignore[arg-type]
+            fl_pb2.FlAggregateRequest(federation="f", base_version="v"), ctx
+        )
+    )  # type: ignore[arg-type]
 
 
-SERVICERS = {"cloud": _cloud, "edge": _edge, "coordinator": _coordinator, "bundles": _bundles, "fl": _fl}
+SERVICERS = {
+    "cloud": _cloud,
+    "edge": _edge,
+    "coordinator": _coordinator,
+    "bundles": _bundles,
+    "fl": _fl,
+}
 
 
 @pytest.mark.parametrize("call", SERVICERS.values(), ids=SERVICERS.keys())
-def test_every_servicer_answers_through_the_one_table(call: Any, caplog: pytest.LogCaptureFixture) -> None:
-    for e in (NotFoundError("no such model 'm'"), ClosedError("shutting down"), CancelledError("gone")):
+def test_every_servicer_answers_through_the_one_table(
+    call: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    for e in (
+        NotFoundError("no such model 'm'"),
+        ClosedError("shutting down"),
+        CancelledError("gone"),
+    ):
         ctx = FakeContext()
         with pytest.raises(_Aborted):
             call(e, ctx)
@@ -154,7 +179,9 @@ def test_every_servicer_answers_through_the_one_table(call: Any, caplog: pytest.
     with caplog.at_level(logging.ERROR, logger="collab"), pytest.raises(_Aborted):
         call(KeyError("/secret/path"), ctx)
     assert ctx.aborts == [(S.INTERNAL, INTERNAL_MESSAGE)]  # nothing of the bug on the wire
-    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)  # all of it in the log
+    assert any(
+        r.exc_info and r.exc_info[0] is KeyError for r in caplog.records
+    )  # all of it in the log
 
 
 def test_servicer_specific_refusals_go_through_the_table_too() -> None:
@@ -175,15 +202,19 @@ def test_abort_on_a_real_server_hides_unexpected_errors() -> None:
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         abort(context, errors[request.decode()], "Test")
 
-    handler = grpc.method_handlers_generic_handler("t.T", {"Call": grpc.unary_unary_rpc_method_handler(handle)})
+    handler = grpc.method_handlers_generic_handler(
+        "t.T", {"Call": grpc.unary_unary_rpc_method_handler(handle)}
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), handlers=(handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             call = ch.unary_unary("/t.T/Call")
-            for key, code, details in (("known", S.RESOURCE_EXHAUSTED, "too many samples"),
-                                       ("bug", S.INTERNAL, INTERNAL_MESSAGE)):
+            for key, code, details in (
+                ("known", S.RESOURCE_EXHAUSTED, "too many samples"),
+                ("bug", S.INTERNAL, INTERNAL_MESSAGE),
+            ):
                 with pytest.raises(grpc.RpcError) as ei:
                     call(key.encode(), timeout=10)
                 assert (ei.value.code(), ei.value.details()) == (code, details)  # type: ignore[attr-defined]

@@ -20,10 +20,14 @@ def test_reads_text_and_bytes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "reason"), [("missing", "not found"), ("", "Is a directory")])
-def test_unreadable_file_names_itself_and_its_purpose(tmp_path: Path, name: str, reason: str) -> None:
+def test_unreadable_file_names_itself_and_its_purpose(
+    tmp_path: Path, name: str, reason: str
+) -> None:
     p = tmp_path / name
     for read in (read_text, read_bytes):
-        with pytest.raises(ConfigError, match=f"^cannot read trace file {re.escape(str(p))}: {reason}$"):
+        with pytest.raises(
+            ConfigError, match=f"^cannot read trace file {re.escape(str(p))}: {reason}$"
+        ):
             read(p, "trace file")
 
 

@@ -14,8 +14,11 @@ from collab.fl.rounds import RoundPlanner, effective_noise
 
 
 def eps(q: float, sigma: float, steps: int, delta: float = 1e-5, orders=DEFAULT_ORDERS) -> float:
-    return get_privacy_spent(orders=orders, rdp=compute_rdp(q=q, noise_multiplier=sigma, steps=steps,
-                                                            orders=orders), delta=delta)[0]
+    return get_privacy_spent(
+        orders=orders,
+        rdp=compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=orders),
+        delta=delta,
+    )[0]
 
 
 def test_opacus_reference_value() -> None:
@@ -52,7 +55,9 @@ def test_matches_dp_accounting_live() -> None:
     for q, sigma, steps in [(0.2, 1.3, 77), (0.05, 0.9, 1000)]:
         g = Google(orders=list(INT_ORDERS))
         g.compose(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), steps)
-        assert eps(q, sigma, steps, orders=INT_ORDERS) == pytest.approx(g.get_epsilon(1e-5), rel=1e-6)
+        assert eps(q, sigma, steps, orders=INT_ORDERS) == pytest.approx(
+            g.get_epsilon(1e-5), rel=1e-6
+        )
 
 
 def test_fractional_orders_are_conservative() -> None:
@@ -102,7 +107,13 @@ def test_dropout_shrinks_effective_noise_and_costs_more() -> None:
 
 def test_planner_checks_worst_case_min_clients() -> None:
     # With min_clients=7 of 10 the budget check must assume sigma*sqrt(0.7), not sigma.
-    cfg = config_from_dict({"clients": 10, "modes": ["dp"], "round": {"min_clients": 7},
-                            "dp": {"noise_multiplier": 3.0, "epsilon_budget": 8.0}})
+    cfg = config_from_dict(
+        {
+            "clients": 10,
+            "modes": ["dp"],
+            "round": {"min_clients": 7},
+            "dp": {"noise_multiplier": 3.0, "epsilon_budget": 8.0},
+        }
+    )
     p = RoundPlanner(cfg, 10)
     assert p.check_budget() == pytest.approx(eps(1.0, 3.0 * math.sqrt(0.7), 1), rel=1e-9)

@@ -25,12 +25,17 @@ from collab.procs import Broker, collab_process, free_port
 
 @pytest.mark.slow
 def test_round_completes_with_three_of_ten_clients_killed(broker: Broker, tmp_path: Path) -> None:
-    cfg = config_from_dict({
-        "federation": "kill", "rounds": 1, "clients": 10, "modes": ["he"],
-        "train": {"local_epochs": 1, "lr": 0.05},
-        "round": {"min_clients": 7, "deadline_s": 7},
-        "simulate": {"upload_delay_s": 1.5},  # a slow uplink: clients are mid-round for 1.5 s
-    })
+    cfg = config_from_dict(
+        {
+            "federation": "kill",
+            "rounds": 1,
+            "clients": 10,
+            "modes": ["he"],
+            "train": {"local_epochs": 1, "lr": 0.05},
+            "round": {"min_clients": 7, "deadline_s": 7},
+            "simulate": {"upload_delay_s": 1.5},  # a slow uplink: clients are mid-round for 1.5 s
+        }
+    )
     cfg_path = tmp_path / "fl.yaml"
     cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
     keys = he.generate_keys(cfg.he.params())
@@ -63,10 +68,25 @@ def test_round_completes_with_three_of_ten_clients_killed(broker: Broker, tmp_pa
         mq.subscribe(topics.fl_topic("kill", topics.FL_ROUND), on_round)
         mq.subscribe(topics.fl_topic("kill", topics.FL_MODEL), on_model)
         common = ["--config", str(cfg_path), "--broker", broker.url]
-        with collab_process(["fl", "aggregator", *common, "--listen", f"127.0.0.1:{port}",
-                             "--public-context", str(pub)], port=port, log=tmp_path / "agg.log"), \
-             collab_process(["fl", "client", *common, "--index", "0-9", "--secret-context", str(sec)],
-                            log=tmp_path / "clients.log"):
+        with (
+            collab_process(
+                [
+                    "fl",
+                    "aggregator",
+                    *common,
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--public-context",
+                    str(pub),
+                ],
+                port=port,
+                log=tmp_path / "agg.log",
+            ),
+            collab_process(
+                ["fl", "client", *common, "--index", "0-9", "--secret-context", str(sec)],
+                log=tmp_path / "clients.log",
+            ),
+        ):
             assert got_model.wait(60), (tmp_path / "agg.log").read_text()[-3000:]
             p = published[0]
             assert len(killed) == 3

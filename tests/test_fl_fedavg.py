@@ -44,7 +44,9 @@ def test_dp_update_is_clipped_and_carries_its_noise_share() -> None:
     noise = vec[:-1] - clip_l2(big, 2.0)
     assert noise.std() == pytest.approx(1.5 * 2.0 / 3.0, rel=0.03)  # sigma*S/sqrt(m)
     capped = DPParams(clip=2.0, noise_multiplier=1e-9, expected_clients=9.0, weight_cap=1000)
-    assert np.linalg.norm(prepare_update(big, 500, capped, rng)[:-1]) == pytest.approx(1.0, rel=1e-6)
+    assert np.linalg.norm(prepare_update(big, 500, capped, rng)[:-1]) == pytest.approx(
+        1.0, rel=1e-6
+    )
 
 
 def test_sum_of_shares_carries_target_noise() -> None:
@@ -65,8 +67,15 @@ def test_fedadam_moves_towards_the_average() -> None:
 
 @pytest.mark.slow
 def test_plain_fedavg_reaches_95_percent_on_non_iid_digits() -> None:
-    cfg = config_from_dict({"rounds": 12, "clients": 10, "dirichlet_alpha": 0.5, "seed": 0,
-                            "train": {"local_epochs": 3, "lr": 0.1, "momentum": 0.9, "batch_size": 32}})
+    cfg = config_from_dict(
+        {
+            "rounds": 12,
+            "clients": 10,
+            "dirichlet_alpha": 0.5,
+            "seed": 0,
+            "train": {"local_epochs": 3, "lr": 0.1, "momentum": 0.9, "batch_size": 32},
+        }
+    )
     res = simulate(cfg, progress=False)
     accs = [float(r.accuracy or 0.0) for r in res]
     hit = next(r.round for r, a in zip(res, accs, strict=True) if a >= 0.95)
@@ -76,9 +85,16 @@ def test_plain_fedavg_reaches_95_percent_on_non_iid_digits() -> None:
 
 
 def test_dp_plus_he_round_reports_epsilon_and_accounts_dropout() -> None:
-    cfg = config_from_dict({"rounds": 2, "clients": 4, "modes": ["dp+he"], "model": {"federated": ["fc2"]},
-                            "round": {"min_clients": 3},
-                            "dp": {"clip": 0.5, "noise_multiplier": 3.0, "epsilon_budget": 8.0}})
+    cfg = config_from_dict(
+        {
+            "rounds": 2,
+            "clients": 4,
+            "modes": ["dp+he"],
+            "model": {"federated": ["fc2"]},
+            "round": {"min_clients": 3},
+            "dp": {"clip": 0.5, "noise_multiplier": 3.0, "epsilon_budget": 8.0},
+        }
+    )
     full = simulate(cfg, progress=False)
     dropped = simulate(cfg, progress=False, drop=1)  # one sampled client never reports
     assert [r.reporters for r in full] == [4, 4] and [r.reporters for r in dropped] == [3, 3]

@@ -31,13 +31,29 @@ def keys() -> he.KeyPair:
 
 
 def _spec(keys: he.KeyPair, d: int, clients: list[str]) -> RoundSpec:
-    return RoundSpec(federation="f", round=1, base_version="v0", sampled=tuple(clients), encoding="ckks",
-                     context_id=keys.context_id, num_values=d + 1, min_clients=1)
+    return RoundSpec(
+        federation="f",
+        round=1,
+        base_version="v0",
+        sampled=tuple(clients),
+        encoding="ckks",
+        context_id=keys.context_id,
+        num_values=d + 1,
+        min_clients=1,
+    )
 
 
 def _header(spec: RoundSpec, cid: str, chunks: list[bytes]) -> UpdateHeader:
-    return UpdateHeader(federation="f", round=1, client_id=cid, base_version="v0", encoding="ckks",
-                        context_id=spec.context_id, num_values=spec.num_values, num_chunks=len(chunks))
+    return UpdateHeader(
+        federation="f",
+        round=1,
+        client_id=cid,
+        base_version="v0",
+        encoding="ckks",
+        context_id=spec.context_id,
+        num_values=spec.num_values,
+        num_chunks=len(chunks),
+    )
 
 
 @pytest.mark.slow
@@ -96,8 +112,12 @@ def test_aggregator_process_cannot_decrypt(keys: he.KeyPair, tmp_path: Path) -> 
     vals = [rng.normal(size=4096) for _ in range(2)]
     for i, v in enumerate(vals):
         (tmp_path / f"u{i}.bin").write_bytes(he.encrypt(client_ctx, v)[0])
-    r = subprocess.run([sys.executable, "-c", _AGGREGATOR_PROBE, str(tmp_path)], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", _AGGREGATOR_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["is_private"] is False

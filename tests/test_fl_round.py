@@ -20,8 +20,15 @@ from collab.proto import fl_pb2
 
 
 def _cfg(mode: str) -> FLConfig:
-    return config_from_dict({"federation": "bad", "clients": 3, "modes": [mode],
-                             "model": {"federated": ["fc2"]}, "round": {"min_clients": 1}})
+    return config_from_dict(
+        {
+            "federation": "bad",
+            "clients": 3,
+            "modes": [mode],
+            "model": {"federated": ["fc2"]},
+            "round": {"min_clients": 1},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +50,16 @@ def running(keys: he.KeyPair) -> Iterator[tuple[Aggregator, AggregatorStub]]:
 def _header(agg: Aggregator, cid: str, n_chunks: int = 1, **kw: object) -> UpdateHeader:
     st = agg.current
     assert st is not None
-    base = dict(federation="bad", round=st.spec.round, client_id=cid, base_version=st.spec.base_version,
-                encoding="ckks", context_id=st.spec.context_id, num_values=st.spec.num_values,
-                num_chunks=n_chunks)
+    base = dict(
+        federation="bad",
+        round=st.spec.round,
+        client_id=cid,
+        base_version=st.spec.base_version,
+        encoding="ckks",
+        context_id=st.spec.context_id,
+        num_values=st.spec.num_values,
+        num_chunks=n_chunks,
+    )
     base.update(kw)
     return UpdateHeader(**base)  # type: ignore[arg-type]
 
@@ -72,7 +86,9 @@ def test_bad_uploads_are_rejected_and_the_round_continues(running, keys: he.KeyP
     e = _refused(stub, _header(agg, "c1", context_id="0" * 32), c0)
     assert e.status == "FAILED_PRECONDITION" and "context" in e.detail
     other = he.generate_keys(he.HEParams(poly_modulus_degree=4096, coeff_mod_bit_sizes=(60, 49)))
-    foreign = encode_update(good1, ctx=he.load_context(other.secret))  # another context's ciphertexts
+    foreign = encode_update(
+        good1, ctx=he.load_context(other.secret)
+    )  # another context's ciphertexts
     e = _refused(stub, _header(agg, "c1", n_chunks=len(foreign)), foreign)
     assert e.status == "INVALID_ARGUMENT"
     e = _refused(stub, _header(agg, "c1", n_chunks=1), foreign[:1])
@@ -96,8 +112,13 @@ def test_bad_uploads_are_rejected_and_the_round_continues(running, keys: he.KeyP
     assert e.status == "FAILED_PRECONDITION"
 
     # The round is unharmed: a good update still lands and the sum is exactly the good two.
-    assert stub.upload(_header(agg, "c1", compression="zstd"),
-                       encode_update(good1, ctx=ctx, compression="zstd")) == 2
+    assert (
+        stub.upload(
+            _header(agg, "c1", compression="zstd"),
+            encode_update(good1, ctx=ctx, compression="zstd"),
+        )
+        == 2
+    )
     out = agg.close_round(st)
     assert out.aggregated and out.reporters == 2
     e = _refused(stub, _header(agg, "c2", round=st.spec.round), c0)
@@ -123,7 +144,9 @@ def test_plaintext_round_rejects_nan_and_bad_lengths() -> None:
         bad[3] = np.nan
         assert "NaN" in _refused(stub, h, [bad.tobytes()]).detail
         assert _refused(stub, h, [b"\x01\x02\x03"]).status == "INVALID_ARGUMENT"
-        assert _refused(stub, _header(agg, "c0"), [b"x"]).status == "INVALID_ARGUMENT"  # ckks into f32 round
+        assert (
+            _refused(stub, _header(agg, "c0"), [b"x"]).status == "INVALID_ARGUMENT"
+        )  # ckks into f32 round
         assert stub.upload(h, encode_update(np.ones(d1), ctx=None)) == 1
         stub.close()
 

@@ -54,8 +54,14 @@ def test_bad_images_are_refused_with_config_error() -> None:
     ok = np.zeros((4, 5, 3), np.uint8)
     assert check_images(ok)[0].shape == (1, 4, 5, 3) and check_images(ok)[1]
     assert check_images(np.zeros((2, 4, 5, 3), np.uint8))[0].shape == (2, 4, 5, 3)
-    for bad in (ok.astype(np.float32), np.zeros((4, 5, 4), np.uint8), np.zeros((4, 5), np.uint8),
-                np.zeros((0, 5, 3), np.uint8), np.zeros((1, 2, 4, 5, 3), np.uint8), "an image"):
+    for bad in (
+        ok.astype(np.float32),
+        np.zeros((4, 5, 4), np.uint8),
+        np.zeros((4, 5), np.uint8),
+        np.zeros((0, 5, 3), np.uint8),
+        np.zeros((1, 2, 4, 5, 3), np.uint8),
+        "an image",
+    ):
         with pytest.raises(ConfigError):
             check_images(bad)
 
@@ -79,8 +85,13 @@ def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
 
 def test_decoding_checks_the_header_before_the_pixels() -> None:
     jpeg = encode_image(natural_images("test", 1, size=64)[0], "jpeg:90")
-    for bad in (b"", b"\xff\xd8\xff\xe0garbage", jpeg[: len(jpeg) // 2], b"GIF89a" + jpeg[6:],
-                jpeg[:200] + bytes(len(jpeg) - 200)):
+    for bad in (
+        b"",
+        b"\xff\xd8\xff\xe0garbage",
+        jpeg[: len(jpeg) // 2],
+        b"GIF89a" + jpeg[6:],
+        jpeg[:200] + bytes(len(jpeg) - 200),
+    ):
         with pytest.raises(CodecError):
             decode_image(bad, max_pixels=64 * 64)
     # a decompression bomb: 6000x6000 zeros compress to a few kB; refused from the header
@@ -106,36 +117,111 @@ def test_preprocess_resizes_and_normalises() -> None:
     assert abs(float(preprocess(same, PRE)[1, 2, 3, 4]) - expect) < 1e-6
 
 
-def test_manifest_preprocessing_round_trips_and_must_fit_the_input(resnet_bundle: Path, tmp_path: Path) -> None:
+def test_manifest_preprocessing_round_trips_and_must_fit_the_input(
+    resnet_bundle: Path, tmp_path: Path
+) -> None:
     b = load_bundle(image_bundle(resnet_bundle, tmp_path / "img"))
     assert b.manifest.preprocessing == PRE
-    assert json.loads((b.root / "manifest.json").read_text())["preprocessing"]["mean"] == [0.5, 0.4, 0.3]
+    assert json.loads((b.root / "manifest.json").read_text())["preprocessing"]["mean"] == [
+        0.5,
+        0.4,
+        0.3,
+    ]
     assert load_bundle(resnet_bundle).manifest.preprocessing is None
     with pytest.raises(BundleError, match="preprocessing makes"):
         update_bundle(b.root, lambda root, m: replace(m, preprocessing=replace(PRE, size=(64, 64))))
-    for bad in (dict(size=(0, 32)), dict(std=(1.0, 0.0, 1.0)), dict(mean=(0.5, 0.5)), dict(layout="NHWC")):
+    for bad in (
+        dict(size=(0, 32)),
+        dict(std=(1.0, 0.0, 1.0)),
+        dict(mean=(0.5, 0.5)),
+        dict(layout="NHWC"),
+    ):
         with pytest.raises(BundleError):
             replace(PRE, **bad)  # type: ignore[arg-type]
 
 
 def test_split_records_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "b"
-    assert main(["split", "collab.models.examples:resnet18_style", "--input-shape", "1,3,32,32", "--out", str(out),
-                 "--runs", "2", "--no-progress", "--mean", "0.5,0.4,0.3", "--std", "0.25,0.2,0.3"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                "collab.models.examples:resnet18_style",
+                "--input-shape",
+                "1,3,32,32",
+                "--out",
+                str(out),
+                "--runs",
+                "2",
+                "--no-progress",
+                "--mean",
+                "0.5,0.4,0.3",
+                "--std",
+                "0.25,0.2,0.3",
+            ]
+        )
+        == 0
+    )
     assert load_bundle(out).manifest.preprocessing == PRE
-    for flags in (["--mean", "0.5,0.4,0.3"], ["--mean", "1,2", "--std", "1,1,1"], ["--mean", "a,b,c", "--std", "1,1,1"]):
-        assert main(["split", "collab.models.examples:resnet18_style", "--input-shape", "1,3,32,32",
-                     "--out", str(tmp_path / "x"), "--runs", "1", "--no-progress", *flags]) == 1
-    assert main(["split", "collab.models.examples:digits_cnn", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "y"),
-                 "--runs", "1", "--no-progress", "--mean", "0.5,0.5,0.5", "--std", "1,1,1"]) == 1
+    for flags in (
+        ["--mean", "0.5,0.4,0.3"],
+        ["--mean", "1,2", "--std", "1,1,1"],
+        ["--mean", "a,b,c", "--std", "1,1,1"],
+    ):
+        assert (
+            main(
+                [
+                    "split",
+                    "collab.models.examples:resnet18_style",
+                    "--input-shape",
+                    "1,3,32,32",
+                    "--out",
+                    str(tmp_path / "x"),
+                    "--runs",
+                    "1",
+                    "--no-progress",
+                    *flags,
+                ]
+            )
+            == 1
+        )
+    assert (
+        main(
+            [
+                "split",
+                "collab.models.examples:digits_cnn",
+                "--input-shape",
+                "1,1,8,8",
+                "--out",
+                str(tmp_path / "y"),
+                "--runs",
+                "1",
+                "--no-progress",
+                "--mean",
+                "0.5,0.5,0.5",
+                "--std",
+                "1,1,1",
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
 
 
-def test_calibration_lists_image_codecs_and_the_policy_picks_a_quality(resnet_bundle: Path, tmp_path: Path) -> None:
+def test_calibration_lists_image_codecs_and_the_policy_picks_a_quality(
+    resnet_bundle: Path, tmp_path: Path
+) -> None:
     b = load_bundle(image_bundle(resnet_bundle, tmp_path / "img"))
     imgs = natural_images("test", 24, size=32)
     codecs = ["jpeg:50", "jpeg:90", "png"]
-    cal = measure(b, preprocess(imgs, PRE), codecs=["f32+zstd1"], progress=False, images=imgs, image_codecs=codecs)
+    cal = measure(
+        b,
+        preprocess(imgs, PRE),
+        codecs=["f32+zstd1"],
+        progress=False,
+        images=imgs,
+        image_codecs=codecs,
+    )
     assert cal["image_codecs"] == codecs and cal["num_images"] == 24
     rows = cal["image"]
     assert rows["png"]["agreement"] == 1.0 and rows["png"]["rel_l2"] == 0.0
@@ -153,23 +239,56 @@ def test_calibration_lists_image_codecs_and_the_policy_picks_a_quality(resnet_bu
     strict = choose_codec(rows, bandwidth_bps=1e6, accuracy_budget=0.0)
     assert strict.codec in {c for c, r in rows.items() if r["agreement"] == 1.0}
     # the image profile's cloud-only path is costed with the image rows, the tensor one is not
-    img_cloud = next(p for p in profile_from_manifest(b.manifest, cal, images=True).paths if p.path == "cloud_only")
+    img_cloud = next(
+        p
+        for p in profile_from_manifest(b.manifest, cal, images=True).paths
+        if p.path == "cloud_only"
+    )
     assert set(img_cloud.codec_stats) == set(codecs) and img_cloud.raw_bytes == 3 * 32 * 32
     cloud = next(p for p in profile_from_manifest(b.manifest, cal).paths if p.path == "cloud_only")
     assert set(cloud.codec_stats) == {"f32+zstd1"}
 
 
-def test_calibrate_cli_measures_images(resnet_bundle: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_cli_measures_images(
+    resnet_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = image_bundle(resnet_bundle, tmp_path / "img")
-    np.save(tmp_path / "imgs.npy", natural_images("test", 12, size=40))  # resized to 32x32 as the edge would
-    assert main(["calibrate", str(root), "--images", str(tmp_path / "imgs.npy"), "--codecs", "f32+zstd1",
-                 "--image-codecs", "jpeg:75", "png", "--no-progress"]) == 0
+    np.save(
+        tmp_path / "imgs.npy", natural_images("test", 12, size=40)
+    )  # resized to 32x32 as the edge would
+    assert (
+        main(
+            [
+                "calibrate",
+                str(root),
+                "--images",
+                str(tmp_path / "imgs.npy"),
+                "--codecs",
+                "f32+zstd1",
+                "--image-codecs",
+                "jpeg:75",
+                "png",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "jpeg:75" in out and "png" in out
     cal = load_calibration(load_bundle(root))
     assert cal is not None and set(cal["image"]) == {"jpeg:75", "png"} and cal["num_images"] == 12
     np.save(tmp_path / "f.npy", np.zeros((3, 40, 40, 3), np.float32))
     assert main(["calibrate", str(root), "--images", str(tmp_path / "f.npy"), "--no-progress"]) == 1
-    assert main(["calibrate", str(resnet_bundle), "--images", str(tmp_path / "imgs.npy"), "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "calibrate",
+                str(resnet_bundle),
+                "--images",
+                str(tmp_path / "imgs.npy"),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()

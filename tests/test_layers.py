@@ -22,15 +22,55 @@ SHIPPED = ("collab", "edge_node", "cloud_node", "coordinator")
 
 # Lowest first. "pkg.*" is the package and everything below it; a plain name is that module.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("collab.errors", "collab.log", "collab.extras", "collab.signals",
-                    "collab.metrics_http", "collab.procs", "collab.settings", "collab.yamlcfg", "collab.files")),
+    (
+        "foundation",
+        (
+            "collab.errors",
+            "collab.log",
+            "collab.extras",
+            "collab.signals",
+            "collab.metrics_http",
+            "collab.procs",
+            "collab.settings",
+            "collab.yamlcfg",
+            "collab.files",
+        ),
+    ),
     # formats and the example model zoo: each depends on the foundation only
-    ("leaves", ("collab.bundle", "collab.chain", "collab.codec.*", "collab.ort", "collab.proto.*", "collab.models.*")),
-    ("mechanisms", ("collab.net.*", "collab.transport", "collab.rpc_status", "collab.split.*", "collab.emulator.*")),
+    (
+        "leaves",
+        (
+            "collab.bundle",
+            "collab.chain",
+            "collab.codec.*",
+            "collab.ort",
+            "collab.proto.*",
+            "collab.models.*",
+        ),
+    ),
+    (
+        "mechanisms",
+        (
+            "collab.net.*",
+            "collab.transport",
+            "collab.rpc_status",
+            "collab.split.*",
+            "collab.emulator.*",
+        ),
+    ),
     ("decision", ("collab.decision",)),
     # the libraries each role is built from; ``collab`` is the SDK facade over collab.edge
-    ("services", ("collab", "collab.edge.*", "collab.control.*", "collab.fl.*",
-                  "collab.optimize.*", "cloud_node.*")),
+    (
+        "services",
+        (
+            "collab",
+            "collab.edge.*",
+            "collab.control.*",
+            "collab.fl.*",
+            "collab.optimize.*",
+            "cloud_node.*",
+        ),
+    ),
     ("roles", ("coordinator.*", "edge_node.*")),
     ("applications", ("collab.scenario.*", "collab.cli", "collab.cli_fl")),
 )
@@ -65,8 +105,15 @@ def import_graph(root: Path, packages: Sequence[str]) -> ImportGraph:
         external = g.external.setdefault(name, {})
         here = name if is_pkg else name.rpartition(".")[0]
 
-        def add(target: str, line: int, *, edges: dict[str, int] = edges, name: str = name,
-                external: dict[str, int] = external, path: Path = path) -> None:
+        def add(
+            target: str,
+            line: int,
+            *,
+            edges: dict[str, int] = edges,
+            name: str = name,
+            external: dict[str, int] = external,
+            path: Path = path,
+        ) -> None:
             if target.split(".")[0] not in packages:
                 external.setdefault(target.split(".")[0], line)
             elif target in files:
@@ -85,7 +132,9 @@ def import_graph(root: Path, packages: Sequence[str]) -> ImportGraph:
                     module = ".".join([*base, *([node.module] if node.module else [])])
                 else:
                     module = node.module or ""
-                for alias in node.names:  # `from pkg import mod` imports pkg.mod, else a name of pkg
+                for (
+                    alias
+                ) in node.names:  # `from pkg import mod` imports pkg.mod, else a name of pkg
                     sub = f"{module}.{alias.name}"
                     add(sub if sub in files else module, node.lineno)
     return g
@@ -160,14 +209,18 @@ def layer_of(module: str, layers: Sequence[tuple[str, Sequence[str]]]) -> int | 
             if e == module:
                 return i
             pkg = e.removesuffix(".*")
-            if e.endswith(".*") and (module == pkg or module.startswith(pkg + ".")) and (
-                    best is None or len(pkg) > best[0]):
+            if (
+                e.endswith(".*")
+                and (module == pkg or module.startswith(pkg + "."))
+                and (best is None or len(pkg) > best[0])
+            ):
                 best = (len(pkg), i)
     return None if best is None else best[1]
 
 
-def layer_violations(edges: Mapping[str, Mapping[str, int]],
-                     layers: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+def layer_violations(
+    edges: Mapping[str, Mapping[str, int]], layers: Sequence[tuple[str, Sequence[str]]]
+) -> list[str]:
     out = []
     for src in sorted(edges):
         a = layer_of(src, layers)
@@ -179,7 +232,9 @@ def layer_violations(edges: Mapping[str, Mapping[str, int]],
 
 
 def _cycle_text(cycle: Sequence[str], edges: Mapping[str, Mapping[str, int]]) -> str:
-    return " -> ".join(f"{a}:{edges[a][b]}" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
+    return (
+        " -> ".join(f"{a}:{edges[a][b]}" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -196,13 +251,20 @@ def test_every_shipped_import_resolves(shipped: ImportGraph) -> None:
 
 
 def test_shipped_modules_have_no_import_cycles(shipped: ImportGraph) -> None:
-    _none([f"{_cycle_text(_cycle_in(t, shipped.edges), shipped.edges)}  (tangled: {', '.join(sorted(t))})"
-           for t in tangles(shipped.edges)], "import cycles")
+    _none(
+        [
+            f"{_cycle_text(_cycle_in(t, shipped.edges), shipped.edges)}  (tangled: {', '.join(sorted(t))})"
+            for t in tangles(shipped.edges)
+        ],
+        "import cycles",
+    )
 
 
 def test_every_shipped_module_has_a_layer(shipped: ImportGraph) -> None:
-    _none([m for m in sorted(shipped.edges) if layer_of(m, LAYERS) is None],
-          "modules in no layer (add them to LAYERS and docs/architecture.md)")
+    _none(
+        [m for m in sorted(shipped.edges) if layer_of(m, LAYERS) is None],
+        "modules in no layer (add them to LAYERS and docs/architecture.md)",
+    )
 
 
 def test_shipped_modules_import_only_their_layer_or_lower(shipped: ImportGraph) -> None:
@@ -210,8 +272,15 @@ def test_shipped_modules_import_only_their_layer_or_lower(shipped: ImportGraph) 
 
 
 def test_nothing_shipped_imports_test_code(shipped: ImportGraph) -> None:
-    _none([f"{m}:{ext[t]} imports {t}" for m, ext in sorted(shipped.external.items())
-           for t in sorted(ext) if t in TEST_ONLY], "imports of test code")
+    _none(
+        [
+            f"{m}:{ext[t]} imports {t}"
+            for m, ext in sorted(shipped.external.items())
+            for t in sorted(ext)
+            if t in TEST_ONLY
+        ],
+        "imports of test code",
+    )
 
 
 def _tree(root: Path, files: Mapping[str, str]) -> Path:
@@ -222,17 +291,22 @@ def _tree(root: Path, files: Mapping[str, str]) -> Path:
     return root
 
 
-def test_checker_finds_cycles_through_function_level_relative_and_type_only_imports(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {
-        "app/__init__.py": "",
-        "app/a.py": "def f():\n    from . import b\n",  # function level, relative
-        "app/b.py": "from app.sub.c import g\n",
-        "app/sub/__init__.py": "",
-        "app/sub/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n",
-        "app/d.py": "import app.a\n",  # into the cycle, not part of it
-        "app/e.py": "import app.f\n",
-        "app/f.py": "from app import e\n",
-    })
+def test_checker_finds_cycles_through_function_level_relative_and_type_only_imports(
+    tmp_path: Path,
+) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/a.py": "def f():\n    from . import b\n",  # function level, relative
+            "app/b.py": "from app.sub.c import g\n",
+            "app/sub/__init__.py": "",
+            "app/sub/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n",
+            "app/d.py": "import app.a\n",  # into the cycle, not part of it
+            "app/e.py": "import app.f\n",
+            "app/f.py": "from app import e\n",
+        },
+    )
     g = import_graph(root, ["app"])
     assert g.edges["app.a"] == {"app.b": 2} and g.edges["app.sub.c"] == {"app.a": 3}
     assert g.external["app.sub.c"] == {"typing": 1} and g.missing == []
@@ -243,16 +317,26 @@ def test_checker_finds_cycles_through_function_level_relative_and_type_only_impo
 
 
 def test_checker_reports_upward_imports_and_missing_modules(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {
-        "app/__init__.py": "",
-        "app/low.py": "import json\n\ndef f():\n    from app.high import h\n",
-        "app/high.py": "from app.low import f\nfrom app import gone\nimport app.nothing\n",
-        "app/mid/__init__.py": "from .x import y\n",
-        "app/mid/x.py": "",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/low.py": "import json\n\ndef f():\n    from app.high import h\n",
+            "app/high.py": "from app.low import f\nfrom app import gone\nimport app.nothing\n",
+            "app/mid/__init__.py": "from .x import y\n",
+            "app/mid/x.py": "",
+        },
+    )
     layers = (("base", ("app", "app.low")), ("mid", ("app.mid.*",)), ("top", ("app.high",)))
     g = import_graph(root, ["app"])
     assert layer_violations(g.edges, layers) == ["app.low:4 (base) imports app.high (top)"]
-    assert g.missing == ["app/high.py:3: no module app.nothing"]  # `from app import gone`: a name of app
+    assert g.missing == [
+        "app/high.py:3: no module app.nothing"
+    ]  # `from app import gone`: a name of app
     assert g.edges["app.mid"] == {"app.mid.x": 1}
-    assert [layer_of(m, layers) for m in ("app", "app.mid", "app.mid.x", "app.other")] == [0, 1, 1, None]
+    assert [layer_of(m, layers) for m in ("app", "app.mid", "app.mid.x", "app.other")] == [
+        0,
+        1,
+        1,
+        None,
+    ]

@@ -48,7 +48,9 @@ def uncovered(pyproject: dict, lock_text: str) -> list[str]:  # type: ignore[typ
         if version is None:
             bad.append(f"{r.name} is not in constraints.txt")
         elif not r.specifier.contains(version, prereleases=True):
-            bad.append(f"{r.name}: constraints.txt pins {version}, pyproject.toml wants {r.specifier}")
+            bad.append(
+                f"{r.name}: constraints.txt pins {version}, pyproject.toml wants {r.specifier}"
+            )
     return bad
 
 
@@ -63,15 +65,23 @@ def test_a_stale_lock_is_reported_by_package_name() -> None:
     lock = (ROOT / "constraints.txt").read_text()
     pyproject["project"]["optional-dependencies"]["dev"].append("left-pad-nonexistent>=1")
     stale = "\n".join(line for line in lock.splitlines() if not line.startswith("zstandard=="))
-    assert uncovered(pyproject, stale) == ["zstandard is not in constraints.txt",
-                                           "left-pad-nonexistent is not in constraints.txt"]
+    assert uncovered(pyproject, stale) == [
+        "zstandard is not in constraints.txt",
+        "left-pad-nonexistent is not in constraints.txt",
+    ]
     narrowed = lock.replace("\nnumpy==", "\nnumpy==1.0.")
-    assert any(b.startswith("numpy: constraints.txt pins 1.0.") for b in uncovered(pyproject, narrowed))
+    assert any(
+        b.startswith("numpy: constraints.txt pins 1.0.") for b in uncovered(pyproject, narrowed)
+    )
 
 
 @pytest.mark.parametrize("script", ["scripts/setup.sh", "scripts/test.sh", ".ci/run"])
 def test_every_install_command_uses_the_lock(script: str) -> None:
     text = (ROOT / script).read_text()
-    installs = [line for line in text.splitlines() if "pip install" in line and not line.lstrip().startswith("#")]
+    installs = [
+        line
+        for line in text.splitlines()
+        if "pip install" in line and not line.lstrip().startswith("#")
+    ]
     assert all("-c constraints.txt" in line for line in installs), installs
     assert installs or "scripts/setup.sh" in text or "scripts/test.sh" in text

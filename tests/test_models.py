@@ -123,7 +123,6 @@ def test_train_example_cli_transformer(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["train-example", "transformer", "--out", str(out), "--epochs", "0"]) == 1
 
 
-
 def test_the_natural_image_example_has_camera_images_and_no_labels() -> None:
     from collab.codec.image import preprocess
     from collab.models.efficientnet import MEAN, STD
@@ -136,7 +135,10 @@ def test_the_natural_image_example_has_camera_images_and_no_labels() -> None:
 
     s = spec("efficientnet")
     assert s.dataset == "natural_images" and not s.trained and s.from_digits is None
-    assert s.preprocessing == LITE0_PREPROCESSING and (s.preprocessing.mean, s.preprocessing.std) == (MEAN, STD)
+    assert s.preprocessing == LITE0_PREPROCESSING and (
+        s.preprocessing.mean,
+        s.preprocessing.std,
+    ) == (MEAN, STD)
     x, y = example_inputs("efficientnet", 3, "test")
     assert y is None and x.dtype == np.float32 and x.shape == (3, 3, 224, 224)
     imgs = example_images("efficientnet", 3, "test")

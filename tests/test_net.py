@@ -211,8 +211,9 @@ def test_monitor_thread_probes_and_stops() -> None:
     link = SimLink(0.1, 1e9)
     est = LinkEstimator()
     seen = threading.Event()
-    mon = NetworkMonitor(link, est, interval_s=0.02, bandwidth_interval_s=0.05,
-                         on_reply=lambda r: seen.set())
+    mon = NetworkMonitor(
+        link, est, interval_s=0.02, bandwidth_interval_s=0.05, on_reply=lambda r: seen.set()
+    )
     mon.start()
     try:
         assert seen.wait(2.0)
@@ -257,7 +258,9 @@ def test_sized_probe_grows_when_the_link_got_much_faster() -> None:
     link.calls.clear()
     mon.refresh(force=True)
     assert max(link.calls) >= 8 * min(c for c in link.calls if c)  # grew within the round
-    assert est.state().bandwidth_bps == pytest.approx(50e6, rel=0.15)  # suspected, confirmed, adopted
+    assert est.state().bandwidth_bps == pytest.approx(
+        50e6, rel=0.15
+    )  # suspected, confirmed, adopted
 
 
 def test_a_suspected_worse_link_counts_at_once_a_better_one_waits() -> None:

@@ -41,13 +41,25 @@ def _samples(name: str, n: int, split: str) -> Samples:
     return Samples(x=x, y=y)
 
 
-def test_static_int8_head_variant_is_listed_hashed_and_its_agreement_reproducible(resnet_copy: Path) -> None:
+def test_static_int8_head_variant_is_listed_hashed_and_its_agreement_reproducible(
+    resnet_copy: Path,
+) -> None:
     calib, held = _samples("resnet", 64, "train"), _samples("resnet", 128, "test")
     # Margin: each of the 128 held-out inputs is 0.8 % of agreement, and INT8 kernels
     # round differently across CPUs (VNNI or not). Measured 100 % here with 7-bit weights
     # (reduce_range); 0.95 leaves six flips while a broken calibration (next test) is far below.
-    reports = quantize_bundle(resnet_copy, ["int8_static"], calib, held, splits="middle", include_full=False,
-                              runs=5, progress=False, calibrate="minmax", min_agreement=MIN_AGREEMENT)
+    reports = quantize_bundle(
+        resnet_copy,
+        ["int8_static"],
+        calib,
+        held,
+        splits="middle",
+        include_full=False,
+        runs=5,
+        progress=False,
+        calibrate="minmax",
+        min_agreement=MIN_AGREEMENT,
+    )
     b = load_bundle(resnet_copy)  # re-verifies every hash, including the new file
     sp = select_splits(b.manifest, "middle")[0]
     (v,) = sp.head_variants
@@ -67,9 +79,18 @@ def test_variant_failing_its_agreement_check_is_not_written(resnet_copy: Path) -
     before = load_bundle(resnet_copy)
     # calibrating on near-zero inputs gives activation ranges far too small for real inputs
     calib = Samples(x=np.full((16, 3, 32, 32), 1e-3, np.float32))
-    reports = quantize_bundle(resnet_copy, ["int8_static"], calib, _samples("resnet", 128, "test"),
-                              splits="middle", include_full=False, runs=3, progress=False, min_agreement=0.99,
-                              calibrate="minmax")
+    reports = quantize_bundle(
+        resnet_copy,
+        ["int8_static"],
+        calib,
+        _samples("resnet", 128, "test"),
+        splits="middle",
+        include_full=False,
+        runs=3,
+        progress=False,
+        min_agreement=0.99,
+        calibrate="minmax",
+    )
     (r,) = reports
     assert not r.kept and r.agreement < 0.99
     b = load_bundle(resnet_copy)
@@ -92,9 +113,27 @@ def test_cli_quantizes_into_a_new_bundle_and_prints_the_table(
     x, y = example_inputs("digits", 200, "test")
     version = load_bundle(digits_copy).version
     out = tmp_path / "out"
-    rc = main(["optimize", str(digits_copy), "--quantize", "int8_static,fp16", "--splits", "middle",
-               "--calibration", _npz(tmp_path / "cal.npz", x, y), "--out", str(out), "--runs", "3",
-               "--min-agreement", "0.95", "--calibrate", "minmax", "--no-progress"])
+    rc = main(
+        [
+            "optimize",
+            str(digits_copy),
+            "--quantize",
+            "int8_static,fp16",
+            "--splits",
+            "middle",
+            "--calibration",
+            _npz(tmp_path / "cal.npz", x, y),
+            "--out",
+            str(out),
+            "--runs",
+            "3",
+            "--min-agreement",
+            "0.95",
+            "--calibrate",
+            "minmax",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "int8_static" in text and "speedup" in text and "kept" in text
@@ -105,17 +144,36 @@ def test_cli_quantizes_into_a_new_bundle_and_prints_the_table(
     assert load_bundle(digits_copy).version == version  # the input bundle is untouched
 
 
-def test_cli_tier_applies_its_pipeline(digits_copy: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_tier_applies_its_pipeline(
+    digits_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["optimize", str(digits_copy), "--tier", "edge-server", "--splits", "middle", "--calibration",
-               "example:digits", "--out", str(out), "--runs", "3", "--calibrate", "minmax", "--no-progress"])
+    rc = main(
+        [
+            "optimize",
+            str(digits_copy),
+            "--tier",
+            "edge-server",
+            "--splits",
+            "middle",
+            "--calibration",
+            "example:digits",
+            "--out",
+            str(out),
+            "--runs",
+            "3",
+            "--calibrate",
+            "minmax",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     m = load_bundle(out).manifest
     assert m.extra["optimize"]["tier"] == "edge-server"
     assert list(m.extra["optimize"]["plan"]["quantize"]) == ["int8_static"]
     listed = {(sp.name, v.name) for sp in m.split_points for v in sp.head_variants} | {
-        ("full", v.name) for v in m.full_variants}
+        ("full", v.name) for v in m.full_variants
+    }
     assert listed <= {(s, "int8_static") for s in [*(sp.name for sp in m.split_points), "full"]}
     assert all(v.agreement >= 0.99 for v in m.full_variants)  # the tier's threshold
 
@@ -131,33 +189,71 @@ def test_cli_tier_applies_its_pipeline(digits_copy: Path, tmp_path: Path,
         (["--quantize", ""], "nothing to do"),
     ],
 )
-def test_bad_flags_fail_before_work(digits_copy: Path, tmp_path: Path, flags: list[str], message: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flags_fail_before_work(
+    digits_copy: Path,
+    tmp_path: Path,
+    flags: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "out"
     x, _ = example_inputs("digits", 20, "test")
-    rc = main(["optimize", str(digits_copy), "--calibration", _npz(tmp_path / "c.npz", x), "--out", str(out),
-               *flags])
+    rc = main(
+        [
+            "optimize",
+            str(digits_copy),
+            "--calibration",
+            _npz(tmp_path / "c.npz", x),
+            "--out",
+            str(out),
+            *flags,
+        ]
+    )
     assert rc == 1
     assert message in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
-def test_model_that_does_not_match_the_bundle_is_refused(digits_copy: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_that_does_not_match_the_bundle_is_refused(
+    digits_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["optimize", str(digits_copy), "--prune", "0.5", "--calibration", "example:digits", "--out", str(out),
-               "--model", "collab.models.examples:resnet18_style"])
+    rc = main(
+        [
+            "optimize",
+            str(digits_copy),
+            "--prune",
+            "0.5",
+            "--calibration",
+            "example:digits",
+            "--out",
+            str(out),
+            "--model",
+            "collab.models.examples:resnet18_style",
+        ]
+    )
     assert rc == 1
     assert "cannot run on this bundle's inputs" in capsys.readouterr().err
     assert not out.exists()
 
 
 @pytest.mark.parametrize("shape", [(20, 1, 16, 16), (20, 8, 8), (20, 3, 8, 8)])
-def test_calibration_of_the_wrong_shape_is_refused(digits_copy: Path, tmp_path: Path, shape: tuple[int, ...],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibration_of_the_wrong_shape_is_refused(
+    digits_copy: Path, tmp_path: Path, shape: tuple[int, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["optimize", str(digits_copy), "--tier", "edge-server", "--out", str(out),
-               "--calibration", _npz(tmp_path / "c.npz", np.zeros(shape, np.float32))])
+    rc = main(
+        [
+            "optimize",
+            str(digits_copy),
+            "--tier",
+            "edge-server",
+            "--out",
+            str(out),
+            "--calibration",
+            _npz(tmp_path / "c.npz", np.zeros(shape, np.float32)),
+        ]
+    )
     assert rc == 1
     assert "the model expects [N, 1, 8, 8]" in capsys.readouterr().err
     assert not out.exists()
@@ -181,9 +277,20 @@ def test_digits_prune_distill_quantize_pipeline(digits_copy: Path, tmp_path: Pat
     and fine-tuned stays within 2 points; a >= 4x smaller student keeps >= 97 %."""
     from collab.optimize.pipeline import optimize
 
-    cfg = OptimizeConfig(bundle=digits_copy, out=tmp_path / "out", calibration="example:digits",
-                         quantize=("int8_static",), prune=0.5, distill=0.4, splits="none",
-                         calibrate="minmax", runs=5, finetune_epochs=5, distill_epochs=10, progress=False)
+    cfg = OptimizeConfig(
+        bundle=digits_copy,
+        out=tmp_path / "out",
+        calibration="example:digits",
+        quantize=("int8_static",),
+        prune=0.5,
+        distill=0.4,
+        splits="none",
+        calibrate="minmax",
+        runs=5,
+        finetune_epochs=5,
+        distill_epochs=10,
+        progress=False,
+    )
     res = optimize(cfg)
     p, d = res.notes["prune"], res.notes["distill"]
     assert p["layers"] == ["conv3"] and p["macs_pruned"] < p["macs_original"]

@@ -58,7 +58,11 @@ def test_groups_follow_channelwise_ops_and_stop_at_residuals() -> None:
     g = {x.conv: x for x in find_groups(_model(Chain), torch.randn(1, 1, 8, 8))}
     assert set(g) == {"conv1", "conv2"}
     assert g["conv1"].batchnorms == ("bn1",) and g["conv1"].consumer == "conv2"
-    assert g["conv2"].consumer == "fc" and g["conv2"].consumer_kind == "linear" and g["conv2"].per_channel == 16
+    assert (
+        g["conv2"].consumer == "fc"
+        and g["conv2"].consumer_kind == "linear"
+        and g["conv2"].per_channel == 16
+    )
     # stem and b feed the residual add: only a (inside the branch) is prunable
     assert [x.conv for x in find_groups(_model(Residual), torch.randn(1, 3, 8, 8))] == ["a"]
 
@@ -106,9 +110,12 @@ def test_distillation_loss_terms() -> None:
     s, t, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
     ce = nn.functional.cross_entropy(s, y)
     torch.testing.assert_close(distillation_loss(s, t, y, temperature=4.0, alpha=0.0), ce)
-    assert float(distillation_loss(t, t, y, temperature=4.0, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
-    kl = nn.functional.kl_div(nn.functional.log_softmax(s / 2, 1), nn.functional.softmax(t / 2, 1),
-                              reduction="batchmean")
+    assert float(distillation_loss(t, t, y, temperature=4.0, alpha=1.0)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    kl = nn.functional.kl_div(
+        nn.functional.log_softmax(s / 2, 1), nn.functional.softmax(t / 2, 1), reduction="batchmean"
+    )
     torch.testing.assert_close(distillation_loss(s, t, y, temperature=2.0, alpha=1.0), 4.0 * kl)
 
 

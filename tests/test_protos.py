@@ -25,7 +25,9 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 def test_proto_roundtrip() -> None:
     from collab.proto import collab_pb2
 
-    req = collab_pb2.DecodeRequest(model=collab_pb2.ModelId(name="m", version="v"), split_point="s", frame=b"x")
+    req = collab_pb2.DecodeRequest(
+        model=collab_pb2.ModelId(name="m", version="v"), split_point="s", frame=b"x"
+    )
     assert collab_pb2.DecodeRequest.FromString(req.SerializeToString()) == req
 
 

@@ -39,12 +39,18 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
-@pytest.mark.parametrize(("configure", "classes", "unflagged"), [
-    (edge_cli.configure, (ClientConfig, EdgeConfig), {"tls", "bundle", "client", "mqtt"}),
-    (cloud_cli.configure, (CloudConfig,), {"bundles"}),
-])
-def test_every_cli_flag_default_is_the_field_default(configure: Callable[[argparse.ArgumentParser], object],
-                                                     classes: tuple[type, ...], unflagged: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("configure", "classes", "unflagged"),
+    [
+        (edge_cli.configure, (ClientConfig, EdgeConfig), {"tls", "bundle", "client", "mqtt"}),
+        (cloud_cli.configure, (CloudConfig,), {"bundles"}),
+    ],
+)
+def test_every_cli_flag_default_is_the_field_default(
+    configure: Callable[[argparse.ArgumentParser], object],
+    classes: tuple[type, ...],
+    unflagged: set[str],
+) -> None:
     actions = {a.dest: a for a in _parser(configure)._actions}
     for cls in classes:
         for name, default in _defaults(cls).items():
@@ -70,7 +76,9 @@ def test_bounds_are_the_fields_everywhere() -> None:
     with pytest.raises(ConfigError, match=r"slowdown must be >= 1\.0"):
         ClientConfig(slowdown=0.5)
     with pytest.raises(ConfigError, match=r"slowdown must be >= 1\.0"):
-        edge_cli.config_from_args(_parser(edge_cli.configure).parse_args(["--bundle", "b", "--slowdown", "0.5"]))
+        edge_cli.config_from_args(
+            _parser(edge_cli.configure).parse_args(["--bundle", "b", "--slowdown", "0.5"])
+        )
     with pytest.raises(ConfigError, match=r"s\.yaml:6: edges\.slowdown: must be >= 1\.0"):
         parse_scenario(MINIMAL + "edges:\n  slowdown: 0.5\n", source="s.yaml")
     with pytest.raises(ConfigError, match=r"cloud.max_batch_size: must be >= 1"):
@@ -78,8 +86,10 @@ def test_bounds_are_the_fields_everywhere() -> None:
 
 
 def test_scenario_setting_keys_are_typed_strictly_and_all_reported() -> None:
-    text = MINIMAL + "edges:\n  slowdown: '5'\n  max_probe_bytes: 2048.0\n  strict_deadline: 1\n" \
+    text = (
+        MINIMAL + "edges:\n  slowdown: '5'\n  max_probe_bytes: 2048.0\n  strict_deadline: 1\n"
         "cloud: {workers: true, max_wait_ms: .inf}\n"
+    )
     with pytest.raises(ConfigError) as e:
         parse_scenario(text, source="s.yaml")
     assert sorted(str(e.value).splitlines()) == [
@@ -113,7 +123,13 @@ def _other(s: Setting) -> Any:
 
 
 def _yaml(values: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()) + "}"
+    return (
+        "{"
+        + ", ".join(
+            f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()
+        )
+        + "}"
+    )
 
 
 def test_scenario_keys_are_the_config_fields_by_name() -> None:
@@ -123,8 +139,9 @@ def test_scenario_keys_are_the_config_fields_by_name() -> None:
     assert sc.edge.client == ClientConfig(**edge)
     # the node process gets them as its flags
     argv = ["--bundle", "b", *sc.cloud.argv()]
-    assert cloud_cli.config_from_args(_parser(cloud_cli.configure).parse_args(argv)) == \
-        CloudConfig(bundles=(Path("b"),), **cloud)
+    assert cloud_cli.config_from_args(_parser(cloud_cli.configure).parse_args(argv)) == CloudConfig(
+        bundles=(Path("b"),), **cloud
+    )
     for key in (*RUNNER_EDGE, "tls"):  # the runner's, per run
         with pytest.raises(ConfigError, match=f"edges.{key}: unknown key"):
             parse_scenario(MINIMAL + f"edges: {{{key}: 1}}\n", source="s.yaml")
@@ -133,6 +150,13 @@ def test_scenario_keys_are_the_config_fields_by_name() -> None:
 def test_to_argv_round_trips_through_the_flags() -> None:
     values = {"max_batch_size": 3, "max_wait_ms": 0.25, "wait_when_idle": True, "warmup": False}
     argv = to_argv(settings(CloudConfig), values)
-    assert argv == ["--max-batch-size", "3", "--max-wait-ms", "0.25", "--wait-when-idle", "--no-warmup"]
+    assert argv == [
+        "--max-batch-size",
+        "3",
+        "--max-wait-ms",
+        "0.25",
+        "--wait-when-idle",
+        "--no-warmup",
+    ]
     args = _parser(cloud_cli.configure).parse_args(["--bundle", "b", *argv])
     assert {k: getattr(args, k) for k in values} == values

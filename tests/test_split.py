@@ -35,7 +35,9 @@ class DenseBlock(nn.Module):
 
     def __init__(self, c: int, growth: int = 4, layers: int = 3) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(c + i * growth, growth, 3, padding=1) for i in range(layers))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c + i * growth, growth, 3, padding=1) for i in range(layers)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -100,10 +102,24 @@ def _names(model: nn.Module, x: torch.Tensor, granularity: str = "block") -> lis
 
 def test_inplace_activations_do_not_break_checks(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-                          nn.Conv2d(8, 8, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
-    b = split_model(model, torch.randn(2, 3, 8, 8), tmp_path / "b", name="inplace", runs=2, progress=False,
-                    granularity="all")  # cuts right before the in-place ReLUs too
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 3),
+    ).eval()
+    b = split_model(
+        model,
+        torch.randn(2, 3, 8, 8),
+        tmp_path / "b",
+        name="inplace",
+        runs=2,
+        progress=False,
+        granularity="all",
+    )  # cuts right before the in-place ReLUs too
     assert [sp.name for sp in b.manifest.split_points] == ["0", "1", "2", "3", "4", "5"]
     assert b.manifest.extra["refused"] == {}
 
@@ -123,8 +139,15 @@ class InplaceResidual(nn.Module):
 
 def test_inplace_functions_and_methods(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    b = split_model(InplaceResidual().eval(), torch.randn(2, 4, 4, 4), tmp_path / "b", name="ip", runs=2,
-                    progress=False, granularity="all")
+    b = split_model(
+        InplaceResidual().eval(),
+        torch.randn(2, 4, 4, 4),
+        tmp_path / "b",
+        name="ip",
+        runs=2,
+        progress=False,
+        granularity="all",
+    )
     assert [sp.name for sp in b.manifest.split_points] == ["a", "relu_", "add", "relu"]
     assert b.manifest.extra["refused"] == {}
 
@@ -148,8 +171,13 @@ class BatchSizeAtTheTop(nn.Module):
 def test_shape_integers_are_recomputed_by_the_tail(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = BatchSizeAtTheTop().eval()
-    b = split_model(model, torch.randn(2, 3, 8, 8), tmp_path / "b", name="bs", runs=2, progress=False)
-    assert [sp.name for sp in b.manifest.split_points] == ["relu", "relu_1"]  # 0 without recomputing
+    b = split_model(
+        model, torch.randn(2, 3, 8, 8), tmp_path / "b", name="bs", runs=2, progress=False
+    )
+    assert [sp.name for sp in b.manifest.split_points] == [
+        "relu",
+        "relu_1",
+    ]  # 0 without recomputing
     x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
@@ -197,15 +225,26 @@ class StockEncoder(nn.Module):
 def test_stock_transformer_encoder_cuts_between_layers(tmp_path: Path) -> None:
     torch.manual_seed(0)
     fast = torch.backends.mha.get_fastpath_enabled()
-    b = split_model(StockEncoder().eval(), torch.randn(2, 16, 32), tmp_path / "b", name="enc", runs=2, progress=False)
+    b = split_model(
+        StockEncoder().eval(),
+        torch.randn(2, 16, 32),
+        tmp_path / "b",
+        name="enc",
+        runs=2,
+        progress=False,
+    )
     names = [sp.name for sp in b.manifest.split_points]
     assert names[:3] == ["enc.layers.0", "enc.layers.1", "enc"]  # "enc" = after the last layer
     assert torch.backends.mha.get_fastpath_enabled() == fast  # global switch restored
 
 
-def test_model_without_cuts_gives_bundle_without_split_points(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_model_without_cuts_gives_bundle_without_split_points(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="collab"):
-        b = split_model(SkipToEnd(), torch.randn(2, 4), tmp_path / "b", name="skip", runs=2, progress=False)
+        b = split_model(
+            SkipToEnd(), torch.randn(2, 4), tmp_path / "b", name="skip", runs=2, progress=False
+        )
     assert b.manifest.split_points == ()
     assert "only 0 usable cut" in caplog.text
     assert b.manifest.extra["valid_cuts"] == 0
@@ -223,7 +262,9 @@ class WithOptionalMask(nn.Module):
         self.a = nn.Linear(4, 8)
         self.b = nn.Linear(8, 2)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0
+    ) -> torch.Tensor:
         h = torch.relu(self.a(x))
         if mask is not None:
             h = h * mask
@@ -276,24 +317,31 @@ def test_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_composition_check_refuses_cut_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_composition_check_refuses_cut_with_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import collab.split.api as api
 
     monkeypatch.setattr(api, "TORCH_ATOL", -1.0)  # no cut can pass: every one must be refused
-    b = split_model(ConcatNet(), torch.randn(1, 3, 8, 8), tmp_path / "b", name="c", runs=2, progress=False)
+    b = split_model(
+        ConcatNet(), torch.randn(1, 3, 8, 8), tmp_path / "b", name="c", runs=2, progress=False
+    )
     assert b.manifest.split_points == ()
     refused = b.manifest.extra["refused"]
     assert set(refused) == {"stem", "dense1", "trans", "incep", "flat"}
     assert all("tail(head(x)) differs" in why for why in refused.values())
-    assert [s.path for s in b.manifest.segments] == [p.relative_to(tmp_path / "b").as_posix()
-                                                     for p in (tmp_path / "b" / "segments").iterdir()]
+    assert [s.path for s in b.manifest.segments] == [
+        p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b" / "segments").iterdir()
+    ]
     assert len(b.manifest.segments) == 1  # the whole model, uncut
 
 
 def test_requested_opset_and_dynamic_batch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = ConcatNet().eval()
-    b = split_model(model, torch.randn(1, 3, 8, 8), tmp_path / "b", name="c", opset=13, runs=2, progress=False)
+    b = split_model(
+        model, torch.randn(1, 3, 8, 8), tmp_path / "b", name="c", opset=13, runs=2, progress=False
+    )
     assert b.manifest.opset == 13
     x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():

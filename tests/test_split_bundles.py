@@ -98,10 +98,14 @@ def test_digits_bundle_accuracy_from_onnx(digits_bundle: Path) -> None:
     pred = BundleSessions(b).full()(x).argmax(axis=1)
     acc = float((pred == y).mean())
     assert acc >= 0.95
-    assert b.manifest.extra["accuracy"]["top1"] == pytest.approx(acc, abs=2 / len(y))  # torch vs ORT ties
+    assert b.manifest.extra["accuracy"]["top1"] == pytest.approx(
+        acc, abs=2 / len(y)
+    )  # torch vs ORT ties
 
 
-def test_example_bundle_is_cached_and_repaired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_bundle_is_cached_and_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     monkeypatch.setenv("COLLAB_CACHE_DIR", str(tmp_path))

@@ -11,7 +11,7 @@ import pytest
 from collab.bundle import load_bundle
 from collab.cli import main
 
-USER_MODELS = '''
+USER_MODELS = """
 import torch
 from torch import nn
 
@@ -44,7 +44,7 @@ def not_a_module():
 
 def broken():
     raise RuntimeError("factory bug")
-'''
+"""
 
 
 @pytest.fixture
@@ -54,9 +54,23 @@ def models_py(tmp_path: Path) -> Path:
     return p
 
 
-def test_split_file_factory_then_inspect(models_py: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_file_factory_then_inspect(
+    models_py: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bundle"
-    rc = main(["split", f"{models_py}:net", "--input-shape", "1,6", "--out", str(out), "--runs", "3", "--no-progress"])
+    rc = main(
+        [
+            "split",
+            f"{models_py}:net",
+            "--input-shape",
+            "1,6",
+            "--out",
+            str(out),
+            "--runs",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     b = load_bundle(out)
     assert b.manifest.model_name == "net"
@@ -80,8 +94,26 @@ def test_split_weights_flag(models_py: Path, tmp_path: Path) -> None:
     torch.nn.init.constant_(m.head.bias, 5.0)
     torch.save(m.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "b"
-    assert main(["split", f"{models_py}:net", "--input-shape", "2,6", "--out", str(out),
-                 "--weights", str(tmp_path / "w.pt"), "--name", "custom", "--runs", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                f"{models_py}:net",
+                "--input-shape",
+                "2,6",
+                "--out",
+                str(out),
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--name",
+                "custom",
+                "--runs",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     b = load_bundle(out)
     assert b.manifest.model_name == "custom"
     assert b.manifest.input_shape == (1, 6)
@@ -93,7 +125,9 @@ def _fails(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], out
     assert rc != 0
     assert needle in err, err
     assert not out.exists() or not any(out.iterdir())
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no staging leftovers
+    assert not [
+        p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")
+    ]  # no staging leftovers
 
 
 @pytest.mark.parametrize(
@@ -111,18 +145,46 @@ def _fails(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], out
     ],
 )
 def test_bad_input_fails_cleanly(
-    spec: str, shape: str, needle: str, models_py: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spec: str,
+    shape: str,
+    needle: str,
+    models_py: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
-    argv = ["split", spec.format(file=models_py), "--input-shape", shape, "--out", str(out), "--no-progress"]
+    argv = [
+        "split",
+        spec.format(file=models_py),
+        "--input-shape",
+        shape,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     _fails(argv, needle, capsys, out)
 
 
-def test_bad_weights_and_nonempty_out(models_py: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_weights_and_nonempty_out(
+    models_py: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "w.pt").write_bytes(b"not a checkpoint")
     out = tmp_path / "out"
-    _fails(["split", f"{models_py}:net", "--input-shape", "1,6", "--out", str(out), "--weights", str(tmp_path / "w.pt")],
-           "cannot read weights", capsys, out)
+    _fails(
+        [
+            "split",
+            f"{models_py}:net",
+            "--input-shape",
+            "1,6",
+            "--out",
+            str(out),
+            "--weights",
+            str(tmp_path / "w.pt"),
+        ],
+        "cannot read weights",
+        capsys,
+        out,
+    )
     out.mkdir()
     (out / "precious").write_text("x")
     assert main(["split", f"{models_py}:net", "--input-shape", "1,6", "--out", str(out)]) != 0
@@ -130,7 +192,9 @@ def test_bad_weights_and_nonempty_out(models_py: Path, tmp_path: Path, capsys: p
     assert [p.name for p in out.iterdir()] == ["precious"]
 
 
-def test_inspect_refuses_tampered_bundle(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_refuses_tampered_bundle(
+    digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     dst = tmp_path / "b"
@@ -144,8 +208,20 @@ def test_inspect_refuses_tampered_bundle(digits_bundle: Path, tmp_path: Path, ca
 def test_real_process_exit_code(models_py: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = subprocess.run(
-        [sys.executable, "-m", "collab.cli", "split", f"{models_py}:branchy", "--input-shape", "1,6", "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "collab.cli",
+            "split",
+            f"{models_py}:branchy",
+            "--input-shape",
+            "1,6",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 1
     assert "control flow" in r.stderr and "Traceback" not in r.stderr

@@ -40,11 +40,18 @@ def _residual_concat_model(path: Path, batch: int | str = "N") -> Path:
         helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1, name="fc"),
     ]
     graph = helper.make_graph(
-        nodes, "residual_concat",
+        nodes,
+        "residual_concat",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
-        [w("w1", 8, 3, 3, 3), w("w2", 8, 8, 3, 3), w("w3", 4, 8, 3, 3), w("w4", 4, 8, 1, 1),
-         w("wf", 5, 8), w("bf", 5)],
+        [
+            w("w1", 8, 3, 3, 3),
+            w("w2", 8, 8, 3, 3),
+            w("w3", 4, 8, 3, 3),
+            w("w4", 4, 8, 1, 1),
+            w("wf", 5, 8),
+            w("bf", 5),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
@@ -74,7 +81,9 @@ def test_every_cut_of_a_hand_built_graph_composes_in_ort(tmp_path: Path, granula
     for sp in b.manifest.split_points:
         y = sessions.tail(sp.name)(sessions.head(sp.name)(x))
         assert np.abs(y - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max())), sp.name
-        assert b.manifest.extra["checks"][sp.name]["ort_max_abs"] <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+        assert b.manifest.extra["checks"][sp.name]["ort_max_abs"] <= 1e-4 * max(
+            1.0, float(np.abs(ref).max())
+        )
 
 
 def test_exported_efficientnet_splits_and_every_cut_composes(tmp_path: Path) -> None:
@@ -86,9 +95,18 @@ def test_exported_efficientnet_splits_and_every_cut_composes(tmp_path: Path) -> 
     x = normalize(natural_images("train", 3), MEAN, STD)
     src = tmp_path / "effnet.onnx"
     with torch.no_grad():
-        torch.onnx.export(efficientnet_lite0(), (torch.from_numpy(x[:1]),), str(src), input_names=["image"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
-    assert main(["split", str(src), "--out", str(tmp_path / "b"), "--runs", "2", "--no-progress"]) == 0
+        torch.onnx.export(
+            efficientnet_lite0(),
+            (torch.from_numpy(x[:1]),),
+            str(src),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
+    assert (
+        main(["split", str(src), "--out", str(tmp_path / "b"), "--runs", "2", "--no-progress"]) == 0
+    )
     b = load_bundle(tmp_path / "b")
     assert len(b.manifest.split_points) >= 4  # stages of decreasing feature size
     on_disk = sum(p.stat().st_size for p in (tmp_path / "b").rglob("*") if p.is_file())

@@ -52,12 +52,15 @@ def test_mahimahi_capacity_matches_definition() -> None:
     assert cap.rate_bps(0.5, 1.0) == pytest.approx(tr.mean_bps, rel=0.01)
 
 
-@pytest.mark.parametrize(("text", "line", "what"), [
-    ("0\n5\nabc\n10\n", 3, "malformed"),
-    ("0\n5\n-3\n", 3, "malformed"),
-    ("0\n10\n5\n", 3, "backwards"),
-    ("1.5\n", 1, "malformed"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("0\n5\nabc\n10\n", 3, "malformed"),
+        ("0\n5\n-3\n", 3, "malformed"),
+        ("0\n10\n5\n", 3, "backwards"),
+        ("1.5\n", 1, "malformed"),
+    ],
+)
 def test_mahimahi_errors_name_the_line(text: str, line: int, what: str) -> None:
     with pytest.raises(ConfigError, match=rf"trace.up:{line}: .*{what}"):
         parse_mahimahi(text, "trace.up")
@@ -82,16 +85,27 @@ def test_segment_validation() -> None:
 
 
 def test_direction_trace_timeline_and_roundtrip() -> None:
-    d = DirectionTrace(segments=(Segment(duration_s=1, bandwidth_bps=1e6, delay_ms=10),
-                                 Segment(duration_s=1, outage=True)), repeat=True)
+    d = DirectionTrace(
+        segments=(
+            Segment(duration_s=1, bandwidth_bps=1e6, delay_ms=10),
+            Segment(duration_s=1, outage=True),
+        ),
+        repeat=True,
+    )
     assert not d.outage_at(0.5) and d.outage_at(1.5) and not d.outage_at(2.5)
     assert d.segment_at(2.2).delay_ms == 10
     assert DirectionTrace.from_dict(d.to_dict()) == d
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="real Mahimahi traces not present (../shared/traces)")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="real Mahimahi traces not present (../shared/traces)"
+)
 def test_real_traces_parse_with_documented_means() -> None:
-    want = {"ATT-LTE-driving-2016.up": 1.91, "TMobile-UMTS-driving.up": 0.94, "Verizon-EVDO-driving.up": 0.84}
+    want = {
+        "ATT-LTE-driving-2016.up": 1.91,
+        "TMobile-UMTS-driving.up": 0.94,
+        "Verizon-EVDO-driving.up": 0.84,
+    }
     for name, mbps in want.items():
         p = SHARED / name
         if p.exists():

@@ -49,7 +49,10 @@ class Allocation:
 
 
 def channel_sensitivity(
-    feats: np.ndarray, tail: Callable[[np.ndarray], np.ndarray], *, rel_noise: float = 0.3,
+    feats: np.ndarray,
+    tail: Callable[[np.ndarray], np.ndarray],
+    *,
+    rel_noise: float = 0.3,
     seed: int = 0,
 ) -> np.ndarray:
     """``g_c``: mean squared logit change per unit noise variance in channel ``c``.
@@ -73,7 +76,11 @@ def channel_sensitivity(
 
 
 def fit(
-    feats: np.ndarray, bits: int, rate: float, sensitivity: np.ndarray | None = None, *,
+    feats: np.ndarray,
+    bits: int,
+    rate: float,
+    sensitivity: np.ndarray | None = None,
+    *,
     clip: float = 99.99,
 ) -> Allocation:
     """The allocation for TRAIN features (N, C, ...) at ``rate`` (step of a median

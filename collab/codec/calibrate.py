@@ -152,8 +152,10 @@ def _check_images(m: Manifest, images: np.ndarray, labels: np.ndarray | None) ->
     """Camera images for the image section, resized to the bundle's size (as the edge does)."""
     pre = m.preprocessing
     if pre is None:
-        raise ConfigError(f"{m.model_name}: image codecs need a bundle with preprocessing "
-                          "(collab split --mean/--std)")
+        raise ConfigError(
+            f"{m.model_name}: image codecs need a bundle with preprocessing "
+            "(collab split --mean/--std)"
+        )
     pixels, _ = check_images(images)
     if labels is not None and len(labels) != len(pixels):
         raise ConfigError(f"{len(labels)} labels for {len(pixels)} images")
@@ -256,8 +258,15 @@ def calibrate_bundle(
 ) -> dict[str, Any]:
     """Measure and store ``calibration.json`` in the bundle (manifest.calibration, hashed)."""
     bundle = load_bundle(bundle_dir)
-    result = measure(bundle, inputs, labels, codecs=codecs, progress=progress, images=images,
-                     image_codecs=image_codecs)
+    result = measure(
+        bundle,
+        inputs,
+        labels,
+        codecs=codecs,
+        progress=progress,
+        images=images,
+        image_codecs=image_codecs,
+    )
 
     def mutate(root: Path, m: Manifest) -> Manifest:
         tmp = root / (FILENAME + ".tmp")

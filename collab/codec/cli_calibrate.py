@@ -25,8 +25,12 @@ DEFAULT_N = 200
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     parser.add_argument("bundle", type=Path, help="bundle directory (modified in place)")
-    parser.add_argument("--n", type=int, default=None,
-                        help="number of inputs to use (default 200; all 400 test images of a natural-image example)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="number of inputs to use (default 200; all 400 test images of a natural-image example)",
+    )
     parser.add_argument(
         "--codecs",
         nargs="+",
@@ -42,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="image codecs of the cloud-only path, measured on camera images: jpeg:Q png webp:Q",
     )
     parser.add_argument("--inputs", type=Path, help=".npy float array (N, *input_shape[1:])")
-    parser.add_argument("--images", type=Path, help=".npy uint8 camera images (N, H, W, 3), instead of --inputs")
+    parser.add_argument(
+        "--images", type=Path, help=".npy uint8 camera images (N, H, W, 3), instead of --inputs"
+    )
     parser.add_argument("--labels", type=Path, help=".npy integer labels (N,) for accuracy")
     parser.add_argument(
         "--example", help="example model whose test inputs to use (default: model name)"
@@ -68,7 +74,9 @@ def _inputs(
     if args.images is not None:
         pre = bundle.manifest.preprocessing
         if pre is None:
-            raise ConfigError("--images needs a bundle with preprocessing (collab split --mean/--std)")
+            raise ConfigError(
+                "--images needs a bundle with preprocessing (collab split --mean/--std)"
+            )
         from collab.codec.image import check_images
 
         images, _ = check_images(_load_npy(args.images)[: n or DEFAULT_N])
@@ -102,8 +110,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--n must be positive")
     bundle = load_bundle(args.bundle)
     x, y, images = _inputs(args, bundle)
-    cal = calibrate_bundle(args.bundle, x, y, codecs=args.codecs, progress=not args.no_progress,
-                           images=images, image_codecs=args.image_codecs)
+    cal = calibrate_bundle(
+        args.bundle,
+        x,
+        y,
+        codecs=args.codecs,
+        progress=not args.no_progress,
+        images=images,
+        image_codecs=args.image_codecs,
+    )
     print(format_table(cal))
     return 0
 
@@ -114,7 +129,11 @@ def format_table(cal: dict) -> str:  # type: ignore[type-arg]
         f"{'where':<14} {'codec':<24} {'bytes':>9} {'ratio':>7} {'enc ms':>7} {'dec ms':>7}"
         f" {'rel_l2':>8} {'agree':>6} {'acc':>6}"
     ]
-    sections = [("input", cal["input"]), *cal["points"].items(), *([("image", cal["image"])] if "image" in cal else [])]
+    sections = [
+        ("input", cal["input"]),
+        *cal["points"].items(),
+        *([("image", cal["image"])] if "image" in cal else []),
+    ]
     for where, sec in sections:
         for codec, s in sec.items():
             acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.3f}"

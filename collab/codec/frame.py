@@ -167,8 +167,14 @@ def encode(array: np.ndarray, codec: Codec | str, *, alloc: Allocation | None = 
 def _codec_cached(
     qid: int, eid: int, level: int, sparse: bool, clip: float | None, alloc: bool
 ) -> Codec:
-    return Codec(quant=QUANTS[qid], entropy=ENTROPIES[eid], level=level, sparse=sparse, clip=clip,
-                 alloc=alloc)
+    return Codec(
+        quant=QUANTS[qid],
+        entropy=ENTROPIES[eid],
+        level=level,
+        sparse=sparse,
+        clip=clip,
+        alloc=alloc,
+    )
 
 
 def _codec(qid: int, eid: int, level: int, sparse: bool, clip: float | None, alloc: bool) -> Codec:

@@ -52,7 +52,9 @@ class ImageCodec:
         if self.kind not in FORMATS:
             raise CodecError(f"unknown image codec {self.kind!r} (known: jpeg:Q, webp:Q, png)")
         if (self.kind == "png") != (self.quality is None):
-            raise CodecError(f"{self.kind}: quality {'is required' if self.quality is None else 'does not apply'}")
+            raise CodecError(
+                f"{self.kind}: quality {'is required' if self.quality is None else 'does not apply'}"
+            )
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise CodecError(f"{self.kind} quality {self.quality} outside [1, 100]")
 
@@ -75,7 +77,9 @@ class ImageCodec:
             return cls("png")
         m = _NAME_RE.match(name)
         if m is None:
-            raise CodecError(f"bad image codec name {name!r}: expected jpeg:Q, webp:Q (Q 1..100) or png")
+            raise CodecError(
+                f"bad image codec name {name!r}: expected jpeg:Q, webp:Q (Q 1..100) or png"
+            )
         codec = cls(m.group(1), int(m.group(2)))
         if codec.name != name:
             raise CodecError(f"bad image codec name {name!r} (canonical form: {codec.name!r})")
@@ -120,7 +124,9 @@ def check_images(images: object) -> tuple[np.ndarray, bool]:
     if single:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3 or 0 in arr.shape:
-        raise ConfigError(f"an image must be (H, W, 3) RGB, or a batch (N, H, W, 3); got shape {given}")
+        raise ConfigError(
+            f"an image must be (H, W, 3) RGB, or a batch (N, H, W, 3); got shape {given}"
+        )
     return np.ascontiguousarray(arr), single
 
 
@@ -175,7 +181,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         with image.open(io.BytesIO(data), formats=list(FORMATS.values())) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise CodecError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
+                raise CodecError(
+                    f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels"
+                )
             if img.mode != "RGB":
                 raise CodecError(f"image mode {img.mode!r}: only RGB images are accepted")
             img.load()
@@ -185,5 +193,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct errors, ...
         raise CodecError(f"not a valid JPEG/PNG/WebP image: {e}") from None
     if arr.dtype != np.uint8 or arr.shape != (h, w, 3):
-        raise CodecError(f"decoded image has {arr.dtype}{list(arr.shape)}, expected uint8 [{h}, {w}, 3]")
+        raise CodecError(
+            f"decoded image has {arr.dtype}{list(arr.shape)}, expected uint8 [{h}, {w}, 3]"
+        )
     return arr

@@ -68,7 +68,9 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
     for name in sorted(stats):
         row = stats[name]
         try:
-            codec: Codec | ImageCodec = ImageCodec.parse(name) if is_image_codec(name) else Codec.parse(name)
+            codec: Codec | ImageCodec = (
+                ImageCodec.parse(name) if is_image_codec(name) else Codec.parse(name)
+            )
         except CodecError as e:
             raise ConfigError(f"calibration table: {e}") from e
         if not isinstance(row, Mapping):
@@ -76,9 +78,16 @@ def codec_rows(stats: Mapping[str, Mapping[str, float]]) -> tuple[CodecRow, ...]
         vals = {k: _stat(name, row, k) for k in REQUIRED}
         if vals["agreement"] > 1.0:
             raise ConfigError(f"calibration entry {name!r}: agreement {vals['agreement']} > 1")
-        rows.append(CodecRow(name=name, lossless=codec.lossless, bytes=vals["bytes"],
-                             encode_ms=vals["encode_ms"], decode_ms=vals["decode_ms"],
-                             agreement=vals["agreement"]))
+        rows.append(
+            CodecRow(
+                name=name,
+                lossless=codec.lossless,
+                bytes=vals["bytes"],
+                encode_ms=vals["encode_ms"],
+                decode_ms=vals["decode_ms"],
+                agreement=vals["agreement"],
+            )
+        )
     return tuple(rows)
 
 
@@ -87,8 +96,9 @@ def allowed(row: CodecRow, accuracy_budget: float) -> bool:
     return row.lossless or 1.0 - row.agreement <= accuracy_budget + 1e-12
 
 
-def best_codec(rows: tuple[CodecRow, ...], *, bandwidth_bps: float,
-               accuracy_budget: float) -> tuple[CodecRow, float]:
+def best_codec(
+    rows: tuple[CodecRow, ...], *, bandwidth_bps: float, accuracy_budget: float
+) -> tuple[CodecRow, float]:
     """The fastest of validated ``rows`` within the budget and its predicted ms: the
     per-request hot path of the decision engine, which validates each table once
     (:func:`codec_rows`)."""
@@ -121,6 +131,7 @@ def choose_codec(
         raise ConfigError(f"bandwidth_bps must be a positive number, got {bandwidth_bps!r}")
     if not (isinstance(accuracy_budget, int | float) and 0.0 <= accuracy_budget <= 1.0):
         raise ConfigError(f"accuracy_budget must be in [0, 1], got {accuracy_budget!r}")
-    row, ms = best_codec(codec_rows(stats), bandwidth_bps=bandwidth_bps,
-                         accuracy_budget=accuracy_budget)
+    row, ms = best_codec(
+        codec_rows(stats), bandwidth_bps=bandwidth_bps, accuracy_budget=accuracy_budget
+    )
     return CodecChoice(codec=row.name, predicted_ms=ms, bytes=row.bytes)

@@ -105,8 +105,9 @@ class Codec:
             raise CodecError(
                 f"bad codec name {name!r}: expected <f32|f16|int8|int4>[+zstdN|+brotliN][+sparse][+clipP][+alloc]"
             )
-        codec = cls(quant=quant, entropy=entropy, level=level, sparse=sparse, clip=clip,
-                    alloc=alloc)
+        codec = cls(
+            quant=quant, entropy=entropy, level=level, sparse=sparse, clip=clip, alloc=alloc
+        )
         if codec.name != name:
             raise CodecError(f"bad codec name {name!r} (canonical form: {codec.name!r})")
         return codec

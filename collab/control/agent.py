@@ -37,7 +37,9 @@ class AgentConfig:
     role: str  # "edge" | "cloud"
     mqtt: MqttConfig
     work_dir: Path  # fetched bundles live in work_dir/bundles/<version>
-    trusted_key: Path | None = None  # coordinator's Ed25519 public key (PEM); None = refuse rollouts
+    trusted_key: Path | None = (
+        None  # coordinator's Ed25519 public key (PEM); None = refuse rollouts
+    )
     capabilities: Mapping[str, str] = field(default_factory=dict)
     endpoints: tuple[str, ...] = ()  # cloud nodes: gRPC addresses edges should use
     bundle_version: str = ""
@@ -57,9 +59,14 @@ class AgentConfig:
 
 
 class NodeAgent:
-    def __init__(self, config: AgentConfig, *, on_swap: SwapCallback | None = None,
-                 on_clouds: CloudsCallback | None = None,
-                 telemetry: TelemetryCallback | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        on_swap: SwapCallback | None = None,
+        on_clouds: CloudsCallback | None = None,
+        telemetry: TelemetryCallback | None = None,
+    ) -> None:
         self.config = config
         self._on_swap = on_swap
         self._on_clouds = on_clouds
@@ -117,8 +124,13 @@ class NodeAgent:
         self._mqtt.start(timeout)
         # the on-connect announce is queued on paho's thread; make sure the broker has an
         # announce before the first heartbeat, so the coordinator never sees an unknown node
-        self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1,
-                           retain=True, wait=timeout)
+        self._mqtt.publish(
+            self._topic(topics.ANNOUNCE),
+            self._announce_bytes(online=True),
+            qos=1,
+            retain=True,
+            wait=timeout,
+        )
         for name, target in (("heartbeat", self._tick_loop), ("rollout", self._rollout_loop)):
             t = threading.Thread(target=target, name=f"agent-{name}-{self.node_id}", daemon=True)
             t.start()
@@ -132,8 +144,13 @@ class NodeAgent:
         self._wake.set()
         try:
             if self._mqtt.connected:
-                self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=False),
-                                   qos=1, retain=True, wait=2.0)
+                self._mqtt.publish(
+                    self._topic(topics.ANNOUNCE),
+                    self._announce_bytes(online=False),
+                    qos=1,
+                    retain=True,
+                    wait=2.0,
+                )
         except CollabError as e:
             logger.warning("node %s: offline announce failed: %s", self.node_id, e)
         self._mqtt.stop()
@@ -154,13 +171,22 @@ class NodeAgent:
         caps = dict(self.config.capabilities)
         if self._on_swap is not None:
             caps.setdefault("rollout", "1")
-        a = msg.Announce(node_id=self.node_id, role=self.config.role, online=online, capabilities=caps,
-                         bundle_version=self._version, endpoints=self._endpoints,
-                         model_name=self._model_name, sent_at=time.time())
+        a = msg.Announce(
+            node_id=self.node_id,
+            role=self.config.role,
+            online=online,
+            capabilities=caps,
+            bundle_version=self._version,
+            endpoints=self._endpoints,
+            model_name=self._model_name,
+            sent_at=time.time(),
+        )
         return msg.announce_to_proto(a).SerializeToString()
 
     def _announce(self) -> None:
-        self._mqtt.publish(self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1, retain=True)
+        self._mqtt.publish(
+            self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1, retain=True
+        )
 
     def _tick_loop(self) -> None:
         next_hb = time.monotonic()
@@ -170,10 +196,16 @@ class NodeAgent:
             try:
                 if now >= next_hb:
                     self._seq += 1
-                    hb = msg.Heartbeat(node_id=self.node_id, seq=self._seq, sent_at=time.time(),
-                                       bundle_version=self._version)
-                    self._mqtt.publish(self._topic(topics.HEARTBEAT),
-                                       msg.heartbeat_to_proto(hb).SerializeToString())
+                    hb = msg.Heartbeat(
+                        node_id=self.node_id,
+                        seq=self._seq,
+                        sent_at=time.time(),
+                        bundle_version=self._version,
+                    )
+                    self._mqtt.publish(
+                        self._topic(topics.HEARTBEAT),
+                        msg.heartbeat_to_proto(hb).SerializeToString(),
+                    )
                     next_hb = now + self.config.heartbeat_interval
                 if now >= next_tm:
                     next_tm = now + self.config.telemetry_interval
@@ -192,19 +224,37 @@ class NodeAgent:
             return
         if t is None:
             return
+
         def finite(x: float) -> float:  # an idle interval has no percentiles
             return x if math.isfinite(x) else 0.0
 
-        t = replace(t, node_id=self.node_id, sent_at=time.time(), p50_ms=finite(t.p50_ms),
-                    p95_ms=finite(t.p95_ms), p99_ms=finite(t.p99_ms), interval_s=finite(t.interval_s))
-        self._mqtt.publish(self._topic(topics.TELEMETRY), msg.telemetry_to_proto(t).SerializeToString())
+        t = replace(
+            t,
+            node_id=self.node_id,
+            sent_at=time.time(),
+            p50_ms=finite(t.p50_ms),
+            p95_ms=finite(t.p95_ms),
+            p99_ms=finite(t.p99_ms),
+            interval_s=finite(t.interval_s),
+        )
+        self._mqtt.publish(
+            self._topic(topics.TELEMETRY), msg.telemetry_to_proto(t).SerializeToString()
+        )
 
     def _ack(self, d: msg.RolloutDirective, *, ok: bool, error: str = "") -> None:
-        a = msg.RolloutAck(node_id=self.node_id, rollout_id=d.rollout_id, version=d.version, ok=ok,
-                           error=error, sent_at=time.time())
+        a = msg.RolloutAck(
+            node_id=self.node_id,
+            rollout_id=d.rollout_id,
+            version=d.version,
+            ok=ok,
+            error=error,
+            sent_at=time.time(),
+        )
         self.acks.append(a)
         try:
-            self._mqtt.publish(self._topic(topics.ACK), msg.ack_to_proto(a).SerializeToString(), qos=1)
+            self._mqtt.publish(
+                self._topic(topics.ACK), msg.ack_to_proto(a).SerializeToString(), qos=1
+            )
         except CollabError as e:
             logger.warning("node %s: ack publish failed: %s", self.node_id, e)
 
@@ -266,7 +316,9 @@ class NodeAgent:
             self._ack(d, ok=False, error="node does not accept rollouts")
             return
         if self._public_key is None:
-            self._ack(d, ok=False, error="no trusted coordinator key configured; refusing unsigned trust")
+            self._ack(
+                d, ok=False, error="no trusted coordinator key configured; refusing unsigned trust"
+            )
             return
         root = Path(self.config.work_dir) / "bundles"
         root.mkdir(parents=True, exist_ok=True)
@@ -274,10 +326,16 @@ class NodeAgent:
         while True:
             tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
             try:
-                fetch_bundle(d.fetch_endpoint, d.version, tmp, node_id=self.node_id,
-                             ca_file=self.config.fetch_ca)
-                bundle = verify_signed_bundle(tmp, version=d.version, signature=d.signature,
-                                              public_key=self._public_key)
+                fetch_bundle(
+                    d.fetch_endpoint,
+                    d.version,
+                    tmp,
+                    node_id=self.node_id,
+                    ca_file=self.config.fetch_ca,
+                )
+                bundle = verify_signed_bundle(
+                    tmp, version=d.version, signature=d.signature, public_key=self._public_key
+                )
                 break
             except TransportError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -311,7 +369,10 @@ class NodeAgent:
         self._prune(root)
 
     def _prune(self, root: Path) -> None:
-        dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-        for p in dirs[self.config.keep_bundles:]:
+        dirs = sorted(
+            (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for p in dirs[self.config.keep_bundles :]:
             shutil.rmtree(p, ignore_errors=True)

@@ -24,26 +24,42 @@ def add_cloud_join_args(parser: argparse.ArgumentParser) -> None:
     """``--broker`` (+ credentials/TLS) and the node's fleet identity."""
     add_mqtt_args(parser)
     g = parser.add_argument_group("fleet membership (with --broker)")
-    g.add_argument("--node-id", default="", help="fleet-unique id (default: cloud-<hostname>-<port>)")
-    g.add_argument("--advertise", default=None, metavar="HOST:PORT",
-                   help="endpoint edges should use (default: the listen address)")
+    g.add_argument(
+        "--node-id", default="", help="fleet-unique id (default: cloud-<hostname>-<port>)"
+    )
+    g.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="endpoint edges should use (default: the listen address)",
+    )
     g.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S")
 
 
-def cloud_agent(args: argparse.Namespace, *, listen: str, port: int,
-                served: Sequence[tuple[str, str]] = ()) -> NodeAgent | None:
+def cloud_agent(
+    args: argparse.Namespace, *, listen: str, port: int, served: Sequence[tuple[str, str]] = ()
+) -> NodeAgent | None:
     """A started agent announcing this cloud node and the (model name, bundle version)
     pairs it ``served``, or None without ``--broker``."""
     if not args.broker:
         return None
     node_id = args.node_id or topics.default_node_id("cloud", port)
     endpoint = args.advertise or advertised(listen, port, wildcard_host=socket.gethostname())
-    agent = NodeAgent(AgentConfig(
-        node_id=node_id, role="cloud", mqtt=mqtt_config_from_args(args, client_id=node_id),
-        work_dir=Path(tempfile.gettempdir()) / f"collab-{node_id}", endpoints=(endpoint,),
-        bundle_version=served[0][1] if served else "", model_name=served[0][0] if served else "",
-        capabilities={"models": ",".join(f"{n}@{v[:12]}" for n, v in served)},
-        heartbeat_interval=args.heartbeat_interval))
+    agent = NodeAgent(
+        AgentConfig(
+            node_id=node_id,
+            role="cloud",
+            mqtt=mqtt_config_from_args(args, client_id=node_id),
+            work_dir=Path(tempfile.gettempdir()) / f"collab-{node_id}",
+            endpoints=(endpoint,),
+            bundle_version=served[0][1] if served else "",
+            model_name=served[0][0] if served else "",
+            capabilities={"models": ",".join(f"{n}@{v[:12]}" for n, v in served)},
+            heartbeat_interval=args.heartbeat_interval,
+        )
+    )
     agent.start()
-    logger.info("cloud node joined the fleet at %s as %s, announcing %s", args.broker, node_id, endpoint)
+    logger.info(
+        "cloud node joined the fleet at %s as %s, announcing %s", args.broker, node_id, endpoint
+    )
     return agent

@@ -159,10 +159,15 @@ def _bounded(items: int, what: str) -> None:
 
 def announce_to_proto(a: Announce) -> pb.NodeAnnounce:
     return pb.NodeAnnounce(
-        node_id=a.node_id, role=_ROLE_TO_PB[a.role],
+        node_id=a.node_id,
+        role=_ROLE_TO_PB[a.role],
         state=pb.STATE_ONLINE if a.online else pb.STATE_OFFLINE,
-        capabilities=dict(a.capabilities), bundle_version=a.bundle_version,
-        endpoints=list(a.endpoints), sent_at=a.sent_at, model_name=a.model_name)
+        capabilities=dict(a.capabilities),
+        bundle_version=a.bundle_version,
+        endpoints=list(a.endpoints),
+        sent_at=a.sent_at,
+        model_name=a.model_name,
+    )
 
 
 def announce_from_proto(m: pb.NodeAnnounce) -> Announce:
@@ -173,25 +178,45 @@ def announce_from_proto(m: pb.NodeAnnounce) -> Announce:
     _bounded(len(m.endpoints), "endpoints")
     _bounded(len(m.capabilities), "capabilities")
     return Announce(
-        node_id=valid_node_id(m.node_id), role=_ROLE_FROM_PB[m.role], online=m.state == pb.STATE_ONLINE,
-        capabilities=dict(m.capabilities), bundle_version=m.bundle_version,
-        endpoints=tuple(m.endpoints), model_name=m.model_name, sent_at=finite(m.sent_at, "sent_at"))
+        node_id=valid_node_id(m.node_id),
+        role=_ROLE_FROM_PB[m.role],
+        online=m.state == pb.STATE_ONLINE,
+        capabilities=dict(m.capabilities),
+        bundle_version=m.bundle_version,
+        endpoints=tuple(m.endpoints),
+        model_name=m.model_name,
+        sent_at=finite(m.sent_at, "sent_at"),
+    )
 
 
 def heartbeat_to_proto(h: Heartbeat) -> pb.Heartbeat:
-    return pb.Heartbeat(node_id=h.node_id, seq=h.seq, sent_at=h.sent_at, bundle_version=h.bundle_version)
+    return pb.Heartbeat(
+        node_id=h.node_id, seq=h.seq, sent_at=h.sent_at, bundle_version=h.bundle_version
+    )
 
 
 def heartbeat_from_proto(m: pb.Heartbeat) -> Heartbeat:
-    return Heartbeat(node_id=valid_node_id(m.node_id), seq=m.seq, sent_at=finite(m.sent_at, "sent_at"),
-                     bundle_version=m.bundle_version)
+    return Heartbeat(
+        node_id=valid_node_id(m.node_id),
+        seq=m.seq,
+        sent_at=finite(m.sent_at, "sent_at"),
+        bundle_version=m.bundle_version,
+    )
 
 
 def telemetry_to_proto(t: Telemetry) -> pb.Telemetry:
     return pb.Telemetry(
-        node_id=t.node_id, interval_s=t.interval_s, requests=t.requests, path_mix=dict(t.path_mix),
-        p50_ms=t.p50_ms, p95_ms=t.p95_ms, p99_ms=t.p99_ms, fallbacks=t.fallbacks,
-        bytes_sent=t.bytes_sent, sent_at=t.sent_at)
+        node_id=t.node_id,
+        interval_s=t.interval_s,
+        requests=t.requests,
+        path_mix=dict(t.path_mix),
+        p50_ms=t.p50_ms,
+        p95_ms=t.p95_ms,
+        p99_ms=t.p99_ms,
+        fallbacks=t.fallbacks,
+        bytes_sent=t.bytes_sent,
+        sent_at=t.sent_at,
+    )
 
 
 def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
@@ -199,35 +224,65 @@ def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
     for what in ("interval_s", "p50_ms", "p95_ms", "p99_ms", "sent_at"):
         finite(getattr(m, what), what)
     return Telemetry(
-        node_id=valid_node_id(m.node_id), interval_s=m.interval_s, requests=m.requests,
-        path_mix=dict(m.path_mix), p50_ms=m.p50_ms, p95_ms=m.p95_ms, p99_ms=m.p99_ms,
-        fallbacks=m.fallbacks, bytes_sent=m.bytes_sent, sent_at=m.sent_at)
+        node_id=valid_node_id(m.node_id),
+        interval_s=m.interval_s,
+        requests=m.requests,
+        path_mix=dict(m.path_mix),
+        p50_ms=m.p50_ms,
+        p95_ms=m.p95_ms,
+        p99_ms=m.p99_ms,
+        fallbacks=m.fallbacks,
+        bytes_sent=m.bytes_sent,
+        sent_at=m.sent_at,
+    )
 
 
 def directive_to_proto(d: RolloutDirective) -> pb.RolloutDirective:
     return pb.RolloutDirective(
-        rollout_id=d.rollout_id, version=d.version, signature=d.signature,
-        fetch_endpoint=d.fetch_endpoint, model_name=d.model_name, issued_at=d.issued_at)
+        rollout_id=d.rollout_id,
+        version=d.version,
+        signature=d.signature,
+        fetch_endpoint=d.fetch_endpoint,
+        model_name=d.model_name,
+        issued_at=d.issued_at,
+    )
 
 
 def directive_from_proto(m: pb.RolloutDirective) -> RolloutDirective:
     if len(m.version) != 64 or not m.rollout_id or not m.fetch_endpoint:
         raise MalformedMessage("rollout directive lacks version, rollout_id or fetch_endpoint")
     return RolloutDirective(
-        rollout_id=m.rollout_id, version=m.version, signature=bytes(m.signature),
-        fetch_endpoint=m.fetch_endpoint, model_name=m.model_name, issued_at=m.issued_at)
+        rollout_id=m.rollout_id,
+        version=m.version,
+        signature=bytes(m.signature),
+        fetch_endpoint=m.fetch_endpoint,
+        model_name=m.model_name,
+        issued_at=m.issued_at,
+    )
 
 
 def ack_to_proto(a: RolloutAck) -> pb.RolloutAck:
-    return pb.RolloutAck(node_id=a.node_id, rollout_id=a.rollout_id, version=a.version, ok=a.ok,
-                         error=a.error, sent_at=a.sent_at)
+    return pb.RolloutAck(
+        node_id=a.node_id,
+        rollout_id=a.rollout_id,
+        version=a.version,
+        ok=a.ok,
+        error=a.error,
+        sent_at=a.sent_at,
+    )
 
 
 def ack_from_proto(m: pb.RolloutAck) -> RolloutAck:
     if not m.rollout_id:
         raise MalformedMessage("ack without rollout_id")
-    return RolloutAck(node_id=valid_node_id(m.node_id), rollout_id=m.rollout_id, version=m.version,
-                      ok=m.ok, error=m.error[:1000], sent_at=finite(m.sent_at, "sent_at"))
+    return RolloutAck(
+        node_id=valid_node_id(m.node_id),
+        rollout_id=m.rollout_id,
+        version=m.version,
+        ok=m.ok,
+        error=m.error[:1000],
+        sent_at=finite(m.sent_at, "sent_at"),
+    )
 
 
 def clouds_to_proto(endpoints: tuple[str, ...], updated_at: float) -> pb.CloudEndpoints:
@@ -241,43 +296,74 @@ def clouds_from_proto(m: pb.CloudEndpoints) -> tuple[str, ...]:
 
 def rollout_status_to_proto(r: RolloutStatus) -> pb.RolloutStatus:
     return pb.RolloutStatus(
-        rollout_id=r.rollout_id, version=r.version, previous_version=r.previous_version,
-        percent=r.percent, state=r.state, created_at=r.created_at, model_name=r.model_name,
-        nodes=[pb.NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in r.nodes])
+        rollout_id=r.rollout_id,
+        version=r.version,
+        previous_version=r.previous_version,
+        percent=r.percent,
+        state=r.state,
+        created_at=r.created_at,
+        model_name=r.model_name,
+        nodes=[
+            pb.NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in r.nodes
+        ],
+    )
 
 
 def rollout_status_from_proto(m: pb.RolloutStatus) -> RolloutStatus:
     return RolloutStatus(
-        rollout_id=m.rollout_id, version=m.version, previous_version=m.previous_version,
-        percent=m.percent, state=m.state, created_at=m.created_at, model_name=m.model_name,
-        nodes=tuple(NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in m.nodes))
+        rollout_id=m.rollout_id,
+        version=m.version,
+        previous_version=m.previous_version,
+        percent=m.percent,
+        state=m.state,
+        created_at=m.created_at,
+        model_name=m.model_name,
+        nodes=tuple(
+            NodeRolloutState(node_id=n.node_id, state=n.state, error=n.error) for n in m.nodes
+        ),
+    )
 
 
 def fleet_status_to_proto(f: FleetStatus) -> pb.FleetStatus:
     nodes = [
         pb.NodeStatus(
-            node_id=n.node_id, role=_ROLE_TO_PB[n.role],
+            node_id=n.node_id,
+            role=_ROLE_TO_PB[n.role],
             state=pb.STATE_ONLINE if n.online else pb.STATE_OFFLINE,
-            bundle_version=n.bundle_version, endpoints=list(n.endpoints), last_seen=n.last_seen,
-            telemetry=telemetry_to_proto(n.telemetry) if n.telemetry else None)
+            bundle_version=n.bundle_version,
+            endpoints=list(n.endpoints),
+            last_seen=n.last_seen,
+            telemetry=telemetry_to_proto(n.telemetry) if n.telemetry else None,
+        )
         for n in f.nodes
     ]
     return pb.FleetStatus(
-        nodes=nodes, rollout=rollout_status_to_proto(f.rollout) if f.rollout else None,
-        updated_at=f.updated_at, rejected=dict(f.rejected))
+        nodes=nodes,
+        rollout=rollout_status_to_proto(f.rollout) if f.rollout else None,
+        updated_at=f.updated_at,
+        rejected=dict(f.rejected),
+    )
 
 
 def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
     nodes = tuple(
         NodeStatus(
-            node_id=n.node_id, role=_ROLE_FROM_PB.get(n.role, "edge"), online=n.state == pb.STATE_ONLINE,
-            bundle_version=n.bundle_version, endpoints=tuple(n.endpoints), last_seen=n.last_seen,
-            telemetry=telemetry_from_proto(n.telemetry) if n.HasField("telemetry") else None)
+            node_id=n.node_id,
+            role=_ROLE_FROM_PB.get(n.role, "edge"),
+            online=n.state == pb.STATE_ONLINE,
+            bundle_version=n.bundle_version,
+            endpoints=tuple(n.endpoints),
+            last_seen=n.last_seen,
+            telemetry=telemetry_from_proto(n.telemetry) if n.HasField("telemetry") else None,
+        )
         for n in m.nodes
     )
     return FleetStatus(
-        nodes=nodes, rollout=rollout_status_from_proto(m.rollout) if m.HasField("rollout") else None,
-        updated_at=m.updated_at, rejected=dict(m.rejected))
+        nodes=nodes,
+        rollout=rollout_status_from_proto(m.rollout) if m.HasField("rollout") else None,
+        updated_at=m.updated_at,
+        rejected=dict(m.rejected),
+    )
 
 
 # ---------------------------------------------------------------- wire helpers

@@ -81,8 +81,13 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 class MqttClient:
     """One broker connection with filter-based dispatch."""
 
-    def __init__(self, config: MqttConfig, *, will: tuple[str, bytes, int, bool] | None = None,
-                 on_connect: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        will: tuple[str, bytes, int, bool] | None = None,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
         parse_broker_url(config.url)
         self.config = config
         self._on_connect_hook = on_connect
@@ -92,16 +97,22 @@ class MqttClient:
         self._refused: str | None = None
         self._connack = threading.Event()  # first CONNACK, success or not
         self._started = False
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
-                        clean_session=config.clean_session)
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=config.clean_session,
+        )
         if config.username is not None:
             c.username_pw_set(config.username, config.password)
         if config.tls:
             try:
-                c.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None,
-                          certfile=str(config.cert_file) if config.cert_file else None,
-                          keyfile=str(config.key_file) if config.key_file else None,
-                          cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+                c.tls_set(
+                    ca_certs=str(config.ca_file) if config.ca_file else None,
+                    certfile=str(config.cert_file) if config.cert_file else None,
+                    keyfile=str(config.key_file) if config.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
             except (OSError, ssl.SSLError, ValueError) as e:
                 raise ConfigError(f"MQTT TLS setup failed: {e}") from e
         if will is not None:
@@ -117,7 +128,9 @@ class MqttClient:
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 10.0) -> MqttClient:
         try:
-            self._client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive)
+            self._client.connect(
+                self.config.host, self.config.port, keepalive=self.config.keepalive
+            )
         except (OSError, ssl.SSLError) as e:
             raise ControlPlaneError(f"cannot connect to MQTT broker {self.config.url}: {e}") from e
         self._client.loop_start()
@@ -148,8 +161,15 @@ class MqttClient:
         return self._connected.is_set()
 
     # ------------------------------------------------------------ pub/sub
-    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
-                wait: float | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: float | None = None,
+    ) -> None:
         """Publish; with ``wait`` block until the broker acknowledged it (QoS 1)."""
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -178,7 +198,9 @@ class MqttClient:
             self._client.unsubscribe(topic_filter)
 
     # ------------------------------------------------------------ paho callbacks
-    def _handle_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _handle_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         if rc.is_failure:
             self._refused = str(rc)
             logger.warning("MQTT %s refused connection: %s", self.config.url, rc)
@@ -199,7 +221,9 @@ class MqttClient:
             except Exception:
                 logger.exception("MQTT on_connect hook failed")
 
-    def _handle_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         self._connected.clear()
         if self._started:
             logger.warning("MQTT disconnected from %s (%s); reconnecting", self.config.url, rc)
@@ -220,27 +244,42 @@ class MqttClient:
 def add_mqtt_args(parser: argparse.ArgumentParser, *, broker_required: bool = False) -> None:
     """The broker/credential/TLS flags every role shares."""
     g = parser.add_argument_group("MQTT control plane")
-    g.add_argument("--broker", required=broker_required, default=None,
-                   help="broker URL mqtt://HOST:PORT (mqtts:// for TLS)")
+    g.add_argument(
+        "--broker",
+        required=broker_required,
+        default=None,
+        help="broker URL mqtt://HOST:PORT (mqtts:// for TLS)",
+    )
     g.add_argument("--mqtt-username", default=None, help="MQTT user name (per-node credentials)")
-    g.add_argument("--mqtt-password-file", type=Path, default=None,
-                   help="file holding the MQTT password (or set COLLAB_MQTT_PASSWORD)")
+    g.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        default=None,
+        help="file holding the MQTT password (or set COLLAB_MQTT_PASSWORD)",
+    )
     g.add_argument("--mqtt-ca", type=Path, default=None, help="CA certificate for mqtts://")
     g.add_argument("--mqtt-cert", type=Path, default=None, help="client certificate (mutual TLS)")
     g.add_argument("--mqtt-key", type=Path, default=None, help="client key (mutual TLS)")
 
 
-def mqtt_config_from_args(args: argparse.Namespace, *, url: str | None = None,
-                          client_id: str = "") -> MqttConfig:
+def mqtt_config_from_args(
+    args: argparse.Namespace, *, url: str | None = None, client_id: str = ""
+) -> MqttConfig:
     password = os.environ.get("COLLAB_MQTT_PASSWORD")
     if args.mqtt_password_file is not None:
         password = read_text(args.mqtt_password_file, "--mqtt-password-file").strip()
     broker = url or args.broker
     if broker is None:
         raise ConfigError("--broker is required")
-    return MqttConfig(url=broker, username=args.mqtt_username, password=password,
-                      ca_file=args.mqtt_ca, cert_file=args.mqtt_cert, key_file=args.mqtt_key,
-                      client_id=client_id)
+    return MqttConfig(
+        url=broker,
+        username=args.mqtt_username,
+        password=password,
+        ca_file=args.mqtt_ca,
+        cert_file=args.mqtt_cert,
+        key_file=args.mqtt_key,
+        client_id=client_id,
+    )
 
 
 def with_client_id(config: MqttConfig, client_id: str, *, clean_session: bool = True) -> MqttConfig:

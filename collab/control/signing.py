@@ -35,8 +35,9 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -50,7 +51,9 @@ def public_key_path(key_path: Path) -> Path:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -67,8 +70,9 @@ def sign_manifest(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
     return key.sign(CONTEXT + manifest_bytes)
 
 
-def verify_signed_bundle(root: Path, *, version: str, signature: bytes,
-                         public_key: Ed25519PublicKey) -> Bundle:
+def verify_signed_bundle(
+    root: Path, *, version: str, signature: bytes, public_key: Ed25519PublicKey
+) -> Bundle:
     """Check signature, version and every file hash; raise :class:`BundleError` otherwise."""
     try:
         raw = (Path(root) / MANIFEST).read_bytes()
@@ -76,7 +80,9 @@ def verify_signed_bundle(root: Path, *, version: str, signature: bytes,
         raise BundleError(f"fetched bundle has no manifest: {e}") from e
     actual = hashlib.sha256(raw).hexdigest()
     if actual != version:
-        raise BundleError(f"manifest hash {actual[:12]}… does not match the rollout version {version[:12]}…")
+        raise BundleError(
+            f"manifest hash {actual[:12]}… does not match the rollout version {version[:12]}…"
+        )
     try:
         public_key.verify(signature, CONTEXT + raw)
     except InvalidSignature as e:

@@ -34,10 +34,14 @@ NODE_WILDCARD = f"{PREFIX}/node/+/+"
 
 # federated learning, per federation (payloads: protos/fl.proto, collab/fl/messages.py)
 FL_PREFIX = f"{PREFIX}/fl"
-FL_CLIENTS = "clients"  # clients/{client_id}: retained presence, QoS 1; an empty payload (the will) = gone
+FL_CLIENTS = (
+    "clients"  # clients/{client_id}: retained presence, QoS 1; an empty payload (the will) = gone
+)
 FL_ROUND = "round"  # aggregator -> clients: retained, QoS 1
 FL_MODEL = "model"  # aggregator -> followers: retained, QoS 1, the newest global version and its ε
-FL_STATUS = "status"  # aggregator -> all: retained, QoS 1, running / done / budget_exhausted / failed
+FL_STATUS = (
+    "status"  # aggregator -> all: retained, QoS 1, running / done / budget_exhausted / failed
+)
 FL_KINDS = (FL_ROUND, FL_MODEL, FL_STATUS)
 
 

@@ -54,8 +54,9 @@ def _safe_rel(rel: str) -> PurePosixPath:
     return p
 
 
-def receive_bundle(chunks: Iterable[pb.BundleChunk], dest: Path, *,
-                   max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
+def receive_bundle(
+    chunks: Iterable[pb.BundleChunk], dest: Path, *, max_bytes: int = MAX_BUNDLE_BYTES
+) -> Path:
     """Write a chunk stream into the empty directory ``dest``."""
     total = 0
     seen: dict[str, int] = {}
@@ -102,16 +103,26 @@ def channel(endpoint: str, *, ca_file: Path | None = None) -> grpc.Channel:
     return grpc.insecure_channel(endpoint, options=opts)
 
 
-def fetch_bundle(endpoint: str, version: str, dest: Path, *, node_id: str = "",
-                 timeout: float = 120.0, ca_file: Path | None = None) -> Path:
+def fetch_bundle(
+    endpoint: str,
+    version: str,
+    dest: Path,
+    *,
+    node_id: str = "",
+    timeout: float = 120.0,
+    ca_file: Path | None = None,
+) -> Path:
     """Stream ``version`` from the coordinator's BundleService into ``dest``."""
     with channel(endpoint, ca_file=ca_file) as ch:
         stub = pb_grpc.BundleServiceStub(ch)
         try:
-            return receive_bundle(stub.Fetch(pb.FetchRequest(version=version, node_id=node_id),
-                                             timeout=timeout), dest)
+            return receive_bundle(
+                stub.Fetch(pb.FetchRequest(version=version, node_id=node_id), timeout=timeout), dest
+            )
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
             if code == grpc.StatusCode.NOT_FOUND:
-                raise BundleError(f"coordinator has no bundle {version[:12]}…: {e.details()}") from e  # type: ignore[attr-defined]
+                raise BundleError(
+                    f"coordinator has no bundle {version[:12]}…: {e.details()}"
+                ) from e  # type: ignore[attr-defined]
             raise TransportError(f"bundle fetch from {endpoint} failed: {code}") from e

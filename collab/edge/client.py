@@ -42,8 +42,14 @@ _SWAP_JOIN_S = 0.5  # swap_bundle waits this long at most for the old warm-up to
 class Client:
     """``with collab.Client(bundle_dir, cloud=["host:port"]) as c: c.infer(x)``. Thread-safe."""
 
-    def __init__(self, bundle_dir: str | os.PathLike[str], cloud: Sequence[str] | str | None = None, *,
-                 config: ClientConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike[str],
+        cloud: Sequence[str] | str | None = None,
+        *,
+        config: ClientConfig | None = None,
+        **overrides: Any,
+    ) -> None:
         if cloud is not None:
             overrides["cloud"] = cloud
         base = config or ClientConfig()
@@ -67,7 +73,9 @@ class Client:
 
     # -- the cloud side ------------------------------------------------------------------
     def _connect(self, addresses: Sequence[str]) -> CloudLink:
-        return CloudLink(addresses, cfg=self.config, loads=self._loads, current=lambda: self._model).start()
+        return CloudLink(
+            addresses, cfg=self.config, loads=self._loads, current=lambda: self._model
+        ).start()
 
     def set_cloud(self, addresses: Sequence[str]) -> None:
         """Follow a new cloud address list (e.g. from the coordinator). Requests already
@@ -139,7 +147,9 @@ class Client:
             # loading) goes on in the background and close() joins it
             old.warmer.thread.join(timeout=_SWAP_JOIN_S)
         self._cloud.poke()  # learn whether the cloud serves the new version
-        logger.info("switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12])
+        logger.info(
+            "switched to bundle %s version %s", model.bundle.name, model.bundle.version[:12]
+        )
         return model.bundle.version
 
     @property
@@ -175,25 +185,49 @@ class Client:
         self.close()
 
     # -- decisions -----------------------------------------------------------------------
-    def _evaluate(self, model: LoadedModel, cl: CloudLink, policy: Policy, deadline_ms: float | None,
-                  profile: Profile | None = None) -> Decision:
+    def _evaluate(
+        self,
+        model: LoadedModel,
+        cl: CloudLink,
+        policy: Policy,
+        deadline_ms: float | None,
+        profile: Profile | None = None,
+    ) -> Decision:
         """The decision engine on the current estimates with the configured accuracy
         budget and hysteresis: the one computation behind infer() and explain().
         ``profile``: the model's (default) or its image profile (infer_image)."""
-        return decide(profile or model.profile, policy=policy, net=cl.net_state(),
-                      cloud=self._loads.cloud_state(serves_model=model.served, breaker_open=cl.breaker.is_open),
-                      edge=self._loads.edge_state(), accuracy_budget=self.config.accuracy_budget,
-                      deadline_ms=deadline_ms, previous=self._previous, hysteresis=self._hysteresis)
+        return decide(
+            profile or model.profile,
+            policy=policy,
+            net=cl.net_state(),
+            cloud=self._loads.cloud_state(
+                serves_model=model.served, breaker_open=cl.breaker.is_open
+            ),
+            edge=self._loads.edge_state(),
+            accuracy_budget=self.config.accuracy_budget,
+            deadline_ms=deadline_ms,
+            previous=self._previous,
+            hysteresis=self._hysteresis,
+        )
 
-    def _decide(self, model: LoadedModel, policy: Policy, deadline_ms: float | None,
-                profile: Profile) -> Decision:
+    def _decide(
+        self, model: LoadedModel, policy: Policy, deadline_ms: float | None, profile: Profile
+    ) -> Decision:
         """(lock held) A decision for a request, reused for ``decision_ttl_ms`` while
         reachability, breaker and model stay the same (the estimates move slowly; a
         failure invalidates at once)."""
         now = time.monotonic()
         cl = self._cloud
-        key = (policy.key, id(model), id(profile), id(cl), deadline_ms, cl.breaker.state, cl.link.reachable,
-               model.served)
+        key = (
+            policy.key,
+            id(model),
+            id(profile),
+            id(cl),
+            deadline_ms,
+            cl.breaker.state,
+            cl.link.reachable,
+            model.served,
+        )
         hit = self._decision_cache.get(key)
         if hit is not None and now - hit[0] < self.config.decision_ttl_ms / 1000.0:
             return hit[1]
@@ -207,8 +241,9 @@ class Client:
         self._decision_cache[key] = (now, d)
         return d
 
-    def explain(self, policy: str | None = None, deadline_ms: float | None = None, *,
-                image: bool = False) -> dict[str, Any]:
+    def explain(
+        self, policy: str | None = None, deadline_ms: float | None = None, *, image: bool = False
+    ) -> dict[str, Any]:
         """Every candidate's predicted breakdown under the current estimates, and the
         choice the next request would get (same policy, budget and hysteresis; nothing
         is changed). ``image``: for a request given to ``infer_image``."""
@@ -224,7 +259,9 @@ class Client:
         return out
 
     # -- inference ---------------------------------------------------------------------
-    def infer(self, x: np.ndarray, *, policy: str | None = None, deadline_ms: float | None = None) -> InferenceResult:
+    def infer(
+        self, x: np.ndarray, *, policy: str | None = None, deadline_ms: float | None = None
+    ) -> InferenceResult:
         """Answer one request on the path the decision engine picks (or ``policy`` forces)."""
         t0 = time.perf_counter()
         if self._closed:
@@ -233,8 +270,9 @@ class Client:
         arr, unbatched = model.check_input(x)
         return self._serve(model, model.profile, arr, unbatched, None, policy, deadline_ms, t0)
 
-    def infer_image(self, img: np.ndarray, *, policy: str | None = None,
-                    deadline_ms: float | None = None) -> InferenceResult:
+    def infer_image(
+        self, img: np.ndarray, *, policy: str | None = None, deadline_ms: float | None = None
+    ) -> InferenceResult:
         """Answer one request given as a camera image: uint8 RGB (H, W, 3), or a batch
         (N, H, W, 3), resized to the bundle's preprocessing size if it differs and
         normalised as the bundle records. Cloud-only sends the image itself with the
@@ -246,11 +284,21 @@ class Client:
             raise ClosedError("client is closed")
         model = self._model
         pixels, arr, unbatched = model.check_image(img)
-        return self._serve(model, model.image_profile, arr, unbatched, pixels, policy, deadline_ms, t0)
+        return self._serve(
+            model, model.image_profile, arr, unbatched, pixels, policy, deadline_ms, t0
+        )
 
-    def _serve(self, model: LoadedModel, profile: Profile, arr: np.ndarray, unbatched: bool,
-               pixels: np.ndarray | None, policy: str | None, deadline_ms: float | None,
-               t0: float) -> InferenceResult:
+    def _serve(
+        self,
+        model: LoadedModel,
+        profile: Profile,
+        arr: np.ndarray,
+        unbatched: bool,
+        pixels: np.ndarray | None,
+        policy: str | None,
+        deadline_ms: float | None,
+        t0: float,
+    ) -> InferenceResult:
         """The request on the chosen path, from the checked model input ``arr`` (and the
         camera images it came from, for image codecs)."""
         pol = self._policy if policy is None else parse_policy(policy, profile)
@@ -272,8 +320,15 @@ class Client:
                 payload, ms = rt.head(c.split_point, arr, c.variant)
                 timings["edge_ms"] = ms
                 self._loads.edge_sample(ms, model.specs.get(c.key))
-            remote = self._cloud.call(model, c, payload, t0, deadline, timings,  # a snapshot, as model
-                                      pixels if c.path == "cloud_only" else None)
+            remote = self._cloud.call(
+                model,
+                c,
+                payload,
+                t0,
+                deadline,
+                timings,  # a snapshot, as model
+                pixels if c.path == "cloud_only" else None,
+            )
             if remote.output is not None:
                 y = remote.output
             else:  # finish locally from what the edge already has
@@ -289,16 +344,34 @@ class Client:
         total = (time.perf_counter() - t0) * 1000.0
         timings["total_ms"] = total
         met = deadline is None or total <= deadline
-        self._stats.record(path=c.path, total_ms=total, sent=remote.bytes_sent, fell_back=fell_back,
-                           reason=reason, met=met)
+        self._stats.record(
+            path=c.path,
+            total_ms=total,
+            sent=remote.bytes_sent,
+            fell_back=fell_back,
+            reason=reason,
+            met=met,
+        )
         if not met and self.config.strict_deadline:
-            raise DeadlineError(f"request took {total:.1f} ms > deadline {deadline} ms on {c.key}"
-                                + (f" (fell back: {reason})" if fell_back else ""))
+            raise DeadlineError(
+                f"request took {total:.1f} ms > deadline {deadline} ms on {c.key}"
+                + (f" (fell back: {reason})" if fell_back else "")
+            )
         out = y[0] if unbatched else y
-        return InferenceResult(output=out, path=c.path, split_point=c.split_point, bytes_sent=remote.bytes_sent,
-                               timings=timings, fell_back=fell_back, codec=c.codec, variant=c.variant,
-                               deadline_met=met, fallback_reason=reason, model_version=model.bundle.version,
-                               predicted_ms=c.total_ms)
+        return InferenceResult(
+            output=out,
+            path=c.path,
+            split_point=c.split_point,
+            bytes_sent=remote.bytes_sent,
+            timings=timings,
+            fell_back=fell_back,
+            codec=c.codec,
+            variant=c.variant,
+            deadline_met=met,
+            fallback_reason=reason,
+            model_version=model.bundle.version,
+            predicted_ms=c.total_ms,
+        )
 
     # -- telemetry -----------------------------------------------------------------------
     def stats(self) -> ClientStats:
@@ -307,11 +380,19 @@ class Client:
         cl = self._cloud
         link = cl.link
         return self._stats.snapshot(
-            breaker=cl.breaker.state, breaker_opened=cl.breaker.opened_count, cloud_reachable=link.reachable,
-            probes=cl.monitor.probes_sent if cl.monitor else 0, cloud=cl.addresses,
+            breaker=cl.breaker.state,
+            breaker_opened=cl.breaker.opened_count,
+            cloud_reachable=link.reachable,
+            probes=cl.monitor.probes_sent if cl.monitor else 0,
+            cloud=cl.addresses,
             model_version=self._model.bundle.version,
-            link=LinkStats(net=cl.net_state(), failures=link.failures, timeouts=link.timeouts,
-                           level_shifts=link.rtt.shifts + link.bw.shifts))
+            link=LinkStats(
+                net=cl.net_state(),
+                failures=link.failures,
+                timeouts=link.timeouts,
+                level_shifts=link.rtt.shifts + link.bw.shifts,
+            ),
+        )
 
     def take_interval(self) -> Interval:
         """Statistics since the previous call (for periodic telemetry), then reset."""

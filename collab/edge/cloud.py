@@ -43,8 +43,11 @@ from collab.transport import (
 )
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
-_MODEL_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-                 grpc.StatusCode.INVALID_ARGUMENT}
+_MODEL_ERRORS = {
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,9 @@ class Remote:
     fallback_reason: str | None
 
 
-def call_budget_ms(deadline_ms: float | None, elapsed_ms: float, local_finish_ms: float,
-                   cap_ms: float) -> float | None:
+def call_budget_ms(
+    deadline_ms: float | None, elapsed_ms: float, local_finish_ms: float, cap_ms: float
+) -> float | None:
     """Timeout of a cloud call; None when it would miss the deadline anyway. Keeps room
     for the local finish (when that can still make the deadline at all) and for timer
     slack (gRPC deadlines fire late by a few ms on a busy machine)."""
@@ -75,11 +79,19 @@ class CloudLink:
     ``Client.set_cloud``. ``current`` returns the client's model now (probe replies tell
     whether the cloud serves it)."""
 
-    def __init__(self, addresses: Sequence[str], *, cfg: ClientConfig, loads: LoadEstimates,
-                 current: Callable[[], LoadedModel]) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        cfg: ClientConfig,
+        loads: LoadEstimates,
+        current: Callable[[], LoadedModel],
+    ) -> None:
         self.addresses = tuple(addresses)
         self.link = LinkEstimator()
-        self.breaker = CircuitBreaker(failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s)
+        self.breaker = CircuitBreaker(
+            failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s
+        )
         self.channel: grpc.Channel | None = None
         self.stub: collab_pb2_grpc.CloudServiceStub | None = None
         self.monitor: NetworkMonitor | None = None
@@ -100,17 +112,29 @@ class CloudLink:
         self._probe_payload = os.urandom(cfg.max_probe_bytes)
         # gRPC retries move a failed call to another replica; with a single one they only
         # delay the local fallback (by the retry backoff) while the link is down
-        self.channel = make_channel(list(self.addresses), tls=cfg.tls, max_message_bytes=cfg.max_message_bytes,
-                                    retries=len(self.addresses) > 1)
+        self.channel = make_channel(
+            list(self.addresses),
+            tls=cfg.tls,
+            max_message_bytes=cfg.max_message_bytes,
+            retries=len(self.addresses) > 1,
+        )
         self.stub = collab_pb2_grpc.CloudServiceStub(self.channel)
         self.monitor = NetworkMonitor(
-            self._probe, self.link, interval_s=cfg.probe_interval_s,
-            bandwidth_interval_s=cfg.bandwidth_probe_interval_s, timeout_s=cfg.probe_timeout_s,
-            max_probe_bytes=cfg.max_probe_bytes, on_reply=self._on_probe)
+            self._probe,
+            self.link,
+            interval_s=cfg.probe_interval_s,
+            bandwidth_interval_s=cfg.bandwidth_probe_interval_s,
+            timeout_s=cfg.probe_timeout_s,
+            max_probe_bytes=cfg.max_probe_bytes,
+            on_reply=self._on_probe,
+        )
         if cfg.initial_probe and self.monitor.connect():
             self.monitor.refresh(force=True)
         if not self.link.reachable:
-            logger.warning("cloud %s unreachable: serving edge-only until probes succeed", ",".join(self.addresses))
+            logger.warning(
+                "cloud %s unreachable: serving edge-only until probes succeed",
+                ",".join(self.addresses),
+            )
         self.monitor.start()
         return self
 
@@ -160,14 +184,18 @@ class CloudLink:
     # -- monitor callbacks -------------------------------------------------------------
     def _probe(self, nbytes: int, timeout_s: float) -> ProbeResult:
         assert self.stub is not None
-        req = collab_pb2.ProbeRequest(payload=self._probe_payload[:nbytes], response_bytes=1,
-                                      client_send_time=time.time())
+        req = collab_pb2.ProbeRequest(
+            payload=self._probe_payload[:nbytes], response_bytes=1, client_send_time=time.time()
+        )
         t0 = time.perf_counter()
         with rpc_errors("Probe"):
             resp = self.stub.Probe(req, timeout=timeout_s)
         wall = (time.perf_counter() - t0) * 1000.0
-        return ProbeResult(wall_ms=wall, load=load_from_proto(resp.load),
-                          models=tuple((m.name, m.version) for m in resp.models))
+        return ProbeResult(
+            wall_ms=wall,
+            load=load_from_proto(resp.load),
+            models=tuple((m.name, m.version) for m in resp.models),
+        )
 
     def _on_probe(self, reply: ProbeResult) -> None:
         if reply.load is not None and reply.load.queue_ms_ewma >= 0:
@@ -179,8 +207,16 @@ class CloudLink:
         self.breaker.probe_succeeded()
 
     # -- the remote half of a request ------------------------------------------------
-    def call(self, model: LoadedModel, c: Candidate, payload: np.ndarray, t0: float,
-             deadline: float | None, timings: dict[str, float], pixels: np.ndarray | None = None) -> Remote:
+    def call(
+        self,
+        model: LoadedModel,
+        c: Candidate,
+        payload: np.ndarray,
+        t0: float,
+        deadline: float | None,
+        timings: dict[str, float],
+        pixels: np.ndarray | None = None,
+    ) -> Remote:
         """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``.
         ``pixels``: the uint8 camera images behind a cloud-only ``payload``, sent instead
         of it when the chosen codec is an image codec (JPEG, PNG, WebP)."""
@@ -196,7 +232,9 @@ class CloudLink:
         as_images = is_image_codec(codec)
         if as_images:
             if pixels is None or c.path != "cloud_only":
-                raise ConfigError(f"image codec {codec} needs a cloud-only request with camera images")
+                raise ConfigError(
+                    f"image codec {codec} needs a cloud-only request with camera images"
+                )
             files = [encode_image(img, codec) for img in pixels]
             frame = b""
             sent = sum(map(len, files))
@@ -205,8 +243,12 @@ class CloudLink:
             frame = codecs.encode(payload, codec)
             sent = len(frame)
         timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
-        budget_ms = call_budget_ms(deadline, (time.perf_counter() - t0) * 1000.0, c.local_finish_ms,
-                                   self._cfg.cloud_timeout_ms)
+        budget_ms = call_budget_ms(
+            deadline,
+            (time.perf_counter() - t0) * 1000.0,
+            c.local_finish_ms,
+            self._cfg.cloud_timeout_ms,
+        )
         if budget_ms is None:
             return Remote(None, 0, "cloud would miss the deadline")
         token = next(self._ids)
@@ -217,12 +259,22 @@ class CloudLink:
         try:
             try:
                 if c.path == "split":
-                    resp = stub.Decode(collab_pb2.DecodeRequest(
-                        model=model.model_id, split_point=c.split_point, frame=frame, request_id=rid),
-                        timeout=budget_ms / 1000.0)
+                    resp = stub.Decode(
+                        collab_pb2.DecodeRequest(
+                            model=model.model_id,
+                            split_point=c.split_point,
+                            frame=frame,
+                            request_id=rid,
+                        ),
+                        timeout=budget_ms / 1000.0,
+                    )
                 else:
-                    resp = stub.Infer(collab_pb2.InferRequest(model=model.model_id, frame=frame, images=files,
-                                                              request_id=rid), timeout=budget_ms / 1000.0)
+                    resp = stub.Infer(
+                        collab_pb2.InferRequest(
+                            model=model.model_id, frame=frame, images=files, request_id=rid
+                        ),
+                        timeout=budget_ms / 1000.0,
+                    )
             except grpc.RpcError as e:
                 raise wrap_rpc_error(e, what=what) from e
             call_ms = (time.perf_counter() - tc) * 1000.0
@@ -256,13 +308,23 @@ class CloudLink:
         code = getattr(e, "code", None)
         if code in _MODEL_ERRORS:
             if model.served:
-                logger.warning("cloud cannot serve %s@%s: %s", model.model_id.name, model.model_id.version[:12], e)
+                logger.warning(
+                    "cloud cannot serve %s@%s: %s",
+                    model.model_id.name,
+                    model.model_id.version[:12],
+                    e,
+                )
             model.served = False
         else:
-            self.link.record_failure(time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.link.record_failure(
+                time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED
+            )
             if self.breaker.record_failure():
-                logger.warning("circuit breaker opened after %d failures (last: %s)",
-                               self.breaker.failure_threshold, e)
+                logger.warning(
+                    "circuit breaker opened after %d failures (last: %s)",
+                    self.breaker.failure_threshold,
+                    e,
+                )
         if self.monitor is not None:
             if self.link.pending():
                 self.monitor.confirm()

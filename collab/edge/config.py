@@ -22,47 +22,92 @@ from collab.transport import DEFAULT_MAX_MESSAGE_BYTES, TlsConfig
 @dataclass(frozen=True, kw_only=True)
 class ClientConfig:
     cloud: tuple[str, ...] = setting(
-        (), help="cloud node addresses (round-robin); empty = edge-only", metavar="HOST:PORT[,HOST:PORT]")
+        (),
+        help="cloud node addresses (round-robin); empty = edge-only",
+        metavar="HOST:PORT[,HOST:PORT]",
+    )
     policy: str = setting("auto", help="auto | edge_only | cloud_only | split:<name>")
-    deadline_ms: float | None = setting(None, help="default per-request deadline in ms (None: no deadline)",
-                                        lo=0, lo_open=True, metavar="MS")
+    deadline_ms: float | None = setting(
+        None,
+        help="default per-request deadline in ms (None: no deadline)",
+        lo=0,
+        lo_open=True,
+        metavar="MS",
+    )
     # 0.005, not the 0.01 scenarios used to default to: without a word from the user a
     # lossy codec or edge variant may cost at most half a percent of top-1 agreement;
     # every shipped scenario states its 0.01
-    accuracy_budget: float = setting(0.005, help="max top-1 agreement loss allowed for lossy codecs and "
-                                     "edge variants", lo=0, hi=1)
+    accuracy_budget: float = setting(
+        0.005,
+        help="max top-1 agreement loss allowed for lossy codecs and edge variants",
+        lo=0,
+        hi=1,
+    )
     # 0.5 s, not the 1.0 s the edge daemon used to default to: an RTT probe is a few bytes
     # and goes out only when no request refreshed the estimate, so halving the interval
     # costs nothing under traffic and halves how long an idle client misses a link change
-    probe_interval_s: float = setting(0.5, help="seconds between RTT probes when no traffic refreshed the "
-                                      "estimate", lo=0, lo_open=True, flag="--probe-interval", metavar="S")
+    probe_interval_s: float = setting(
+        0.5,
+        help="seconds between RTT probes when no traffic refreshed the estimate",
+        lo=0,
+        lo_open=True,
+        flag="--probe-interval",
+        metavar="S",
+    )
     bandwidth_probe_interval_s: float | None = setting(
-        None, help="seconds between bandwidth probes (None: 5 x the probe interval)", lo=0, lo_open=True,
-        metavar="S")
-    probe_timeout_s: float = setting(1.0, help="timeout of one probe in seconds", lo=0, lo_open=True, metavar="S")
+        None,
+        help="seconds between bandwidth probes (None: 5 x the probe interval)",
+        lo=0,
+        lo_open=True,
+        metavar="S",
+    )
+    probe_timeout_s: float = setting(
+        1.0, help="timeout of one probe in seconds", lo=0, lo_open=True, metavar="S"
+    )
     # 256 KiB, not the 64 KiB scenarios used to default to: a sized probe aims at ~20 ms
     # on the current estimate, and this cap keeps that true up to ~100 Mbit/s (64 KiB
     # stops at ~26 Mbit/s, below Wi-Fi); scenarios on slow links state a smaller cap
     max_probe_bytes: int = setting(262_144, help="largest bandwidth probe in bytes", lo=1024)
-    cloud_timeout_ms: float = setting(5_000.0, help="cap of a cloud call when there is no deadline",
-                                      lo=0, lo_open=True, metavar="MS")
-    breaker_failures: int = setting(3, help="consecutive failed cloud calls that open the circuit breaker", lo=1)
-    breaker_cooldown_s: float = setting(1.0, help="seconds before a probe may half-open an open breaker",
-                                        lo=0, metavar="S")
-    hysteresis: float = setting(0.10, help="switch paths only if the new one is predicted this fraction "
-                                "faster ...", lo=0)
+    cloud_timeout_ms: float = setting(
+        5_000.0,
+        help="cap of a cloud call when there is no deadline",
+        lo=0,
+        lo_open=True,
+        metavar="MS",
+    )
+    breaker_failures: int = setting(
+        3, help="consecutive failed cloud calls that open the circuit breaker", lo=1
+    )
+    breaker_cooldown_s: float = setting(
+        1.0, help="seconds before a probe may half-open an open breaker", lo=0, metavar="S"
+    )
+    hysteresis: float = setting(
+        0.10, help="switch paths only if the new one is predicted this fraction faster ...", lo=0
+    )
     hysteresis_ms: float = setting(0.5, help="... and this many ms faster", lo=0, metavar="MS")
-    decision_ttl_ms: float = setting(50.0, help="reuse a decision this long unless reachability changes",
-                                     lo=0, metavar="MS")
-    slowdown: float = setting(1.0, help="emulate a weaker device: pad edge compute to slowdown x its "
-                              "profiled time", lo=1.0)
+    decision_ttl_ms: float = setting(
+        50.0, help="reuse a decision this long unless reachability changes", lo=0, metavar="MS"
+    )
+    slowdown: float = setting(
+        1.0,
+        help="emulate a weaker device: pad edge compute to slowdown x its profiled time",
+        lo=1.0,
+    )
     intra_threads: int = setting(1, help="ONNX Runtime threads per edge session", lo=1)
-    strict_deadline: bool = setting(False, help="raise DeadlineError for a late answer instead of returning it")
+    strict_deadline: bool = setting(
+        False, help="raise DeadlineError for a late answer instead of returning it"
+    )
     initial_probe: bool = setting(True, help="probe the cloud once before the constructor returns")
     warm: bool = setting(True, help="load every session in a background thread at start")
-    codec: str | None = setting(None, help="force this codec on every cloud path (None: the codec policy)")
-    tls: TlsConfig | None = None  # towards the cloud; collab edge builds it from its --cloud-ca/... flags
-    max_message_bytes: int = setting(DEFAULT_MAX_MESSAGE_BYTES, help="gRPC message limit in bytes", lo=1)
+    codec: str | None = setting(
+        None, help="force this codec on every cloud path (None: the codec policy)"
+    )
+    tls: TlsConfig | None = (
+        None  # towards the cloud; collab edge builds it from its --cloud-ca/... flags
+    )
+    max_message_bytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES, help="gRPC message limit in bytes", lo=1
+    )
 
     def __post_init__(self) -> None:
         cloud = comma_list(self.cloud) if isinstance(self.cloud, str) else tuple(self.cloud)

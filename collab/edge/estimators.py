@@ -68,9 +68,12 @@ class LoadEstimates:
 
     def cloud_state(self, *, serves_model: bool, breaker_open: bool) -> CloudState:
         with self._lock:
-            return CloudState(queue_ms=self.cloud_queue.mean if self.cloud_queue.n else 0.0,
-                              compute_ms={k: e.mean for k, e in self.cloud_compute.items()},
-                              serves_model=serves_model, breaker_open=breaker_open)
+            return CloudState(
+                queue_ms=self.cloud_queue.mean if self.cloud_queue.n else 0.0,
+                compute_ms={k: e.mean for k, e in self.cloud_compute.items()},
+                serves_model=serves_model,
+                breaker_open=breaker_open,
+            )
 
     def forget_cloud_compute(self) -> None:
         """Another model: other tails."""

@@ -38,8 +38,14 @@ class LoadedModel:
     def check_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
         """``x`` as a C-contiguous float32 batch, and whether it came without the batch dim."""
         m = self.bundle.manifest
-        if (type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == m.input_shape[1:]
-                and x.ndim == len(m.input_shape) and x.shape[0] >= 1 and x.flags.c_contiguous):
+        if (
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.shape[1:] == m.input_shape[1:]
+            and x.ndim == len(m.input_shape)
+            and x.shape[0] >= 1
+            and x.flags.c_contiguous
+        ):
             return x, False  # the common case, checked cheaply
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiub":
@@ -49,8 +55,10 @@ class LoadedModel:
         if unbatched:
             arr = arr[None]
         if tuple(arr.shape[1:]) != want or arr.shape[0] < 1:
-            raise ConfigError(f"input shape {list(np.shape(x))} does not match the model input "
-                              f"{list(m.input_shape)} (batch first, or one sample without the batch dim)")
+            raise ConfigError(
+                f"input shape {list(np.shape(x))} does not match the model input "
+                f"{list(m.input_shape)} (batch first, or one sample without the batch dim)"
+            )
         return np.ascontiguousarray(arr, dtype=np.float32), unbatched
 
     def check_image(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -59,8 +67,10 @@ class LoadedModel:
         ConfigError for a bundle without preprocessing or a non-RGB-uint8 image."""
         pre = self.bundle.manifest.preprocessing
         if pre is None:
-            raise ConfigError(f"bundle {self.bundle.name} records no image preprocessing; split it with "
-                              "--mean/--std, or pass the model input to infer()")
+            raise ConfigError(
+                f"bundle {self.bundle.name} records no image preprocessing; split it with "
+                "--mean/--std, or pass the model input to infer()"
+            )
         pixels, single = images.check_images(img)
         pixels = images.resize(pixels, pre.size)
         return pixels, images.normalize(pixels, pre.mean, pre.std), single
@@ -71,10 +81,20 @@ def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> Lo
     ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start."""
     bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), keep_segments=True)
     rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
-    rt.load(list(bundle.manifest.full_paths()))  # edge-only works at once; the Warmer runs these first
+    rt.load(
+        list(bundle.manifest.full_paths())
+    )  # edge-only works at once; the Warmer runs these first
     profile, image_profile = profile_from_bundle(bundle), profile_from_bundle(bundle, images=True)
     if cfg.codec is not None:
-        profile, image_profile = force_codec(profile, cfg.codec), force_codec(image_profile, cfg.codec)
-    return LoadedModel(bundle=bundle, runtime=rt, profile=profile, image_profile=image_profile,
-                       model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version),
-                       warmer=Warmer(rt) if cfg.warm else None)
+        profile, image_profile = (
+            force_codec(profile, cfg.codec),
+            force_codec(image_profile, cfg.codec),
+        )
+    return LoadedModel(
+        bundle=bundle,
+        runtime=rt,
+        profile=profile,
+        image_profile=image_profile,
+        model_id=collab_pb2.ModelId(name=bundle.manifest.model_name, version=bundle.version),
+        warmer=Warmer(rt) if cfg.warm else None,
+    )

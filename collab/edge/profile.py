@@ -27,7 +27,10 @@ def force_codec(profile: Profile, codec: str) -> Profile:
     paths = []
     for p in profile.paths:
         if p.uses_cloud:
-            row = p.codec_stats.get(codec) or {**default_codec_stats(p.raw_bytes)[DEFAULT_CODEC], "agreement": 1.0}
+            row = p.codec_stats.get(codec) or {
+                **default_codec_stats(p.raw_bytes)[DEFAULT_CODEC],
+                "agreement": 1.0,
+            }
             p = dataclasses.replace(p, codec_stats={codec: row})
         paths.append(p)
     return dataclasses.replace(profile, paths=tuple(paths))

@@ -49,7 +49,9 @@ def _cancelled(stop: threading.Event | None) -> bool:
 
 
 class EdgeRuntime:
-    def __init__(self, bundle: Bundle | str | Path, *, intra_threads: int = 1, slowdown: float = 1.0) -> None:
+    def __init__(
+        self, bundle: Bundle | str | Path, *, intra_threads: int = 1, slowdown: float = 1.0
+    ) -> None:
         if slowdown < 1.0:
             raise ConfigError(f"slowdown must be >= 1.0 (got {slowdown})")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -62,13 +64,20 @@ class EdgeRuntime:
         self._full: _Path = (m.full_paths(), m.full_ms)
         self._heads = {sp.name: (m.head_paths(sp.name), sp.head_ms) for sp in m.split_points}
         self._tails = {sp.name: (m.tail_paths(sp.name), sp.tail_ms) for sp in m.split_points}
-        self._head_variants = {(sp.name, v.name): ((v.path,), v.ms) for sp in m.split_points
-                               for v in sp.head_variants}
+        self._head_variants = {
+            (sp.name, v.name): ((v.path,), v.ms) for sp in m.split_points for v in sp.head_variants
+        }
         self._full_variants = {v.name: ((v.path,), v.ms) for v in m.full_variants}
         # model file -> shape of its input recorded at build time, batch 1
-        self._known_shapes: dict[str, tuple[int, ...]] = {s.path: tuple(s.input_shape) for s in m.segments}
-        self._known_shapes.update({paths[0]: tuple(m.input_shape) for paths, _ in
-                                   (*self._head_variants.values(), *self._full_variants.values())})
+        self._known_shapes: dict[str, tuple[int, ...]] = {
+            s.path: tuple(s.input_shape) for s in m.segments
+        }
+        self._known_shapes.update(
+            {
+                paths[0]: tuple(m.input_shape)
+                for paths, _ in (*self._head_variants.values(), *self._full_variants.values())
+            }
+        )
 
     # -- sessions ---------------------------------------------------------------------
     def session(self, rel: str) -> ort.InferenceSession:
@@ -76,8 +85,11 @@ class EdgeRuntime:
 
     def all_paths(self) -> list[str]:
         """Every model file, the full model's segments first: they are every head and tail too."""
-        return [*self.manifest.full_paths(), *(p for paths, _ in self._head_variants.values() for p in paths),
-                *(p for paths, _ in self._full_variants.values() for p in paths)]
+        return [
+            *self.manifest.full_paths(),
+            *(p for paths, _ in self._head_variants.values() for p in paths),
+            *(p for paths, _ in self._full_variants.values() for p in paths),
+        ]
 
     def load(self, paths: list[str]) -> None:
         """Build the sessions of ``paths`` now, without running them: what edge-only needs
@@ -102,7 +114,9 @@ class EdgeRuntime:
                 self._warmed.add(rel)
         return True
 
-    def _warm_runs(self, rel: str, sess: ort.InferenceSession, stop: threading.Event | None) -> bool:
+    def _warm_runs(
+        self, rel: str, sess: ort.InferenceSession, stop: threading.Event | None
+    ) -> bool:
         """Run ``sess`` on zeros of its own declared inputs (every input, its dtype). A
         symbolic dim takes the bundle's recorded shape when known (the manifest's input or
         cut tensor shape: a tail after a dynamic reshape declares e.g. ``[batch, 'dim_1']``,
@@ -147,7 +161,9 @@ class EdgeRuntime:
         except KeyError:
             raise BundleError(f"unknown edge-only variant {variant!r}") from None
 
-    def head(self, split: str, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
+    def head(
+        self, split: str, x: np.ndarray, variant: str | None = None
+    ) -> tuple[np.ndarray, float]:
         try:
             path = self._heads[split] if variant is None else self._head_variants[(split, variant)]
         except KeyError:

@@ -87,8 +87,16 @@ class StatsRecorder:
         self._latencies: deque[float] = deque(maxlen=_LATENCIES)
         self._window = _Window()
 
-    def record(self, *, path: str, total_ms: float, sent: int, fell_back: bool, reason: str | None,
-               met: bool) -> None:
+    def record(
+        self,
+        *,
+        path: str,
+        total_ms: float,
+        sent: int,
+        fell_back: bool,
+        reason: str | None,
+        met: bool,
+    ) -> None:
         with self._lock:
             self.requests += 1
             self.paths[path] += 1
@@ -105,19 +113,42 @@ class StatsRecorder:
                 self.fallbacks += 1
                 self.fallback_reasons[(reason or "?").split(":")[0]] += 1
 
-    def snapshot(self, *, breaker: str, breaker_opened: int, cloud_reachable: bool, probes: int,
-                 cloud: tuple[str, ...], model_version: str, link: LinkStats) -> ClientStats:
+    def snapshot(
+        self,
+        *,
+        breaker: str,
+        breaker_opened: int,
+        cloud_reachable: bool,
+        probes: int,
+        cloud: tuple[str, ...],
+        model_version: str,
+        link: LinkStats,
+    ) -> ClientStats:
         """The totals plus the live state the caller passes in."""
         with self._lock:
             lat = np.array(self._latencies, dtype=np.float64)
             pct = [float(np.percentile(lat, q)) if lat.size else math.nan for q in (50, 95, 99)]
             return ClientStats(
-                requests=self.requests, fallbacks=self.fallbacks, deadline_misses=self.deadline_misses,
-                bytes_sent=self.bytes_sent, paths=dict(self.paths), fallback_reasons=dict(self.fallback_reasons),
-                latency_ms=Latency(mean=float(lat.mean()) if lat.size else math.nan, p50=pct[0], p95=pct[1],
-                                   p99=pct[2]),
-                breaker=breaker, breaker_opened=breaker_opened, cloud_reachable=cloud_reachable, probes=probes,
-                cloud=cloud, model_version=model_version, link=link)
+                requests=self.requests,
+                fallbacks=self.fallbacks,
+                deadline_misses=self.deadline_misses,
+                bytes_sent=self.bytes_sent,
+                paths=dict(self.paths),
+                fallback_reasons=dict(self.fallback_reasons),
+                latency_ms=Latency(
+                    mean=float(lat.mean()) if lat.size else math.nan,
+                    p50=pct[0],
+                    p95=pct[1],
+                    p99=pct[2],
+                ),
+                breaker=breaker,
+                breaker_opened=breaker_opened,
+                cloud_reachable=cloud_reachable,
+                probes=probes,
+                cloud=cloud,
+                model_version=model_version,
+                link=link,
+            )
 
     def take_interval(self) -> Interval:
         """The interval since the previous call, then a new one starts."""
@@ -126,5 +157,13 @@ class StatsRecorder:
             w, self._window = self._window, new
         lat = np.array(w.latencies, dtype=np.float64)
         p50, p95, p99 = (float(np.percentile(lat, q)) if lat.size else 0.0 for q in (50, 95, 99))
-        return Interval(interval_s=new.start - w.start, requests=int(lat.size), path_mix=dict(w.paths),
-                        fallbacks=w.fallbacks, bytes_sent=w.bytes_sent, p50_ms=p50, p95_ms=p95, p99_ms=p99)
+        return Interval(
+            interval_s=new.start - w.start,
+            requests=int(lat.size),
+            path_mix=dict(w.paths),
+            fallbacks=w.fallbacks,
+            bytes_sent=w.bytes_sent,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+        )

@@ -19,9 +19,13 @@ from collab.signals import stop_on_signals_async
 async def _main(cfg_path: str) -> None:
     with open(cfg_path) as f:
         cfg = json.load(f)
-    emu = LinkEmulator(upstream=(cfg["upstream"][0], int(cfg["upstream"][1])),
-                       link=LinkTrace.from_dict(cfg["link"]), seed=int(cfg.get("seed", 0)),
-                       host=cfg.get("host", "127.0.0.1"), port=int(cfg.get("port", 0)))
+    emu = LinkEmulator(
+        upstream=(cfg["upstream"][0], int(cfg["upstream"][1])),
+        link=LinkTrace.from_dict(cfg["link"]),
+        seed=int(cfg.get("seed", 0)),
+        host=cfg.get("host", "127.0.0.1"),
+        port=int(cfg.get("port", 0)),
+    )
     port = await emu.start()
     ctl = await serve_control(emu)
     stop = stop_on_signals_async()

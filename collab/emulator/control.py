@@ -59,11 +59,20 @@ class _Handle:
 class EmulatorThread(_Handle):
     """The emulator in a daemon thread with its own event loop (context manager)."""
 
-    def __init__(self, *, upstream: tuple[str, int], link: LinkTrace, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        upstream: tuple[str, int],
+        link: LinkTrace,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self._emu = LinkEmulator(upstream=upstream, link=link, seed=seed, host=host, port=port)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="link-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="link-emulator", daemon=True
+        )
         self.port = 0
 
     def __enter__(self) -> EmulatorThread:
@@ -114,10 +123,22 @@ async def serve_control(emu: LinkEmulator, host: str = "127.0.0.1") -> asyncio.A
 class EmulatorProcess(_Handle):
     """The emulator in its own process, driven over its control socket (context manager)."""
 
-    def __init__(self, *, upstream: tuple[str, int], link: LinkTrace, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
-        self._cfg = {"upstream": list(upstream), "link": link.to_dict(), "seed": seed,
-                     "host": host, "port": port}
+    def __init__(
+        self,
+        *,
+        upstream: tuple[str, int],
+        link: LinkTrace,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._cfg = {
+            "upstream": list(upstream),
+            "link": link.to_dict(),
+            "seed": seed,
+            "host": host,
+            "port": port,
+        }
         self._proc: subprocess.Popen[str] | None = None
         self._sock: socket.socket | None = None
         self._file: Any = None
@@ -128,8 +149,9 @@ class EmulatorProcess(_Handle):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(self._cfg, f)
             cfg_path = f.name
-        self._proc = subprocess.Popen([sys.executable, "-m", "collab.emulator", cfg_path],
-                                      stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "collab.emulator", cfg_path], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert self._proc.stdout is not None
             line = self._proc.stdout.readline()
@@ -146,8 +168,9 @@ class EmulatorProcess(_Handle):
             Path(cfg_path).unlink(missing_ok=True)
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()

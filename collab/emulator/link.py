@@ -24,7 +24,9 @@ RTO_MIN_MS = 200.0
 class DirectionLink:
     """Serialisation + propagation for one direction, following its trace from trace time 0."""
 
-    def __init__(self, trace: DirectionTrace, *, seed: int = 0, reverse_delay_ms: float = 0.0) -> None:
+    def __init__(
+        self, trace: DirectionTrace, *, seed: int = 0, reverse_delay_ms: float = 0.0
+    ) -> None:
         self.trace = trace
         self.capacity: Capacity = trace.capacity()
         self.rng = random.Random(seed)

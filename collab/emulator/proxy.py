@@ -54,8 +54,15 @@ class _Conn:
 class LinkEmulator:
     """The proxy. Runs in one event loop; see :mod:`collab.emulator.control` for handles."""
 
-    def __init__(self, *, upstream: tuple[str, int], link: LinkTrace, host: str = "127.0.0.1",
-                 port: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        upstream: tuple[str, int],
+        link: LinkTrace,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+    ) -> None:
         self.upstream = upstream
         self.host = host
         self.port = port
@@ -109,11 +116,19 @@ class LinkEmulator:
         return self.manual_cut or self.link.outage_at(self.now())
 
     def stats(self) -> dict[str, Any]:
-        return {"port": self.port, "trace_time": self.now(), "open": len(self._conns),
-                "accepted": self.accepted, "refused": self.refused, "resets": self.resets,
-                "bytes_up": self.up.bytes, "bytes_down": self.down.bytes,
-                "losses_up": self.up.losses, "losses_down": self.down.losses,
-                "outage": self.down_now()}
+        return {
+            "port": self.port,
+            "trace_time": self.now(),
+            "open": len(self._conns),
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "resets": self.resets,
+            "bytes_up": self.up.bytes,
+            "bytes_down": self.down.bytes,
+            "losses_up": self.up.losses,
+            "losses_down": self.down.losses,
+            "outage": self.down_now(),
+        }
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> int:
@@ -186,8 +201,9 @@ class LinkEmulator:
                     with contextlib.suppress(Exception):
                         w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    link: DirectionLink) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: DirectionLink
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE_PIECES)
         sender = asyncio.get_running_loop().create_task(self._deliver(queue, writer))
         last_arrival = 0.0
@@ -198,11 +214,13 @@ class LinkEmulator:
                     break
                 n = len(data)
                 for off in range(0, n, PIECE):
-                    piece = data[off:off + PIECE]
+                    piece = data[off : off + PIECE]
                     # absolute (monotonic) arrival: a restart of the trace clock must not
                     # move bytes already in flight
                     t0 = self.t0
-                    _, arrival = link.schedule(time.monotonic() - t0, len(piece), tail=off + PIECE >= n)
+                    _, arrival = link.schedule(
+                        time.monotonic() - t0, len(piece), tail=off + PIECE >= n
+                    )
                     last_arrival = max(last_arrival, t0 + arrival)
                     await queue.put((last_arrival, piece))
         except (ConnectionError, OSError):
@@ -214,8 +232,9 @@ class LinkEmulator:
         await queue.put(None)
         await sender
 
-    async def _deliver(self, queue: asyncio.Queue[tuple[float, bytes] | None],
-                       writer: asyncio.StreamWriter) -> None:
+    async def _deliver(
+        self, queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter
+    ) -> None:
         while True:
             item = await queue.get()
             if item is None:

@@ -49,9 +49,14 @@ class Segment:
             raise ConfigError(f"segment loss must be in [0, 1), got {self.loss}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"duration_s": self.duration_s, "bandwidth_bps": self.bandwidth_bps,
-                "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms, "loss": self.loss,
-                "outage": self.outage}
+        return {
+            "duration_s": self.duration_s,
+            "bandwidth_bps": self.bandwidth_bps,
+            "delay_ms": self.delay_ms,
+            "jitter_ms": self.jitter_ms,
+            "loss": self.loss,
+            "outage": self.outage,
+        }
 
 
 class Capacity:
@@ -168,8 +173,10 @@ def parse_mahimahi(text: str, source: str = "<memory>") -> MahimahiTrace:
         if not line:
             continue
         if not line.isdigit():
-            raise ConfigError(f"{source}:{lineno}: malformed Mahimahi line {raw!r} "
-                              "(expected a non-negative integer timestamp in ms)")
+            raise ConfigError(
+                f"{source}:{lineno}: malformed Mahimahi line {raw!r} "
+                "(expected a non-negative integer timestamp in ms)"
+            )
         v = int(line)
         if v < prev:
             raise ConfigError(f"{source}:{lineno}: timestamp {v} goes backwards (previous {prev})")
@@ -178,8 +185,10 @@ def parse_mahimahi(text: str, source: str = "<memory>") -> MahimahiTrace:
     if not ts:
         raise ConfigError(f"{source}: empty Mahimahi trace (no delivery opportunities)")
     if ts[-1] <= 0:
-        raise ConfigError(f"{source}:{len(text.splitlines())}: Mahimahi trace must end after 0 ms "
-                          "(its last timestamp is the repeat period)")
+        raise ConfigError(
+            f"{source}:{len(text.splitlines())}: Mahimahi trace must end after 0 ms "
+            "(its last timestamp is the repeat period)"
+        )
     return MahimahiTrace(tuple(ts), source)
 
 
@@ -229,10 +238,25 @@ class DirectionTrace:
         object.__setattr__(self, "_starts", tuple(starts))
 
     @classmethod
-    def constant(cls, *, bandwidth_bps: float | None, delay_ms: float = 0.0, jitter_ms: float = 0.0,
-                 loss: float = 0.0) -> DirectionTrace:
-        return cls(segments=(Segment(duration_s=3600.0, bandwidth_bps=bandwidth_bps, delay_ms=delay_ms,
-                                     jitter_ms=jitter_ms, loss=loss),))
+    def constant(
+        cls,
+        *,
+        bandwidth_bps: float | None,
+        delay_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        loss: float = 0.0,
+    ) -> DirectionTrace:
+        return cls(
+            segments=(
+                Segment(
+                    duration_s=3600.0,
+                    bandwidth_bps=bandwidth_bps,
+                    delay_ms=delay_ms,
+                    jitter_ms=jitter_ms,
+                    loss=loss,
+                ),
+            )
+        )
 
     @property
     def period_s(self) -> float:
@@ -252,10 +276,15 @@ class DirectionTrace:
 
     def capacity(self) -> Capacity:
         if self.mahimahi is not None:
-            return _MaskedCapacity(MahimahiCapacity(self.mahimahi), self) if any(
-                s.outage for s in self.segments) else MahimahiCapacity(self.mahimahi)
-        rates = [0.0 if s.outage else (math.inf if s.bandwidth_bps is None else s.bandwidth_bps)
-                 for s in self.segments]
+            return (
+                _MaskedCapacity(MahimahiCapacity(self.mahimahi), self)
+                if any(s.outage for s in self.segments)
+                else MahimahiCapacity(self.mahimahi)
+            )
+        rates = [
+            0.0 if s.outage else (math.inf if s.bandwidth_bps is None else s.bandwidth_bps)
+            for s in self.segments
+        ]
         if all(math.isinf(r) for r in rates):
             return UnlimitedCapacity()
         # "unlimited" inside a finite trace: a very fast link (10 Gbit/s) keeps the maths finite
@@ -263,15 +292,23 @@ class DirectionTrace:
         return SegmentCapacity([s.duration_s for s in self.segments], rates, repeat=self.repeat)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"segments": [s.to_dict() for s in self.segments], "repeat": self.repeat,
-                "mahimahi": list(self.mahimahi.timestamps_ms) if self.mahimahi else None,
-                "mahimahi_source": self.mahimahi.source if self.mahimahi else None}
+        return {
+            "segments": [s.to_dict() for s in self.segments],
+            "repeat": self.repeat,
+            "mahimahi": list(self.mahimahi.timestamps_ms) if self.mahimahi else None,
+            "mahimahi_source": self.mahimahi.source if self.mahimahi else None,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DirectionTrace:
         mm = d.get("mahimahi")
-        return cls(segments=tuple(Segment(**s) for s in d["segments"]), repeat=bool(d["repeat"]),
-                   mahimahi=MahimahiTrace(tuple(mm), d.get("mahimahi_source") or "<memory>") if mm else None)
+        return cls(
+            segments=tuple(Segment(**s) for s in d["segments"]),
+            repeat=bool(d["repeat"]),
+            mahimahi=MahimahiTrace(tuple(mm), d.get("mahimahi_source") or "<memory>")
+            if mm
+            else None,
+        )
 
 
 class _MaskedCapacity(Capacity):
@@ -298,7 +335,7 @@ class _MaskedCapacity(Capacity):
 class LinkTrace:
     """Both directions of the emulated link."""
 
-    uplink: DirectionTrace    # edge -> cloud
+    uplink: DirectionTrace  # edge -> cloud
     downlink: DirectionTrace  # cloud -> edge
 
     def outage_at(self, t: float) -> bool:
@@ -312,5 +349,7 @@ class LinkTrace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinkTrace:
-        return cls(uplink=DirectionTrace.from_dict(d["uplink"]),
-                   downlink=DirectionTrace.from_dict(d["downlink"]))
+        return cls(
+            uplink=DirectionTrace.from_dict(d["uplink"]),
+            downlink=DirectionTrace.from_dict(d["downlink"]),
+        )

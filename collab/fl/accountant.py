@@ -34,22 +34,27 @@ from collab.errors import ConfigError, PrivacyBudgetExceeded
 #: whose series has not converged after 1000 terms (logging a warning), so ε there is
 #: slightly larger than Opacus' (Opacus' reference case q=0.04, sigma=1.5, 2250 steps,
 #: δ=1e-5: 7.329335 instead of 7.329111) — conservative, never smaller.
-DEFAULT_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+DEFAULT_ORDERS: tuple[float, ...] = tuple(
+    [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+)
 
 
 def _round(q: float, sigma: float) -> dp_accounting.DpEvent:
     return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
 
 
-def compute_rdp(*, q: float, noise_multiplier: float, steps: int,
-                orders: Sequence[float] = DEFAULT_ORDERS) -> np.ndarray:
+def compute_rdp(
+    *, q: float, noise_multiplier: float, steps: int, orders: Sequence[float] = DEFAULT_ORDERS
+) -> np.ndarray:
     """RDP at each order of ``steps`` Poisson-subsampled Gaussian rounds."""
     acc = _GoogleRdp(orders=list(orders))
     acc.compose(_round(q, noise_multiplier), steps)
     return acc.rdp
 
 
-def get_privacy_spent(*, orders: Sequence[float], rdp: np.ndarray, delta: float) -> tuple[float, float]:
+def get_privacy_spent(
+    *, orders: Sequence[float], rdp: np.ndarray, delta: float
+) -> tuple[float, float]:
     """(ε, best order) at ``delta``."""
     eps, order = compute_epsilon(list(orders), list(rdp), delta)
     return float(eps), float(order)
@@ -80,7 +85,9 @@ class RdpAccountant:
 
     def epsilon_after(self, q: float, sigma: float, steps: int = 1) -> float:
         """ε if ``steps`` more rounds at (q, sigma) were added (nothing is recorded)."""
-        rdp = self._acc.rdp + compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=self.orders)
+        rdp = self._acc.rdp + compute_rdp(
+            q=q, noise_multiplier=sigma, steps=steps, orders=self.orders
+        )
         return get_privacy_spent(orders=self.orders, rdp=rdp, delta=self.delta)[0]
 
     def check(self, q: float, sigma: float) -> float:
@@ -89,7 +96,8 @@ class RdpAccountant:
         if self.epsilon_budget is not None and eps > self.epsilon_budget:
             raise PrivacyBudgetExceeded(
                 f"one more round at q={q:g}, effective sigma={sigma:.4g} would reach "
-                f"epsilon={eps:.3f} > budget {self.epsilon_budget:g} (delta={self.delta:g})")
+                f"epsilon={eps:.3f} > budget {self.epsilon_budget:g} (delta={self.delta:g})"
+            )
         return eps
 
     def step(self, q: float, sigma: float) -> float:
@@ -99,8 +107,15 @@ class RdpAccountant:
         return self.epsilon
 
 
-def noise_for_epsilon(epsilon: float, *, q: float, rounds: int, delta: float,
-                      worst_fraction: float = 1.0, rel_tol: float = 1e-4) -> float:
+def noise_for_epsilon(
+    epsilon: float,
+    *,
+    q: float,
+    rounds: int,
+    delta: float,
+    worst_fraction: float = 1.0,
+    rel_tol: float = 1e-4,
+) -> float:
     """Smallest noise multiplier sigma (within ``rel_tol``) whose ``rounds`` rounds at sampling
     rate q stay within ``epsilon`` even when every round is accounted at the reduced
     sigma·sqrt(worst_fraction) — e.g. (min_clients - colluders)/expected, the case the round
@@ -109,9 +124,11 @@ def noise_for_epsilon(epsilon: float, *, q: float, rounds: int, delta: float,
         raise ConfigError("need epsilon > 0, rounds >= 1 and worst_fraction in (0, 1]")
 
     def eps(sigma: float) -> float:
-        return get_privacy_spent(orders=DEFAULT_ORDERS, delta=delta,
-                                 rdp=compute_rdp(q=q, noise_multiplier=sigma * math.sqrt(worst_fraction),
-                                                 steps=rounds))[0]
+        return get_privacy_spent(
+            orders=DEFAULT_ORDERS,
+            delta=delta,
+            rdp=compute_rdp(q=q, noise_multiplier=sigma * math.sqrt(worst_fraction), steps=rounds),
+        )[0]
 
     lo, hi = 1e-2, 1.0
     while eps(hi) > epsilon:

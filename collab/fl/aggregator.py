@@ -34,7 +34,10 @@ from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
 from collab.rpc_status import abort
 
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +75,15 @@ class Aggregator:
         if self.cfg.he_enabled and self.public_context is None:
             raise FLError("HE mode: the aggregator needs the federation's public context")
         if self.public_context is not None and he.load_context(self.public_context).is_private():
-            raise FLError("refusing a context that holds the secret key: the aggregator gets the public one only")
+            raise FLError(
+                "refusing a context that holds the secret key: the aggregator gets the public one only"
+            )
         self.dim, self.version = model_shape(self.cfg)
-        cid = he.context_id(self.public_context) if self.cfg.he_enabled and self.public_context else ""
+        cid = (
+            he.context_id(self.public_context)
+            if self.cfg.he_enabled and self.public_context
+            else ""
+        )
         self.planner = RoundPlanner(self.cfg, self.dim, context_id=cid)
         self.current: RoundState | None = None
         self.aggregates: dict[str, Aggregate] = {}  # base_version -> aggregate
@@ -88,8 +97,13 @@ class Aggregator:
         if st is None:
             raise RoundMismatch("no round is open")
         n = st.submit(header, chunks)
-        logger.info("round %d: accepted update from %s (%d/%d)", header.round, header.client_id, n,
-                    len(st.spec.sampled))
+        logger.info(
+            "round %d: accepted update from %s (%d/%d)",
+            header.round,
+            header.client_id,
+            n,
+            len(st.spec.sampled),
+        )
         return n
 
     def precheck(self, header: UpdateHeader) -> None:
@@ -127,14 +141,29 @@ class Aggregator:
 
     def _publish(self, kind: str, m: Message) -> None:
         if self.mqtt is not None:
-            self.mqtt.publish(topics.fl_topic(self.cfg.federation, kind), m.SerializeToString(),
-                              qos=1, retain=True, wait=10.0)
+            self.mqtt.publish(
+                topics.fl_topic(self.cfg.federation, kind),
+                m.SerializeToString(),
+                qos=1,
+                retain=True,
+                wait=10.0,
+            )
 
     def _status(self, state: str, detail: str = "") -> None:
         eps = self.planner.accountant.epsilon if self.planner.accountant else None
-        self._publish(topics.FL_STATUS, msg.status_to_proto(msg.FederationStatus(
-            federation=self.cfg.federation, state=state, round=self.planner.round,
-            version=self.version, detail=detail, epsilon=eps)))
+        self._publish(
+            topics.FL_STATUS,
+            msg.status_to_proto(
+                msg.FederationStatus(
+                    federation=self.cfg.federation,
+                    state=state,
+                    round=self.planner.round,
+                    version=self.version,
+                    detail=detail,
+                    epsilon=eps,
+                )
+            ),
+        )
 
     def wait_for_clients(self, count: int, timeout: float) -> int:
         end = time.monotonic() + timeout
@@ -156,16 +185,32 @@ class Aggregator:
             roster = list(self.roster)
         sampled = self.planner.sample(roster)
         spec = self.planner.next_spec(self.version, sampled)
-        st = RoundState(spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots)
+        st = RoundState(
+            spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots
+        )
         with self._lock:
             self.current = st
-        self._publish(topics.FL_ROUND, msg.announcement_to_proto(msg.RoundAnnouncement(
-            federation=spec.federation, round=spec.round, base_version=spec.base_version,
-            sampled=spec.sampled, deadline_unix=time.time() + self.cfg.round.deadline_s,
-            aggregator=self.advertise, encoding=spec.encoding, context_id=spec.context_id,
-            num_values=spec.num_values, min_clients=spec.min_clients,
-            fixed_denominator=spec.fixed_denominator)))
-        logger.info("round %d announced: %d sampled, base %s", spec.round, len(sampled), spec.base_version)
+        self._publish(
+            topics.FL_ROUND,
+            msg.announcement_to_proto(
+                msg.RoundAnnouncement(
+                    federation=spec.federation,
+                    round=spec.round,
+                    base_version=spec.base_version,
+                    sampled=spec.sampled,
+                    deadline_unix=time.time() + self.cfg.round.deadline_s,
+                    aggregator=self.advertise,
+                    encoding=spec.encoding,
+                    context_id=spec.context_id,
+                    num_values=spec.num_values,
+                    min_clients=spec.min_clients,
+                    fixed_denominator=spec.fixed_denominator,
+                )
+            ),
+        )
+        logger.info(
+            "round %d announced: %d sampled, base %s", spec.round, len(sampled), spec.base_version
+        )
         return st
 
     def close_round(self, st: RoundState) -> RoundOutcome:
@@ -173,23 +218,59 @@ class Aggregator:
         spec = st.spec
         agg = st.close()
         if agg is None:
-            logger.warning("round %d: only %d of %d sampled reported (< min_clients=%d); nothing released",
-                           spec.round, len(st.reporters), len(spec.sampled), spec.min_clients)
-            out = RoundOutcome(round=spec.round, sampled=len(spec.sampled), reporters=len(st.reporters),
-                               version=self.version, epsilon=None, sigma_eff=None, aggregated=False)
+            logger.warning(
+                "round %d: only %d of %d sampled reported (< min_clients=%d); nothing released",
+                spec.round,
+                len(st.reporters),
+                len(spec.sampled),
+                spec.min_clients,
+            )
+            out = RoundOutcome(
+                round=spec.round,
+                sampled=len(spec.sampled),
+                reporters=len(st.reporters),
+                version=self.version,
+                epsilon=None,
+                sigma_eff=None,
+                aggregated=False,
+            )
         else:
             eps, s_eff = self.planner.account(agg)
             with self._lock:
                 self.aggregates[agg.base_version] = agg
                 self.version = agg.version
-            self._publish(topics.FL_MODEL, msg.model_to_proto(msg.ModelPublished(
-                federation=spec.federation, round=spec.round, base_version=agg.base_version,
-                version=agg.version, reporters=len(agg.reporters), sampled=len(spec.sampled),
-                epsilon=eps, sigma_eff=s_eff)))
-            logger.info("round %d aggregated: %d/%d reporters, version %s, epsilon=%s", spec.round,
-                        len(agg.reporters), len(spec.sampled), agg.version, eps)
-            out = RoundOutcome(round=spec.round, sampled=len(spec.sampled), reporters=len(agg.reporters),
-                               version=agg.version, epsilon=eps, sigma_eff=s_eff, aggregated=True)
+            self._publish(
+                topics.FL_MODEL,
+                msg.model_to_proto(
+                    msg.ModelPublished(
+                        federation=spec.federation,
+                        round=spec.round,
+                        base_version=agg.base_version,
+                        version=agg.version,
+                        reporters=len(agg.reporters),
+                        sampled=len(spec.sampled),
+                        epsilon=eps,
+                        sigma_eff=s_eff,
+                    )
+                ),
+            )
+            logger.info(
+                "round %d aggregated: %d/%d reporters, version %s, epsilon=%s",
+                spec.round,
+                len(agg.reporters),
+                len(spec.sampled),
+                agg.version,
+                eps,
+            )
+            out = RoundOutcome(
+                round=spec.round,
+                sampled=len(spec.sampled),
+                reporters=len(agg.reporters),
+                version=agg.version,
+                epsilon=eps,
+                sigma_eff=s_eff,
+                aggregated=True,
+            )
         self.outcomes.append(out)
         return out
 
@@ -198,11 +279,16 @@ class Aggregator:
         st.wait(time.monotonic() + self.cfg.round.deadline_s)
         out = self.close_round(st)
         if not out.aggregated:
-            self._status("running", f"round {out.round} released nothing: {out.reporters} of "
-                                    f"{out.sampled} reported (< min_clients)")
+            self._status(
+                "running",
+                f"round {out.round} released nothing: {out.reporters} of "
+                f"{out.sampled} reported (< min_clients)",
+            )
         return out
 
-    def run(self, stop: threading.Event | None = None, wait_clients_s: float = 60.0) -> list[RoundOutcome]:
+    def run(
+        self, stop: threading.Event | None = None, wait_clients_s: float = 60.0
+    ) -> list[RoundOutcome]:
         n = self.wait_for_clients(self.cfg.clients, wait_clients_s)
         logger.info("federation %s: %d clients present", self.cfg.federation, n)
         self._status("running")
@@ -225,8 +311,9 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
     def __init__(self, agg: Aggregator) -> None:
         self.agg = agg
 
-    def UploadUpdate(self, request_iterator: Iterator[fl_pb2.FlUpdateChunk],
-                     context: grpc.ServicerContext) -> fl_pb2.FlUploadAck:
+    def UploadUpdate(
+        self, request_iterator: Iterator[fl_pb2.FlUpdateChunk], context: grpc.ServicerContext
+    ) -> fl_pb2.FlUploadAck:
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("part") != "header":
@@ -247,8 +334,9 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
             abort(context, e, "UploadUpdate")
         return fl_pb2.FlUploadAck(round=header.round, reporters=n)
 
-    def FetchAggregate(self, request: fl_pb2.FlAggregateRequest,
-                       context: grpc.ServicerContext) -> Iterator[fl_pb2.FlAggregateChunk]:
+    def FetchAggregate(
+        self, request: fl_pb2.FlAggregateRequest, context: grpc.ServicerContext
+    ) -> Iterator[fl_pb2.FlAggregateChunk]:
         try:
             if request.federation != self.agg.cfg.federation:
                 raise NotFoundError(f"unknown federation {request.federation!r}")
@@ -259,7 +347,9 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
 
 
 @contextmanager
-def serve(agg: Aggregator, listen: str = "127.0.0.1:0", workers: int = 16) -> Iterator[tuple[grpc.Server, int]]:
+def serve(
+    agg: Aggregator, listen: str = "127.0.0.1:0", workers: int = 16
+) -> Iterator[tuple[grpc.Server, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
     fl_pb2_grpc.add_FlAggregatorServicer_to_server(FlAggregatorServicer(agg), server)
     try:

@@ -40,8 +40,9 @@ class HEParams:
     """CKKS parameters of one federation (all members must use the same)."""
 
     poly_modulus_degree: Annotated[StrictInt, AfterValidator(_ckks_degree)] = 8192
-    coeff_mod_bit_sizes: Annotated[tuple[Annotated[StrictInt, Field(ge=20, le=60)], ...],
-                                   Field(min_length=2)] = (60, 40)
+    coeff_mod_bit_sizes: Annotated[
+        tuple[Annotated[StrictInt, Field(ge=20, le=60)], ...], Field(min_length=2)
+    ] = (60, 40)
     scale_bits: Annotated[StrictInt, Field(ge=20)] = 40
     #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
     #: public-key encryption) and the aggregator's context carries NO key at all, so it
@@ -50,8 +51,11 @@ class HEParams:
 
     def __post_init__(self) -> None:
         if self.scale_bits >= self.coeff_mod_bit_sizes[0]:
-            raise FieldError("scale_bits", f"must be < the first prime's {self.coeff_mod_bit_sizes[0]} "
-                             f"bits, got {self.scale_bits}")
+            raise FieldError(
+                "scale_bits",
+                f"must be < the first prime's {self.coeff_mod_bit_sizes[0]} "
+                f"bits, got {self.scale_bits}",
+            )
 
     @property
     def slots(self) -> int:
@@ -167,7 +171,10 @@ class FLConfig:
 
     def __post_init__(self) -> None:
         if self.round.min_clients > self.clients:
-            raise FieldError("round.min_clients", f"must be <= clients ({self.clients}), got {self.round.min_clients}")
+            raise FieldError(
+                "round.min_clients",
+                f"must be <= clients ({self.clients}), got {self.round.min_clients}",
+            )
 
     @property
     def mode(self) -> str:
@@ -188,7 +195,11 @@ class FLConfig:
 
     def for_mode(self, mode: str) -> FLConfig:
         """This config with DP/HE switched per ``mode`` (dp fields are ignored when off)."""
-        return dataclasses.replace(self, modes=[typing.cast(Mode, mode)], federation=f"{self.federation}-{mode.replace('+', '-')}")
+        return dataclasses.replace(
+            self,
+            modes=[typing.cast(Mode, mode)],
+            federation=f"{self.federation}-{mode.replace('+', '-')}",
+        )
 
 
 def config_from_dict(data: Any) -> FLConfig:

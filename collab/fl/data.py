@@ -11,8 +11,9 @@ from collab.fl.config import FLConfig
 from collab.models.datasets import digits
 
 
-def dirichlet_split(labels: np.ndarray, num_clients: int, alpha: float, seed: int,
-                    min_size: int = 10) -> list[np.ndarray]:
+def dirichlet_split(
+    labels: np.ndarray, num_clients: int, alpha: float, seed: int, min_size: int = 10
+) -> list[np.ndarray]:
     """Per class, share its examples over clients with proportions ~ Dir(alpha).
 
     Redraws (seeded) until every client holds ``min_size`` examples, the usual practice
@@ -20,7 +21,9 @@ def dirichlet_split(labels: np.ndarray, num_clients: int, alpha: float, seed: in
     if num_clients < 1 or alpha <= 0:
         raise ConfigError("need num_clients >= 1 and alpha > 0")
     if len(labels) < num_clients * min_size:
-        raise ConfigError(f"{len(labels)} examples cannot give {num_clients} clients {min_size} each")
+        raise ConfigError(
+            f"{len(labels)} examples cannot give {num_clients} clients {min_size} each"
+        )
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     for _ in range(1000):
@@ -34,7 +37,9 @@ def dirichlet_split(labels: np.ndarray, num_clients: int, alpha: float, seed: in
                 shards[k].extend(part.tolist())
         if min(len(s) for s in shards) >= min_size:
             return [np.sort(np.array(s, dtype=np.int64)) for s in shards]
-    raise ConfigError(f"could not draw a Dirichlet({alpha}) split with {min_size} examples per client")
+    raise ConfigError(
+        f"could not draw a Dirichlet({alpha}) split with {min_size} examples per client"
+    )
 
 
 @cache
@@ -70,8 +75,9 @@ def public_data(fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x[idx], y[idx]
 
 
-def client_data(index: int, num_clients: int, alpha: float, seed: int,
-                public_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def client_data(
+    index: int, num_clients: int, alpha: float, seed: int, public_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Client ``index``'s shard of the digits training set (same split in every process),
     drawn from the PRIVATE part only (the ``public_fraction`` share is held out)."""
     if not 0 <= index < num_clients:
@@ -79,7 +85,11 @@ def client_data(index: int, num_clients: int, alpha: float, seed: int,
     x, y = _train()
     priv = private_indices(public_fraction, seed) if public_fraction > 0 else np.arange(len(y))
     yp = y[priv]
-    idx = priv[dirichlet_split(yp, num_clients, alpha, seed, min_size=min(10, len(yp) // (5 * num_clients)))[index]]
+    idx = priv[
+        dirichlet_split(
+            yp, num_clients, alpha, seed, min_size=min(10, len(yp) // (5 * num_clients))
+        )[index]
+    ]
     return x[idx], y[idx]
 
 

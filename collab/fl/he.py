@@ -51,14 +51,26 @@ def generate_keys(params: HEParams) -> KeyPair:
     """Fresh per-federation keys (done once at set-up by the key holder, never shipped)."""
     symmetric = params.encryption == "symmetric"
     kw = {"encryption_type": ts.ENCRYPTION_TYPE.SYMMETRIC} if symmetric else {}
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
-                     coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes), **kw)
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=params.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+        **kw,
+    )
     ctx.global_scale = 2.0**params.scale_bits
     # Aggregator context: no secret key, no Galois, no relinearisation keys.
-    public = ctx.serialize(save_public_key=not symmetric, save_secret_key=False,
-                           save_galois_keys=False, save_relin_keys=False)
-    secret = ctx.serialize(save_public_key=not symmetric, save_secret_key=True,
-                           save_galois_keys=False, save_relin_keys=False)
+    public = ctx.serialize(
+        save_public_key=not symmetric,
+        save_secret_key=False,
+        save_galois_keys=False,
+        save_relin_keys=False,
+    )
+    secret = ctx.serialize(
+        save_public_key=not symmetric,
+        save_secret_key=True,
+        save_galois_keys=False,
+        save_relin_keys=False,
+    )
     return KeyPair(secret=secret, public=public)
 
 
@@ -96,7 +108,7 @@ def encrypt(ctx: ts.Context, vec: np.ndarray, *, threads: int | None = None) -> 
     TenSEAL releases the GIL inside SEAL, so a small thread pool parallelises chunks."""
     slots = ctx.data.seal_context().first_context_data().parms().poly_modulus_degree() // 2
     v = np.asarray(vec, dtype=np.float64).ravel()
-    parts = [v[i:i + slots] for i in range(0, max(len(v), 1), slots)]
+    parts = [v[i : i + slots] for i in range(0, max(len(v), 1), slots)]
 
     def one(p: np.ndarray) -> bytes:
         return bytes(ts.ckks_vector(ctx, p.tolist()).serialize())
@@ -114,13 +126,17 @@ def load_chunk(ctx: ts.Context, data: bytes, expected_size: int) -> ts.CKKSVecto
         vec = ts.ckks_vector_from(ctx, data)
         size = vec.size()
     except Exception as e:
-        raise FLError(f"ciphertext does not deserialize under this federation's context: {e}") from e
+        raise FLError(
+            f"ciphertext does not deserialize under this federation's context: {e}"
+        ) from e
     if size != expected_size:
         raise FLError(f"ciphertext carries {size} values, expected {expected_size}")
     return vec
 
 
-def add_into(acc: list[ts.CKKSVector] | None, update: Sequence[ts.CKKSVector]) -> list[ts.CKKSVector]:
+def add_into(
+    acc: list[ts.CKKSVector] | None, update: Sequence[ts.CKKSVector]
+) -> list[ts.CKKSVector]:
     """Homomorphic sum (additions only: no key the aggregator lacks is needed)."""
     if acc is None:
         return list(update)
@@ -137,7 +153,7 @@ def decrypt(secret_ctx: ts.Context, chunks: Sequence[bytes], length: int) -> np.
     pos = 0
     for c in chunks:
         vals = ts.ckks_vector_from(secret_ctx, c).decrypt()
-        out[pos:pos + len(vals)] = vals
+        out[pos : pos + len(vals)] = vals
         pos += len(vals)
     if pos != length:
         raise FLError(f"aggregate carries {pos} values, expected {length}")

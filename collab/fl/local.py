@@ -49,8 +49,9 @@ def _broker(url: str | None) -> Iterator[str]:
             yield b.url
 
 
-def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = True,
-             wait_s: float = 120.0) -> list[RoundPoint]:
+def run_mode(
+    cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = True, wait_s: float = 120.0
+) -> list[RoundPoint]:
     """One federation (one mode) to completion; returns accuracy per aggregated round."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.yaml"
@@ -64,8 +65,16 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
     holder = ModelHolder(cfg, secret_context=secret)
     xt, yt = test_data()
     port = free_port()
-    agg_args = ["fl", "aggregator", "--config", str(cfg_path), "--broker", broker_url,
-                "--listen", f"127.0.0.1:{port}"]
+    agg_args = [
+        "fl",
+        "aggregator",
+        "--config",
+        str(cfg_path),
+        "--broker",
+        broker_url,
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     if pub_path is not None:
         agg_args += ["--public-context", str(pub_path)]
     published: list[msg.ModelPublished] = []
@@ -93,18 +102,30 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
     points: list[RoundPoint] = []
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
-        mq = stack.enter_context(MqttClient(MqttConfig(url=broker_url, client_id=f"fl-keyholder-{cfg.federation}")))
+        mq = stack.enter_context(
+            MqttClient(MqttConfig(url=broker_url, client_id=f"fl-keyholder-{cfg.federation}"))
+        )
         mq.subscribe(topics.fl_topic(cfg.federation, topics.FL_MODEL), on_model)
         mq.subscribe(topics.fl_topic(cfg.federation, topics.FL_STATUS), on_status)
         stack.enter_context(collab_process(agg_args, port=port, log=workdir / "aggregator.log"))
-        args = ["fl", "client", "--config", str(cfg_path), "--broker", broker_url,
-                "--index", f"0-{cfg.clients - 1}"]
+        args = [
+            "fl",
+            "client",
+            "--config",
+            str(cfg_path),
+            "--broker",
+            broker_url,
+            "--index",
+            f"0-{cfg.clients - 1}",
+        ]
         if secret_path is not None:
             args += ["--secret-context", str(secret_path)]
         stack.enter_context(collab_process(args, log=workdir / "clients.log"))
         stub = AggregatorStub(f"127.0.0.1:{port}")
         stack.callback(stub.close)
-        bar = stack.enter_context(tqdm(total=cfg.rounds, desc=f"fl {cfg.mode}", disable=not progress))
+        bar = stack.enter_context(
+            tqdm(total=cfg.rounds, desc=f"fl {cfg.mode}", disable=not progress)
+        )
         seen = seen_status = 0
         last = time.monotonic()
         while True:
@@ -115,11 +136,22 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
                 seen += 1
                 catch_up(holder, stub, cfg.federation, p.version)
                 acc = holder.evaluate(xt, yt)
-                points.append(RoundPoint(round=p.round, accuracy=acc, epsilon=p.epsilon, reporters=p.reporters,
-                                         sampled=p.sampled, seconds=time.monotonic() - t0))
+                points.append(
+                    RoundPoint(
+                        round=p.round,
+                        accuracy=acc,
+                        epsilon=p.epsilon,
+                        reporters=p.reporters,
+                        sampled=p.sampled,
+                        seconds=time.monotonic() - t0,
+                    )
+                )
                 bar.update(p.round - bar.n)
-                bar.set_postfix(acc=f"{acc:.3f}", eps="-" if p.epsilon is None else f"{p.epsilon:.2f}",
-                                rep=f"{p.reporters}/{p.sampled}")
+                bar.set_postfix(
+                    acc=f"{acc:.3f}",
+                    eps="-" if p.epsilon is None else f"{p.epsilon:.2f}",
+                    rep=f"{p.reporters}/{p.sampled}",
+                )
                 last = time.monotonic()
             if len(status) > seen_status:  # a failed round is progress too
                 seen_status = len(status)
@@ -130,8 +162,10 @@ def run_mode(cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = 
                     logger.warning("%s stopped early: %s", cfg.federation, done[-1].detail)
                 break
             if time.monotonic() - last > wait_s + cfg.round.deadline_s:
-                raise FLError(f"{cfg.federation}: no progress for {wait_s + cfg.round.deadline_s:.0f}s; "
-                              f"see logs in {workdir}")
+                raise FLError(
+                    f"{cfg.federation}: no progress for {wait_s + cfg.round.deadline_s:.0f}s; "
+                    f"see logs in {workdir}"
+                )
     (workdir / "rounds.json").write_text(json.dumps([asdict(p) for p in points], indent=1))
     return points
 
@@ -147,7 +181,9 @@ def _check_first_round(mcfg: FLConfig) -> None:
             raise FLError(f"mode {mcfg.mode}: {e}") from e
 
 
-def run_local(cfg: FLConfig, *, progress: bool = True, in_process: bool = False) -> dict[str, list[RoundPoint]]:
+def run_local(
+    cfg: FLConfig, *, progress: bool = True, in_process: bool = False
+) -> dict[str, list[RoundPoint]]:
     """Every mode in ``cfg.modes`` one after another; writes results + PNG under cfg.out.
 
     ``in_process``: the same protocol in this process (collab.fl.simulate), no broker or
@@ -166,9 +202,22 @@ def run_local(cfg: FLConfig, *, progress: bool = True, in_process: bool = False)
             for r in simulate(mcfg, progress=progress):
                 elapsed += r.seconds
                 if r.reporters >= mcfg.round.min_clients:  # a round that released an aggregate
-                    pts.append(RoundPoint(round=r.round, accuracy=float(r.accuracy or 0.0), epsilon=r.epsilon,
-                                          reporters=r.reporters, sampled=r.reporters, seconds=elapsed))
-            logger.info("%s: %d rounds in %.1fs (in process)", mcfg.federation, len(pts), time.monotonic() - t0)
+                    pts.append(
+                        RoundPoint(
+                            round=r.round,
+                            accuracy=float(r.accuracy or 0.0),
+                            epsilon=r.epsilon,
+                            reporters=r.reporters,
+                            sampled=r.reporters,
+                            seconds=elapsed,
+                        )
+                    )
+            logger.info(
+                "%s: %d rounds in %.1fs (in process)",
+                mcfg.federation,
+                len(pts),
+                time.monotonic() - t0,
+            )
             results[mode] = pts
             wd = out / mode.replace("+", "-")
             wd.mkdir(parents=True, exist_ok=True)
@@ -181,6 +230,12 @@ def run_local(cfg: FLConfig, *, progress: bool = True, in_process: bool = False)
                 results[mode] = run_mode(mcfg, url, out / mode.replace("+", "-"), progress=progress)
     from collab.fl.plot import plot_accuracy
 
-    plot_accuracy(results, out / "accuracy.png", title=f"{cfg.clients} clients, Dirichlet alpha={cfg.dirichlet_alpha}")
-    (out / "summary.json").write_text(json.dumps({m: [asdict(p) for p in pts] for m, pts in results.items()}, indent=1))
+    plot_accuracy(
+        results,
+        out / "accuracy.png",
+        title=f"{cfg.clients} clients, Dirichlet alpha={cfg.dirichlet_alpha}",
+    )
+    (out / "summary.json").write_text(
+        json.dumps({m: [asdict(p) for p in pts] for m, pts in results.items()}, indent=1)
+    )
     return results

@@ -22,15 +22,24 @@ from collab.fl.train import DPParams, TrainParams, local_train, prepare_update
 
 def train_params(cfg: FLConfig) -> TrainParams:
     t = cfg.train
-    return TrainParams(local_epochs=t.local_epochs, batch_size=t.batch_size, lr=t.lr,
-                       momentum=t.momentum, prox_mu=t.prox_mu)
+    return TrainParams(
+        local_epochs=t.local_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        prox_mu=t.prox_mu,
+    )
 
 
 def dp_params(cfg: FLConfig) -> DPParams | None:
     if not cfg.dp_enabled:
         return None
-    return DPParams(clip=cfg.dp.clip, noise_multiplier=cfg.dp.noise_multiplier,
-                    expected_clients=cfg.expected_clients, weight_cap=cfg.dp.weight_cap)
+    return DPParams(
+        clip=cfg.dp.clip,
+        noise_multiplier=cfg.dp.noise_multiplier,
+        expected_clients=cfg.expected_clients,
+        weight_cap=cfg.dp.weight_cap,
+    )
 
 
 @dataclass
@@ -49,8 +58,14 @@ class ModelHolder:
         self.model = initial_model(self.cfg)
         self.names = federated_names(self.model, self.cfg.model.federated)
         s = self.cfg.server
-        self.state = GlobalModel(get_flat(self.model, self.names), optimizer=s.optimizer, lr=s.lr,
-                                 beta1=s.beta1, beta2=s.beta2, tau=s.tau)
+        self.state = GlobalModel(
+            get_flat(self.model, self.names),
+            optimizer=s.optimizer,
+            lr=s.lr,
+            beta1=s.beta1,
+            beta2=s.beta2,
+            tau=s.tau,
+        )
         if self.cfg.he_enabled:
             if self.secret_context is None:
                 raise FLError("HE mode: this member needs the federation's secret context")
@@ -63,10 +78,14 @@ class ModelHolder:
     def apply(self, agg: Aggregate) -> None:
         """Check the version chain, decrypt the SUM, divide, step the server optimizer."""
         if next_version(agg.base_version, agg.chunks) != agg.version:
-            raise FLError(f"aggregate of round {agg.round}: version {agg.version} does not match its bytes")
+            raise FLError(
+                f"aggregate of round {agg.round}: version {agg.version} does not match its bytes"
+            )
         total = decode_aggregate(list(agg.chunks), agg.encoding, agg.num_values, self.ctx)
         avg = average(total, fixed_denominator=agg.fixed_denominator or None)
-        self.state.apply(round_=agg.round, base_version=agg.base_version, version=agg.version, avg_delta=avg)
+        self.state.apply(
+            round_=agg.round, base_version=agg.base_version, version=agg.version, avg_delta=avg
+        )
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> float:
         set_flat(self.model, self.names, self.state.flat)
@@ -84,8 +103,15 @@ class Trainer:
 
     def update(self, round_: int, *, compression: str = "") -> list[bytes]:
         cfg = self.holder.cfg
-        delta = local_train(self.holder.model, self.holder.names, self.holder.state.flat, self.x, self.y,
-                            train_params(cfg), seed=self.seed * 100_003 + round_)
+        delta = local_train(
+            self.holder.model,
+            self.holder.names,
+            self.holder.state.flat,
+            self.x,
+            self.y,
+            train_params(cfg),
+            seed=self.seed * 100_003 + round_,
+        )
         rng = np.random.default_rng([self.seed, round_, 17])
         vec = prepare_update(delta, len(self.y), dp_params(cfg), rng)
         return encode_update(vec, ctx=self.holder.ctx, compression=compression)

@@ -15,8 +15,12 @@ from collab.control.messages import MalformedMessage, finite, parse_message, val
 from collab.proto import fl_pb2 as pb
 
 ENCODINGS = ("ckks", "f32")
-_STATE_TO_PB = {"running": pb.FL_STATE_RUNNING, "done": pb.FL_STATE_DONE,
-                "budget_exhausted": pb.FL_STATE_BUDGET_EXHAUSTED, "failed": pb.FL_STATE_FAILED}
+_STATE_TO_PB = {
+    "running": pb.FL_STATE_RUNNING,
+    "done": pb.FL_STATE_DONE,
+    "budget_exhausted": pb.FL_STATE_BUDGET_EXHAUSTED,
+    "failed": pb.FL_STATE_FAILED,
+}
 _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 
 
@@ -87,10 +91,18 @@ def hello_from_proto(m: pb.FlClientHello) -> ClientHello:
 
 def announcement_to_proto(a: RoundAnnouncement) -> pb.FlRoundAnnouncement:
     return pb.FlRoundAnnouncement(
-        federation=a.federation, round=a.round, base_version=a.base_version, sampled=list(a.sampled),
-        deadline_unix=a.deadline_unix, aggregator=a.aggregator, encoding=a.encoding,
-        context_id=a.context_id, num_values=a.num_values, min_clients=a.min_clients,
-        fixed_denominator=a.fixed_denominator)
+        federation=a.federation,
+        round=a.round,
+        base_version=a.base_version,
+        sampled=list(a.sampled),
+        deadline_unix=a.deadline_unix,
+        aggregator=a.aggregator,
+        encoding=a.encoding,
+        context_id=a.context_id,
+        num_values=a.num_values,
+        min_clients=a.min_clients,
+        fixed_denominator=a.fixed_denominator,
+    )
 
 
 def announcement_from_proto(m: pb.FlRoundAnnouncement) -> RoundAnnouncement:
@@ -99,38 +111,70 @@ def announcement_from_proto(m: pb.FlRoundAnnouncement) -> RoundAnnouncement:
     if not m.aggregator:
         raise MalformedMessage("round announcement without an aggregator address")
     return RoundAnnouncement(
-        federation=m.federation, round=_round(m.round), base_version=m.base_version,
+        federation=m.federation,
+        round=_round(m.round),
+        base_version=m.base_version,
         sampled=tuple(valid_node_id(c) for c in m.sampled),
-        deadline_unix=finite(m.deadline_unix, "deadline_unix"), aggregator=m.aggregator,
-        encoding=m.encoding, context_id=m.context_id, num_values=m.num_values,
-        min_clients=m.min_clients, fixed_denominator=finite(m.fixed_denominator, "fixed_denominator"))
+        deadline_unix=finite(m.deadline_unix, "deadline_unix"),
+        aggregator=m.aggregator,
+        encoding=m.encoding,
+        context_id=m.context_id,
+        num_values=m.num_values,
+        min_clients=m.min_clients,
+        fixed_denominator=finite(m.fixed_denominator, "fixed_denominator"),
+    )
 
 
 def model_to_proto(p: ModelPublished) -> pb.FlModelPublished:
     return pb.FlModelPublished(
-        federation=p.federation, round=p.round, base_version=p.base_version, version=p.version,
-        reporters=p.reporters, sampled=p.sampled, epsilon=p.epsilon, sigma_eff=p.sigma_eff)
+        federation=p.federation,
+        round=p.round,
+        base_version=p.base_version,
+        version=p.version,
+        reporters=p.reporters,
+        sampled=p.sampled,
+        epsilon=p.epsilon,
+        sigma_eff=p.sigma_eff,
+    )
 
 
 def model_from_proto(m: pb.FlModelPublished) -> ModelPublished:
     if not m.version:
         raise MalformedMessage("model message without a version")
     return ModelPublished(
-        federation=m.federation, round=_round(m.round), base_version=m.base_version, version=m.version,
-        reporters=m.reporters, sampled=m.sampled, epsilon=_optional(m, "epsilon"),
-        sigma_eff=_optional(m, "sigma_eff"))
+        federation=m.federation,
+        round=_round(m.round),
+        base_version=m.base_version,
+        version=m.version,
+        reporters=m.reporters,
+        sampled=m.sampled,
+        epsilon=_optional(m, "epsilon"),
+        sigma_eff=_optional(m, "sigma_eff"),
+    )
 
 
 def status_to_proto(s: FederationStatus) -> pb.FlFederationStatus:
-    return pb.FlFederationStatus(federation=s.federation, state=_STATE_TO_PB[s.state], round=s.round,
-                                 version=s.version, detail=s.detail, epsilon=s.epsilon)
+    return pb.FlFederationStatus(
+        federation=s.federation,
+        state=_STATE_TO_PB[s.state],
+        round=s.round,
+        version=s.version,
+        detail=s.detail,
+        epsilon=s.epsilon,
+    )
 
 
 def status_from_proto(m: pb.FlFederationStatus) -> FederationStatus:
     if m.state not in _STATE_FROM_PB:
         raise MalformedMessage(f"unknown federation state {m.state}")
-    return FederationStatus(federation=m.federation, state=_STATE_FROM_PB[m.state], round=m.round,
-                            version=m.version, detail=m.detail, epsilon=_optional(m, "epsilon"))
+    return FederationStatus(
+        federation=m.federation,
+        state=_STATE_FROM_PB[m.state],
+        round=m.round,
+        version=m.version,
+        detail=m.detail,
+        epsilon=_optional(m, "epsilon"),
+    )
 
 
 # ---------------------------------------------------------------- wire helpers

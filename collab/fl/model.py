@@ -25,8 +25,14 @@ def _digits_mlp_1m() -> nn.Module:
     """A wide MLP on 8x8 digits, ≈1.1M parameters: the HE benchmark's ≥1M-parameter model."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 1024), nn.ReLU(),
-                             nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 10),
+        )
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -52,8 +58,10 @@ def federated_names(model: nn.Module, federated: str | Sequence[str]) -> list[st
     out: list[str] = []
     for prefix in federated:
         if prefix not in modules or prefix == "":
-            raise ConfigError(f"model has no module {prefix!r}; modules: "
-                              f"{[m for m in modules if m and '.' not in m]}")
+            raise ConfigError(
+                f"model has no module {prefix!r}; modules: "
+                f"{[m for m in modules if m and '.' not in m]}"
+            )
         out.extend(n for n in names if n.startswith(prefix + ".") and n not in out)
     if not out:
         raise ConfigError(f"modules {list(federated)} have no parameters")
@@ -74,8 +82,11 @@ def set_flat(model: nn.Module, names: Sequence[str], flat: np.ndarray) -> None:
     with torch.no_grad():
         for n in names:
             p = params[n]
-            p.copy_(torch.from_numpy(np.ascontiguousarray(flat[pos:pos + p.numel()], dtype=np.float32))
-                    .view_as(p))
+            p.copy_(
+                torch.from_numpy(
+                    np.ascontiguousarray(flat[pos : pos + p.numel()], dtype=np.float32)
+                ).view_as(p)
+            )
             pos += p.numel()
 
 

@@ -49,15 +49,22 @@ class AggregatorStub:
 
     def fetch(self, federation: str, base_version: str, timeout: float = 120.0):  # type: ignore[no-untyped-def]
         try:
-            return aggregate_from_proto(self.stub.FetchAggregate(
-                fl_pb2.FlAggregateRequest(federation=federation, base_version=base_version), timeout=timeout))
+            return aggregate_from_proto(
+                self.stub.FetchAggregate(
+                    fl_pb2.FlAggregateRequest(federation=federation, base_version=base_version),
+                    timeout=timeout,
+                )
+            )
         except grpc.RpcError as e:
-            raise TransportError(f"aggregator {self.address}: fetch from {base_version}: "
-                                 f"{e.code().name}: {e.details()}") from e  # type: ignore[attr-defined]
+            raise TransportError(
+                f"aggregator {self.address}: fetch from {base_version}: "
+                f"{e.code().name}: {e.details()}"
+            ) from e  # type: ignore[attr-defined]
 
 
-def catch_up(holder: ModelHolder, stub: AggregatorStub, federation: str, target: str,
-             max_steps: int = 10_000) -> int:
+def catch_up(
+    holder: ModelHolder, stub: AggregatorStub, federation: str, target: str, max_steps: int = 10_000
+) -> int:
     """Apply aggregates until the replica is at ``target``; returns how many were applied."""
     n = 0
     while holder.state.version != target:
@@ -85,9 +92,16 @@ class FLClient:
     def start(self) -> None:
         """Subscribe to rounds, then publish retained presence (cleared by the will)."""
         self.mqtt.subscribe(topics.fl_topic(self.fed, topics.FL_ROUND), self._on_round, qos=1)
-        hello = msg.ClientHello(client_id=self.client_id, num_examples=len(self.trainer.y), pid=os.getpid())
-        self.mqtt.publish(topics.fl_client_topic(self.fed, self.client_id),
-                          msg.hello_to_proto(hello).SerializeToString(), qos=1, retain=True, wait=10.0)
+        hello = msg.ClientHello(
+            client_id=self.client_id, num_examples=len(self.trainer.y), pid=os.getpid()
+        )
+        self.mqtt.publish(
+            topics.fl_client_topic(self.fed, self.client_id),
+            msg.hello_to_proto(hello).SerializeToString(),
+            qos=1,
+            retain=True,
+            wait=10.0,
+        )
 
     def _on_round(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
@@ -95,7 +109,11 @@ class FLClient:
         except MalformedMessage as e:
             logger.warning("ignoring round announcement on %s: %s", topic, e)
             return
-        if ann.federation == self.fed and self.client_id in ann.sampled and ann.round > self._last_round:
+        if (
+            ann.federation == self.fed
+            and self.client_id in ann.sampled
+            and ann.round > self._last_round
+        ):
             self._last_round = ann.round
             self._queue.put(ann)
 
@@ -109,10 +127,17 @@ class FLClient:
             chunks = self.trainer.update(ann.round, compression=self.compression)
             if self.upload_delay_s:
                 time.sleep(self.upload_delay_s)
-            header = UpdateHeader(federation=self.fed, round=ann.round, client_id=self.client_id,
-                                  base_version=ann.base_version, encoding=ann.encoding,
-                                  context_id=ann.context_id, num_values=self.trainer.holder.dim + 1,
-                                  num_chunks=len(chunks), compression=self.compression)
+            header = UpdateHeader(
+                federation=self.fed,
+                round=ann.round,
+                client_id=self.client_id,
+                base_version=ann.base_version,
+                encoding=ann.encoding,
+                context_id=ann.context_id,
+                num_values=self.trainer.holder.dim + 1,
+                num_chunks=len(chunks),
+                compression=self.compression,
+            )
             n = stub.upload(header, chunks)
             self.rounds_done.append(ann.round)
             logger.info("round %d: update accepted (%d reporters so far)", ann.round, n)

@@ -21,7 +21,9 @@ def plot_accuracy(results: Mapping[str, Sequence[Any]], path: Path, *, title: st
         eps = [p.epsilon for p in pts if p.epsilon is not None]
         if eps:
             label += f" (ε={eps[-1]:.2f})"
-        ax.plot([p.round for p in pts], [100 * p.accuracy for p in pts], marker="o", ms=3, label=label)
+        ax.plot(
+            [p.round for p in pts], [100 * p.accuracy for p in pts], marker="o", ms=3, label=label
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)

@@ -44,8 +44,9 @@ def shifted_copies(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
                 continue
             s = np.zeros_like(x)
             h, w = x.shape[2], x.shape[3]
-            s[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-                x[:, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            s[:, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+                :, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+            ]
             out.append(s)
     return np.concatenate(out), np.tile(y, len(out))
 
@@ -58,7 +59,13 @@ def cache_dir() -> Path:
 def _key(cfg: FLConfig) -> str:
     pub = asdict(cfg.public)
     pub.pop("reset_federated")  # applied after loading: does not change the pretrained weights
-    spec = {"v": _VERSION, "model": cfg.model.name, "seed": cfg.seed, "public": pub, "torch": torch.__version__}
+    spec = {
+        "v": _VERSION,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "public": pub,
+        "torch": torch.__version__,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,7 +88,7 @@ def pretrain(model: nn.Module, cfg: FLConfig) -> nn.Module:
             for _ in range(p.epochs):
                 perm = torch.randperm(len(xt))
                 for i in range(0, len(xt), p.batch_size):
-                    b = perm[i:i + p.batch_size]
+                    b = perm[i : i + p.batch_size]
                     opt.zero_grad(set_to_none=True)
                     loss_fn(model(xt[b]), yt[b]).backward()  # type: ignore[no-untyped-call]
                     opt.step()
@@ -89,8 +96,12 @@ def pretrain(model: nn.Module, cfg: FLConfig) -> nn.Module:
             model.eval()
     finally:
         torch.set_num_threads(threads)
-    logger.info("public pretraining: %d public examples (%d with shifts), train acc %.3f",
-                len(public_data(p.fraction, cfg.seed)[1]), len(y), accuracy(model, x, y))
+    logger.info(
+        "public pretraining: %d public examples (%d with shifts), train acc %.3f",
+        len(public_data(p.fraction, cfg.seed)[1]),
+        len(y),
+        accuracy(model, x, y),
+    )
     return model
 
 

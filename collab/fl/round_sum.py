@@ -114,7 +114,9 @@ class CkksSummer:
     def __init__(self, public_context: bytes) -> None:
         self.ctx = he.load_context(public_context)
         if self.ctx.is_private():
-            raise FLError("the aggregator was given a context WITH a secret key; refusing to use it")
+            raise FLError(
+                "the aggregator was given a context WITH a secret key; refusing to use it"
+            )
         self._acc: list[Any] | None = None
 
     def parse(self, chunks: list[bytes], sizes: list[int]) -> list[Any]:
@@ -173,11 +175,15 @@ class RoundState:
         if h.client_id in self.reporters:
             raise DuplicateUpdate(f"duplicate update from {h.client_id!r} in round {s.round}")
         if h.base_version != s.base_version:
-            raise RoundMismatch(f"update trained from version {h.base_version!r}, round uses {s.base_version!r}")
+            raise RoundMismatch(
+                f"update trained from version {h.base_version!r}, round uses {s.base_version!r}"
+            )
         if h.encoding != s.encoding:
             raise UpdateRejected(f"encoding {h.encoding!r}, round expects {s.encoding!r}")
         if s.encoding == "ckks" and h.context_id != s.context_id:
-            raise RoundMismatch(f"ciphertext for context {h.context_id!r}, federation uses {s.context_id!r}")
+            raise RoundMismatch(
+                f"ciphertext for context {h.context_id!r}, federation uses {s.context_id!r}"
+            )
         if h.num_values != s.num_values:
             raise UpdateRejected(f"update has {h.num_values} values, expected {s.num_values}")
 
@@ -191,8 +197,10 @@ class RoundState:
         self.check_header(h)
         sizes = chunk_sizes(self.spec.num_values, chunk_values(self.spec.encoding, self.slots))
         if h.num_chunks != len(sizes) or len(chunks) != len(sizes):
-            raise UpdateRejected(f"update has {len(chunks)} chunks (header says {h.num_chunks}), "
-                                 f"expected {len(sizes)}")
+            raise UpdateRejected(
+                f"update has {len(chunks)} chunks (header says {h.num_chunks}), "
+                f"expected {len(sizes)}"
+            )
         parsed = self.summer.parse(decompress(chunks, h.compression), sizes)
         with self._lock:
             self._precheck(h)  # the round may have closed, or a twin upload won, meanwhile
@@ -221,11 +229,18 @@ class RoundState:
                 return None
             chunks = tuple(self.summer.payload())
             s = self.spec
-            return Aggregate(federation=s.federation, round=s.round, base_version=s.base_version,
-                             version=next_version(s.base_version, chunks), encoding=s.encoding,
-                             context_id=s.context_id, num_values=s.num_values,
-                             reporters=tuple(self.reporters), fixed_denominator=s.fixed_denominator,
-                             chunks=chunks)
+            return Aggregate(
+                federation=s.federation,
+                round=s.round,
+                base_version=s.base_version,
+                version=next_version(s.base_version, chunks),
+                encoding=s.encoding,
+                context_id=s.context_id,
+                num_values=s.num_values,
+                reporters=tuple(self.reporters),
+                fixed_denominator=s.fixed_denominator,
+                chunks=chunks,
+            )
 
 
 def make_summer(encoding: str, public_context: bytes | None) -> Summer:
@@ -242,21 +257,26 @@ def encode_update(vec: np.ndarray, *, ctx: Any | None, compression: str = "") ->
         chunks = he.encrypt(ctx, vec)
     else:
         a = np.asarray(vec, dtype="<f4")
-        chunks = [a[i:i + F32_CHUNK].tobytes() for i in range(0, len(a), F32_CHUNK)]
+        chunks = [a[i : i + F32_CHUNK].tobytes() for i in range(0, len(a), F32_CHUNK)]
     if compression == "zstd":
         c = zstandard.ZstdCompressor(level=1)
         chunks = [c.compress(x) for x in chunks]
     return chunks
 
 
-def decode_aggregate(agg_chunks: list[bytes], encoding: str, num_values: int,
-                     secret_ctx: Any | None) -> np.ndarray:
+def decode_aggregate(
+    agg_chunks: list[bytes], encoding: str, num_values: int, secret_ctx: Any | None
+) -> np.ndarray:
     """Key-holder side: the plaintext SUM (only aggregates are ever decrypted)."""
     if encoding == "ckks":
         if secret_ctx is None:
             raise FLError("a ckks aggregate needs the secret context to decrypt")
         return he.decrypt(secret_ctx, agg_chunks, num_values)
-    out = np.concatenate([np.frombuffer(c, dtype="<f8") for c in agg_chunks]) if agg_chunks else np.zeros(0)
+    out = (
+        np.concatenate([np.frombuffer(c, dtype="<f8") for c in agg_chunks])
+        if agg_chunks
+        else np.zeros(0)
+    )
     if out.size != num_values:
         raise FLError(f"aggregate has {out.size} values, expected {num_values}")
     return out

@@ -35,7 +35,9 @@ class RoundPlanner:
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.cfg.seed + 7919)
         if self.cfg.dp_enabled and self.accountant is None:
-            self.accountant = RdpAccountant(delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget)
+            self.accountant = RdpAccountant(
+                delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget
+            )
 
     @property
     def round(self) -> int:
@@ -60,24 +62,36 @@ class RoundPlanner:
         if self.accountant is None:
             return None
         dp = self.cfg.dp
-        worst = effective_noise(dp.noise_multiplier, self.cfg.round.min_clients,
-                                self.cfg.expected_clients, dp.assumed_colluders)
+        worst = effective_noise(
+            dp.noise_multiplier,
+            self.cfg.round.min_clients,
+            self.cfg.expected_clients,
+            dp.assumed_colluders,
+        )
         return self.accountant.check(self.cfg.round.sample_rate, worst)
 
     def next_spec(self, base_version: str, sampled: Sequence[str]) -> RoundSpec:
         self._round += 1
-        return RoundSpec(federation=self.cfg.federation, round=self._round, base_version=base_version,
-                         sampled=tuple(sampled), encoding=self.encoding, context_id=self.context_id,
-                         num_values=self.base_num_values + 1, min_clients=self.cfg.round.min_clients,
-                         fixed_denominator=self.cfg.expected_clients if self.cfg.dp_enabled else 0.0)
+        return RoundSpec(
+            federation=self.cfg.federation,
+            round=self._round,
+            base_version=base_version,
+            sampled=tuple(sampled),
+            encoding=self.encoding,
+            context_id=self.context_id,
+            num_values=self.base_num_values + 1,
+            min_clients=self.cfg.round.min_clients,
+            fixed_denominator=self.cfg.expected_clients if self.cfg.dp_enabled else 0.0,
+        )
 
     def account(self, agg: Aggregate) -> tuple[float | None, float | None]:
         """Record the aggregated round at its effective sigma; return (ε, sigma_eff)."""
         if self.accountant is None:
             return None, None
         dp = self.cfg.dp
-        s_eff = effective_noise(dp.noise_multiplier, len(agg.reporters), self.cfg.expected_clients,
-                                dp.assumed_colluders)
+        s_eff = effective_noise(
+            dp.noise_multiplier, len(agg.reporters), self.cfg.expected_clients, dp.assumed_colluders
+        )
         if s_eff <= 0:
             return math.inf, 0.0
         return self.accountant.step(self.cfg.round.sample_rate, s_eff), s_eff

@@ -36,7 +36,9 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
     trainers = {}
     for k in range(cfg.clients):
         x, y = member_data(cfg, k)
-        trainers[f"c{k:03d}"] = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + k)
+        trainers[f"c{k:03d}"] = Trainer(
+            ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + k
+        )
     planner = RoundPlanner(cfg, evaluator.dim, context_id=keys.context_id if keys else "")
     xt, yt = test_data()
     slots = cfg.he.params().slots
@@ -52,10 +54,16 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
             t = trainers[cid]
             chunks = t.update(spec.round)
             sent += sum(map(len, chunks))
-            header = UpdateHeader(federation=spec.federation, round=spec.round, client_id=cid,
-                                  base_version=spec.base_version, encoding=spec.encoding,
-                                  context_id=spec.context_id, num_values=spec.num_values,
-                                  num_chunks=len(chunks))
+            header = UpdateHeader(
+                federation=spec.federation,
+                round=spec.round,
+                client_id=cid,
+                base_version=spec.base_version,
+                encoding=spec.encoding,
+                context_id=spec.context_id,
+                num_values=spec.num_values,
+                num_chunks=len(chunks),
+            )
             try:
                 st.submit(header, chunks)
             except UpdateRejected as e:  # the round continues without this client
@@ -67,9 +75,19 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
             for h in [evaluator, *(t.holder for t in trainers.values())]:
                 h.apply(agg)
         acc = evaluator.evaluate(xt, yt) if cfg.simulate.evaluate else None
-        results.append(RoundResult(round=spec.round, reporters=len(st.reporters), accuracy=acc,
-                                   epsilon=eps, sigma_eff=s_eff, upload_bytes=sent,
-                                   seconds=time.perf_counter() - t0))
-        bar.set_postfix(acc=f"{acc:.3f}" if acc is not None else "-",
-                        eps=f"{eps:.2f}" if eps is not None else "-")
+        results.append(
+            RoundResult(
+                round=spec.round,
+                reporters=len(st.reporters),
+                accuracy=acc,
+                epsilon=eps,
+                sigma_eff=s_eff,
+                upload_bytes=sent,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        bar.set_postfix(
+            acc=f"{acc:.3f}" if acc is not None else "-",
+            eps=f"{eps:.2f}" if eps is not None else "-",
+        )
     return results

@@ -58,8 +58,10 @@ class GlobalModel:
 
     def apply(self, *, round_: int, base_version: str, version: str, avg_delta: np.ndarray) -> None:
         if base_version != self.version:
-            raise FLError(f"aggregate of round {round_} applies to version {base_version}, "
-                          f"model is at {self.version}")
+            raise FLError(
+                f"aggregate of round {round_} applies to version {base_version}, "
+                f"model is at {self.version}"
+            )
         if avg_delta.shape != self.flat.shape:
             raise FLError(f"aggregate has {avg_delta.size} values, model has {self.flat.size}")
         if self.optimizer == "fedadam":

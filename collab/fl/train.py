@@ -51,8 +51,15 @@ def warm_up() -> None:
     opt.step()
 
 
-def local_train(model: nn.Module, names: Sequence[str], global_flat: np.ndarray,
-                x: np.ndarray, y: np.ndarray, p: TrainParams, seed: int) -> np.ndarray:
+def local_train(
+    model: nn.Module,
+    names: Sequence[str],
+    global_flat: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: TrainParams,
+    seed: int,
+) -> np.ndarray:
     """Train the federated params from ``global_flat``; return the delta (local - global)."""
     set_flat(model, names, global_flat)
     params = dict(model.named_parameters())
@@ -68,10 +75,12 @@ def local_train(model: nn.Module, names: Sequence[str], global_flat: np.ndarray,
     for _ in range(p.local_epochs):
         perm = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), p.batch_size):
-            b = perm[i:i + p.batch_size]
+            b = perm[i : i + p.batch_size]
             loss = loss_fn(model(xt[b]), yt[b])
             if p.prox_mu > 0:  # FedProx: keep local weights near the global model
-                loss = loss + 0.5 * p.prox_mu * sum(((w - a) ** 2).sum() for w, a in zip(trainable, anchor, strict=True))
+                loss = loss + 0.5 * p.prox_mu * sum(
+                    ((w - a) ** 2).sum() for w, a in zip(trainable, anchor, strict=True)
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
@@ -84,8 +93,9 @@ def clip_l2(delta: np.ndarray, bound: float) -> np.ndarray:
     return delta * min(1.0, bound / norm) if norm > 0 else delta
 
 
-def prepare_update(delta: np.ndarray, num_examples: int, dp: DPParams | None,
-                   rng: np.random.Generator) -> np.ndarray:
+def prepare_update(
+    delta: np.ndarray, num_examples: int, dp: DPParams | None, rng: np.random.Generator
+) -> np.ndarray:
     """The ``d + 1`` vector a client uploads (see module doc).
 
     Plain: weight n_k, vector n_k·Δ. DP: Δ clipped to ‖·‖ ≤ S, weight w_k = min(1, n_k/cap)

@@ -11,16 +11,31 @@ from collab.proto import fl_pb2
 
 
 def header_to_proto(h: UpdateHeader) -> fl_pb2.FlUpdateHeader:
-    return fl_pb2.FlUpdateHeader(federation=h.federation, round=h.round, client_id=h.client_id,
-                                 base_version=h.base_version, encoding=h.encoding,
-                                 context_id=h.context_id, num_values=h.num_values,
-                                 num_chunks=h.num_chunks, compression=h.compression)
+    return fl_pb2.FlUpdateHeader(
+        federation=h.federation,
+        round=h.round,
+        client_id=h.client_id,
+        base_version=h.base_version,
+        encoding=h.encoding,
+        context_id=h.context_id,
+        num_values=h.num_values,
+        num_chunks=h.num_chunks,
+        compression=h.compression,
+    )
 
 
 def header_from_proto(p: fl_pb2.FlUpdateHeader) -> UpdateHeader:
-    return UpdateHeader(federation=p.federation, round=p.round, client_id=p.client_id,
-                        base_version=p.base_version, encoding=p.encoding, context_id=p.context_id,
-                        num_values=p.num_values, num_chunks=p.num_chunks, compression=p.compression)
+    return UpdateHeader(
+        federation=p.federation,
+        round=p.round,
+        client_id=p.client_id,
+        base_version=p.base_version,
+        encoding=p.encoding,
+        context_id=p.context_id,
+        num_values=p.num_values,
+        num_chunks=p.num_chunks,
+        compression=p.compression,
+    )
 
 
 def update_to_proto(h: UpdateHeader, chunks: Iterable[bytes]) -> Iterator[fl_pb2.FlUpdateChunk]:
@@ -30,10 +45,20 @@ def update_to_proto(h: UpdateHeader, chunks: Iterable[bytes]) -> Iterator[fl_pb2
 
 
 def aggregate_to_proto(a: Aggregate) -> Iterator[fl_pb2.FlAggregateChunk]:
-    yield fl_pb2.FlAggregateChunk(header=fl_pb2.FlAggregateHeader(
-        federation=a.federation, round=a.round, base_version=a.base_version, version=a.version,
-        encoding=a.encoding, context_id=a.context_id, num_values=a.num_values,
-        num_chunks=len(a.chunks), reporters=len(a.reporters), fixed_denominator=a.fixed_denominator))
+    yield fl_pb2.FlAggregateChunk(
+        header=fl_pb2.FlAggregateHeader(
+            federation=a.federation,
+            round=a.round,
+            base_version=a.base_version,
+            version=a.version,
+            encoding=a.encoding,
+            context_id=a.context_id,
+            num_values=a.num_values,
+            num_chunks=len(a.chunks),
+            reporters=len(a.reporters),
+            fixed_denominator=a.fixed_denominator,
+        )
+    )
     for c in a.chunks:
         yield fl_pb2.FlAggregateChunk(data=c)
 
@@ -51,7 +76,15 @@ def aggregate_from_proto(stream: Iterable[fl_pb2.FlAggregateChunk]) -> Aggregate
         chunks.append(m.data)
     if len(chunks) != h.num_chunks:
         raise FLError(f"aggregate stream has {len(chunks)} chunks, header says {h.num_chunks}")
-    return Aggregate(federation=h.federation, round=h.round, base_version=h.base_version,
-                     version=h.version, encoding=h.encoding, context_id=h.context_id,
-                     num_values=h.num_values, reporters=tuple(f"#{i}" for i in range(h.reporters)),
-                     fixed_denominator=h.fixed_denominator, chunks=tuple(chunks))
+    return Aggregate(
+        federation=h.federation,
+        round=h.round,
+        base_version=h.base_version,
+        version=h.version,
+        encoding=h.encoding,
+        context_id=h.context_id,
+        num_values=h.num_values,
+        reporters=tuple(f"#{i}" for i in range(h.reporters)),
+        fixed_denominator=h.fixed_denominator,
+        chunks=tuple(chunks),
+    )

@@ -35,8 +35,15 @@ MEAN = LITE0_PREPROCESSING.mean  # on pixels scaled to [0, 1]
 STD = LITE0_PREPROCESSING.std
 BN_EPS = 1e-3  # the TensorFlow default the weights were trained with
 # (kernel, stride, expansion, in, out, repeats) per stage of EfficientNet-Lite0
-STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
-          (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
+STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -50,7 +57,9 @@ class SameConv(nn.Sequential):
     """Zero padding (asymmetric where TF's "same" is) then an unpadded convolution;
     the weight keeps the name ``<name>.weight`` the state dict uses."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1
+    ) -> None:
         ph, pw = _same_padding(size, kernel, stride), _same_padding(size, kernel, stride)
         super().__init__()
         self.pad = nn.ZeroPad2d((pw[0], pw[1], ph[0], ph[1]))
@@ -65,7 +74,9 @@ class MBConv(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (linear), skip when
     the shape is kept."""
 
-    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int, size: int) -> None:
+    def __init__(
+        self, kernel: int, stride: int, expand: int, cin: int, cout: int, size: int
+    ) -> None:
         super().__init__()
         mid = cin * expand
         self.has_expand = expand != 1

@@ -105,7 +105,9 @@ def digits_weights_path() -> Path:
 def _load_trained(m: M, name: str) -> M:
     path = weights_path(name)
     if not path.is_file():
-        raise ConfigError(f"missing trained weights {path}; run `collab train-example {name} --out {path}`")
+        raise ConfigError(
+            f"missing trained weights {path}; run `collab train-example {name} --out {path}`"
+        )
     m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return m.eval()
 
@@ -255,8 +257,13 @@ class TinyTransformer(nn.Module):
     """A small encoder-only transformer classifying (N, tokens, dim) embeddings."""
 
     def __init__(
-        self, tokens: int = datasets.TOKENS, dim: int = datasets.TOKEN_DIM, layers: int = 4,
-        heads: int = 4, ff: int = 64, num_classes: int = 10,
+        self,
+        tokens: int = datasets.TOKENS,
+        dim: int = datasets.TOKEN_DIM,
+        layers: int = 4,
+        heads: int = 4,
+        ff: int = 64,
+        num_classes: int = 10,
     ) -> None:
         super().__init__()
         self.embed = PositionalEmbedding(tokens, dim)

@@ -28,11 +28,32 @@ except ImportError as _e:
     raise missing(_e, __name__) from _e
 
 # skimage.data samples (files inside the installed package) and sklearn sample images
-TRAIN_SOURCES: tuple[str, ...] = ("motorcycle_left", "motorcycle_right", "hubble_deep_field",
-                                  "immunohistochemistry", "retina", "flower", "gravel", "cell",
-                                  "clock", "page", "microaneurysms")
-TEST_SOURCES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket", "china", "camera",
-                                 "coins", "moon", "brick", "grass", "text")
+TRAIN_SOURCES: tuple[str, ...] = (
+    "motorcycle_left",
+    "motorcycle_right",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "flower",
+    "gravel",
+    "cell",
+    "clock",
+    "page",
+    "microaneurysms",
+)
+TEST_SOURCES: tuple[str, ...] = (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "china",
+    "camera",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "text",
+)
 SIZE = 224
 SCALE = (0.25, 1.0)  # crop area as a fraction of the source image
 RATIO = (3 / 4, 4 / 3)
@@ -66,8 +87,11 @@ def source_image(name: str) -> np.ndarray:
         img = np.repeat(img[:, :, None], 3, axis=2)
     img = img[:, :, :3]
     if img.dtype != np.uint8:  # a few samples are bool or float in [0, 1]
-        img = (np.clip(img.astype(np.float64), 0, 1) * 255).round().astype(np.uint8) \
-            if img.max() <= 1 else np.clip(img, 0, 255).astype(np.uint8)
+        img = (
+            (np.clip(img.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+            if img.max() <= 1
+            else np.clip(img, 0, 255).astype(np.uint8)
+        )
     return np.ascontiguousarray(img)
 
 
@@ -94,14 +118,17 @@ def crops(sources: Sequence[str], n: int, *, seed: int = SEED, size: int = SIZE)
     for i in range(n):
         img = source_image(sources[i % len(sources)])
         top, left, ch, cw = _crop_box(rng, *img.shape[:2])
-        piece = Image.fromarray(img[top:top + ch, left:left + cw]).resize((size, size), Image.Resampling.BILINEAR,
-                                                                         reducing_gap=None)
+        piece = Image.fromarray(img[top : top + ch, left : left + cw]).resize(
+            (size, size), Image.Resampling.BILINEAR, reducing_gap=None
+        )
         arr = np.asarray(piece)
         out[i] = arr[:, ::-1] if rng.random() < 0.5 else arr
     return out
 
 
-def natural_images(split: Split = "test", n: int = 400, *, seed: int = SEED, size: int = SIZE) -> np.ndarray:
+def natural_images(
+    split: Split = "test", n: int = 400, *, seed: int = SEED, size: int = SIZE
+) -> np.ndarray:
     """Seeded crops of the split's source images (train and test share no source)."""
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test' (got {split!r})")

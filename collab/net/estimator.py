@@ -81,8 +81,14 @@ class LinkEstimator:
     consecutive calls fail; an estimator that never heard from the cloud is unreachable
     (start edge-only, upgrade when a probe succeeds)."""
 
-    def __init__(self, *, alpha: float = 0.3, fail_threshold: int = 2,
-                 min_bw_sample_bytes: int = 1_024, max_bandwidth_bps: float = 1e11) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.3,
+        fail_threshold: int = 2,
+        min_bw_sample_bytes: int = 1_024,
+        max_bandwidth_bps: float = 1e11,
+    ) -> None:
         self._lock = threading.Lock()
         # RTT changes below 5 ms are scheduling noise on a busy edge, not a new path
         self.rtt = Ewma(alpha, jump=2.0, jump_floor=5.0)  # ms
@@ -102,7 +108,9 @@ class LinkEstimator:
             self.rtt.update(max(ms, 0.0), now, confirm=active)
             self._success_locked(now)
 
-    def add_bandwidth(self, nbytes: int, transfer_ms: float, now: float, *, active: bool = True) -> None:
+    def add_bandwidth(
+        self, nbytes: int, transfer_ms: float, now: float, *, active: bool = True
+    ) -> None:
         """A sample of ``nbytes`` taking ``transfer_ms`` beyond the RTT."""
         bps = min(nbytes * 8.0 / max(transfer_ms, 1e-3) * 1000.0, self.max_bandwidth_bps)
         with self._lock:
@@ -173,7 +181,9 @@ class LinkEstimator:
     def bandwidth_age(self, now: float) -> float:
         return self.bw.age(now)
 
-    def state(self, *, default_rtt_ms: float = 50.0, default_bandwidth_bps: float = 10e6) -> NetState:
+    def state(
+        self, *, default_rtt_ms: float = 50.0, default_bandwidth_bps: float = 10e6
+    ) -> NetState:
         """The current estimate as the decision engine's NetState (defaults until sampled).
 
         Suspicion is asymmetric: a pending level shift to a *worse* link (higher RTT, lower
@@ -188,6 +198,11 @@ class LinkEstimator:
                 rtt = self.rtt.pending
             if self.bw.pending is not None and self.bw.pending < bw:
                 bw = self.bw.pending
-            return NetState(reachable=self.reachable, rtt_ms=rtt, bandwidth_bps=bw,
-                            rtt_std_ms=self.rtt.std, bandwidth_std_bps=self.bw.std,
-                            loss_rate=self.loss.mean if self.loss.n else 0.0)
+            return NetState(
+                reachable=self.reachable,
+                rtt_ms=rtt,
+                bandwidth_bps=bw,
+                rtt_std_ms=self.rtt.std,
+                bandwidth_std_bps=self.bw.std,
+                loss_rate=self.loss.mean if self.loss.n else 0.0,
+            )

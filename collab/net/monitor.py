@@ -37,12 +37,20 @@ ProbeFn = Callable[[int, float], ProbeResult]
 
 
 class NetworkMonitor:
-    def __init__(self, probe: ProbeFn, estimator: LinkEstimator, *, interval_s: float = 1.0,
-                 bandwidth_interval_s: float | None = None, timeout_s: float = 1.0,
-                 min_probe_bytes: int = 4_096, max_probe_bytes: int = 262_144,
-                 bandwidth_probe_ms: float = 20.0,
-                 on_reply: Callable[[ProbeResult], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        probe: ProbeFn,
+        estimator: LinkEstimator,
+        *,
+        interval_s: float = 1.0,
+        bandwidth_interval_s: float | None = None,
+        timeout_s: float = 1.0,
+        min_probe_bytes: int = 4_096,
+        max_probe_bytes: int = 262_144,
+        bandwidth_probe_ms: float = 20.0,
+        on_reply: Callable[[ProbeResult], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.probe_fn = probe
         self.est = estimator
         self.interval_s = interval_s
@@ -134,8 +142,12 @@ class NetworkMonitor:
         is confirmed (or dismissed) by an immediate second probe."""
         with self._lock:
             now = self.clock()
-            if (force or not self.est.reachable or self.est.bw.pending is not None
-                    or self.est.bandwidth_age(now) > self.bandwidth_interval_s):
+            if (
+                force
+                or not self.est.reachable
+                or self.est.bw.pending is not None
+                or self.est.bandwidth_age(now) > self.bandwidth_interval_s
+            ):
                 self.probe_bandwidth()
             elif self.est.rtt.pending is not None or self.est.rtt_age(now) > self.rtt_interval_s:
                 self.probe_rtt()
@@ -162,7 +174,9 @@ class NetworkMonitor:
             if self._confirming or self._stop.is_set() or self.clock() - self._confirmed_at < 0.1:
                 return
             self._confirming = True
-            self._confirm_thread = threading.Thread(target=self._confirm, name="collab-net-confirm", daemon=True)
+            self._confirm_thread = threading.Thread(
+                target=self._confirm, name="collab-net-confirm", daemon=True
+            )
             self._confirm_thread.start()
 
     def _confirm(self) -> None:

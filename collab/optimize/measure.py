@@ -17,7 +17,9 @@ from collab.ort import make_session, run
 
 # a model to measure: an ONNX file, a session, or anything mapping a batch to outputs
 # (e.g. a chain of a bundle's segment sessions, collab.chain.Chain)
-Model: TypeAlias = str | os.PathLike[str] | ort.InferenceSession | Callable[[np.ndarray], np.ndarray]
+Model: TypeAlias = (
+    str | os.PathLike[str] | ort.InferenceSession | Callable[[np.ndarray], np.ndarray]
+)
 
 
 def runner(model: Model) -> Callable[[np.ndarray], np.ndarray]:

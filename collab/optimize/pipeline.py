@@ -92,22 +92,37 @@ def make_plan(cfg: OptimizeConfig) -> Plan:
     quant = cfg.quantize if cfg.quantize is not None else (tier.quantize if tier else ())
     plan = Plan(
         quantize=check_methods(list(quant)),
-        prune=_fraction("pruning fraction", cfg.prune if cfg.prune is not None else (tier.prune if tier else None)),
+        prune=_fraction(
+            "pruning fraction",
+            cfg.prune if cfg.prune is not None else (tier.prune if tier else None),
+        ),
         prune_layers=cfg.prune_layers or (tier.prune_layers if tier else "widest"),
-        distill=_fraction("student width", cfg.distill if cfg.distill is not None else (tier.distill if tier else None)),
-        min_agreement=cfg.min_agreement if cfg.min_agreement is not None else (tier.min_agreement if tier else 0.99),
-        min_agreement_distilled=(cfg.min_agreement if cfg.min_agreement is not None
-                                 else (tier.min_agreement_distilled if tier else 0.95)),
+        distill=_fraction(
+            "student width",
+            cfg.distill if cfg.distill is not None else (tier.distill if tier else None),
+        ),
+        min_agreement=cfg.min_agreement
+        if cfg.min_agreement is not None
+        else (tier.min_agreement if tier else 0.99),
+        min_agreement_distilled=(
+            cfg.min_agreement
+            if cfg.min_agreement is not None
+            else (tier.min_agreement_distilled if tier else 0.95)
+        ),
     )
     if plan.prune_layers not in ("widest", "all"):
         raise ConfigError(f"prune layers must be 'widest' or 'all', got {plan.prune_layers!r}")
     if not 0.0 <= plan.min_agreement <= 1.0:
         raise ConfigError(f"min agreement must be in [0, 1], got {plan.min_agreement}")
     if not (plan.quantize or plan.prune or plan.distill):
-        raise ConfigError("nothing to do: give --tier or at least one of --quantize/--prune/--distill")
+        raise ConfigError(
+            "nothing to do: give --tier or at least one of --quantize/--prune/--distill"
+        )
     _fraction("calibration fraction", cfg.calibration_fraction)
     if cfg.calibrate not in CALIBRATION_METHODS:
-        raise ConfigError(f"unknown calibration method {cfg.calibrate!r} (choose from {', '.join(CALIBRATION_METHODS)})")
+        raise ConfigError(
+            f"unknown calibration method {cfg.calibrate!r} (choose from {', '.join(CALIBRATION_METHODS)})"
+        )
     if cfg.runs < 3 or cfg.finetune_epochs < 1 or cfg.distill_epochs < 1:
         raise ConfigError("runs must be >= 3 and epochs >= 1")
     return plan
@@ -137,13 +152,19 @@ def _calibration_and_held_out(cfg: OptimizeConfig, m: Manifest) -> tuple[Samples
     split. Otherwise the first ``calibration_fraction`` calibrates and the rest checks."""
     n = cfg.max_samples
     if cfg.holdout is not None:
-        return (_limit(load_samples(cfg.calibration, m.input_shape, n=n), n),
-                _limit(load_samples(cfg.holdout, m.input_shape, n=n), n))
+        return (
+            _limit(load_samples(cfg.calibration, m.input_shape, n=n), n),
+            _limit(load_samples(cfg.holdout, m.input_shape, n=n), n),
+        )
     if cfg.calibration.startswith("example:") and cfg.calibration.count(":") == 1:
         n_cal = max(1, round(n * cfg.calibration_fraction))
-        return (_limit(load_samples(f"{cfg.calibration}:train", m.input_shape, n=n_cal), n_cal),
-                _limit(load_samples(f"{cfg.calibration}:test", m.input_shape, n=n), n))
-    return held_out_split(_limit(load_samples(cfg.calibration, m.input_shape, n=n), n), cfg.calibration_fraction)
+        return (
+            _limit(load_samples(f"{cfg.calibration}:train", m.input_shape, n=n_cal), n_cal),
+            _limit(load_samples(f"{cfg.calibration}:test", m.input_shape, n=n), n),
+        )
+    return held_out_split(
+        _limit(load_samples(cfg.calibration, m.input_shape, n=n), n), cfg.calibration_fraction
+    )
 
 
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
@@ -156,8 +177,15 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     calib, held = _calibration_and_held_out(cfg, m)
     needs_torch = bool(plan.prune or plan.distill)
     torch_ctx = _TorchContext.prepare(cfg, m, held) if needs_torch else None
-    logger.info("optimize %s: quantize=%s prune=%s distill=%s (%d calibration, %d held-out inputs)",
-                m.model_name, list(plan.quantize), plan.prune, plan.distill, len(calib), len(held))
+    logger.info(
+        "optimize %s: quantize=%s prune=%s distill=%s (%d calibration, %d held-out inputs)",
+        m.model_name,
+        list(plan.quantize),
+        plan.prune,
+        plan.distill,
+        len(calib),
+        len(held),
+    )
 
     reports: list[VariantReport] = []
     notes: dict[str, Any] = {"tier": cfg.tier, "plan": {k: v for k, v in plan.__dict__.items()}}
@@ -171,14 +199,36 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
         sources: list[tuple[str, str]] = []
         if plan.distill and torch_ctx is not None:
             rel, notes["distill"] = torch_ctx.distill(plan, tmp, held)
-            cands.append(Candidate(target=FULL, name="distilled", path=rel, min_agreement=plan.min_agreement_distilled))
+            cands.append(
+                Candidate(
+                    target=FULL,
+                    name="distilled",
+                    path=rel,
+                    min_agreement=plan.min_agreement_distilled,
+                )
+            )
             sources.append(("distilled", rel))
         if plan.quantize:
-            q = quantize_candidates(tmp, plan.quantize, calib, splits=cfg.splits, min_agreement=plan.min_agreement,
-                                    calibrate=cfg.calibrate, progress=cfg.progress)
-            qs = quantize_candidates(tmp, plan.quantize, calib, splits="none", include_full=False, sources=sources,
-                                     min_agreement=plan.min_agreement_distilled, calibrate=cfg.calibrate,
-                                     progress=cfg.progress)
+            q = quantize_candidates(
+                tmp,
+                plan.quantize,
+                calib,
+                splits=cfg.splits,
+                min_agreement=plan.min_agreement,
+                calibrate=cfg.calibrate,
+                progress=cfg.progress,
+            )
+            qs = quantize_candidates(
+                tmp,
+                plan.quantize,
+                calib,
+                splits="none",
+                include_full=False,
+                sources=sources,
+                min_agreement=plan.min_agreement_distilled,
+                calibrate=cfg.calibrate,
+                progress=cfg.progress,
+            )
             cands += q + qs
         reports += record_candidates(tmp, cands, held, runs=cfg.runs, progress=cfg.progress)
 
@@ -186,7 +236,11 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
             from dataclasses import replace
 
             extra = dict(mm.extra)
-            extra["optimize"] = {**extra.get("optimize", {}), **notes, "calibration_inputs": len(calib)}
+            extra["optimize"] = {
+                **extra.get("optimize", {}),
+                **notes,
+                "calibration_inputs": len(calib),
+            }
             return replace(mm, extra=extra)
 
         update_bundle(tmp, note)
@@ -196,7 +250,9 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
 class _TorchContext:
     """The torch side (pruning, distillation): imported only when asked for."""
 
-    def __init__(self, cfg: OptimizeConfig, m: Manifest, model: Any, train: Samples, example: Any) -> None:
+    def __init__(
+        self, cfg: OptimizeConfig, m: Manifest, model: Any, train: Samples, example: Any
+    ) -> None:
         self.cfg, self.m, self.model, self.train_data, self.example = cfg, m, model, train, example
 
     @classmethod
@@ -209,9 +265,13 @@ class _TorchContext:
         if spec is None:
             raise ConfigError("pruning/distillation needs the PyTorch model: pass --model SPEC")
         data_of = _default_model_spec(m) if isinstance(m.extra.get("example"), str) else spec
-        tspec = cfg.train_data or (f"{data_of}:train" if data_of and data_of.startswith("example:") else None)
+        tspec = cfg.train_data or (
+            f"{data_of}:train" if data_of and data_of.startswith("example:") else None
+        )
         if tspec is None:
-            raise ConfigError("pruning/distillation needs labelled training data: pass --train-data DATA")
+            raise ConfigError(
+                "pruning/distillation needs labelled training data: pass --train-data DATA"
+            )
         train = load_samples(tspec, m.input_shape, n=100_000)
         if train.y is None:
             raise ConfigError(f"--train-data {tspec}: needs labels (an .npz with 'x' and 'y')")
@@ -224,7 +284,9 @@ class _TorchContext:
             raise ConfigError(f"model {spec} cannot run on this bundle's inputs: {e}") from e
         onnx_ref = run_batched(BundleSessions(load_bundle(cfg.bundle)).full(), held.x)
         if ref.shape != onnx_ref.shape or float(np.max(np.abs(ref - onnx_ref))) > 1e-3:
-            raise ConfigError(f"model {spec} does not match the bundle's full model (different outputs)")
+            raise ConfigError(
+                f"model {spec} does not match the bundle's full model (different outputs)"
+            )
         from collab.errors import SplitError
         from collab.optimize.prune import find_groups
 
@@ -233,8 +295,10 @@ class _TorchContext:
         except SplitError as e:
             raise ConfigError(f"cannot prune or distill {spec}: {e}") from e
         if not prunable:
-            raise ConfigError(f"cannot prune or distill {spec}: no convolution whose channels can be removed "
-                              "(use --quantize only, e.g. --tier edge-server)")
+            raise ConfigError(
+                f"cannot prune or distill {spec}: no convolution whose channels can be removed "
+                "(use --quantize only, e.g. --tier edge-server)"
+            )
         return cls(cfg, m, model, train, example)
 
     def _accuracy(self, model: Any, held: Samples) -> float | None:
@@ -242,20 +306,40 @@ class _TorchContext:
 
         return None if held.y is None else accuracy(model, held.x, held.y)
 
-    def prune_and_resplit(self, plan: Plan, src: Bundle, tmp: Path, held: Samples) -> tuple[VariantReport, dict[str, Any]]:
+    def prune_and_resplit(
+        self, plan: Plan, src: Bundle, tmp: Path, held: Samples
+    ) -> tuple[VariantReport, dict[str, Any]]:
         from collab.optimize.prune import count_macs, prune_channels
         from collab.optimize.torchmodel import resplit
         from collab.optimize.train import FinetuneConfig, train
 
         assert plan.prune is not None
-        pruned, groups = prune_channels(self.model, self.example, plan.prune, layers=plan.prune_layers)
+        pruned, groups = prune_channels(
+            self.model, self.example, plan.prune, layers=plan.prune_layers
+        )
         before = self._accuracy(pruned, held)
-        train(pruned, self.train_data.x, self.train_data.y, FinetuneConfig(epochs=self.cfg.finetune_epochs),  # type: ignore[arg-type]
-              desc="fine-tune pruned", progress=self.cfg.progress)
+        train(
+            pruned,
+            self.train_data.x,
+            self.train_data.y,  # type: ignore[arg-type]
+            FinetuneConfig(epochs=self.cfg.finetune_epochs),
+            desc="fine-tune pruned",
+            progress=self.cfg.progress,
+        )
         import torch
 
-        resplit(pruned, self.m, torch.from_numpy(held.x[:4]), tmp, runs=self.cfg.runs, progress=self.cfg.progress,
-                extra={"pruned_from": src.version, "granularity": self.m.extra.get("granularity", "block")})
+        resplit(
+            pruned,
+            self.m,
+            torch.from_numpy(held.x[:4]),
+            tmp,
+            runs=self.cfg.runs,
+            progress=self.cfg.progress,
+            extra={
+                "pruned_from": src.version,
+                "granularity": self.m.extra.get("granularity", "block"),
+            },
+        )
         new_b = load_bundle(tmp)
         new = new_b.manifest
         src_full, new_full = BundleSessions(src).full(), BundleSessions(new_b).full()
@@ -263,16 +347,28 @@ class _TorchContext:
         ref = top1(run_batched(src_full, held.x))
         pred = top1(run_batched(new_full, held.x))
         name = f"pruned{round(plan.prune * 100)}"
-        row = VariantReport(target=FULL, name=f"{name} (new base)", fp32_ms=ms[0], ms=ms[1],
-                            fp32_size=file_size(*(src.root / p for p in self.m.full_paths())),
-                            size_bytes=file_size(*(tmp / p for p in new.full_paths())),
-                            agreement=agreement(pred, ref), accuracy=self._accuracy(pruned, held), kept=True)
+        row = VariantReport(
+            target=FULL,
+            name=f"{name} (new base)",
+            fp32_ms=ms[0],
+            ms=ms[1],
+            fp32_size=file_size(*(src.root / p for p in self.m.full_paths())),
+            size_bytes=file_size(*(tmp / p for p in new.full_paths())),
+            agreement=agreement(pred, ref),
+            accuracy=self._accuracy(pruned, held),
+            kept=True,
+        )
         info = {
-            "fraction": plan.prune, "layers": [g.conv for g in groups],
-            "macs_original": count_macs(self.model, self.example), "macs_pruned": count_macs(pruned, self.example),
-            "accuracy_original": self._accuracy(self.model, held), "accuracy_before_finetune": before,
-            "accuracy_after_finetune": row.accuracy, "agreement_with_original": row.agreement,
-            "full_ms_original": ms[0], "full_ms_pruned": ms[1],
+            "fraction": plan.prune,
+            "layers": [g.conv for g in groups],
+            "macs_original": count_macs(self.model, self.example),
+            "macs_pruned": count_macs(pruned, self.example),
+            "accuracy_original": self._accuracy(self.model, held),
+            "accuracy_before_finetune": before,
+            "accuracy_after_finetune": row.accuracy,
+            "agreement_with_original": row.agreement,
+            "full_ms_original": ms[0],
+            "full_ms_pruned": ms[1],
         }
         return row, info
 
@@ -283,14 +379,33 @@ class _TorchContext:
 
         assert plan.distill is not None
         student, _ = prune_channels(self.model, self.example, 1.0 - plan.distill, layers="all")
-        cfg = FinetuneConfig(epochs=self.cfg.distill_epochs, lr=3e-3, temperature=self.cfg.temperature, alpha=self.cfg.alpha)
-        train(student, self.train_data.x, self.train_data.y, cfg, teacher=self.model,  # type: ignore[arg-type]
-              desc="distill student", progress=self.cfg.progress)
+        cfg = FinetuneConfig(
+            epochs=self.cfg.distill_epochs,
+            lr=3e-3,
+            temperature=self.cfg.temperature,
+            alpha=self.cfg.alpha,
+        )
+        train(
+            student,
+            self.train_data.x,
+            self.train_data.y,  # type: ignore[arg-type]
+            cfg,
+            teacher=self.model,
+            desc="distill student",
+            progress=self.cfg.progress,
+        )
         rel = f"{VARIANT_DIR}/{FULL}.distilled.candidate.onnx"
-        export_onnx(student, self.example, tmp / rel, input_name=self.m.input_name, opset=self.m.opset)
+        export_onnx(
+            student, self.example, tmp / rel, input_name=self.m.input_name, opset=self.m.opset
+        )
         info = {
-            "width": plan.distill, "temperature": cfg.temperature, "alpha": cfg.alpha, "epochs": cfg.epochs,
-            "macs_teacher": count_macs(self.model, self.example), "macs_student": count_macs(student, self.example),
-            "accuracy_teacher": self._accuracy(self.model, held), "accuracy_student": self._accuracy(student, held),
+            "width": plan.distill,
+            "temperature": cfg.temperature,
+            "alpha": cfg.alpha,
+            "epochs": cfg.epochs,
+            "macs_teacher": count_macs(self.model, self.example),
+            "macs_student": count_macs(student, self.example),
+            "accuracy_teacher": self._accuracy(self.model, held),
+            "accuracy_student": self._accuracy(student, held),
         }
         return rel, info

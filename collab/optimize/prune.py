@@ -30,12 +30,37 @@ except ImportError as _e:
 from collab.errors import ConfigError, SplitError
 
 _PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-    nn.Tanh, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
 )
 _PASS_FUNCS: set[Any] = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish, torch.sigmoid, torch.tanh,
-    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.dropout, torch.nn.functional.dropout2d,
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    torch.sigmoid,
+    torch.tanh,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.dropout,
+    torch.nn.functional.dropout2d,
 }
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 
@@ -107,15 +132,29 @@ def find_groups(model: nn.Module, example: torch.Tensor) -> list[PruneGroup]:
                 bns.append(str(u.target))
             elif isinstance(um, nn.Conv2d) and flat_in is None:
                 if um.groups == 1:
-                    groups.append(PruneGroup(conv=str(node.target), channels=conv.out_channels,
-                                             batchnorms=tuple(bns), consumer=str(u.target),
-                                             consumer_kind="conv", per_channel=1))
+                    groups.append(
+                        PruneGroup(
+                            conv=str(node.target),
+                            channels=conv.out_channels,
+                            batchnorms=tuple(bns),
+                            consumer=str(u.target),
+                            consumer_kind="conv",
+                            per_channel=1,
+                        )
+                    )
                 break
             elif isinstance(um, nn.Linear) and flat_in is not None:
                 shape = flat_in.meta["tensor_meta"].shape
-                groups.append(PruneGroup(conv=str(node.target), channels=conv.out_channels,
-                                         batchnorms=tuple(bns), consumer=str(u.target),
-                                         consumer_kind="linear", per_channel=math.prod(shape[2:])))
+                groups.append(
+                    PruneGroup(
+                        conv=str(node.target),
+                        channels=conv.out_channels,
+                        batchnorms=tuple(bns),
+                        consumer=str(u.target),
+                        consumer_kind="linear",
+                        per_channel=math.prod(shape[2:]),
+                    )
+                )
                 break
             elif _is_flatten(u, mods) and flat_in is None:
                 flat_in = cur
@@ -132,8 +171,17 @@ def _keep(conv: nn.Conv2d, fraction: float) -> torch.Tensor:
 
 
 def _conv_like(c: nn.Conv2d, cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, c.kernel_size, c.stride, c.padding, c.dilation,  # type: ignore[arg-type]
-                     groups=1, bias=c.bias is not None, padding_mode=c.padding_mode)
+    return nn.Conv2d(
+        cin,
+        cout,
+        c.kernel_size,  # type: ignore[arg-type]
+        c.stride,  # type: ignore[arg-type]
+        c.padding,  # type: ignore[arg-type]
+        c.dilation,  # type: ignore[arg-type]
+        groups=1,
+        bias=c.bias is not None,
+        padding_mode=c.padding_mode,
+    )
 
 
 @torch.no_grad()
@@ -148,8 +196,13 @@ def _apply(model: nn.Module, g: PruneGroup, keep: torch.Tensor) -> None:
     for name in g.batchnorms:
         bn = model.get_submodule(name)
         assert isinstance(bn, nn.BatchNorm2d)
-        nb = nn.BatchNorm2d(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                            track_running_stats=bn.track_running_stats)
+        nb = nn.BatchNorm2d(
+            len(keep),
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
+            track_running_stats=bn.track_running_stats,
+        )
         for p in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(bn, p)
             if t is not None:
@@ -197,8 +250,10 @@ def prune_channels(
     model = copy.deepcopy(model).eval()
     groups = find_groups(model, example)
     if not groups:
-        raise SplitError(f"{type(model).__name__}: no convolution can be pruned structurally "
-                         "(every conv output feeds a residual add, a concat or several consumers)")
+        raise SplitError(
+            f"{type(model).__name__}: no convolution can be pruned structurally "
+            "(every conv output feeds a residual add, a concat or several consumers)"
+        )
     if layers == "widest":
         widest = max(g.channels for g in groups)
         groups = [g for g in groups if g.channels == widest]

@@ -92,12 +92,20 @@ CALIBRATION_METHODS = {
 }
 
 
-def quantize_int8_static(src: Path, dst: Path, calibration: np.ndarray, *, per_channel: bool = True,
-                         method: str = "percentile") -> None:
+def quantize_int8_static(
+    src: Path,
+    dst: Path,
+    calibration: np.ndarray,
+    *,
+    per_channel: bool = True,
+    method: str = "percentile",
+) -> None:
     if len(calibration) == 0:
         raise ConfigError("static INT8 quantization needs at least one calibration input")
     if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"unknown calibration method {method!r} (choose from {', '.join(CALIBRATION_METHODS)})")
+        raise ConfigError(
+            f"unknown calibration method {method!r} (choose from {', '.join(CALIBRATION_METHODS)})"
+        )
     calib_method, calib_opts = CALIBRATION_METHODS[method]
     with tempfile.TemporaryDirectory() as td:
         pre = _preprocessed(src, Path(td))
@@ -120,11 +128,14 @@ def quantize_int8_static(src: Path, dst: Path, calibration: np.ndarray, *, per_c
         )
 
 
-def quantize_int8_dynamic(src: Path, dst: Path, calibration: np.ndarray | None = None, **_: Any) -> None:
+def quantize_int8_dynamic(
+    src: Path, dst: Path, calibration: np.ndarray | None = None, **_: Any
+) -> None:
     with tempfile.TemporaryDirectory() as td:
         pre = _preprocessed(src, Path(td))
-        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         reduce_range=True)  # portable across CPUs (see quantize_int8_static)
+        quantize_dynamic(
+            str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8, reduce_range=True
+        )  # portable across CPUs (see quantize_int8_static)
 
 
 def convert_fp16(src: Path, dst: Path, calibration: np.ndarray | None = None, **_: Any) -> None:
@@ -149,8 +160,14 @@ def check_methods(methods: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(methods))
 
 
-def quantize(method: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: np.ndarray,
-             *, calibrate: str = "percentile") -> Path:
+def quantize(
+    method: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration: np.ndarray,
+    *,
+    calibrate: str = "percentile",
+) -> Path:
     """Write the ``method`` variant of ``src`` to ``dst``; BundleError if ORT fails.
     ``calibrate`` picks how static INT8 sets activation ranges (see CALIBRATION_METHODS)."""
     check_methods([method])

@@ -60,7 +60,9 @@ def _from_file(path: Path) -> Samples:
         return Samples(x=data)
     with data:
         if "x" not in data.files:
-            raise ConfigError(f"--calibration {path}: .npz needs an array named 'x' (has {data.files})")
+            raise ConfigError(
+                f"--calibration {path}: .npz needs an array named 'x' (has {data.files})"
+            )
         return Samples(x=data["x"], y=data["y"] if "y" in data.files else None)
 
 
@@ -78,7 +80,9 @@ def validate(s: Samples, input_shape: tuple[int, ...], *, source: str = "samples
             f"{source}: inputs have shape {list(x.shape)}, the model expects [N, {', '.join(map(str, want))}]"
         )
     if len(x) < 2:
-        raise ConfigError(f"{source}: need at least 2 inputs (calibration + held-out), got {len(x)}")
+        raise ConfigError(
+            f"{source}: need at least 2 inputs (calibration + held-out), got {len(x)}"
+        )
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
         raise ConfigError(f"{source}: inputs must be numeric, got {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)

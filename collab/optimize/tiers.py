@@ -31,18 +31,46 @@ class Tier:
 TIERS: dict[str, Tier] = {
     t.name: t
     for t in (
-        Tier(name="mcu", memory="< 256 MB RAM, no OS scheduler to spare",
-             quantize=("int8_static",), prune=0.5, prune_layers="all", distill=0.4,
-             min_agreement=0.97, min_agreement_distilled=0.95),
-        Tier(name="embedded", memory="< 1 GB (Raspberry Pi class)",
-             quantize=("int8_static",), prune=0.5, prune_layers="widest", distill=0.5,
-             min_agreement=0.98, min_agreement_distilled=0.96),
-        Tier(name="mobile", memory="< 4 GB (phone, Jetson Nano class)",
-             quantize=("int8_static",), prune=None, prune_layers="widest", distill=0.5,
-             min_agreement=0.99, min_agreement_distilled=0.97),
-        Tier(name="edge-server", memory=">= 4 GB (NUC, edge GPU box)",
-             quantize=("int8_static",), prune=None, prune_layers="widest", distill=None,
-             min_agreement=0.99, min_agreement_distilled=0.99),
+        Tier(
+            name="mcu",
+            memory="< 256 MB RAM, no OS scheduler to spare",
+            quantize=("int8_static",),
+            prune=0.5,
+            prune_layers="all",
+            distill=0.4,
+            min_agreement=0.97,
+            min_agreement_distilled=0.95,
+        ),
+        Tier(
+            name="embedded",
+            memory="< 1 GB (Raspberry Pi class)",
+            quantize=("int8_static",),
+            prune=0.5,
+            prune_layers="widest",
+            distill=0.5,
+            min_agreement=0.98,
+            min_agreement_distilled=0.96,
+        ),
+        Tier(
+            name="mobile",
+            memory="< 4 GB (phone, Jetson Nano class)",
+            quantize=("int8_static",),
+            prune=None,
+            prune_layers="widest",
+            distill=0.5,
+            min_agreement=0.99,
+            min_agreement_distilled=0.97,
+        ),
+        Tier(
+            name="edge-server",
+            memory=">= 4 GB (NUC, edge GPU box)",
+            quantize=("int8_static",),
+            prune=None,
+            prune_layers="widest",
+            distill=None,
+            min_agreement=0.99,
+            min_agreement_distilled=0.99,
+        ),
     )
 }
 

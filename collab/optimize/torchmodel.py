@@ -26,7 +26,9 @@ def load_model(spec: str, weights: Path | None = None) -> nn.Module:
     else:
         mod_name, sep, func = spec.rpartition(":")
         if not sep or not mod_name or not func:
-            raise ConfigError(f"model spec {spec!r}: expected module:factory, file.py:factory or example:NAME")
+            raise ConfigError(
+                f"model spec {spec!r}: expected module:factory, file.py:factory or example:NAME"
+            )
         try:
             if mod_name.endswith(".py"):
                 s = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
@@ -49,8 +51,14 @@ def load_model(spec: str, weights: Path | None = None) -> nn.Module:
     return model.eval()
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, input_name: str = "input",
-                opset: int = 17) -> Path:
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    input_name: str = "input",
+    opset: int = 17,
+) -> Path:
     """A single-input single-output float32 ONNX with a dynamic batch dimension, exported
     and checked the way ``collab split`` does it."""
     from collab.split.export import export_onnx as _export
@@ -60,12 +68,29 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, input_na
     return path
 
 
-def resplit(model: nn.Module, like: Manifest, example: torch.Tensor, out: Path, *,
-            extra: dict[str, Any] | None = None, runs: int = 20, progress: bool = True) -> Bundle:
+def resplit(
+    model: nn.Module,
+    like: Manifest,
+    example: torch.Tensor,
+    out: Path,
+    *,
+    extra: dict[str, Any] | None = None,
+    runs: int = 20,
+    progress: bool = True,
+) -> Bundle:
     """Split a changed model (e.g. pruned) into a bundle at ``out`` the way the original
     bundle was made (same name, opset, cut granularity)."""
     from collab.split.api import split_model
 
     granularity = like.extra.get("granularity", "block")
-    return split_model(model, example, out, name=like.model_name, opset=like.opset,
-                       granularity=granularity, extra=extra, runs=runs, progress=progress)
+    return split_model(
+        model,
+        example,
+        out,
+        name=like.model_name,
+        opset=like.opset,
+        granularity=granularity,
+        extra=extra,
+        runs=runs,
+        progress=progress,
+    )

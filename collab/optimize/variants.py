@@ -118,7 +118,9 @@ def record_candidates(
         ref = top1(run_batched(sessions.full(), held_out.x))
         sps = {sp.name: sp for sp in m.split_points}
         full_variants, full_ms = m.full_variants, m.full_ms
-        bar = tqdm(total=len(candidates), desc="measure", unit="variant", disable=not progress, leave=False)
+        bar = tqdm(
+            total=len(candidates), desc="measure", unit="variant", disable=not progress, leave=False
+        )
         for target, cands in by_target.items():
             src = sessions.chain(_source(m, target))
             src_size = file_size(*(rootp / p for p in _source(m, target)))
@@ -131,29 +133,57 @@ def record_candidates(
                 acc = None if held_out.y is None else agreement(pred, held_out.y)
                 scores.append((agreement(pred, ref), acc))
                 bar.update()
-            ms = interleaved_latency_ms([src, *(rootp / c.path for c in cands)], held_out.x[:1], runs=runs)
+            ms = interleaved_latency_ms(
+                [src, *(rootp / c.path for c in cands)], held_out.x[:1], runs=runs
+            )
             for c, (agr, acc), v_ms in zip(cands, scores, ms[1:], strict=True):
                 dst = rootp / c.path
                 size = file_size(dst)
-                why = ("" if agr >= c.min_agreement else "agreement")
+                why = "" if agr >= c.min_agreement else "agreement"
                 if not why and v_ms >= ms[0] and size >= src_size:
                     why = "no gain"  # neither faster nor smaller: nothing would ever pick it
-                reports.append(VariantReport(
-                    target=target, name=c.name, fp32_ms=ms[0], ms=v_ms, fp32_size=src_size,
-                    size_bytes=size, agreement=agr, accuracy=acc, kept=not why, reason=why))
+                reports.append(
+                    VariantReport(
+                        target=target,
+                        name=c.name,
+                        fp32_ms=ms[0],
+                        ms=v_ms,
+                        fp32_size=src_size,
+                        size_bytes=size,
+                        agreement=agr,
+                        accuracy=acc,
+                        kept=not why,
+                        reason=why,
+                    )
+                )
                 if why:
-                    logger.info("dropping %s/%s (%s): agreement %.4f (min %.4f), %.3f ms vs %.3f ms FP32",
-                                target, c.name, why, agr, c.min_agreement, v_ms, ms[0])
+                    logger.info(
+                        "dropping %s/%s (%s): agreement %.4f (min %.4f), %.3f ms vs %.3f ms FP32",
+                        target,
+                        c.name,
+                        why,
+                        agr,
+                        c.min_agreement,
+                        v_ms,
+                        ms[0],
+                    )
                     dst.unlink()
                     continue
                 if c.path != c.final_path:  # replaces an older variant of the same name
                     os.replace(dst, rootp / c.final_path)
-                v = Variant(name=c.name, path=c.final_path, ms=v_ms, size_bytes=file_size(rootp / c.final_path),
-                            agreement=agr)
+                v = Variant(
+                    name=c.name,
+                    path=c.final_path,
+                    ms=v_ms,
+                    size_bytes=file_size(rootp / c.final_path),
+                    agreement=agr,
+                )
                 if target == FULL:
                     full_variants = _with_variant(full_variants, v)
                 else:
-                    sps[target] = replace(sps[target], head_variants=_with_variant(sps[target].head_variants, v))
+                    sps[target] = replace(
+                        sps[target], head_variants=_with_variant(sps[target].head_variants, v)
+                    )
             if target == FULL:
                 full_ms = ms[0]
             else:
@@ -161,8 +191,13 @@ def record_candidates(
         bar.close()
         extra: dict[str, Any] = dict(m.extra)
         extra["optimize"] = {**extra.get("optimize", {}), "held_out_inputs": len(held_out)}
-        return replace(m, split_points=tuple(sps[sp.name] for sp in m.split_points),
-                       full_variants=full_variants, full_ms=full_ms, extra=extra)
+        return replace(
+            m,
+            split_points=tuple(sps[sp.name] for sp in m.split_points),
+            full_variants=full_variants,
+            full_ms=full_ms,
+            extra=extra,
+        )
 
     update_bundle(root, mutate)
     return reports
@@ -191,12 +226,19 @@ def quantize_candidates(
     m = b.manifest
     # (target, name prefix, FP32 segment files to compose, or a single model file as is)
     jobs: list[tuple[str, str, tuple[str, ...] | str]] = [
-        (sp.name, "", _source(m, sp.name)) for sp in select_splits(m, splits)]
+        (sp.name, "", _source(m, sp.name)) for sp in select_splits(m, splits)
+    ]
     if include_full:
         jobs.append((FULL, "", _source(m, FULL)))
     jobs += [(FULL, f"{name}+", rel) for name, rel in sources]
     out = []
-    bar = tqdm(total=len(jobs) * len(methods), desc="quantize", unit="variant", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(jobs) * len(methods),
+        desc="quantize",
+        unit="variant",
+        disable=not progress,
+        leave=False,
+    )
     with tempfile.TemporaryDirectory() as scratch:
         for target, prefix, src in jobs:
             if isinstance(src, str):
@@ -209,7 +251,9 @@ def quantize_candidates(
                 name = f"{prefix}{method}"
                 rel = f"{VARIANT_DIR}/{target}.{name}.candidate.onnx"
                 quantize(method, src_path, rootp / rel, calibration.x, calibrate=calibrate)
-                out.append(Candidate(target=target, name=name, path=rel, min_agreement=min_agreement))
+                out.append(
+                    Candidate(target=target, name=name, path=rel, min_agreement=min_agreement)
+                )
                 bar.update()
     bar.close()
     return out
@@ -229,22 +273,33 @@ def quantize_bundle(
     progress: bool = True,
 ) -> list[VariantReport]:
     """Add the quantized variants that pass to the bundle at ``root`` (in place)."""
-    cands = quantize_candidates(root, methods, calibration, splits=splits, include_full=include_full,
-                                min_agreement=min_agreement, calibrate=calibrate, progress=progress)
+    cands = quantize_candidates(
+        root,
+        methods,
+        calibration,
+        splits=splits,
+        include_full=include_full,
+        min_agreement=min_agreement,
+        calibrate=calibrate,
+        progress=progress,
+    )
     return record_candidates(root, cands, held_out, runs=runs, progress=progress)
 
 
 def format_table(reports: Sequence[VariantReport]) -> str:
     """The summary table printed by ``collab optimize`` and the benchmark."""
-    hdr = (f"{'target':<16}{'variant':<24}{'fp32 ms':>9}{'ms':>9}{'speedup':>9}{'fp32 KB':>10}"
-           f"{'KB':>9}{'agree':>8}{'acc':>8}  kept")
+    hdr = (
+        f"{'target':<16}{'variant':<24}{'fp32 ms':>9}{'ms':>9}{'speedup':>9}{'fp32 KB':>10}"
+        f"{'KB':>9}{'agree':>8}{'acc':>8}  kept"
+    )
     lines = [hdr, "-" * len(hdr)]
     for r in reports:
         acc = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
         lines.append(
             f"{r.target:<16}{r.name:<24}{r.fp32_ms:>9.3f}{r.ms:>9.3f}{r.speedup:>8.2f}x"
             f"{r.fp32_size / 1024:>10.1f}{r.size_bytes / 1024:>9.1f}{r.agreement:>8.4f}{acc:>8}"
-            f"  {'yes' if r.kept else 'NO (' + r.reason + ')'}")
+            f"  {'yes' if r.kept else 'NO (' + r.reason + ')'}"
+        )
     return "\n".join(lines)
 
 

@@ -76,8 +76,11 @@ def _list(args: argparse.Namespace) -> int:
 
     for f in sorted(scenarios_dir().glob("*.yaml")):
         sc = load_scenario(f)
-        print(f"{f.stem:<22} {sc.edge.count} edge(s), {sc.workload.requests * sc.edge.count} req x "
-              f"{len(sc.policies)} policies, ~{sc.duration_s:.0f} s each  {sc.description.splitlines()[0] if sc.description else ''}")
+        print(
+            f"{f.stem:<22} {sc.edge.count} edge(s), {sc.workload.requests * sc.edge.count} req x "
+            f"{len(sc.policies)} policies, ~{sc.duration_s:.0f} s each  "
+            f"{sc.description.splitlines()[0] if sc.description else ''}"
+        )
     return 0
 
 
@@ -112,8 +115,12 @@ def compare_runs(a: Path, b: Path) -> dict[str, dict[str, float]]:
         same = sum(path(x) == path(y) for x, y in pairs) / len(pairs)
         la = [float(x["latency_ms"]) for x, _ in pairs if not x["lost"]]  # type: ignore[arg-type]
         lb = [float(y["latency_ms"]) for _, y in pairs if not y["lost"]]  # type: ignore[arg-type]
-        out[pol] = {"requests": len(pairs), "same_path": same,
-                    "mean_ms_a": sum(la) / max(len(la), 1), "mean_ms_b": sum(lb) / max(len(lb), 1)}
+        out[pol] = {
+            "requests": len(pairs),
+            "same_path": same,
+            "mean_ms_a": sum(la) / max(len(la), 1),
+            "mean_ms_b": sum(lb) / max(len(lb), 1),
+        }
     return out
 
 
@@ -121,7 +128,9 @@ def _compare(args: argparse.Namespace) -> int:
     res = compare_runs(Path(args.a), Path(args.b))
     print(f"{'policy':<16} {'requests':>8} {'same path':>10} {'mean ms A':>10} {'mean ms B':>10}")
     for pol, r in res.items():
-        print(f"{pol:<16} {r['requests']:>8.0f} {r['same_path']:>9.1%} {r['mean_ms_a']:>10.1f} {r['mean_ms_b']:>10.1f}")
+        print(
+            f"{pol:<16} {r['requests']:>8.0f} {r['same_path']:>9.1%} {r['mean_ms_a']:>10.1f} {r['mean_ms_b']:>10.1f}"
+        )
     return 0
 
 
@@ -130,19 +139,29 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run = sub.add_parser("run", help="run a scenario file (or a shipped scenario by name)")
     run.add_argument("file", help="scenario YAML file, or the name of a shipped scenario")
     run.add_argument("--out", required=True, help="directory for report.json/md, plots and records")
-    run.add_argument("--policies", nargs="+", default=None,
-                     help="override the file's policies (auto, edge_only, cloud_only, split:<name>)")
+    run.add_argument(
+        "--policies",
+        nargs="+",
+        default=None,
+        help="override the file's policies (auto, edge_only, cloud_only, split:<name>)",
+    )
     run.add_argument("--seed", type=int, default=None, help="override the file's seed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("list", help="list the shipped scenarios")
-    rep = sub.add_parser("report", help="recompute report and plots of a finished run from its records")
+    rep = sub.add_parser(
+        "report", help="recompute report and plots of a finished run from its records"
+    )
     rep.add_argument("file", help="the scenario file (or shipped name) the run used")
     rep.add_argument("--out", required=True, help="the run's output directory")
-    cmp = sub.add_parser("compare", help="compare the path choices of two runs (same scenario and seed)")
+    cmp = sub.add_parser(
+        "compare", help="compare the path choices of two runs (same scenario and seed)"
+    )
     cmp.add_argument("a", help="output directory of the first run")
     cmp.add_argument("b", help="output directory of the second run")
 
     def handler(args: argparse.Namespace) -> int:
-        return {"run": _run, "list": _list, "compare": _compare, "report": _report}[args.action](args)
+        return {"run": _run, "list": _list, "compare": _compare, "report": _report}[args.action](
+            args
+        )
 
     return handler

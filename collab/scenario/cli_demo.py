@@ -10,8 +10,12 @@ DEMO = "demo"
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    parser.add_argument("--out", default="runs/demo", help="output directory (default: ./runs/demo)")
-    parser.add_argument("--scenario", default=DEMO, help="shipped scenario name or YAML file (default: demo)")
+    parser.add_argument(
+        "--out", default="runs/demo", help="output directory (default: ./runs/demo)"
+    )
+    parser.add_argument(
+        "--scenario", default=DEMO, help="shipped scenario name or YAML file (default: demo)"
+    )
 
     def handler(args: argparse.Namespace) -> int:
         from collab.scenario.cli import print_result, resolve
@@ -21,8 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         sc = load_scenario(resolve(args.scenario))
         out = Path(args.out).resolve()
         print(f"edgecollab demo: scenario '{sc.name}' — {sc.description.strip()}")
-        print(f"({len(sc.policies)} policies x {sc.duration_s:.0f} s through the link emulator; "
-              "the first run also builds and calibrates the example bundle)")
+        print(
+            f"({len(sc.policies)} policies x {sc.duration_s:.0f} s through the link emulator; "
+            "the first run also builds and calibrates the example bundle)"
+        )
         report = run_scenario(sc, out)
         print_result(report, out)
         return 0

@@ -33,9 +33,22 @@ class CloudNode:
         self.port = free_port()
         out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collab.cli", "cloud", "--bundle", str(self.bundle),
-             "--listen", f"127.0.0.1:{self.port}", *self.sc.cloud.argv(), "--grace-s", "1"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "collab.cli",
+                "cloud",
+                "--bundle",
+                str(self.bundle),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *self.sc.cloud.argv(),
+                "--grace-s",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         out.close()
         try:
             wait_for_port("127.0.0.1", self.port, 60.0, self.proc)
@@ -106,11 +119,15 @@ class Events:
             except CollabError as e:
                 logger.warning("event %s at %.1fs failed: %s", action, at, e)
             # when the action took effect (a started node listens), for the oracle
-            self.log.append({"at_s": at, "done_s": round(time.monotonic() - self.t0, 3), "action": action})
+            self.log.append(
+                {"at_s": at, "done_s": round(time.monotonic() - self.t0, 3), "action": action}
+            )
 
 
 @contextmanager
-def scenario_env(sc: Scenario, bundle: Path, logs: Path) -> Iterator[tuple[CloudNode, EmulatorProcess]]:
+def scenario_env(
+    sc: Scenario, bundle: Path, logs: Path
+) -> Iterator[tuple[CloudNode, EmulatorProcess]]:
     cloud = CloudNode(bundle, sc, logs / "cloud.log")
     cloud.start()
     try:

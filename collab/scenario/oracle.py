@@ -50,8 +50,9 @@ class OracleResult:
         return sum(self.latency_ms) / len(self.latency_ms)
 
 
-def outage_intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[
-        list[tuple[float, float]], list[tuple[float, float]]]:
+def outage_intervals(
+    sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(cloud dead intervals, link cut intervals) in trace time."""
     startup: list[float] = []
     for log in events_log.values():
@@ -84,17 +85,22 @@ def outage_intervals(sc: Scenario, events_log: Mapping[str, Sequence[Mapping[str
     return dead, cut
 
 
-def _codec_table(prof: Mapping[str, float], stats: Mapping[str, Mapping[str, float]] | None,
-                 budget: float) -> list[tuple[float, float]]:
+def _codec_table(
+    prof: Mapping[str, float], stats: Mapping[str, Mapping[str, float]] | None, budget: float
+) -> list[tuple[float, float]]:
     """(encode+decode ms, frame bytes) of every codec the engine may pick for this path
     (:func:`collab.codec.policy.allowed`); the oracle takes the best under the true link."""
     fallback = [(prof.get("encode_ms", 0.0), prof.get("bytes", 0.0))]
     if not stats:
         return fallback
-    return [(r.encode_ms + r.decode_ms, r.bytes) for r in codec_rows(stats) if allowed(r, budget)] or fallback
+    return [
+        (r.encode_ms + r.decode_ms, r.bytes) for r in codec_rows(stats) if allowed(r, budget)
+    ] or fallback
 
 
-def network_ms(sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capacity] | None = None) -> float:
+def network_ms(
+    sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capacity] | None = None
+) -> float:
     """Time from handing ``nbytes`` to the uplink at ``t`` until the answer is back at the
     edge, under the true trace (cloud compute excluded)."""
     up, down = sc.link.uplink, sc.link.downlink
@@ -112,10 +118,14 @@ def network_ms(sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capa
     return ms
 
 
-def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Mapping[str, float]],
-                   calibration: Mapping[str, Any] | None,
-                   events_log: Mapping[str, Sequence[Mapping[str, Any]]],
-                   local_base: Mapping[str, Sequence[float]] | None = None) -> OracleResult:
+def compute_oracle(
+    sc: Scenario,
+    plan: Sequence[Arrival],
+    prof: Mapping[str, Mapping[str, float]],
+    calibration: Mapping[str, Any] | None,
+    events_log: Mapping[str, Sequence[Mapping[str, Any]]],
+    local_base: Mapping[str, Sequence[float]] | None = None,
+) -> OracleResult:
     """``local_base``: per path, a base cost per arrival (:func:`local_base_costs`) in place
     of the path's single ``base_ms``."""
     local = local_base or {}
@@ -148,23 +158,34 @@ def compute_oracle(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Map
                 row[p] = math.inf
                 continue
             t_send = t + pr.get("edge_ms", 0.0) / 1000.0
-            row[p] = base + min(codec_ms + network_ms(sc, t_send, nbytes, caps)
-                                for codec_ms, nbytes in tables[p])
+            row[p] = base + min(
+                codec_ms + network_ms(sc, t_send, nbytes, caps) for codec_ms, nbytes in tables[p]
+            )
         for p, v in row.items():
             per_path[p].append(v)
         k = min(row, key=lambda p: row[p])
         lat.append(row[k])
         best.append(k)
-    means = {p: sum(v if math.isfinite(v) else edge_only for v in vs) / max(len(vs), 1)
-             for p, vs in per_path.items()}
+    means = {
+        p: sum(v if math.isfinite(v) else edge_only for v in vs) / max(len(vs), 1)
+        for p, vs in per_path.items()
+    }
     bs = min(means, key=lambda p: means[p])
-    return OracleResult(latency_ms=lat, path=best, per_path_ms=per_path, best_static_path=bs,
-                        best_static_mean_ms=means[bs])
+    return OracleResult(
+        latency_ms=lat,
+        path=best,
+        per_path_ms=per_path,
+        best_static_path=bs,
+        best_static_mean_ms=means[bs],
+    )
 
 
-def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, float]],
-                               records: Sequence[Any], calibration: Mapping[str, Any] | None,
-                               ) -> dict[str, dict[str, float]]:
+def calibrate_from_static_runs(
+    sc: Scenario,
+    prof: Mapping[str, Mapping[str, float]],
+    records: Sequence[Any],
+    calibration: Mapping[str, Any] | None,
+) -> dict[str, dict[str, float]]:
     """Refine each path's base cost from its own static-policy run when there is one.
 
     The profile pass runs minutes before some of the policies on a shared, noisy machine;
@@ -181,6 +202,7 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
             continue
         v["base_ms_profile"] = v["base_ms"]
         v["base_ms"] = max(0.0, sum(res) / len(res))
+
     # Paths without a static run (most split points) were only measured in the profile pass,
     # by one client alone. Scale their edge part and their cloud part by how much slower the
     # edge-only and cloud-only paths were under the scenario's own conditions (load of N
@@ -198,14 +220,22 @@ def calibrate_from_static_runs(sc: Scenario, prof: Mapping[str, Mapping[str, flo
     return out
 
 
-def _residuals(sc: Scenario, path: str, prof: Mapping[str, float], records: Sequence[Any],
-               calibration: Mapping[str, Any] | None) -> dict[tuple[int, int], float]:
+def _residuals(
+    sc: Scenario,
+    path: str,
+    prof: Mapping[str, float],
+    records: Sequence[Any],
+    calibration: Mapping[str, Any] | None,
+) -> dict[tuple[int, int], float]:
     """(edge, request index) -> what ``path``'s static run paid beyond the true network
     time and the codec: its base cost, request by request (lost and fallen-back requests
     left out)."""
     cal_points = (calibration or {}).get("points", {}) or {}
-    stats = ((calibration or {}).get("input") or {} if path == "cloud_only"
-             else cal_points.get(path.split(":", 1)[-1], {}))
+    stats = (
+        (calibration or {}).get("input") or {}
+        if path == "cloud_only"
+        else cal_points.get(path.split(":", 1)[-1], {})
+    )
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     out = {}
     for r in records:
@@ -217,13 +247,20 @@ def _residuals(sc: Scenario, path: str, prof: Mapping[str, float], records: Sequ
         st = stats.get(r.codec or "", {})
         codec_ms = float(st.get("encode_ms", 0.0)) + float(st.get("decode_ms", 0.0))
         t_send = r.start_s + prof.get("edge_ms", 0.0) / 1000.0
-        out[(r.edge, r.index)] = r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms
+        out[(r.edge, r.index)] = (
+            r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms
+        )
     return out
 
 
-def local_base_costs(sc: Scenario, plan: Sequence[Arrival], prof: Mapping[str, Mapping[str, float]],
-                     records: Sequence[Any], calibration: Mapping[str, Any] | None,
-                     window_s: float = LOCAL_WINDOW_S) -> dict[str, list[float]]:
+def local_base_costs(
+    sc: Scenario,
+    plan: Sequence[Arrival],
+    prof: Mapping[str, Mapping[str, float]],
+    records: Sequence[Any],
+    calibration: Mapping[str, Any] | None,
+    window_s: float = LOCAL_WINDOW_S,
+) -> dict[str, list[float]]:
     """Per path that ran statically, its base cost at each arrival: the mean residual of
     its own requests within ``window_s`` of that arrival.
 

@@ -56,8 +56,17 @@ def prepare_bundle(sc: Scenario) -> Path:
     bundle = load_bundle(src)
     if not sc.model.calibrate:
         return src
-    key = hashlib.sha256(json.dumps([bundle.version, list(sc.model.codecs), sc.model.calibration_inputs,
-                                     sc.workload.input_noise, sc.seed]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                bundle.version,
+                list(sc.model.codecs),
+                sc.model.calibration_inputs,
+                sc.workload.input_noise,
+                sc.seed,
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     root = _cache_root()
     final = root / f"{bundle.manifest.model_name}-{key}"
     if final.is_dir():
@@ -73,7 +82,9 @@ def prepare_bundle(sc: Scenario) -> Path:
     tmp = root / f".{final.name}.{time.time_ns()}"
     shutil.copytree(src, tmp)
     x = scenario_inputs(sc, sc.model.calibration_inputs, seed_offset=1)
-    logger.info("calibrating %d codecs on %d inputs for %s", len(sc.model.codecs), len(x), final.name)
+    logger.info(
+        "calibrating %d codecs on %d inputs for %s", len(sc.model.codecs), len(x), final.name
+    )
     calibrate_bundle(tmp, x, None, codecs=sc.model.codecs, progress=False)
     try:
         tmp.rename(final)
@@ -86,7 +97,7 @@ def reference_top1(bundle_dir: Path, x: np.ndarray) -> np.ndarray:
     """Top-1 of the full FP32 model on every input: what 'agreement' is measured against."""
     b = load_bundle(bundle_dir)
     full = BundleSessions(b).full()
-    out = np.concatenate([full(x[i:i + 64]) for i in range(0, len(x), 64)])
+    out = np.concatenate([full(x[i : i + 64]) for i in range(0, len(x), 64)])
     if out.ndim != 2:
         raise ConfigError(f"model output shape {out.shape} is not (batch, classes)")
     return np.asarray(out.argmax(axis=1))

@@ -37,12 +37,27 @@ LEAD_S = 0.3  # time between creating the clients and the first request
 def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:
     """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
     in RUNNER_EDGE are the run's."""
-    return Client(bundle, config=replace(sc.edge.client, cloud=(address,), policy=policy,
-                                         deadline_ms=sc.workload.deadline_ms, warm=False))
+    return Client(
+        bundle,
+        config=replace(
+            sc.edge.client,
+            cloud=(address,),
+            policy=policy,
+            deadline_ms=sc.workload.deadline_ms,
+            warm=False,
+        ),
+    )
 
 
-def profile_paths(paths: Sequence[str], bundle: Path, emu: EmulatorProcess, sc: Scenario, x: np.ndarray,
-                  reps: int = 4, tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
+def profile_paths(
+    paths: Sequence[str],
+    bundle: Path,
+    emu: EmulatorProcess,
+    sc: Scenario,
+    x: np.ndarray,
+    reps: int = 4,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, dict[str, float]]:
     """Median cost of every path (fixed policy) over a perfect link: everything but the network."""
     emu.set_link(unlimited_link())
     out: dict[str, dict[str, float]] = {}
@@ -61,9 +76,12 @@ def profile_paths(paths: Sequence[str], bundle: Path, emu: EmulatorProcess, sc: 
                 nbytes.append(r.bytes_sent)
             tick()
             if lat:
-                out[path] = {"base_ms": float(np.median(lat)), "encode_ms": float(np.median(enc)),
-                             "edge_ms": float(np.median(edge)),
-                             "bytes": float(np.median(nbytes))}
+                out[path] = {
+                    "base_ms": float(np.median(lat)),
+                    "encode_ms": float(np.median(enc)),
+                    "edge_ms": float(np.median(edge)),
+                    "bytes": float(np.median(nbytes)),
+                }
     finally:
         client.close()
     emu.set_link(sc.link)
@@ -74,28 +92,69 @@ def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np
     start = time.monotonic() - t0
     try:
         r = client.infer(x[a.input_index][None])
-        return Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
-                      latency_ms=float(r.timings["total_ms"]), path=r.path, split_point=r.split_point,
-                      codec=r.codec, bytes_sent=int(r.bytes_sent), deadline_met=bool(r.deadline_met),
-                      agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
-                      fell_back=bool(r.fell_back), lost=False, fallback_reason=r.fallback_reason or "",
-                      timings={k: round(float(v), 3) for k, v in r.timings.items()})
+        return Record(
+            policy=policy,
+            edge=a.edge,
+            index=a.index,
+            at_s=a.at_s,
+            start_s=start,
+            latency_ms=float(r.timings["total_ms"]),
+            path=r.path,
+            split_point=r.split_point,
+            codec=r.codec,
+            bytes_sent=int(r.bytes_sent),
+            deadline_met=bool(r.deadline_met),
+            agree=bool(int(np.argmax(r.output)) == int(ref[a.input_index])),
+            fell_back=bool(r.fell_back),
+            lost=False,
+            fallback_reason=r.fallback_reason or "",
+            timings={k: round(float(v), 3) for k, v in r.timings.items()},
+        )
     except Exception as e:  # a lost request: recorded, never hidden
-        return Record(policy=policy, edge=a.edge, index=a.index, at_s=a.at_s, start_s=start,
-                      latency_ms=math.nan, path="lost", split_point=None, codec=None, bytes_sent=0,
-                      deadline_met=False, agree=False, fell_back=False, lost=True,
-                      error=f"{type(e).__name__}: {e}"[:300])
+        return Record(
+            policy=policy,
+            edge=a.edge,
+            index=a.index,
+            at_s=a.at_s,
+            start_s=start,
+            latency_ms=math.nan,
+            path="lost",
+            split_point=None,
+            codec=None,
+            bytes_sent=0,
+            deadline_met=False,
+            agree=False,
+            fell_back=False,
+            lost=True,
+            error=f"{type(e).__name__}: {e}"[:300],
+        )
 
 
-def _record_one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray,
-                on_record: Callable[[Record], None]) -> None:
+def _record_one(
+    client: Any,
+    policy: str,
+    a: Arrival,
+    t0: float,
+    x: np.ndarray,
+    ref: np.ndarray,
+    on_record: Callable[[Record], None],
+) -> None:
     on_record(_one(client, policy, a, t0, x, ref))
 
 
-def _replay(clients: dict[int, Any], policy: str, plan: list[Arrival], t0: float, x: np.ndarray,
-            ref: np.ndarray, on_record: Callable[[Record], None]) -> None:
+def _replay(
+    clients: dict[int, Any],
+    policy: str,
+    plan: list[Arrival],
+    t0: float,
+    x: np.ndarray,
+    ref: np.ndarray,
+    on_record: Callable[[Record], None],
+) -> None:
     """Issue every arrival at its time (open loop: a slow answer does not delay the next)."""
-    with ThreadPoolExecutor(max_workers=min(64, 6 * len(clients)), thread_name_prefix="edge-request") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(64, 6 * len(clients)), thread_name_prefix="edge-request"
+    ) as pool:
         for a in plan:
             delay = t0 + a.at_s - time.monotonic()
             if delay > 0:
@@ -115,8 +174,17 @@ def _warm(c: Client) -> Client:
     return c
 
 
-def edge_worker(conn: Any, bundle: Path, address: str, sc: Scenario, policy: str, edge: int,
-                plan: list[Arrival], x: np.ndarray, ref: np.ndarray) -> None:
+def edge_worker(
+    conn: Any,
+    bundle: Path,
+    address: str,
+    sc: Scenario,
+    policy: str,
+    edge: int,
+    plan: list[Arrival],
+    x: np.ndarray,
+    ref: np.ndarray,
+) -> None:
     """One emulated edge device in its own process (fleet scenarios): its own interpreter and
     GIL, as on a real device, so N devices do not slow each other's padded compute down."""
     from collab.log import setup_logging
@@ -141,9 +209,17 @@ def edge_worker(conn: Any, bundle: Path, address: str, sc: Scenario, policy: str
         conn.send(("done", None))
 
 
-def _run_in_processes(policy: str, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
-                      x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
-                      on_record: Callable[[Record], None]) -> list[dict[str, Any]]:
+def _run_in_processes(
+    policy: str,
+    sc: Scenario,
+    bundle: Path,
+    emu: EmulatorProcess,
+    cloud: CloudNode,
+    x: np.ndarray,
+    ref: np.ndarray,
+    plan: list[Arrival],
+    on_record: Callable[[Record], None],
+) -> list[dict[str, Any]]:
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
@@ -151,12 +227,17 @@ def _run_in_processes(policy: str, sc: Scenario, bundle: Path, emu: EmulatorProc
     pipes, procs = [], []
     for e in range(sc.edge.count):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=edge_worker, args=(child, bundle, emu.address, sc, policy, e, plan, x, ref),
-                        name=f"edge-{e}", daemon=True)
+        p = ctx.Process(
+            target=edge_worker,
+            args=(child, bundle, emu.address, sc, policy, e, plan, x, ref),
+            name=f"edge-{e}",
+            daemon=True,
+        )
         p.start()
         pipes.append(parent)
         procs.append(p)
     try:
+
         def expect(what: str) -> None:
             for c in pipes:
                 if not c.poll(180):
@@ -199,9 +280,18 @@ def _run_in_processes(policy: str, sc: Scenario, bundle: Path, emu: EmulatorProc
                 p.join(5)
 
 
-def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess, cloud: CloudNode,
-               x: np.ndarray, ref: np.ndarray, plan: list[Arrival],
-               tick: Callable[[], None] = lambda: None) -> tuple[list[Record], list[dict[str, Any]]]:
+def run_policy(
+    policy: str,
+    *,
+    sc: Scenario,
+    bundle: Path,
+    emu: EmulatorProcess,
+    cloud: CloudNode,
+    x: np.ndarray,
+    ref: np.ndarray,
+    plan: list[Arrival],
+    tick: Callable[[], None] = lambda: None,
+) -> tuple[list[Record], list[dict[str, Any]]]:
     """One policy over the whole trace; returns every request and the events as applied.
     One edge runs in this process; several run one process each (like real devices)."""
     if not cloud.alive:
@@ -234,8 +324,9 @@ def run_policy(policy: str, *, sc: Scenario, bundle: Path, emu: EmulatorProcess,
     return records, log
 
 
-def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def run_scenario(
+    sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run every policy of ``sc`` and write records, report and plots into ``out``."""
     from tqdm import tqdm
 
@@ -246,13 +337,20 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
     t_start = time.monotonic()
     bundle = prepare_bundle(sc)
     profile = profile_from_bundle(load_bundle(bundle))
-    check_split_policies(sc, profile.split_names(), lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}"))
+    check_split_policies(
+        sc, profile.split_names(), lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}")
+    )
     plan = schedule(sc)
     x = scenario_inputs(sc, sc.edge.count * sc.workload.requests)
     ref = reference_top1(bundle, x)
     paths = profile.path_keys()
-    bar = tqdm(total=len(paths) + len(plan) * len(pols), desc=f"scenario {sc.name}", unit="req",
-               disable=not progress, leave=True)
+    bar = tqdm(
+        total=len(paths) + len(plan) * len(pols),
+        desc=f"scenario {sc.name}",
+        unit="req",
+        disable=not progress,
+        leave=True,
+    )
     all_records: list[Record] = []
     events_log: dict[str, list[dict[str, Any]]] = {}
     with scenario_env(sc, bundle, logs) as (cloud, emu):
@@ -260,21 +358,46 @@ def run_scenario(sc: Scenario, out: Path, *, policies: tuple[str, ...] | None = 
         prof = profile_paths(paths, bundle, emu, sc, x, tick=lambda: bar.update(1))
         for pol in pols:
             bar.set_postfix_str(pol)
-            recs, ev = run_policy(pol, sc=sc, bundle=bundle, emu=emu, cloud=cloud, x=x, ref=ref, plan=plan,
-                                  tick=lambda: bar.update(1))
+            recs, ev = run_policy(
+                pol,
+                sc=sc,
+                bundle=bundle,
+                emu=emu,
+                cloud=cloud,
+                x=x,
+                ref=ref,
+                plan=plan,
+                tick=lambda: bar.update(1),
+            )
             all_records += recs
             events_log[pol] = ev
     bar.close()
     with open(out / "requests.jsonl", "w") as f:
         for r in all_records:
             f.write(json.dumps(asdict(r)) + "\n")
-    return analyse(sc, out, all_records, prof, events_log, pols, bundle=bundle,
-                   wall_s=time.monotonic() - t_start)
+    return analyse(
+        sc,
+        out,
+        all_records,
+        prof,
+        events_log,
+        pols,
+        bundle=bundle,
+        wall_s=time.monotonic() - t_start,
+    )
 
 
-def analyse(sc: Scenario, out: Path, records: list[Record], prof: dict[str, dict[str, float]],
-            events_log: dict[str, list[dict[str, Any]]], pols: tuple[str, ...], *, bundle: Path,
-            wall_s: float) -> dict[str, Any]:
+def analyse(
+    sc: Scenario,
+    out: Path,
+    records: list[Record],
+    prof: dict[str, dict[str, float]],
+    events_log: dict[str, list[dict[str, Any]]],
+    pols: tuple[str, ...],
+    *,
+    bundle: Path,
+    wall_s: float,
+) -> dict[str, Any]:
     """Oracle, report and plots from recorded requests (also used by ``collab scenario report``)."""
     from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle, local_base_costs
     from collab.scenario.plots import write_plots
@@ -285,7 +408,9 @@ def analyse(sc: Scenario, out: Path, records: list[Record], prof: dict[str, dict
     plan = schedule(sc)
     local = local_base_costs(sc, plan, refined, records, cal)
     oracle = compute_oracle(sc, plan, refined, cal, events_log, local)
-    report = build_report(sc, records, oracle, refined, events_log, pols, wall_s=wall_s, bundle=bundle)
+    report = build_report(
+        sc, records, oracle, refined, events_log, pols, wall_s=wall_s, bundle=bundle
+    )
     report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
     write_plots(sc, records, oracle, report, out)
@@ -296,13 +421,26 @@ def reanalyse(sc: Scenario, out: Path) -> dict[str, Any]:
     """Recompute report and plots of a finished run in ``out`` (same scenario file)."""
     try:
         old = json.loads((out / "report.json").read_text())
-        rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines() if line]
+        rows = [
+            json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines() if line
+        ]
     except (OSError, ValueError) as e:
         raise ConfigError(f"{out} is not a finished scenario run: {e}") from e
     records = [Record(**r) for r in rows]
-    prof = {p: {**v, "base_ms": v.get("base_ms_profile", v["base_ms"])} for p, v in old["profile"].items()}
+    prof = {
+        p: {**v, "base_ms": v.get("base_ms_profile", v["base_ms"])}
+        for p, v in old["profile"].items()
+    }
     for v in prof.values():
         v.pop("base_ms_profile", None)
     pols = tuple(old["policies"])
-    return analyse(sc, out, records, prof, old["events"], pols, bundle=Path(old["bundle"]),
-                   wall_s=float(old.get("wall_s", 0.0)))
+    return analyse(
+        sc,
+        out,
+        records,
+        prof,
+        old["events"],
+        pols,
+        bundle=Path(old["bundle"]),
+        wall_s=float(old.get("wall_s", 0.0)),
+    )

@@ -82,7 +82,9 @@ class ModelSpec:
     example: StrictStr | None = None  # built-in example model (collab.models.registry)
     bundle: Path | None = None  # or a bundle directory (relative to the scenario file)
     calibrate: StrictBool = True  # measure the codec table on the workload's inputs (cached)
-    codecs: tuple[Annotated[StrictStr, AfterValidator(_codec)], ...] = DEFAULT_CODECS  # []: the default
+    codecs: tuple[Annotated[StrictStr, AfterValidator(_codec)], ...] = (
+        DEFAULT_CODECS  # []: the default
+    )
     calibration_inputs: Annotated[StrictInt, Field(ge=1)] = 48
 
     @field_validator("example")
@@ -111,7 +113,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if (self.example is None) == (self.bundle is None):
-            raise ValueError("give exactly one of 'example' (built-in model) or 'bundle' (directory)")
+            raise ValueError(
+                "give exactly one of 'example' (built-in model) or 'bundle' (directory)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,8 +191,14 @@ class Scenario:
 
 
 # --- the file as written: validated, then turned into the Scenario above --------------------
-_STRICT: dict[type, Any] = {bool: StrictBool, int: StrictInt, float: StrictFloat, str: StrictStr, Path: Path,
-                            tuple: tuple[StrictStr, ...]}
+_STRICT: dict[type, Any] = {
+    bool: StrictBool,
+    int: StrictInt,
+    float: StrictFloat,
+    str: StrictStr,
+    Path: Path,
+    tuple: tuple[StrictStr, ...],
+}
 C = TypeVar("C")
 
 
@@ -208,7 +218,9 @@ def _setting_keys(items: Sequence[Setting]) -> Callable[[type[C]], type[C]]:
 
     def add(cls: type[C]) -> type[C]:
         for s in items:
-            cls.__annotations__[s.name] = Annotated[_STRICT[s.kind] | None, AfterValidator(_within(s))]
+            cls.__annotations__[s.name] = Annotated[
+                _STRICT[s.kind] | None, AfterValidator(_within(s))
+            ]
             setattr(cls, s.name, None)
         return cls
 
@@ -270,12 +282,19 @@ class _NetworkFile:
     def __post_init__(self) -> None:
         for i, s in enumerate(self.segments):
             for d in ("up", "down"):
-                given, traced = getattr(s, f"{d}_mbps") is not None, getattr(self.mahimahi, d) is not None
+                given, traced = (
+                    getattr(s, f"{d}_mbps") is not None,
+                    getattr(self.mahimahi, d) is not None,
+                )
                 if given and traced:
-                    raise FieldError(("segments", i, f"{d}_mbps"),
-                                     f"the {d}link bandwidth comes from network.mahimahi.{d}; drop this key")
+                    raise FieldError(
+                        ("segments", i, f"{d}_mbps"),
+                        f"the {d}link bandwidth comes from network.mahimahi.{d}; drop this key",
+                    )
                 if not given and not traced and not s.outage:
-                    raise FieldError(("segments", i, f"{d}_mbps"), "is required (or give network.mahimahi)")
+                    raise FieldError(
+                        ("segments", i, f"{d}_mbps"), "is required (or give network.mahimahi)"
+                    )
 
     def link(self) -> LinkTrace:
         up: list[Segment] = []
@@ -283,12 +302,31 @@ class _NetworkFile:
         for s in self.segments:
             for d, out in (("up", up), ("down", down)):
                 mbps, traced = getattr(s, f"{d}_mbps"), getattr(self.mahimahi, d)
-                rate = 0.0 if s.outage and mbps is None and traced is None else None if mbps is None else mbps * 1e6
-                out.append(Segment(duration_s=s.duration_s, bandwidth_bps=rate, delay_ms=s.rtt_ms / 2,
-                                   jitter_ms=s.jitter_ms / 2, loss=s.loss, outage=s.outage))
-        return LinkTrace(uplink=DirectionTrace(segments=tuple(up), repeat=self.repeat, mahimahi=self.mahimahi.up),
-                         downlink=DirectionTrace(segments=tuple(down), repeat=self.repeat,
-                                                 mahimahi=self.mahimahi.down))
+                rate = (
+                    0.0
+                    if s.outage and mbps is None and traced is None
+                    else None
+                    if mbps is None
+                    else mbps * 1e6
+                )
+                out.append(
+                    Segment(
+                        duration_s=s.duration_s,
+                        bandwidth_bps=rate,
+                        delay_ms=s.rtt_ms / 2,
+                        jitter_ms=s.jitter_ms / 2,
+                        loss=s.loss,
+                        outage=s.outage,
+                    )
+                )
+        return LinkTrace(
+            uplink=DirectionTrace(
+                segments=tuple(up), repeat=self.repeat, mahimahi=self.mahimahi.up
+            ),
+            downlink=DirectionTrace(
+                segments=tuple(down), repeat=self.repeat, mahimahi=self.mahimahi.down
+            ),
+        )
 
 
 @config_dataclass
@@ -314,8 +352,10 @@ class _ScenarioFile:
     def __post_init__(self) -> None:
         for i, e in enumerate(self.events):
             if e.at_s > self.workload.duration_s:
-                raise FieldError(("events", i, "at_s"),
-                                 f"is after the end of the workload ({self.workload.duration_s:.1f} s)")
+                raise FieldError(
+                    ("events", i, "at_s"),
+                    f"is after the end of the workload ({self.workload.duration_s:.1f} s)",
+                )
 
 
 def _without_nulls(data: Any) -> Any:
@@ -328,12 +368,26 @@ def _without_nulls(data: Any) -> Any:
 
 def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None = None) -> Scenario:
     data, lines = load_yaml(text, source)
-    f = validate(_ScenarioFile, _without_nulls(data) if data is not None else {}, source=source, lines=lines,
-                 context={"base": base})
-    return Scenario(name=f.name or (Path(source).stem if source != "<scenario>" else "scenario"),
-                    description=f.description, path=None, seed=f.seed, model=f.model, edge=f.edges.spec(),
-                    cloud=f.cloud.spec(), workload=f.workload, link=f.network.link(),
-                    events=tuple(sorted(f.events, key=lambda e: e.at_s)), policies=f.policies or DEFAULT_POLICIES)
+    f = validate(
+        _ScenarioFile,
+        _without_nulls(data) if data is not None else {},
+        source=source,
+        lines=lines,
+        context={"base": base},
+    )
+    return Scenario(
+        name=f.name or (Path(source).stem if source != "<scenario>" else "scenario"),
+        description=f.description,
+        path=None,
+        seed=f.seed,
+        model=f.model,
+        edge=f.edges.spec(),
+        cloud=f.cloud.spec(),
+        workload=f.workload,
+        link=f.network.link(),
+        events=tuple(sorted(f.events, key=lambda e: e.at_s)),
+        policies=f.policies or DEFAULT_POLICIES,
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -344,7 +398,9 @@ def load_scenario(path: str | Path) -> Scenario:
     return replace(sc, path=p.resolve())
 
 
-def check_split_policies(sc: Scenario, split_names: list[str], fail: Callable[[str], ConfigError]) -> None:
+def check_split_policies(
+    sc: Scenario, split_names: list[str], fail: Callable[[str], ConfigError]
+) -> None:
     """Forced split policies must name split points of the bundle (checked once it is loaded)."""
     for p in sc.policies:
         if p.startswith("split:") and p[6:] not in split_names:

@@ -88,16 +88,34 @@ def split_model(
     # nn.TransformerEncoderLayer's fused fast path has no ONNX export; use the plain ops
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        return _split(model, example_input, out_dir, name=name, opset=opset, runs=runs,
-                      progress=progress, granularity=granularity, extra=extra, preprocessing=preprocessing)
+        return _split(
+            model,
+            example_input,
+            out_dir,
+            name=name,
+            opset=opset,
+            runs=runs,
+            progress=progress,
+            granularity=granularity,
+            extra=extra,
+            preprocessing=preprocessing,
+        )
     finally:
         torch.set_num_threads(threads)
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _split(
-    model: nn.Module, example_input: torch.Tensor | np.ndarray, out_dir: str | os.PathLike[str], *,
-    name: str, opset: int, runs: int, progress: bool, granularity: Granularity, extra: dict[str, Any] | None,
+    model: nn.Module,
+    example_input: torch.Tensor | np.ndarray,
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    opset: int,
+    runs: int,
+    progress: bool,
+    granularity: Granularity,
+    extra: dict[str, Any] | None,
     preprocessing: Preprocessing | None,
 ) -> Bundle:
     if not isinstance(model, nn.Module):
@@ -121,12 +139,20 @@ def _split(
     logger.info(
         "%s: %d graph positions, %d valid cuts (one tensor crossing); kept %d at %s granularity "
         "(%d inside blocks, %d redundant before elementwise ops)",
-        name, an.positions, an.valid, len(an.cuts), granularity, an.dropped_interior, an.merged,
+        name,
+        an.positions,
+        an.valid,
+        len(an.cuts),
+        granularity,
+        an.dropped_interior,
+        an.merged,
     )
     if len(an.cuts) < 2:
         logger.warning(
             "%s has only %d usable cut(s): at most positions several tensors cross "
-            "(skip connections, concatenations, multiple uses of the input)", name, len(an.cuts),
+            "(skip connections, concatenations, multiple uses of the input)",
+            name,
+            len(an.cuts),
         )
     with torch.no_grad():
         refb = model(xb)
@@ -139,15 +165,24 @@ def _split(
         cut_names = [f"cut_{i}" for i in range(len(an.cuts))]
         with tempfile.TemporaryDirectory() as scratch:
             proto = export_with_cuts(
-                with_cut_outputs(gm, an.cuts), x1, Path(scratch) / "cuts.onnx",
-                input_name=INPUT_NAME, output_name=OUTPUT_NAME, cut_names=cut_names, opset=opset,
+                with_cut_outputs(gm, an.cuts),
+                x1,
+                Path(scratch) / "cuts.onnx",
+                input_name=INPUT_NAME,
+                output_name=OUTPUT_NAME,
+                cut_names=cut_names,
+                opset=opset,
             )
         ref = {OUTPUT_NAME: refb.numpy()}
         bounds: list[Boundary] = []
         torch_checks: dict[str, float] = {}
         cut_of: dict[str, Cut] = {}
-        for cut, tensor in tqdm(list(zip(an.cuts, cut_names, strict=True)), desc=f"check {name}", unit="cut",
-                                disable=not progress):
+        for cut, tensor in tqdm(
+            list(zip(an.cuts, cut_names, strict=True)),
+            desc=f"check {name}",
+            unit="cut",
+            disable=not progress,
+        ):
             try:
                 fb, torch_checks[cut.name] = _torch_check(gm, cut, xb, refb)
             except SplitError as e:
@@ -164,33 +199,74 @@ def _split(
             example = x1 if start == INPUT_NAME else torch.from_numpy(ref[start][:1])
             export_onnx(piece, example, path, input_name=start, output_name=end, opset=opset)
 
-        seg = build_segments(onnx.utils.Extractor(proto), bounds, tmp, xb.numpy(), ref, input_name=INPUT_NAME,
-                             output_name=OUTPUT_NAME, opset=opset, refused=refused, export=export,
-                             desc=f"segments {name}", progress=progress)
+        seg = build_segments(
+            onnx.utils.Extractor(proto),
+            bounds,
+            tmp,
+            xb.numpy(),
+            ref,
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            opset=opset,
+            refused=refused,
+            export=export,
+            desc=f"segments {name}",
+            progress=progress,
+        )
         meta: dict[str, Any] = {
             "granularity": granularity,
             "graph_positions": an.positions,
             "valid_cuts": an.valid,
             "refused": refused,
-            "checks": {c.name: {"torch_max_abs": torch_checks[c.name], "ort_max_abs": seg.ort_max_abs[c.name]}
-                       for c in seg.cuts},
+            "checks": {
+                c.name: {
+                    "torch_max_abs": torch_checks[c.name],
+                    "ort_max_abs": seg.ort_max_abs[c.name],
+                }
+                for c in seg.cuts
+            },
             "profile_runs": runs,
             "torch_version": torch.__version__,
         }
-        write_bundle(tmp, seg, x1.numpy(), name=name, output_shape=tuple(ref1.shape), opset=opset, runs=runs,
-                     progress=progress, extra={**meta, **(extra or {})}, preprocessing=preprocessing)
+        write_bundle(
+            tmp,
+            seg,
+            x1.numpy(),
+            name=name,
+            output_shape=tuple(ref1.shape),
+            opset=opset,
+            runs=runs,
+            progress=progress,
+            extra={**meta, **(extra or {})},
+            preprocessing=preprocessing,
+        )
     logger.info("%s: bundle with %d split points written to %s", name, len(seg.cuts), out)
     return load_bundle(out)
 
 
-def write_bundle(root: Path, seg: Segmented, x1: np.ndarray, *, name: str, output_shape: tuple[int, ...],
-                 opset: int, runs: int, progress: bool, extra: dict[str, Any],
-                 preprocessing: Preprocessing | None = None) -> Manifest:
+def write_bundle(
+    root: Path,
+    seg: Segmented,
+    x1: np.ndarray,
+    *,
+    name: str,
+    output_shape: tuple[int, ...],
+    opset: int,
+    runs: int,
+    progress: bool,
+    extra: dict[str, Any],
+    preprocessing: Preprocessing | None = None,
+) -> Manifest:
     """Profile the checked segments in ``root`` and write the manifest: the end of every
     split, whatever the source."""
     logger.info("%s: profiling %d segments (%d runs each)", name, len(seg.segments), runs)
-    timed = profile_chain([root / s.path for s in seg.segments], x1, runs=runs, desc=f"profile {name}",
-                          progress=progress)
+    timed = profile_chain(
+        [root / s.path for s in seg.segments],
+        x1,
+        runs=runs,
+        desc=f"profile {name}",
+        progress=progress,
+    )
     ms = [t for t, _ in timed]
     shapes = [tuple(x1.shape), *(tuple(y.shape) for _, y in timed[:-1])]
     segments = tuple(
@@ -198,20 +274,39 @@ def write_bundle(root: Path, seg: Segmented, x1: np.ndarray, *, name: str, outpu
         for s, shape, t in zip(seg.segments, shapes, ms, strict=True)
     )
     points = tuple(
-        SplitPoint(name=c.name, index=k, boundary=k + 1, feature_shape=c.shape, feature_dtype="float32",
-                   feature_bytes=int(timed[k][1].nbytes), head_ms=round(sum(ms[: k + 1]), 4),
-                   tail_ms=round(sum(ms[k + 1 :]), 4))
+        SplitPoint(
+            name=c.name,
+            index=k,
+            boundary=k + 1,
+            feature_shape=c.shape,
+            feature_dtype="float32",
+            feature_bytes=int(timed[k][1].nbytes),
+            head_ms=round(sum(ms[: k + 1]), 4),
+            tail_ms=round(sum(ms[k + 1 :]), 4),
+        )
         for k, c in enumerate(seg.cuts)
     )
     manifest = Manifest(
-        model_name=name, input_name=INPUT_NAME, input_shape=tuple(x1.shape), input_dtype="float32",
-        output_shape=output_shape, full_ms=round(sum(ms), 4), input_bytes=int(x1.nbytes), segments=segments,
-        split_points=points, opset=opset, dynamic_batch=True, extra=extra, preprocessing=preprocessing,
+        model_name=name,
+        input_name=INPUT_NAME,
+        input_shape=tuple(x1.shape),
+        input_dtype="float32",
+        output_shape=output_shape,
+        full_ms=round(sum(ms), 4),
+        input_bytes=int(x1.nbytes),
+        segments=segments,
+        split_points=points,
+        opset=opset,
+        dynamic_batch=True,
+        extra=extra,
+        preprocessing=preprocessing,
     )
     return write_manifest(root, manifest)
 
 
-def _torch_check(gm: torch.fx.GraphModule, cut: Cut, xb: torch.Tensor, refb: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _torch_check(
+    gm: torch.fx.GraphModule, cut: Cut, xb: torch.Tensor, refb: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """The head output of ``cut`` on ``xb``, once tail(head(x)) matches the model in
     PyTorch (``xb`` holds the example input in row 0 plus more rows, so one batched pass
     checks the dynamic batch dimension too)."""

@@ -22,8 +22,9 @@ def compose(bundle: Bundle, paths: tuple[str, ...]) -> onnx.ModelProto:
     models = [onnx.load_model_from_string(bundle.read_verified(p)) for p in paths]
     out = models[0]
     for i, m in enumerate(models[1:], 1):
-        out = onnx.compose.merge_models(out, m, io_map=[(out.graph.output[0].name, m.graph.input[0].name)],
-                                        prefix2=f"s{i}/")
+        out = onnx.compose.merge_models(
+            out, m, io_map=[(out.graph.output[0].name, m.graph.input[0].name)], prefix2=f"s{i}/"
+        )
         opsets = {o.domain: o.version for o in out.opset_import}  # merge_models lists each again
         del out.opset_import[:]
         out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())

@@ -41,7 +41,9 @@ def _key(name: str) -> str:
     import onnxruntime
     import torch
 
-    h = hashlib.sha256(f"{name}|{torch.__version__}|{onnx.__version__}|{onnxruntime.__version__}".encode())
+    h = hashlib.sha256(
+        f"{name}|{torch.__version__}|{onnx.__version__}|{onnxruntime.__version__}".encode()
+    )
     for pattern in _SOURCES:
         for p in sorted(_PKG.glob(pattern)):
             h.update(p.relative_to(_PKG).as_posix().encode())
@@ -106,6 +108,14 @@ def build_example_bundle(name: str, out: Path, *, runs: int = 20, progress: bool
             pred = model(torch.from_numpy(x)).argmax(dim=1).numpy()
         extra["accuracy"] = {"split": "test", "n": len(y), "top1": float((pred == y).mean())}
     logger.info("building example bundle %s in %s", name, out)
-    split_model(model, example_inputs(name, 3)[0], out, name=name, runs=runs, progress=progress, extra=extra,
-                preprocessing=s.preprocessing)
+    split_model(
+        model,
+        example_inputs(name, 3)[0],
+        out,
+        name=name,
+        runs=runs,
+        progress=progress,
+        extra=extra,
+        preprocessing=s.preprocessing,
+    )
     return out

@@ -27,12 +27,24 @@ from collab.errors import SplitError
 def _quiet() -> Iterator[None]:
     """The exporter warns a lot and dumps its whole IR graph on failure; our SplitError
     carries the cause instead."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         yield
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, input_name: str, output_name: str, opset: int) -> None:
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    input_name: str,
+    output_name: str,
+    opset: int,
+) -> None:
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(
@@ -52,21 +64,34 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, input_n
 
 
 def export_with_cuts(
-    module: nn.Module, example: torch.Tensor, path: Path, *, input_name: str, output_name: str,
-    cut_names: list[str], opset: int,
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    input_name: str,
+    output_name: str,
+    cut_names: list[str],
+    opset: int,
 ) -> onnx.ModelProto:
     """Export a module returning ``(output, *cut tensors)``; outputs named accordingly."""
     names = [output_name, *cut_names]
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(
-                module, (example,), str(path), dynamo=False, opset_version=opset,
-                input_names=[input_name], output_names=names,
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=names,
                 dynamic_axes={n: {0: "batch"} for n in [input_name, *names]},
                 do_constant_folding=True,
             )
     except Exception as e:
-        raise SplitError(f"ONNX export of the model with its cut tensors failed: {type(e).__name__}: {e}") from e
+        raise SplitError(
+            f"ONNX export of the model with its cut tensors failed: {type(e).__name__}: {e}"
+        ) from e
     return onnx.load(str(path))
 
 
@@ -80,7 +105,12 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 
 def extract_piece(
-    ex: onnx.utils.Extractor, path: Path, *, inputs: tuple[str, str], output: tuple[str, str], opset: int
+    ex: onnx.utils.Extractor,
+    path: Path,
+    *,
+    inputs: tuple[str, str],
+    output: tuple[str, str],
+    opset: int,
 ) -> None:
     """Write the sub-graph from tensor ``inputs[0]`` to ``output[0]``, renaming both
     boundary tensors to ``inputs[1]`` / ``output[1]``."""

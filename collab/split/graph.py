@@ -41,7 +41,9 @@ class _Tracer(fx.Tracer):
             return False
         return bool(super().is_leaf_module(m, module_qualified_name))
 
-    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_module(
+        self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if isinstance(m, nn.TransformerEncoder) and len(args) == 1 and not kwargs:
             enc = m
 
@@ -101,7 +103,9 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm).propagate(example)
     except Exception as e:
-        raise SplitError(f"running the traced model on the example input failed: {type(e).__name__}: {e}") from e
+        raise SplitError(
+            f"running the traced model on the example input failed: {type(e).__name__}: {e}"
+        ) from e
     _mark_shape_ints(gm, example[:1])
     out = _output_value(gm)
     meta = out.meta.get("tensor_meta")
@@ -120,10 +124,15 @@ def _shape_only(n: fx.Node, memo: dict[fx.Node, bool]) -> bool:
         return memo[n]
     ok = False
     if (n.op == "call_method" and n.target in ("size", "dim")) or (
-        n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] in ("shape", "ndim")
+        n.op == "call_function"
+        and n.target is getattr
+        and len(n.args) > 1
+        and n.args[1] in ("shape", "ndim")
     ):
         ok = True
-    elif n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node):
+    elif (
+        n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node)
+    ):
         ok = _shape_only(n.args[0], memo) and isinstance(n.args[1], int)
     elif n.op == "call_function" and n.target in _SHAPE_ARITH:
         ok = all(_shape_only(a, memo) for a in n.all_input_nodes)
@@ -173,7 +182,9 @@ def _out_of_place(model: nn.Module) -> nn.Module:
 
 
 _INPLACE_OPERATORS = {
-    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }
 
@@ -187,8 +198,11 @@ def _functional_graph(gm: fx.GraphModule) -> None:
         elif n.op == "call_function" and n.kwargs.get("inplace") is True:
             n.kwargs = {**n.kwargs, "inplace": False}
         elif (
-            n.op == "call_method" and isinstance(n.target, str) and n.target.endswith("_")
-            and not n.target.endswith("__") and hasattr(torch.Tensor, n.target[:-1])
+            n.op == "call_method"
+            and isinstance(n.target, str)
+            and n.target.endswith("_")
+            and not n.target.endswith("__")
+            and hasattr(torch.Tensor, n.target[:-1])
         ):
             n.target = n.target[:-1]
     gm.recompile()
@@ -203,7 +217,9 @@ def _drop_specialised_args(gm: fx.GraphModule) -> None:
     for ph in placeholders[1:]:
         reach = _descendants(ph)
         if any(n.op == "output" or any(u not in reach for u in n.users) for n in reach):
-            raise SplitError(f"the model must take exactly one tensor input; it also needs {ph.target!r}")
+            raise SplitError(
+                f"the model must take exactly one tensor input; it also needs {ph.target!r}"
+            )
         for n in sorted(reach, key=order.__getitem__, reverse=True):
             gm.graph.erase_node(n)
         gm.graph.erase_node(ph)
@@ -254,7 +270,18 @@ def _container_paths(nodes: list[fx.Node]) -> set[str]:
 
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-_HEAVY_FUNCS = {"conv1d", "conv2d", "conv3d", "linear", "matmul", "mm", "bmm", "einsum", "baddbmm", "addmm"}
+_HEAVY_FUNCS = {
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "linear",
+    "matmul",
+    "mm",
+    "bmm",
+    "einsum",
+    "baddbmm",
+    "addmm",
+}
 
 
 def _is_light(gm: fx.GraphModule, n: fx.Node) -> bool:
@@ -310,10 +337,7 @@ def analyse(gm: fx.GraphModule, *, granularity: Granularity = "block") -> CutAna
                 last_in_scope[path] = n
 
     def interior(v: fx.Node) -> bool:
-        return any(
-            p not in containers and last_in_scope.get(p) is not v
-            for p in _module_stack(v)
-        )
+        return any(p not in containers and last_in_scope.get(p) is not v for p in _module_stack(v))
 
     kept = valid if granularity == "all" else [v for v in valid if not interior(v)]
     dropped = len(valid) - len(kept)
@@ -345,15 +369,25 @@ def analyse(gm: fx.GraphModule, *, granularity: Granularity = "block") -> CutAna
             name = f"{base}_{k}"
         names.add(name)
         tm = v.meta["tensor_meta"]
-        cuts.append(Cut(name=name, node=v.name, position=pos[v], shape=tuple(tm.shape), dtype=tm.dtype))
-    return CutAnalysis(cuts=tuple(cuts), positions=len(nodes), valid=len(valid), dropped_interior=dropped, merged=merged)
+        cuts.append(
+            Cut(name=name, node=v.name, position=pos[v], shape=tuple(tm.shape), dtype=tm.dtype)
+        )
+    return CutAnalysis(
+        cuts=tuple(cuts),
+        positions=len(nodes),
+        valid=len(valid),
+        dropped_interior=dropped,
+        merged=merged,
+    )
 
 
 def _numel(v: fx.Node) -> int:
     return math.prod(v.meta["tensor_meta"].shape)
 
 
-def _directly_follows(a: fx.Node, b: fx.Node, nodes: list[fx.Node], pos: dict[fx.Node, int], dep: dict[fx.Node, bool]) -> bool:
+def _directly_follows(
+    a: fx.Node, b: fx.Node, nodes: list[fx.Node], pos: dict[fx.Node, int], dep: dict[fx.Node, bool]
+) -> bool:
     between = [n for n in nodes[pos[a] + 1 : pos[b]] if dep[n]]
     return not between and a in b.all_input_nodes
 
@@ -366,7 +400,9 @@ def _cut_name(v: fx.Node, last_in_scope: dict[str, fx.Node]) -> str:
     return v.name
 
 
-def _copy_nodes(gm: fx.GraphModule, needed: set[fx.Node], env: dict[fx.Node, Any], g: fx.Graph) -> None:
+def _copy_nodes(
+    gm: fx.GraphModule, needed: set[fx.Node], env: dict[fx.Node, Any], g: fx.Graph
+) -> None:
     for n in gm.graph.nodes:
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])

@@ -20,7 +20,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise ConfigError(f"--input-shape {text!r}: expected comma-separated integers like 1,3,32,32") from None
+        raise ConfigError(
+            f"--input-shape {text!r}: expected comma-separated integers like 1,3,32,32"
+        ) from None
     if not shape or any(d < 1 for d in shape):
         raise ConfigError(f"--input-shape {text!r}: every dimension must be a positive integer")
     return shape
@@ -53,7 +55,9 @@ def _import(target: str) -> ModuleType:
 def load_factory_model(spec: str, weights: Path | None = None) -> nn.Module:
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name.isidentifier():
-        raise ConfigError(f"model spec {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
+        raise ConfigError(
+            f"model spec {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'"
+        )
     mod = _import(target)
     factory = getattr(mod, func_name, None)
     if factory is None:

@@ -18,11 +18,37 @@ import onnx
 
 # ops that map one tensor to one of the same size element by element: a cut just before
 # one is never better than the cut just after it (same bytes, less edge work left out)
-ELEMENTWISE = frozenset({
-    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Selu", "Tanh",
-    "Gelu", "Erf", "Softplus", "Mish", "Identity", "Dropout", "BatchNormalization", "Mul", "Add",
-    "Sub", "Div", "Cast", "PRelu", "Neg", "Abs", "Sqrt", "Exp", "Log",
-})
+ELEMENTWISE = frozenset(
+    {
+        "Relu",
+        "Clip",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Tanh",
+        "Gelu",
+        "Erf",
+        "Softplus",
+        "Mish",
+        "Identity",
+        "Dropout",
+        "BatchNormalization",
+        "Mul",
+        "Add",
+        "Sub",
+        "Div",
+        "Cast",
+        "PRelu",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Exp",
+        "Log",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
             for a in n.attribute:
                 for sub in (*([a.g] if a.HasField("g") else []), *a.graphs):
                     walk(sub)
+
     for a in node.attribute:
         for sub in (*([a.g] if a.HasField("g") else []), *a.graphs):
             walk(sub)

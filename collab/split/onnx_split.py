@@ -40,7 +40,9 @@ def _load(path: Path) -> onnx.ModelProto:
     g = model.graph
     inputs = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
     if len(inputs) != 1 or len(g.output) != 1:
-        raise SplitError(f"{path}: expected one input and one output, got {len(inputs)} and {len(g.output)}")
+        raise SplitError(
+            f"{path}: expected one input and one output, got {len(inputs)} and {len(g.output)}"
+        )
     for v in (inputs[0], g.output[0]):
         if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise SplitError(f"{path}: {v.name} is not float32")
@@ -73,10 +75,14 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _float_tensors(m: onnx.ModelProto) -> set[str]:
-    return {v.name for v in m.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    return {
+        v.name for v in m.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
 
 
-def probe_shapes(m: onnx.ModelProto, tensors: list[str], x1: np.ndarray) -> dict[str, tuple[int, ...]]:
+def probe_shapes(
+    m: onnx.ModelProto, tensors: list[str], x1: np.ndarray
+) -> dict[str, tuple[int, ...]]:
     """Shapes of ``tensors`` on a real input (exporters compute pads and reshapes at run
     time, so static shape inference often leaves them unknown)."""
     return {t: tuple(np.shape(v)) for t, v in probe(m, tensors, x1).items()}
@@ -89,25 +95,33 @@ def probe(m: onnx.ModelProto, tensors: list[str], x: np.ndarray) -> dict[str, np
     known = {o.name for o in pm.graph.output}
     for t in tensors:
         if t not in known:
-            pm.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+            pm.graph.output.append(
+                onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+            )
     sess = ort.make_session(pm.SerializeToString())
     names = [o.name for o in sess.get_outputs()]
     try:
         values = sess.run(names, {INPUT_NAME: x})
     except Exception as e:  # onnxruntime's own exception types
         raise ort.InferenceError(f"the model cannot run at batch {len(x)}: {e}") from e
-    return {n: np.asarray(v) for n, v in zip(names, values, strict=True) if n in {*tensors, OUTPUT_NAME}}
+    return {
+        n: np.asarray(v) for n, v in zip(names, values, strict=True) if n in {*tensors, OUTPUT_NAME}
+    }
 
 
 def cut_name(tensor: str) -> str:
     """A readable split-point name from an exporter's tensor name
     (``/_blocks/_blocks.3/Add_output_0`` -> ``_blocks.3.Add``)."""
     parts = [p for p in re.sub(r"_output_\d+$", "", tensor).split("/") if p]
-    dedup = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p))]
+    dedup = [
+        p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p))
+    ]
     return re.sub(r"[^A-Za-z0-9_.-]", "_", ".".join(dedup) or tensor)
 
 
-def choose_cuts(m: onnx.ModelProto, granularity: str, x1: np.ndarray) -> list[tuple[GraphCut, tuple[int, ...]]]:
+def choose_cuts(
+    m: onnx.ModelProto, granularity: str, x1: np.ndarray
+) -> list[tuple[GraphCut, tuple[int, ...]]]:
     """Float cuts with known shapes. At ``block`` granularity the elementwise-redundant ones
     go, and so does a cut whose tensor is no smaller than the input or an earlier kept cut
     (more edge work for no fewer raw bytes; ``all`` keeps them for codecs that compress
@@ -132,9 +146,15 @@ def choose_cuts(m: onnx.ModelProto, granularity: str, x1: np.ndarray) -> list[tu
 
 
 def split_onnx(
-    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str | None = None,
-    example_input: np.ndarray | None = None, runs: int = 20, progress: bool = True,
-    granularity: str = "block", preprocessing: Preprocessing | None = None,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    example_input: np.ndarray | None = None,
+    runs: int = 20,
+    progress: bool = True,
+    granularity: str = "block",
+    preprocessing: Preprocessing | None = None,
 ) -> Bundle:
     """Split ``path`` at every valid single-tensor cut into a verified, profiled bundle
     (``preprocessing``: how camera images become its input, if it takes images)."""
@@ -154,7 +174,13 @@ def split_onnx(
     x = np.ascontiguousarray(example_input, np.float32)
     if x.shape[0] < CHECK_BATCH:
         reps = np.repeat(x[:1], CHECK_BATCH - x.shape[0], axis=0)
-        x = np.concatenate([x, reps + np.random.default_rng(1).standard_normal(reps.shape).astype(np.float32) * 0.1])
+        x = np.concatenate(
+            [
+                x,
+                reps
+                + np.random.default_rng(1).standard_normal(reps.shape).astype(np.float32) * 0.1,
+            ]
+        )
     cuts = choose_cuts(m, granularity, x[:1])
     name = name or src.stem
     logger.info("%s: %d single-tensor cuts kept at %s granularity", name, len(cuts), granularity)
@@ -167,18 +193,45 @@ def split_onnx(
     try:
         ref = probe(m, [b.tensor for b in bounds], x)
     except ort.InferenceError as e:
-        raise SplitError(f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
-                         f"(is the batch size fixed inside the graph?): {e}") from e
+        raise SplitError(
+            f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
+            f"(is the batch size fixed inside the graph?): {e}"
+        ) from e
     refused: dict[str, str] = {}
     with staging_dir(Path(out_dir)) as tmp:
-        seg = build_segments(onnx.utils.Extractor(m), bounds, tmp, x, ref, input_name=INPUT_NAME,
-                             output_name=OUTPUT_NAME, opset=opset, refused=refused, desc=f"check {name}",
-                             progress=progress)
+        seg = build_segments(
+            onnx.utils.Extractor(m),
+            bounds,
+            tmp,
+            x,
+            ref,
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            opset=opset,
+            refused=refused,
+            desc=f"check {name}",
+            progress=progress,
+        )
         if not seg.cuts:
             raise SplitError(f"{src}: no usable cut (refused: {refused or 'none found'})")
-        extra: dict[str, Any] = {"source": "onnx", "source_file": src.name, "granularity": granularity,
-                                 "refused": refused, "profile_runs": runs,
-                                 "checks": {k: {"ort_max_abs": d} for k, d in seg.ort_max_abs.items()}}
-        write_bundle(tmp, seg, x[:1], name=name, output_shape=(1, *ref[OUTPUT_NAME].shape[1:]), opset=opset,
-                     runs=runs, progress=progress, extra=extra, preprocessing=preprocessing)
+        extra: dict[str, Any] = {
+            "source": "onnx",
+            "source_file": src.name,
+            "granularity": granularity,
+            "refused": refused,
+            "profile_runs": runs,
+            "checks": {k: {"ort_max_abs": d} for k, d in seg.ort_max_abs.items()},
+        }
+        write_bundle(
+            tmp,
+            seg,
+            x[:1],
+            name=name,
+            output_shape=(1, *ref[OUTPUT_NAME].shape[1:]),
+            opset=opset,
+            runs=runs,
+            progress=progress,
+            extra=extra,
+            preprocessing=preprocessing,
+        )
     return load_bundle(out_dir)

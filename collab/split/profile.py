@@ -20,7 +20,12 @@ from collab import ort
 
 
 def profile_chain(
-    segments: list[Path], x: np.ndarray, *, runs: int, warmup: int = 3, desc: str = "profile",
+    segments: list[Path],
+    x: np.ndarray,
+    *,
+    runs: int,
+    warmup: int = 3,
+    desc: str = "profile",
     progress: bool = False,
 ) -> list[tuple[float, np.ndarray]]:
     """Median ms of every segment of the chain on input ``x``, and its output."""

@@ -69,7 +69,9 @@ def _name(index: int, end: str) -> str:
     return f"{SEGMENT_DIR}/{index:02d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', end)}.onnx"
 
 
-def _check(path: Path, xs: Sequence[np.ndarray], want: np.ndarray) -> tuple[list[np.ndarray], float]:
+def _check(
+    path: Path, xs: Sequence[np.ndarray], want: np.ndarray
+) -> tuple[list[np.ndarray], float]:
     """Run the written segment on each batch of ``xs``; its outputs and the worst diff."""
     try:
         sess = ort.make_session(path, lean=True)
@@ -80,13 +82,23 @@ def _check(path: Path, xs: Sequence[np.ndarray], want: np.ndarray) -> tuple[list
     for x, y in zip(xs, ys, strict=True):
         ok, d = ort_close(y, want[: len(x)])
         if not ok:
-            raise SplitError(f"ONNX Runtime differs from the reference by {d:.3g} at batch {len(x)}")
+            raise SplitError(
+                f"ONNX Runtime differs from the reference by {d:.3g} at batch {len(x)}"
+            )
         worst = max(worst, d)
     return ys, worst
 
 
-def _make(ex: onnx.utils.Extractor, start: str, end: str, path: Path, xs: Sequence[np.ndarray],
-          want: np.ndarray, opset: int, export: Exporter | None) -> tuple[list[np.ndarray], float]:
+def _make(
+    ex: onnx.utils.Extractor,
+    start: str,
+    end: str,
+    path: Path,
+    xs: Sequence[np.ndarray],
+    want: np.ndarray,
+    opset: int,
+    export: Exporter | None,
+) -> tuple[list[np.ndarray], float]:
     try:
         extract_piece(ex, path, inputs=(start, start), output=(end, end), opset=opset)
         return _check(path, xs, want)
@@ -102,9 +114,19 @@ def _make(ex: onnx.utils.Extractor, start: str, end: str, path: Path, xs: Sequen
 
 
 def build_segments(
-    ex: onnx.utils.Extractor, cuts: Sequence[Boundary], root: Path, x: np.ndarray, ref: Mapping[str, np.ndarray],
-    *, input_name: str, output_name: str, opset: int, refused: dict[str, str], export: Exporter | None = None,
-    desc: str = "segments", progress: bool = False,
+    ex: onnx.utils.Extractor,
+    cuts: Sequence[Boundary],
+    root: Path,
+    x: np.ndarray,
+    ref: Mapping[str, np.ndarray],
+    *,
+    input_name: str,
+    output_name: str,
+    opset: int,
+    refused: dict[str, str],
+    export: Exporter | None = None,
+    desc: str = "segments",
+    progress: bool = False,
 ) -> Segmented:
     """Write and check the segments between ``cuts`` in ``root/segments``.
 
@@ -143,4 +165,8 @@ def build_segments(
             diffs[end] = d
             bar.update()
     worst_out = diffs[output_name]
-    return Segmented(segments=files, cuts=kept, ort_max_abs={c.name: max(diffs[c.tensor], worst_out) for c in kept})
+    return Segmented(
+        segments=files,
+        cuts=kept,
+        ort_max_abs={c.name: max(diffs[c.tensor], worst_out) for c in kept},
+    )

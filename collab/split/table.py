@@ -25,8 +25,13 @@ def split_table(b: Bundle) -> str:
     ]
     acc = m.extra.get("accuracy")
     if isinstance(acc, dict) and "top1" in acc:
-        lines.append(f"accuracy {acc['top1'] * 100:.2f}% top-1 on {acc.get('n', '?')} {acc.get('split', '')} inputs")
-    header = f"{'idx':>3}  {'name':<14} {'feature shape':<14} {'KB':>8} {'vs input':>8} {'head ms':>8} {'tail ms':>8} {'sum ms':>8}  variants"
+        lines.append(
+            f"accuracy {acc['top1'] * 100:.2f}% top-1 on {acc.get('n', '?')} {acc.get('split', '')} inputs"
+        )
+    header = (
+        f"{'idx':>3}  {'name':<14} {'feature shape':<14} {'KB':>8} {'vs input':>8} "
+        f"{'head ms':>8} {'tail ms':>8} {'sum ms':>8}  variants"
+    )
     lines += ["", header, "-" * len(header)]
     for sp in m.split_points:
         variants = ",".join(v.name for v in sp.head_variants) or "-"
@@ -41,5 +46,7 @@ def split_table(b: Bundle) -> str:
     for name, why in refused.items():
         lines.append(f"refused cut {name}: {why}")
     if m.full_variants:
-        lines.append("full-model variants: " + ", ".join(f"{v.name} {v.ms:.3f} ms" for v in m.full_variants))
+        lines.append(
+            "full-model variants: " + ", ".join(f"{v.name} {v.ms:.3f} ms" for v in m.full_variants)
+        )
     return "\n".join(lines)

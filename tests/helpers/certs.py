@@ -25,7 +25,9 @@ class CertAuthority:
 
     def issue(self, name: str, *, hosts: Sequence[str] = ("localhost", "127.0.0.1")) -> CertFiles:
         leaf = self.ca.issue_cert(*hosts, common_name=name)
-        files = CertFiles(cert=self.cert.parent / f"{name}.crt", key=self.cert.parent / f"{name}.key")
+        files = CertFiles(
+            cert=self.cert.parent / f"{name}.crt", key=self.cert.parent / f"{name}.key"
+        )
         leaf.cert_chain_pems[0].write_to_path(files.cert)
         leaf.private_key_pem.write_to_path(files.key)
         files.key.chmod(0o600)

@@ -36,23 +36,40 @@ class SimNode:
         self.work = Path(args.work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
-        self.state: dict[str, object] = {"pid": os.getpid(), "version": "", "clouds": [], "output": None}
+        self.state: dict[str, object] = {
+            "pid": os.getpid(),
+            "version": "",
+            "clouds": [],
+            "output": None,
+        }
         version = ""
         if args.bundle:
             version = self.serve(Path(args.bundle))
         self.agent = NodeAgent(
-            AgentConfig(node_id=args.node_id, role=args.role, work_dir=self.work,
-                        mqtt=mqtt_config_from_args(args), trusted_key=args.trusted_key,
-                        endpoints=tuple(args.endpoint), bundle_version=version,
-                        heartbeat_interval=args.heartbeat, telemetry_interval=args.telemetry),
-            on_swap=self.swap, on_clouds=self.clouds, telemetry=self.telemetry)
+            AgentConfig(
+                node_id=args.node_id,
+                role=args.role,
+                work_dir=self.work,
+                mqtt=mqtt_config_from_args(args),
+                trusted_key=args.trusted_key,
+                endpoints=tuple(args.endpoint),
+                bundle_version=version,
+                heartbeat_interval=args.heartbeat,
+                telemetry_interval=args.telemetry,
+            ),
+            on_swap=self.swap,
+            on_clouds=self.clouds,
+            telemetry=self.telemetry,
+        )
 
     def serve(self, bundle_dir: Path) -> str:
         """Load the bundle and run one inference: proof that this version really serves."""
         b = load_bundle(bundle_dir)
         m = b.manifest
         y = BundleSessions(b).full()(np.zeros(m.input_shape, dtype=np.float32))
-        self.update(version=b.version, output=np.asarray(y).ravel()[:4].tolist(), model=m.model_name)
+        self.update(
+            version=b.version, output=np.asarray(y).ravel()[:4].tolist(), model=m.model_name
+        )
         return b.version
 
     def swap(self, bundle_dir: Path) -> None:
@@ -66,10 +83,17 @@ class SimNode:
     def telemetry(self) -> Telemetry:
         n = random.randint(50, 150)
         split = random.randint(0, n)
-        return Telemetry(node_id=self.args.node_id, interval_s=self.args.telemetry, requests=n,
-                         path_mix={"split": split, "edge_only": n - split}, p50_ms=random.uniform(3, 6),
-                         p95_ms=random.uniform(6, 12), p99_ms=random.uniform(12, 20),
-                         fallbacks=random.randint(0, 2), bytes_sent=split * 2048)
+        return Telemetry(
+            node_id=self.args.node_id,
+            interval_s=self.args.telemetry,
+            requests=n,
+            path_mix={"split": split, "edge_only": n - split},
+            p50_ms=random.uniform(3, 6),
+            p95_ms=random.uniform(6, 12),
+            p99_ms=random.uniform(12, 20),
+            fallbacks=random.randint(0, 2),
+            bytes_sent=split * 2048,
+        )
 
     def update(self, **kw: object) -> None:
         with self.lock:
@@ -87,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, required=True)
     ap.add_argument("--trusted-key", type=Path, default=None, help="coordinator public key (PEM)")
     ap.add_argument("--bundle", type=Path, default=None, help="bundle served at start")
-    ap.add_argument("--endpoint", action="append", default=[], help="cloud: advertised gRPC endpoint")
+    ap.add_argument(
+        "--endpoint", action="append", default=[], help="cloud: advertised gRPC endpoint"
+    )
     ap.add_argument("--heartbeat", type=float, default=1.0)
     ap.add_argument("--telemetry", type=float, default=2.0)
     ap.add_argument("--swap-delay", type=float, default=0.0, help="seconds a swap takes (tests)")
