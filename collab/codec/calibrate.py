@@ -66,6 +66,36 @@ def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
     return np.concatenate([fn(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
 
 
+def _rel_l2(got: np.ndarray, ref: np.ndarray) -> float:
+    num = float(np.linalg.norm((got - ref).ravel()))
+    den = float(np.linalg.norm(ref.ravel()))
+    return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+def _summary(
+    sizes: np.ndarray,
+    enc_ms: np.ndarray,
+    dec_ms: np.ndarray,
+    rel: np.ndarray,
+    raw_bytes: int,
+    top1: np.ndarray,
+    ref_top1: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, float | None]:
+    """The STATS row of one codec from its per-sample measurements."""
+    mean_bytes = float(sizes.mean())
+    return {
+        "bytes": mean_bytes,
+        "ratio": float(raw_bytes / mean_bytes),
+        # medians: the build machine is shared and noisy; one stall should not move the policy
+        "encode_ms": float(np.median(enc_ms)),
+        "decode_ms": float(np.median(dec_ms)),
+        "rel_l2": float(rel.mean()),
+        "agreement": float((top1 == ref_top1).mean()),
+        "accuracy": None if labels is None else float((top1 == labels).mean()),
+    }
+
+
 def codec_stats(
     x: np.ndarray,
     codec: str,
@@ -89,21 +119,9 @@ def codec_stats(
         t2 = time.perf_counter()
         sizes[i], enc_ms[i], dec_ms[i] = len(frame), (t1 - t0) * 1e3, (t2 - t1) * 1e3
         out[i] = yi[0]
-        num = float(np.linalg.norm((yi - xi).ravel()))
-        den = float(np.linalg.norm(xi.ravel()))
-        rel[i] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+        rel[i] = _rel_l2(yi, xi)
     top1 = _batched(downstream, out).argmax(axis=1)
-    mean_bytes = float(sizes.mean())
-    return {
-        "bytes": mean_bytes,
-        "ratio": float(x[0].nbytes / mean_bytes),
-        # medians: the build machine is shared and noisy; one stall should not move the policy
-        "encode_ms": float(np.median(enc_ms)),
-        "decode_ms": float(np.median(dec_ms)),
-        "rel_l2": float(rel.mean()),
-        "agreement": float((top1 == ref_top1).mean()),
-        "accuracy": None if labels is None else float((top1 == labels).mean()),
-    }
+    return _summary(sizes, enc_ms, dec_ms, rel, x[0].nbytes, top1, ref_top1, labels)
 
 
 def image_stats(
@@ -132,20 +150,9 @@ def image_stats(
         t2 = time.perf_counter()
         sizes[i], enc_ms[i], dec_ms[i] = len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3
         out[i] = xi[0]
-        den = float(np.linalg.norm(ref[i].ravel()))
-        num = float(np.linalg.norm((xi[0] - ref[i]).ravel()))
-        rel[i] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+        rel[i] = _rel_l2(xi[0], ref[i])
     top1 = _batched(full, out).argmax(axis=1)
-    mean_bytes = float(sizes.mean())
-    return {
-        "bytes": mean_bytes,
-        "ratio": float(pixels[0].nbytes / mean_bytes),
-        "encode_ms": float(np.median(enc_ms)),
-        "decode_ms": float(np.median(dec_ms)),
-        "rel_l2": float(rel.mean()),
-        "agreement": float((top1 == ref_top1).mean()),
-        "accuracy": None if labels is None else float((top1 == labels).mean()),
-    }
+    return _summary(sizes, enc_ms, dec_ms, rel, pixels[0].nbytes, top1, ref_top1, labels)
 
 
 def _check_images(m: Manifest, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
