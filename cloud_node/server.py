@@ -157,7 +157,8 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
 def serve(config: CloudConfig) -> Iterator[tuple[CloudServer, int]]:
     """Run a cloud node; yields ``(server, port)`` and drains it on exit. Bundles are
     verified and every session is created (and warmed up) before listening."""
-    bundles = [load_bundle(p) for p in config.bundles]
+    # the registry builds every segment session now: hand it the bytes verified here once
+    bundles = [load_bundle(p, keep_segments=True) for p in config.bundles]
     registry = ModelRegistry(bundles, intra_threads=config.intra_threads)
     if config.warmup:
         registry.warmup()
