@@ -80,16 +80,10 @@ def _float_tensors(m: onnx.ModelProto) -> set[str]:
     }
 
 
-def probe_shapes(
-    m: onnx.ModelProto, tensors: list[str], x1: np.ndarray
-) -> dict[str, tuple[int, ...]]:
-    """Shapes of ``tensors`` on a real input (exporters compute pads and reshapes at run
-    time, so static shape inference often leaves them unknown)."""
-    return {t: tuple(np.shape(v)) for t, v in probe(m, tensors, x1).items()}
-
-
 def probe(m: onnx.ModelProto, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """The values of ``tensors`` (and of the output) when the model runs on ``x``."""
+    """The values of ``tensors`` (and of the output) when the model runs on ``x``: their
+    real shapes (exporters compute pads and reshapes at run time, so static shape inference
+    often leaves them unknown) and the reference every segment is checked against."""
     pm = onnx.ModelProto()
     pm.CopyFrom(m)
     known = {o.name for o in pm.graph.output}
@@ -119,24 +113,31 @@ def cut_name(tensor: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", ".".join(dedup) or tensor)
 
 
-def choose_cuts(
-    m: onnx.ModelProto, granularity: str, x1: np.ndarray
-) -> list[tuple[GraphCut, tuple[int, ...]]]:
-    """Float cuts with known shapes. At ``block`` granularity the elementwise-redundant ones
-    go, and so does a cut whose tensor is no smaller than the input or an earlier kept cut
-    (more edge work for no fewer raw bytes; ``all`` keeps them for codecs that compress
-    some tensors much better than others)."""
+def candidate_cuts(m: onnx.ModelProto, granularity: str) -> list[GraphCut]:
+    """Single-tensor float cuts; at ``block`` granularity without the elementwise-redundant
+    ones."""
     floats = _float_tensors(m)
     cuts = [c for c in single_tensor_cuts(m.graph) if c.tensor in floats]
-    if granularity == "block":
-        cuts = block_cuts(m.graph, cuts)
-    shapes = probe_shapes(m, [c.tensor for c in cuts], x1)
+    return block_cuts(m.graph, cuts) if granularity == "block" else cuts
+
+
+def choose_cuts(
+    m: onnx.ModelProto, granularity: str, cuts: list[GraphCut], values: dict[str, np.ndarray]
+) -> list[tuple[GraphCut, tuple[int, ...]]]:
+    """The candidates whose probed ``values`` have the batch dimension first, with their
+    batch-1 shapes. At ``block`` granularity a cut whose tensor is no smaller than the input
+    or an earlier kept cut goes too (more edge work for no fewer raw bytes; ``all`` keeps
+    them for codecs that compress some tensors much better than others)."""
+    batch = len(values[OUTPUT_NAME])
     smallest = int(np.prod([d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]))
     out: list[tuple[GraphCut, tuple[int, ...]]] = []
     for c in cuts:
-        shape = shapes.get(c.tensor)
-        if not shape or shape[0] != x1.shape[0]:  # no batch dimension first: not a feature
+        v = values.get(c.tensor)
+        if (
+            v is None or v.ndim < 1 or v.shape[0] != batch
+        ):  # no batch dimension first: not a feature
             continue
+        shape = (1, *v.shape[1:])
         size = int(np.prod(shape))
         if granularity == "block" and size >= smallest:
             continue
@@ -181,7 +182,15 @@ def split_onnx(
                 + np.random.default_rng(1).standard_normal(reps.shape).astype(np.float32) * 0.1,
             ]
         )
-    cuts = choose_cuts(m, granularity, x[:1])
+    candidates = candidate_cuts(m, granularity)
+    try:  # one run gives the cuts' shapes and every segment's reference
+        ref = probe(m, [c.tensor for c in candidates], x)
+    except ort.InferenceError as e:
+        raise SplitError(
+            f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
+            f"(is the batch size fixed inside the graph?): {e}"
+        ) from e
+    cuts = choose_cuts(m, granularity, candidates, ref)
     name = name or src.stem
     logger.info("%s: %d single-tensor cuts kept at %s granularity", name, len(cuts), granularity)
     bounds: list[Boundary] = []
@@ -190,13 +199,6 @@ def split_onnx(
         while cname in {b.name for b in bounds}:
             cname += "_"
         bounds.append(Boundary(name=cname, tensor=cut.tensor, shape=(1, *cshape[1:])))
-    try:
-        ref = probe(m, [b.tensor for b in bounds], x)
-    except ort.InferenceError as e:
-        raise SplitError(
-            f"{src}: ONNX Runtime cannot run it at batch {len(x)} "
-            f"(is the batch size fixed inside the graph?): {e}"
-        ) from e
     refused: dict[str, str] = {}
     with staging_dir(Path(out_dir)) as tmp:
         seg = build_segments(
