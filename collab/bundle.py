@@ -15,20 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from collab.errors import BundleError
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SELF_HASH = "manifest_sha256"  # sha256 of the canonical manifest JSON without this key
+# A real manifest is a few KB per split point; the cap keeps a hostile one (from a
+# fetch or an upload) from costing more than parsing a few MB.
+MAX_MANIFEST_BYTES = 4 << 20
+_STRICT = ConfigDict(extra="forbid")  # unknown keys are a malformed manifest, not ignored
 
 
 def _canonical(d: dict[str, Any]) -> bytes:
@@ -38,6 +46,8 @@ def _canonical(d: dict[str, Any]) -> bytes:
 @dataclass(frozen=True, kw_only=True)
 class Variant:
     """An alternative implementation of a head or of the full model (e.g. INT8)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
     name: str  # e.g. "int8_static"
     path: str  # relative ONNX path
@@ -50,6 +60,8 @@ class Variant:
 class Segment:
     """One consecutive piece of the model, the only file holding its weights."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
+
     path: str  # relative ONNX path
     input: str  # tensor name of its one input (the model input or a cut tensor)
     output: str  # tensor name of its one output (a cut tensor or the model output)
@@ -59,6 +71,8 @@ class Segment:
 
 @dataclass(frozen=True, kw_only=True)
 class SplitPoint:
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
+
     name: str
     index: int  # position in topological order of the cut (0 = closest to the input)
     boundary: int  # the head is segments[:boundary], the tail segments[boundary:]
@@ -77,6 +91,8 @@ class Preprocessing:
     resize an RGB uint8 image to ``size`` (H, W), scale to [0, 1], subtract ``mean``
     and divide by ``std`` per channel, channels first. Only RGB and NCHW exist today;
     the fields name them so a bundle states what it assumes."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
     size: tuple[int, int]  # (height, width)
     mean: tuple[float, float, float]  # per channel, on pixels scaled to [0, 1]
@@ -109,14 +125,10 @@ class Preprocessing:
         return (3, *self.size)
 
 
-def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:
-    return Preprocessing(
-        **{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])}
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
 class Manifest:
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
+
     model_name: str
     input_name: str
     input_shape: tuple[int, ...]
@@ -164,10 +176,6 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     return asdict(m)
 
 
-def _variant(d: dict[str, Any]) -> Variant:
-    return Variant(**d)
-
-
 def _rebuild_hint(d: dict[str, Any]) -> str:
     extra = d.get("extra")
     if not isinstance(extra, dict):
@@ -199,48 +207,49 @@ def _check_layout(m: Manifest) -> None:
         )
 
 
+@cache
+def _manifest_adapter() -> TypeAdapter[Manifest]:
+    return TypeAdapter(Manifest)
+
+
+def _check_values(m: Manifest) -> None:
+    """Numbers a runtime divides by or allocates from: finite, non-negative, positive dims."""
+    shapes = [m.input_shape, m.output_shape, *(s.input_shape for s in m.segments)]
+    shapes += [sp.feature_shape for sp in m.split_points]
+    if any(len(sh) == 0 or any(d <= 0 for d in sh) for sh in shapes):
+        raise BundleError("malformed manifest: a shape with no or non-positive dimensions")
+    times = [m.full_ms, *(s.ms for s in m.segments)]
+    times += [t for sp in m.split_points for t in (sp.head_ms, sp.tail_ms)]
+    variants = [*m.full_variants, *(v for sp in m.split_points for v in sp.head_variants)]
+    times += [v.ms for v in variants]
+    if not all(math.isfinite(t) and t >= 0 for t in times):
+        raise BundleError("malformed manifest: a latency that is negative or not finite")
+    sizes = [m.input_bytes, *(sp.feature_bytes for sp in m.split_points)]
+    if any(n < 0 for n in (*sizes, *(v.size_bytes for v in variants))):
+        raise BundleError("malformed manifest: a negative size")
+
+
 def manifest_from_dict(d: dict[str, Any]) -> Manifest:
+    """Type-checked: every field has its declared type (no coercion of strings to
+    numbers), unknown keys are refused; any defect is one BundleError."""
+    version = d.get("schema_version")
+    if version == 1:
+        raise BundleError(
+            "bundle schema 1 (a copy of the weights in every head and tail) is no longer "
+            f"supported; {_rebuild_hint(d)}"
+        )
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"unsupported manifest schema_version {version!r}")
     try:
-        version = d.get("schema_version")
-        if version == 1:
-            raise BundleError(
-                "bundle schema 1 (a copy of the weights in every head and tail) is no longer "
-                f"supported; {_rebuild_hint(d)}"
-            )
-        if version != SCHEMA_VERSION:
-            raise BundleError(f"unsupported manifest schema_version {version!r}")
-        segments = tuple(
-            Segment(**{**s, "input_shape": tuple(s["input_shape"])}) for s in d["segments"]
-        )
-        sps = tuple(
-            SplitPoint(
-                **{
-                    **sp,
-                    "feature_shape": tuple(sp["feature_shape"]),
-                    "head_variants": tuple(_variant(v) for v in sp.get("head_variants", ())),
-                }
-            )
-            for sp in d["split_points"]
-        )
-        m = Manifest(
-            **{
-                **d,
-                "input_shape": tuple(d["input_shape"]),
-                "output_shape": tuple(d["output_shape"]),
-                "segments": segments,
-                "split_points": sps,
-                "full_variants": tuple(_variant(v) for v in d.get("full_variants", ())),
-                "preprocessing": None
-                if d.get("preprocessing") is None
-                else preprocessing_from_dict(d["preprocessing"]),
-            }
-        )
-        _check_layout(m)
-        return m
-    except BundleError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"malformed manifest: {e}") from e
+        m = _manifest_adapter().validate_json(json.dumps(d), strict=True)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "manifest"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise BundleError(f"malformed manifest: {where}: {first['msg']}{more}") from e
+    _check_values(m)
+    _check_layout(m)
+    return m
 
 
 def _modified(root: Path, rel: str, actual: str, digest: str) -> BundleError:
@@ -310,11 +319,16 @@ def load_bundle(root: str | os.PathLike[str], *, keep_segments: bool = False) ->
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{root}: not a bundle (missing {MANIFEST})")
-    raw = mpath.read_bytes()
+    with open(mpath, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mpath}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         d = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{mpath}: manifest is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError(f"{mpath}: manifest nests too deeply") from e
     if not isinstance(d, dict):
         raise BundleError(f"{mpath}: manifest is not a JSON object")
     # The manifest hashes every other file; its own checksum makes an edit of it

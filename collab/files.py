@@ -1,8 +1,10 @@
 """Reading a file the user named (a config, a trace, a key, a token): one ConfigError that
-says what the file is for, where it is and why it cannot be read."""
+says what the file is for, where it is and why it cannot be read. Writing a secret (a key,
+a password, a token): owner-only from creation, never through a planted symlink."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from collab.errors import ConfigError
@@ -34,3 +36,34 @@ def _unreadable(path: PathLike, what: str, e: Exception) -> ConfigError:
     else:
         reason = getattr(e, "strerror", None) or str(e)
     return ConfigError(f"cannot read {what} {os.fspath(path)}: {reason}")
+
+
+def write_private(path: PathLike, data: bytes, *, replace: bool = False) -> None:
+    """Create ``path`` readable by its owner only (0600 from the first byte, whatever the
+    umask), never following a symlink planted at ``path``. Without ``replace`` an existing
+    file is a ConfigError (O_EXCL); with it the new content goes to a fresh temp file
+    that is renamed over ``path``, so a link there is replaced, not written through."""
+    path = os.fspath(path)
+    target = path
+    if replace:
+        d, base = os.path.split(path)
+        target = os.path.join(d, f".{base}.{os.urandom(6).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags, 0o600)
+    except FileExistsError as e:
+        raise ConfigError(f"refusing to overwrite {path}: it exists") from e
+    except OSError as e:
+        raise ConfigError(f"cannot create {path}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(target, path)
+    except BaseException:
+        if replace:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise

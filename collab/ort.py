@@ -55,6 +55,9 @@ def dummy_inputs(
     return feeds
 
 
+NO_EXTERNAL_DATA = os.path.join(os.devnull, "external-data-is-refused")
+
+
 def make_session(
     path: str | os.PathLike[str] | bytes, *, intra_threads: int = 1, lean: bool = False
 ) -> ort.InferenceSession:
@@ -71,11 +74,23 @@ def make_session(
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if isinstance(path, bytes):
+        # ONNX Runtime resolves a model's external-data references against the working
+        # directory when it loads bytes: weights outside the hashed file would load
+        # unverified. Pointing the lookup at a directory that cannot exist refuses them.
+        so.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", NO_EXTERNAL_DATA
+        )
     try:
         model = path if isinstance(path, bytes) else str(path)
         return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         what = "from bytes" if isinstance(path, bytes) else Path(path).name
+        if isinstance(path, bytes) and NO_EXTERNAL_DATA in str(e):
+            raise BundleError(
+                "ONNX model references external data (weights outside its hashed file), "
+                "which a bundle may not"
+            ) from e
         raise BundleError(f"cannot load ONNX model {what}: {e}") from e
 
 

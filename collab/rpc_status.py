@@ -8,6 +8,7 @@ bug: INTERNAL, the traceback in the log and nothing of it on the wire.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import NoReturn
 
@@ -36,7 +37,7 @@ from collab.errors import (
     TransportError,
     UpdateRejected,
 )
-from collab.log import logger
+from collab.log import RateLimited, logger
 
 _S = grpc.StatusCode
 
@@ -70,6 +71,7 @@ STATUS: Mapping[type[CollabError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error (see the server log)"
+_failures = RateLimited()  # a request that fails the same way in a loop logs once a minute
 
 
 def status_for(e: BaseException) -> grpc.StatusCode:
@@ -81,14 +83,25 @@ def status_for(e: BaseException) -> grpc.StatusCode:
     return _S.INTERNAL
 
 
+def _raised_at(e: BaseException) -> str:
+    """file:line where ``e`` was raised: one bug is one cause, whatever its message."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+
+
 def abort(context: grpc.ServicerContext, e: Exception, method: str) -> NoReturn:
     """End the RPC with the status of ``e``; logs server failures with their traceback."""
     code = status_for(e)
+    cause = f"{method}:{type(e).__name__}:{_raised_at(e)}"
     if not isinstance(e, CollabError):
-        logger.error("%s: unexpected %s", method, type(e).__name__, exc_info=e)
+        _failures.log(
+            logging.ERROR, cause, "%s: unexpected %s", method, type(e).__name__, exc_info=e
+        )
         message = INTERNAL_MESSAGE
     elif code == _S.INTERNAL:
-        logger.warning("%s failed: %s", method, e, exc_info=e)
+        _failures.warning(cause, "%s failed: %s", method, e, exc_info=e)
         message = str(e)
     else:
         logger.debug("%s rejected (%s): %s", method, code.name, e)

@@ -16,6 +16,7 @@ import pytest
 
 from cloud_node.metrics import Metrics
 from cloud_node.servicer import CloudServicer
+from collab import rpc_status
 from collab.errors import (
     BadRequestError,
     CancelledError,
@@ -32,6 +33,7 @@ from collab.errors import (
 )
 from collab.extras import MissingExtraError
 from collab.fl.aggregator import FlAggregatorServicer
+from collab.log import RateLimited
 from collab.proto import collab_pb2, control_pb2, fl_pb2
 from collab.rpc_status import INTERNAL_MESSAGE, STATUS, abort, status_for
 from collab.transport import RpcDeadlineError
@@ -164,8 +166,9 @@ SERVICERS = {
 
 @pytest.mark.parametrize("call", SERVICERS.values(), ids=SERVICERS.keys())
 def test_every_servicer_answers_through_the_one_table(
-    call: Any, caplog: pytest.LogCaptureFixture
+    call: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rpc_status, "_failures", RateLimited())  # each servicer logs afresh
     for e in (
         NotFoundError("no such model 'm'"),
         ClosedError("shutting down"),
@@ -220,3 +223,19 @@ def test_abort_on_a_real_server_hides_unexpected_errors() -> None:
                 assert (ei.value.code(), ei.value.details()) == (code, details)  # type: ignore[attr-defined]
     finally:
         server.stop(None)
+
+
+def test_a_failure_repeated_in_a_loop_logs_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that triggers the same server bug 200 times fills no disk: one line with the
+    traceback (then one per minute, counting the suppressed), every call still answered."""
+    monkeypatch.setattr(rpc_status, "_failures", RateLimited())
+    with caplog.at_level(logging.WARNING, logger="collab"):
+        for i in range(200):
+            ctx = FakeContext()
+            with pytest.raises(_Aborted):
+                _cloud(KeyError(f"/secret/{i}"), ctx)
+            assert ctx.aborts == [(S.INTERNAL, INTERNAL_MESSAGE)]
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and logged[0].exc_info is not None
