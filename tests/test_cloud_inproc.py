@@ -89,7 +89,7 @@ def test_batch_size_one_never_batches(bundle: Bundle) -> None:
 def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
     split = bundle.manifest.split_points[0].name
     x = sample_inputs(bundle, 1)
-    # a long batching window guarantees the 250 ms deadline passes while queued
+    # a long batching window guarantees the 500 ms deadline passes while queued
     cfg = CloudConfig(
         bundles=(bundle.root,),
         listen="127.0.0.1:0",
@@ -105,7 +105,7 @@ def test_expired_requests_are_dropped_before_compute(bundle: Bundle) -> None:
         drops = {**labels, "reason": "deadline"}
         for i in range(3):
             with pytest.raises(grpc.RpcError) as ei:
-                st.Decode(req, timeout=0.25)
+                st.Decode(req, timeout=0.5)
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # the server's copy of the deadline is a little later than the client's: wait
             # for its drop, so the next request cannot ride along in a batch taken early
