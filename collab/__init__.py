@@ -10,16 +10,29 @@ import importlib
 from typing import Any
 
 from collab.errors import (
+    AuthError,
+    BadRequestError,
     BundleError,
+    CancelledError,
+    ClosedError,
     CodecError,
     CollabError,
     ConfigError,
     ControlPlaneError,
     DeadlineError,
+    DuplicateUpdate,
     FLError,
+    InferenceError,
+    MalformedMessage,
+    NotFoundError,
+    NotSampled,
     PrivacyBudgetExceeded,
+    RoundMismatch,
     SplitError,
+    TooLargeError,
     TransportError,
+    UpdateRejected,
+    UploadRefused,
 )
 
 __version__ = "0.1.0"
@@ -40,16 +53,29 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AuthError",
+    "BadRequestError",
     "BundleError",
+    "CancelledError",
+    "ClosedError",
     "CodecError",
     "CollabError",
     "ConfigError",
     "ControlPlaneError",
     "DeadlineError",
+    "DuplicateUpdate",
     "FLError",
+    "InferenceError",
+    "MalformedMessage",
+    "NotFoundError",
+    "NotSampled",
     "PrivacyBudgetExceeded",
+    "RoundMismatch",
     "SplitError",
+    "TooLargeError",
     "TransportError",
+    "UpdateRejected",
+    "UploadRefused",
     "__version__",
     *_LAZY,
 ]
