@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from test_cloud_support import model_id, sample_inputs
 
+from collab import codec
 from collab.bundle import Bundle, load_bundle
 from collab.edge import cloud as edge_cloud
 from collab.edge.client import Client
@@ -175,6 +176,27 @@ def test_an_encode_failure_is_finished_locally(
         assert c.breaker.state == "closed"  # not the cloud's fault
 
 
+def test_calls_beyond_the_edge_daemons_max_concurrent_rpcs_get_resource_exhausted(
+    bundle: Bundle, hostile: HostileCloud
+) -> None:
+    hostile.mode("slow")  # every cloud call takes 2 s: the admitted request holds its slot
+    port = free_port()
+    args = ["edge", "--bundle", str(bundle.root), "--cloud", hostile.addr]
+    args += ["--listen", f"127.0.0.1:{port}", "--max-concurrent-rpcs", "1", "--no-warm"]
+    x = sample_inputs(bundle, 1)
+    req = collab_pb2.EdgeInferRequest(frame=codec.encode(x, "f32"), policy="cloud_only")
+    with collab_process(args, port=port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = collab_pb2_grpc.EdgeServiceStub(ch)
+        grpc.channel_ready_future(ch).result(timeout=20)
+        held = stub.Infer.future(req, timeout=20)
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.Infer(req, timeout=10)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ei.value.details() == ADMISSION_REFUSED
+        assert held.result(timeout=20).fell_back  # answered (locally: the reply was garbage)
+
+
 # --------------------------------------------------------------- a real `collab cloud`
 
 
@@ -211,6 +233,17 @@ def test_a_callers_oversized_batch_does_not_open_the_breaker_for_another(
         np.testing.assert_allclose(results[0].output, _local(bundle, one), rtol=1e-4, atol=1e-4)
 
 
+def test_a_callers_nan_input_does_not_count_against_the_cloud(
+    bundle: Bundle, small_batch_cloud: str
+) -> None:
+    nan = np.full(bundle.manifest.input_shape, np.nan, np.float32)
+    with _client(bundle, small_batch_cloud, breaker_failures=1) as c:
+        for policy in ("cloud_only", "split:pool1", "cloud_only"):
+            r = c.infer(nan, policy=policy)
+            assert r.fell_back, r  # a NaN answer is never believed ...
+        assert c.breaker.state == "closed"  # ... nor blamed when the exact one is NaN too
+
+
 @pytest.fixture(scope="module")
 def one_rpc_cloud(bundle: Bundle) -> Iterator[str]:
     """A node admitting one call at a time, whose batches stay open 3 s (the held call)."""
@@ -240,8 +273,6 @@ def test_a_probe_asking_for_1_mib_is_refused_above_the_64_kib_cap(one_rpc_cloud:
 def test_calls_beyond_max_concurrent_rpcs_get_resource_exhausted(
     bundle: Bundle, one_rpc_cloud: str
 ) -> None:
-    from collab import codec
-
     ch, stub = _stub(one_rpc_cloud)
     x = sample_inputs(bundle, 1)
     req = collab_pb2.InferRequest(model=model_id(bundle), frame=codec.encode(x, "f32"))

@@ -12,6 +12,8 @@ locally) and does not count towards the circuit breaker every caller shares.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import numpy as np
 
@@ -28,7 +30,7 @@ def decode_output(frame: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """The float32 array of ``shape`` in ``frame``, else CodecError. The decode limit is
     the expected size, and the header's shape is compared before the payload is touched.
     Finiteness is the caller's check (whose fault a NaN is depends on the request)."""
-    limit = 4 * int(np.prod(shape, dtype=np.int64))
+    limit = 4 * math.prod(shape)
     hdr = codecs.peek(frame, max_bytes=limit)
     if hdr.shape != shape:
         raise CodecError(f"reply shape {list(hdr.shape)} != expected {list(shape)}")

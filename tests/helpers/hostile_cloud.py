@@ -12,6 +12,7 @@ requests); ``W`` is the width of an honest output row (the bundle's output shape
 - ``nan_output``: shape (N, W) full of NaN
 - ``nan_timing``: shape (N, W) zeros (a plausible answer) with NaN / infinite server
   times, and a NaN queueing delay in every Probe reply
+- ``slow``: garbage after 2 s (holds the caller's call)
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Hostile(collab_pb2_grpc.CloudServiceServicer):
             out = codec.encode(np.zeros((0, w), np.float32), "f32")
         elif mode == "wide":
             out = codec.encode(np.ones((n, w + 1), np.float32), "f32")
-        elif mode == "garbage":
+        elif mode in ("garbage", "slow"):
+            time.sleep(2.0 if mode == "slow" else 0.0)
             out = os.urandom(200)
         elif mode == "nan_output":
             out = codec.encode(np.full((n, w), np.nan, np.float32), "f32")
