@@ -12,15 +12,18 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   (dim 0) up to ``max_batch_size``. ``model.version`` empty = the first bundle loaded
   under that name.
 - ``Probe``: ``response_bytes`` 0 echoes ``payload``; > 0 returns that many
-  (incompressible) bytes; ``received_bytes`` = payload size; carries the LoadReport
-  and the served models.
+  (incompressible) bytes, at most ``max_probe_response_bytes`` (64 KiB; edges ask for
+  1: they measure the uplink), so a tiny unauthenticated request cannot buy a large
+  reply; ``received_bytes`` = payload size; carries the LoadReport and the served models.
 - Every Infer/Decode response carries ServerTiming (queue_ms, compute_ms, decode_ms,
   batch_size, total_ms) and a LoadReport (queue_depth, inflight, EWMAs of queue and
   compute ms).
 - Status codes: unknown model/version/split -> NOT_FOUND; malformed frame or wrong
   shape -> INVALID_ARGUMENT; message above the limit (largest frame of the bundles x
-  max_batch_size, >= 1 MiB), more samples than max_batch_size or a probe reply above
-  the limit -> RESOURCE_EXHAUSTED; deadline passed while queued -> DEADLINE_EXCEEDED
+  max_batch_size, >= 1 MiB), more samples than max_batch_size (told from the frame
+  header, whatever size it declares), a probe reply above the cap, or a call beyond
+  ``max_concurrent_rpcs`` (running + queued; details "Concurrent RPC limit exceeded!")
+  -> RESOURCE_EXHAUSTED; deadline passed while queued -> DEADLINE_EXCEEDED
   (never computed); draining -> UNAVAILABLE; anything unexpected -> INTERNAL, details
   only in the node's log. One table for every servicer: :mod:`collab.rpc_status`.
 - Health (grpc.health.v1): ``""``, ``collab.v1.CloudService`` and

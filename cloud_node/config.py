@@ -45,9 +45,19 @@ class CloudConfig:
     threads: int = setting(
         64, help="gRPC handler threads = requests in flight (queued ones hold one)", lo=2
     )
+    # bounds what a flood of calls can hold (each queued one keeps its request): running
+    # plus queued handler calls; health watches do not count (they hold no thread)
+    max_concurrent_rpcs: int = setting(
+        256, help="calls in progress at most; more are refused (RESOURCE_EXHAUSTED)", lo=1
+    )
     intra_threads: int = setting(1, help="ONNX Runtime threads per batch", lo=1)
     max_message_bytes: int = setting(
         0, help="gRPC message limit (0 = from the bundles' largest frame)", lo=0
+    )
+    # 64 KiB: edges probe with 1-byte replies (they measure the uplink, which carries the
+    # features); a larger ask is refused, so a tiny request cannot buy a large reply
+    max_probe_response_bytes: int = setting(
+        64 * 1024, help="largest Probe reply a caller may ask for (more: RESOURCE_EXHAUSTED)", lo=0
     )
     tls_cert: Path | None = setting(None, help="server certificate (PEM)")
     tls_key: Path | None = setting(None, help="server private key (PEM)")

@@ -9,6 +9,7 @@ Raises only domain errors (collab.errors); the servicer maps them to status code
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -81,7 +82,7 @@ class _Route:
     runnable: Runnable
     batcher: Batcher
     requests: Any  # the labelled prometheus Counter child of this (method, model, split)
-    max_bytes: int  # decode limit: leaves room to tell "too many samples" apart
+    max_bytes: int  # decode limit: a full batch of this route's samples
 
 
 class _LoadObserver:
@@ -113,6 +114,7 @@ class CloudHandler:
         max_batch_size: int,
         max_wait_ms: float,
         max_message_bytes: int,
+        max_probe_response_bytes: int,
         wait_when_idle: bool,
     ) -> None:
         """The batching settings come from :class:`cloud_node.config.CloudConfig` (no
@@ -120,6 +122,8 @@ class CloudHandler:
         self.registry = registry
         self.metrics = metrics
         self.max_message_bytes = max_message_bytes
+        # a Probe reply is never larger than this: no amplification from tiny requests
+        self.max_probe_reply = min(max_probe_response_bytes, max_message_bytes - 1024)
         self.max_batch_size = max(1, max_batch_size)
         self._inflight = 0
         self._lock = threading.Lock()
@@ -180,7 +184,7 @@ class CloudHandler:
                 r,
                 self._batchers[r.key],
                 self._counters[r.key],
-                2 * self.max_batch_size * r.sample_bytes,
+                self.max_batch_size * r.sample_bytes,
             )
         return route
 
@@ -221,7 +225,14 @@ class CloudHandler:
 
     def _decode(self, frame: bytes, r: Runnable, max_bytes: int) -> np.ndarray:
         """CodecError for a malformed frame, BadRequestError for one that does not fit the
-        model."""
+        model, TooLargeError for more samples than a batch holds: told from the header
+        alone, whatever size it declares, so the caller learns that its request (not the
+        model) is at fault."""
+        shape = codec.peek(frame, max_bytes=sys.maxsize).shape  # nothing decoded yet
+        if shape and shape[0] > self.max_batch_size:
+            raise TooLargeError(
+                f"{shape[0]} samples in one request; at most {self.max_batch_size} allowed"
+            )
         x = codec.decode(frame, max_bytes=max_bytes)
         want = r.sample_shape
         if x.shape[1:] != want or x.ndim == 0 or x.shape[0] < 1:
@@ -229,10 +240,6 @@ class CloudHandler:
             raise BadRequestError(
                 f"{r.model}/{split}: expected shape [N, {', '.join(map(str, want))}], "
                 f"got {list(x.shape)}"
-            )
-        if x.shape[0] > self.max_batch_size:
-            raise TooLargeError(
-                f"{x.shape[0]} samples in one request; at most {self.max_batch_size} allowed"
             )
         return x if x.dtype == _F32 else x.astype(_F32)
 
@@ -266,10 +273,8 @@ class CloudHandler:
         n = call.response_bytes
         if n < 0:
             raise BadRequestError(f"response_bytes must be >= 0, got {n}")
-        if n > self.max_message_bytes - 1024:
-            raise TooLargeError(
-                f"response_bytes {n} exceeds the message limit {self.max_message_bytes - 1024}"
-            )
+        if n > self.max_probe_reply:
+            raise TooLargeError(f"response_bytes {n} exceeds the limit {self.max_probe_reply}")
         if n == 0:
             payload = call.payload
         else:

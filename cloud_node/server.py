@@ -100,10 +100,15 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,
         max_message_bytes=limit,
+        max_probe_response_bytes=config.max_probe_response_bytes,
         wait_when_idle=config.wait_when_idle,
     )
     pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="collab-rpc")
-    server = grpc.server(pool, options=server_options(max_message_bytes=limit))
+    server = grpc.server(
+        pool,
+        options=server_options(max_message_bytes=limit),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
     collab_pb2_grpc.add_CloudServiceServicer_to_server(CloudServicer(handler), server)
     hs = health.HealthServicer(
         experimental_non_blocking=True, experimental_thread_pool=ThreadPoolExecutor(max_workers=1)

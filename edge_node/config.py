@@ -30,6 +30,9 @@ class EdgeConfig:
         metavar="P",
     )
     workers: int = setting(8, help="gRPC handler threads (concurrent requests)", lo=1)
+    max_concurrent_rpcs: int = setting(
+        64, help="calls in progress at most; more are refused (RESOURCE_EXHAUSTED)", lo=1
+    )
     tls_cert: Path | None = setting(None, help="TLS certificate of this daemon's listener")
     tls_key: Path | None = setting(None, help="TLS key of this daemon's listener")
     # fleet membership (collab.control): set mqtt (the --broker flags) to join a coordinator's fleet

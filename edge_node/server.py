@@ -120,6 +120,7 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
                 max_workers=config.workers, thread_name_prefix="collab-edge"
             ),
             options=server_options(max_message_bytes=limit),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         collab_pb2_grpc.add_EdgeServiceServicer_to_server(EdgeServicer(handler), server)
         try:

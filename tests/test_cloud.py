@@ -60,6 +60,8 @@ def node(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         "8",
         "--max-wait-ms",
         "2",
+        "--max-probe-response-bytes",
+        "262144",  # above the default cap: test_probe_echo_and_sized_reply asks for 200 kB
     ]
     with collab_process(args, port=port, log=log) as proc:
         # A client allowed to send more than the server accepts, to test the server's limit.

@@ -1,7 +1,8 @@
 """The edge SDK: ``collab.Client`` answers every request, choosing the path per request.
 
 Fallback design: the edge holds the full model, every head AND every tail. A cloud
-call that fails, or would no longer return in time, is finished locally from what
+call that fails, would no longer return in time, or answers with anything but the
+output the manifest promises (:mod:`collab.edge.reply`) is finished locally from what
 the edge already computed: a collaborative request runs the local tail on the
 uncompressed head output (so the head work is not wasted and the answer is exact);
 a cloud-only request runs the full model. The cloud side, with the deadline budget of
@@ -320,7 +321,8 @@ class Client:
                 payload, ms = rt.head(c.split_point, arr, c.variant)
                 timings["edge_ms"] = ms
                 self._loads.edge_sample(ms, model.specs.get(c.key))
-            remote = self._cloud.call(
+            cl = self._cloud
+            remote = cl.call(
                 model,
                 c,
                 payload,
@@ -340,6 +342,8 @@ class Client:
                     y, ms = rt.full(arr)
                     self._loads.edge_sample(ms, model.specs.get("edge_only"))
                 timings["local_finish_ms"] = ms
+                if remote.suspect and np.isfinite(y).all():
+                    cl.bad_reply("non-finite values where the exact answer is finite")
         fell_back, reason = c.path != "edge_only" and remote.output is None, remote.fallback_reason
         total = (time.perf_counter() - t0) * 1000.0
         timings["total_ms"] = total

@@ -25,8 +25,9 @@ from collab.codec.image import encode_image, is_image_codec
 from collab.codec.spec import DEFAULT_CODEC
 from collab.decision import Candidate
 from collab.edge.config import ClientConfig
-from collab.edge.estimators import LoadEstimates, suspect_overdue
+from collab.edge.estimators import LoadEstimates, plausible_timing, suspect_overdue
 from collab.edge.model import LoadedModel
+from collab.edge.reply import caller_at_fault, decode_output
 from collab.errors import CodecError, CollabError, ConfigError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
@@ -57,6 +58,7 @@ class Remote:
     output: np.ndarray | None
     bytes_sent: int
     fallback_reason: str | None
+    suspect: bool = False  # a non-finite reply: blamed on the cloud if the local answer is finite
 
 
 def call_budget_ms(
@@ -228,20 +230,22 @@ class CloudLink:
         if not model.served:
             return Remote(None, 0, "cloud does not serve this model version")
         codec = self._cfg.codec or c.codec or DEFAULT_CODEC
-        te = time.perf_counter()
         as_images = is_image_codec(codec)
-        if as_images:
-            if pixels is None or c.path != "cloud_only":
-                raise ConfigError(
-                    f"image codec {codec} needs a cloud-only request with camera images"
-                )
-            files = [encode_image(img, codec) for img in pixels]
-            frame = b""
-            sent = sum(map(len, files))
-        else:
-            files = []
-            frame = codecs.encode(payload, codec)
-            sent = len(frame)
+        if as_images and (pixels is None or c.path != "cloud_only"):
+            raise ConfigError(f"image codec {codec} needs a cloud-only request with camera images")
+        te = time.perf_counter()
+        try:  # a local failure, not the cloud's: finish locally, blame no one
+            if as_images:
+                assert pixels is not None
+                files = [encode_image(img, codec) for img in pixels]
+                frame = b""
+                sent = sum(map(len, files))
+            else:
+                files = []
+                frame = codecs.encode(payload, codec)
+                sent = len(frame)
+        except CodecError as e:
+            return Remote(None, 0, f"encode failed: {e}"[:200])
         timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
         budget_ms = call_budget_ms(
             deadline,
@@ -279,30 +283,47 @@ class CloudLink:
                 raise wrap_rpc_error(e, what=what) from e
             call_ms = (time.perf_counter() - tc) * 1000.0
             td = time.perf_counter()
-            y = codecs.decode(resp.output)
+            shape = (len(payload), *model.bundle.manifest.output_shape[1:])
+            y = decode_output(resp.output, shape)
             timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
         except RpcError as e:
             timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
+            if caller_at_fault(e):  # this request's doing: other callers' calls still go
+                return Remote(None, sent, f"refused: {e.code.name}: {e.details}"[:200])
             if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 self.link.suspect_rtt(timings["cloud_call_ms"], time.monotonic())
             self._failed(model, e)
             return Remote(None, sent, f"{e.code.name}: {e.details}"[:200])
         except CodecError as e:
-            self._failed(model, e)
-            return Remote(None, sent, f"bad response frame: {e}")
+            reason = f"bad response frame: {e}"[:200]
+            self.bad_reply(reason)
+            return Remote(None, sent, reason)
         finally:
             self.inflight.pop(token, None)
         timings["cloud_call_ms"] = call_ms
-        pt = timing_from_proto(resp.timing)
-        timings["cloud_queue_ms"] = pt.queue_ms
-        timings["cloud_compute_ms"] = pt.compute_ms
+        if not np.isfinite(y).all():  # whose fault: the caller compares the local answer
+            return Remote(None, sent, "non-finite output", suspect=True)
         now = time.monotonic()
         self.breaker.record_success()
-        self.link.add_transfer(sent, max(call_ms - pt.total_ms, 0.0), now)
+        pt = timing_from_proto(resp.timing)
+        if plausible_timing(pt, call_ms):
+            timings["cloud_queue_ms"] = pt.queue_ms
+            timings["cloud_compute_ms"] = pt.compute_ms
+            self.link.add_transfer(sent, max(call_ms - pt.total_ms, 0.0), now)
+            self._loads.cloud_sample(c.key, pt.queue_ms, pt.compute_ms, now)
         if self.monitor is not None and self.link.pending():
             self.monitor.confirm()  # confirm the suspected change with a probe before the next request
-        self._loads.cloud_sample(c.key, pt.queue_ms, pt.compute_ms, now)
         return Remote(y, sent, None)
+
+    def bad_reply(self, reason: str) -> None:
+        """The cloud answered with something that is not an answer: count it against
+        this cloud (its breaker), not against the link, which delivered it."""
+        if self.breaker.record_failure():
+            logger.warning(
+                "circuit breaker opened after %d failures (last: bad reply: %s)",
+                self.breaker.failure_threshold,
+                reason,
+            )
 
     def _failed(self, model: LoadedModel, e: CollabError) -> None:
         code = getattr(e, "code", None)

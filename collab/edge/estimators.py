@@ -4,6 +4,10 @@ The edge estimate is measured compute / profiled compute (load, slowdown); the c
 is its reported queueing delay and the compute it took per path. A call still out long
 after its predicted answer is evidence about the link before it answers
 (:func:`suspect_overdue`).
+
+What a cloud reports about its own time is a claim, not a measurement: a value that is
+not finite, negative or beyond what the call itself took (:func:`plausible_timing`) is
+ignored, so one lying reply cannot poison an average that every later decision reads.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from collections.abc import Mapping
 
 from collab.decision import CloudState, EdgeState, PathSpec
 from collab.net.estimator import Ewma, LinkEstimator
+from collab.transport import ServerTiming
 
 _EDGE_STALE_S = 5.0
+# a reported queueing delay above this is not believed (no call waits a minute: the
+# edge's cloud timeout is seconds); probe replies have no wall time to bound them by
+MAX_REPORTED_MS = 60_000.0
 # a call this much (and twice) past its predicted answer raises a link-change suspicion
 _OVERDUE_MS = 20.0
 
@@ -56,11 +64,15 @@ class LoadEstimates:
                 self.edge_scale.update(ms / profiled, time.monotonic())
 
     def cloud_queue_sample(self, queue_ms: float, now: float) -> None:
+        """The queueing delay a probe reply reported; an implausible one is ignored."""
+        if not plausible_ms(queue_ms, MAX_REPORTED_MS):
+            return
         with self._lock:
             self.cloud_queue.update(queue_ms, now)
 
     def cloud_sample(self, key: str, queue_ms: float, compute_ms: float, now: float) -> None:
-        """What a cloud call reported for path ``key`` (its edge variant does not matter)."""
+        """What a cloud call reported for path ``key`` (its edge variant does not matter);
+        the caller has checked it with :func:`plausible_timing`."""
         with self._lock:
             self.cloud_queue.update(queue_ms, now)
             if compute_ms > 0:
@@ -79,6 +91,20 @@ class LoadEstimates:
         """Another model: other tails."""
         with self._lock:
             self.cloud_compute.clear()
+
+
+def plausible_ms(ms: float, bound_ms: float) -> bool:
+    return math.isfinite(ms) and 0.0 <= ms <= bound_ms
+
+
+def plausible_timing(t: ServerTiming, wall_ms: float) -> bool:
+    """Whether a call's reported server times can be true: finite, not negative, and
+    none longer than the call took as the edge timed it (the server's part of a call
+    happens inside it; 1 ms of slack for timer granularity)."""
+    bound = wall_ms + 1.0
+    return all(
+        plausible_ms(ms, bound) for ms in (t.queue_ms, t.compute_ms, t.decode_ms, t.total_ms)
+    )
 
 
 def suspect_overdue(link: LinkEstimator, inflight: InFlight, now: float) -> bool:
