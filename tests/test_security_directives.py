@@ -246,6 +246,30 @@ def test_drift_is_reported_when_a_node_is_forced_onto_another_version(
             assert f"drift: e1 serves {old[:12]}" in format_table(fs)
 
 
+def test_a_pending_directive_is_resigned_so_a_returning_node_can_still_apply_it(
+    broker: Broker, tmp_path: Path, two_versions: tuple[Path, Path]
+) -> None:
+    cfg = coordinator_config(broker.url, tmp_path, directive_ttl=1.0)
+    with (
+        Coordinator(cfg) as c,
+        SimFleet(tmp_path / "fleet", broker.url, c.public_key_path) as fleet,
+        Attacker(broker.url) as bus,
+    ):
+        version = c.upload(two_versions[0])
+        fleet.spawn("e1", "edge", "--swap-delay", "30")
+        _online(c, "e1")
+        ro = c.start_rollout(version)
+        first = msg.directive_from_bytes(bus.captured("e1", version)).directive
+        fleet.procs["e1"].kill()  # down mid-swap: still pending, for longer than the ttl
+        fleet.procs["e1"].wait(10)
+        time.sleep(1.5)
+        assert first.expires_at < time.time()
+        fleet.spawn("e1")
+        assert _settled(c, version).state == "completed"
+        _served(fleet, "e1", version)
+        assert not any(a.rollout_id == ro.rollout_id and not a.ok for a in bus.acks)
+
+
 def _padded(out: Path, rev: int) -> Path:
     """A tiny bundle plus 1 MiB of listed data (a 1 MB model)."""
     tiny_bundle(out, rev=rev)
