@@ -371,27 +371,12 @@ class NodeAgent:
         self._prune(root)
 
     def _fetch(self, d: msg.RolloutDirective, root: Path) -> tuple[Path, str] | None:
-        """Fetch into a staging dir (removed on any failure), check the bundle and move it
-        to ``root/<version>`` -> (that dir, model name); None when refused (acked) or
-        superseded."""
+        """Fetch, retrying transport failures -> (bundle dir, model name); None when
+        refused (acked) or superseded."""
         delay = 0.2
         while True:
-            tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
             try:
-                fetch_bundle(
-                    d.fetch_endpoint,
-                    d.version,
-                    tmp,
-                    sizes=d.file_sizes,
-                    node_id=self.node_id,
-                    ca_file=self.config.fetch_ca,
-                )
-                name = load_bundle(tmp).name
-                final = root / d.version
-                if final.exists():
-                    shutil.rmtree(final)
-                tmp.rename(final)
-                return final, name
+                return self._fetch_once(d, root)
             except TransportError as e:
                 if self._superseded():
                     return None
@@ -402,8 +387,28 @@ class NodeAgent:
                 logger.warning("node %s: refusing bundle %s: %s", self.node_id, d.version[:12], e)
                 self._ack(d, ok=False, error=str(e))
                 return None
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
+
+    def _fetch_once(self, d: msg.RolloutDirective, root: Path) -> tuple[Path, str]:
+        """Fetch into a staging dir, check the bundle and move it to ``root/<version>``.
+        The staging dir is gone when this returns or raises (so before any ack)."""
+        tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
+        try:
+            fetch_bundle(
+                d.fetch_endpoint,
+                d.version,
+                tmp,
+                sizes=d.file_sizes,
+                node_id=self.node_id,
+                ca_file=self.config.fetch_ca,
+            )
+            name = load_bundle(tmp).name
+            final = root / d.version
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            return final, name
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # already gone once renamed
 
     def _prune(self, root: Path) -> None:
         dirs = sorted(
