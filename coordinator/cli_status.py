@@ -103,6 +103,8 @@ def format_table(fs: msg.FleetStatus) -> str:
             f"rollout {r.rollout_id} {r.model_name} {r.version[:12]} {r.percent}% {r.state}: "
             f"{r.count('acked')} acked, {r.count('refused')} refused, {r.count('pending')} pending"
         )
+    for node_id, version in sorted(fs.drift.items()):
+        lines.append(f"drift: {node_id} serves {version[:12] or '-'}, not the rolled-out version")
     if fs.rejected:
         lines.append(
             "ignored messages: " + ", ".join(f"{k}={v}" for k, v in sorted(fs.rejected.items()))

@@ -18,7 +18,7 @@ from pathlib import Path
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
-from collab.control.signing import load_or_create_signing_key, public_key_path
+from collab.control.signing import load_or_create_signing_key, public_key_path, sign_directive
 from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
@@ -51,10 +51,13 @@ class CoordinatorConfig:
         None  # required as "authorization: Bearer <token>" by the operator API
     )
     client_id: str = "collab-coordinator"
+    directive_ttl: float = 3600.0  # seconds a signed directive is valid (re-signed at half)
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout <= 0 or self.status_interval <= 0:
             raise ConfigError("--heartbeat-timeout and status interval must be > 0")
+        if self.directive_ttl <= 0:
+            raise ConfigError("directive_ttl must be > 0")
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ConfigError("gRPC TLS needs both a certificate and a key")
 
@@ -65,9 +68,9 @@ class Coordinator:
         base = Path(config.db).parent
         self.key_path = Path(config.signing_key or base / "coordinator.ed25519")
         self.public_key_path = public_key_path(self.key_path)
-        key = load_or_create_signing_key(self.key_path)
+        self._key = load_or_create_signing_key(self.key_path)
         self.db = Database(Path(config.db))
-        self.store = BundleStore(Path(config.bundle_store or base / "bundles"), key, self.db)
+        self.store = BundleStore(Path(config.bundle_store or base / "bundles"), self.db)
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
         self.rejections = Rejections()
@@ -77,6 +80,7 @@ class Coordinator:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._published_clouds: tuple[str, ...] | None = None
+        self._drift: dict[str, str] = {}  # as last logged
         self._stack = ExitStack()
         self._sweeper: threading.Thread | None = None
         self.port = 0
@@ -204,6 +208,11 @@ class Coordinator:
         with self._lock:
             return self.rollouts.current.status() if self.rollouts.current else None
 
+    def drift(self) -> dict[str, str]:
+        """Nodes serving another version than the current rollout gave them -> that one."""
+        with self._lock:
+            return self.rollouts.drift(self.registry.nodes)
+
     def fleet_status(self) -> msg.FleetStatus:
         with self._lock:
             return msg.FleetStatus(
@@ -211,6 +220,7 @@ class Coordinator:
                 rollout=self.rollout_status(),
                 updated_at=time.time(),
                 rejected=dict(self.rejections.counts),
+                drift=self.drift(),
             )
 
     # ------------------------------------------------------------ publishing
@@ -244,17 +254,15 @@ class Coordinator:
     def _publish_directive(self, node_id: str) -> None:
         ro = self.rollouts.current
         assert ro is not None
-        d = msg.RolloutDirective(
-            rollout_id=ro.rollout_id,
-            version=ro.version,
-            signature=self.store.signature(ro.version),
+        d = ro.directive(
+            node_id,
             fetch_endpoint=self.fetch_endpoint,
-            model_name=ro.model_name,
-            issued_at=ro.created_at,
+            file_sizes=self.store.sizes(ro.version),
+            ttl=self.config.directive_ttl,
         )
         self.mqtt.publish(
             topics.node_topic(node_id, topics.ROLLOUT),
-            msg.directive_to_proto(d).SerializeToString(),
+            msg.directive_to_proto(sign_directive(self._key, d)).SerializeToString(),
             qos=1,
             retain=True,
         )
@@ -274,6 +282,9 @@ class Coordinator:
                         )
                         self.registry.mark_offline(node_id)
                     self._publish_clouds()
+                    for node_id in self.rollouts.stale(self.config.directive_ttl):
+                        self._publish_directive(node_id)
+                    self._log_drift()
                 if now >= next_status:
                     next_status = now + self.config.status_interval
                     fs = msg.fleet_status_to_proto(self.fleet_status()).SerializeToString()
@@ -381,6 +392,20 @@ class Coordinator:
                 logger.warning("node %s refused %s: %s", node_id, a.version[:12], a.error)
                 self.rollouts.set_node(node_id, "refused", a.error)
             self._log_settled()
+
+    def _log_drift(self) -> None:
+        drift = self.drift()
+        ro = self.rollouts.current
+        for node_id, version in sorted(drift.items()):
+            if self._drift.get(node_id) != version and ro is not None:
+                logger.warning(
+                    "drift: node %s reports %s, rollout %s gave it %s",
+                    node_id,
+                    version[:12] or "-",
+                    ro.rollout_id,
+                    ro.version[:12],
+                )
+        self._drift = drift
 
     def _log_settled(self) -> None:
         ro = self.rollouts.current

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS nodes(
   capabilities TEXT NOT NULL, bundle_version TEXT NOT NULL, endpoints TEXT NOT NULL,
   model_name TEXT NOT NULL, last_seen REAL NOT NULL, telemetry BLOB);
 CREATE TABLE IF NOT EXISTS bundles(
-  version TEXT PRIMARY KEY, model_name TEXT NOT NULL, signature BLOB NOT NULL, stored_at REAL NOT NULL);
+  version TEXT PRIMARY KEY, model_name TEXT NOT NULL, stored_at REAL NOT NULL,
+  sizes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rollouts(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT UNIQUE NOT NULL, version TEXT NOT NULL,
   previous_version TEXT NOT NULL, percent INTEGER NOT NULL, state TEXT NOT NULL,
@@ -50,6 +51,11 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.executescript(SCHEMA)
+        if "signature" in {r[1] for r in conn.execute("PRAGMA table_info(bundles)")}:
+            # a registry from before signed directives (no verified sizes): forget its bundles
+            logger.warning("%s predates signed directives: upload its bundles again", path)
+            conn.execute("DROP TABLE bundles")
+            conn.executescript(SCHEMA)
     except (sqlite3.Error, OSError) as e:
         raise ControlPlaneError(f"cannot open registry database {path}: {e}") from e
     return conn

@@ -1,5 +1,5 @@
 """Prometheus metrics of the coordinator (``collab coordinator --metrics-port``): fleet
-size by state, messages handled, registry commits, commit lag and rollout progress,
+size by state, messages handled, registry commits, commit lag, rollout progress and drift,
 read from live state at scrape time so the message path pays nothing."""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Observed(Protocol):
     def lags(self) -> collections.deque[float]: ...
 
     def rollout_status(self) -> msg.RolloutStatus | None: ...
+
+    def drift(self) -> dict[str, str]: ...
 
 
 def register(c: Observed, registry: CollectorRegistry) -> None:
@@ -70,3 +72,8 @@ def register(c: Observed, registry: CollectorRegistry) -> None:
     )
     for state in ("pending", "acked", "refused"):
         ro.labels(state).set_function(count_targets(state))
+    Gauge(
+        "collab_coordinator_drifted_nodes",
+        "Nodes that acked the current rollout but report another version",
+        registry=registry,
+    ).set_function(lambda: len(c.drift()))

@@ -5,6 +5,13 @@ A rollout targets the nodes that accept rollouts and fall in its staged percenta
 Per-node state is pending -> acked | refused; the rollout is ``completed`` when every
 target acked, ``failed`` when none is pending but some refused, ``superseded`` when a
 newer rollout (or a rollback) replaced it.
+
+Each rollout takes the next value of the ``rollouts.seq`` AUTOINCREMENT column as its
+directive *sequence*: SQLite never reuses it, so it only grows across restarts, and a
+rollback is a new rollout with a higher sequence. Nodes refuse a directive whose sequence
+is not above the last one they applied (collab/control/replay.py). *Drift* is a node
+that acked the current rollout but now reports another version (restarted on an old
+bundle, or moved by something that is not the coordinator).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from collab.control import messages as msg
@@ -36,7 +44,9 @@ class Rollout:
     state: str
     created_at: float
     model_name: str
+    sequence: int = 0  # set once committed
     nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (state, error)
+    issued: dict[str, float] = field(default_factory=dict)  # node -> when last signed for it
 
     def status(self) -> msg.RolloutStatus:
         return msg.RolloutStatus(
@@ -55,6 +65,24 @@ class Rollout:
 
     def pending(self) -> list[str]:
         return [n for n, (s, _) in self.nodes.items() if s == "pending"]
+
+    def directive(
+        self, node_id: str, *, fetch_endpoint: str, file_sizes: Mapping[str, int], ttl: float
+    ) -> msg.RolloutDirective:
+        """What to sign for ``node_id`` now (valid for ``ttl`` seconds)."""
+        now = time.time()
+        self.issued[node_id] = now
+        return msg.RolloutDirective(
+            rollout_id=self.rollout_id,
+            version=self.version,
+            sequence=self.sequence,
+            target=node_id,
+            fetch_endpoint=fetch_endpoint,
+            expires_at=now + ttl,
+            model_name=self.model_name,
+            issued_at=now,
+            file_sizes=dict(file_sizes),
+        )
 
     def settle(self) -> None:
         if self.state != "active":
@@ -83,6 +111,7 @@ class Rollouts:
                 state=r["state"],
                 created_at=r["created_at"],
                 model_name=r["model_name"],
+                sequence=r["seq"],
             )
             for n in db.read(
                 "SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
@@ -125,12 +154,12 @@ class Rollouts:
         superseded = prev.rollout_id if prev is not None and prev.state == "active" else None
         rows = [(ro.rollout_id, n, s, e, ro.created_at) for n, (s, e) in ro.nodes.items()]
 
-        def op(c: sqlite3.Connection) -> None:
+        def op(c: sqlite3.Connection) -> int:
             if superseded:
                 c.execute(
                     "UPDATE rollouts SET state='superseded' WHERE rollout_id=?", (superseded,)
                 )
-            c.execute(
+            cur = c.execute(
                 "INSERT INTO rollouts(rollout_id, version, previous_version, percent, state,"
                 " created_at, model_name) VALUES (?,?,?,?,?,?,?)",
                 (
@@ -144,8 +173,9 @@ class Rollouts:
                 ),
             )
             c.executemany("INSERT INTO rollout_nodes VALUES (?,?,?,?,?)", rows)
+            return int(cur.lastrowid or 0)
 
-        self._db.call(op)
+        ro.sequence = self._db.call(op)
         if superseded and prev is not None:
             prev.state = "superseded"
         self.current = ro
@@ -155,6 +185,33 @@ class Rollouts:
     def _settled(self, ro: Rollout) -> None:
         if ro.state == "completed":
             self.completed.append(ro.version)
+
+    def stale(self, ttl: float) -> list[str]:
+        """Pending targets of the active rollout whose directive is past half its life
+        (re-signed so a retained directive never expires while the rollout waits)."""
+        ro = self.active
+        if ro is None:
+            return []
+        due = time.time() - ttl / 2
+        return [n for n in ro.pending() if ro.issued.get(n, 0.0) < due]
+
+    def drift(self, nodes: Mapping[str, NodeRecord]) -> dict[str, str]:
+        """Online nodes that acked the current rollout but report another version ->
+        the version they report."""
+        ro = self.current
+        if ro is None:
+            return {}
+        out = {}
+        for node_id, (state, _) in ro.nodes.items():
+            rec = nodes.get(node_id)
+            if (
+                state == "acked"
+                and rec is not None
+                and rec.online
+                and rec.bundle_version != ro.version
+            ):
+                out[node_id] = rec.bundle_version
+        return out
 
     def set_node(self, node_id: str, state: str, error: str = "") -> bool:
         """Record a node outcome for the active rollout; True when something changed."""

@@ -14,7 +14,7 @@ from typing import Protocol
 import grpc
 
 from collab.control import messages as msg
-from collab.control.transfer import CHUNK, iter_bundle_chunks, receive_bundle
+from collab.control.transfer import CHUNK, checked_chunks, iter_bundle_chunks, receive_bundle
 from collab.errors import AuthError, ConfigError, NotFoundError
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
@@ -69,7 +69,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             self._authorize(context)
             tmp = self._c.store.staging()
             try:
-                receive_bundle(request_iterator, tmp)
+                receive_bundle(checked_chunks(request_iterator), tmp)
                 version, name, existed = self._c.store.add(tmp, move=True)
             except Exception:
                 shutil.rmtree(tmp, ignore_errors=True)

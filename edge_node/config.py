@@ -42,7 +42,8 @@ class EdgeConfig:
         None, help="coordinator's Ed25519 public key (PEM); without it rollouts are refused"
     )
     work_dir: Path | None = setting(
-        None, help="where rolled-out bundles are kept (None: a temp dir)"
+        None,
+        help="where rolled-out bundles and the directive mark are kept (None: <tmp>/collab-<id>)",
     )
     heartbeat_interval_s: float = setting(
         5.0,

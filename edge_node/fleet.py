@@ -39,7 +39,8 @@ def telemetry(client: Client) -> msg.Telemetry:
 def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
     assert config.mqtt is not None
     node_id = config.node_id or topics.default_node_id("edge", port)
-    work = config.work_dir or Path(tempfile.mkdtemp(prefix="collab-edge-"))
+    # a stable default: the directive high-water mark in it must survive restarts
+    work = config.work_dir or Path(tempfile.gettempdir()) / f"collab-{node_id}"
 
     def on_clouds(addresses: tuple[str, ...]) -> None:
         client.set_cloud(addresses)

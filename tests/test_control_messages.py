@@ -60,8 +60,17 @@ def test_codecs_round_trip() -> None:
         sent_at=5,
     )
     assert msg.telemetry_from_bytes(msg.telemetry_to_proto(t).SerializeToString()) == t
-    d = msg.RolloutDirective(rollout_id="r", version="0" * 64, signature=b"s", fetch_endpoint="h:1")
-    assert msg.directive_from_bytes(msg.directive_to_proto(d).SerializeToString()) == d
+    d = msg.RolloutDirective(
+        rollout_id="r",
+        version="0" * 64,
+        sequence=3,
+        target="e1",
+        fetch_endpoint="h:1",
+        expires_at=9.0,
+        file_sizes={"manifest.json": 10},
+    )
+    sd = msg.SignedDirective(statement=msg.directive_statement(d), signature=b"s", directive=d)
+    assert msg.directive_from_bytes(msg.directive_to_proto(sd).SerializeToString()) == sd
     ack = msg.RolloutAck(node_id="e1", rollout_id="r", version="v", ok=False, error="bad")
     assert msg.ack_from_bytes(msg.ack_to_proto(ack).SerializeToString()) == ack
     ro = msg.RolloutStatus(
@@ -109,7 +118,11 @@ def test_bad_announce_is_malformed(payload: bytes) -> None:
 
 def test_directive_requires_fields() -> None:
     with pytest.raises(msg.MalformedMessage):
-        msg.directive_from_bytes(pb.RolloutDirective(version="short").SerializeToString())
+        msg.directive_from_bytes(
+            pb.RolloutDirective(
+                statement=pb.DirectiveStatement(version="short").SerializeToString()
+            ).SerializeToString()
+        )
 
 
 @settings(max_examples=300, deadline=None)

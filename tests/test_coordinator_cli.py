@@ -55,7 +55,7 @@ def test_operator_token(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFi
             == 1
         )
         assert "admin token" in capsys.readouterr().err
-        assert not c.store.signatures  # nothing stored without the token
+        assert not c.store.model_names  # nothing stored without the token
         assert (
             collab_main(
                 [

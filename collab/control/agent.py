@@ -2,8 +2,10 @@
 
 It announces the node (retained, with a last-will so the coordinator learns of a crash
 from the broker), heartbeats, publishes telemetry from a callback, follows the cloud
-endpoint list, and applies rollouts: fetch the bundle over gRPC from the coordinator,
-verify the Ed25519 signature and every hash, hand the directory to a swap callback, and
+endpoint list, and applies rollouts: verify the directive's Ed25519 signature, refuse
+it when it is for another node, expired, or not newer than the node's persisted
+high-water mark (:mod:`collab.control.replay`), fetch the bundle over gRPC writing only
+what matches the signed version and sizes, hand the directory to a swap callback, and
 ack — or refuse and keep serving the old bundle.
 """
 
@@ -18,12 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
-from collab.control.signing import load_public_key, verify_signed_bundle
+from collab.control.replay import ReplayGuard
+from collab.control.signing import load_public_key, verify_directive
 from collab.control.transfer import fetch_bundle
-from collab.errors import BundleError, CollabError, ConfigError, TransportError
+from collab.errors import AuthError, BundleError, CollabError, ConfigError, TransportError
 from collab.log import logger
 
 SwapCallback = Callable[[Path], None]  # raise to refuse; return once new requests use it
@@ -36,7 +40,7 @@ class AgentConfig:
     node_id: str
     role: str  # "edge" | "cloud"
     mqtt: MqttConfig
-    work_dir: Path  # fetched bundles live in work_dir/bundles/<version>
+    work_dir: Path  # fetched bundles in work_dir/bundles/<version>; the directive mark
     trusted_key: Path | None = (
         None  # coordinator's Ed25519 public key (PEM); None = refuse rollouts
     )
@@ -72,6 +76,11 @@ class NodeAgent:
         self._on_clouds = on_clouds
         self._telemetry = telemetry
         self._public_key = load_public_key(config.trusted_key) if config.trusted_key else None
+        self._guard = (
+            ReplayGuard(Path(config.work_dir), config.node_id, self._public_key)
+            if self._public_key is not None
+            else None
+        )
         self._version = config.bundle_version
         self._model_name = config.model_name
         self._bundle_dir: Path | None = None
@@ -81,7 +90,7 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._pending: msg.RolloutDirective | None = None
+        self._pending: msg.SignedDirective | None = None
         self._done_rollout = ""
         self._seq = 0
         self._threads: list[threading.Thread] = []
@@ -292,13 +301,14 @@ class NodeAgent:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
-                d, self._pending = self._pending, None
-            if d is None or self._stop.is_set():
+                sd, self._pending = self._pending, None
+            if sd is None or self._stop.is_set():
                 continue
+            d = sd.directive
             if d.rollout_id == self._done_rollout and d.version == self._version:
                 continue
             try:
-                self._apply(d)
+                self._apply(sd)
             except Exception as e:  # a swap callback bug must not kill the agent
                 logger.exception("node %s: rollout %s failed", self.node_id, d.rollout_id)
                 self._ack(d, ok=False, error=f"{type(e).__name__}: {e}")
@@ -308,51 +318,42 @@ class NodeAgent:
         with self._lock:
             return self._pending is not None or self._stop.is_set()
 
-    def _apply(self, d: msg.RolloutDirective) -> None:
-        if d.version == self._version:
-            self._ack(d, ok=True)
+    def _apply(self, sd: msg.SignedDirective) -> None:
+        d = sd.directive  # unverified until verify_directive: only names the ack
+        if self._on_swap is None or self._public_key is None or self._guard is None:
+            if d.version == self._version:
+                self._ack(d, ok=True)  # nothing changes, so nothing to verify
+            elif self._on_swap is None:
+                self._ack(d, ok=False, error="node does not accept rollouts")
+            else:
+                self._ack(
+                    d,
+                    ok=False,
+                    error="no trusted coordinator key configured; refusing unsigned trust",
+                )
             return
-        if self._on_swap is None:
-            self._ack(d, ok=False, error="node does not accept rollouts")
+        try:
+            d = verify_directive(sd, self._public_key)
+        except AuthError as e:
+            self._ack(d, ok=False, error=str(e))
             return
-        if self._public_key is None:
-            self._ack(
-                d, ok=False, error="no trusted coordinator key configured; refusing unsigned trust"
+        refusal = self._guard.refusal(d, time.time(), self._version)
+        if refusal is not None:
+            logger.warning(
+                "node %s: refusing directive %s: %s", self.node_id, d.rollout_id, refusal
             )
+            self._ack(d, ok=False, error=refusal)
+            return
+        if d.version == self._version:
+            self._guard.advance(d)
+            self._ack(d, ok=True)
             return
         root = Path(self.config.work_dir) / "bundles"
         root.mkdir(parents=True, exist_ok=True)
-        delay = 0.2
-        while True:
-            tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
-            try:
-                fetch_bundle(
-                    d.fetch_endpoint,
-                    d.version,
-                    tmp,
-                    node_id=self.node_id,
-                    ca_file=self.config.fetch_ca,
-                )
-                bundle = verify_signed_bundle(
-                    tmp, version=d.version, signature=d.signature, public_key=self._public_key
-                )
-                break
-            except TransportError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if self._superseded():
-                    return
-                logger.warning("node %s: %s; retrying in %.1fs", self.node_id, e, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.config.fetch_retry_max_s)
-            except BundleError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                logger.warning("node %s: refusing bundle %s: %s", self.node_id, d.version[:12], e)
-                self._ack(d, ok=False, error=str(e))
-                return
-        final = root / d.version
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        fetched = self._fetch(d, root)
+        if fetched is None:
+            return
+        final, name = fetched
         try:
             if self._on_swap is not None:
                 self._on_swap(final)
@@ -360,13 +361,54 @@ class NodeAgent:
             logger.warning("node %s: swap to %s refused: %s", self.node_id, d.version[:12], e)
             self._ack(d, ok=False, error=f"swap failed: {e}")
             return
+        self._guard.advance(d)
         self._version = d.version
-        self._model_name = bundle.name
+        self._model_name = name
         self._bundle_dir = final
         self._announce()
         self._ack(d, ok=True)
-        logger.info("node %s now serves %s %s", self.node_id, bundle.name, d.version[:12])
+        logger.info("node %s now serves %s %s", self.node_id, name, d.version[:12])
         self._prune(root)
+
+    def _fetch(self, d: msg.RolloutDirective, root: Path) -> tuple[Path, str] | None:
+        """Fetch, retrying transport failures -> (bundle dir, model name); None when
+        refused (acked) or superseded."""
+        delay = 0.2
+        while True:
+            try:
+                return self._fetch_once(d, root)
+            except TransportError as e:
+                if self._superseded():
+                    return None
+                logger.warning("node %s: %s; retrying in %.1fs", self.node_id, e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.config.fetch_retry_max_s)
+            except BundleError as e:
+                logger.warning("node %s: refusing bundle %s: %s", self.node_id, d.version[:12], e)
+                self._ack(d, ok=False, error=str(e))
+                return None
+
+    def _fetch_once(self, d: msg.RolloutDirective, root: Path) -> tuple[Path, str]:
+        """Fetch into a staging dir, check the bundle and move it to ``root/<version>``.
+        The staging dir is gone when this returns or raises (so before any ack)."""
+        tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
+        try:
+            fetch_bundle(
+                d.fetch_endpoint,
+                d.version,
+                tmp,
+                sizes=d.file_sizes,
+                node_id=self.node_id,
+                ca_file=self.config.fetch_ca,
+            )
+            name = load_bundle(tmp).name
+            final = root / d.version
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            return final, name
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # already gone once renamed
 
     def _prune(self, root: Path) -> None:
         dirs = sorted(

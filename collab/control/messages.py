@@ -63,12 +63,28 @@ class Telemetry:
 
 @dataclass(frozen=True, kw_only=True)
 class RolloutDirective:
+    """What the coordinator asks one node to serve; every field is covered by the signature
+    of the :class:`SignedDirective` it travels in."""
+
     rollout_id: str
     version: str
-    signature: bytes
+    sequence: int  # strictly increasing per coordinator: a node refuses one <= its mark
+    target: str  # the node id this directive is for
     fetch_endpoint: str
+    expires_at: float
     model_name: str = ""
     issued_at: float = 0.0
+    file_sizes: Mapping[str, int] = field(default_factory=dict)  # manifest + files -> bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedDirective:
+    """A directive as it travels: the exact statement bytes that were signed, and the
+    signature. ``directive`` is decoded from ``statement`` (trust it only once verified)."""
+
+    statement: bytes
+    signature: bytes
+    directive: RolloutDirective
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +136,7 @@ class FleetStatus:
     rollout: RolloutStatus | None
     updated_at: float
     rejected: Mapping[str, int] = field(default_factory=dict)
+    drift: Mapping[str, str] = field(default_factory=dict)  # node -> version it reports instead
 
 
 # ---------------------------------------------------------------- the decode boundary
@@ -237,28 +254,44 @@ def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
     )
 
 
-def directive_to_proto(d: RolloutDirective) -> pb.RolloutDirective:
-    return pb.RolloutDirective(
+def directive_statement(d: RolloutDirective) -> bytes:
+    """The bytes a coordinator signs for ``d``."""
+    return pb.DirectiveStatement(
         rollout_id=d.rollout_id,
         version=d.version,
-        signature=d.signature,
-        fetch_endpoint=d.fetch_endpoint,
         model_name=d.model_name,
+        sequence=d.sequence,
+        target=d.target,
         issued_at=d.issued_at,
-    )
+        expires_at=d.expires_at,
+        fetch_endpoint=d.fetch_endpoint,
+        file_sizes=dict(d.file_sizes),
+    ).SerializeToString(deterministic=True)
 
 
-def directive_from_proto(m: pb.RolloutDirective) -> RolloutDirective:
-    if len(m.version) != 64 or not m.rollout_id or not m.fetch_endpoint:
-        raise MalformedMessage("rollout directive lacks version, rollout_id or fetch_endpoint")
-    return RolloutDirective(
-        rollout_id=m.rollout_id,
-        version=m.version,
-        signature=bytes(m.signature),
-        fetch_endpoint=m.fetch_endpoint,
-        model_name=m.model_name,
-        issued_at=m.issued_at,
+def directive_to_proto(sd: SignedDirective) -> pb.RolloutDirective:
+    return pb.RolloutDirective(statement=sd.statement, signature=sd.signature)
+
+
+def directive_from_proto(m: pb.RolloutDirective) -> SignedDirective:
+    s = parse_message(pb.DirectiveStatement, m.statement)
+    if len(s.version) != 64 or not s.rollout_id or not s.fetch_endpoint or not s.sequence:
+        raise MalformedMessage(
+            "rollout directive lacks version, rollout_id, fetch_endpoint or sequence"
+        )
+    _bounded(len(s.file_sizes), "file sizes")
+    d = RolloutDirective(
+        rollout_id=s.rollout_id,
+        version=s.version,
+        sequence=s.sequence,
+        target=valid_node_id(s.target),
+        fetch_endpoint=s.fetch_endpoint,
+        expires_at=finite(s.expires_at, "expires_at"),
+        model_name=s.model_name,
+        issued_at=finite(s.issued_at, "issued_at"),
+        file_sizes=dict(s.file_sizes),
     )
+    return SignedDirective(statement=m.statement, signature=bytes(m.signature), directive=d)
 
 
 def ack_to_proto(a: RolloutAck) -> pb.RolloutAck:
@@ -342,6 +375,7 @@ def fleet_status_to_proto(f: FleetStatus) -> pb.FleetStatus:
         rollout=rollout_status_to_proto(f.rollout) if f.rollout else None,
         updated_at=f.updated_at,
         rejected=dict(f.rejected),
+        drift=dict(f.drift),
     )
 
 
@@ -363,6 +397,7 @@ def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
         rollout=rollout_status_from_proto(m.rollout) if m.HasField("rollout") else None,
         updated_at=m.updated_at,
         rejected=dict(m.rejected),
+        drift=dict(m.drift),
     )
 
 
@@ -381,7 +416,7 @@ def telemetry_from_bytes(data: bytes) -> Telemetry:
     return telemetry_from_proto(parse_message(pb.Telemetry, data))
 
 
-def directive_from_bytes(data: bytes) -> RolloutDirective:
+def directive_from_bytes(data: bytes) -> SignedDirective:
     return directive_from_proto(parse_message(pb.RolloutDirective, data))
 
 

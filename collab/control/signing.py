@@ -1,13 +1,14 @@
-"""Ed25519 signatures over bundle manifests.
+"""Ed25519 signatures over rollout directives.
 
-The manifest lists the sha256 of every file and the bundle version is the sha256 of the
-manifest, so one signature over the manifest bytes covers the whole bundle. A context
+A directive names the bundle version, which is the sha256 of the manifest, which lists
+the sha256 of every file: one signature over the directive statement covers the whole
+bundle *and* who may install it (target), in which order (sequence) and until when
+(expiry), so a captured directive cannot be replayed to downgrade a node. A context
 prefix keeps these signatures from being valid for anything else the key might sign.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from collab.bundle import MANIFEST, Bundle, load_bundle
-from collab.errors import BundleError, ConfigError
+from collab.control import messages as msg
+from collab.errors import AuthError, ConfigError
 from collab.log import logger
 
-CONTEXT = b"collab/v1 bundle manifest\x00"
+CONTEXT = b"collab/v2 rollout directive\x00"
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -66,25 +67,17 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def sign_manifest(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
-    return key.sign(CONTEXT + manifest_bytes)
+def sign_directive(key: Ed25519PrivateKey, d: msg.RolloutDirective) -> msg.SignedDirective:
+    statement = msg.directive_statement(d)
+    return msg.SignedDirective(
+        statement=statement, signature=key.sign(CONTEXT + statement), directive=d
+    )
 
 
-def verify_signed_bundle(
-    root: Path, *, version: str, signature: bytes, public_key: Ed25519PublicKey
-) -> Bundle:
-    """Check signature, version and every file hash; raise :class:`BundleError` otherwise."""
+def verify_directive(sd: msg.SignedDirective, public_key: Ed25519PublicKey) -> msg.RolloutDirective:
+    """The directive, once its statement verifies; :class:`AuthError` otherwise."""
     try:
-        raw = (Path(root) / MANIFEST).read_bytes()
-    except OSError as e:
-        raise BundleError(f"fetched bundle has no manifest: {e}") from e
-    actual = hashlib.sha256(raw).hexdigest()
-    if actual != version:
-        raise BundleError(
-            f"manifest hash {actual[:12]}… does not match the rollout version {version[:12]}…"
-        )
-    try:
-        public_key.verify(signature, CONTEXT + raw)
+        public_key.verify(sd.signature, CONTEXT + sd.statement)
     except InvalidSignature as e:
-        raise BundleError("bundle signature does not verify against the trusted key") from e
-    return load_bundle(root)
+        raise AuthError("bundle signature does not verify against the trusted key") from e
+    return sd.directive

@@ -1,13 +1,18 @@
 """Bundles as streams of file chunks over gRPC (fetch by nodes, upload by operators).
 
-The receiver writes only relative paths inside its destination and caps total size; it
-does not trust the stream — callers verify the result (signature + hashes) afterwards.
+Two layers, neither trusting the stream. :func:`checked_chunks` lets a chunk through only
+once it fits what is already verified: manifest.json first, held in memory until its hash
+is the expected version; then only the files it lists, each cut at the first byte beyond
+its size and hashed as it streams. :func:`receive_bundle` writes what passes, only to
+relative paths inside its destination, under a total cap. The caller owns the staging
+directory and removes it on any failure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 import grpc
@@ -20,6 +25,7 @@ from collab.proto import control_pb2_grpc as pb_grpc
 CHUNK = 256 * 1024
 MAX_BUNDLE_BYTES = 2 * 1024**3
 MAX_FILES = 10_000
+MAX_MANIFEST_BYTES = 1024**2
 
 
 def bundle_files(root: Path) -> list[str]:
@@ -95,6 +101,95 @@ def receive_bundle(
     return dest
 
 
+def _listed(raw: bytes) -> dict[str, str]:
+    try:
+        files = json.loads(raw)["files"]
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise BundleError(f"bundle stream's manifest has no file list: {e}") from e
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise BundleError("bundle stream's manifest file list is not path -> sha256")
+    return files
+
+
+def checked_chunks(
+    chunks: Iterable[pb.BundleChunk],
+    *,
+    version: str | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> Iterator[pb.BundleChunk]:
+    """Pass on only chunks that fit what is verified so far; raise :class:`BundleError` at
+    the first that does not. ``version``: the manifest's expected sha256; ``sizes``: each
+    file's size as a trusted party declared it (else the stream's own declaration counts,
+    which still bounds the stream by the total cap of :func:`receive_bundle`)."""
+    listed: dict[str, str] | None = None  # path -> sha256, once the manifest is verified
+    held: list[pb.BundleChunk] = []  # the manifest's chunks, until it verifies
+    done: set[str] = set()
+    rel, limit, got, h = "", 0, 0, hashlib.sha256()
+
+    def finish() -> None:
+        nonlocal listed
+        if got != limit:
+            raise BundleError(f"bundle stream truncated: {rel!r} has {got} of {limit} bytes")
+        if listed is None:
+            raw = b"".join(c.data for c in held)
+            if version is not None and h.hexdigest() != version:
+                raise BundleError(
+                    f"manifest hash {h.hexdigest()[:12]}… does not match the rollout version "
+                    f"{version[:12]}…"
+                )
+            listed = _listed(raw)
+            if sizes is not None and set(sizes) != {MANIFEST, *listed}:
+                raise BundleError("the manifest lists other files than the directive sized")
+        elif h.hexdigest() != listed[rel]:
+            raise BundleError(
+                f"bundle stream's file {rel} was modified (sha256 {h.hexdigest()[:12]}… != "
+                f"{listed[rel][:12]}…)"
+            )
+        done.add(rel)
+
+    for ch in chunks:
+        if ch.path != rel:
+            if rel:
+                was_manifest = listed is None
+                finish()
+                if was_manifest:
+                    yield from held
+            rel, got, h = ch.path, 0, hashlib.sha256()
+            if rel in done:
+                raise BundleError(f"bundle stream repeats file {rel!r}")
+            if listed is None and rel != MANIFEST:
+                raise BundleError("bundle stream has no manifest.json as its first file")
+            if listed is not None and rel not in listed:
+                raise BundleError(f"bundle stream sends {rel[:200]!r}, which the manifest omits")
+            limit = sizes.get(rel, 0) if sizes is not None else ch.file_size
+            if listed is None and limit > MAX_MANIFEST_BYTES:
+                raise BundleError(f"manifest.json exceeds {MAX_MANIFEST_BYTES} bytes")
+        if ch.offset != got:
+            raise BundleError(f"bundle stream offset gap in {rel!r}")
+        if got + len(ch.data) > limit:
+            raise BundleError(
+                f"bundle stream's file {rel} was modified: it exceeds its declared {limit} bytes"
+            )
+        got += len(ch.data)
+        h.update(ch.data)
+        if listed is None:
+            held.append(ch)
+        else:
+            yield ch
+    if not rel:
+        raise BundleError("bundle stream has no manifest.json as its first file")
+    was_manifest = listed is None
+    finish()
+    if was_manifest:
+        yield from held
+    assert listed is not None
+    missing = sorted(set(listed) - done)
+    if missing:
+        raise BundleError(f"bundle stream lacks listed files: {missing[:5]}")
+
+
 def channel(endpoint: str, *, ca_file: Path | None = None) -> grpc.Channel:
     opts = [("grpc.max_receive_message_length", 8 * CHUNK)]
     if ca_file is not None:
@@ -108,16 +203,21 @@ def fetch_bundle(
     version: str,
     dest: Path,
     *,
+    sizes: Mapping[str, int],
     node_id: str = "",
     timeout: float = 120.0,
     ca_file: Path | None = None,
 ) -> Path:
-    """Stream ``version`` from the coordinator's BundleService into ``dest``."""
+    """Stream ``version`` from the coordinator's BundleService into ``dest``, writing only
+    what :func:`checked_chunks` passes against ``version`` and the signed ``sizes``."""
     with channel(endpoint, ca_file=ca_file) as ch:
         stub = pb_grpc.BundleServiceStub(ch)
         try:
+            stream = stub.Fetch(pb.FetchRequest(version=version, node_id=node_id), timeout=timeout)
             return receive_bundle(
-                stub.Fetch(pb.FetchRequest(version=version, node_id=node_id), timeout=timeout), dest
+                checked_chunks(stream, version=version, sizes=sizes),
+                dest,
+                max_bytes=min(sum(sizes.values()), MAX_BUNDLE_BYTES),
             )
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None

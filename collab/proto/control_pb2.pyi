@@ -103,21 +103,42 @@ class CloudEndpoints(_message.Message):
     updated_at: float
     def __init__(self, endpoints: _Optional[_Iterable[str]] = ..., updated_at: _Optional[float] = ...) -> None: ...
 
-class RolloutDirective(_message.Message):
-    __slots__ = ("rollout_id", "version", "signature", "fetch_endpoint", "model_name", "issued_at")
+class DirectiveStatement(_message.Message):
+    __slots__ = ("rollout_id", "version", "model_name", "sequence", "target", "issued_at", "expires_at", "fetch_endpoint", "file_sizes")
+    class FileSizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    FETCH_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    FETCH_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZES_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     version: str
-    signature: bytes
-    fetch_endpoint: str
     model_name: str
+    sequence: int
+    target: str
     issued_at: float
-    def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., signature: _Optional[bytes] = ..., fetch_endpoint: _Optional[str] = ..., model_name: _Optional[str] = ..., issued_at: _Optional[float] = ...) -> None: ...
+    expires_at: float
+    fetch_endpoint: str
+    file_sizes: _containers.ScalarMap[str, int]
+    def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., model_name: _Optional[str] = ..., sequence: _Optional[int] = ..., target: _Optional[str] = ..., issued_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., fetch_endpoint: _Optional[str] = ..., file_sizes: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class RolloutDirective(_message.Message):
+    __slots__ = ("statement", "signature")
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    statement: bytes
+    signature: bytes
+    def __init__(self, statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class RolloutAck(_message.Message):
     __slots__ = ("node_id", "rollout_id", "version", "ok", "error", "sent_at")
@@ -184,7 +205,7 @@ class RolloutStatus(_message.Message):
     def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., previous_version: _Optional[str] = ..., percent: _Optional[int] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeRolloutState, _Mapping]]] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class FleetStatus(_message.Message):
-    __slots__ = ("nodes", "rollout", "updated_at", "rejected")
+    __slots__ = ("nodes", "rollout", "updated_at", "rejected", "drift")
     class RejectedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,15 +213,24 @@ class FleetStatus(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class DriftEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NODES_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     rollout: RolloutStatus
     updated_at: float
     rejected: _containers.ScalarMap[str, int]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., updated_at: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    drift: _containers.ScalarMap[str, str]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., updated_at: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ..., drift: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CoordinatorState(_message.Message):
     __slots__ = ("state", "fetch_endpoint", "sent_at")
