@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collab.control import messages as msg
 from collab.errors import ConfigError
+from collab.files import write_private
 
 
 def mark_file(key: Ed25519PublicKey) -> str:
@@ -99,16 +99,7 @@ class ReplayGuard:
             sequence=d.sequence, version=d.version, model_name=d.model_name, rollout_id=d.rollout_id
         )
         self._dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".mark-", dir=self._dir)  # created 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(asdict(mark), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(self._path, json.dumps(asdict(mark)).encode(), replace=True)
         dfd = os.open(self._dir, os.O_RDONLY)
         try:
             os.fsync(dfd)  # the rename itself survives a power cut

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import grpc
 
-from collab.bundle import MANIFEST
+from collab.bundle import MANIFEST, MAX_MANIFEST_BYTES
 from collab.errors import BundleError, TransportError
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
@@ -25,7 +25,6 @@ from collab.proto import control_pb2_grpc as pb_grpc
 CHUNK = 256 * 1024
 MAX_BUNDLE_BYTES = 2 * 1024**3
 MAX_FILES = 10_000
-MAX_MANIFEST_BYTES = 1024**2
 
 
 def bundle_files(root: Path) -> list[str]:
