@@ -31,6 +31,7 @@ from pydantic import (
 from cloud_node.config import CloudConfig
 from collab.decision import parse_policy
 from collab.edge.config import ClientConfig
+from collab.edge.tiers import REFERENCE_MODEL, tier
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
 from collab.errors import CodecError, ConfigError
 from collab.files import read_text
@@ -64,6 +65,12 @@ def _codec(name: str) -> str:
 def _policy(text: str) -> str:
     parse_policy(text)  # ConfigError: unknown policy
     return text
+
+
+def _tier(name: str | None) -> str | None:
+    if name is not None:
+        tier(name)  # ConfigError listing the known tiers
+    return name
 
 
 def _trace(path: object, info: ValidationInfo) -> MahimahiTrace | None:
@@ -125,6 +132,7 @@ class EdgeSpec:
 
     count: int = 1  # edge clients sharing the cloud node (and the emulated link)
     client: ClientConfig = field(default_factory=ClientConfig)
+    tier: str | None = None  # emulated device tier (collab.edge.tiers); its runtime only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,12 +247,17 @@ _CLOUD_KEYS = settings(CloudConfig, skip=RUNNER_CLOUD)
 @_setting_keys(_EDGE_KEYS)
 class _EdgesFile:
     count: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+    tier: Annotated[StrictStr | None, AfterValidator(_tier)] = None
 
     def __post_init__(self) -> None:
+        if self.tier is not None and self.slowdown is not None:  # type: ignore[attr-defined]
+            raise FieldError("tier", "a device tier replaces the slowdown; drop edges.slowdown")
         self.spec()  # the config's own checks (e.g. the codec); its ConfigError names the section
 
     def spec(self) -> EdgeSpec:
-        return EdgeSpec(count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)))
+        return EdgeSpec(
+            count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)), tier=self.tier
+        )
 
 
 @config_dataclass
@@ -350,6 +363,11 @@ class _ScenarioFile:
         return policies
 
     def __post_init__(self) -> None:
+        if self.edges.tier is not None and self.model.example not in (None, REFERENCE_MODEL):
+            raise FieldError(
+                ("edges", "tier"),
+                f"device tiers are defined on the {REFERENCE_MODEL!r} example model",
+            )
         for i, e in enumerate(self.events):
             if e.at_s > self.workload.duration_s:
                 raise FieldError(
