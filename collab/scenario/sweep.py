@@ -21,7 +21,7 @@ from collab.errors import ConfigError
 from collab.scenario.sweep_measure import measure_spots
 from collab.scenario.sweep_model import (
     SweepConfig,
-    estimate_s,
+    check_budget,
     model_grid,
     pick_spots,
     split_region,
@@ -80,13 +80,7 @@ def run_sweep(
     host_ms = host_lite0_ms(bundle.manifest)
     profile = profile_from_bundle(bundle, images=True)
     scales = tier_scales(cfg, host_ms)
-    est = estimate_s(cfg, profile, scales)
-    if est > cfg.budget_s:
-        raise ConfigError(
-            f"sweep refused: estimated {est:.0f} s > budget {cfg.budget_s:.0f} s "
-            f"({cfg.cells} model cells, {cfg.spot_checks} measured points); shrink the grid "
-            "or raise --budget-s"
-        )
+    est = check_budget(cfg, profile, scales)
     out.mkdir(parents=True, exist_ok=True)
     cells = model_grid(cfg, profile, scales, progress=progress)
     spots: list[dict[str, Any]] = []

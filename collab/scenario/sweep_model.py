@@ -175,6 +175,18 @@ def estimate_s(cfg: SweepConfig, profile: Profile, scales: dict[str, float]) -> 
     return cfg.cells * per_cell + spots
 
 
+def check_budget(cfg: SweepConfig, profile: Profile, scales: dict[str, float]) -> float:
+    """The estimated time of the sweep; ConfigError with the estimate if over budget."""
+    est = estimate_s(cfg, profile, scales)
+    if est > cfg.budget_s:
+        raise ConfigError(
+            f"sweep refused: estimated {est:.0f} s > budget {cfg.budget_s:.0f} s "
+            f"({cfg.cells} model cells, {cfg.spot_checks} measured points); shrink the grid "
+            "or raise --budget-s"
+        )
+    return est
+
+
 def model_grid(
     cfg: SweepConfig, profile: Profile, scales: dict[str, float], *, progress: bool = True
 ) -> list[Cell]:
