@@ -39,18 +39,20 @@ class FakeClock:
 def test_unknown_tier_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown device tier 'rpi5' \(known: .*rpi4"):
         tier("rpi5")
-    with pytest.raises(ConfigError, match=r"s\.yaml:7: edges\.tier: .*known: iot-gateway"):
-        parse_scenario(MINIMAL + "edges:\n  tier: rpi5\n", source="s.yaml")
+    with pytest.raises(ConfigError, match=r"s\.yaml:7: device\.tier: .*known: iot-gateway"):
+        parse_scenario(MINIMAL + "device:\n  tier: rpi5\n", source="s.yaml")
 
 
 def test_scenario_tier_is_for_the_edge_runtime_not_the_client_config() -> None:
-    sc = parse_scenario(MINIMAL + "edges:\n  tier: rpi4\n", source="s.yaml")
-    assert sc.edge.tier == "rpi4"
+    sc = parse_scenario(MINIMAL + "device:\n  tier: rpi4\n", source="s.yaml")
+    assert sc.device.tier == "rpi4"
+    assert parse_scenario(MINIMAL, source="s.yaml").device.tier is None
     assert "tier" not in {f.name for f in dataclasses.fields(ClientConfig)}
-    with pytest.raises(ConfigError, match=r"edges\.tier: a device tier replaces the slowdown"):
-        parse_scenario(MINIMAL + "edges:\n  tier: rpi4\n  slowdown: 5\n", source="s.yaml")
-    other = MINIMAL.replace("efficientnet", "digits") + "edges:\n  tier: rpi4\n"
-    with pytest.raises(ConfigError, match=r"edges\.tier: device tiers are defined on"):
+    both = MINIMAL + "device:\n  tier: rpi4\nedges:\n  slowdown: 5\n"
+    with pytest.raises(ConfigError, match=r"device\.tier: a device tier replaces edges\.slowdown"):
+        parse_scenario(both, source="s.yaml")
+    other = MINIMAL.replace("efficientnet", "digits") + "device:\n  tier: rpi4\n"
+    with pytest.raises(ConfigError, match=r"device\.tier: device tiers are defined on"):
         parse_scenario(other, source="s.yaml")
 
 

@@ -40,9 +40,9 @@ def _client(bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0
     in RUNNER_EDGE are the run's. Edge ``edge`` runs on its own seeded device of the
     scenario's tier (the same device in every run)."""
     device = None
-    if sc.edge.tier is not None:
+    if sc.device.tier is not None:
         host_ms = host_lite0_ms(load_bundle(bundle).manifest)
-        device = Device.for_host(sc.edge.tier, host_ms, seed=sc.seed * 1009 + edge)
+        device = Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
     return Client(
         bundle,
         device=device,

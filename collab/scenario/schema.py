@@ -132,7 +132,6 @@ class EdgeSpec:
 
     count: int = 1  # edge clients sharing the cloud node (and the emulated link)
     client: ClientConfig = field(default_factory=ClientConfig)
-    tier: str | None = None  # emulated device tier (collab.edge.tiers); its runtime only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +144,14 @@ class CloudSpec:
 
     def argv(self) -> list[str]:
         return to_argv(settings(CloudConfig), self.settings)
+
+
+@config_dataclass
+class DeviceSpec:
+    """``device:``: what every edge runs on. Only the edge runtime gets it (the client's
+    decision engine learns the device's speed from measurement, collab.edge.tiers)."""
+
+    tier: Annotated[StrictStr | None, AfterValidator(_tier)] = None  # None: this machine
 
 
 #: ClientConfig fields the runner sets for every run (the cloud is the emulator's
@@ -192,6 +199,7 @@ class Scenario:
     link: LinkTrace
     events: tuple[Event, ...]
     policies: tuple[str, ...]
+    device: DeviceSpec = field(default_factory=DeviceSpec)
 
     @property
     def duration_s(self) -> float:
@@ -247,17 +255,12 @@ _CLOUD_KEYS = settings(CloudConfig, skip=RUNNER_CLOUD)
 @_setting_keys(_EDGE_KEYS)
 class _EdgesFile:
     count: Annotated[StrictInt, Field(ge=1, le=64)] = 1
-    tier: Annotated[StrictStr | None, AfterValidator(_tier)] = None
 
     def __post_init__(self) -> None:
-        if self.tier is not None and self.slowdown is not None:  # type: ignore[attr-defined]
-            raise FieldError("tier", "a device tier replaces the slowdown; drop edges.slowdown")
         self.spec()  # the config's own checks (e.g. the codec); its ConfigError names the section
 
     def spec(self) -> EdgeSpec:
-        return EdgeSpec(
-            count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)), tier=self.tier
-        )
+        return EdgeSpec(count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)))
 
 
 @config_dataclass
@@ -349,6 +352,7 @@ class _ScenarioFile:
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     model: ModelSpec
     edges: _EdgesFile = field(default_factory=_EdgesFile)
+    device: DeviceSpec = field(default_factory=DeviceSpec)
     cloud: _CloudFile = field(default_factory=_CloudFile)
     workload: Workload = field(default_factory=Workload)
     network: _NetworkFile
@@ -363,11 +367,16 @@ class _ScenarioFile:
         return policies
 
     def __post_init__(self) -> None:
-        if self.edges.tier is not None and self.model.example not in (None, REFERENCE_MODEL):
-            raise FieldError(
-                ("edges", "tier"),
-                f"device tiers are defined on the {REFERENCE_MODEL!r} example model",
-            )
+        if self.device.tier is not None:
+            if self.edges.slowdown is not None:  # type: ignore[attr-defined]
+                raise FieldError(
+                    ("device", "tier"), "a device tier replaces edges.slowdown; drop one"
+                )
+            if self.model.example not in (None, REFERENCE_MODEL):
+                raise FieldError(
+                    ("device", "tier"),
+                    f"device tiers are defined on the {REFERENCE_MODEL!r} example model",
+                )
         for i, e in enumerate(self.events):
             if e.at_s > self.workload.duration_s:
                 raise FieldError(
@@ -405,6 +414,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
         link=f.network.link(),
         events=tuple(sorted(f.events, key=lambda e: e.at_s)),
         policies=f.policies or DEFAULT_POLICIES,
+        device=f.device,
     )
 
 
