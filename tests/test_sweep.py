@@ -16,8 +16,11 @@ from collab.scenario import cli as scenario_cli
 from collab.scenario.sweep_model import (
     SweepConfig,
     check_budget,
+    estimate_grid_s,
+    estimate_spots_s,
     model_cell,
     model_grid,
+    nearest_cells,
     pick_spots,
     predict_path,
     split_region,
@@ -108,8 +111,17 @@ def test_grid_regions_spots_and_table(tmp_path: Path) -> None:
     assert region is not None and region["splits"] == ["split:mid"]
     assert region["best"]["gain"] > 1.0
     spots = pick_spots(cells, 3)
-    assert [s.winner.split("@")[0] for s in spots] == ["split:mid", "edge_only", "cloud_only"]
-    assert spots[0].split_gain == max(c.split_gain for c in cells)
+    kinds = [s.winner for s in spots]
+    assert kinds[0] == "split:mid" and sorted(kinds[1:]) == ["cloud_only", "edge_only"]
+    region_cells = [c for c in cells if c.tier == spots[0].tier and c.winner == "split:mid"]
+    assert spots[0] in region_cells  # inside its region, not at a grid corner
+    assert spots[0].mbps not in (cfg.min_mbps, cfg.max_mbps)
+    near = nearest_cells(cells, ["iot-gateway:3:40"])[0]
+    assert near.tier == "iot-gateway" and 2 < near.mbps < 4.5 and 25 < near.rtt_ms < 60
+    with pytest.raises(ConfigError, match="expected TIER:MBPS:RTT_MS"):
+        nearest_cells(cells, ["rpi4:fast"])
+    with pytest.raises(ConfigError, match="not in the sweep's tiers"):
+        nearest_cells(cells, ["phone-midrange:3:40"])
     rows = write_table(cells, tmp_path).read_text().splitlines()
     assert len(rows) == 1 + len(cells) and rows[0].startswith("tier,uplink_mbps,rtt_ms,winner")
     png = phase_diagram(
@@ -124,13 +136,20 @@ def test_grid_regions_spots_and_table(tmp_path: Path) -> None:
 
 def test_a_grid_over_budget_is_refused_with_the_estimate() -> None:
     p, scales = profile(), {"rpi4": 4.0}
-    small = SweepConfig(bandwidth_points=4, rtt_points=3, tiers=("rpi4",), spot_checks=0)
-    assert 0 < check_budget(small, p, scales) < small.budget_s
-    huge = SweepConfig(
-        bandwidth_points=4, rtt_points=3, tiers=("rpi4",), spot_checks=200, budget_s=60
-    )
-    with pytest.raises(ConfigError, match=r"sweep refused: estimated \d+ s > budget 60 s"):
-        check_budget(huge, p, scales)
+    small = SweepConfig(bandwidth_points=4, rtt_points=3, tiers=("rpi4",))
+    grid_s = estimate_grid_s(small, p, scales)
+    assert 0 < check_budget(small, grid_s, "the model grid") < small.budget_s
+    huge = SweepConfig(bandwidth_points=2000, rtt_points=2000, tiers=("rpi4",), budget_s=60)
+    with pytest.raises(ConfigError, match=r"the model grid estimated at \d+ s > budget 60 s"):
+        check_budget(huge, estimate_grid_s(huge, p, scales), "the model grid")
+    # measured points at 0.1 Mbit/s: ~1.6 s per cloud-only request, 36 requests per point
+    slow = model_grid(small, p, scales, progress=False)
+    spots = [c for c in slow if c.mbps == small.min_mbps]
+    spots_s = estimate_spots_s(small, spots)
+    assert spots_s > len(spots) * 4 * 9 * 1.6
+    tight = SweepConfig(bandwidth_points=4, rtt_points=3, tiers=("rpi4",), budget_s=100)
+    with pytest.raises(ConfigError, match=r"sweep refused: the sweep estimated at"):
+        check_budget(tight, spots_s, "the sweep")
 
 
 def test_bad_sweep_input_names_the_problem() -> None:

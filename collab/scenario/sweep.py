@@ -22,7 +22,10 @@ from collab.scenario.sweep_measure import measure_spots
 from collab.scenario.sweep_model import (
     SweepConfig,
     check_budget,
+    estimate_grid_s,
+    estimate_spots_s,
     model_grid,
+    nearest_cells,
     pick_spots,
     split_region,
     summary_md,
@@ -80,11 +83,12 @@ def run_sweep(
     host_ms = host_lite0_ms(bundle.manifest)
     profile = profile_from_bundle(bundle, images=True)
     scales = tier_scales(cfg, host_ms)
-    est = check_budget(cfg, profile, scales)
+    grid_s = check_budget(cfg, estimate_grid_s(cfg, profile, scales), "the model grid")
     out.mkdir(parents=True, exist_ok=True)
     cells = model_grid(cfg, profile, scales, progress=progress)
+    chosen = nearest_cells(cells, cfg.spots) if cfg.spots else pick_spots(cells, cfg.spot_checks)
+    spots_s = check_budget(cfg, grid_s + estimate_spots_s(cfg, chosen), "the sweep")
     spots: list[dict[str, Any]] = []
-    chosen = pick_spots(cells, cfg.spot_checks)
     if chosen:
         spots = measure_spots(
             bundle_dir, profile, chosen, cfg, scales, out / "logs", progress=progress
@@ -105,7 +109,7 @@ def run_sweep(
     result = {
         "bundle": str(bundle_dir),
         "host_lite0_ms": host_ms,
-        "estimated_s": est,
+        "estimated_s": spots_s,
         "scales": scales,
         "split_regions": {t: split_region([c for c in cells if c.tier == t]) for t in cfg.tiers},
         "spots": spots,

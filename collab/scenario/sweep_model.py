@@ -61,14 +61,18 @@ class SweepConfig:
         0.01, help="max top-1 agreement loss of lossy codecs and edge variants", lo=0, hi=1
     )
     spot_checks: int = setting(3, help="grid points measured for real (0: model only)", lo=0)
+    spots: tuple[str, ...] = setting(
+        (), help="measure these points instead of choosing", metavar="TIER:MBPS:RTT[,...]"
+    )
     spot_requests: int = setting(8, help="measured requests per path and spot point", lo=1)
     budget_s: float = setting(
         900.0, help="refuse a sweep estimated to take longer (s)", lo=0, lo_open=True
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.tiers, str):
-            object.__setattr__(self, "tiers", comma_list(self.tiers))
+        for name in ("tiers", "spots"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, comma_list(getattr(self, name)))
         check_bounds(self)
         for t in self.tiers:
             tier(t)  # ConfigError listing the known tiers
@@ -84,6 +88,10 @@ class SweepConfig:
     @property
     def cells(self) -> int:
         return self.bandwidth_points * self.rtt_points * len(self.tiers)
+
+    @property
+    def measured_points(self) -> int:
+        return len(self.spots) if self.spots else self.spot_checks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,34 +165,37 @@ def tier_scales(cfg: SweepConfig, host_ms: float) -> dict[str, float]:
     return {t: Device.for_host(t, host_ms).mean_factor() for t in cfg.tiers}
 
 
-def estimate_s(cfg: SweepConfig, profile: Profile, scales: dict[str, float]) -> float:
-    """Time the model grid and the measured spot checks will take, from a timed sample
-    of model cells and the predicted latency of the measured requests."""
+def estimate_grid_s(cfg: SweepConfig, profile: Profile, scales: dict[str, float]) -> float:
+    """Time the model grid will take, from two timed cells."""
     name, scale = next(iter(scales.items()))
     t0 = time.perf_counter()
-    samples = [
+    for mbps, rtt in ((cfg.min_mbps, cfg.max_rtt_ms), (cfg.max_mbps, cfg.min_rtt_ms)):
         model_cell(profile, name, scale, mbps, rtt, cfg.accuracy_budget)
-        for mbps, rtt in ((cfg.min_mbps, cfg.max_rtt_ms), (cfg.max_mbps, cfg.min_rtt_ms))
+    return cfg.cells * (time.perf_counter() - t0) / 2
+
+
+def estimate_spots_s(cfg: SweepConfig, spots: Sequence[Cell]) -> float:
+    """Time the measured spot checks will take: start-up, and per point a client plus
+    every measured request at its predicted latency (the slowest path's, for all four)."""
+    if not spots:
+        return 0.0
+    per_request = [
+        max(c.cloud_only_ms, c.edge_only_ms, c.best_split_ms if c.best_split else 0.0) / 1000.0
+        for c in spots
     ]
-    per_cell = (time.perf_counter() - t0) / len(samples)
-    spots = 0.0
-    if cfg.spot_checks:
-        slowest = max(max(c.cloud_only_ms, c.edge_only_ms) for c in samples) / 1000.0
-        per_point = _POINT_S + 4 * (cfg.spot_requests + 2) * (slowest + SPOT_GAP_S)
-        spots = _SETUP_S + cfg.spot_checks * per_point
-    return cfg.cells * per_cell + spots
+    n = 4 * (cfg.spot_requests + 1)
+    return _SETUP_S + sum(_POINT_S + n * (r + SPOT_GAP_S) for r in per_request)
 
 
-def check_budget(cfg: SweepConfig, profile: Profile, scales: dict[str, float]) -> float:
-    """The estimated time of the sweep; ConfigError with the estimate if over budget."""
-    est = estimate_s(cfg, profile, scales)
-    if est > cfg.budget_s:
+def check_budget(cfg: SweepConfig, estimate_s: float, what: str) -> float:
+    """ConfigError with the estimate if ``estimate_s`` is over the budget."""
+    if estimate_s > cfg.budget_s:
         raise ConfigError(
-            f"sweep refused: estimated {est:.0f} s > budget {cfg.budget_s:.0f} s "
-            f"({cfg.cells} model cells, {cfg.spot_checks} measured points); shrink the grid "
-            "or raise --budget-s"
+            f"sweep refused: {what} estimated at {estimate_s:.0f} s > budget "
+            f"{cfg.budget_s:.0f} s ({cfg.cells} model cells, {cfg.measured_points} measured "
+            "points); shrink the grid or raise --budget-s"
         )
-    return est
+    return estimate_s
 
 
 def model_grid(
@@ -202,19 +213,52 @@ def model_grid(
     return out
 
 
+def path_kind(key: str) -> str:
+    """A candidate's path without its edge variant (``split:x@int8`` -> ``split:x``)."""
+    return key.split("@")[0]
+
+
 def pick_spots(cells: Sequence[Cell], n: int) -> list[Cell]:
-    """Grid points worth measuring: the strongest split win, then the clearest edge-only
-    and cloud-only wins (each path kind once), then more split wins."""
-    if n <= 0:
-        return []
-    by_gain = sorted(cells, key=lambda c: -c.split_gain)
-    picks = [by_gain[0]] if by_gain[0].split_gain > 1.0 else []
-    for kind, gain in (("edge_only", "over_cloud"), ("cloud_only", "over_edge")):
-        wins = [c for c in cells if c.winner.split("@")[0] == kind]
-        if wins:
-            picks.append(max(wins, key=lambda c: getattr(c, gain)))
-    picks += [c for c in by_gain if c.split_gain > 1.0 and c not in picks]
-    return picks[:n]
+    """Grid points worth measuring: one per region where a path wins (a tier's cells with
+    the same winner), split regions first and larger regions first; in each, the cell
+    nearest the region's centre on the log axes (a typical point, not a corner)."""
+    regions: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        regions.setdefault((c.tier, path_kind(c.winner)), []).append(c)
+
+    def centre(group: list[Cell]) -> Cell:
+        lb = np.log([c.mbps for c in group])
+        lr = np.log([c.rtt_ms for c in group])
+        d = (lb - lb.mean()) ** 2 + (lr - lr.mean()) ** 2
+        return group[int(np.argmin(d))]
+
+    order = sorted(regions.items(), key=lambda kv: (not kv[0][1].startswith("split:"), -len(kv[1])))
+    picks: list[Cell] = []
+    kinds: set[str] = set()
+    for (_, kind), group in order:  # each winning path once before any twice
+        if kind not in kinds:
+            picks.append(centre(group))
+            kinds.add(kind)
+    picks += [centre(g) for _, g in order if centre(g) not in picks]
+    return picks[: max(n, 0)]
+
+
+def nearest_cells(cells: Sequence[Cell], spots: Sequence[str]) -> list[Cell]:
+    """The grid cells nearest (log axes) to ``TIER:MBPS:RTT_MS`` points."""
+    out = []
+    for text in spots:
+        try:
+            name, mbps, rtt = text.split(":")
+            b, r = math.log(float(mbps)), math.log(float(rtt))
+        except ValueError:
+            raise ConfigError(f"spot {text!r}: expected TIER:MBPS:RTT_MS, e.g. rpi4:5:40") from None
+        group = [c for c in cells if c.tier == name]
+        if not group:
+            raise ConfigError(f"spot {text!r}: tier {name!r} is not in the sweep's tiers")
+        out.append(
+            min(group, key=lambda c: (math.log(c.mbps) - b) ** 2 + (math.log(c.rtt_ms) - r) ** 2)
+        )
+    return out
 
 
 def write_table(cells: Sequence[Cell], out: Path) -> Path:

@@ -14,11 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap, LogNorm
 
-from collab.scenario.sweep_model import Cell, SweepConfig
-
-
-def _kind(key: str) -> str:
-    return key.split("@")[0]
+from collab.scenario.sweep_model import Cell, SweepConfig, path_kind
 
 
 def phase_diagram(
@@ -30,7 +26,7 @@ def phase_diagram(
     out: Path,
 ) -> Path:
     bws, rtts = cfg.bandwidths_mbps(), cfg.rtts_ms()
-    winners = [_kind(c.winner) for c in cells]
+    winners = [path_kind(c.winner) for c in cells]
     # edge-only and cloud-only first, then the split points in the order of the grid
     splits_won = sorted({w for w in winners if w.startswith("split:")}, key=winners.index)
     labels = ["edge_only", "cloud_only", *splits_won]
