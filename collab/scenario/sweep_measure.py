@@ -52,6 +52,19 @@ def _measure(client: Client, images: np.ndarray, policy: str | None, n: int) -> 
     }
 
 
+def _engine_view(explained: dict[str, Any]) -> dict[str, Any]:
+    """What auto believed after its requests: link estimate and its top candidates."""
+    net = explained["network"]
+    return {
+        "bandwidth_mbps": net["bandwidth_bps"] / 1e6,
+        "rtt_ms": net["rtt_ms"],
+        "chosen": explained["chosen"],
+        "candidates": {
+            c["key"]: round(c["total_ms"], 1) for c in explained["candidates"][:4] if c["feasible"]
+        },
+    }
+
+
 def measure_spots(
     bundle_dir: Path,
     profile: Profile,
@@ -110,6 +123,7 @@ def measure_spots(
                     "model_ms": cell.winner_ms,
                     "model_path": cell.winner,
                     **_measure(client, images, None, cfg.spot_requests),
+                    "engine": _engine_view(client.explain(image=True)),
                 }
             out.append(
                 {"tier": cell.tier, "mbps": cell.mbps, "rtt_ms": cell.rtt_ms, "paths": paths}

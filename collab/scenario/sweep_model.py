@@ -350,14 +350,18 @@ def summary_md(
             "",
             "## Spot checks: model vs measured (mean ms)",
             "",
-            "| tier | uplink Mbit/s | RTT ms | path | model ms | measured ms | measured/model |",
-            "|---|---|---|---|---|---|---|",
+            "| tier | uplink Mbit/s | RTT ms | path | model ms | measured ms | measured/model "
+            "| paths taken |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for s in spots:
             for path, r in s["paths"].items():
+                taken = ", ".join(f"{k} {v}" for k, v in r["taken"].items())
+                if path == "auto":
+                    path = f"auto (model: {r['model_path']})"
                 lines.append(
                     f"| {s['tier']} | {s['mbps']:.3g} | {s['rtt_ms']:.3g} | {path} | "
                     f"{r['model_ms']:.1f} | {r['measured_ms']:.1f} | "
-                    f"{r['measured_ms'] / r['model_ms']:.2f} |"
+                    f"{r['measured_ms'] / r['model_ms']:.2f} | {taken} |"
                 )
     return "\n".join(lines) + "\n"

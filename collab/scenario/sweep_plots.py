@@ -63,8 +63,9 @@ def phase_diagram(
         taken = auto.get("taken", {})
         top = max(taken, key=taken.get) if taken else "?"
         ax.annotate(
-            f"measured: {top}\nauto {auto.get('measured_ms', float('nan')):.0f} ms "
-            f"(model {auto.get('model_ms', float('nan')):.0f})",
+            f"measured auto took {top} ({taken.get(top, 0)}/{sum(taken.values())}): "
+            f"{auto.get('measured_ms', float('nan')):.0f} ms\nmodel: {auto.get('model_path', '?')} "
+            f"{auto.get('model_ms', float('nan')):.0f} ms",
             (s["mbps"], s["rtt_ms"]),
             textcoords="offset points",
             xytext=(8, 6),
