@@ -68,7 +68,8 @@ def phase_diagram(
             f"{auto.get('model_ms', float('nan')):.0f} ms",
             (s["mbps"], s["rtt_ms"]),
             textcoords="offset points",
-            xytext=(8, 6),
+            xytext=(8, 6) if s["mbps"] < np.sqrt(bws[0] * bws[-1]) else (-8, 6),
+            ha="left" if s["mbps"] < np.sqrt(bws[0] * bws[-1]) else "right",
             fontsize=7,
             bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
         )
