@@ -31,6 +31,7 @@ from collab.edge.estimators import LoadEstimates
 from collab.edge.model import LoadedModel, load_model
 from collab.edge.runtime import Warmer
 from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
+from collab.edge.tiers import Device
 from collab.errors import ClosedError, ConfigError, DeadlineError
 from collab.log import logger
 from collab.net.breaker import CircuitBreaker
@@ -49,8 +50,11 @@ class Client:
         cloud: Sequence[str] | str | None = None,
         *,
         config: ClientConfig | None = None,
+        device: Device | None = None,
         **overrides: Any,
     ) -> None:
+        """``device``: an emulated device tier (collab.edge.tiers) for the edge runtime
+        only; the decision engine is not told and learns its speed from measurement."""
         if cloud is not None:
             overrides["cloud"] = cloud
         base = config or ClientConfig()
@@ -68,6 +72,7 @@ class Client:
         self._closed = False
         self._warmers: list[Warmer] = []  # started and not yet known to be finished
         self._retired: list[CloudLink] = []  # replaced clouds whose channel may still be open
+        self._device = device  # the same device runs every bundle version
         self._model = self._load(bundle_dir)
         self._policy = parse_policy(cfg.policy, self._model.profile)
         self._cloud = self._connect(cfg.cloud)
@@ -112,7 +117,7 @@ class Client:
     def _load(self, source: str | os.PathLike[str] | Bundle) -> LoadedModel:
         """Load ``source`` and start its warm-up, registered first so close() joins it
         (none starts once the client is closed)."""
-        model = load_model(source, self.config)
+        model = load_model(source, self.config, self._device)
         w = model.warmer
         if w is not None:
             with self._lock:

@@ -1,6 +1,6 @@
 """Edge and cloud load as the decision engine sees it, learnt from the requests.
 
-The edge estimate is measured compute / profiled compute (load, slowdown); the cloud's
+The edge estimate is measured compute / profiled compute (load, slowdown, device tier); the cloud's
 is its reported queueing delay and the compute it took per path. A call still out long
 after its predicted answer is evidence about the link before it answers
 (:func:`suspect_overdue`).
@@ -39,6 +39,11 @@ class LoadEstimates:
         self.slowdown = slowdown
         self.edge_scale = Ewma(0.2, jump=2.0)  # one noisy run must not move the edge estimate
         self.edge_scale.update(slowdown, time.monotonic())
+        # the device's usual speed, learnt slowly from every sample (a device tier is not
+        # told to the client): where a stale spike relaxes to; the jump lets the first
+        # runs on a device far from the prior move it, a load burst does not
+        self.edge_baseline = Ewma(0.05, jump=3.0)
+        self.edge_baseline.update(slowdown, time.monotonic())
         self.cloud_queue = Ewma(0.3)
         self.cloud_compute: dict[str, Ewma] = {}  # path key -> observed cloud compute ms
         self._lock = threading.Lock()
@@ -46,13 +51,16 @@ class LoadEstimates:
     def edge_state(self) -> EdgeState:
         """Edge load relative to the profile. A load spike is assumed to pass: an estimate
         not refreshed for ``_EDGE_STALE_S`` (the engine routed work elsewhere because the
-        edge looked slow) relaxes towards the configured slowdown."""
+        edge looked slow) relaxes towards the device's usual speed (the configured
+        slowdown until runs have measured it)."""
         e = self.edge_scale
         age = e.age(time.monotonic())
         scale = e.mean
         if age > _EDGE_STALE_S:
             w = math.exp(-(age - _EDGE_STALE_S) / _EDGE_STALE_S)
-            scale = self.slowdown + (scale - self.slowdown) * w
+            with self._lock:
+                base = self.edge_baseline.mean
+            scale = base + (scale - base) * w
         return EdgeState(compute_scale=scale)
 
     def edge_sample(self, ms: float, spec: PathSpec | None, *, local_finish: bool = False) -> None:
@@ -60,8 +68,10 @@ class LoadEstimates:
             return
         profiled = spec.local_finish_ms if local_finish else spec.edge_ms
         if profiled > 0.05:  # tiny models: timer noise, not load
+            now = time.monotonic()
             with self._lock:
-                self.edge_scale.update(ms / profiled, time.monotonic())
+                self.edge_scale.update(ms / profiled, now)
+                self.edge_baseline.update(ms / profiled, now)
 
     def cloud_queue_sample(self, queue_ms: float, now: float) -> None:
         """The queueing delay a probe reply reported; an implausible one is ignored."""

@@ -14,6 +14,7 @@ from collab.decision import PathSpec, Profile
 from collab.edge.config import ClientConfig
 from collab.edge.profile import force_codec, profile_from_bundle
 from collab.edge.runtime import EdgeRuntime, Warmer
+from collab.edge.tiers import Device
 from collab.errors import ConfigError
 from collab.proto import collab_pb2
 
@@ -76,11 +77,14 @@ class LoadedModel:
         return pixels, images.normalize(pixels, pre.mean, pre.std), single
 
 
-def load_model(source: str | os.PathLike[str] | Bundle, cfg: ClientConfig) -> LoadedModel:
+def load_model(
+    source: str | os.PathLike[str] | Bundle, cfg: ClientConfig, device: Device | None = None
+) -> LoadedModel:
     """Verify the bundle and load its full model, so edge-only works at once; with
-    ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start."""
+    ``cfg.warm`` the rest gets a :class:`Warmer` for the caller to start. ``device``: the
+    emulated device tier its runtime runs on (collab.edge.tiers)."""
     bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), keep_segments=True)
-    rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown)
+    rt = EdgeRuntime(bundle, intra_threads=cfg.intra_threads, slowdown=cfg.slowdown, device=device)
     rt.load(
         list(bundle.manifest.full_paths())
     )  # edge-only works at once; the Warmer runs these first

@@ -18,6 +18,12 @@ padding. Padding by a fixed profile, not by this run's time or by a statistic of
 runs, keeps host noise out of the factor (an OS stall, a GIL wait or load from another
 process is added once, as it would be on the device, not multiplied) and makes the device
 equally fast for every policy, whatever mix of paths it ran before.
+
+``device`` emulates a named device tier instead (:mod:`collab.edge.tiers`): the same
+padding, to ``factor x`` the profiled time, where the device draws the factor for each run
+from its speed relative to this machine, its jitter, throttling episodes and load bursts.
+The runtime is the only part that knows the device: the decision engine learns the
+resulting compute times from measurement.
 No torch import anywhere here.
 """
 
@@ -33,6 +39,7 @@ import onnxruntime as ort
 
 from collab.bundle import Bundle, load_bundle
 from collab.chain import BundleSessions
+from collab.edge.tiers import Device
 from collab.errors import BundleError, CollabError, ConfigError
 from collab.log import logger
 from collab.ort import InferenceError, dummy_inputs, run
@@ -50,14 +57,22 @@ def _cancelled(stop: threading.Event | None) -> bool:
 
 class EdgeRuntime:
     def __init__(
-        self, bundle: Bundle | str | Path, *, intra_threads: int = 1, slowdown: float = 1.0
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        intra_threads: int = 1,
+        slowdown: float = 1.0,
+        device: Device | None = None,
     ) -> None:
         if slowdown < 1.0:
             raise ConfigError(f"slowdown must be >= 1.0 (got {slowdown})")
+        if device is not None and slowdown != 1.0:
+            raise ConfigError("give a device tier or a slowdown, not both")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.manifest = m = self.bundle.manifest
         self.intra_threads = intra_threads
         self.slowdown = slowdown
+        self.device = device
         self._sessions = BundleSessions(self.bundle, intra_threads=intra_threads)
         self._warmed: set[str] = set()  # files whose warm-up runs are done
         # each path: the files it runs, in order, and its profiled compute ms (the padding unit)
@@ -146,8 +161,9 @@ class EdgeRuntime:
         t0 = time.perf_counter()
         y = chain(x)
         ms = (time.perf_counter() - t0) * 1000.0
-        if self.slowdown > 1.0:
-            pad = (profiled if profiled > 0 else ms) * (self.slowdown - 1.0)
+        factor = self.slowdown if self.device is None else self.device.factor()
+        if factor > 1.0:
+            pad = (profiled if profiled > 0 else ms) * (factor - 1.0)
             time.sleep(pad / 1000.0)
             ms += pad
         return y, ms

@@ -1,4 +1,5 @@
-"""``collab scenario run FILE --out DIR [--policies ...]`` and ``collab scenario list``."""
+"""``collab scenario run FILE --out DIR [--policies ...]``, ``collab scenario list`` and
+``collab scenario sweep --out DIR`` (where each path wins)."""
 
 from __future__ import annotations
 
@@ -134,6 +135,26 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from collab.scenario.sweep import run_sweep
+    from collab.scenario.sweep_model import SweepConfig
+    from collab.settings import from_args, settings
+
+    cfg = SweepConfig(**from_args(args, settings(SweepConfig)))
+    if args.bundle is not None:
+        bundle = Path(args.bundle)
+    else:
+        from collab.scenario.sweep import calibrated_example
+
+        bundle = calibrated_example()
+    out = Path(args.out)
+    res = run_sweep(bundle, out, cfg, progress=not args.no_progress)
+    print((out / "sweep.md").read_text())
+    print(f"table: {out / 'sweep.csv'} , {out / 'sweep.json'}")
+    print("phase diagrams: " + " , ".join(res["pngs"]))
+    return 0
+
+
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a scenario file (or a shipped scenario by name)")
@@ -159,9 +180,28 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     cmp.add_argument("a", help="output directory of the first run")
     cmp.add_argument("b", help="output directory of the second run")
 
+    sw = sub.add_parser(
+        "sweep", help="uplink x RTT x device tier: which path wins (model, spot-checked)"
+    )
+    sw.add_argument(
+        "--bundle",
+        default=None,
+        help="calibrated EfficientNet-Lite0 bundle (default: the example's, calibrated)",
+    )
+    sw.add_argument("--out", required=True, help="directory for phase_<tier>.png and tables")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from collab.scenario.sweep_model import SweepConfig
+    from collab.settings import add_flags, settings
+
+    add_flags(sw, settings(SweepConfig))
+
     def handler(args: argparse.Namespace) -> int:
-        return {"run": _run, "list": _list, "compare": _compare, "report": _report}[args.action](
-            args
-        )
+        return {
+            "run": _run,
+            "list": _list,
+            "compare": _compare,
+            "report": _report,
+            "sweep": _sweep,
+        }[args.action](args)
 
     return handler

@@ -24,6 +24,7 @@ import numpy as np
 from collab.bundle import load_bundle
 from collab.edge.client import Client
 from collab.edge.profile import profile_from_bundle
+from collab.edge.tiers import Device, host_lite0_ms
 from collab.emulator import EmulatorProcess
 from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
@@ -34,11 +35,17 @@ from collab.scenario.schema import Scenario, check_split_policies
 LEAD_S = 0.3  # time between creating the clients and the first request
 
 
-def _client(bundle: Path, address: str, sc: Scenario, policy: str) -> Client:
+def _client(bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0) -> Client:
     """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
-    in RUNNER_EDGE are the run's."""
+    in RUNNER_EDGE are the run's. Edge ``edge`` runs on its own seeded device of the
+    scenario's tier (the same device in every run)."""
+    device = None
+    if sc.device.tier is not None:
+        host_ms = host_lite0_ms(load_bundle(bundle).manifest)
+        device = Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
     return Client(
         bundle,
+        device=device,
         config=replace(
             sc.edge.client,
             cloud=(address,),
@@ -191,7 +198,7 @@ def edge_worker(
 
     setup_logging("WARNING")
     lock = threading.Lock()
-    client = _warm(_client(bundle, address, sc, policy))
+    client = _warm(_client(bundle, address, sc, policy, edge))
     try:
         conn.send(("ready", None))
         conn.recv()  # the trace restarted: probe it

@@ -31,6 +31,7 @@ from pydantic import (
 from cloud_node.config import CloudConfig
 from collab.decision import parse_policy
 from collab.edge.config import ClientConfig
+from collab.edge.tiers import REFERENCE_MODEL, tier
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
 from collab.errors import CodecError, ConfigError
 from collab.files import read_text
@@ -64,6 +65,12 @@ def _codec(name: str) -> str:
 def _policy(text: str) -> str:
     parse_policy(text)  # ConfigError: unknown policy
     return text
+
+
+def _tier(name: str | None) -> str | None:
+    if name is not None:
+        tier(name)  # ConfigError listing the known tiers
+    return name
 
 
 def _trace(path: object, info: ValidationInfo) -> MahimahiTrace | None:
@@ -139,6 +146,14 @@ class CloudSpec:
         return to_argv(settings(CloudConfig), self.settings)
 
 
+@config_dataclass
+class DeviceSpec:
+    """``device:``: what every edge runs on. Only the edge runtime gets it (the client's
+    decision engine learns the device's speed from measurement, collab.edge.tiers)."""
+
+    tier: Annotated[StrictStr | None, AfterValidator(_tier)] = None  # None: this machine
+
+
 #: ClientConfig fields the runner sets for every run (the cloud is the emulator's
 #: address, the policy the one being replayed, the deadline the workload's, and the
 #: sessions are warmed before the run starts)
@@ -184,6 +199,7 @@ class Scenario:
     link: LinkTrace
     events: tuple[Event, ...]
     policies: tuple[str, ...]
+    device: DeviceSpec = field(default_factory=DeviceSpec)
 
     @property
     def duration_s(self) -> float:
@@ -336,6 +352,7 @@ class _ScenarioFile:
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     model: ModelSpec
     edges: _EdgesFile = field(default_factory=_EdgesFile)
+    device: DeviceSpec = field(default_factory=DeviceSpec)
     cloud: _CloudFile = field(default_factory=_CloudFile)
     workload: Workload = field(default_factory=Workload)
     network: _NetworkFile
@@ -350,6 +367,16 @@ class _ScenarioFile:
         return policies
 
     def __post_init__(self) -> None:
+        if self.device.tier is not None:
+            if self.edges.slowdown is not None:  # type: ignore[attr-defined]
+                raise FieldError(
+                    ("device", "tier"), "a device tier replaces edges.slowdown; drop one"
+                )
+            if self.model.example not in (None, REFERENCE_MODEL):
+                raise FieldError(
+                    ("device", "tier"),
+                    f"device tiers are defined on the {REFERENCE_MODEL!r} example model",
+                )
         for i, e in enumerate(self.events):
             if e.at_s > self.workload.duration_s:
                 raise FieldError(
@@ -387,6 +414,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
         link=f.network.link(),
         events=tuple(sorted(f.events, key=lambda e: e.at_s)),
         policies=f.policies or DEFAULT_POLICIES,
+        device=f.device,
     )
 
 
