@@ -18,7 +18,6 @@ from pathlib import Path
 
 from collab.errors import ConfigError
 
-
 INSECURE_HELP = (
     "seed DP noise and client sampling from the config's seed (config field "
     "insecure_deterministic): reproducible research runs with NO privacy guarantee"

@@ -238,7 +238,9 @@ def test_he_upload_with_a_bad_chunk_after_good_ones_leaves_the_sum_bit_identical
         before = st.summer.payload()
         bad = encode_update(good1, ctx=ctx)
         k = 2  # chunks 0 and 1 are fine; chunk 2 is at another scale
-        bad[k] = ts.ckks_vector(ctx, good1[k * 4096 : (k + 1) * 4096].tolist(), scale=2.0**30).serialize()
+        bad[k] = ts.ckks_vector(
+            ctx, good1[k * 4096 : (k + 1) * 4096].tolist(), scale=2.0**30
+        ).serialize()
         with pytest.raises(UploadRefused) as ei:
             stub.upload(_header(st, "c001", len(bad)), bad)
         assert ei.value.status == "INVALID_ARGUMENT" and f"chunk {k}" in ei.value.detail

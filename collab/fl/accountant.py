@@ -133,7 +133,9 @@ def noise_for_epsilon(
     """Smallest noise multiplier sigma (within ``rel_tol``) whose ``rounds`` rounds at sampling
     rate q stay within ``epsilon`` even when every round is accounted at the reduced
     sigma·sqrt(worst_fraction) — e.g. (min_clients - colluders)/expected, the case the round
-    planner's budget check assumes — so a config calibrated with it is never refused."""
+    planner's budget check assumes — so a config calibrated with it is never refused.
+    The federation accounts without amplification (:class:`PublicSampleAccountant`), so
+    calibrate a federation with q = 1 and ``rounds`` = the rounds a client may be in."""
     if epsilon <= 0 or rounds < 1 or not 0 < worst_fraction <= 1:
         raise ConfigError("need epsilon > 0, rounds >= 1 and worst_fraction in (0, 1]")
 

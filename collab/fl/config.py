@@ -48,8 +48,8 @@ class HEParams:
     ] = (60, 40)
     scale_bits: Annotated[StrictInt, Field(ge=20)] = 40
     #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
-    #: public-key encryption) and the aggregator's context carries NO key at all, so it
-    #: cannot even forge a contribution. "public_key": the aggregator gets the public key.
+    #: public-key encryption) and the aggregator's context carries NO key at all (it can
+    #: still add plaintexts: CKKS gives no integrity). "public_key": it gets the public key.
     encryption: Literal["symmetric", "public_key"] = "symmetric"
 
     def __post_init__(self) -> None:

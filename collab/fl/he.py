@@ -143,8 +143,10 @@ def load_chunk(ctx: ts.Context, data: bytes, expected_size: int) -> ts.CKKSVecto
     if ct.parms_id() != top:
         raise FLError("ciphertext is not at the context's top level (parameter id differs)")
     if ct.scale != ctx.global_scale:
-        raise FLError(f"ciphertext scale 2^{math.log2(ct.scale):.2f}, federation uses "
-                      f"2^{math.log2(ctx.global_scale):.2f}")
+        raise FLError(
+            f"ciphertext scale 2^{math.log2(ct.scale):.2f}, federation uses "
+            f"2^{math.log2(ctx.global_scale):.2f}"
+        )
     if ct.size() != 2 or ct.is_transparent():
         raise FLError("not a fresh ciphertext (size != 2 or transparent)")
     return vec

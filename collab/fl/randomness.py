@@ -16,6 +16,7 @@ import secrets
 
 import numpy as np
 
+
 def os_rng() -> np.random.Generator:
     """A generator seeded from the OS, for one draw."""
     return np.random.default_rng(secrets.randbits(128))
