@@ -47,7 +47,7 @@ def calibrated(cfg: FLConfig, epsilon: float) -> FLConfig:
     worst = (cfg.round.min_clients - cfg.dp.assumed_colluders) / cfg.expected_clients
     sigma = noise_for_epsilon(
         epsilon,
-        q=cfg.round.sample_rate,
+        q=1.0,  # the sample is public: ε is accounted without amplification
         rounds=cfg.rounds,
         delta=cfg.dp.delta,
         worst_fraction=min(1.0, worst),

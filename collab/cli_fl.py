@@ -18,6 +18,11 @@ from pathlib import Path
 
 from collab.errors import ConfigError
 
+INSECURE_HELP = (
+    "seed DP noise and client sampling from the config's seed (config field "
+    "insecure_deterministic): reproducible research runs with NO privacy guarantee"
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     from collab.control.mqtt import add_mqtt_args
@@ -35,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         action="store_true",
         help="run the same protocol in this one process (no broker/network): many simulated clients",
     )
+    run.add_argument("--insecure-deterministic", action="store_true", help=INSECURE_HELP)
 
     kg = sub.add_parser("keygen", help="generate a federation's CKKS keys (key holder only)")
     kg.add_argument("--config", type=Path, required=True)
@@ -62,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         "--wait-clients", type=float, default=60.0, help="seconds to wait for the roster"
     )
     ag.add_argument("--exit-when-done", action="store_true")
+    ag.add_argument("--insecure-deterministic", action="store_true", help=INSECURE_HELP)
     add_mqtt_args(ag, broker_required=True)
 
     cl = sub.add_parser("client", help="run the client role (trains on local data when sampled)")
@@ -78,14 +85,25 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     cl.add_argument("--secret-context", type=Path, default=None, help="secret.ctx (HE modes)")
     cl.add_argument("--compression", choices=["", "zstd"], default="")
+    cl.add_argument("--insecure-deterministic", action="store_true", help=INSECURE_HELP)
     add_mqtt_args(cl, broker_required=True)
     return _handle
 
 
-def _mode_config(path: Path, mode: str | None):  # type: ignore[no-untyped-def]
+def _load(path: Path, insecure_deterministic: bool):  # type: ignore[no-untyped-def]
+    """The config, with ``--insecure-deterministic`` switching its field on (never off)."""
+    import dataclasses
+
     from collab.fl.config import load_config
 
     cfg = load_config(path)
+    if insecure_deterministic:
+        cfg = dataclasses.replace(cfg, insecure_deterministic=True)
+    return cfg
+
+
+def _mode_config(path: Path, mode: str | None, insecure_deterministic: bool):  # type: ignore[no-untyped-def]
+    cfg = _load(path, insecure_deterministic)
     if mode is not None:
         if mode not in cfg.modes:
             raise ConfigError(f"--mode {mode!r} is not one of the config's modes {cfg.modes}")
@@ -103,9 +121,8 @@ def _handle(args: argparse.Namespace) -> int:
     from collab.fl.config import load_config
 
     if args.fl_command == "run":
-        cfg = load_config(
-            args.config
-        )  # fail on a bad config before importing torch or starting anything
+        # fail on a bad config before importing torch or starting anything
+        cfg = _load(args.config, args.insecure_deterministic)
         cfg = dataclasses.replace(cfg, broker=args.broker or cfg.broker, out=args.out or cfg.out)
         from collab.fl.local import run_local
 
@@ -120,6 +137,7 @@ def _handle(args: argparse.Namespace) -> int:
             print(
                 f"{mode:>6}: final acc {pts[-1].accuracy:.4f}  best {best:.4f}  rounds to 95%: {hit}  "
                 f"epsilon: {'-' if eps is None else f'{eps:.3f}'}"
+                + (f"  [{cfg.privacy_note}]" if cfg.privacy_note else "")
             )
         print(f"plot: {Path(cfg.out) / 'accuracy.png'}")
         return 0
@@ -134,7 +152,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     from collab.control.mqtt import mqtt_config_from_args
 
-    cfg = _mode_config(args.config, args.mode)
+    cfg = _mode_config(args.config, args.mode, args.insecure_deterministic)
     mqtt = mqtt_config_from_args(args)
     if args.fl_command == "aggregator":
         from coordinator.fl_server import run_aggregator

@@ -37,7 +37,10 @@ def run_client(
     cid = client_id or f"c{index:03d}"
     warm_up()
     x, y = member_data(cfg, index)
+    # seeds local training only; DP noise comes from the OS (collab.fl.randomness)
     trainer = Trainer(ModelHolder(cfg, secret_context=secret), x, y, seed=cfg.seed * 1000 + index)
+    if cfg.privacy_note:
+        logger.warning("FL client %s: %s", cid, cfg.privacy_note)
     presence = topics.fl_client_topic(cfg.federation, cid)
     will = (presence, b"", 1, True)
     stop = stop_on_signals()

@@ -1,11 +1,25 @@
 """Rényi-DP accounting of the FL rounds, with an ε budget enforced before a round starts.
 
-The maths is Google's ``dp-accounting``: every aggregated round is a
-``PoissonSampledDpEvent(q, GaussianDpEvent(sigma_eff))`` composed into its
-``RdpAccountant`` and converted to (ε, δ) by its ``compute_epsilon`` (the bound of Balle
-et al. 2020 that Opacus uses too). This module adds what the round loop needs on top:
-"what would ε be after one more round at THIS effective noise", asked before the round
-starts, and the noise calibration for a target ε.
+The maths is Google's ``dp-accounting``: rounds are ``PoissonSampledDpEvent(q,
+GaussianDpEvent(sigma_eff))`` composed into its ``RdpAccountant`` and converted to (ε, δ)
+by its ``compute_epsilon`` (the bound of Balle et al. 2020 that Opacus uses too). This
+module adds what the round loop needs on top: "what would ε be after one more round at
+THIS effective noise", asked before the round starts, the noise calibration for a target
+ε, and :class:`PublicSampleAccountant`, what the federation reports.
+
+**The sample is public, so there is no amplification by subsampling.** Every round's
+sample is announced on MQTT (retained, to every subscriber) and visible on the wire, so
+an observer knows whether a client's data is in a round; the Poisson amplification
+(q < 1) assumes it does not. The federation therefore charges each client a full
+Gaussian round (q = 1) for every round its update is in, nothing for the others, and
+reports the worst-off client's ε. Neighbouring datasets differ in one client's data
+("zero-out": its clipped update replaced by 0; it still reports and adds its noise
+share), sensitivity S.
+
+**The weight slot** is released without noise, at no privacy cost: under DP every
+client's slot is the constant 1 (``weight_cap`` scales the update, not the slot), so the
+slot's sum is the number of reporters, the same on neighbouring datasets; it is published
+as ``reporters`` anyway. In plaintext DP the aggregator refuses a slot other than 1.
 """
 
 from __future__ import annotations
@@ -119,7 +133,9 @@ def noise_for_epsilon(
     """Smallest noise multiplier sigma (within ``rel_tol``) whose ``rounds`` rounds at sampling
     rate q stay within ``epsilon`` even when every round is accounted at the reduced
     sigma·sqrt(worst_fraction) — e.g. (min_clients - colluders)/expected, the case the round
-    planner's budget check assumes — so a config calibrated with it is never refused."""
+    planner's budget check assumes — so a config calibrated with it is never refused.
+    The federation accounts without amplification (:class:`PublicSampleAccountant`), so
+    calibrate a federation with q = 1 and ``rounds`` = the rounds a client may be in."""
     if epsilon <= 0 or rounds < 1 or not 0 < worst_fraction <= 1:
         raise ConfigError("need epsilon > 0, rounds >= 1 and worst_fraction in (0, 1]")
 
@@ -139,3 +155,37 @@ def noise_for_epsilon(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if eps(mid) > epsilon else (lo, mid)
     return hi
+
+
+@dataclass
+class PublicSampleAccountant:
+    """Per-client accounting when every round's sample is public (see module doc): each
+    reporter composes a full Gaussian round at the round's sigma_eff; ε is the worst
+    client's, and the budget refuses a round that would push ANY client over it."""
+
+    delta: float
+    epsilon_budget: float | None = None
+    clients: dict[str, RdpAccountant] = field(default_factory=dict)
+
+    def _new(self) -> RdpAccountant:
+        return RdpAccountant(delta=self.delta, epsilon_budget=self.epsilon_budget)
+
+    def _worst(self) -> RdpAccountant:
+        # every client's RDP is (sum of 1/2sigma²)·alpha, so the order is the same at
+        # every alpha: the worst client now is the worst after one more round too
+        return max(self.clients.values(), key=lambda a: a.epsilon, default=None) or self._new()
+
+    @property
+    def epsilon(self) -> float:
+        return self._worst().epsilon
+
+    def check(self, sigma: float) -> float:
+        """ε of the worst client if it is in one more round at ``sigma``; raises
+        PrivacyBudgetExceeded before the round starts if that is over the budget."""
+        return self._worst().check(1.0, sigma)
+
+    def step(self, reporters: Sequence[str], sigma: float) -> float:
+        """Record one aggregated round: each reporter's update was in it; return ε."""
+        for c in reporters:
+            self.clients.setdefault(c, self._new()).step(1.0, sigma)
+        return self.epsilon

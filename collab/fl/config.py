@@ -28,6 +28,9 @@ Positive = Annotated[StrictFloat, Field(gt=0)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Fraction = Annotated[StrictFloat, Field(ge=0, lt=1)]  # in [0, 1)
 
+#: the label every output of an insecure deterministic run carries (collab.fl.randomness).
+NO_PRIVACY_GUARANTEE = "no privacy guarantee (insecure deterministic run)"
+
 
 def _ckks_degree(n: int) -> int:
     if n not in (2048, 4096, 8192, 16384, 32768):
@@ -45,8 +48,8 @@ class HEParams:
     ] = (60, 40)
     scale_bits: Annotated[StrictInt, Field(ge=20)] = 40
     #: "symmetric": members encrypt with the secret key they hold anyway (half the CPU of
-    #: public-key encryption) and the aggregator's context carries NO key at all, so it
-    #: cannot even forge a contribution. "public_key": the aggregator gets the public key.
+    #: public-key encryption) and the aggregator's context carries NO key at all (it can
+    #: still add plaintexts: CKKS gives no integrity). "public_key": it gets the public key.
     encryption: Literal["symmetric", "public_key"] = "symmetric"
 
     def __post_init__(self) -> None:
@@ -89,7 +92,8 @@ class ServerConfig:
 
 @config_dataclass
 class RoundConfig:
-    #: Poisson sampling rate of clients per round (feeds the accountant), in (0, 1].
+    #: Poisson sampling rate of clients per round, in (0, 1]. The sample is announced, so
+    #: the accountant claims no amplification from it (collab.fl.accountant).
     sample_rate: Annotated[StrictFloat, Field(gt=0, le=1)] = 1.0
     #: aggregate at the deadline only if at least this many sampled clients reported.
     min_clients: PositiveInt = 2
@@ -154,6 +158,9 @@ class FLConfig:
     #: one MQTT topic level
     federation: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "fl"
     seed: StrictInt = 0
+    #: seed DP noise and client sampling from ``seed`` instead of the OS, for reproducible
+    #: research runs: anyone with the config regenerates the noise, so NO privacy guarantee.
+    insecure_deterministic: StrictBool = False
     rounds: PositiveInt = 20
     clients: PositiveInt = 10
     dirichlet_alpha: Positive = 0.5
@@ -187,6 +194,11 @@ class FLConfig:
     @property
     def he_enabled(self) -> bool:
         return "he" in self.mode
+
+    @property
+    def privacy_note(self) -> str:
+        """What outputs of this run must say about privacy ("" when nothing to add)."""
+        return NO_PRIVACY_GUARANTEE if self.insecure_deterministic else ""
 
     @property
     def expected_clients(self) -> float:

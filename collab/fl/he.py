@@ -10,6 +10,7 @@ benchmark measures both).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,28 +122,47 @@ def encrypt(ctx: ts.Context, vec: np.ndarray, *, threads: int | None = None) -> 
 
 
 def load_chunk(ctx: ts.Context, data: bytes, expected_size: int) -> ts.CKKSVector:
-    """Deserialize one chunk under ``ctx`` and check it carries ``expected_size`` values."""
+    """Deserialize one chunk under ``ctx`` and check everything the sum needs of it: one
+    fresh ciphertext (2 polynomials, not transparent) at the context's top level (its
+    parameter id), at the federation's scale, carrying ``expected_size`` values; so
+    adding it to the sum cannot fail half-way."""
     try:
         vec = ts.ckks_vector_from(ctx, data)
         size = vec.size()
+        cts = vec.ciphertext()
     except Exception as e:
         raise FLError(
             f"ciphertext does not deserialize under this federation's context: {e}"
         ) from e
     if size != expected_size:
         raise FLError(f"ciphertext carries {size} values, expected {expected_size}")
+    if len(cts) != 1:
+        raise FLError(f"chunk holds {len(cts)} ciphertexts, expected 1")
+    ct = cts[0]
+    top = ctx.seal_context().data.first_parms_id()
+    if ct.parms_id() != top:
+        raise FLError("ciphertext is not at the context's top level (parameter id differs)")
+    if ct.scale != ctx.global_scale:
+        raise FLError(
+            f"ciphertext scale 2^{math.log2(ct.scale):.2f}, federation uses "
+            f"2^{math.log2(ctx.global_scale):.2f}"
+        )
+    if ct.size() != 2 or ct.is_transparent():
+        raise FLError("not a fresh ciphertext (size != 2 or transparent)")
     return vec
 
 
-def add_into(
-    acc: list[ts.CKKSVector] | None, update: Sequence[ts.CKKSVector]
+def summed(
+    acc: Sequence[ts.CKKSVector] | None, update: Sequence[ts.CKKSVector]
 ) -> list[ts.CKKSVector]:
-    """Homomorphic sum (additions only: no key the aggregator lacks is needed)."""
+    """Homomorphic sum into NEW ciphertexts (``acc`` is left untouched, so a failure
+    commits nothing); additions only: no key the aggregator lacks is needed."""
     if acc is None:
         return list(update)
-    for a, u in zip(acc, update, strict=True):
-        a.add_(u)
-    return acc
+    try:
+        return [a + u for a, u in zip(acc, update, strict=True)]
+    except Exception as e:  # TenSEAL raises bare ValueError (e.g. "scale mismatch")
+        raise FLError(f"ciphertexts cannot be added: {e}") from e
 
 
 def decrypt(secret_ctx: ts.Context, chunks: Sequence[bytes], length: int) -> np.ndarray:

@@ -38,6 +38,8 @@ class RoundPoint:
     reporters: int
     sampled: int
     seconds: float
+    #: FLConfig.privacy_note of the run ("no privacy guarantee ..." when insecure deterministic)
+    privacy: str = ""
 
 
 @contextlib.contextmanager
@@ -144,6 +146,7 @@ def run_mode(
                         reporters=p.reporters,
                         sampled=p.sampled,
                         seconds=time.monotonic() - t0,
+                        privacy=cfg.privacy_note,
                     )
                 )
                 bar.update(p.round - bar.n)
@@ -210,6 +213,7 @@ def run_local(
                             reporters=r.reporters,
                             sampled=r.reporters,
                             seconds=elapsed,
+                            privacy=mcfg.privacy_note,
                         )
                     )
             logger.info(
@@ -234,6 +238,7 @@ def run_local(
         results,
         out / "accuracy.png",
         title=f"{cfg.clients} clients, Dirichlet alpha={cfg.dirichlet_alpha}",
+        note=cfg.privacy_note,
     )
     (out / "summary.json").write_text(
         json.dumps({m: [asdict(p) for p in pts] for m, pts in results.items()}, indent=1)

@@ -15,6 +15,7 @@ from collab.fl import he
 from collab.fl.config import FLConfig
 from collab.fl.model import accuracy, federated_names, get_flat, set_flat
 from collab.fl.public import initial_model
+from collab.fl.randomness import privacy_rng
 from collab.fl.round_sum import Aggregate, decode_aggregate, encode_update
 from collab.fl.state import GlobalModel, average, next_version
 from collab.fl.train import DPParams, TrainParams, local_train, prepare_update
@@ -112,6 +113,7 @@ class Trainer:
             train_params(cfg),
             seed=self.seed * 100_003 + round_,
         )
-        rng = np.random.default_rng([self.seed, round_, 17])
+        # the noise share: from the OS, so no config, client id or round reproduces it
+        rng = privacy_rng([self.seed, round_, 17] if cfg.insecure_deterministic else None)
         vec = prepare_update(delta, len(self.y), dp_params(cfg), rng)
         return encode_update(vec, ctx=self.holder.ctx, compression=compression)

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_accuracy(results: Mapping[str, Sequence[Any]], path: Path, *, title: str = "") -> Path:
+def plot_accuracy(
+    results: Mapping[str, Sequence[Any]], path: Path, *, title: str = "", note: str = ""
+) -> Path:
+    """``note``: shown under the title (an insecure deterministic run's "no privacy guarantee")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +32,7 @@ def plot_accuracy(results: Mapping[str, Sequence[Any]], path: Path, *, title: st
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(title or "federated learning")
+    ax.set_title((title or "federated learning") + (f"\n{note}" if note else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

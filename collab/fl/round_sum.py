@@ -2,7 +2,9 @@
 
 The aggregator only ADDS: float32 vectors in plaintext mode, CKKS ciphertexts under the
 federation's PUBLIC context in HE mode. An upload is parsed and checked completely
-before it touches the sum, so a bad one is rejected with a reason and loses nothing.
+(every chunk: context, parameter id, scale, size; in plaintext DP its norm bound) before
+it touches the sum, and is added into a new sum committed only when the whole upload was
+added; so a rejected one leaves the sum bit-identical and gets a reason.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class RoundSpec:
     num_values: int
     min_clients: int
     fixed_denominator: float = 0.0
+    #: plaintext DP: the largest L2 norm an honest upload's update part can have (its
+    #: clipped update plus its noise share, collab.fl.train.upload_norm_bound), and its
+    #: weight slot must be 1; 0 = not checked (no DP, or HE: the aggregator sees ciphertexts).
+    update_norm_bound: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,8 +108,7 @@ class F32Summer:
         if self._acc is None:
             self._acc = [p.copy() for p in parsed]
         else:
-            for a, p in zip(self._acc, parsed, strict=True):
-                a += p
+            self._acc = [a + p for a, p in zip(self._acc, parsed, strict=True)]
 
     def payload(self) -> list[bytes]:
         # the sum stays float64: the decryptor's division should not see float32 rounding twice
@@ -129,7 +134,10 @@ class CkksSummer:
         return out
 
     def add(self, parsed: list[Any]) -> None:
-        self._acc = he.add_into(self._acc, parsed)
+        try:
+            self._acc = he.summed(self._acc, parsed)
+        except FLError as e:
+            raise UpdateRejected(str(e)) from e
 
     def payload(self) -> list[bytes]:
         return [bytes(a.serialize()) for a in self._acc or []]
@@ -202,6 +210,8 @@ class RoundState:
                 f"expected {len(sizes)}"
             )
         parsed = self.summer.parse(decompress(chunks, h.compression), sizes)
+        if self.spec.update_norm_bound > 0:
+            check_dp_bound(parsed, self.spec.update_norm_bound)
         with self._lock:
             self._precheck(h)  # the round may have closed, or a twin upload won, meanwhile
             self.summer.add(parsed)
@@ -241,6 +251,19 @@ class RoundState:
                 fixed_denominator=s.fixed_denominator,
                 chunks=chunks,
             )
+
+
+def check_dp_bound(parsed: list[np.ndarray], bound: float) -> None:
+    """Plaintext DP: refuse an update part longer than ``bound`` or a weight slot other
+    than 1 (the accountant's justification for releasing the slot's sum relies on it)."""
+    vec = np.concatenate(parsed)
+    norm = float(np.linalg.norm(vec[:-1]))
+    if norm > bound:
+        raise UpdateRejected(
+            f"update norm {norm:.4g} exceeds the DP bound {bound:.4g} (clip + noise share)"
+        )
+    if vec[-1] != 1.0:
+        raise UpdateRejected(f"DP weight slot is {vec[-1]:g}, must be 1")
 
 
 def make_summer(encoding: str, public_context: bytes | None) -> Summer:

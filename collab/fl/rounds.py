@@ -1,6 +1,7 @@
 """Round planning shared by the networked aggregator and the in-process simulation:
-Poisson client sampling, the DP budget check BEFORE a round starts, and accounting of
-the round actually aggregated at its effective noise."""
+Poisson client sampling (randomness from the OS), the DP budget check BEFORE a round
+starts, and accounting of the round actually aggregated at its effective noise (per
+client, without amplification: the sample is public, see collab.fl.accountant)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collab.fl.accountant import RdpAccountant
+from collab.fl.accountant import PublicSampleAccountant
 from collab.fl.config import FLConfig
+from collab.fl.member import dp_params
+from collab.fl.randomness import os_rng
 from collab.fl.round_sum import Aggregate, RoundSpec
+from collab.fl.train import upload_norm_bound
+from collab.log import logger
 
 
 def effective_noise(sigma: float, reporters: int, expected: float, colluders: int = 0) -> float:
@@ -29,13 +34,16 @@ class RoundPlanner:
     cfg: FLConfig
     base_num_values: int
     context_id: str = ""
-    accountant: RdpAccountant | None = None
+    accountant: PublicSampleAccountant | None = None
     _round: int = 0
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.cfg.seed + 7919)
+        self._insecure_rng = None
+        if self.cfg.insecure_deterministic:
+            self._insecure_rng = np.random.default_rng(self.cfg.seed + 7919)
+            logger.warning("%s: %s", self.cfg.federation, self.cfg.privacy_note)
         if self.cfg.dp_enabled and self.accountant is None:
-            self.accountant = RdpAccountant(
+            self.accountant = PublicSampleAccountant(
                 delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget
             )
 
@@ -49,11 +57,13 @@ class RoundPlanner:
         return "ckks" if self.cfg.he_enabled else "f32"
 
     def sample(self, roster: Sequence[str]) -> tuple[str, ...]:
-        """Poisson sampling: each client independently with probability q (what the accountant assumes)."""
+        """Poisson sampling: each client independently with probability q, from a
+        generator seeded by the OS for this round (the config's seed only in insecure
+        deterministic mode)."""
         q = self.cfg.round.sample_rate
         if q >= 1.0:
             return tuple(sorted(roster))
-        keep = self.rng.random(len(roster)) < q
+        keep = (self._insecure_rng or os_rng()).random(len(roster)) < q
         return tuple(c for c, k in zip(sorted(roster), keep, strict=True) if k)
 
     def check_budget(self) -> float | None:
@@ -68,7 +78,7 @@ class RoundPlanner:
             self.cfg.expected_clients,
             dp.assumed_colluders,
         )
-        return self.accountant.check(self.cfg.round.sample_rate, worst)
+        return self.accountant.check(worst)
 
     def next_spec(self, base_version: str, sampled: Sequence[str]) -> RoundSpec:
         self._round += 1
@@ -82,7 +92,15 @@ class RoundPlanner:
             num_values=self.base_num_values + 1,
             min_clients=self.cfg.round.min_clients,
             fixed_denominator=self.cfg.expected_clients if self.cfg.dp_enabled else 0.0,
+            update_norm_bound=self._update_norm_bound(),
         )
+
+    def _update_norm_bound(self) -> float:
+        """Plaintext DP only: under HE the aggregator sees ciphertexts and cannot check."""
+        dp = dp_params(self.cfg)
+        if dp is None or self.cfg.he_enabled:
+            return 0.0
+        return upload_norm_bound(dp, self.base_num_values)
 
     def account(self, agg: Aggregate) -> tuple[float | None, float | None]:
         """Record the aggregated round at its effective sigma; return (ε, sigma_eff)."""
@@ -94,4 +112,4 @@ class RoundPlanner:
         )
         if s_eff <= 0:
             return math.inf, 0.0
-        return self.accountant.step(self.cfg.round.sample_rate, s_eff), s_eff
+        return self.accountant.step(agg.reporters, s_eff), s_eff

@@ -41,6 +41,23 @@ class DPParams:
     expected_clients: float
     weight_cap: float | None = None
 
+    @property
+    def share_std(self) -> float:
+        """std of one reporter's noise share: sigma·S/sqrt(m)."""
+        return self.noise_multiplier * self.clip / float(np.sqrt(self.expected_clients))
+
+
+#: tail of the noise-share norm an honest upload may reach: ‖N(0, s²I_d)‖ exceeds
+#: s·(sqrt(d) + t) with probability ≤ exp(-t²/2) (Gaussian concentration), 1.3e-14 at t = 8.
+NORM_TAIL = 8.0
+
+
+def upload_norm_bound(dp: DPParams, d: int) -> float:
+    """The largest L2 norm the update part (``d`` values) of an honest DP upload has:
+    its clipped update (≤ S) plus its noise share. What the aggregator can enforce in
+    plaintext DP: the share hides whether the rest is signal, so this is not S."""
+    return dp.clip + dp.share_std * (float(np.sqrt(d)) + NORM_TAIL)
+
 
 def warm_up() -> None:
     """Pay torch's lazy first-optimizer cost (≈3 s: it imports dynamo machinery) at start-up,
@@ -109,6 +126,5 @@ def prepare_update(
         w = float(num_examples)
         return np.concatenate([w * delta, [w]])
     w = 1.0 if dp.weight_cap is None else min(1.0, num_examples / dp.weight_cap)
-    share_std = dp.noise_multiplier * dp.clip / np.sqrt(dp.expected_clients)
-    noisy = w * clip_l2(delta, dp.clip) + rng.normal(0.0, share_std, size=delta.shape)
+    noisy = w * clip_l2(delta, dp.clip) + rng.normal(0.0, dp.share_std, size=delta.shape)
     return np.concatenate([noisy, [1.0]])
