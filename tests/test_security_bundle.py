@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,38 @@ def test_a_cloud_node_refuses_a_bundle_with_external_weights(
     assert proc.returncode != 0, proc.stdout
     assert "external data" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_fl_keygen_replaces_a_planted_symlink_instead_of_writing_through_it(
+    tmp_path: Path,
+) -> None:
+    """A symlink planted where `collab fl keygen` writes the secret key (pointing at a file
+    of the victim's) is replaced by a fresh 0600 key file; the target is untouched."""
+    out = tmp_path / "keys"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the victim's file\n")
+    (out / "secret.ctx").symlink_to(victim)
+    (out / "public.ctx").symlink_to(victim)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collab.cli",
+            "fl",
+            "keygen",
+            "--config",
+            "example_digits",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert victim.read_text() == "the victim's file\n"
+    for name in ("secret.ctx", "public.ctx"):
+        p = out / name
+        assert not p.is_symlink() and p.stat().st_size > 0
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600

@@ -27,6 +27,7 @@ except ImportError as _e:
     raise missing(_e, __name__) from _e
 
 from collab.errors import FLError
+from collab.files import write_private
 from collab.fl.config import HEParams
 
 
@@ -78,10 +79,10 @@ def generate_keys(params: HEParams) -> KeyPair:
 def write_keys(keys: KeyPair, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     sec, pub = directory / "secret.ctx", directory / "public.ctx"
-    fd = os.open(sec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(keys.secret)
-    pub.write_bytes(keys.public)
+    # a fresh 0600 file renamed over each name: a symlink planted there is replaced,
+    # never written through
+    write_private(sec, keys.secret, replace=True)
+    write_private(pub, keys.public, replace=True)
     return sec, pub
 
 
