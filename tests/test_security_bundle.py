@@ -1,6 +1,7 @@
-"""Hostile bundles: a manifest that is huge, nests deeply or has fields of the wrong type
-is one BundleError; a model whose weights live outside its hashed file never loads, in a
-library call or in a real cloud node process."""
+"""Hostile bundles and files: a manifest that is huge, nests deeply or has fields of the
+wrong type is one BundleError; a model whose weights live outside its hashed file never
+loads, in a library call or in a real cloud node process; a symlink planted where a key is
+written is replaced, never written through."""
 
 from __future__ import annotations
 
