@@ -34,3 +34,18 @@ def _unreadable(path: PathLike, what: str, e: Exception) -> ConfigError:
     else:
         reason = getattr(e, "strerror", None) or str(e)
     return ConfigError(f"cannot read {what} {os.fspath(path)}: {reason}")
+
+
+def write_private(path: PathLike, data: bytes, what: str = "file") -> None:
+    """Create ``path`` readable by its owner only (0600) and write ``data``.
+
+    ``O_EXCL|O_NOFOLLOW``: the mode holds from the first byte (no umask window, no chmod
+    after) and a planted file or symlink is refused instead of followed or overwritten."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        why = "already exists" if isinstance(e, FileExistsError) else e.strerror or str(e)
+        raise ConfigError(f"cannot create {what} {os.fspath(path)}: {why}") from e
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
