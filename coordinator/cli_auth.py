@@ -198,7 +198,7 @@ def write_fleet_auth(
     passwords: dict[str, str] = {}
     for u in [*service, *roles]:
         f = creds / u
-        if f.exists():
+        if f.exists() and not f.is_symlink():  # a planted link: write_private refuses it
             passwords[u] = read_text(f, "credential").strip()
         else:
             passwords[u] = secrets.token_urlsafe(18)
