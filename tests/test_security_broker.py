@@ -291,3 +291,53 @@ def test_mosquitto_passwd_never_sees_a_password_on_its_command_line(
     assert not (tmp_path / "stolen").exists()
     with pytest.raises(ConfigError, match="one role"):
         write_fleet_auth(tmp_path / "auth", [], clouds=["e1"], use_binary=False)
+
+
+def test_a_malformed_cloud_entry_costs_the_real_edge_nothing(
+    broker: Broker, digits_bundle: Path
+) -> None:
+    """One bad entry used to make ``set_cloud`` raise after the agent had stored the list:
+    the edge stayed edge-only and ignored every resend. Now it skips the entry and serves
+    split from the valid one."""
+    import grpc
+    from test_client import sample_inputs
+
+    from collab import codec as codecs
+    from collab.bundle import load_bundle
+    from collab.edge.config import ClientConfig
+    from collab.proto import collab_pb2, collab_pb2_grpc
+    from edge_node.config import EdgeConfig
+    from edge_node.server import serve
+
+    cport = free_port()
+    cloud = f"127.0.0.1:{cport}"
+    sp = load_bundle(digits_bundle).manifest.split_points[0].name
+    cfg = EdgeConfig(
+        bundle=digits_bundle,
+        listen="127.0.0.1:0",
+        mqtt=MqttConfig(url=broker.url),
+        node_id="edge-sec-1",
+        heartbeat_interval_s=0.2,
+        client=ClientConfig(probe_interval_s=0.2, accuracy_budget=0.0),
+    )
+    listed = ["tcp://evil:1", "no port", "x" * 300 + ":1", cloud]
+    with (
+        MqttClient(MqttConfig(url=broker.url, client_id="publisher")) as pub,
+        collab_process(["cloud", "--bundle", str(digits_bundle), "--listen", cloud], port=cport),
+        serve(cfg) as (server, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as ch,
+    ):
+        pub.publish(
+            topics.CLOUDS,
+            pb.CloudEndpoints(endpoints=listed, updated_at=1.0).SerializeToString(),
+            qos=1,
+            retain=True,
+            wait=5.0,
+        )
+        wait_until(lambda: server.client.cloud == (cloud,), 10, "the valid entry applied")
+        req = collab_pb2.EdgeInferRequest(
+            frame=codecs.encode(sample_inputs(digits_bundle, 1), "f32"), policy=f"split:{sp}"
+        )
+        r = collab_pb2_grpc.EdgeServiceStub(ch).Infer(req, timeout=10)
+        assert r.path == "split" and not r.fell_back
+        pub.publish(topics.CLOUDS, b"", qos=1, retain=True, wait=5.0)
