@@ -341,3 +341,36 @@ def test_a_malformed_cloud_entry_costs_the_real_edge_nothing(
         r = collab_pb2_grpc.EdgeServiceStub(ch).Infer(req, timeout=10)
         assert r.path == "split" and not r.fell_back
         pub.publish(topics.CLOUDS, b"", qos=1, retain=True, wait=5.0)
+
+
+@pytest.mark.parametrize(
+    "endpoint, ok",
+    [
+        ("cloud-1:50051", True),
+        ("10.0.0.1:50051", True),
+        ("[::1]:9000", True),
+        ("a_b.example.org:65535", True),
+        ("http://x:1", False),
+        ("x:0", False),
+        ("x:65536", False),
+        ("x", False),
+        (":1", False),
+        ("a b:1", False),
+        ("x:1/path", False),
+        ("user@x:1", False),
+        ("-x:1", False),
+        ("[zz]:1", False),
+        ("x:\uff11", False),  # a full-width digit
+        ("a" * 64 + ".b:1", False),  # a label longer than 63
+        (".".join(["a" * 63] * 4) + ":1", False),  # a name longer than 253
+    ],
+)
+def test_announced_endpoints_are_host_port(endpoint: str, ok: bool) -> None:
+    if ok:
+        assert msg.valid_endpoint(endpoint) == endpoint
+        assert msg.announce_from_bytes(_announce("c1", "cloud", (endpoint,))).endpoints == (
+            endpoint,
+        )
+    else:
+        with pytest.raises(msg.MalformedMessage):
+            msg.announce_from_bytes(_announce("c1", "cloud", (endpoint,)))
