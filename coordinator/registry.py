@@ -29,7 +29,7 @@ class NodeRecord:
     model_name: str = ""
     last_seen: float = 0.0
     telemetry: msg.Telemetry | None = None
-    announced_at: float = 0.0  # when its endpoints last changed hands (not persisted)
+    announced_at: float = 0.0  # its last online announce: orders the cloud list (not persisted)
 
     def status(self) -> msg.NodeStatus:
         return msg.NodeStatus(
