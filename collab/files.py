@@ -1,8 +1,10 @@
 """Reading a file the user named (a config, a trace, a key, a token): one ConfigError that
-says what the file is for, where it is and why it cannot be read."""
+says what the file is for, where it is and why it cannot be read. Writing a secret (a key,
+a password, a token): owner-only from creation, never through a planted symlink."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from collab.errors import ConfigError
@@ -36,16 +38,32 @@ def _unreadable(path: PathLike, what: str, e: Exception) -> ConfigError:
     return ConfigError(f"cannot read {what} {os.fspath(path)}: {reason}")
 
 
-def write_private(path: PathLike, data: bytes, what: str = "file") -> None:
-    """Create ``path`` readable by its owner only (0600) and write ``data``.
-
-    ``O_EXCL|O_NOFOLLOW``: the mode holds from the first byte (no umask window, no chmod
-    after) and a planted file or symlink is refused instead of followed or overwritten."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+def write_private(path: PathLike, data: bytes, *, replace: bool = False) -> None:
+    """Create ``path`` readable by its owner only (0600 from the first byte, whatever the
+    umask), never following a symlink planted at ``path``. Without ``replace`` an existing
+    file is a ConfigError (O_EXCL); with it the new content goes to a fresh temp file
+    that is renamed over ``path``, so a link there is replaced, not written through."""
+    path = os.fspath(path)
+    target = path
+    if replace:
+        d, base = os.path.split(path)
+        target = os.path.join(d, f".{base}.{os.urandom(6).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(target, flags, 0o600)
+    except FileExistsError as e:
+        raise ConfigError(f"refusing to overwrite {path}: it exists") from e
     except OSError as e:
-        why = "already exists" if isinstance(e, FileExistsError) else e.strerror or str(e)
-        raise ConfigError(f"cannot create {what} {os.fspath(path)}: {why}") from e
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+        raise ConfigError(f"cannot create {path}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(target, path)
+    except BaseException:
+        if replace:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise

@@ -144,18 +144,11 @@ def passwd_argv(binary: str, path: Path) -> list[str]:
     return [binary, "-U", str(path)]
 
 
-def _replace_private(path: Path, data: bytes, what: str) -> None:
-    """Write ``path`` anew, 0600 from its first byte, atomically (readers see old or new)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    write_private(tmp, data, what)
-    os.replace(tmp, path)
-
-
 def _passwd_bytes(passwords: Mapping[str, str], out: Path, binary: str | None) -> bytes:
     if binary is None:
         return "".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in passwords.items()).encode()
     plain = out / f".passwd-plain.{secrets.token_hex(4)}"
-    write_private(plain, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode(), "passwd")
+    write_private(plain, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode())
     try:
         subprocess.run(passwd_argv(binary, plain), check=True, capture_output=True, timeout=30)
         return plain.read_bytes()
@@ -202,23 +195,21 @@ def write_fleet_auth(
             passwords[u] = read_text(f, "credential").strip()
         else:
             passwords[u] = secrets.token_urlsafe(18)
-            write_private(f, (passwords[u] + "\n").encode(), "credential")
+            write_private(f, (passwords[u] + "\n").encode())
     binary = shutil.which("mosquitto_passwd") if use_binary else None
-    _replace_private(out / "passwd", _passwd_bytes(passwords, out, binary), "passwd")
+    write_private(out / "passwd", _passwd_bytes(passwords, out, binary), replace=True)
     cloud_ids = sorted(n for n, r in roles.items() if r == "cloud")
-    _replace_private(
-        out / "acl", acl_text(coordinator, operator, fl_aggregator, cloud_ids).encode(), "acl"
-    )
-    _replace_private(
-        out / NODES_FILE, "".join(f"{r} {n}\n" for n, r in sorted(roles.items())).encode(), "nodes"
-    )
-    _replace_private(
+    acl = acl_text(coordinator, operator, fl_aggregator, cloud_ids)
+    write_private(out / "acl", acl.encode(), replace=True)
+    nodes_text = "".join(f"{r} {n}\n" for n, r in sorted(roles.items()))
+    write_private(out / NODES_FILE, nodes_text.encode(), replace=True)
+    write_private(
         out / "mosquitto.conf",
         (
             f"allow_anonymous false\npassword_file {(out / 'passwd').resolve()}\n"
             f"acl_file {(out / 'acl').resolve()}\n"
         ).encode(),
-        "mosquitto.conf",
+        replace=True,
     )
     logger.info(
         "wrote credentials for %d users (%d cloud) to %s (hashes by %s)",
