@@ -9,6 +9,7 @@ from typing import Any
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
 from collab.log import logger
+from collab.settings import add_flags, from_args, settings
 from collab.signals import stop_on_signals
 
 
@@ -61,6 +62,9 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="expose Prometheus metrics on this port"
     )
+    from coordinator.daemon import CoordinatorConfig
+
+    add_flags(parser, settings(CoordinatorConfig))
     return run
 
 
@@ -72,13 +76,20 @@ def run(args: argparse.Namespace) -> int:
 
     stop = stop_on_signals()
     with ExitStack() as stack:
-        url = args.broker
-        if url is None:
-            url = stack.enter_context(own_broker(*parse_address(args.own_broker, allow_zero=True)))
+        extra = from_args(args, settings(CoordinatorConfig))
+        if args.broker is None:
+            mqtt = stack.enter_context(
+                own_broker(
+                    *parse_address(args.own_broker, allow_zero=True),
+                    auth_dir=extra["broker_auth"] or Path(args.db).parent / "mqtt-auth",
+                    anonymous=extra["allow_anonymous_broker"],
+                )
+            )
         else:
-            logger.info("using external broker %s", url)
+            logger.info("using external broker %s", args.broker)
+            mqtt = mqtt_config_from_args(args)
         cfg = CoordinatorConfig(
-            mqtt=mqtt_config_from_args(args, url=url),
+            mqtt=mqtt,
             db=args.db,
             bundle_store=args.bundle_store,
             signing_key=args.signing_key,
@@ -89,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             grpc_tls_cert=args.grpc_tls_cert,
             grpc_tls_key=args.grpc_tls_key,
             admin_token=read_token(args.admin_token_file) if args.admin_token_file else None,
+            **extra,
         )
         coord = stack.enter_context(Coordinator(cfg))
         if args.metrics_port is not None:

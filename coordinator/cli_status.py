@@ -96,7 +96,10 @@ def format_table(fs: msg.FleetStatus) -> str:
             f"{fb:>6} {sent:>9}"
         )
     online = sum(n.online for n in fs.nodes)
-    lines.append(f"{online}/{len(fs.nodes)} nodes online; snapshot {now - fs.updated_at:.1f}s old")
+    more = f" ({fs.omitted} more left out of the snapshot)" if fs.omitted else ""
+    lines.append(
+        f"{online}/{len(fs.nodes)} nodes online{more}; snapshot {now - fs.updated_at:.1f}s old"
+    )
     if fs.rollout is not None:
         r = fs.rollout
         lines.append(

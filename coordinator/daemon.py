@@ -22,7 +22,9 @@ from collab.control.signing import load_or_create_signing_key, public_key_path, 
 from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
+from collab.settings import check_bounds, setting
 from collab.transport import advertised
+from coordinator.broker import is_loopback
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -51,15 +53,54 @@ class CoordinatorConfig:
         None  # required as "authorization: Bearer <token>" by the operator API
     )
     client_id: str = "collab-coordinator"
-    directive_ttl: float = 3600.0  # seconds a signed directive is valid (re-signed at half)
+    directive_ttl: float = setting(
+        3600.0,
+        help="seconds a signed rollout directive is valid (re-signed at half its lifetime)",
+        lo=0,
+        lo_open=True,
+    )
+    node_ttl: float = setting(
+        86400.0,
+        help="seconds after which a node not heard of is deleted from the registry",
+        lo=0,
+        lo_open=True,
+    )
+    status_max_bytes: int = setting(
+        1 << 20,
+        help="byte budget of the retained status snapshot (the rest is counted as omitted)",
+        lo=1024,
+    )
+    max_clouds: int = setting(
+        msg.MAX_CLOUDS,
+        help="cloud endpoints published to the edges (the most recently announced)",
+        lo=1,
+        hi=msg.MAX_CLOUDS,
+    )
+    broker_auth: Path | None = setting(
+        None,
+        help="own broker only: credentials + ACL dir of `collab mqtt-auth` (created if "
+        "missing; default <db dir>/mqtt-auth)",
+    )
+    allow_anonymous_broker: bool = setting(
+        False,
+        help="run the own broker without credentials, or connect to a non-loopback "
+        "--broker without a user name or client certificate (anyone reaching it can publish)",
+    )
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout <= 0 or self.status_interval <= 0:
             raise ConfigError("--heartbeat-timeout and status interval must be > 0")
-        if self.directive_ttl <= 0:
-            raise ConfigError("directive_ttl must be > 0")
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ConfigError("gRPC TLS needs both a certificate and a key")
+        check_bounds(self)
+        m = self.mqtt
+        anonymous = m.username is None and m.cert_file is None
+        if anonymous and not is_loopback(m.host) and not self.allow_anonymous_broker:
+            raise ConfigError(
+                f"broker {m.url} is not on loopback and no MQTT credentials are given: pass "
+                "--mqtt-username/--mqtt-password-file (see `collab mqtt-auth`) or "
+                "--allow-anonymous-broker"
+            )
 
 
 class Coordinator:
@@ -81,6 +122,7 @@ class Coordinator:
         self._stop = threading.Event()
         self._published_clouds: tuple[str, ...] | None = None
         self._drift: dict[str, str] = {}  # as last logged
+        self._published_status: object = None  # what the last status snapshot was built from
         self._stack = ExitStack()
         self._sweeper: threading.Thread | None = None
         self.port = 0
@@ -97,6 +139,7 @@ class Coordinator:
         for kind, qos in (
             (topics.ACK, 1),
             (topics.ANNOUNCE, 0),
+            (topics.CLOUD_ANNOUNCE, 0),
             (topics.HEARTBEAT, 0),
             (topics.TELEMETRY, 0),
         ):
@@ -215,13 +258,22 @@ class Coordinator:
 
     def fleet_status(self) -> msg.FleetStatus:
         with self._lock:
+            nodes, omitted = self.registry.snapshot(self.config.status_max_bytes)
             return msg.FleetStatus(
-                nodes=self.registry.snapshot(),
+                nodes=nodes,
                 rollout=self.rollout_status(),
                 updated_at=time.time(),
                 rejected=dict(self.rejections.counts),
                 drift=self.drift(),
+                omitted=omitted,
             )
+
+    def _status_changed(self) -> bool:
+        """Whether anything a snapshot shows changed since the last one was published."""
+        with self._lock:
+            key = (self.registry.version, self.rollout_status(), dict(self.rejections.counts))
+        changed, self._published_status = key != self._published_status, key
+        return changed
 
     # ------------------------------------------------------------ publishing
     def _state_bytes(self, *, online: bool) -> bytes:
@@ -236,14 +288,14 @@ class Coordinator:
             topics.COORDINATOR_STATE, self._state_bytes(online=True), qos=1, retain=True
         )
         with self._lock:
-            self._published_clouds = None
+            self._published_clouds = self._published_status = None  # the broker may have lost them
             self._publish_clouds()
             ro = self.rollouts.active
             for node_id in ro.pending() if ro else ():
                 self._publish_directive(node_id)
 
     def _publish_clouds(self) -> None:
-        clouds = self.registry.cloud_endpoints()
+        clouds = self.registry.cloud_endpoints(self.config.max_clouds)
         if clouds == self._published_clouds:
             return
         self._published_clouds = clouds
@@ -285,12 +337,21 @@ class Coordinator:
                     for node_id in self.rollouts.stale(self.config.directive_ttl):
                         self._publish_directive(node_id)
                     self._log_drift()
-                if now >= next_status:
+                    self._forget(self.registry.expire(now, self.config.node_ttl))
+                if now >= next_status and self._status_changed():
                     next_status = now + self.config.status_interval
                     fs = msg.fleet_status_to_proto(self.fleet_status()).SerializeToString()
                     self.mqtt.publish(topics.FLEET_STATUS, fs, qos=0, retain=True)
             except Exception:
                 logger.exception("coordinator sweep failed")
+
+    def _forget(self, node_ids: list[str]) -> None:
+        """Clear the retained announces of expired nodes, so neither the broker keeps them
+        nor a restarted coordinator registers them again."""
+        for node_id in node_ids:
+            logger.info("node %s forgotten: not heard of for %.0fs", node_id, self.config.node_ttl)
+            for kind in (topics.ANNOUNCE, topics.CLOUD_ANNOUNCE):
+                self.mqtt.publish(topics.node_topic(node_id, kind), b"", qos=1, retain=True)
 
     # ------------------------------------------------------------ receiving
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -306,9 +367,10 @@ class Coordinator:
         if kind == topics.ROLLOUT:
             return  # our own retained directives echoed back
         try:
-            if kind == topics.ANNOUNCE:
+            if kind in (topics.ANNOUNCE, topics.CLOUD_ANNOUNCE):
                 if payload:
-                    self._on_announce(node_id, msg.announce_from_bytes(payload))
+                    role = "cloud" if kind == topics.CLOUD_ANNOUNCE else "edge"
+                    self._on_announce(node_id, role, msg.announce_from_bytes(payload))
             elif kind == topics.HEARTBEAT:
                 self._on_heartbeat(node_id, msg.heartbeat_from_bytes(payload))
             elif kind == topics.TELEMETRY:
@@ -329,8 +391,15 @@ class Coordinator:
             return False
         return True
 
-    def _on_announce(self, node_id: str, a: msg.Announce) -> None:
+    def _on_announce(self, node_id: str, role: str, a: msg.Announce) -> None:
+        """``role`` is the topic's: the broker ACL lets only cloud credentials write a
+        cloud-announce topic, so a payload claiming another role is refused."""
         if not self._check(node_id, a.node_id, known=False):
+            return
+        if a.role != role:
+            self.rejections.reject(
+                "role_conflict", f"{node_id!r} announced {a.role} on its {role} announce topic"
+            )
             return
         with self._lock:
             old = self.registry.nodes.get(node_id)

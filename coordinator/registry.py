@@ -2,7 +2,9 @@
 
 Not thread-safe on its own; the coordinator calls it under its lock. Every mutation is
 queued to the database writer in order, so the table always reflects a prefix of what
-the coordinator has seen.
+the coordinator has seen. Rows of nodes not heard of for a TTL are deleted (:meth:`expire`),
+so ids that announce once and vanish cannot grow the registry without bound; ``version``
+counts mutations, so the status snapshot is rebuilt only when something changed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class NodeRecord:
     model_name: str = ""
     last_seen: float = 0.0
     telemetry: msg.Telemetry | None = None
+    announced_at: float = 0.0  # its last online announce: orders the cloud list (not persisted)
 
     def status(self) -> msg.NodeStatus:
         return msg.NodeStatus(
@@ -63,6 +66,7 @@ class Registry:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.nodes: dict[str, NodeRecord] = {}
+        self.version = 0  # bumped by every change a status snapshot shows
         for row in db.read("SELECT * FROM nodes"):
             tel = None
             if row["telemetry"]:
@@ -77,9 +81,11 @@ class Registry:
                 model_name=row["model_name"],
                 last_seen=row["last_seen"],
                 telemetry=tel,
+                announced_at=row["last_seen"],
             )
 
     def _persist(self, r: NodeRecord, on_commit: OnCommit | None = None) -> None:
+        self.version += 1
         values = _save(r)
 
         def op(c: sqlite3.Connection) -> None:
@@ -102,13 +108,14 @@ class Registry:
         r.capabilities = dict(a.capabilities)
         r.bundle_version, r.endpoints, r.model_name = a.bundle_version, a.endpoints, a.model_name
         if a.online:
-            r.last_seen = now
+            r.last_seen = r.announced_at = now
         self._persist(r)
         return r
 
     def heartbeat(self, h: msg.Heartbeat, now: float) -> bool:
         """Returns True when the node came back online."""
         r = self.nodes[h.node_id]
+        self.version += 1
         revived = not r.online
         r.online, r.last_seen = True, now
         if h.bundle_version and h.bundle_version != r.bundle_version:
@@ -125,6 +132,7 @@ class Registry:
 
     def telemetry(self, t: msg.Telemetry, now: float) -> None:
         r = self.nodes[t.node_id]
+        self.version += 1
         r.telemetry, r.last_seen = t, now
         blob = msg.telemetry_to_proto(t).SerializeToString()
         self._db.submit_row(
@@ -141,11 +149,46 @@ class Registry:
     def expired(self, now: float, timeout: float) -> list[str]:
         return [r.node_id for r in self.nodes.values() if r.online and now - r.last_seen > timeout]
 
-    def cloud_endpoints(self) -> tuple[str, ...]:
-        eps = {
-            e for r in self.nodes.values() if r.role == "cloud" and r.online for e in r.endpoints
-        }
-        return tuple(sorted(eps))
+    def expire(self, now: float, ttl: float) -> list[str]:
+        """Delete the rows of offline nodes not heard of for ``ttl`` seconds; their ids."""
+        gone = [r.node_id for r in self.nodes.values() if not r.online and now - r.last_seen > ttl]
+        for node_id in gone:
+            del self.nodes[node_id]
+        if gone:
+            self.version += 1
+            self._db.submit(
+                lambda c: c.executemany(
+                    "DELETE FROM nodes WHERE node_id=?", [(n,) for n in gone]
+                ).close()
+            )
+        return gone
 
-    def snapshot(self) -> tuple[msg.NodeStatus, ...]:
-        return tuple(r.status() for r in sorted(self.nodes.values(), key=lambda r: r.node_id))
+    def cloud_endpoints(self, limit: int) -> tuple[str, ...]:
+        """The endpoints of online cloud nodes, the most recently announced first, at most
+        ``limit``: edges get a list they can use whole, however many clouds announce."""
+        clouds = sorted(
+            (r for r in self.nodes.values() if r.role == "cloud" and r.online),
+            key=lambda r: (-r.announced_at, r.node_id),
+        )
+        eps: dict[str, None] = {}
+        for r in clouds:
+            for e in r.endpoints:
+                if len(eps) == limit:
+                    return tuple(eps)
+                eps.setdefault(e, None)
+        return tuple(eps)
+
+    def snapshot(self, max_bytes: int) -> tuple[tuple[msg.NodeStatus, ...], int]:
+        """The nodes whose status fits in ``max_bytes`` (encoded), online ones first, then
+        the most recently heard of, listed by id; and how many were left out."""
+        order = sorted(self.nodes.values(), key=lambda r: (not r.online, -r.last_seen, r.node_id))
+        kept: list[msg.NodeStatus] = []
+        size = 0
+        for r in order:
+            st = r.status()
+            size += msg.node_status_to_proto(st).ByteSize() + 4  # + tag and length prefix
+            if size > max_bytes:
+                break
+            kept.append(st)
+        kept.sort(key=lambda n: n.node_id)
+        return tuple(kept), len(order) - len(kept)

@@ -67,7 +67,7 @@ def test_bad_messages_are_counted_and_ignored(
         for _ in range(200):  # fuzz every node topic kind
             kind = rng.choice(topics.NODE_KINDS)
             pub(t("e1", kind), bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))))
-        pub(t("e3", topics.ANNOUNCE), _announce("e3", role="cloud"))  # still works afterwards
+        pub(t("e3", topics.CLOUD_ANNOUNCE), _announce("e3", role="cloud"))  # still works afterwards
         wait_until(lambda: "e3" in c.registry.nodes, 10, "valid announce after garbage")
         counts = c.rejections.counts
         assert counts["oversized"] == 1

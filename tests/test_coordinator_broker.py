@@ -12,6 +12,7 @@ from test_control_support import agent_config, wait_until
 from collab import procs
 from collab.cli import main as collab_main
 from collab.control.agent import NodeAgent
+from collab.control.mqtt import MqttConfig
 from collab.procs import collab_process, free_port, mosquitto_binary
 
 
@@ -20,6 +21,10 @@ def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:
         pytest.skip("mosquitto is not installed")
     mqtt_port, grpc_port = free_port(), free_port()
     log = tmp_path / "coord.log"
+    # the own broker is not anonymous: a node logs in with a credential issued into
+    # the coordinator's auth directory (<db dir>/mqtt-auth)
+    assert collab_main(["mqtt-auth", "--out", str(tmp_path / "mqtt-auth"), "--node", "e1"]) == 0
+    password = (tmp_path / "mqtt-auth" / "credentials" / "e1").read_text().strip()
     with collab_process(
         [
             "coordinator",
@@ -34,7 +39,8 @@ def test_coordinator_cli_starts_its_own_broker(tmp_path: Path) -> None:
         log=log,
     ):
         url = f"mqtt://127.0.0.1:{mqtt_port}"
-        with NodeAgent(agent_config(url, tmp_path, "e1", endpoints=())) as a:
+        mqtt = MqttConfig(url=url, username="e1", password=password)
+        with NodeAgent(agent_config(url, tmp_path, "e1", endpoints=(), mqtt=mqtt)) as a:
             a.set_endpoints(())
         text = log.read_text()
         assert "started own broker: mosquitto" in text

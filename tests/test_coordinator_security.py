@@ -17,7 +17,7 @@ from collab.control import messages as msg
 from collab.control import topics
 from collab.control.agent import NodeAgent
 from collab.control.mqtt import MqttClient, MqttConfig
-from collab.errors import ControlPlaneError
+from collab.errors import AuthError, ControlPlaneError
 from collab.procs import mosquitto, mosquitto_binary
 from coordinator.cli_auth import mosquitto_hash, write_fleet_auth
 from coordinator.daemon import Coordinator
@@ -59,9 +59,9 @@ def test_credentials_and_acls(tmp_path: Path, use_binary: bool) -> None:
         def cfg(user: str, password: str | None = None) -> MqttConfig:
             return MqttConfig(url=b.url, username=user, password=password or pw[user])
 
-        with pytest.raises(ControlPlaneError, match="refused"):
+        with pytest.raises(AuthError, match="refused"):
             MqttClient(cfg("e1", "wrong")).start(timeout=3)
-        with pytest.raises(ControlPlaneError, match="refused"):
+        with pytest.raises(AuthError, match="refused"):
             MqttClient(MqttConfig(url=b.url)).start(timeout=3)  # anonymous
         with Coordinator(coordinator_config(b.url, tmp_path, mqtt=cfg("coordinator"))) as c:
             a1 = NodeAgent(agent_config(b.url, tmp_path, "e1", mqtt=cfg("e1"))).start()

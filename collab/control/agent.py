@@ -87,6 +87,8 @@ class NodeAgent:
         self._endpoints = tuple(config.endpoints)
         self._clouds: tuple[str, ...] = ()
         self._clouds_cv = threading.Condition()
+        self._apply_lock = threading.Lock()
+        self._unapplied: tuple[str, ...] | None = None  # a cloud list whose apply failed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -95,7 +97,8 @@ class NodeAgent:
         self._seq = 0
         self._threads: list[threading.Thread] = []
         self.acks: list[msg.RolloutAck] = []  # what this agent reported, newest last
-        will = (self._topic(topics.ANNOUNCE), self._announce_bytes(online=False), 1, True)
+        self._announce_topic = self._topic(topics.announce_kind(config.role))
+        will = (self._announce_topic, self._announce_bytes(online=False), 1, True)
         mqtt_cfg = with_client_id(config.mqtt, config.mqtt.client_id or f"collab-{config.node_id}")
         self._mqtt = MqttClient(mqtt_cfg, will=will, on_connect=self._announce)
         self._mqtt.subscribe(topics.CLOUDS, self._handle_clouds, qos=1)
@@ -134,7 +137,7 @@ class NodeAgent:
         # the on-connect announce is queued on paho's thread; make sure the broker has an
         # announce before the first heartbeat, so the coordinator never sees an unknown node
         self._mqtt.publish(
-            self._topic(topics.ANNOUNCE),
+            self._announce_topic,
             self._announce_bytes(online=True),
             qos=1,
             retain=True,
@@ -154,7 +157,7 @@ class NodeAgent:
         try:
             if self._mqtt.connected:
                 self._mqtt.publish(
-                    self._topic(topics.ANNOUNCE),
+                    self._announce_topic,
                     self._announce_bytes(online=False),
                     qos=1,
                     retain=True,
@@ -194,7 +197,7 @@ class NodeAgent:
 
     def _announce(self) -> None:
         self._mqtt.publish(
-            self._topic(topics.ANNOUNCE), self._announce_bytes(online=True), qos=1, retain=True
+            self._announce_topic, self._announce_bytes(online=True), qos=1, retain=True
         )
 
     def _tick_loop(self) -> None:
@@ -216,6 +219,9 @@ class NodeAgent:
                         msg.heartbeat_to_proto(hb).SerializeToString(),
                     )
                     next_hb = now + self.config.heartbeat_interval
+                    with self._apply_lock:
+                        if self._unapplied is not None:
+                            self._apply_clouds(self._unapplied)
                 if now >= next_tm:
                     next_tm = now + self.config.telemetry_interval
                     self._publish_telemetry()
@@ -269,19 +275,44 @@ class NodeAgent:
 
     # ------------------------------------------------------------ receiving
     def _handle_clouds(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Follow the coordinator's list: invalid entries and those beyond the cap are
+        skipped, and the list counts as applied only once ``on_clouds`` returned, so a
+        failed apply is retried (every heartbeat, and whenever the list arrives again)."""
         try:
-            clouds = msg.clouds_from_bytes(payload)
+            clouds, skipped = msg.clouds_from_bytes(payload)
         except msg.MalformedMessage as e:
             logger.warning("node %s: ignoring malformed cloud list: %s", self.node_id, e)
             return
+        if skipped:
+            logger.warning(
+                "node %s: skipped %d invalid or surplus cloud endpoints", self.node_id, skipped
+            )
+        with self._apply_lock:
+            self._apply_clouds(clouds)
+
+    def _apply_clouds(self, clouds: tuple[str, ...]) -> None:
+        """Hand ``clouds`` to ``on_clouds`` (under ``_apply_lock``); on failure keep it
+        for the heartbeat loop to retry until it applies or a newer list replaces it."""
+        retry, self._unapplied = clouds == self._unapplied, None
+        if clouds == self._clouds:
+            return
+        if self._on_clouds is not None:
+            try:
+                self._on_clouds(clouds)
+            except Exception as e:
+                if not retry:  # logged once per list, not once per heartbeat
+                    logger.warning(
+                        "node %s: applying cloud endpoints %s failed (%s); retrying",
+                        self.node_id,
+                        list(clouds),
+                        e,
+                    )
+                self._unapplied = clouds
+                return
         with self._clouds_cv:
-            changed = clouds != self._clouds
             self._clouds = clouds
             self._clouds_cv.notify_all()
-        if changed:
-            logger.info("node %s: cloud endpoints %s", self.node_id, list(clouds))
-            if self._on_clouds is not None:
-                self._on_clouds(clouds)
+        logger.info("node %s: cloud endpoints %s", self.node_id, list(clouds))
 
     def _handle_directive(self, topic: str, payload: bytes, retained: bool) -> None:
         if not payload:

@@ -8,8 +8,10 @@ with the FL messages (collab/fl/messages.py), which travel on the same bus.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -23,6 +25,10 @@ ROLES = ("edge", "cloud")
 _ROLE_TO_PB = {"edge": pb.ROLE_EDGE, "cloud": pb.ROLE_CLOUD}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 MAX_LIST = 256  # endpoints / capabilities / path-mix entries a message may carry
+MAX_NODE_ENDPOINTS = 16  # gRPC addresses one node may announce
+MAX_CLOUDS = 64  # cloud endpoints the coordinator publishes; edges use at most this many
+MAX_ENDPOINT_LEN = 261  # a 253-character host name, ':' and a 5-digit port (+ IPv6 brackets)
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +143,7 @@ class FleetStatus:
     updated_at: float
     rejected: Mapping[str, int] = field(default_factory=dict)
     drift: Mapping[str, str] = field(default_factory=dict)  # node -> version it reports instead
+    omitted: int = 0  # nodes left out to keep the snapshot within its byte budget
 
 
 # ---------------------------------------------------------------- the decode boundary
@@ -166,6 +173,47 @@ def finite(x: float, what: str) -> float:
     return x
 
 
+def valid_endpoint(endpoint: str) -> str:
+    """``host:port`` or ``[v6]:port`` a gRPC channel can dial: a DNS name or an IP, port
+    1-65535; no scheme, path, user info or whitespace. MalformedMessage otherwise."""
+    bad = MalformedMessage(f"invalid endpoint {endpoint[:80]!r}: expected HOST:PORT")
+    if len(endpoint) > MAX_ENDPOINT_LEN:
+        raise bad
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise bad from None
+        return endpoint
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise bad
+    return endpoint
+
+
+def valid_endpoints(endpoints: Iterable[str], limit: int) -> tuple[tuple[str, ...], int]:
+    """The first ``limit`` valid endpoints (in order, without repeats) and how many entries
+    were skipped: one bad entry never costs the good ones."""
+    good: list[str] = []
+    skipped = 0
+    for e in endpoints:
+        try:
+            valid_endpoint(e)
+        except MalformedMessage:
+            skipped += 1
+            continue
+        if e in good:
+            continue
+        if len(good) == limit:
+            skipped += 1
+            continue
+        good.append(e)
+    return tuple(good), skipped
+
+
 def _bounded(items: int, what: str) -> None:
     if items > MAX_LIST:
         raise MalformedMessage(f"too many {what} ({items} > {MAX_LIST})")
@@ -192,8 +240,11 @@ def announce_from_proto(m: pb.NodeAnnounce) -> Announce:
         raise MalformedMessage(f"unknown role {m.role}")
     if m.state not in (pb.STATE_ONLINE, pb.STATE_OFFLINE):
         raise MalformedMessage(f"unknown state {m.state}")
-    _bounded(len(m.endpoints), "endpoints")
+    if len(m.endpoints) > MAX_NODE_ENDPOINTS:
+        raise MalformedMessage(f"too many endpoints ({len(m.endpoints)} > {MAX_NODE_ENDPOINTS})")
     _bounded(len(m.capabilities), "capabilities")
+    for e in m.endpoints:
+        valid_endpoint(e)
     return Announce(
         node_id=valid_node_id(m.node_id),
         role=_ROLE_FROM_PB[m.role],
@@ -322,9 +373,10 @@ def clouds_to_proto(endpoints: tuple[str, ...], updated_at: float) -> pb.CloudEn
     return pb.CloudEndpoints(endpoints=list(endpoints), updated_at=updated_at)
 
 
-def clouds_from_proto(m: pb.CloudEndpoints) -> tuple[str, ...]:
-    _bounded(len(m.endpoints), "endpoints")
-    return tuple(m.endpoints)
+def clouds_from_proto(m: pb.CloudEndpoints) -> tuple[tuple[str, ...], int]:
+    """The valid endpoints of a cloud list (at most :data:`MAX_CLOUDS`, the freshest come
+    first) and how many entries were skipped as invalid or beyond the cap."""
+    return valid_endpoints(m.endpoints, MAX_CLOUDS)
 
 
 def rollout_status_to_proto(r: RolloutStatus) -> pb.RolloutStatus:
@@ -357,25 +409,26 @@ def rollout_status_from_proto(m: pb.RolloutStatus) -> RolloutStatus:
     )
 
 
+def node_status_to_proto(n: NodeStatus) -> pb.NodeStatus:
+    return pb.NodeStatus(
+        node_id=n.node_id,
+        role=_ROLE_TO_PB[n.role],
+        state=pb.STATE_ONLINE if n.online else pb.STATE_OFFLINE,
+        bundle_version=n.bundle_version,
+        endpoints=list(n.endpoints),
+        last_seen=n.last_seen,
+        telemetry=telemetry_to_proto(n.telemetry) if n.telemetry else None,
+    )
+
+
 def fleet_status_to_proto(f: FleetStatus) -> pb.FleetStatus:
-    nodes = [
-        pb.NodeStatus(
-            node_id=n.node_id,
-            role=_ROLE_TO_PB[n.role],
-            state=pb.STATE_ONLINE if n.online else pb.STATE_OFFLINE,
-            bundle_version=n.bundle_version,
-            endpoints=list(n.endpoints),
-            last_seen=n.last_seen,
-            telemetry=telemetry_to_proto(n.telemetry) if n.telemetry else None,
-        )
-        for n in f.nodes
-    ]
     return pb.FleetStatus(
-        nodes=nodes,
+        nodes=[node_status_to_proto(n) for n in f.nodes],
         rollout=rollout_status_to_proto(f.rollout) if f.rollout else None,
         updated_at=f.updated_at,
         rejected=dict(f.rejected),
         drift=dict(f.drift),
+        omitted=f.omitted,
     )
 
 
@@ -398,6 +451,7 @@ def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
         updated_at=m.updated_at,
         rejected=dict(m.rejected),
         drift=dict(m.drift),
+        omitted=m.omitted,
     )
 
 
@@ -424,7 +478,7 @@ def ack_from_bytes(data: bytes) -> RolloutAck:
     return ack_from_proto(parse_message(pb.RolloutAck, data))
 
 
-def clouds_from_bytes(data: bytes) -> tuple[str, ...]:
+def clouds_from_bytes(data: bytes) -> tuple[tuple[str, ...], int]:
     return clouds_from_proto(parse_message(pb.CloudEndpoints, data))
 
 

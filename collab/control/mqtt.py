@@ -1,5 +1,6 @@
 """A small paho-mqtt 2.x wrapper: broker URLs, credentials/TLS, re-subscription on
-reconnect, and error wrapping (paho errors become :class:`ControlPlaneError`).
+reconnect, and error wrapping (paho errors become :class:`ControlPlaneError`; a broker
+refusing the credentials, :class:`AuthError`).
 
 Handlers run on paho's network thread; an exception in one is logged and dropped so a
 bad message can never kill the loop.
@@ -20,11 +21,14 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from collab.errors import ConfigError, ControlPlaneError
+from collab.errors import AuthError, ConfigError, ControlPlaneError
 from collab.files import read_text
 from collab.log import logger
 
 Handler = Callable[[str, bytes, bool], None]  # (topic, payload, retained)
+# CONNACK reason codes of a refused login (MQTT 5 numbering; paho maps 3.1.1's 4 and 5 to
+# them): bad user name or password, not authorized
+AUTH_REFUSALS = (134, 135)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +99,7 @@ class MqttClient:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._auth_refused = False
         self._connack = threading.Event()  # first CONNACK, success or not
         self._started = False
         c = paho.Client(
@@ -138,7 +143,8 @@ class MqttClient:
         if not self._connack.wait(timeout) or not self._connected.is_set():
             self.stop()
             why = self._refused or f"no CONNACK within {timeout}s"
-            raise ControlPlaneError(f"MQTT broker {self.config.url} refused the connection: {why}")
+            error = AuthError if self._auth_refused else ControlPlaneError
+            raise error(f"MQTT broker {self.config.url} refused the connection: {why}")
         return self
 
     def stop(self) -> None:
@@ -203,6 +209,7 @@ class MqttClient:
     ) -> None:
         if rc.is_failure:
             self._refused = str(rc)
+            self._auth_refused = rc.value in AUTH_REFUSALS
             logger.warning("MQTT %s refused connection: %s", self.config.url, rc)
             if not self._connack.is_set():  # never connected: don't hammer the broker
                 client.disconnect()

@@ -18,12 +18,15 @@ NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # node -> coordinator
 ANNOUNCE = "announce"  # retained, QoS 1, last-will (state OFFLINE)
+# a cloud node's announce: the broker ACL lets only cloud credentials write it, and the
+# coordinator takes the role from the topic, never from the payload
+CLOUD_ANNOUNCE = "cloud-announce"
 HEARTBEAT = "heartbeat"  # QoS 0
 TELEMETRY = "telemetry"  # QoS 0
 ACK = "ack"  # QoS 1
 # coordinator -> node
 ROLLOUT = "rollout"  # retained, QoS 1
-NODE_KINDS = (ANNOUNCE, HEARTBEAT, TELEMETRY, ACK, ROLLOUT)
+NODE_KINDS = (ANNOUNCE, CLOUD_ANNOUNCE, HEARTBEAT, TELEMETRY, ACK, ROLLOUT)
 
 CLOUDS = f"{PREFIX}/fleet/clouds"  # retained, QoS 1
 FLEET_STATUS = f"{PREFIX}/fleet/status"  # retained, QoS 0
@@ -55,6 +58,11 @@ def default_node_id(role: str, port: int) -> str:
     """``ROLE-HOSTNAME-PORT``: unique per daemon on a machine, the hostname cut to a node id's alphabet."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
     return f"{role}-{host}-{port}"
+
+
+def announce_kind(role: str) -> str:
+    """The topic kind a node of ``role`` announces on."""
+    return CLOUD_ANNOUNCE if role == "cloud" else ANNOUNCE
 
 
 def node_topic(node_id: str, kind: str) -> str:

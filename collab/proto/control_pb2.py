@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcontrol.proto\x12\tcollab.v1\"\xad\x02\n\x0cNodeAnnounce\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.collab.v1.NodeRole\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.collab.v1.NodeState\x12?\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0b\x32).collab.v1.NodeAnnounce.CapabilitiesEntry\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12\x11\n\tendpoints\x18\x06 \x03(\t\x12\x0f\n\x07sent_at\x18\x07 \x01(\x01\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x1a\x33\n\x11\x43\x61pabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\"\x8f\x02\n\tTelemetry\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x33\n\x08path_mix\x18\x04 \x03(\x0b\x32!.collab.v1.Telemetry.PathMixEntry\x12\x0e\n\x06p50_ms\x18\x05 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x11\n\tfallbacks\x18\x08 \x01(\x04\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x0f\n\x07sent_at\x18\n \x01(\x01\x1a.\n\x0cPathMixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"7\n\x0e\x43loudEndpoints\x12\x11\n\tendpoints\x18\x01 \x03(\t\x12\x12\n\nupdated_at\x18\x02 \x01(\x01\"\xa2\x02\n\x12\x44irectiveStatement\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x11\n\tissued_at\x18\x06 \x01(\x01\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x16\n\x0e\x66\x65tch_endpoint\x18\x08 \x01(\t\x12@\n\nfile_sizes\x18\t \x03(\x0b\x32,.collab.v1.DirectiveStatement.FileSizesEntry\x1a\x30\n\x0e\x46ileSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\">\n\x10RolloutDirective\x12\x11\n\tstatement\x18\x07 \x01(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0cJ\x04\x08\x01\x10\x07\"n\n\nRolloutAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrollout_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07sent_at\x18\x06 \x01(\x01\"\xcc\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.collab.v1.NodeRole\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.collab.v1.NodeState\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12\x11\n\tendpoints\x18\x05 \x03(\t\x12\x11\n\tlast_seen\x18\x06 \x01(\x01\x12\'\n\ttelemetry\x18\x07 \x01(\x0b\x32\x14.collab.v1.Telemetry\"A\n\x10NodeRolloutState\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xc2\x01\n\rRolloutStatus\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x0f\n\x07percent\x18\x04 \x01(\x05\x12\r\n\x05state\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12*\n\x05nodes\x18\x07 \x03(\x0b\x32\x1b.collab.v1.NodeRolloutState\x12\x12\n\nmodel_name\x18\x08 \x01(\t\"\xbb\x02\n\x0b\x46leetStatus\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.collab.v1.NodeStatus\x12)\n\x07rollout\x18\x02 \x01(\x0b\x32\x18.collab.v1.RolloutStatus\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\x36\n\x08rejected\x18\x04 \x03(\x0b\x32$.collab.v1.FleetStatus.RejectedEntry\x12\x30\n\x05\x64rift\x18\x05 \x03(\x0b\x32!.collab.v1.FleetStatus.DriftEntry\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nDriftEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x10\x43oordinatorState\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.collab.v1.NodeState\x12\x16\n\x0e\x66\x65tch_endpoint\x18\x02 \x01(\t\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\"L\n\x0b\x42undleChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x11\n\tfile_size\x18\x04 \x01(\x04\"0\n\x0c\x46\x65tchRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"J\n\x0bUploadReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61lready_stored\x18\x03 \x01(\x08\"7\n\x13StartRolloutRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\"%\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\"\x13\n\x11GetRolloutRequest*?\n\x08NodeRole\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_EDGE\x10\x01\x12\x0e\n\nROLE_CLOUD\x10\x02*G\n\tNodeState\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ONLINE\x10\x01\x12\x11\n\rSTATE_OFFLINE\x10\x02\x32K\n\rBundleService\x12:\n\x05\x46\x65tch\x12\x17.collab.v1.FetchRequest\x1a\x16.collab.v1.BundleChunk0\x01\x32\xa2\x02\n\x12\x43oordinatorService\x12:\n\x06Upload\x12\x16.collab.v1.BundleChunk\x1a\x16.collab.v1.UploadReply(\x01\x12H\n\x0cStartRollout\x12\x1e.collab.v1.StartRolloutRequest\x1a\x18.collab.v1.RolloutStatus\x12@\n\x08Rollback\x12\x1a.collab.v1.RollbackRequest\x1a\x18.collab.v1.RolloutStatus\x12\x44\n\nGetRollout\x12\x1c.collab.v1.GetRolloutRequest\x1a\x18.collab.v1.RolloutStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcontrol.proto\x12\tcollab.v1\"\xad\x02\n\x0cNodeAnnounce\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.collab.v1.NodeRole\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.collab.v1.NodeState\x12?\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0b\x32).collab.v1.NodeAnnounce.CapabilitiesEntry\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12\x11\n\tendpoints\x18\x06 \x03(\t\x12\x0f\n\x07sent_at\x18\x07 \x01(\x01\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x1a\x33\n\x11\x43\x61pabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\"\x8f\x02\n\tTelemetry\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x33\n\x08path_mix\x18\x04 \x03(\x0b\x32!.collab.v1.Telemetry.PathMixEntry\x12\x0e\n\x06p50_ms\x18\x05 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x11\n\tfallbacks\x18\x08 \x01(\x04\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x0f\n\x07sent_at\x18\n \x01(\x01\x1a.\n\x0cPathMixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"7\n\x0e\x43loudEndpoints\x12\x11\n\tendpoints\x18\x01 \x03(\t\x12\x12\n\nupdated_at\x18\x02 \x01(\x01\"\xa2\x02\n\x12\x44irectiveStatement\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x11\n\tissued_at\x18\x06 \x01(\x01\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x16\n\x0e\x66\x65tch_endpoint\x18\x08 \x01(\t\x12@\n\nfile_sizes\x18\t \x03(\x0b\x32,.collab.v1.DirectiveStatement.FileSizesEntry\x1a\x30\n\x0e\x46ileSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\">\n\x10RolloutDirective\x12\x11\n\tstatement\x18\x07 \x01(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0cJ\x04\x08\x01\x10\x07\"n\n\nRolloutAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrollout_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07sent_at\x18\x06 \x01(\x01\"\xcc\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.collab.v1.NodeRole\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.collab.v1.NodeState\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12\x11\n\tendpoints\x18\x05 \x03(\t\x12\x11\n\tlast_seen\x18\x06 \x01(\x01\x12\'\n\ttelemetry\x18\x07 \x01(\x0b\x32\x14.collab.v1.Telemetry\"A\n\x10NodeRolloutState\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xc2\x01\n\rRolloutStatus\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x0f\n\x07percent\x18\x04 \x01(\x05\x12\r\n\x05state\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12*\n\x05nodes\x18\x07 \x03(\x0b\x32\x1b.collab.v1.NodeRolloutState\x12\x12\n\nmodel_name\x18\x08 \x01(\t\"\xcc\x02\n\x0b\x46leetStatus\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.collab.v1.NodeStatus\x12)\n\x07rollout\x18\x02 \x01(\x0b\x32\x18.collab.v1.RolloutStatus\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\x36\n\x08rejected\x18\x04 \x03(\x0b\x32$.collab.v1.FleetStatus.RejectedEntry\x12\x30\n\x05\x64rift\x18\x05 \x03(\x0b\x32!.collab.v1.FleetStatus.DriftEntry\x12\x0f\n\x07omitted\x18\x06 \x01(\r\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nDriftEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x10\x43oordinatorState\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.collab.v1.NodeState\x12\x16\n\x0e\x66\x65tch_endpoint\x18\x02 \x01(\t\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\"L\n\x0b\x42undleChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x11\n\tfile_size\x18\x04 \x01(\x04\"0\n\x0c\x46\x65tchRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"J\n\x0bUploadReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61lready_stored\x18\x03 \x01(\x08\"7\n\x13StartRolloutRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\"%\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\"\x13\n\x11GetRolloutRequest*?\n\x08NodeRole\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_EDGE\x10\x01\x12\x0e\n\nROLE_CLOUD\x10\x02*G\n\tNodeState\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ONLINE\x10\x01\x12\x11\n\rSTATE_OFFLINE\x10\x02\x32K\n\rBundleService\x12:\n\x05\x46\x65tch\x12\x17.collab.v1.FetchRequest\x1a\x16.collab.v1.BundleChunk0\x01\x32\xa2\x02\n\x12\x43oordinatorService\x12:\n\x06Upload\x12\x16.collab.v1.BundleChunk\x1a\x16.collab.v1.UploadReply(\x01\x12H\n\x0cStartRollout\x12\x1e.collab.v1.StartRolloutRequest\x1a\x18.collab.v1.RolloutStatus\x12@\n\x08Rollback\x12\x1a.collab.v1.RollbackRequest\x1a\x18.collab.v1.RolloutStatus\x12\x44\n\nGetRollout\x12\x1c.collab.v1.GetRolloutRequest\x1a\x18.collab.v1.RolloutStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLEETSTATUS_REJECTEDENTRY']._serialized_options = b'8\001'
   _globals['_FLEETSTATUS_DRIFTENTRY']._loaded_options = None
   _globals['_FLEETSTATUS_DRIFTENTRY']._serialized_options = b'8\001'
-  _globals['_NODEROLE']._serialized_start=2424
-  _globals['_NODEROLE']._serialized_end=2487
-  _globals['_NODESTATE']._serialized_start=2489
-  _globals['_NODESTATE']._serialized_end=2560
+  _globals['_NODEROLE']._serialized_start=2441
+  _globals['_NODEROLE']._serialized_end=2504
+  _globals['_NODESTATE']._serialized_start=2506
+  _globals['_NODESTATE']._serialized_end=2577
   _globals['_NODEANNOUNCE']._serialized_start=29
   _globals['_NODEANNOUNCE']._serialized_end=330
   _globals['_NODEANNOUNCE_CAPABILITIESENTRY']._serialized_start=279
@@ -72,27 +72,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLLOUTSTATUS']._serialized_start=1491
   _globals['_ROLLOUTSTATUS']._serialized_end=1685
   _globals['_FLEETSTATUS']._serialized_start=1688
-  _globals['_FLEETSTATUS']._serialized_end=2003
-  _globals['_FLEETSTATUS_REJECTEDENTRY']._serialized_start=1910
-  _globals['_FLEETSTATUS_REJECTEDENTRY']._serialized_end=1957
-  _globals['_FLEETSTATUS_DRIFTENTRY']._serialized_start=1959
-  _globals['_FLEETSTATUS_DRIFTENTRY']._serialized_end=2003
-  _globals['_COORDINATORSTATE']._serialized_start=2005
-  _globals['_COORDINATORSTATE']._serialized_end=2101
-  _globals['_BUNDLECHUNK']._serialized_start=2103
-  _globals['_BUNDLECHUNK']._serialized_end=2179
-  _globals['_FETCHREQUEST']._serialized_start=2181
-  _globals['_FETCHREQUEST']._serialized_end=2229
-  _globals['_UPLOADREPLY']._serialized_start=2231
-  _globals['_UPLOADREPLY']._serialized_end=2305
-  _globals['_STARTROLLOUTREQUEST']._serialized_start=2307
-  _globals['_STARTROLLOUTREQUEST']._serialized_end=2362
-  _globals['_ROLLBACKREQUEST']._serialized_start=2364
-  _globals['_ROLLBACKREQUEST']._serialized_end=2401
-  _globals['_GETROLLOUTREQUEST']._serialized_start=2403
-  _globals['_GETROLLOUTREQUEST']._serialized_end=2422
-  _globals['_BUNDLESERVICE']._serialized_start=2562
-  _globals['_BUNDLESERVICE']._serialized_end=2637
-  _globals['_COORDINATORSERVICE']._serialized_start=2640
-  _globals['_COORDINATORSERVICE']._serialized_end=2930
+  _globals['_FLEETSTATUS']._serialized_end=2020
+  _globals['_FLEETSTATUS_REJECTEDENTRY']._serialized_start=1927
+  _globals['_FLEETSTATUS_REJECTEDENTRY']._serialized_end=1974
+  _globals['_FLEETSTATUS_DRIFTENTRY']._serialized_start=1976
+  _globals['_FLEETSTATUS_DRIFTENTRY']._serialized_end=2020
+  _globals['_COORDINATORSTATE']._serialized_start=2022
+  _globals['_COORDINATORSTATE']._serialized_end=2118
+  _globals['_BUNDLECHUNK']._serialized_start=2120
+  _globals['_BUNDLECHUNK']._serialized_end=2196
+  _globals['_FETCHREQUEST']._serialized_start=2198
+  _globals['_FETCHREQUEST']._serialized_end=2246
+  _globals['_UPLOADREPLY']._serialized_start=2248
+  _globals['_UPLOADREPLY']._serialized_end=2322
+  _globals['_STARTROLLOUTREQUEST']._serialized_start=2324
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=2379
+  _globals['_ROLLBACKREQUEST']._serialized_start=2381
+  _globals['_ROLLBACKREQUEST']._serialized_end=2418
+  _globals['_GETROLLOUTREQUEST']._serialized_start=2420
+  _globals['_GETROLLOUTREQUEST']._serialized_end=2439
+  _globals['_BUNDLESERVICE']._serialized_start=2579
+  _globals['_BUNDLESERVICE']._serialized_end=2654
+  _globals['_COORDINATORSERVICE']._serialized_start=2657
+  _globals['_COORDINATORSERVICE']._serialized_end=2947
 # @@protoc_insertion_point(module_scope)

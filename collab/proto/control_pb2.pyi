@@ -205,7 +205,7 @@ class RolloutStatus(_message.Message):
     def __init__(self, rollout_id: _Optional[str] = ..., version: _Optional[str] = ..., previous_version: _Optional[str] = ..., percent: _Optional[int] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeRolloutState, _Mapping]]] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class FleetStatus(_message.Message):
-    __slots__ = ("nodes", "rollout", "updated_at", "rejected", "drift")
+    __slots__ = ("nodes", "rollout", "updated_at", "rejected", "drift", "omitted")
     class RejectedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -225,12 +225,14 @@ class FleetStatus(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     rollout: RolloutStatus
     updated_at: float
     rejected: _containers.ScalarMap[str, int]
     drift: _containers.ScalarMap[str, str]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., updated_at: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ..., drift: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    omitted: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., updated_at: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ..., drift: _Optional[_Mapping[str, str]] = ..., omitted: _Optional[int] = ...) -> None: ...
 
 class CoordinatorState(_message.Message):
     __slots__ = ("state", "fetch_endpoint", "sent_at")
