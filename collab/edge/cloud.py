@@ -295,7 +295,9 @@ class CloudLink:
         timings["cloud_call_ms"] = call_ms
         pt = timing_from_proto(resp.timing)
         timings["cloud_queue_ms"] = pt.queue_ms
-        timings["cloud_compute_ms"] = pt.compute_ms
+        timings["cloud_compute_ms"] = pt.compute_ms  # the whole batch's
+        timings["cloud_decode_ms"] = pt.decode_ms
+        timings["cloud_batch_size"] = float(pt.batch_size)
         now = time.monotonic()
         self.breaker.record_success()
         self.link.add_transfer(sent, max(call_ms - pt.total_ms, 0.0), now)
