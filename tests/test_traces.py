@@ -201,7 +201,9 @@ def test_start_s_needs_a_mahimahi_trace(tmp_path: Path) -> None:
         parse_scenario(text, source="s.yaml", base=tmp_path)
     (tmp_path / "t.up").write_text("5\n10\n")
     sc = parse_scenario(
-        text.replace("up_mbps: 1, ", "").replace("start_s: 10", "start_s: 10\n  mahimahi: {up: t.up}"),
+        text.replace("up_mbps: 1, ", "").replace(
+            "start_s: 10", "start_s: 10\n  mahimahi: {up: t.up}"
+        ),
         source="s.yaml",
         base=tmp_path,
     )

@@ -62,7 +62,7 @@ def policy_cost(
 
 
 def cost_line(policies: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """"auto saves X % cost vs cloud-only at Y % of its latency", when both ran."""
+    """ "auto saves X % cost vs cloud-only at Y % of its latency", when both ran."""
     a, c = policies.get("auto"), policies.get("cloud_only")
     if not a or not c or not c["cost"]["usd"] or not c["mean_ms"]:
         return None

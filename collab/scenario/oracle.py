@@ -165,7 +165,8 @@ def compute_oracle(
                 continue
             t_send = t + pr.get("edge_ms", 0.0) / 1000.0
             row[p] = base + min(
-                codec_ms + network_ms(sc, t_send, nbytes, framing, caps) for codec_ms, nbytes in tables[p]
+                codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
+                for codec_ms, nbytes in tables[p]
             )
         for p, v in row.items():
             per_path[p].append(v)

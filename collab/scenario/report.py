@@ -59,12 +59,16 @@ def policy_stats(
     }
 
 
-def _check(name: str, value: float, limit: float, detail: str, *, at_least: bool = False) -> dict[str, Any]:
+def _check(
+    name: str, value: float, limit: float, detail: str, *, at_least: bool = False
+) -> dict[str, Any]:
     ok = (value >= limit if at_least else value <= limit) if not math.isnan(value) else False
     return {"name": name, "value": value, "limit": limit, "ok": bool(ok), "detail": detail}
 
 
-def acceptance(sc: Scenario, per: Mapping[str, Mapping[str, Any]], report: Mapping[str, Any]) -> dict[str, Any]:
+def acceptance(
+    sc: Scenario, per: Mapping[str, Mapping[str, Any]], report: Mapping[str, Any]
+) -> dict[str, Any]:
     """Every check ``auto`` is held to, with its numbers; ``pass`` only if all hold."""
     acc, a = sc.acceptance, per["auto"]
     mo, bs = report["measured_oracle"], report["best_static"]
@@ -122,7 +126,9 @@ def build_report(
     bundle: Path,
 ) -> dict[str, Any]:
     per = {
-        p: policy_stats(sc, [r for r in records if r.policy == p], oracle, best, measured.link.get(p))
+        p: policy_stats(
+            sc, [r for r in records if r.policy == p], oracle, best, measured.link.get(p)
+        )
         for p in policies
     }
     static = {p: s for p, s in per.items() if p != "auto" and s["lost"] == 0}
@@ -222,7 +228,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 def cost_table(report: Mapping[str, Any]) -> str:
     lines = [
-        "| policy (per 1,000 requests) | uplink MB | cloud s | edge s | edge Wh | $ uplink | $ cloud | $ edge | $ total |",
+        "| policy (per 1,000 requests) | uplink MB | cloud s | edge s | edge Wh | "
+        "$ uplink | $ cloud | $ edge | $ total |",
         "|" + "---|" * 9,
     ]
     for p, s in report["policies"].items():

@@ -416,9 +416,7 @@ def analyse(
     plan = schedule(sc)
     oracle = compute_oracle(sc, plan, measured.profile, cal, measured.events, measured.framing)
     best = measured_oracle(records, [p for p in pols if p != "auto"])
-    report = build_report(
-        sc, records, oracle, best, measured, pols, wall_s=wall_s, bundle=bundle
-    )
+    report = build_report(sc, records, oracle, best, measured, pols, wall_s=wall_s, bundle=bundle)
     report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
     write_plots(sc, records, oracle, report, out)

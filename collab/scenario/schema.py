@@ -345,15 +345,16 @@ class _NetworkFile:
                         outage=s.outage,
                     )
                 )
-        def traced(tr: MahimahiTrace | None) -> MahimahiTrace | None:
+
+        def offset(tr: MahimahiTrace | None) -> MahimahiTrace | None:
             return None if tr is None else replace(tr, start_s=self.start_s)
 
         return LinkTrace(
             uplink=DirectionTrace(
-                segments=tuple(up), repeat=self.repeat, mahimahi=traced(self.mahimahi.up)
+                segments=tuple(up), repeat=self.repeat, mahimahi=offset(self.mahimahi.up)
             ),
             downlink=DirectionTrace(
-                segments=tuple(down), repeat=self.repeat, mahimahi=traced(self.mahimahi.down)
+                segments=tuple(down), repeat=self.repeat, mahimahi=offset(self.mahimahi.down)
             ),
         )
 
