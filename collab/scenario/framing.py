@@ -27,6 +27,13 @@ SETTLE_S = 0.05
 """Pause after a call before the counters are read (late WINDOW_UPDATEs belong to it)."""
 
 
+def framing_paths(paths: Sequence[str]) -> list[str]:
+    """One path per RPC: cloud-only (Infer) and the first split point (Decode)."""
+    return [p for p in paths if p == "cloud_only"] + [p for p in paths if p.startswith("split:")][
+        :1
+    ]
+
+
 def measure_framing(
     bundle: Path,
     emu: EmulatorProcess,

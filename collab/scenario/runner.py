@@ -27,7 +27,7 @@ from collab.edge.profile import profile_from_bundle
 from collab.emulator import EmulatorProcess
 from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
-from collab.scenario.framing import measure_framing
+from collab.scenario.framing import framing_paths, measure_framing
 from collab.scenario.measured import Measured
 from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
 from collab.scenario.requests import Arrival, Record, schedule
@@ -363,7 +363,7 @@ def run_scenario(
         emu.set_link(unlimited_link())
         prof = profile_paths(paths, bundle, emu, sc, x, tick=lambda: bar.update(1))
         bar.set_postfix_str("measuring RPC framing")
-        framing = measure_framing(bundle, emu, sc, x, [p for p in paths if p != "edge_only"])
+        framing = measure_framing(bundle, emu, sc, x, framing_paths(paths))
         emu.set_link(sc.link)
         for pol in pols:
             bar.set_postfix_str(pol)
@@ -419,7 +419,7 @@ def analyse(
     report = build_report(sc, records, oracle, best, measured, pols, wall_s=wall_s, bundle=bundle)
     report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
-    write_plots(sc, records, oracle, report, out)
+    write_plots(sc, records, oracle, best, report, out)
     return report
 
 

@@ -186,7 +186,7 @@ class CostModel:
     """``cost:``: prices and power of the cost report, per 1,000 requests (defaults and their
     sources in docs/scenarios.md)."""
 
-    uplink_usd_per_gb: NonNegative = 2.0  # cellular data
+    uplink_usd_per_gb: NonNegative = 3.33  # cellular data (US average)
     cloud_usd_per_vcpu_s: NonNegative = 0.04048 / 3600  # on-demand vCPU (AWS Fargate)
     edge_power_w: NonNegative = 6.4  # the device under load (Raspberry Pi 4)
     usd_per_kwh: NonNegative = 0.16  # electricity at the edge
