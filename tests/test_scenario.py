@@ -487,3 +487,34 @@ def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:
     assert sorted(_codec_table({}, stats, 0.005)) == [(1.5, 1000.0), (1.5, 4000.0)]
     assert sorted(_codec_table({}, stats, 0.2)) == [(1.5, 500.0), (1.5, 1000.0), (1.5, 4000.0)]
     assert _codec_table({"encode_ms": 2.0, "bytes": 64.0}, None, 0.0) == [(2.0, 64.0)]
+
+
+def test_acceptance_and_cost_keys_are_checked_with_their_line() -> None:
+    base = GOOD + "acceptance:\n  vs_model_oracle: 0\ncost:\n  edge_power_w: 5\n"
+    assert "s.yaml:22: acceptance.vs_model_oracle: must be > 0" in _err(base)
+    assert "s.yaml:24: cost.edge_power_w: must be >= 0" in _err(
+        base.replace("vs_model_oracle: 0", "vs_model_oracle: 1.2").replace(
+            "edge_power_w: 5", "edge_power_w: -5"
+        )
+    )
+    assert "unknown key" in _err(GOOD + "cost:\n  dollars: 1\n")
+    sc = parse_scenario(base.replace("vs_model_oracle: 0", "vs_model_oracle: 1.2"), source="s.yaml")
+    assert sc.acceptance.vs_model_oracle == 1.2 and sc.acceptance.vs_best_static == 1.05
+    assert sc.cost.edge_power_w == 5.0
+
+
+def test_the_demo_exits_non_zero_on_fail_unless_no_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`collab demo` takes its exit code from the verdict too (the run itself replaced by a
+    failing report: the scenario run's exit code is tested end to end above)."""
+    import collab.scenario.runner as runner
+    from collab.cli import main
+
+    rep = _report(auto_ms=1000.0)
+    assert not rep["acceptance"]["pass"]
+    monkeypatch.setattr(runner, "run_scenario", lambda sc, out, **kw: rep)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert main(["demo", "--out", str(tmp_path), "--no-fail"]) == 0
+    monkeypatch.setattr(runner, "run_scenario", lambda sc, out, **kw: _report(auto_ms=10.0))
+    assert main(["demo", "--out", str(tmp_path)]) == 0
