@@ -333,3 +333,32 @@ def test_a_500k_line_trace_per_direction_crosses_the_control_channel(tmp_path: P
     want = sc.link.uplink.capacity().cum(2.3) - sc.link.uplink.capacity().cum(0.5)
     assert want == pytest.approx(8e6 / 8 * 1.8, rel=0.02)  # the trace from 1600 s on
     assert got == pytest.approx(want, rel=TOL), (got, want)
+
+
+@pytest.mark.skipif(
+    not SHARED_TRACES.is_dir(), reason="real Mahimahi traces not present (../shared/traces)"
+)
+def test_real_drive_traces_load_into_the_emulator_process_at_an_offset(tmp_path: Path) -> None:
+    """The public Mahimahi drives (tens of thousands of lines) as a scenario's uplink and
+    downlink, started 60 s in: the control channel takes them (it crashed on them)."""
+    from collab.scenario.schema import parse_scenario
+
+    for f in sorted(SHARED_TRACES.glob("*.up")):
+        sc = parse_scenario(
+            f"model: {{example: digits}}\n"
+            f"network:\n"
+            f"  mahimahi: {{up: {f}, down: {f}}}\n"
+            f"  start_s: 60\n"
+            f"  segments: [{{duration_s: 30, rtt_ms: 40}}]\n",
+            source="real.yaml",
+            base=tmp_path,
+        )
+        full = load_mahimahi(f)
+        cap = sc.link.uplink.capacity()
+        assert cap.cum(10.0) == MahimahiCapacity(full).cum(70.0) - MahimahiCapacity(full).cum(60.0)
+        with (
+            tcp_server("sink") as (port, _),
+            EmulatorProcess(upstream=("127.0.0.1", port), link=link(None)) as emu,
+        ):
+            emu.set_link(sc.link)
+            assert emu.stats()["outage"] is False
