@@ -148,6 +148,8 @@ def test_a_500k_line_trace_parses_and_its_offset_moves_trace_time_0(tmp_path: Pa
     )
     # past the end of the trace it repeats from its start: 2 Mbit/s again
     assert late.rate_bps(400.0, 10.0) == pytest.approx(2e6, rel=0.01)
+    with pytest.raises(ConfigError, match="non-decreasing"):
+        MahimahiTrace(np.array([5, 3, 9]), source="x.up")
     # the compact form the emulator's control channel carries round-trips exactly
     assert MahimahiTrace.from_dict(tr.to_dict()) == tr
     assert len(json.dumps(tr.to_dict())) < 2_000_000

@@ -166,7 +166,11 @@ class MahimahiTrace:
     start_s: float = 0.0
 
     def __post_init__(self) -> None:
-        ts = np.asarray(self.timestamps_ms, dtype=np.int64)
+        ts = np.array(self.timestamps_ms, dtype=np.int64)  # a copy: frozen means frozen
+        if ts.ndim != 1 or not ts.size or ts[0] < 0 or bool(np.any(np.diff(ts) < 0)):
+            raise ConfigError(f"{self.source}: timestamps must be >= 0 and non-decreasing")
+        if ts[-1] <= 0:
+            raise ConfigError(f"{self.source}: the last timestamp (the period) must be > 0")
         ts.flags.writeable = False
         object.__setattr__(self, "timestamps_ms", ts)
         if not (self.start_s >= 0 and math.isfinite(self.start_s)):
