@@ -42,7 +42,7 @@ def policy_cost(
     up = float(link["bytes_up"]) if link and "bytes_up" in link else sum(r.bytes_sent for r in recs)
     cloud_s = sum(cloud_seconds(r) for r in recs)
     edge_s = sum(edge_seconds(r) for r in recs)
-    edge_j = edge_s * model.edge_power_w
+    edge_j = edge_s * model.power_w
     usd = {
         "uplink": up / GB * model.uplink_usd_per_gb,
         "cloud": cloud_s * model.cloud_usd_per_vcpu_s,

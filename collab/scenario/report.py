@@ -172,7 +172,7 @@ def build_report(
         "cost_model": {
             "uplink_usd_per_gb": sc.cost.uplink_usd_per_gb,
             "cloud_usd_per_vcpu_s": sc.cost.cloud_usd_per_vcpu_s,
-            "edge_power_w": sc.cost.edge_power_w,
+            "edge_power_w": sc.cost.power_w,
             "usd_per_kwh": sc.cost.usd_per_kwh,
         },
         "profile": {p: dict(v) for p, v in measured.profile.items()},

@@ -181,6 +181,11 @@ class Acceptance:
     vs_best_static: Positive = 1.05  # ... <= this x the best static policy's mean
 
 
+DEFAULT_EDGE_POWER_W = 6.4
+"""A Raspberry Pi 4 B under full CPU load (docs/scenarios.md): the edge's power when the
+scenario names none."""
+
+
 @config_dataclass
 class CostModel:
     """``cost:``: prices and power of the cost report, per 1,000 requests (defaults and their
@@ -188,8 +193,13 @@ class CostModel:
 
     uplink_usd_per_gb: NonNegative = 3.33  # cellular data (US average)
     cloud_usd_per_vcpu_s: NonNegative = 0.04048 / 3600  # on-demand vCPU (AWS Fargate)
-    edge_power_w: NonNegative = 6.4  # the device under load (Raspberry Pi 4)
+    edge_power_w: NonNegative | None = None  # the device under load (None: DEFAULT_EDGE_POWER_W)
     usd_per_kwh: NonNegative = 0.16  # electricity at the edge
+
+    @property
+    def power_w(self) -> float:
+        """The edge's power under load the report uses."""
+        return DEFAULT_EDGE_POWER_W if self.edge_power_w is None else self.edge_power_w
 
 
 @dataclass(frozen=True, kw_only=True)
