@@ -409,6 +409,7 @@ def test_cost_report_per_1000_requests_from_measured_compute_and_bytes() -> None
     n = rep["requests_per_policy"]
     c = rep["policies"]["cloud_only"]["cost"]
     assert c["uplink_mb"] == pytest.approx(2.0 * 1000 / n)  # the emulator's count of the run
+    assert c["frames_mb"] == pytest.approx(3000 * 1000 / 1e6)  # of which its frames
     assert c["cloud_s"] == pytest.approx((8.0 / 2 + 1.0) / 1000 * 1000)  # batch share + decode
     assert c["edge_s"] == 0.0 and c["usd_edge"] == 0.0
     cm = rep["cost_model"]

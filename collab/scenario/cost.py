@@ -51,6 +51,7 @@ def policy_cost(
     k = PER / n
     return {
         "uplink_mb": up * k / 1e6,
+        "frames_mb": sum(r.bytes_sent for r in recs) * k / 1e6,  # of which the requests' frames
         "cloud_s": cloud_s * k,
         "edge_s": edge_s * k,
         "edge_wh": edge_j * k / 3600.0,

@@ -228,16 +228,17 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 def cost_table(report: Mapping[str, Any]) -> str:
     lines = [
-        "| policy (per 1,000 requests) | uplink MB | cloud s | edge s | edge Wh | "
-        "$ uplink | $ cloud | $ edge | $ total |",
-        "|" + "---|" * 9,
+        "| policy (per 1,000 requests) | uplink MB | of which frames | cloud s | edge s | "
+        "edge Wh | $ uplink | $ cloud | $ edge | $ total |",
+        "|" + "---|" * 10,
     ]
     for p, s in report["policies"].items():
         c = s["cost"]
         lines.append(
-            f"| {p} | {_f(c['uplink_mb'], 2)} | {_f(c['cloud_s'], 2)} | {_f(c['edge_s'], 2)} | "
-            f"{_f(c['edge_wh'], 3)} | {_f(c['usd_uplink'], 4)} | {_f(c['usd_cloud'], 4)} | "
-            f"{_f(c['usd_edge'], 4)} | {_f(c['usd'], 4)} |"
+            f"| {p} | {_f(c['uplink_mb'], 2)} | {_f(c['frames_mb'], 2)} | {_f(c['cloud_s'], 2)} | "
+            f"{_f(c['edge_s'], 2)} | "
+            f"{_f(c['edge_wh'], 3)} | {c['usd_uplink']:.3g} | {c['usd_cloud']:.3g} | "
+            f"{c['usd_edge']:.3g} | {c['usd']:.3g} |"
         )
     return "\n".join(lines)
 
