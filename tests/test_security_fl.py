@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -21,7 +21,7 @@ from test_control_support import wait_until
 
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
-from collab.errors import ConfigError, TransportError
+from collab.errors import ConfigError, FLError, TransportError
 from collab.fl import messages as msg
 from collab.fl.aggregator import Aggregator, serve
 from collab.fl.config import FLConfig, config_from_dict, config_to_dict
@@ -309,6 +309,39 @@ def test_upload_flood_is_refused_while_aggregate_downloads_are_still_served() ->
             with pytest.raises(grpc.RpcError):
                 h.result(timeout=10)  # an empty upload: rejected, its slot freed
         ch.close()
+
+
+class EndlessAggregate(fl_pb2_grpc.FlAggregatorServicer):
+    """A rogue aggregator: announces one chunk, then streams chunks without end."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def FetchAggregate(
+        self, request: fl_pb2.FlAggregateRequest, context: grpc.ServicerContext
+    ) -> Iterator[fl_pb2.FlAggregateChunk]:
+        yield fl_pb2.FlAggregateChunk(
+            header=fl_pb2.FlAggregateHeader(federation=FED, num_chunks=1, num_values=1)
+        )
+        while context.is_active():
+            self.sent += 1
+            yield fl_pb2.FlAggregateChunk(data=b"\0" * 65536)
+
+
+def test_client_stops_reading_an_aggregate_at_the_first_chunk_it_did_not_announce() -> None:
+    rogue = EndlessAggregate()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    fl_pb2_grpc.add_FlAggregatorServicer_to_server(rogue, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        stub = AggregatorStub(f"127.0.0.1:{port}")
+        with pytest.raises(FLError, match="more than the 1 chunks"):
+            stub.fetch(FED, "v0", timeout=10)
+        stub.close()
+        wait_until(lambda: rogue.sent < 1000, 1, "the rogue stream stopped")  # 64 MiB at most
+    finally:
+        server.stop(0)
 
 
 # --------------------------------------------------------------------------- MQTT presence

@@ -334,11 +334,11 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
     its certificate (collab.fl.endpoint), call the aggregator; errors go to
     :mod:`collab.rpc_status`."""
 
-    def __init__(self, agg: Aggregator, endpoint: AggregatorEndpoint) -> None:
+    def __init__(self, agg: Aggregator, endpoint: AggregatorEndpoint | None = None) -> None:
         self.agg = agg
-        self.endpoint = endpoint
-        self.uploads = Slots(endpoint.max_uploads, "upload streams")
-        self.fetches = Slots(endpoint.max_fetches, "aggregate downloads")
+        self.endpoint = endpoint or AggregatorEndpoint()
+        self.uploads = Slots(self.endpoint.max_uploads, "upload streams")
+        self.fetches = Slots(self.endpoint.max_fetches, "aggregate downloads")
 
     def UploadUpdate(
         self, request_iterator: Iterator[fl_pb2.FlUpdateChunk], context: grpc.ServicerContext

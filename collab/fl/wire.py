@@ -73,6 +73,8 @@ def aggregate_from_proto(stream: Iterable[fl_pb2.FlAggregateChunk]) -> Aggregate
     for m in it:
         if m.WhichOneof("part") != "data":
             raise FLError("aggregate stream has a second header")
+        if len(chunks) == h.num_chunks:  # stop reading at the first chunk too many
+            raise FLError(f"aggregate stream has more than the {h.num_chunks} chunks it announced")
         chunks.append(m.data)
     if len(chunks) != h.num_chunks:
         raise FLError(f"aggregate stream has {len(chunks)} chunks, header says {h.num_chunks}")
