@@ -36,7 +36,7 @@ class AggregatorEndpoint:
         metavar="HOST:PORT",
     )
     advertise: str = setting(
-        "", help="HOST:PORT clients dial (empty: the listen address)", metavar="HOST:PORT"
+        "", help="HOST:PORT clients dial; empty = the listen address", metavar="HOST:PORT"
     )
     tls_cert: Path | None = setting(None, help="server certificate (PEM)")
     tls_key: Path | None = setting(None, help="server private key (PEM)")
@@ -115,7 +115,7 @@ class ParticipantTls:
     tls_server_name: str | None = setting(
         None,
         help="name the aggregator's certificate must carry, whatever address a round "
-        "announces (default: the announced host)",
+        "announces; unset = the announced host",
     )
 
     def __post_init__(self) -> None:
