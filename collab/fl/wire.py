@@ -69,7 +69,7 @@ def aggregate_from_proto(stream: Iterable[fl_pb2.FlAggregateChunk]) -> Aggregate
     if first is None or first.WhichOneof("part") != "header":
         raise FLError("aggregate stream does not start with a header")
     h = first.header
-    chunks = []
+    chunks: list[bytes] = []
     for m in it:
         if m.WhichOneof("part") != "data":
             raise FLError("aggregate stream has a second header")
