@@ -23,8 +23,7 @@ from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
 from collab.settings import check_bounds, setting
-from collab.transport import advertised
-from coordinator.broker import is_loopback
+from collab.transport import advertised, is_loopback_host
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -95,7 +94,7 @@ class CoordinatorConfig:
         check_bounds(self)
         m = self.mqtt
         anonymous = m.username is None and m.cert_file is None
-        if anonymous and not is_loopback(m.host) and not self.allow_anonymous_broker:
+        if anonymous and not is_loopback_host(m.host) and not self.allow_anonymous_broker:
             raise ConfigError(
                 f"broker {m.url} is not on loopback and no MQTT credentials are given: pass "
                 "--mqtt-username/--mqtt-password-file (see `collab mqtt-auth`) or "
