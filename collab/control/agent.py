@@ -48,6 +48,7 @@ class AgentConfig:
     telemetry_interval: float = 10.0
     fetch_retry_max_s: float = 5.0
     fetch_ca: Path | None = None  # CA for a TLS coordinator gRPC endpoint
+    fetch_token: str = field(default="", repr=False)  # this node's (collab mqtt-auth --fetch-key)
     keep_bundles: int = 3
 
     def __post_init__(self) -> None:
@@ -331,6 +332,7 @@ class NodeAgent:
                     d.version,
                     tmp,
                     node_id=self.node_id,
+                    token=self.config.fetch_token,
                     ca_file=self.config.fetch_ca,
                 )
                 bundle = verify_signed_bundle(

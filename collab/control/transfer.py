@@ -7,6 +7,7 @@ does not trust the stream — callers verify the result (signature + hashes) aft
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +15,7 @@ import grpc
 
 from collab.bundle import MANIFEST
 from collab.errors import BundleError, TransportError
+from collab.files import read_secret
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
 
@@ -95,6 +97,16 @@ def receive_bundle(
     return dest
 
 
+FETCH_TOKEN_ENV = "COLLAB_FETCH_TOKEN"
+
+
+def fetch_token(path: Path | None) -> str:
+    """A node's fetch token: from ``path`` (mode 0600) or else ``$COLLAB_FETCH_TOKEN``."""
+    if path is not None:
+        return read_secret(path, "fetch token file")
+    return os.environ.get(FETCH_TOKEN_ENV, "").strip()
+
+
 def channel(endpoint: str, *, ca_file: Path | None = None) -> grpc.Channel:
     opts = [("grpc.max_receive_message_length", 8 * CHUNK)]
     if ca_file is not None:
@@ -109,15 +121,21 @@ def fetch_bundle(
     dest: Path,
     *,
     node_id: str = "",
+    token: str = "",
     timeout: float = 120.0,
     ca_file: Path | None = None,
 ) -> Path:
-    """Stream ``version`` from the coordinator's BundleService into ``dest``."""
+    """Stream ``version`` from the coordinator's BundleService into ``dest``, presenting
+    ``node_id``'s fetch token."""
     with channel(endpoint, ca_file=ca_file) as ch:
         stub = pb_grpc.BundleServiceStub(ch)
+        request = pb.FetchRequest(version=version, node_id=node_id)
         try:
             return receive_bundle(
-                stub.Fetch(pb.FetchRequest(version=version, node_id=node_id), timeout=timeout), dest
+                stub.Fetch(
+                    request, timeout=timeout, metadata=(("authorization", f"Bearer {token}"),)
+                ),
+                dest,
             )
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
@@ -125,4 +143,6 @@ def fetch_bundle(
                 raise BundleError(
                     f"coordinator has no bundle {version[:12]}…: {e.details()}"
                 ) from e  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAUTHENTICATED:  # retrying cannot fix a token
+                raise BundleError(f"coordinator refused the fetch: {e.details()}") from e  # type: ignore[attr-defined]
             raise TransportError(f"bundle fetch from {endpoint} failed: {code}") from e
