@@ -108,19 +108,6 @@ class BundleServicer(pb_grpc.BundleServiceServicer):
             self._leave(request.node_id)
 
 
-@contextmanager
-def _cancel_after(context: grpc.ServicerContext, seconds: float) -> Iterator[None]:
-    """Cancel the RPC after ``seconds``: a peer that stops reading (or sending) blocks its
-    worker inside gRPC, where only cancelling the call frees it."""
-    timer = threading.Timer(seconds, context.cancel)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 UPLOAD_TIMEOUT = 600.0  # seconds an upload stream may take
 OPERATOR_WORKERS = 4
 
