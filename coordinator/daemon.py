@@ -23,7 +23,7 @@ from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
 from collab.transport import advertised
-from coordinator.auth import load_or_create_fetch_key, require_operator_auth
+from coordinator.auth import is_loopback, load_or_create_fetch_key, require_operator_auth
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -113,6 +113,9 @@ class Coordinator:
             tls = None
             if cfg.grpc_tls_cert is not None and cfg.grpc_tls_key is not None:
                 tls = Tls(cert=cfg.grpc_tls_cert, key=cfg.grpc_tls_key)
+            for where in (cfg.listen, cfg.operator_listen):
+                if tls is None and not is_loopback(where):
+                    logger.warning("gRPC on %s without TLS: tokens travel in clear", where)
             _, self.port = self._stack.enter_context(
                 serve_fetch(self, cfg.listen, self.fetch_key, limits=cfg.fetch_limits, tls=tls)
             )
