@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # before anything starts: an open operator API is a refusal to start, not a warning
         token = admin_token(args.admin_token_file)
         require_operator_auth(args.operator_listen, token)
-        limits = replace(
-            FetchLimits(), streams=args.fetch_streams, stream_timeout=args.fetch_stream_timeout
-        )
+        limits = FetchLimits(streams=args.fetch_streams, stream_timeout=args.fetch_stream_timeout)
     except ConfigError as e:
         print(f"collab coordinator: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@ rollouts, publishes the cloud endpoint list and a fleet status snapshot.
 
 Threads: paho's network thread runs the message handlers, a sweeper marks silent nodes
 offline and publishes status, two gRPC servers with their own workers serve bundle
-fetches (nodes) and operator calls, and the database writer commits. One lock guards registry and rollout state.
+fetches (nodes) and operator calls, and the database writer commits. One lock guards
+registry and rollout state.
 """
 
 from __future__ import annotations
