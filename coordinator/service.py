@@ -8,6 +8,7 @@ port cannot starve the operator API.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -128,9 +129,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     ) -> pb.UploadReply:
         try:
             self._authorize(context)
-            with self._c.store.staging() as tmp, _cancel_after(context, UPLOAD_TIMEOUT):
-                receive_bundle(request_iterator, tmp)
+            tmp = self._c.store.staging()
+            try:
+                with _cancel_after(context, UPLOAD_TIMEOUT):
+                    receive_bundle(request_iterator, tmp)
                 version, name, existed = self._c.store.add(tmp, move=True)
+            finally:  # whatever ended the upload (a refusal, a cancelled stream, a bug)
+                shutil.rmtree(tmp, ignore_errors=True)  # gone once moved into the store
         except Exception as e:
             abort(context, e, "Upload")
         return pb.UploadReply(version=version, model_name=name, already_stored=existed)

@@ -2,11 +2,8 @@
 
 A bundle is verified with :func:`collab.load_bundle` before it is stored and signed, so
 the coordinator only ever signs what it checked. Files are served as they lie on disk:
-nodes verify again, which is what makes on-disk tampering harmless.
-
-Uploads are received into a ``.upload-*`` staging directory that :meth:`BundleStore.staging`
-removes whatever ends the upload (a refused bundle, a cancelled stream, a bug); those a
-killed coordinator left behind are removed at the next start.
+nodes verify again, which is what makes on-disk tampering harmless. Upload staging
+directories (``.upload-*``) a killed coordinator left behind are removed at the next start.
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,14 +23,12 @@ from collab.errors import NotFoundError
 from collab.log import logger
 from coordinator.db import Database
 
-_STAGING = ".upload-"
-
 
 class BundleStore:
     def __init__(self, root: Path, key: Ed25519PrivateKey, db: Database) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(f"{_STAGING}*"):
+        for stale in self.root.glob(".upload-*"):
             shutil.rmtree(stale, ignore_errors=True)
         self._key = key
         self._db = db
@@ -45,47 +38,42 @@ class BundleStore:
             self.signatures[row["version"]] = bytes(row["signature"])
             self.model_names[row["version"]] = row["model_name"]
 
-    @contextmanager
-    def staging(self) -> Iterator[Path]:
-        """An empty directory inside the store, removed on leaving unless :meth:`add`
-        moved it into place."""
-        tmp = Path(tempfile.mkdtemp(prefix=_STAGING, dir=self.root))
-        try:
-            yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def staging(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix=".upload-", dir=self.root))
 
     def add(self, src: Path, *, move: bool = False) -> tuple[str, str, bool]:
-        """Verify, copy (or move a :meth:`staging` dir) into the store, sign;
-        -> (version, model, existed)."""
+        """Verify, copy (or move a staging dir) into the store, sign; -> (version, model, existed).
+        A staging dir of ours is removed on any failure."""
         bundle = load_bundle(src)
         version = bundle.version
         if version in self.signatures and (self.root / version).is_dir():
+            if move:
+                shutil.rmtree(src, ignore_errors=True)
             return version, bundle.name, True
-        if move:
-            return self._install(Path(src), bundle.name, version)
-        with self.staging() as tmp:
-            for rel in bundle_files(Path(src)):
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(Path(src) / rel, tmp / rel)
-            return self._install(tmp, bundle.name, version)
-
-    def _install(self, tmp: Path, name: str, version: str) -> tuple[str, str, bool]:
-        final = self.root / version
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        tmp = src if move else self.staging()
+        try:
+            if not move:
+                for rel in bundle_files(Path(src)):
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(Path(src) / rel, tmp / rel)
+            final = self.root / version
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            if not move:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
         signature = sign_manifest(self._key, (final / MANIFEST).read_bytes())
-        row = (version, name, signature, time.time())
+        row = (version, bundle.name, signature, time.time())
 
         def op(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO bundles VALUES (?,?,?,?)", row)
 
         self._db.call(op)
         self.signatures[version] = signature
-        self.model_names[version] = name
-        logger.info("stored bundle %s %s", name, version[:12])
-        return version, name, False
+        self.model_names[version] = bundle.name
+        logger.info("stored bundle %s %s", bundle.name, version[:12])
+        return version, bundle.name, False
 
     def path(self, version: str) -> Path:
         p = self.root / version
