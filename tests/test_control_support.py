@@ -136,12 +136,15 @@ class StatusWatcher:
 
 
 class SimFleet:
-    """Simulated node processes (python -m tests.helpers.simnode); killed on exit. With
-    the coordinator's ``fetch_key`` each node gets its fetch token."""
+    """Simulated node processes (python -m tests.helpers.simnode); killed on exit. Each
+    node gets its fetch token from ``fetch_key``, by default the coordinator's beside
+    ``trust_key`` (where it keeps both unless told otherwise)."""
 
     def __init__(
         self, root: Path, broker_url: str, trust_key: Path | None, fetch_key: Path | None = None
     ) -> None:
+        if fetch_key is None and trust_key is not None:
+            fetch_key = Path(trust_key).parent / "coordinator.fetch-key"
         self.root, self.url, self.key, self.fetch_key = root, broker_url, trust_key, fetch_key
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

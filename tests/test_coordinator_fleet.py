@@ -62,11 +62,7 @@ def test_fleet_end_to_end(
     v1_dir = revised(v0_dir, tmp_path / "v1", rev=101)
     v2_dir = revised(v0_dir, tmp_path / "v2", rev=102)
     key = tmp_path / "coord" / "coordinator.ed25519.pub"
-    fetch_key = tmp_path / "coord" / "coordinator.fetch-key"
-    with (
-        SimFleet(tmp_path / "nodes", broker.url, key, fetch_key) as fleet,
-        StatusWatcher(broker.url) as watch,
-    ):
+    with SimFleet(tmp_path / "nodes", broker.url, key) as fleet, StatusWatcher(broker.url) as watch:
         proc = _coordinator(broker, tmp_path, port, oport)
         coord = proc.__enter__()
         try:

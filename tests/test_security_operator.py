@@ -136,12 +136,7 @@ def test_admin_token_from_env_end_to_end_with_collab_rollout(
     root = tmp_path / "coord"
     with (
         coordinator(broker, tmp_path) as c,
-        SimFleet(
-            tmp_path / "nodes",
-            broker.url,
-            root / "coordinator.ed25519.pub",
-            root / "coordinator.fetch-key",
-        ) as fleet,
+        SimFleet(tmp_path / "nodes", broker.url, root / "coordinator.ed25519.pub") as fleet,
         StatusWatcher(broker.url) as watch,
     ):
         fleet.spawn("e1", "edge")
