@@ -30,7 +30,7 @@ class AggregatorEndpoint:
     """The aggregator's listener: address, TLS, and the limits on its streams."""
 
     listen: str = setting(
-        "127.0.0.1:50070",
+        "127.0.0.1:50072",
         help="gRPC address (port 0 = any free port); off loopback it needs "
         "--tls-client-ca, or --insecure",
         metavar="HOST:PORT",
