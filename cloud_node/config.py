@@ -8,9 +8,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_node.execution import MODES
 from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
 from collab.transport import parse_address
+
+SCHEDULERS = ("edf", "fifo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +45,22 @@ class CloudConfig:
         "is running (off: an unloaded request never waits)",
     )
     workers: int = setting(0, help="concurrent batches (0 = one per core)", lo=0)
+    # auto: a start-up micro-benchmark per model (cloud_node.execution); the mode chosen
+    # is logged and exported as collab_cloud_execution_mode
+    execution: str = setting(
+        "auto",
+        help="auto, threads (one session set, intra-op threads = workers x intra-threads) "
+        "or sessions (one set per worker, pinned to its core)",
+        metavar="MODE",
+    )
+    # edf: earliest deadline first, late work refused before it queues (cloud_node.batcher)
+    scheduler: str = setting("edf", help="batch queue order: edf or fifo", metavar="S")
+    # a bounded queue, by time: a request predicted to wait longer is refused with
+    # RESOURCE_EXHAUSTED and a retry-after hint (the edge finishes it locally and backs
+    # off this node meanwhile); 500 ms is far beyond any interactive deadline
+    max_queue_ms: float = setting(
+        500.0, help="longest predicted queueing a request is admitted to (0 = unbounded)", lo=0
+    )
     threads: int = setting(
         64, help="gRPC handler threads = requests in flight (queued ones hold one)", lo=2
     )
@@ -74,6 +93,10 @@ class CloudConfig:
             raise ConfigError("at least one --bundle is required")
         parse_address(self.listen, allow_zero=True)
         check_bounds(self)
+        if self.execution not in MODES:
+            raise ConfigError(f"--execution {self.execution!r}: one of {', '.join(MODES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler {self.scheduler!r}: one of {', '.join(SCHEDULERS)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
