@@ -105,9 +105,7 @@ class ModelRegistry:
                 )
                 for sp in m.split_points
             }
-            self._models.setdefault(m.model_name, []).append(
-                ServedModel(b, full, tails, ex.mode)
-            )
+            self._models.setdefault(m.model_name, []).append(ServedModel(b, full, tails, ex.mode))
 
     @property
     def models(self) -> list[ServedModel]:
