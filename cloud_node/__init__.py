@@ -47,6 +47,7 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   ``collab_cloud_inflight``, ``collab_cloud_queue_depth``,
   ``collab_cloud_execution_mode{model,version,mode}`` (1 for the mode each model runs
   in: ``threads`` or ``sessions``, :mod:`cloud_node.execution`). Drop reasons:
-  ``deadline`` (passed on arrival or while queued), ``late`` (EDF: predicted to miss),
+  ``deadline`` (passed on arrival or while queued, or, EDF, too close to make it
+  while queued), ``late`` (EDF: predicted on arrival to miss behind the queue),
   ``admission`` (queue full), ``cancelled``.
 """

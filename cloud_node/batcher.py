@@ -45,6 +45,9 @@ from collab.errors import CancelledError, ClosedError, DeadlineError, LateError,
 
 _NO_DEADLINE = math.inf
 _KEY = attrgetter("key")
+# EDF's deadline decisions: predicted compute x this, plus the reply's way out
+_MARGIN = 1.2
+_REPLY_S = 0.0005
 
 
 @dataclass(slots=True)
@@ -174,7 +177,7 @@ class Batcher:
                 # Idle fast path: nothing queued and no window to hold open, so this
                 # request is a batch of its own — no queue, no event, one lock round trip.
                 if self._edf and deadline is not None:
-                    late = item.enqueued + self.cost(item.n) - deadline
+                    late = item.enqueued + self._finish(item.n) - deadline
                     if late > 0:  # even alone on an idle node: the node is not at fault
                         self._observer.dropped("late", 1)
                         raise LateError(f"needs {late * 1000:.1f} ms more than its deadline")
@@ -228,7 +231,7 @@ class Batcher:
                 retry_after_ms=wait * 1000.0,
             )
         if self._edf and item.deadline is not None:
-            finish = item.enqueued + wait + cost(min(b, ahead % b + item.n))
+            finish = item.enqueued + wait + self._finish(min(b, ahead % b + item.n))
             if finish > item.deadline:
                 self._observer.dropped("late", 1)
                 raise LateError(
@@ -266,17 +269,37 @@ class Batcher:
                     return False
                 timeout = None
                 if item.queued and item.deadline is not None:
-                    timeout = item.deadline - time.monotonic()
+                    now = time.monotonic()
+                    timeout = self._last_start(item) - now
                     if timeout <= 0:
                         self._unqueue(item)
-                        self._observer.dropped("deadline", 1)
-                        raise DeadlineError("deadline passed while queued")
+                        raise self._expired(item, now)
                 if item.event is None:
                     item.event = threading.Event()
                 else:
                     item.event.clear()
                 event = item.event
             event.wait(timeout)
+
+    def _finish(self, n: int) -> float:
+        """Predicted seconds from the start of a batch of ``n`` to its answer leaving:
+        with a margin, because a late answer is worse than an early refusal (the caller
+        can still finish the request itself)."""
+        return _MARGIN * self.cost(n) + _REPLY_S
+
+    def _last_start(self, item: _Item) -> float:
+        """When ``item`` (with a deadline) must start computing at the latest."""
+        assert item.deadline is not None
+        return item.deadline - self._finish(item.n) if self._edf else item.deadline
+
+    def _expired(self, item: _Item, now: float) -> DeadlineError:
+        """The error of a request that left the queue uncomputed (lock held): refused
+        with time to spare (EDF) or after its deadline passed."""
+        assert item.deadline is not None
+        self._observer.dropped("deadline", 1)  # in the queue: its deadline's doing
+        if now < item.deadline:
+            return LateError("cannot start in time to make its deadline")
+        return DeadlineError("deadline passed while queued")
 
     def _unqueue(self, item: _Item) -> None:
         self._pending.remove(item)  # by identity: _Item defines no equality
@@ -286,7 +309,7 @@ class Batcher:
     def _lead(self, me: _Item) -> None:
         """Run batches until our own request left the queue, then pass the slot on."""
         try:
-            while me.queued and (me.deadline is None or me.deadline > time.monotonic()):
+            while me.queued and (me.deadline is None or self._last_start(me) > time.monotonic()):
                 with self._lock:
                     self._fill(me)
                     batch = self._take()
@@ -296,8 +319,7 @@ class Batcher:
             with self._lock:
                 if me.queued:  # expired before a batch took it
                     self._unqueue(me)
-                    me.error = DeadlineError("deadline passed while queued")
-                    self._observer.dropped("deadline", 1)
+                    me.error = self._expired(me, time.monotonic())
                 me.leading = False
                 self._pass_slot(me)
 
@@ -329,7 +351,7 @@ class Batcher:
         if me.deadline is not None:
             until = min(until, me.deadline)
         if self._edf and head.deadline is not None:  # a full batch must still make it
-            until = min(until, head.deadline - self.cost(self.max_batch_size))
+            until = min(until, head.deadline - self._finish(self.max_batch_size))
         while (
             me.queued
             and self._pending_samples < self.max_batch_size
@@ -353,7 +375,7 @@ class Batcher:
         for item in self._pending:
             if batch and size + item.n > self.max_batch_size:
                 break
-            if self._edf and batch and now + self.cost(size + item.n) > urgent:
+            if self._edf and batch and now + self._finish(size + item.n) > urgent:
                 break  # it would make the batch's first request late: the next batch
             taken += 1
             self._pending_samples -= item.n
@@ -363,7 +385,9 @@ class Batcher:
                 item.error = DeadlineError("deadline passed while queued")
                 _signal(item)
             elif (
-                self._edf and item.deadline is not None and now + self.cost(item.n) > item.deadline
+                self._edf
+                and item.deadline is not None
+                and now + self._finish(item.n) > item.deadline
             ):
                 late += 1
                 item.error = LateError("predicted to finish after its deadline")
@@ -383,10 +407,8 @@ class Batcher:
             self._computing_samples += size
             if self._leaders > 1:
                 self._filled.notify_all()  # another filling leader may have lost its request
-        if expired:
-            self._observer.dropped("deadline", expired)
-        if late:
-            self._observer.dropped("late", late)
+        if expired or late:  # in the queue: their deadlines' doing
+            self._observer.dropped("deadline", expired + late)
         if gone:
             self._observer.dropped("cancelled", gone)
         return batch
