@@ -176,11 +176,7 @@ class Batcher:
             ):
                 # Idle fast path: nothing queued and no window to hold open, so this
                 # request is a batch of its own — no queue, no event, one lock round trip.
-                if self._edf and deadline is not None:
-                    late = item.enqueued + self._finish(item.n) - deadline
-                    if late > 0:  # even alone on an idle node: the node is not at fault
-                        self._observer.dropped("late", 1)
-                        raise LateError(f"needs {late * 1000:.1f} ms more than its deadline")
+                # Never refused for a prediction: no queue is to blame, and it starts now.
                 self._leaders += 1
                 item.slot = self._free.pop()
                 self._computing += 1
@@ -230,14 +226,19 @@ class Batcher:
                 f"{self._max_queue * 1000:.1f} ms",
                 retry_after_ms=wait * 1000.0,
             )
-        if self._edf and item.deadline is not None:
+        if self._edf and item.deadline is not None and wait > 0:  # a queue to blame
             finish = item.enqueued + wait + self._finish(min(b, ahead % b + item.n))
             if finish > item.deadline:
                 self._observer.dropped("late", 1)
                 raise LateError(
                     f"predicted {(finish - item.deadline) * 1000:.1f} ms late behind the queue",
-                    retry_after_ms=wait * 1000.0 if wait > 0 else None,
+                    retry_after_ms=wait * 1000.0,
                 )
+
+    def _drain_ms(self) -> float:
+        """Predicted ms until the work queued now is done (lock held): a retry-after hint."""
+        b = self.max_batch_size
+        return 1000.0 * -(-self._pending_samples // b) * self.cost(b) / self._slots
 
     def _run_solo(self, item: _Item) -> BatchResult:
         """Compute one request on its own thread (it holds a slot, it was never queued)."""
@@ -298,7 +299,9 @@ class Batcher:
         assert item.deadline is not None
         self._observer.dropped("deadline", 1)  # in the queue: its deadline's doing
         if now < item.deadline:
-            return LateError("cannot start in time to make its deadline")
+            return LateError(
+                "cannot start in time to make its deadline", retry_after_ms=self._drain_ms()
+            )
         return DeadlineError("deadline passed while queued")
 
     def _unqueue(self, item: _Item) -> None:
@@ -390,7 +393,9 @@ class Batcher:
                 and now + self._finish(item.n) > item.deadline
             ):
                 late += 1
-                item.error = LateError("predicted to finish after its deadline")
+                item.error = LateError(
+                    "predicted to finish after its deadline", retry_after_ms=self._drain_ms()
+                )
                 _signal(item)
             elif item.alive is not None and not item.alive():
                 gone += 1

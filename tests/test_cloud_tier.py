@@ -286,25 +286,32 @@ def test_a_full_queue_refuses_with_a_retry_after_hint_and_health_still_answers(
 
 
 class _BusyCloud(collab_pb2_grpc.CloudServiceServicer):
-    """Answers every call "queue full, retry after ``hint_ms``", as a full node does
-    (through the same :func:`collab.rpc_status.abort`); counts the calls."""
+    """Refuses every call as a busy node does, through the same
+    :func:`collab.rpc_status.abort`: "queue full" (RESOURCE_EXHAUSTED) or "late behind
+    the queue" (DEADLINE_EXCEEDED), with a retry-after hint of ``hint_ms``; counts calls."""
 
-    def __init__(self, hint_ms: float) -> None:
+    def __init__(self, hint_ms: float, late: bool) -> None:
         self.hint_ms = hint_ms
+        self.late = late
         self.calls = 0
 
     def Infer(self, request: object, context: grpc.ServicerContext) -> collab_pb2.InferResponse:
         self.calls += 1
-        abort(context, OverloadedError("queue full", retry_after_ms=self.hint_ms), "Infer")
+        e: Exception = (
+            LateError("predicted late behind the queue", retry_after_ms=self.hint_ms)
+            if self.late
+            else OverloadedError("queue full", retry_after_ms=self.hint_ms)
+        )
+        abort(context, e, "Infer")
 
     def Probe(self, request: object, context: grpc.ServicerContext) -> collab_pb2.ProbeResponse:
         return collab_pb2.ProbeResponse()
 
 
-@pytest.fixture
-def busy_cloud() -> Iterator[tuple[_BusyCloud, str]]:
+@pytest.fixture(params=["queue full", "late"])
+def busy_cloud(request: pytest.FixtureRequest) -> Iterator[tuple[_BusyCloud, str]]:
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    busy = _BusyCloud(hint_ms=600)
+    busy = _BusyCloud(hint_ms=600, late=request.param == "late")
     collab_pb2_grpc.add_CloudServiceServicer_to_server(busy, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
