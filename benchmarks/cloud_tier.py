@@ -47,16 +47,16 @@ import cloud as base  # benchmarks/cloud.py
 
 MODES: dict[str, tuple[str, ...]] = {
     "batch1": (
-        "--max-batch-size", "1", "--execution", "threads", "--scheduler", "fifo",
+        "--max-batch-size", "1", "--execution", "threads", "--no-edf",
         "--max-queue-ms", "0",
     ),
     "sessions": (
-        "--max-batch-size", "1", "--execution", "sessions", "--scheduler", "fifo",
+        "--max-batch-size", "1", "--execution", "sessions", "--no-edf",
         "--max-queue-ms", "0",
     ),
     "batching": (
         "--max-batch-size", "16", "--max-wait-ms", "2", "--execution", "auto",
-        "--scheduler", "fifo", "--max-queue-ms", "0",
+        "--no-edf", "--max-queue-ms", "0",
     ),
     "edf": ("--max-batch-size", "16", "--max-wait-ms", "2", "--execution", "auto"),
 }  # fmt: skip

@@ -26,7 +26,7 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   -> RESOURCE_EXHAUSTED; a queue predicted to hold the request longer than
   ``max_queue_ms`` -> RESOURCE_EXHAUSTED with trailing metadata ``retry-after-ms``
   (an integer >= 1: when the queued work is predicted done; the node is full, not the
-  request at fault); a deadline already past on arrival, or (``--scheduler edf``, the
+  request at fault); a deadline already past on arrival, or (``--edf``, the
   default) one the queue ahead would make it miss -> DEADLINE_EXCEEDED at once, never
   queued nor computed (the latter with ``retry-after-ms`` when a queue is to blame);
   deadline passed while queued -> DEADLINE_EXCEEDED (never computed); draining ->

@@ -13,8 +13,6 @@ from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
 from collab.transport import parse_address
 
-SCHEDULERS = ("edf", "fifo")
-
 
 @dataclass(frozen=True, kw_only=True)
 class CloudConfig:
@@ -53,8 +51,12 @@ class CloudConfig:
         "or sessions (one set per worker, pinned to its core)",
         metavar="MODE",
     )
-    # edf: earliest deadline first, late work refused before it queues (cloud_node.batcher)
-    scheduler: str = setting("edf", help="batch queue order: edf or fifo", metavar="S")
+    # earliest deadline first, late work refused before it queues (cloud_node.batcher)
+    edf: bool = setting(
+        True,
+        help="queue by deadline and refuse at once what the queue would make late "
+        "(off: FIFO, late requests dropped only once their deadline passed)",
+    )
     # a bounded queue, by time: a request predicted to wait longer is refused with
     # RESOURCE_EXHAUSTED and a retry-after hint (the edge finishes it locally and backs
     # off this node meanwhile); 500 ms is far beyond any interactive deadline
@@ -95,8 +97,6 @@ class CloudConfig:
         check_bounds(self)
         if self.execution not in MODES:
             raise ConfigError(f"--execution {self.execution!r}: one of {', '.join(MODES)}")
-        if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"--scheduler {self.scheduler!r}: one of {', '.join(SCHEDULERS)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:

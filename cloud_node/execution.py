@@ -100,9 +100,10 @@ def _sessions(bundle: Bundle, workers: int, intra_threads: int) -> Execution:
     sets = tuple(
         BundleSessions(bundle, intra_threads=intra_threads, lean=False) for _ in range(workers)
     )
-    # pinned only when every set gets a core of its own, with one thread: otherwise
-    # pinning would stack sets (or a pool) on one core
-    pinned = intra_threads == 1 and workers <= len(cores)
+    # pinned only when several sets each get a core of their own, with one thread:
+    # otherwise pinning would stack sets (or a pool) on one core, or keep a lone set
+    # off a core the OS would rather use
+    pinned = intra_threads == 1 and 1 < workers <= len(cores)
     return Execution("sessions", sets, cores[:workers] if pinned else None)
 
 

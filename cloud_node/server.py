@@ -101,7 +101,7 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         max_message_bytes=limit,
         max_probe_response_bytes=config.max_probe_response_bytes,
         wait_when_idle=config.wait_when_idle,
-        edf=config.scheduler == "edf",
+        edf=config.edf,
         max_queue_ms=config.max_queue_ms,
     )
     pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="collab-rpc")
@@ -136,7 +136,7 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         metrics_port = metrics.serve_http(config.metrics_port, host)
     logger.info(
         "cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
-        "max_batch=%d, max_wait_ms=%.1f, workers=%d, scheduler=%s, max_message=%d, models=%s)",
+        "max_batch=%d, max_wait_ms=%.1f, workers=%d, edf=%s, max_message=%d, models=%s)",
         port,
         config.tls_cert is not None,
         config.tls_client_ca is not None,
@@ -144,7 +144,7 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         config.max_batch_size,
         config.max_wait_ms,
         workers,
-        config.scheduler,
+        config.edf,
         limit,
         [f"{m.name}@{m.version[:12]}:{m.execution}" for m in registry.models],
     )
