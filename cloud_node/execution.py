@@ -110,18 +110,23 @@ def _sessions(bundle: Bundle, workers: int, intra_threads: int) -> Execution:
 def _rate(e: Execution, x: np.ndarray) -> float:
     """Samples per second of the whole model on every slot of ``e`` at once."""
     chains = [s.full() for s in e.sessions]
+    for chain in chains:
+        chain(x)  # warm-up, here: the first run allocates, and a broken model raises now
     counts = [0] * len(chains)
-    start = threading.Barrier(len(chains) + 1)
+    failed: list[BaseException] = []
+    go = threading.Event()
 
     def loop(i: int, chain: Callable[[np.ndarray], np.ndarray]) -> None:
         if e.cores is not None:
             pin(e.cores[i])
-        chain(x)  # warm-up: the first run allocates
-        start.wait()
+        go.wait()
         until = time.monotonic() + _BUDGET_S
-        while counts[i] < _MAX_RUNS and time.monotonic() < until:
-            chain(x)
-            counts[i] += 1
+        try:
+            while counts[i] < _MAX_RUNS and time.monotonic() < until:
+                chain(x)
+                counts[i] += 1
+        except BaseException as exc:  # re-raised by the caller's thread
+            failed.append(exc)
 
     threads = [
         threading.Thread(target=loop, args=(i, c), name=f"collab-bench-{i}", daemon=True)
@@ -129,8 +134,10 @@ def _rate(e: Execution, x: np.ndarray) -> float:
     ]
     for t in threads:
         t.start()
-    start.wait()
     t0 = time.monotonic()
+    go.set()
     for t in threads:
         t.join()
+    if failed:
+        raise failed[0]
     return sum(counts) * len(x) / max(time.monotonic() - t0, 1e-9)
