@@ -23,9 +23,19 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   max_batch_size, >= 1 MiB), more samples than max_batch_size (told from the frame
   header, whatever size it declares), a probe reply above the cap, or a call beyond
   ``max_concurrent_rpcs`` (running + queued; details "Concurrent RPC limit exceeded!")
-  -> RESOURCE_EXHAUSTED; deadline passed while queued -> DEADLINE_EXCEEDED
-  (never computed); draining -> UNAVAILABLE; anything unexpected -> INTERNAL, details
-  only in the node's log. One table for every servicer: :mod:`collab.rpc_status`.
+  -> RESOURCE_EXHAUSTED; a queue predicted to hold the request longer than
+  ``max_queue_ms`` -> RESOURCE_EXHAUSTED with trailing metadata ``retry-after-ms``
+  (an integer >= 1: when the queued work is predicted done; the node is full, not the
+  request at fault); a deadline already past on arrival, or (``--edf``, the
+  default) one the queue ahead would make it miss -> DEADLINE_EXCEEDED at once, never
+  queued nor computed (the latter with ``retry-after-ms`` when a queue is to blame);
+  deadline passed while queued -> DEADLINE_EXCEEDED (never computed); draining ->
+  UNAVAILABLE; anything unexpected -> INTERNAL, details only in the node's log. One
+  table for every servicer: :mod:`collab.rpc_status`. Edges finish a refused request
+  locally and skip a node that sent ``retry-after-ms`` for that long.
+- Scheduling (:mod:`cloud_node.batcher`): EDF (earliest deadline first; calls without
+  a deadline last, in arrival order) or FIFO; a batch never grows so far that its
+  predicted compute makes its most urgent request late.
 - Health (grpc.health.v1): ``""``, ``collab.v1.CloudService`` and
   ``collab.v1.CloudService/<model>`` are SERVING; all turn NOT_SERVING on SIGTERM,
   which clients built by :func:`collab.transport.make_channel` (round_robin with
@@ -34,5 +44,10 @@ Wire contract (``collab.v1.CloudService``, protos/collab.proto):
   ``collab_cloud_errors_total{method,code}``, ``collab_cloud_batch_size``,
   ``collab_cloud_queue_seconds``, ``collab_cloud_compute_seconds`` (histograms per
   model/split), ``collab_cloud_dropped_total{model,split,reason}``,
-  ``collab_cloud_inflight``, ``collab_cloud_queue_depth``.
+  ``collab_cloud_inflight``, ``collab_cloud_queue_depth``,
+  ``collab_cloud_execution_mode{model,version,mode}`` (1 for the mode each model runs
+  in: ``threads`` or ``sessions``, :mod:`cloud_node.execution`). Drop reasons:
+  ``deadline`` (passed on arrival or while queued, or, EDF, too close to make it
+  while queued), ``late`` (EDF: predicted on arrival to miss behind the queue),
+  ``admission`` (queue full), ``cancelled``.
 """

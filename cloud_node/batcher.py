@@ -12,20 +12,42 @@ plain gRPC + ORT handler), and under load batches grow while the slots are busy.
 
 Requests whose deadline passes or whose caller went away are dropped before compute:
 a late answer helps nobody.
+
+With ``edf`` the queue is ordered by deadline (earliest first; none = last, in arrival
+order) instead of arrival, a request that the work queued ahead of it would make late
+is refused on arrival (:class:`LateError`, before it queues, so the caller can still
+finish it itself), and a batch stops growing before it would make its most urgent
+request late; the predictions come from :class:`cloud_node.cost.BatchCost`. With
+``max_queue_ms`` a request whose predicted wait is longer is refused
+(:class:`OverloadedError` with a retry-after hint): a bounded queue, by time.
+
+A slot is also an index: slot ``i`` computes with ``runs[i]`` (its own ONNX Runtime
+sessions in the "sessions" execution mode) and, if ``cores`` is given, on core
+``cores[i]`` (the leading thread pins itself there before it computes).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import deque
+from bisect import insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
 
-from collab.errors import CancelledError, ClosedError, DeadlineError
+from cloud_node.cost import BatchCost
+from cloud_node.execution import pin
+from collab.errors import CancelledError, ClosedError, DeadlineError, LateError, OverloadedError
+
+_NO_DEADLINE = math.inf
+_KEY = attrgetter("key")
+# EDF's deadline decisions: predicted compute x this, plus the reply's way out
+_MARGIN = 1.2
+_REPLY_S = 0.0005
 
 
 @dataclass(slots=True)
@@ -48,18 +70,25 @@ class _Item:
         "enqueued",
         "error",
         "event",
+        "key",
         "leading",
         "n",
         "promoted",
         "queued",
         "result",
+        "slot",
         "x",
     )
 
     def __init__(
-        self, x: np.ndarray, deadline: float | None, alive: Callable[[], bool] | None
+        self,
+        x: np.ndarray,
+        deadline: float | None,
+        alive: Callable[[], bool] | None,
+        key: tuple[float, int],
     ) -> None:
         self.x = x
+        self.key = key  # queue order: (deadline, arrival) with EDF, (inf, arrival) without
         self.n = int(x.shape[0])
         self.deadline = deadline  # time.monotonic() by which the caller needs the answer
         self.alive = alive  # False once the caller went away (cancelled RPC)
@@ -70,6 +99,7 @@ class _Item:
         self.promoted = False  # this item's thread must lead the next batch
         self.leading = False  # this item's thread holds a slot right now
         self.queued = True  # still in the pending queue
+        self.slot = -1  # the slot index this item's thread holds while it leads
 
     @property
     def done(self) -> bool:
@@ -79,27 +109,44 @@ class _Item:
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray], np.ndarray] | Sequence[Callable[[np.ndarray], np.ndarray]],
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        slots: int,
         observer: BatchObserver,
+        slots: int = 0,
         name: str = "",
         wait_when_idle: bool = False,
+        edf: bool = False,
+        max_queue_ms: float = 0.0,
+        cores: Sequence[int] | None = None,
+        cost: BatchCost | None = None,
     ) -> None:
-        self._run = run
+        """``run``: one callable shared by ``slots`` slots, or one per slot (``slots``
+        0); ``max_queue_ms`` 0 = no bound on the predicted wait."""
+        runs = [run] * max(1, slots) if callable(run) else list(run)
+        if not runs or (cores is not None and len(cores) != len(runs)):
+            raise ValueError("one run (and one core, if pinned) per slot")
+        self._runs = tuple(runs)
         self.max_batch_size = max(1, max_batch_size)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
-        self._slots = max(1, slots)
+        self._slots = len(self._runs)
         self._min_leaders = 0 if wait_when_idle else 1  # fill only with more leaders than this
         self._observer = observer
         self.name = name
+        self._edf = edf
+        self._max_queue = max(0.0, max_queue_ms) / 1000.0
+        self._cores = tuple(cores) if cores is not None else None
+        self.cost = cost or BatchCost()
         self._lock = threading.Lock()
         self._filled = threading.Condition(self._lock)  # a filling leader waits on this
-        self._pending: deque[_Item] = deque()
+        self._pending: list[_Item] = []  # sorted by key
         self._pending_samples = 0
         self._leaders = 0  # batch slots in use (filling or computing)
+        self._free = list(range(self._slots - 1, -1, -1))  # slot indices not held
+        self._computing = 0  # batches computing now
+        self._computing_samples = 0
+        self._arrivals = 0
         self._closed = False
 
     @property
@@ -110,11 +157,18 @@ class Batcher:
     def run(
         self, x: np.ndarray, deadline: float | None = None, alive: Callable[[], bool] | None = None
     ) -> BatchResult:
-        """Compute ``x`` (batch dim first) as part of a batch; blocks the calling thread."""
-        item = _Item(x, deadline, alive)
+        """Compute ``x`` (batch dim first) as part of a batch; blocks the calling thread.
+        LateError at once if the deadline has passed or (EDF) the queue makes it late,
+        OverloadedError if the predicted wait is over ``max_queue_ms``."""
         with self._lock:
             if self._closed:
                 raise ClosedError("cloud node is shutting down")
+            self._arrivals += 1
+            first = _NO_DEADLINE if deadline is None or not self._edf else deadline
+            item = _Item(x, deadline, alive, (first, self._arrivals))
+            if deadline is not None and deadline <= item.enqueued:
+                self._observer.dropped("deadline", 1)
+                raise LateError("deadline passed on arrival")
             if (
                 not self._pending
                 and self._leaders < self._slots
@@ -122,17 +176,23 @@ class Batcher:
             ):
                 # Idle fast path: nothing queued and no window to hold open, so this
                 # request is a batch of its own — no queue, no event, one lock round trip.
+                # Never refused for a prediction: no queue is to blame, and it starts now.
                 self._leaders += 1
+                item.slot = self._free.pop()
+                self._computing += 1
+                self._computing_samples += item.n
                 solo = True
             else:
                 solo = False
-                self._pending.append(item)
+                self._admit(item)
+                insort(self._pending, item, key=_KEY)
                 self._pending_samples += item.n
                 if self._pending_samples >= self.max_batch_size:
                     self._filled.notify()
                 lead = self._leaders < self._slots
                 if lead:
                     self._leaders += 1
+                    item.slot = self._free.pop()
                     item.leading = True
         if solo:
             return self._run_solo(item)
@@ -147,17 +207,49 @@ class Batcher:
         assert item.result is not None
         return item.result
 
+    def _admit(self, item: _Item) -> None:
+        """Refuse (lock held) a request the queue cannot serve in time: over the wait
+        bound, or (EDF) predicted to finish after its deadline. Predicted: the batches
+        of earlier keys, ``slots`` at a time, after a slot frees (half a batch, if every
+        slot computes), then the batch of the remainder that this request joins."""
+        if not self._max_queue and not (self._edf and item.deadline is not None):
+            return
+        cost, b = self.cost, self.max_batch_size
+        ahead = sum(it.n for it in self._pending if it.key < item.key)
+        wait = (ahead // b) * cost(b) / self._slots
+        if self._computing >= self._slots:
+            wait += 0.5 * cost(-(-self._computing_samples // self._computing))
+        if self._max_queue and wait > self._max_queue:
+            self._observer.dropped("admission", 1)
+            raise OverloadedError(
+                f"queue full: predicted wait {wait * 1000:.1f} ms > "
+                f"{self._max_queue * 1000:.1f} ms",
+                retry_after_ms=wait * 1000.0,
+            )
+        if self._edf and item.deadline is not None and wait > 0:  # a queue to blame
+            finish = item.enqueued + wait + self._finish(min(b, ahead % b + item.n))
+            if finish > item.deadline:
+                self._observer.dropped("late", 1)
+                raise LateError(
+                    f"predicted {(finish - item.deadline) * 1000:.1f} ms late behind the queue",
+                    retry_after_ms=wait * 1000.0,
+                )
+
+    def _drain_ms(self) -> float:
+        """Predicted ms until the work queued now is done (lock held): a retry-after hint."""
+        b = self.max_batch_size
+        return 1000.0 * -(-self._pending_samples // b) * self.cost(b) / self._slots
+
     def _run_solo(self, item: _Item) -> BatchResult:
         """Compute one request on its own thread (it holds a slot, it was never queued)."""
         item.queued = False
         try:
-            if item.deadline is not None and item.deadline <= item.enqueued:
-                self._observer.dropped("deadline", 1)
-                raise DeadlineError("deadline passed while queued")
-            self._compute([item], solo=True)
+            self._compute([item], item.slot, solo=True)
         finally:
             with self._lock:
-                self._pass_slot()
+                self._computing -= 1
+                self._computing_samples -= item.n
+                self._pass_slot(item)
         if item.error is not None:
             raise item.error
         assert item.result is not None
@@ -178,11 +270,11 @@ class Batcher:
                     return False
                 timeout = None
                 if item.queued and item.deadline is not None:
-                    timeout = item.deadline - time.monotonic()
+                    now = time.monotonic()
+                    timeout = self._last_start(item) - now
                     if timeout <= 0:
                         self._unqueue(item)
-                        self._observer.dropped("deadline", 1)
-                        raise DeadlineError("deadline passed while queued")
+                        raise self._expired(item, now)
                 if item.event is None:
                     item.event = threading.Event()
                 else:
@@ -190,38 +282,62 @@ class Batcher:
                 event = item.event
             event.wait(timeout)
 
+    def _finish(self, n: int) -> float:
+        """Predicted seconds from the start of a batch of ``n`` to its answer leaving:
+        with a margin, because a late answer is worse than an early refusal (the caller
+        can still finish the request itself)."""
+        return _MARGIN * self.cost(n) + _REPLY_S
+
+    def _last_start(self, item: _Item) -> float:
+        """When ``item`` (with a deadline) must start computing at the latest."""
+        assert item.deadline is not None
+        return item.deadline - self._finish(item.n) if self._edf else item.deadline
+
+    def _expired(self, item: _Item, now: float) -> DeadlineError:
+        """The error of a request that left the queue uncomputed (lock held): refused
+        with time to spare (EDF) or after its deadline passed."""
+        assert item.deadline is not None
+        self._observer.dropped("deadline", 1)  # in the queue: its deadline's doing
+        if now < item.deadline:
+            return LateError(
+                "cannot start in time to make its deadline", retry_after_ms=self._drain_ms()
+            )
+        return DeadlineError("deadline passed while queued")
+
     def _unqueue(self, item: _Item) -> None:
-        self._pending.remove(item)
+        self._pending.remove(item)  # by identity: _Item defines no equality
         self._pending_samples -= item.n
         item.queued = False
 
     def _lead(self, me: _Item) -> None:
         """Run batches until our own request left the queue, then pass the slot on."""
         try:
-            while me.queued and (me.deadline is None or me.deadline > time.monotonic()):
+            while me.queued and (me.deadline is None or self._last_start(me) > time.monotonic()):
                 with self._lock:
                     self._fill(me)
                     batch = self._take()
                 if batch:
-                    self._compute(batch)
+                    self._compute(batch, me.slot)
         finally:
             with self._lock:
                 if me.queued:  # expired before a batch took it
                     self._unqueue(me)
-                    me.error = DeadlineError("deadline passed while queued")
-                    self._observer.dropped("deadline", 1)
+                    me.error = self._expired(me, time.monotonic())
                 me.leading = False
-                self._pass_slot()
+                self._pass_slot(me)
 
-    def _pass_slot(self) -> None:
-        """Give our slot to the oldest waiting request, or free it (lock held). A request
-        whose thread already leads, or was promoted, needs no slot."""
+    def _pass_slot(self, me: _Item) -> None:
+        """Give our slot to the first waiting request in queue order, or free it (lock
+        held). A request whose thread already leads, or was promoted, needs no slot."""
+        slot, me.slot = me.slot, -1
         if self._pending:
             nxt = next((it for it in self._pending if not it.promoted and not it.leading), None)
             if nxt is not None:
                 nxt.promoted = True
+                nxt.slot = slot
                 _signal(nxt)
                 return
+        self._free.append(slot)
         self._leaders -= 1
         if self._leaders:
             self._filled.notify_all()  # a filling leader may now be alone: run
@@ -233,9 +349,12 @@ class Batcher:
         an unloaded request never waits while batches still grow under load."""
         if self._max_wait <= 0 or not self._pending:
             return
-        until = self._pending[0].enqueued + self._max_wait
+        head = self._pending[0]
+        until = head.enqueued + self._max_wait
         if me.deadline is not None:
             until = min(until, me.deadline)
+        if self._edf and head.deadline is not None:  # a full batch must still make it
+            until = min(until, head.deadline - self._finish(self.max_batch_size))
         while (
             me.queued
             and self._pending_samples < self.max_batch_size
@@ -248,50 +367,79 @@ class Batcher:
             self._filled.wait(remaining)
 
     def _take(self) -> list[_Item]:
-        """Pop the next batch (lock held), dropping requests nobody waits for any more."""
+        """Pop the next batch (lock held), dropping requests nobody waits for any more
+        and (EDF) those the batch would make late: a batch grows only while its
+        predicted compute still ends before its most urgent (first) deadline."""
         batch: list[_Item] = []
-        size, expired, gone = 0, 0, 0
+        size, expired, gone, late = 0, 0, 0, 0
         now = time.monotonic()
-        while self._pending:
-            item = self._pending[0]
+        urgent = _NO_DEADLINE
+        taken = 0
+        for item in self._pending:
             if batch and size + item.n > self.max_batch_size:
                 break
-            self._pending.popleft()
+            if self._edf and batch and now + self._finish(size + item.n) > urgent:
+                break  # it would make the batch's first request late: the next batch
+            taken += 1
             self._pending_samples -= item.n
             item.queued = False
             if item.deadline is not None and item.deadline <= now:
                 expired += 1
                 item.error = DeadlineError("deadline passed while queued")
                 _signal(item)
+            elif (
+                self._edf
+                and item.deadline is not None
+                and now + self._finish(item.n) > item.deadline
+            ):
+                late += 1
+                item.error = LateError(
+                    "predicted to finish after its deadline", retry_after_ms=self._drain_ms()
+                )
+                _signal(item)
             elif item.alive is not None and not item.alive():
                 gone += 1
                 item.error = CancelledError("caller went away")
                 _signal(item)
             else:
+                if not batch and item.deadline is not None:
+                    urgent = item.deadline
                 batch.append(item)
                 size += item.n
-        if batch and self._leaders > 1:
-            self._filled.notify_all()  # another filling leader may have lost its request
-        if expired:
-            self._observer.dropped("deadline", expired)
+        del self._pending[:taken]
+        if batch:
+            self._computing += 1
+            self._computing_samples += size
+            if self._leaders > 1:
+                self._filled.notify_all()  # another filling leader may have lost its request
+        if expired or late:  # in the queue: their deadlines' doing
+            self._observer.dropped("deadline", expired + late)
         if gone:
             self._observer.dropped("cancelled", gone)
         return batch
 
-    def _compute(self, batch: list[_Item], solo: bool = False) -> None:
-        """``solo``: the batch is the calling thread's own request alone (nobody to wake)."""
+    def _compute(self, batch: list[_Item], slot: int, solo: bool = False) -> None:
+        """Run ``batch`` on slot ``slot``; ``solo``: it is the calling thread's own
+        request alone (nobody to wake). The caller counted it in ``_computing``."""
+        n = sum(it.n for it in batch)
+        if self._cores is not None:
+            pin(self._cores[slot])
         started = time.monotonic()
         try:
             x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
-            y = self._run(x)
+            y = self._runs[slot](x)
         except BaseException as e:  # handed to every caller of the batch
             with self._lock:
+                if not solo:  # a solo caller's slot release counts it out
+                    self._computing -= 1
+                    self._computing_samples -= n
                 for it in batch:
                     it.error = e
                     _signal(it)
             return
         compute_s = time.monotonic() - started
         size = int(x.shape[0])
+        self.cost.observe(size, compute_s)
         queue_s = [started - it.enqueued for it in batch]
         self._observer.batch(size, queue_s, compute_s)
         compute_ms = compute_s * 1000.0
@@ -300,6 +448,8 @@ class Batcher:
             return
         offset = 0
         with self._lock:
+            self._computing -= 1
+            self._computing_samples -= n
             for it, q in zip(batch, queue_s, strict=True):
                 it.result = BatchResult(y[offset : offset + it.n], q * 1000.0, compute_ms, size)
                 offset += it.n

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_node.execution import MODES
 from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
 from collab.transport import check_listener
@@ -42,6 +43,26 @@ class CloudConfig:
         "is running (off: an unloaded request never waits)",
     )
     workers: int = setting(0, help="concurrent batches (0 = one per core)", lo=0)
+    # auto: a start-up micro-benchmark per model (cloud_node.execution); the mode chosen
+    # is logged and exported as collab_cloud_execution_mode
+    execution: str = setting(
+        "auto",
+        help="auto, threads (one session set, intra-op threads = workers x intra-threads) "
+        "or sessions (one set per worker, pinned to its core)",
+        metavar="MODE",
+    )
+    # earliest deadline first, late work refused before it queues (cloud_node.batcher)
+    edf: bool = setting(
+        True,
+        help="queue by deadline and refuse at once what the queue would make late "
+        "(off: FIFO, late requests dropped only once their deadline passed)",
+    )
+    # a bounded queue, by time: a request predicted to wait longer is refused with
+    # RESOURCE_EXHAUSTED and a retry-after hint (the edge finishes it locally and backs
+    # off this node meanwhile); 500 ms is far beyond any interactive deadline
+    max_queue_ms: float = setting(
+        500.0, help="longest predicted queueing a request is admitted to (0 = unbounded)", lo=0
+    )
     threads: int = setting(
         64, help="gRPC handler threads = requests in flight (queued ones hold one)", lo=2
     )
@@ -76,6 +97,8 @@ class CloudConfig:
         if not self.bundles:
             raise ConfigError("at least one --bundle is required")
         check_bounds(self)
+        if self.execution not in MODES:
+            raise ConfigError(f"--execution {self.execution!r}: one of {', '.join(MODES)}")
         check_listener(
             self.listen,
             tls_cert=self.tls_cert,

@@ -110,15 +110,17 @@ class CloudHandler:
         registry: ModelRegistry,
         *,
         metrics: Metrics,
-        slots: int,
         max_batch_size: int,
         max_wait_ms: float,
         max_message_bytes: int,
         max_probe_response_bytes: int,
         wait_when_idle: bool,
+        edf: bool,
+        max_queue_ms: float,
     ) -> None:
         """The batching settings come from :class:`cloud_node.config.CloudConfig` (no
-        defaults here: it has the one default of each)."""
+        defaults here: it has the one default of each); a batcher has one slot per set
+        of sessions of its model (cloud_node.execution)."""
         self.registry = registry
         self.metrics = metrics
         self.max_message_bytes = max_message_bytes
@@ -133,14 +135,18 @@ class CloudHandler:
         for r in registry.runnables():
             obs = _LoadObserver(self, metrics.observer(r.model, r.split))
             self._batchers[r.key] = Batcher(
-                r,
+                r.chains,
                 max_batch_size=max_batch_size,
                 max_wait_ms=max_wait_ms,
-                slots=slots,
                 observer=obs,
                 name=f"{r.model}/{r.split}",
                 wait_when_idle=wait_when_idle,
+                edf=edf,
+                max_queue_ms=max_queue_ms,
+                cores=r.cores,
             )
+        for m in registry.models:
+            metrics.execution.labels(m.name, m.version[:12], m.execution).set(1)
         self._all_batchers = tuple(self._batchers.values())
         self._counters = {
             r.key: metrics.requests.labels(

@@ -48,6 +48,12 @@ class Metrics(MetricsEndpoint):
         self.queue_depth = Gauge(
             "collab_cloud_queue_depth", "samples waiting for a batch", registry=r
         )
+        self.execution = Gauge(
+            "collab_cloud_execution_mode",
+            "1 for the execution mode each model runs in (threads or sessions)",
+            ["model", "version", "mode"],
+            registry=r,
+        )
 
     def observer(self, model: str, split: str) -> BatchMetrics:
         """The batch observer of one (model, split); call once per queue."""

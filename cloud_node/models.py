@@ -1,7 +1,9 @@
 """The models a cloud node serves: for every bundle, the full model and every tail.
 
 Each is a chain of the bundle's segment sessions (:mod:`collab.chain`), shared by every
-chain that contains the segment, so a bundle's weights are in memory once. Sessions are
+chain that contains the segment, so a bundle's weights are in memory once per set of
+sessions: one set, or one per core in the "sessions" execution mode
+(:mod:`cloud_node.execution`), each slot of the batcher running its own. Sessions are
 created once at start-up, from the bytes verified against the manifest, so the first
 request pays no load time and a broken bundle stops the node before it announces itself.
 The cloud keeps ONNX Runtime's memory arenas (``lean=False``): dynamic batching reruns
@@ -16,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cloud_node.execution import plan
 from collab.bundle import Bundle, Preprocessing
-from collab.chain import BundleSessions, Chain
+from collab.chain import Chain
 from collab.errors import NotFoundError
 
 FULL = "full"  # split label of the whole model (Infer) in metrics and batcher keys
@@ -25,14 +28,16 @@ FULL = "full"  # split label of the whole model (Infer) in metrics and batcher k
 
 @dataclass(frozen=True)
 class Runnable:
-    """One chain of ONNX graphs with a dynamic batch dimension and its expected per-sample shape."""
+    """One chain of ONNX graphs with a dynamic batch dimension and its expected
+    per-sample shape; ``chains`` holds it once per set of sessions (one per batch slot)."""
 
     model: str
     version: str
     split: str  # split point name, or FULL
-    chain: Chain
+    chains: tuple[Chain, ...]
     sample_shape: tuple[int, ...]  # without the batch dimension
     preprocessing: Preprocessing | None = None  # the full model of an image bundle: images -> input
+    cores: tuple[int, ...] | None = None  # the core of each chain's slot; None: not pinned
 
     @property
     def sample_bytes(self) -> int:
@@ -43,7 +48,7 @@ class Runnable:
         return (self.model, self.version, self.split)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.chain(x)
+        return self.chains[0](x)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class ServedModel:
     bundle: Bundle
     full: Runnable
     tails: dict[str, Runnable]
+    execution: str  # "threads" or "sessions" (cloud_node.execution)
 
     @property
     def name(self) -> str:
@@ -64,30 +70,42 @@ class ServedModel:
 class ModelRegistry:
     """Resolves (model name, version, split) to a Runnable; NotFoundError otherwise."""
 
-    def __init__(self, bundles: Sequence[Bundle], *, intra_threads: int = 1) -> None:
+    def __init__(
+        self,
+        bundles: Sequence[Bundle],
+        *,
+        intra_threads: int = 1,
+        execution: str = "sessions",
+        workers: int = 1,
+        batch: int = 1,
+    ) -> None:
+        """``execution``, ``workers`` (cores), ``intra_threads``, ``batch`` (the timed
+        batch of ``auto``): see :func:`cloud_node.execution.plan`."""
         self._models: dict[str, list[ServedModel]] = {}
         for b in bundles:
             m = b.manifest
-            sessions = BundleSessions(b, intra_threads=intra_threads, lean=False)
+            ex = plan(b, execution, workers=workers, intra_threads=intra_threads, batch=batch)
             full = Runnable(
                 m.model_name,
                 b.version,
                 FULL,
-                sessions.full(),
+                tuple(s.full() for s in ex.sessions),
                 tuple(m.input_shape[1:]),
                 m.preprocessing,
+                ex.cores,
             )
             tails = {
                 sp.name: Runnable(
                     m.model_name,
                     b.version,
                     sp.name,
-                    sessions.tail(sp.name),
+                    tuple(s.tail(sp.name) for s in ex.sessions),
                     tuple(sp.feature_shape[1:]),
+                    cores=ex.cores,
                 )
                 for sp in m.split_points
             }
-            self._models.setdefault(m.model_name, []).append(ServedModel(b, full, tails))
+            self._models.setdefault(m.model_name, []).append(ServedModel(b, full, tails, ex.mode))
 
     @property
     def models(self) -> list[ServedModel]:
@@ -117,10 +135,12 @@ class ModelRegistry:
         return [r for m in self.models for r in (m.full, *m.tails.values())]
 
     def warmup(self) -> None:
-        """Run every model once: the first ONNX Runtime call of a session allocates and is
-        slow, and the full chain runs every segment session, which the tails share."""
+        """Run every model once per set of sessions: the first ONNX Runtime call of a
+        session allocates and is slow, and the full chain runs every segment session,
+        which the tails share."""
         for m in self.models:
-            m.full(np.zeros((1, *m.full.sample_shape), dtype=np.float32))
+            for chain in m.full.chains:
+                chain(np.zeros((1, *m.full.sample_shape), dtype=np.float32))
 
     def largest_sample_bytes(self) -> int:
         """float32 bytes of the largest single-sample input or feature served."""

@@ -96,12 +96,13 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
     handler = CloudHandler(
         registry,
         metrics=metrics,
-        slots=workers,
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,
         max_message_bytes=limit,
         max_probe_response_bytes=config.max_probe_response_bytes,
         wait_when_idle=config.wait_when_idle,
+        edf=config.edf,
+        max_queue_ms=config.max_queue_ms,
     )
     pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="collab-rpc")
     server = grpc.server(
@@ -135,7 +136,7 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         metrics_port = metrics.serve_http(config.metrics_port, host)
     logger.info(
         "cloud node listening on port %d (tls=%s, client_certs=%s, metrics=%s, "
-        "max_batch=%d, max_wait_ms=%.1f, workers=%d, max_message=%d, models=%s)",
+        "max_batch=%d, max_wait_ms=%.1f, workers=%d, edf=%s, max_message=%d, models=%s)",
         port,
         config.tls_cert is not None,
         config.tls_client_ca is not None,
@@ -143,8 +144,9 @@ def start(config: CloudConfig, registry: ModelRegistry) -> CloudServer:
         config.max_batch_size,
         config.max_wait_ms,
         workers,
+        config.edf,
         limit,
-        [f"{m.name}@{m.version[:12]}" for m in registry.models],
+        [f"{m.name}@{m.version[:12]}:{m.execution}" for m in registry.models],
     )
     return CloudServer(
         grpc_server=server,
@@ -164,7 +166,13 @@ def serve(config: CloudConfig) -> Iterator[tuple[CloudServer, int]]:
     verified and every session is created (and warmed up) before listening."""
     # the registry builds every segment session now: hand it the bytes verified here once
     bundles = [load_bundle(p, keep_segments=True) for p in config.bundles]
-    registry = ModelRegistry(bundles, intra_threads=config.intra_threads)
+    registry = ModelRegistry(
+        bundles,
+        intra_threads=config.intra_threads,
+        execution=config.execution,
+        workers=config.worker_count,
+        batch=config.max_batch_size,
+    )
     if config.warmup:
         registry.warmup()
     server = start(config, registry)

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "measure every split point x codec on sample inputs",
     ),
     "cloud": ("cloud_node.cli", "run a cloud node (gRPC decoder service)"),
+    "export-triton": (
+        "cloud_node.cli_triton",
+        "write a Triton model repository for a bundle's tails and full model",
+    ),
     "edge": ("edge_node.cli", "run an edge node daemon"),
     "coordinator": ("coordinator.cli", "run the fleet coordinator (MQTT control plane)"),
     "status": ("coordinator.cli_status", "print the fleet table"),

@@ -13,6 +13,7 @@ CollabError
 ├── BadRequestError         a peer's request does not fit: wrong shape, dtype, batch, size
 ├── NotFoundError           unknown model, version, split point, bundle, rollout, federation
 ├── TooLargeError           a request asks for more than the node's limits allow
+├── OverloadedError         the node's queue is full: retry after ``retry_after_ms``
 ├── ClosedError             the client or node was closed (or is draining): no new work
 ├── AuthError               a caller presented a missing or wrong credential
 ├── SplitError              a model cannot be traced, split or exported
@@ -21,6 +22,7 @@ CollabError
 ├── InferenceError          ONNX Runtime rejected an input or failed while running
 ├── TransportError          a remote peer failed (gRPC / MQTT), wraps the library error
 │   ├── DeadlineError       a request could not be answered before its deadline
+│   │   └── LateError       the queue ahead makes it late: refused before queueing
 │   ├── CancelledError      the caller cancelled its RPC (went away) before the answer
 │   └── RpcError            (collab.transport) a failed RPC, with the peer's status code
 │       └── RpcDeadlineError   (collab.transport) DEADLINE_EXCEEDED; also a DeadlineError
@@ -60,6 +62,15 @@ class TooLargeError(CollabError):
     """A request asks for more than the node's limits allow."""
 
 
+class OverloadedError(CollabError):
+    """The node's queue is full (its predicted wait is over the bound): the node's state,
+    not the request, is at fault; ``retry_after_ms`` is when the queued work is done."""
+
+    def __init__(self, message: str, *, retry_after_ms: float) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class ClosedError(CollabError):
     """The client or node was closed, or is draining, and accepts no new work."""
 
@@ -90,6 +101,16 @@ class TransportError(CollabError):
 
 class DeadlineError(TransportError, TimeoutError):
     """The request cannot be answered within its deadline on any path."""
+
+
+class LateError(DeadlineError):
+    """The work queued ahead makes the request miss its deadline: refused at once, never
+    computed, so the caller can still finish it elsewhere; ``retry_after_ms`` is when
+    that queue is predicted to be done (None: the deadline had passed on arrival)."""
+
+    def __init__(self, message: str, *, retry_after_ms: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class CancelledError(TransportError):
@@ -153,9 +174,11 @@ __all__ = [
     "DuplicateUpdate",
     "FLError",
     "InferenceError",
+    "LateError",
     "MalformedMessage",
     "NotFoundError",
     "NotSampled",
+    "OverloadedError",
     "PrivacyBudgetExceeded",
     "RoundMismatch",
     "SplitError",

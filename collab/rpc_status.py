@@ -31,6 +31,7 @@ from collab.errors import (
     MalformedMessage,
     NotFoundError,
     NotSampled,
+    OverloadedError,
     RoundMismatch,
     SplitError,
     TooLargeError,
@@ -59,6 +60,7 @@ STATUS: Mapping[type[CollabError], grpc.StatusCode] = {
     # the server's state does not allow it now: later, or elsewhere, it may succeed
     ControlPlaneError: _S.FAILED_PRECONDITION,
     RoundMismatch: _S.FAILED_PRECONDITION,
+    OverloadedError: _S.RESOURCE_EXHAUSTED,  # the node is full, not the request too big
     ClosedError: _S.UNAVAILABLE,
     TransportError: _S.UNAVAILABLE,  # a peer this node depends on failed
     # time ran out, or the caller left
@@ -71,6 +73,9 @@ STATUS: Mapping[type[CollabError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error (see the server log)"
+#: trailing-metadata key of the hint an error with ``retry_after_ms`` carries: milliseconds
+#: (an integer, >= 1) before the peer should send this node more work
+RETRY_AFTER_KEY = "retry-after-ms"
 _failures = RateLimited()  # a request that fails the same way in a loop logs once a minute
 
 
@@ -106,5 +111,8 @@ def abort(context: grpc.ServicerContext, e: Exception, method: str) -> NoReturn:
     else:
         logger.debug("%s rejected (%s): %s", method, code.name, e)
         message = str(e)
+    retry_after = getattr(e, "retry_after_ms", None)
+    if retry_after is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(max(1, round(retry_after)))),))
     context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort always raises

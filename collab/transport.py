@@ -23,6 +23,7 @@ import grpc
 from collab.errors import ConfigError, DeadlineError, TransportError
 from collab.files import read_bytes
 from collab.proto import collab_pb2
+from collab.rpc_status import RETRY_AFTER_KEY
 
 SERVICE_NAME = "collab.v1.CloudService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -46,10 +47,18 @@ _RETRY_POLICY = {
 class RpcError(TransportError):
     """A failed RPC; ``code`` is the gRPC status code, ``details`` the peer's message."""
 
-    def __init__(self, message: str, *, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode,
+        details: str,
+        retry_after_ms: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.details = details
+        self.retry_after_ms = retry_after_ms  # the peer's hint (collab.rpc_status.RETRY_AFTER_KEY)
 
 
 class RpcDeadlineError(RpcError, DeadlineError):
@@ -64,7 +73,23 @@ def wrap_rpc_error(e: grpc.RpcError, *, what: str = "rpc") -> RpcError:
     details = (details_fn() if callable(details_fn) else None) or str(e)
     code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
     cls = RpcDeadlineError if code == grpc.StatusCode.DEADLINE_EXCEEDED else RpcError
-    return cls(f"{what} failed: {code.name}: {details}", code=code, details=details)
+    return cls(
+        f"{what} failed: {code.name}: {details}",
+        code=code,
+        details=details,
+        retry_after_ms=_retry_after(e),
+    )
+
+
+def _retry_after(e: grpc.RpcError) -> float | None:
+    """The peer's retry-after hint in ms (a positive integer in trailing metadata), if any;
+    anything else there is ignored: a hint, never a reason to fail."""
+    trailing = getattr(e, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == RETRY_AFTER_KEY:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            return float(text) if text.isdigit() and 0 < int(text) < 10**9 else None
+    return None
 
 
 @contextmanager

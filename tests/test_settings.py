@@ -117,7 +117,7 @@ def _other(s: Setting) -> Any:
     if s.kind is bool:
         return not s.default
     if s.kind is str:
-        return "f16+zstd1" if s.name == "codec" else "split:x"
+        return {"codec": "f16+zstd1", "execution": "sessions"}.get(s.name, "split:x")
     base = s.default if s.default is not None else 1
     return base + 1 if s.kind is int else base * 2 or 1.0
 

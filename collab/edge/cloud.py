@@ -5,6 +5,11 @@ A cloud call gets a timeout of ``deadline - elapsed - predicted local finish`` (
 local finish can still make the deadline at all), so the fallback still fits the
 deadline; without a deadline it is capped at ``cloud_timeout_ms``. A circuit breaker
 stops calling a cloud that keeps failing; the network monitor's probes re-open it.
+A cloud that refuses a call with a retry-after hint (its queue is full, or too long for
+the call's deadline: collab.rpc_status.RETRY_AFTER_KEY) is busy, not broken: the request
+finishes locally, and calls skip that cloud for the hinted time (at most the breaker's
+cooldown, so a hostile hint cannot shut the cloud out for good) without counting
+towards the breaker.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class CloudLink:
         self.inflight: dict[int, tuple[float, float, float]] = {}
         self.grace: threading.Timer | None = None  # closes the channel of a replaced cloud later
         self._cfg, self._loads, self._current = cfg, loads, current
+        self._busy_until = 0.0  # time.monotonic() before which calls skip this cloud
         self._ids = itertools.count()
         self._id_prefix = os.urandom(4).hex()
         self._probe_payload = b""
@@ -232,6 +238,8 @@ class CloudLink:
             return Remote(None, 0, "circuit breaker open")
         if not model.served:
             return Remote(None, 0, "cloud does not serve this model version")
+        if time.monotonic() < self._busy_until:
+            return Remote(None, 0, "cloud busy (backing off as it asked)")
         codec = self._cfg.codec or c.codec or DEFAULT_CODEC
         as_images = is_image_codec(codec)
         if as_images and (pixels is None or c.path != "cloud_only"):
@@ -291,6 +299,10 @@ class CloudLink:
             timings["decode_ms"] = (time.perf_counter() - td) * 1000.0
         except RpcError as e:
             timings["cloud_call_ms"] = (time.perf_counter() - tc) * 1000.0
+            if e.retry_after_ms is not None:  # busy, not broken (and not the link's fault)
+                self.back_off(e.retry_after_ms)
+                reason = f"cloud busy, retry after {e.retry_after_ms:.0f} ms: {e.code.name}"
+                return Remote(None, sent, f"{reason}: {e.details}"[:200])
             if caller_at_fault(e):  # this request's doing: other callers' calls still go
                 return Remote(None, sent, f"refused: {e.code.name}: {e.details}"[:200])
             if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -319,6 +331,11 @@ class CloudLink:
         if self.monitor is not None and self.link.pending():
             self.monitor.confirm()  # confirm the suspected change with a probe before the next request
         return Remote(y, sent, None)
+
+    def back_off(self, ms: float) -> None:
+        """Skip this cloud for ``ms`` (capped at the breaker's cooldown)."""
+        ms = min(ms, self._cfg.breaker_cooldown_s * 1000.0)
+        self._busy_until = max(self._busy_until, time.monotonic() + ms / 1000.0)
 
     def bad_reply(self, reason: str) -> None:
         """The cloud answered with something that is not an answer: count it against

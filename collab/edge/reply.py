@@ -40,5 +40,10 @@ def decode_output(frame: bytes, shape: tuple[int, ...]) -> np.ndarray:
 def caller_at_fault(e: RpcError) -> bool:
     """The cloud refused what this request asked for -- too many samples, a message
     over a limit -- and would serve another caller's request: RESOURCE_EXHAUSTED other
-    than the admission limit (which says the cloud is full)."""
-    return e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and e.details != ADMISSION_REFUSED
+    than the admission limit or a full queue (a retry-after hint), which say the cloud
+    is full."""
+    return (
+        e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and e.details != ADMISSION_REFUSED
+        and e.retry_after_ms is None
+    )
