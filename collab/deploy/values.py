@@ -1,0 +1,198 @@
+"""The values file of ``collab deploy render`` (deploy/values.yaml): one strict schema.
+
+Every key is checked before a manifest is written: unknown keys, wrong kinds, and values
+that cannot work together (TLS on without a secret, an HPA over zero replicas) are one
+:class:`ConfigError` whose lines name the value (collab.yamlcfg). The ``settings:``
+sections are the role config dataclasses' settings by name (collab.setting_keys) and are
+checked by constructing the dataclass itself, so the file can never hold a setting the
+daemon would refuse at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, StrictBool, StrictInt, StrictStr
+
+from cloud_node.config import CloudConfig
+from collab.edge.config import ClientConfig
+from collab.setting_keys import given, setting_keys
+from collab.settings import settings
+from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
+from coordinator.daemon import CoordinatorConfig
+from edge_node.config import EdgeConfig
+
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Name = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
+Quantity = Annotated[StrictStr, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")]
+
+# what the chart itself decides (ports, paths, identities); the rest is the file's
+CLOUD_OWNED = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca")
+EDGE_OWNED = ("listen", "metrics_port", "tls_cert", "tls_key", "node_id", "trusted_key", "work_dir")
+COORDINATOR_OWNED = ("broker_auth", "allow_anonymous_broker")
+CLOUD_KEYS = settings(CloudConfig, skip=CLOUD_OWNED)
+CLIENT_KEYS = settings(ClientConfig)
+EDGE_KEYS = settings(EdgeConfig, skip=EDGE_OWNED)
+COORDINATOR_KEYS = settings(CoordinatorConfig, skip=COORDINATOR_OWNED)
+
+
+@config_dataclass
+class Tls:
+    enabled: StrictBool = False
+    # a kubernetes.io/tls Secret: tls.crt, tls.key and ca.crt (as cert-manager writes it)
+    secret: Name | None = None
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.secret is None:
+            raise FieldError("secret", "is required when tls.enabled is true")
+
+
+@config_dataclass
+class Resources:
+    cpu: Quantity = "500m"
+    memory: Quantity = "512Mi"
+
+
+@config_dataclass
+class Images:
+    cloud: StrictStr = "edgecollab-cloud:0.1.0"
+    coordinator: StrictStr = "edgecollab-coordinator:0.1.0"
+    edge: StrictStr = "edgecollab-edge:0.1.0"
+    mosquitto: StrictStr = "eclipse-mosquitto:2.0.18"
+    pull_policy: Annotated[StrictStr, Field(pattern=r"^(Always|IfNotPresent|Never)$")] = (
+        "IfNotPresent"
+    )
+
+
+@config_dataclass
+class Secrets:
+    """Secret names; ``collab deploy render --secrets DIR`` writes them from ``collab
+    mqtt-auth``'s directory, or an operator creates them with the same keys."""
+
+    mqtt_auth: Name = "collab-mqtt-auth"  # passwd, acl: Mosquitto's
+    coordinator: Name = "collab-coordinator"  # signing key, admin token, MQTT password
+    edge_credentials: Name = "collab-edge-mqtt"  # one key per edge node id: its MQTT password
+    trust: Name = "collab-trust"  # ConfigMap: the coordinator's public key
+
+
+@config_dataclass
+class Mosquitto:
+    port: Port = 1883
+    tls: Tls = field(default_factory=Tls)
+    resources: Resources = field(default_factory=lambda: Resources(cpu="250m", memory="128Mi"))
+
+
+@config_dataclass
+@setting_keys(COORDINATOR_KEYS)
+class Coordinator:
+    storage: Quantity = "1Gi"
+    storage_class: StrictStr | None = None
+    port: Port = 50070  # bundle fetch + operator API (gRPC)
+    # host:port the nodes fetch bundles from (default: the in-cluster Service name)
+    advertise: StrictStr | None = None
+    metrics_port: Port = 9102
+    heartbeat_timeout: Annotated[float, Field(gt=0)] = 15.0
+    tls: Tls = field(default_factory=Tls)
+    resources: Resources = field(default_factory=Resources)
+
+    def argv_settings(self) -> dict[str, Any]:
+        return given(self, COORDINATOR_KEYS)
+
+
+@config_dataclass
+class Hpa:
+    enabled: StrictBool = True
+    min_replicas: Annotated[StrictInt, Field(ge=1)] = 2
+    max_replicas: Annotated[StrictInt, Field(ge=1)] = 10
+    cpu_percent: Annotated[StrictInt, Field(ge=1, le=100)] | None = 70
+    # per-pod average of a custom metric served by a metrics adapter (docs/deploy.md):
+    # the cloud node's queue delay, p95 over the last minute, in milliseconds
+    queue_delay_ms: Annotated[float, Field(gt=0)] | None = None
+    queue_delay_metric: StrictStr = "collab_cloud_queue_delay_p95_ms"
+
+    def __post_init__(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise FieldError("min_replicas", f"must be <= max_replicas ({self.max_replicas})")
+        if self.enabled and self.cpu_percent is None and self.queue_delay_ms is None:
+            raise FieldError("enabled", "an HPA needs cpu_percent or queue_delay_ms")
+
+
+@config_dataclass
+class BundleVolume:
+    """Where the served bundles lie: a PersistentVolumeClaim (ReadOnlyMany) or a host
+    directory; ``subdirs`` are the bundle directories in it (``--bundle`` each)."""
+
+    claim: Name | None = None
+    host_path: Path | None = None
+    subdirs: tuple[StrictStr, ...] = (".",)
+
+    def __post_init__(self) -> None:
+        if (self.claim is None) == (self.host_path is None):
+            raise FieldError("claim", "give exactly one of claim and host_path")
+
+
+@config_dataclass
+@setting_keys(CLOUD_KEYS)
+class Cloud:
+    replicas: Annotated[StrictInt, Field(ge=0)] = 2
+    port: Port = 50051
+    metrics_port: Port = 9100
+    bundle: BundleVolume = field(default_factory=lambda: BundleVolume(claim="collab-bundles"))
+    hpa: Hpa = field(default_factory=Hpa)
+    tls: Tls = field(default_factory=Tls)
+    resources: Resources = field(default_factory=lambda: Resources(cpu="1", memory="1Gi"))
+
+    def __post_init__(self) -> None:
+        if self.hpa.enabled and self.replicas == 0:
+            raise FieldError("replicas", "is 0 but hpa.enabled is true: an HPA cannot scale from 0")
+        self.config()
+
+    def config(self) -> CloudConfig:
+        """The node's config as the pods will build it (its own checks run here)."""
+        return CloudConfig(bundles=(Path("/bundle"),), **self.argv_settings())
+
+    def argv_settings(self) -> dict[str, Any]:
+        return given(self, CLOUD_KEYS)
+
+
+@config_dataclass
+@setting_keys([*CLIENT_KEYS, *EDGE_KEYS])
+class Edge:
+    # where edges reach the broker and the cloud tier: in-cluster names by default; a
+    # regional broker (docs/deploy.md, bridged brokers) or an ingress from outside
+    broker: StrictStr | None = None
+    port: Port = 50061
+    metrics_port: Port = 9101
+    bundle_host_path: Path = Path("/var/lib/collab/bundle")
+    work_host_path: Path = Path("/var/lib/collab/work")
+    node_role_label: StrictStr = "node-role.kubernetes.io/edge"
+    resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        EdgeConfig(
+            bundle=Path("/bundle"),
+            client=ClientConfig(**given(self, CLIENT_KEYS)),
+            **given(self, EDGE_KEYS),
+        )
+
+    def argv_settings(self) -> dict[str, Any]:
+        return given(self, [*CLIENT_KEYS, *EDGE_KEYS])
+
+
+@config_dataclass
+class Values:
+    namespace: Name = "collab"
+    name: Name = "collab"  # prefix of every object's name
+    images: Images = field(default_factory=Images)
+    secrets: Secrets = field(default_factory=Secrets)
+    mosquitto: Mosquitto = field(default_factory=Mosquitto)
+    coordinator: Coordinator = field(default_factory=Coordinator)
+    cloud: Cloud = field(default_factory=Cloud)
+    edge: Edge = field(default_factory=Edge)
+
+
+def parse_values(text: str, *, source: str = "<values>") -> Values:
+    data, lines = load_yaml(text, source)
+    return validate(Values, data if data is not None else {}, source=source, lines=lines)
