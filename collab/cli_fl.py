@@ -4,7 +4,9 @@
   collab fl run --config FILE --in-process   the same protocol in one process (many clients)
   collab fl keygen --config FILE --out DIR   per-federation CKKS keys (key holder)
   collab fl aggregator --config FILE --broker URL --listen HOST:PORT [--public-context F]
+                        [--tls-cert F --tls-key F --tls-client-ca F | --insecure]
   collab fl client --config FILE --broker URL --index K [--secret-context F]
+                    [--tls-ca F --tls-cert F --tls-key F]
 
 It fronts collab.fl and both fleet roles (coordinator.fl_server, edge_node.fl_client),
 so it sits above them, next to :mod:`collab.cli`, rather than inside collab.fl.
@@ -17,6 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collab.errors import ConfigError
+from collab.fl.endpoint import AggregatorEndpoint, ParticipantTls
+from collab.settings import add_flags, from_args, settings
+
+_ENDPOINT = settings(AggregatorEndpoint)
+_PARTICIPANT_TLS = settings(ParticipantTls)
 
 INSECURE_HELP = (
     "seed DP noise and client sampling from the config's seed (config field "
@@ -52,10 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         "aggregator", help="run the aggregator role (holds the PUBLIC context only)"
     )
     ag.add_argument("--config", type=Path, required=True)
-    ag.add_argument("--listen", default="0.0.0.0:50070", help="gRPC listen address HOST:PORT")
-    ag.add_argument(
-        "--advertise", default="", help="HOST:PORT clients dial (default: listen address)"
-    )
+    add_flags(ag.add_argument_group("gRPC endpoint (TLS, limits)"), _ENDPOINT)
     ag.add_argument(
         "--mode",
         default=None,
@@ -86,6 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     cl.add_argument("--secret-context", type=Path, default=None, help="secret.ctx (HE modes)")
     cl.add_argument("--compression", choices=["", "zstd"], default="")
     cl.add_argument("--insecure-deterministic", action="store_true", help=INSECURE_HELP)
+    add_flags(cl.add_argument_group("gRPC to the aggregator (TLS)"), _PARTICIPANT_TLS)
     add_mqtt_args(cl, broker_required=True)
     return _handle
 
@@ -152,6 +157,10 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     from collab.control.mqtt import mqtt_config_from_args
 
+    if args.fl_command == "aggregator":
+        endpoint = AggregatorEndpoint(**from_args(args, _ENDPOINT))  # refuse before loading
+    else:
+        tls = ParticipantTls(**from_args(args, _PARTICIPANT_TLS))
     cfg = _mode_config(args.config, args.mode, args.insecure_deterministic)
     mqtt = mqtt_config_from_args(args)
     if args.fl_command == "aggregator":
@@ -160,8 +169,7 @@ def _handle(args: argparse.Namespace) -> int:
         return run_aggregator(
             cfg,
             mqtt=mqtt,
-            listen=args.listen,
-            advertise=args.advertise,
+            endpoint=endpoint,
             public_context=args.public_context,
             wait_clients_s=args.wait_clients,
             exit_when_done=args.exit_when_done,
@@ -176,6 +184,7 @@ def _handle(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             secret_context=args.secret_context,
             compression=args.compression,
+            tls=tls,
         )
     from edge_node.fl_client import run_clients
 
@@ -185,6 +194,7 @@ def _handle(args: argparse.Namespace) -> int:
         mqtt=mqtt,
         secret_context=args.secret_context,
         compression=args.compression,
+        tls=tls,
     )
 
 

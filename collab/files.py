@@ -67,3 +67,21 @@ def write_private(path: PathLike, data: bytes, *, replace: bool = False) -> None
             with contextlib.suppress(OSError):
                 os.unlink(target)
         raise
+
+
+def read_secret(path: PathLike, what: str) -> str:
+    """A token file's first line: refused when others may read it (anyone who can read
+    the file holds the credential) or when it is empty."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise _unreadable(path, what, e) from e
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what} {os.fspath(path)} is readable by group or others "
+            f"(mode {mode & 0o777:03o}): chmod 600 it"
+        )
+    secret = read_text(path, what).strip()
+    if not secret:
+        raise ConfigError(f"{what} {os.fspath(path)} is empty")
+    return secret

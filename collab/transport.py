@@ -131,6 +131,22 @@ def parse_address(addr: str, *, allow_zero: bool = False) -> tuple[str, int]:
     return host.strip("[]"), int(port_s)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this host only (127.0.0.0/8, ::1 or ``localhost``); a wildcard
+    or any other name is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a server listening on ``listen`` (HOST:PORT) is reachable from this host only."""
+    return is_loopback_host(parse_address(listen, allow_zero=True)[0])
+
+
 def advertised(listen: str, port: int, *, wildcard_host: str) -> str:
     """The endpoint peers dial to reach a server listening on ``listen`` and bound to
     ``port``: its host, where a wildcard (every interface) becomes ``wildcard_host``."""
@@ -327,6 +343,8 @@ __all__ = [
     "advertised",
     "channel_credentials",
     "channel_options",
+    "is_loopback",
+    "is_loopback_host",
     "load_from_proto",
     "load_to_proto",
     "make_channel",

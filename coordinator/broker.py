@@ -9,7 +9,6 @@ user. Nodes get credentials with ``collab mqtt-auth --out <that directory> --nod
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,18 +18,10 @@ from collab.control.mqtt import MqttConfig
 from collab.files import read_text
 from collab.log import logger
 from collab.procs import mosquitto
+from collab.transport import is_loopback_host
 from coordinator.cli_auth import write_fleet_auth
 
 COORDINATOR_USER = "coordinator"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @contextmanager
@@ -46,7 +37,7 @@ def own_broker(
     demos): an explicit choice, warned about when the broker listens beyond loopback."""
     url = f"mqtt://{host}:{port}"
     if anonymous:
-        if not is_loopback(host):
+        if not is_loopback_host(host):
             logger.warning("own broker on %s is ANONYMOUS: anyone reaching it can publish", url)
         conf, mqtt = "allow_anonymous true\n", MqttConfig(url=url)
     else:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
+from collab.errors import ConfigError
 from collab.log import logger
 from collab.settings import add_flags, from_args, settings
 from collab.signals import stop_on_signals
+from coordinator.service import FetchLimits
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -38,10 +41,39 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         "(default: <db dir>/coordinator.ed25519)",
     )
     parser.add_argument(
-        "--listen", default="127.0.0.1:50070", help="gRPC bundle fetch + operator API"
+        "--listen",
+        default="127.0.0.1:50070",
+        help="gRPC for nodes: bundle fetch, per-node fetch tokens (default %(default)s)",
     )
     parser.add_argument(
         "--advertise", default=None, help="host:port nodes fetch bundles from (default: --listen)"
+    )
+    parser.add_argument(
+        "--operator-listen",
+        default="127.0.0.1:50071",
+        help="gRPC for `collab rollout`; beyond loopback it needs an admin token "
+        "(default %(default)s)",
+    )
+    limits = FetchLimits()
+    parser.add_argument(
+        "--fetch-key",
+        type=Path,
+        default=None,
+        help="secret the nodes' fetch tokens derive from, created on first start "
+        "(`collab mqtt-auth --fetch-key` issues the tokens; default: <db dir>/coordinator.fetch-key)",
+    )
+    parser.add_argument(
+        "--fetch-streams",
+        type=int,
+        default=limits.streams,
+        help="concurrent bundle fetches (workers); more are refused (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fetch-stream-timeout",
+        type=float,
+        default=limits.stream_timeout,
+        metavar="S",
+        help="seconds a bundle fetch may stay open (default %(default)s)",
     )
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=15.0, help="seconds without heartbeat -> offline"
@@ -57,7 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         "--admin-token-file",
         type=Path,
         default=None,
-        help="require this token from `collab rollout` (operator API); default: none",
+        help="operator API token (mode 0600); default: $COLLAB_ADMIN_TOKEN, else none, "
+        "which only a loopback --operator-listen allows",
     )
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="expose Prometheus metrics on this port"
@@ -70,10 +103,17 @@ def configure(parser: argparse.ArgumentParser) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from collab.transport import parse_address
+    from coordinator.auth import admin_token, require_operator_auth
     from coordinator.broker import own_broker
-    from coordinator.cli_rollout import read_token
     from coordinator.daemon import Coordinator, CoordinatorConfig
 
+    try:  # before anything starts: an open operator API is a refusal to start, not a warning
+        token = admin_token(args.admin_token_file)
+        require_operator_auth(args.operator_listen, token)
+        limits = FetchLimits(streams=args.fetch_streams, stream_timeout=args.fetch_stream_timeout)
+    except ConfigError as e:
+        print(f"collab coordinator: error: {e}", file=sys.stderr)
+        return 2
     stop = stop_on_signals()
     with ExitStack() as stack:
         extra = from_args(args, settings(CoordinatorConfig))
@@ -95,11 +135,14 @@ def run(args: argparse.Namespace) -> int:
             signing_key=args.signing_key,
             listen=args.listen,
             advertise=args.advertise,
+            operator_listen=args.operator_listen,
+            fetch_key=args.fetch_key,
+            fetch_limits=limits,
             heartbeat_timeout=args.heartbeat_timeout,
             status_interval=args.status_interval,
             grpc_tls_cert=args.grpc_tls_cert,
             grpc_tls_key=args.grpc_tls_key,
-            admin_token=read_token(args.admin_token_file) if args.admin_token_file else None,
+            admin_token=token,
             **extra,
         )
         coord = stack.enter_context(Coordinator(cfg))

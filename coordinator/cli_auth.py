@@ -63,6 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         help="user for `collab fl aggregator` (readwrite collab/v1/fl/#); '' = none",
     )
     parser.add_argument(
+        "--fetch-key",
+        type=Path,
+        default=None,
+        help="the coordinator's --fetch-key (created if missing): also write each node's "
+        "bundle fetch token to credentials/<node>.fetch",
+    )
+    parser.add_argument(
         "--python-hash",
         action="store_true",
         help="write hashes in Python even if mosquitto_passwd is installed",
@@ -237,10 +244,16 @@ def run(args: argparse.Namespace) -> int:
         fl_aggregator=args.fl_aggregator_user or None,
         use_binary=not args.python_hash,
     )
+    if args.fetch_key is not None:
+        from coordinator.auth import write_fetch_tokens
+
+        write_fetch_tokens(args.fetch_key, args.out / "credentials", nodes)
     print(
         f"wrote {args.out}/passwd, {args.out}/acl, {args.out}/credentials/<user> for "
         f"{len(nodes)} edge and {len(clouds)} cloud nodes"
     )
     print(f"add to the broker listener config: include the lines of {args.out}/mosquitto.conf")
     print("nodes connect with --mqtt-username <node-id> --mqtt-password-file credentials/<node-id>")
+    if args.fetch_key is not None:
+        print("and fetch bundles with --fetch-token-file credentials/<node-id>.fetch")
     return 0

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from collab.control.messages import RolloutStatus
-from collab.files import read_text
+from coordinator.auth import admin_token
 from coordinator.operator_client import CoordinatorClient
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument(
-        "--coordinator", default="127.0.0.1:50070", help="coordinator gRPC HOST:PORT"
+        "--coordinator",
+        default="127.0.0.1:50071",
+        help="the coordinator's operator API, HOST:PORT of its --operator-listen "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--ca", type=Path, default=None, help="CA certificate when the coordinator uses TLS"
@@ -25,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         "--token-file",
         type=Path,
         default=None,
-        help="operator API token (or set COLLAB_ADMIN_TOKEN)",
+        help="operator API token, mode 0600 (default: $COLLAB_ADMIN_TOKEN)",
     )
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("publish", help="upload a bundle and roll it out")
@@ -73,15 +75,9 @@ def _wait(c: CoordinatorClient, ro: RolloutStatus, seconds: float) -> RolloutSta
     return ro
 
 
-def read_token(path: Path | None) -> str | None:
-    if path is None:
-        return os.environ.get("COLLAB_ADMIN_TOKEN") or None
-    return read_text(path, "token file").strip() or None
-
-
 def run(args: argparse.Namespace) -> int:
     with CoordinatorClient(
-        args.coordinator, ca_file=args.ca, token=read_token(args.token_file)
+        args.coordinator, ca_file=args.ca, token=admin_token(args.token_file)
     ) as c:
         if args.action == "publish":
             up = c.upload(args.bundle)

@@ -2,8 +2,9 @@
 rollouts, publishes the cloud endpoint list and a fleet status snapshot.
 
 Threads: paho's network thread runs the message handlers, a sweeper marks silent nodes
-offline and publishes status, gRPC workers serve bundle fetches and operator calls, and
-the database writer commits. One lock guards registry and rollout state.
+offline and publishes status, two gRPC servers with their own workers serve bundle
+fetches (nodes) and operator calls, and the database writer commits. One lock guards
+registry and rollout state.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import collections
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from collab.control import messages as msg
@@ -23,14 +24,14 @@ from collab.errors import ConfigError, ControlPlaneError
 from collab.log import logger
 from collab.proto import control_pb2 as pb
 from collab.settings import check_bounds, setting
-from collab.transport import advertised
-from coordinator.broker import is_loopback
+from collab.transport import advertised, is_loopback, is_loopback_host
+from coordinator.auth import load_or_create_fetch_key, require_operator_auth
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
 from coordinator.registry import Registry
 from coordinator.rollout import Rollouts
-from coordinator.service import serve
+from coordinator.service import FetchLimits, Tls, serve_fetch, serve_operator
 from coordinator.store import BundleStore
 
 MAX_PAYLOAD = 64 * 1024
@@ -42,16 +43,17 @@ class CoordinatorConfig:
     db: Path
     bundle_store: Path | None = None  # default: <db dir>/bundles
     signing_key: Path | None = None  # default: <db dir>/coordinator.ed25519 (created)
-    listen: str = "127.0.0.1:0"  # gRPC: bundle fetch + operator API
+    listen: str = "127.0.0.1:0"  # gRPC for nodes: bundle fetch (per-node fetch tokens)
     advertise: str | None = None  # host:port nodes fetch from (default: the listen address)
+    operator_listen: str = "127.0.0.1:0"  # gRPC for operators (admin token beyond loopback)
+    fetch_key: Path | None = None  # default: <db dir>/coordinator.fetch-key (created)
+    fetch_limits: FetchLimits = field(default_factory=FetchLimits)
     heartbeat_timeout: float = 15.0
     status_interval: float = 2.0
     max_payload: int = MAX_PAYLOAD
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
-    admin_token: str | None = (
-        None  # required as "authorization: Bearer <token>" by the operator API
-    )
+    admin_token: str | None = None  # "authorization: Bearer <token>" on the operator API
     client_id: str = "collab-coordinator"
     directive_ttl: float = setting(
         3600.0,
@@ -95,12 +97,13 @@ class CoordinatorConfig:
         check_bounds(self)
         m = self.mqtt
         anonymous = m.username is None and m.cert_file is None
-        if anonymous and not is_loopback(m.host) and not self.allow_anonymous_broker:
+        if anonymous and not is_loopback_host(m.host) and not self.allow_anonymous_broker:
             raise ConfigError(
                 f"broker {m.url} is not on loopback and no MQTT credentials are given: pass "
                 "--mqtt-username/--mqtt-password-file (see `collab mqtt-auth`) or "
                 "--allow-anonymous-broker"
             )
+        require_operator_auth(self.operator_listen, self.admin_token)
 
 
 class Coordinator:
@@ -110,6 +113,8 @@ class Coordinator:
         self.key_path = Path(config.signing_key or base / "coordinator.ed25519")
         self.public_key_path = public_key_path(self.key_path)
         self._key = load_or_create_signing_key(self.key_path)
+        self.fetch_key_path = Path(config.fetch_key or base / "coordinator.fetch-key")
+        self.fetch_key = load_or_create_fetch_key(self.fetch_key_path)
         self.db = Database(Path(config.db))
         self.store = BundleStore(Path(config.bundle_store or base / "bundles"), self.db)
         self.registry = Registry(self.db)
@@ -125,7 +130,8 @@ class Coordinator:
         self._published_status: object = None  # what the last status snapshot was built from
         self._stack = ExitStack()
         self._sweeper: threading.Thread | None = None
-        self.port = 0
+        self.port = 0  # bundle fetch (nodes)
+        self.operator_port = 0
         self.fetch_endpoint = ""
         will = (topics.COORDINATOR_STATE, self._state_bytes(online=False), 1, True)
         self.mqtt = MqttClient(
@@ -150,14 +156,18 @@ class Coordinator:
         try:
             self.db.start()
             self._stack.callback(self.db.close)
+            cfg = self.config
+            tls = None
+            if cfg.grpc_tls_cert is not None and cfg.grpc_tls_key is not None:
+                tls = Tls(cert=cfg.grpc_tls_cert, key=cfg.grpc_tls_key)
+            for where in (cfg.listen, cfg.operator_listen):
+                if tls is None and not is_loopback(where):
+                    logger.warning("gRPC on %s without TLS: tokens travel in clear", where)
             _, self.port = self._stack.enter_context(
-                serve(
-                    self,
-                    self.config.listen,
-                    admin_token=self.config.admin_token,
-                    tls_cert=self.config.grpc_tls_cert,
-                    tls_key=self.config.grpc_tls_key,
-                )
+                serve_fetch(self, cfg.listen, self.fetch_key, limits=cfg.fetch_limits, tls=tls)
+            )
+            _, self.operator_port = self._stack.enter_context(
+                serve_operator(self, cfg.operator_listen, cfg.admin_token, tls=tls)
             )
             self.fetch_endpoint = self.config.advertise or advertised(
                 self.config.listen, self.port, wildcard_host="127.0.0.1"
@@ -174,9 +184,12 @@ class Coordinator:
             self._stack.close()
             raise
         logger.info(
-            "coordinator up: broker %s, bundle fetch/operator gRPC on %s, db %s, trust key %s",
+            "coordinator up: broker %s, bundle fetch on %s, operator API on port %d%s, db %s, "
+            "trust key %s",
             self.config.mqtt.url,
             self.fetch_endpoint,
+            self.operator_port,
+            "" if self.config.admin_token else " (loopback, no token)",
             self.config.db,
             self.public_key_path,
         )

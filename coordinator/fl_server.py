@@ -11,6 +11,7 @@ from collab.control.mqtt import MqttClient, MqttConfig
 from collab.files import read_bytes
 from collab.fl.aggregator import Aggregator, serve
 from collab.fl.config import FLConfig
+from collab.fl.endpoint import AggregatorEndpoint
 from collab.log import logger
 from collab.signals import stop_on_signals
 
@@ -19,16 +20,15 @@ def run_aggregator(
     cfg: FLConfig,
     *,
     mqtt: MqttConfig,
-    listen: str,
-    advertise: str = "",
+    endpoint: AggregatorEndpoint,
     public_context: Path | None = None,
     wait_clients_s: float = 60.0,
     exit_when_done: bool = False,
 ) -> int:
     pub = None if public_context is None else read_bytes(public_context, "public context")
-    agg = Aggregator(cfg, pub, advertise=advertise)
+    agg = Aggregator(cfg, pub)
     stop = stop_on_signals()
-    with serve(agg, listen) as (_, port), MqttClient(mqtt) as client:
+    with serve(agg, endpoint) as (_, port), MqttClient(mqtt) as client:
         agg.attach(client)
         logger.info(
             "FL aggregator for %s on port %d (advertised %s)", cfg.federation, port, agg.advertise

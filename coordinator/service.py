@@ -1,13 +1,20 @@
 """gRPC servicers of the coordinator: thin adapters from protobuf to the coordinator's
-operations (:class:`Operations`); errors are answered through :mod:`collab.rpc_status`."""
+operations (:class:`Operations`); errors are answered through :mod:`collab.rpc_status`.
+
+Nodes and operators get a server each (:func:`serve_fetch`, :func:`serve_operator`),
+with their own worker pool and concurrency cap, so streams held open on the node-facing
+port cannot starve the operator API.
+"""
 
 from __future__ import annotations
 
-import hmac
 import shutil
-from collections.abc import Iterable, Iterator
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -15,10 +22,12 @@ import grpc
 
 from collab.control import messages as msg
 from collab.control.transfer import CHUNK, checked_chunks, iter_bundle_chunks, receive_bundle
-from collab.errors import AuthError, ConfigError, NotFoundError
+from collab.errors import ConfigError, NotFoundError, TooLargeError
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
 from collab.rpc_status import abort
+from collab.transport import server_credentials
+from coordinator.auth import FetchKey, check_admin, require_operator_auth
 from coordinator.store import BundleStore
 
 
@@ -36,31 +45,84 @@ class Operations(Protocol):
     def rollout_status(self) -> msg.RolloutStatus | None: ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class FetchLimits:
+    """How much of the node-facing server one caller, and all of them, may hold."""
+
+    streams: int = 16  # worker threads = concurrent Fetch streams; more are refused
+    per_node: int = 2  # concurrent streams of one node id
+    stream_timeout: float = 300.0  # seconds a stream may stay open, read or not
+
+    def __post_init__(self) -> None:
+        if self.streams < 1 or self.per_node < 1 or not self.stream_timeout > 0:
+            raise ConfigError("fetch streams and per-node streams must be >= 1, timeout > 0")
+
+
+@contextmanager
+def _cancel_after(context: grpc.ServicerContext, seconds: float) -> Iterator[None]:
+    """Cancel the RPC after ``seconds``: a peer that stops reading (or sending) blocks its
+    worker inside gRPC, where only cancelling the call frees it."""
+    timer = threading.Timer(seconds, context.cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 class BundleServicer(pb_grpc.BundleServiceServicer):
-    def __init__(self, coordinator: Operations) -> None:
+    def __init__(self, coordinator: Operations, key: FetchKey, limits: FetchLimits) -> None:
         self._c = coordinator
+        self._key = key
+        self._limits = limits
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _admit(self, node_id: str) -> None:
+        with self._lock:
+            if self._open[node_id] >= self._limits.per_node:
+                raise TooLargeError(
+                    f"node {node_id!r} already has {self._limits.per_node} fetches open"
+                )
+            self._open[node_id] += 1
+
+    def _leave(self, node_id: str) -> None:
+        with self._lock:
+            self._open[node_id] -= 1
+            if not self._open[node_id]:
+                del self._open[node_id]
 
     def Fetch(
         self, request: pb.FetchRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.BundleChunk]:
         try:
+            self._key.check(context, request.node_id)
             root = self._c.store.path(request.version)
+            self._admit(request.node_id)
         except Exception as e:
             abort(context, e, "Fetch")
-        yield from iter_bundle_chunks(root)
+        try:
+            with _cancel_after(context, self._limits.stream_timeout):
+                yield from iter_bundle_chunks(root)
+        finally:
+            self._leave(request.node_id)
+
+
+UPLOAD_TIMEOUT = 600.0  # seconds an upload stream may take
+OPERATOR_WORKERS = 4
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
+    """The operator API; ``admin_token`` None only on loopback (see
+    :func:`coordinator.auth.require_operator_auth`)."""
+
     def __init__(self, coordinator: Operations, admin_token: str | None) -> None:
         self._c = coordinator
-        self._expected = f"Bearer {admin_token}".encode() if admin_token else None
+        self._token = admin_token
 
     def _authorize(self, context: grpc.ServicerContext) -> None:
-        if self._expected is None:
-            return
-        got = dict(context.invocation_metadata()).get("authorization", "")
-        if not hmac.compare_digest(str(got).encode(), self._expected):
-            raise AuthError("operator API: missing or wrong admin token")
+        check_admin(context, self._token)
 
     def Upload(
         self, request_iterator: Iterable[pb.BundleChunk], context: grpc.ServicerContext
@@ -69,11 +131,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             self._authorize(context)
             tmp = self._c.store.staging()
             try:
-                receive_bundle(checked_chunks(request_iterator), tmp)
+                with _cancel_after(context, UPLOAD_TIMEOUT):
+                    receive_bundle(checked_chunks(request_iterator), tmp)
                 version, name, existed = self._c.store.add(tmp, move=True)
-            except Exception:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            finally:  # whatever ended the upload (a refusal, a cancelled stream, a bug)
+                shutil.rmtree(tmp, ignore_errors=True)  # gone once moved into the store
         except Exception as e:
             abort(context, e, "Upload")
         return pb.UploadReply(version=version, model_name=name, already_stored=existed)
@@ -111,38 +173,68 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return msg.rollout_status_to_proto(ro)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Tls:
+    cert: Path
+    key: Path
+
+
 @contextmanager
-def serve(
-    coordinator: Operations,
-    listen: str,
-    *,
-    admin_token: str | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
+def _server(
+    name: str, listen: str, workers: int, tls: Tls | None, register: Callable[[grpc.Server], None]
 ) -> Iterator[tuple[grpc.Server, int]]:
-    """The coordinator's gRPC server (bundle fetch + operator API)."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16),
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"coord-{name}"),
         options=[("grpc.max_receive_message_length", 8 * CHUNK)],
+        maximum_concurrent_rpcs=workers,  # beyond: RESOURCE_EXHAUSTED, not a queue
     )
-    pb_grpc.add_BundleServiceServicer_to_server(BundleServicer(coordinator), server)
-    pb_grpc.add_CoordinatorServiceServicer_to_server(
-        CoordinatorServicer(coordinator, admin_token), server
-    )
+    register(server)
     try:
-        if tls_cert is not None and tls_key is not None:
-            creds = grpc.ssl_server_credentials(
-                [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
-            )
-            port = server.add_secure_port(listen, creds)
+        if tls is not None:
+            port = server.add_secure_port(listen, server_credentials(tls.cert, tls.key))
         else:
             port = server.add_insecure_port(listen)
     except (RuntimeError, OSError) as e:
-        raise ConfigError(f"cannot listen on {listen}: {e}") from e
+        raise ConfigError(f"cannot listen on {listen} ({name}): {e}") from e
     if port == 0:
-        raise ConfigError(f"cannot listen on {listen}")
+        raise ConfigError(f"cannot listen on {listen} ({name})")
     server.start()
     try:
         yield server, port
     finally:
         server.stop(grace=1).wait(5)
+
+
+def serve_fetch(
+    coordinator: Operations,
+    listen: str,
+    key: FetchKey,
+    *,
+    limits: FetchLimits = FetchLimits(),
+    tls: Tls | None = None,
+) -> AbstractContextManager[tuple[grpc.Server, int]]:
+    """The node-facing server (``BundleService``); yields (server, bound port)."""
+    servicer = BundleServicer(coordinator, key, limits)
+    return _server(
+        "fetch",
+        listen,
+        limits.streams,
+        tls,
+        lambda s: pb_grpc.add_BundleServiceServicer_to_server(servicer, s),
+    )
+
+
+def serve_operator(
+    coordinator: Operations, listen: str, admin_token: str | None, *, tls: Tls | None = None
+) -> AbstractContextManager[tuple[grpc.Server, int]]:
+    """The operator server (``CoordinatorService``); yields (server, bound port).
+    Without ``admin_token`` it only listens on loopback."""
+    require_operator_auth(listen, admin_token)
+    servicer = CoordinatorServicer(coordinator, admin_token)
+    return _server(
+        "operator",
+        listen,
+        OPERATOR_WORKERS,
+        tls,
+        lambda s: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
+    )

@@ -3,7 +3,8 @@
 A bundle is verified with :func:`collab.load_bundle` before it is stored, so the
 coordinator only ever signs directives (coordinator/daemon.py) for versions it checked.
 Files are served as they lie on disk: nodes check them against the signed version and
-sizes while they stream, which is what makes on-disk tampering harmless.
+sizes while they stream, which is what makes on-disk tampering harmless. Upload staging
+directories (``.upload-*``) a killed coordinator left behind are removed at the next start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class BundleStore:
     def __init__(self, root: Path, db: Database) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".upload-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self._db = db
         self.model_names: dict[str, str] = {}
         self._sizes: dict[str, dict[str, int]] = {}

@@ -19,7 +19,14 @@ from collab.transport import TlsConfig
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
 
-_FLEET = ("node_id", "trusted_key", "work_dir", "heartbeat_interval_s", "telemetry_interval_s")
+_FLEET = (
+    "node_id",
+    "trusted_key",
+    "fetch_token_file",
+    "work_dir",
+    "heartbeat_interval_s",
+    "telemetry_interval_s",
+)
 _DAEMON = settings(EdgeConfig, skip=_FLEET)
 _MEMBER = [s for s in settings(EdgeConfig) if s.name in _FLEET]
 _CLIENT = settings(ClientConfig)

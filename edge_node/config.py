@@ -41,6 +41,11 @@ class EdgeConfig:
     trusted_key: Path | None = setting(
         None, help="coordinator's Ed25519 public key (PEM); without it rollouts are refused"
     )
+    fetch_token_file: Path | None = setting(
+        None,
+        help="this node's bundle fetch token, mode 0600 (collab mqtt-auth --fetch-key writes "
+        "credentials/<id>.fetch; None: $COLLAB_FETCH_TOKEN)",
+    )
     work_dir: Path | None = setting(
         None,
         help="where rolled-out bundles and the directive mark are kept (None: <tmp>/collab-<id>)",

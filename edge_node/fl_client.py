@@ -17,6 +17,7 @@ from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
 from collab.files import read_bytes
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data
+from collab.fl.endpoint import ParticipantTls
 from collab.fl.member import ModelHolder, Trainer
 from collab.fl.participant import FLClient
 from collab.fl.train import warm_up
@@ -32,6 +33,7 @@ def run_client(
     client_id: str = "",
     secret_context: Path | None = None,
     compression: str = "",
+    tls: ParticipantTls | None = None,
 ) -> int:
     secret = None if secret_context is None else read_bytes(secret_context, "secret context")
     cid = client_id or f"c{index:03d}"
@@ -51,6 +53,7 @@ def run_client(
             client,
             upload_delay_s=cfg.simulate.upload_delay_s,
             compression=compression,
+            tls=None if tls is None else tls.for_client(cid),
         )
         fl.start()
         logger.info("FL client %s: %d examples, waiting for rounds", cid, len(y))
@@ -66,6 +69,7 @@ def run_clients(
     mqtt: MqttConfig,
     secret_context: Path | None = None,
     compression: str = "",
+    tls: ParticipantTls | None = None,
 ) -> int:
     """Several simulated clients as separate processes forked from one warm parent.
 
@@ -74,7 +78,12 @@ def run_clients(
     seconds instead of paying ten interpreter start-ups on a 2-core machine."""
     if len(indices) == 1:
         return run_client(
-            cfg, index=indices[0], mqtt=mqtt, secret_context=secret_context, compression=compression
+            cfg,
+            index=indices[0],
+            mqtt=mqtt,
+            secret_context=secret_context,
+            compression=compression,
+            tls=tls,
         )
     import torch
 
@@ -88,7 +97,12 @@ def run_clients(
             code = 1
             try:
                 code = run_client(
-                    cfg, index=k, mqtt=mqtt, secret_context=secret_context, compression=compression
+                    cfg,
+                    index=k,
+                    mqtt=mqtt,
+                    secret_context=secret_context,
+                    compression=compression,
+                    tls=tls,
                 )
             except BaseException:
                 logger.exception("FL client %d crashed", k)

@@ -16,6 +16,7 @@ from pathlib import Path
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.agent import AgentConfig, NodeAgent
+from collab.control.transfer import fetch_token
 from collab.edge.client import Client
 from collab.transport import advertised
 from edge_node.config import EdgeConfig
@@ -55,6 +56,7 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
             mqtt=config.mqtt,
             work_dir=work,
             trusted_key=config.trusted_key,
+            fetch_token=fetch_token(config.fetch_token_file),
             endpoints=(advertised(config.listen, port, wildcard_host=socket.gethostname()),),
             bundle_version=client.bundle.version,
             model_name=client.bundle.name,

@@ -34,15 +34,34 @@ def test_refusals_keep_the_old_bundle(broker: Broker, tmp_path: Path) -> None:
         good, bad_swap = Swapper(), Swapper(fail=True)
         agents = [
             NodeAgent(
-                agent_config(broker.url, tmp_path, "ok", trusted_key=c.public_key_path),
+                agent_config(
+                    broker.url,
+                    tmp_path,
+                    "ok",
+                    trusted_key=c.public_key_path,
+                    fetch_token=c.fetch_key.token_for("ok"),
+                ),
                 on_swap=good,
             ),
             NodeAgent(
-                agent_config(broker.url, tmp_path, "wrongkey", trusted_key=other), on_swap=Swapper()
+                agent_config(
+                    broker.url,
+                    tmp_path,
+                    "wrongkey",
+                    trusted_key=other,
+                    fetch_token=c.fetch_key.token_for("wrongkey"),
+                ),
+                on_swap=Swapper(),
             ),
             NodeAgent(agent_config(broker.url, tmp_path, "nokey"), on_swap=Swapper()),
             NodeAgent(
-                agent_config(broker.url, tmp_path, "swapfail", trusted_key=c.public_key_path),
+                agent_config(
+                    broker.url,
+                    tmp_path,
+                    "swapfail",
+                    trusted_key=c.public_key_path,
+                    fetch_token=c.fetch_key.token_for("swapfail"),
+                ),
                 on_swap=bad_swap,
             ),
         ]
@@ -94,7 +113,13 @@ def test_staged_rollout_and_late_joiner(broker: Broker, tmp_path: Path) -> None:
         swappers = {i: Swapper() for i in ids}
         agents = [
             NodeAgent(
-                agent_config(broker.url, tmp_path, i, trusted_key=c.public_key_path),
+                agent_config(
+                    broker.url,
+                    tmp_path,
+                    i,
+                    trusted_key=c.public_key_path,
+                    fetch_token=c.fetch_key.token_for(i),
+                ),
                 on_swap=swappers[i],
             )
             for i in ids[:-1]
@@ -108,7 +133,13 @@ def test_staged_rollout_and_late_joiner(broker: Broker, tmp_path: Path) -> None:
             c.start_rollout(version, percent=50)
             # n5 joins mid-rollout; if it falls in the staged set it is added and updated
             late = NodeAgent(
-                agent_config(broker.url, tmp_path, ids[-1], trusted_key=c.public_key_path),
+                agent_config(
+                    broker.url,
+                    tmp_path,
+                    ids[-1],
+                    trusted_key=c.public_key_path,
+                    fetch_token=c.fetch_key.token_for(ids[-1]),
+                ),
                 on_swap=swappers[ids[-1]],
             ).start()
             agents.append(late)

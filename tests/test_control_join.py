@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_control_support import coordinator_config, revised, wait_until
+from test_control_support import coordinator_config, fetch_token_file, revised, wait_until
 
 from collab.bundle import load_bundle
 from collab.control.join import add_cloud_join_args, cloud_agent
@@ -47,6 +47,7 @@ def test_edge_and_cloud_daemons_join(broker: Broker, tmp_path: Path, digits_bund
                 mqtt=MqttConfig(url=broker.url),
                 node_id="edge-a",
                 trusted_key=c.public_key_path,
+                fetch_token_file=fetch_token_file(c.fetch_key_path, tmp_path, "edge-a"),
                 work_dir=tmp_path / "edge-work",
                 heartbeat_interval_s=0.5,
                 telemetry_interval_s=0.5,

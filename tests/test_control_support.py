@@ -22,6 +22,7 @@ from collab.bundle import Manifest, Segment, SplitPoint, load_bundle, update_bun
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
+from coordinator.auth import write_fetch_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,10 +136,16 @@ class StatusWatcher:
 
 
 class SimFleet:
-    """Simulated node processes (python -m tests.helpers.simnode); killed on exit."""
+    """Simulated node processes (python -m tests.helpers.simnode); killed on exit. Each
+    node gets its fetch token from ``fetch_key``, by default the coordinator's beside
+    ``trust_key`` (where it keeps both unless told otherwise)."""
 
-    def __init__(self, root: Path, broker_url: str, trust_key: Path | None) -> None:
-        self.root, self.url, self.key = root, broker_url, trust_key
+    def __init__(
+        self, root: Path, broker_url: str, trust_key: Path | None, fetch_key: Path | None = None
+    ) -> None:
+        if fetch_key is None and trust_key is not None:
+            fetch_key = Path(trust_key).parent / "coordinator.fetch-key"
+        self.root, self.url, self.key, self.fetch_key = root, broker_url, trust_key, fetch_key
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, node_id: str, role: str = "edge", *extra: str) -> subprocess.Popen[bytes]:
@@ -164,6 +171,9 @@ class SimFleet:
         ]
         if self.key is not None:
             args += ["--trusted-key", str(self.key)]
+        if self.fetch_key is not None:
+            token = fetch_token_file(self.fetch_key, work, node_id)
+            args += ["--fetch-token-file", str(token)]
         log = open(work / "log.txt", "wb")  # noqa: SIM115
         p = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
@@ -218,6 +228,12 @@ def agent_config(url: str, tmp: Path, node_id: str, role: str = "edge", **kw: An
         telemetry_interval=kw.pop("telemetry_interval", 0.3),
         **kw,
     )
+
+
+def fetch_token_file(fetch_key: Path, out: Path, node_id: str) -> Path:
+    """``node_id``'s fetch token (as `collab mqtt-auth --fetch-key` writes it)."""
+    write_fetch_tokens(fetch_key, out, [node_id])
+    return out / f"{node_id}.fetch"
 
 
 class Swapper:

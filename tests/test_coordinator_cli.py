@@ -17,7 +17,7 @@ def test_rollout_cli_errors_and_success(
 ) -> None:
     bundle = tiny_bundle(tmp_path / "b")
     with Coordinator(coordinator_config(broker.url, tmp_path)) as c:
-        ep = f"127.0.0.1:{c.port}"
+        ep = f"127.0.0.1:{c.operator_port}"
 
         def run(*argv: str) -> tuple[int, str]:
             capsys.readouterr()
@@ -46,8 +46,9 @@ def test_rollout_cli_errors_and_success(
 def test_operator_token(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     with Coordinator(coordinator_config(broker.url, tmp_path, admin_token="s3cret")) as c:
-        ep = f"127.0.0.1:{c.port}"
+        ep = f"127.0.0.1:{c.operator_port}"
         assert (
             collab_main(
                 ["rollout", "--coordinator", ep, "publish", str(tiny_bundle(tmp_path / "b"))]

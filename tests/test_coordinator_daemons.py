@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from test_control_support import StatusWatcher, revised, wait_until
+from test_control_support import StatusWatcher, fetch_token_file, revised, wait_until
 
 from collab import codec
 from collab.bundle import load_bundle
@@ -26,7 +26,7 @@ def test_daemons_join_the_fleet(broker: Broker, tmp_path: Path, digits_bundle: P
     v0 = tmp_path / "v0"
     shutil.copytree(digits_bundle, v0)
     v1 = revised(v0, tmp_path / "v1", rev=11)
-    cport, eport, gport = free_port(), free_port(), free_port()
+    cport, eport, gport, oport = free_port(), free_port(), free_port(), free_port()
     db = tmp_path / "coord" / "registry.db"
     key = tmp_path / "coord" / "coordinator.ed25519.pub"
     x = np.zeros(load_bundle(v0).manifest.input_shape, dtype=np.float32)
@@ -48,6 +48,8 @@ def test_daemons_join_the_fleet(broker: Broker, tmp_path: Path, digits_bundle: P
                 str(db),
                 "--listen",
                 f"127.0.0.1:{gport}",
+                "--operator-listen",
+                f"127.0.0.1:{oport}",
                 "--heartbeat-timeout",
                 "3",
                 "--status-interval",
@@ -91,6 +93,8 @@ def test_daemons_join_the_fleet(broker: Broker, tmp_path: Path, digits_bundle: P
                     "edge-1",
                     "--trusted-key",
                     str(key),
+                    "--fetch-token-file",
+                    str(fetch_token_file(db.parent / "coordinator.fetch-key", tmp_path, "edge-1")),
                     "--heartbeat-interval",
                     "0.5",
                     "--telemetry-interval",
@@ -119,7 +123,7 @@ def test_daemons_join_the_fleet(broker: Broker, tmp_path: Path, digits_bundle: P
                     "a cloud-only answer through the announced cloud node",
                 )
                 assert r.model.version == load_bundle(v0).version
-                ep = f"127.0.0.1:{gport}"
+                ep = f"127.0.0.1:{oport}"
                 assert (
                     collab_main(
                         ["rollout", "--coordinator", ep, "publish", str(v1), "--wait", "30"]

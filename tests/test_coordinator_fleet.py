@@ -21,7 +21,7 @@ HB_TIMEOUT = 2.0
 EDGES = ("e1", "e2", "e3")
 
 
-def _coordinator(broker: Broker, tmp: Path, port: int):  # type: ignore[no-untyped-def]
+def _coordinator(broker: Broker, tmp: Path, port: int, oport: int):  # type: ignore[no-untyped-def]
     return collab_process(
         [
             "coordinator",
@@ -31,6 +31,8 @@ def _coordinator(broker: Broker, tmp: Path, port: int):  # type: ignore[no-untyp
             str(tmp / "coord" / "registry.db"),
             "--listen",
             f"127.0.0.1:{port}",
+            "--operator-listen",
+            f"127.0.0.1:{oport}",
             "--heartbeat-timeout",
             str(HB_TIMEOUT),
             "--status-interval",
@@ -53,15 +55,15 @@ def _settle(c: CoordinatorClient, timeout: float = 30.0):  # type: ignore[no-unt
 def test_fleet_end_to_end(
     broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = free_port()
-    ep = f"127.0.0.1:{port}"
+    port, oport = free_port(), free_port()
+    ep, op = f"127.0.0.1:{port}", f"127.0.0.1:{oport}"
     v0_dir = base_bundle(tmp_path)
     v0 = load_bundle(v0_dir).version
     v1_dir = revised(v0_dir, tmp_path / "v1", rev=101)
     v2_dir = revised(v0_dir, tmp_path / "v2", rev=102)
     key = tmp_path / "coord" / "coordinator.ed25519.pub"
     with SimFleet(tmp_path / "nodes", broker.url, key) as fleet, StatusWatcher(broker.url) as watch:
-        proc = _coordinator(broker, tmp_path, port)
+        proc = _coordinator(broker, tmp_path, port, oport)
         coord = proc.__enter__()
         try:
             assert key.exists()
@@ -102,12 +104,12 @@ def test_fleet_end_to_end(
             assert time.monotonic() - t0 <= HB_TIMEOUT + 1.0
             live = ("e1", "e2")
 
-            with CoordinatorClient(ep) as c:
+            with CoordinatorClient(op) as c:
                 # --- rollout reaches every live edge, each acks and serves the new version
                 assert c.upload(v0_dir).version == v0  # so a rollback has somewhere to go
                 assert (
                     collab_main(
-                        ["rollout", "--coordinator", ep, "publish", str(v1_dir), "--wait", "30"]
+                        ["rollout", "--coordinator", op, "publish", str(v1_dir), "--wait", "30"]
                     )
                     == 0
                 )
@@ -128,7 +130,7 @@ def test_fleet_end_to_end(
 
                 # --- rollback is one command and really swaps back
                 assert (
-                    collab_main(["rollout", "--coordinator", ep, "rollback", "--wait", "30"]) == 0
+                    collab_main(["rollout", "--coordinator", op, "rollback", "--wait", "30"]) == 0
                 )
                 ro = _settle(c)
                 assert ro.version == v0 and ro.state == "completed"
@@ -155,7 +157,7 @@ def test_fleet_end_to_end(
                 coord.wait(10)
         finally:
             proc.__exit__(None, None, None)
-        with _coordinator(broker, tmp_path, port), CoordinatorClient(ep) as c:
+        with _coordinator(broker, tmp_path, port, oport), CoordinatorClient(op) as c:
             ro2 = c.status()
             assert (
                 ro2.rollout_id == ro.rollout_id and ro2.version == v1

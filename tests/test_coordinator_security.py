@@ -144,7 +144,13 @@ def test_tls_broker_and_grpc(tmp_path: Path) -> None:
             swap = Swapper()
             a = NodeAgent(
                 agent_config(
-                    url, tmp_path, "e1", mqtt=mq, trusted_key=c.public_key_path, fetch_ca=ca.cert
+                    url,
+                    tmp_path,
+                    "e1",
+                    mqtt=mq,
+                    trusted_key=c.public_key_path,
+                    fetch_ca=ca.cert,
+                    fetch_token=c.fetch_key.token_for("e1"),
                 ),
                 on_swap=swap,
             ).start()

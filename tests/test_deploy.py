@@ -21,6 +21,8 @@ from collab.cli import COMMANDS, main
 from collab.deploy import render as r
 from collab.deploy.values import parse_values
 from collab.errors import ConfigError
+from collab.files import write_private
+from coordinator.auth import FetchKey
 
 ROOT = Path(__file__).resolve().parent.parent
 # the Kubernetes release the manifests are written for (KubeEdge 1.19+ supports it); the
@@ -128,10 +130,21 @@ def test_everything_on_renders_and_validates(tmp_path: Path) -> None:
     # the Secrets: what mqtt-auth issued, the key and token created once and kept
     assert stat.S_IMODE(os.stat(tmp_path / "out" / "secrets.yaml").st_mode) == 0o600
     creds = objs["Secret/collab-edge-mqtt"]["stringData"]
-    assert sorted(creds) == ["edge-a", "edge-b"]
+    assert sorted(creds) == ["edge-a", "edge-a.fetch", "edge-b", "edge-b.fetch"]
     assert creds["edge-a"] == (auth / "credentials" / "edge-a").read_text().strip()
     coord = objs["Secret/collab-coordinator"]["stringData"]
     assert coord[r.MQTT_PASSWORD] == (auth / "credentials" / "coordinator").read_text().strip()
+    # the node's fetch token is the one the coordinator's fetch key derives for it
+    key = FetchKey(bytes.fromhex(coord[r.FETCH_KEY].strip()))
+    assert creds["edge-b.fetch"] == key.token_for("edge-b")
+    # the init containers copy keys the Secrets have (the edge: its own two only)
+    for kind, secret in (
+        ("DaemonSet/collab-edge", creds),
+        ("StatefulSet/collab-coordinator", coord),
+    ):
+        script = objs[kind]["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
+        sources = re.findall(r"-m 0600 (\S+) ", script.replace("$(NODE_NAME)", "edge-a"))
+        assert sources and {s.rsplit("/", 1)[1] for s in sources} <= set(secret)
     assert objs["ConfigMap/collab-trust"]["data"][r.PUB_FILE] == coord[r.PUB_FILE]
     again = _kinds(_render(tmp_path, EVERYTHING_ON, "--secrets", str(auth)))
     assert again["Secret/collab-coordinator"]["stringData"] == coord
@@ -208,12 +221,15 @@ def _parse(module: str, argv: list[str]) -> argparse.Namespace:
 
 def _container_argv(tmp: Path, obj: dict[str, Any], config: dict[str, Any] | None) -> list[str]:
     """A pod's args as the container sees them: $(NODE_NAME) expanded, the ConfigMap's
-    argument file and the node's MQTT password where they are mounted (here: in ``tmp``)."""
+    argument file and the node's secrets where they are mounted (here: in ``tmp``)."""
     args = obj["spec"]["template"]["spec"]["containers"][0]["args"]
-    (tmp / "edge-a").write_text("pw\n")
+    run = tmp / "run"  # what the init container leaves
+    run.mkdir(exist_ok=True)
+    for name, text in ((r.MQTT_PASSWORD, "pw"), ("fetch-token", "tok")):
+        write_private(run / name, f"{text}\n".encode(), replace=True)
     out = []
     for a in args[1:]:
-        a = a.replace("$(NODE_NAME)", "edge-a").replace(r.MQTT_CREDS_DIR, str(tmp))
+        a = a.replace("$(NODE_NAME)", "edge-a").replace(r.RUN_DIR, str(run))
         if a.startswith(f"@{r.CONFIG_DIR}/") and config is not None:
             name = a.rsplit("/", 1)[1]
             (tmp / name).write_text(config["data"][name])
@@ -241,6 +257,7 @@ def test_daemons_read_their_configmaps(tmp_path: Path) -> None:
     assert ec.client.policy == "split:block2" and ec.client.cloud == ("cloud.example.net:443",)
     assert ec.workers == 4 and ec.node_id == "edge-a" and ec.listen == "0.0.0.0:50061"
     assert ec.mqtt is not None and ec.mqtt.username == "edge-a" and ec.mqtt.password == "pw"
+    assert ec.fetch_token_file == tmp_path / "run" / "fetch-token"
     assert ec.client.tls is not None  # the cloud tier's CA
     cc = cloud_config(
         _parse(

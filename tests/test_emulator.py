@@ -285,3 +285,80 @@ def test_synthetic_mahimahi_trace_is_followed() -> None:
 def test_real_cellular_trace_is_followed() -> None:
     # seconds 4.5-9 of the ATT LTE uplink: ~0, 4.0, 5.0, 4.3, 0.1 Mbit/s
     _follow_mahimahi(SHARED_TRACES / "ATT-LTE-driving-2016.up", 4.5, 4.5)
+
+
+def _write_trace(path: Path, stretches: list[tuple[float, int]]) -> None:
+    """A synthetic Mahimahi file of ``(Mbit/s, lines)`` stretches (1500 bytes per line)."""
+    import numpy as np
+
+    parts, t0 = [], 0.0
+    for mbps, n in stretches:
+        ts = t0 + np.arange(1, n + 1) * 1000.0 / (mbps * 1e6 / 8 / 1500)
+        parts.append(np.floor(ts).astype(np.int64))
+        t0 = float(ts[-1])
+    path.write_text("\n".join(map(str, np.concatenate(parts).tolist())) + "\n")
+
+
+def test_a_500k_line_trace_per_direction_crosses_the_control_channel(tmp_path: Path) -> None:
+    """A scenario on 500k-line traces both ways (longer than asyncio's 64 KiB control line
+    as JSON, the old crash in profile_paths): set_link to the emulator process works and
+    the proxy follows the trace from network.start_s on (8 Mbit/s there, 2 before it)."""
+    from collab.scenario.schema import parse_scenario
+
+    _write_trace(tmp_path / "big.up", [(2.0, 250_000), (8.0, 250_000)])
+    _write_trace(tmp_path / "big.down", [(20.0, 500_000)])
+    sc = parse_scenario(
+        "model: {example: digits}\n"
+        "network:\n"
+        "  mahimahi: {up: big.up, down: big.down}\n"
+        "  start_s: 1600\n"
+        "  segments: [{duration_s: 3600, rtt_ms: 10}]\n",
+        source="big.yaml",
+        base=tmp_path,
+    )
+    assert (
+        sc.link.uplink.mahimahi is not None
+        and len(sc.link.uplink.mahimahi.timestamps_ms) == 500_000
+    )
+    with (
+        tcp_server("sink") as (port, arrivals),
+        EmulatorProcess(upstream=("127.0.0.1", port), link=link(None)) as emu,
+    ):
+        emu.set_link(sc.link)
+        t0 = emu.restart()
+        blast(emu.port, 2.5)
+        time.sleep(0.3)
+        assert emu.stats()["bytes_up"] > 0
+    got = sum(n for t, n in arrivals if 0.5 <= t - t0 - 0.005 < 2.3)
+    want = sc.link.uplink.capacity().cum(2.3) - sc.link.uplink.capacity().cum(0.5)
+    assert want == pytest.approx(8e6 / 8 * 1.8, rel=0.02)  # the trace from 1600 s on
+    assert got == pytest.approx(want, rel=TOL), (got, want)
+
+
+@pytest.mark.skipif(
+    not SHARED_TRACES.is_dir(), reason="real Mahimahi traces not present (../shared/traces)"
+)
+def test_real_drive_traces_load_into_the_emulator_process_at_an_offset(tmp_path: Path) -> None:
+    """The public Mahimahi drives (tens of thousands of lines) as a scenario's uplink and
+    downlink, started 60 s in: the control channel takes them (it crashed on them)."""
+    from collab.scenario.schema import parse_scenario
+
+    for f in sorted(SHARED_TRACES.glob("*.up")):
+        sc = parse_scenario(
+            f"model: {{example: digits}}\n"
+            f"network:\n"
+            f"  mahimahi: {{up: {f}, down: {f}}}\n"
+            f"  start_s: 60\n"
+            f"  segments: [{{duration_s: 30, rtt_ms: 40}}]\n",
+            source="real.yaml",
+            base=tmp_path,
+        )
+        full = load_mahimahi(f)
+        cap = sc.link.uplink.capacity()
+        assert cap.cum(10.0) == MahimahiCapacity(full).cum(70.0) - MahimahiCapacity(full).cum(60.0)
+        with (
+            tcp_server("sink") as (port, _),
+            EmulatorProcess(upstream=("127.0.0.1", port), link=link(None)) as emu,
+        ):
+            emu.set_link(sc.link)
+            assert emu.stats()["outage"] is False

@@ -37,7 +37,8 @@ from collab.log import RateLimited
 from collab.proto import collab_pb2, control_pb2, fl_pb2
 from collab.rpc_status import INTERNAL_MESSAGE, STATUS, abort, status_for
 from collab.transport import RpcDeadlineError
-from coordinator.service import BundleServicer, CoordinatorServicer
+from coordinator.auth import FetchKey
+from coordinator.service import BundleServicer, CoordinatorServicer, FetchLimits
 from edge_node.metrics import EdgeMetrics
 from edge_node.server import EdgeServicer
 
@@ -143,7 +144,10 @@ def _coordinator(e: Exception, ctx: FakeContext) -> None:
 
 def _bundles(e: Exception, ctx: FakeContext) -> None:
     c = SimpleNamespace(store=SimpleNamespace(path=_raiser(e)))
-    next(BundleServicer(c).Fetch(control_pb2.FetchRequest(version="v"), ctx))  # type: ignore[arg-type]
+    key = FetchKey(b"k" * 16)
+    ctx._metadata = (("authorization", f"Bearer {key.token_for('n')}"),)  # a node's credential
+    request = control_pb2.FetchRequest(version="v", node_id="n")
+    next(BundleServicer(c, key, FetchLimits()).Fetch(request, ctx))  # type: ignore[arg-type]
 
 
 def _fl(e: Exception, ctx: FakeContext) -> None:

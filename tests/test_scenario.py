@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from collab.errors import ConfigError
 from collab.scenario.cli import scenarios_dir
-from collab.scenario.requests import schedule
-from collab.scenario.schema import load_scenario, parse_scenario
+from collab.scenario.requests import Record, schedule
+from collab.scenario.schema import Acceptance, Scenario, load_scenario, parse_scenario
 
 GOOD = textwrap.dedent("""\
     name: t
@@ -253,88 +256,220 @@ def test_compare_runs_reports_path_agreement(tmp_path: Path) -> None:
         compare_runs(tmp_path / "a", tmp_path / "missing")
 
 
-def test_oracle_prices_a_static_path_by_its_local_cost() -> None:
-    """A static cloud run that paid 5 ms beyond the network early on and 200 ms (queueing)
-    later: the oracle's cloud cost follows that, where a whole-run mean would overprice
-    cloud early and underprice it late."""
-    from collab.scenario.oracle import (
-        calibrate_from_static_runs,
-        compute_oracle,
-        local_base_costs,
-        network_ms,
-    )
-    from collab.scenario.requests import Record
-
-    sc = parse_scenario(
-        GOOD.replace("count: 2", "count: 1")
-        .replace("requests: 10", "requests: 40")
-        .replace("        - {duration_s: 1, outage: true}\n", "")
-        .replace(
-            "    events:\n      - {at_s: 1, action: kill_cloud}\n"
-            "      - {at_s: 1.5, action: start_cloud}\n",
-            "",
-        )
-        .replace("arrivals: poisson", "arrivals: uniform")
-        .replace("[edge_only, auto]", "[edge_only, cloud_only, auto]"),
+def _one_edge() -> Scenario:
+    """One edge, 20 requests over a steady 5/10 Mbit/s link with 20 ms RTT."""
+    return parse_scenario(
+        textwrap.dedent("""\
+            model: {example: digits, calibrate: false}
+            workload: {requests: 20, rate_hz: 5}
+            network:
+              segments: [{duration_s: 2, up_mbps: 5, down_mbps: 10, rtt_ms: 20}]
+            policies: [edge_only, cloud_only, auto]
+            """),
         source="s.yaml",
     )
+
+
+def _rec(
+    policy: str, index: int, latency_ms: float, *, lost: bool = False, **timings: float
+) -> Record:
+    return Record(
+        policy=policy,
+        edge=0,
+        index=index,
+        at_s=index * 0.2,
+        start_s=index * 0.2,
+        latency_ms=math.nan if lost else latency_ms,
+        path="lost" if lost else ("edge_only" if policy == "edge_only" else "cloud_only"),
+        split_point=None,
+        codec=None,
+        bytes_sent=0 if policy == "edge_only" else 3000,
+        deadline_met=not lost,
+        agree=not lost,
+        fell_back=False,
+        lost=lost,
+        timings=dict(timings),
+    )
+
+
+PROF = {
+    "edge_only": {"base_ms": 60.0, "edge_ms": 60.0},
+    "cloud_only": {"base_ms": 5.0, "edge_ms": 0.0, "bytes": 3000.0},
+}
+
+
+def test_the_model_oracle_prices_the_measured_framing() -> None:
+    """The model oracle's inputs are the profile, the calibration, the trace and the
+    framing measured at startup (no judged record): bigger framing, slower cloud."""
+    from collab.scenario.measured import Framing
+    from collab.scenario.oracle import compute_oracle, network_ms
+
+    sc = _one_edge()  # 5 Mbit/s up, 10 down, 20 ms RTT
+    small, big = (
+        Framing(request_bytes=0, answer_bytes=0),
+        Framing(request_bytes=5000, answer_bytes=50_000),
+    )
+    extra = network_ms(sc, 0.0, 3000, big) - network_ms(sc, 0.0, 3000, small)
+    assert extra == pytest.approx(5000 * 8 / 5e6 * 1e3 + 50_000 * 8 / 10e6 * 1e3, rel=1e-6)
     plan = schedule(sc)
-    half = plan[len(plan) // 2].at_s
+    fast = compute_oracle(sc, plan, PROF, None, {}, small)
+    assert set(fast.path) == {"cloud_only"} and fast.best_static_path == "cloud_only"
+    assert fast.mean_ms == pytest.approx(5.0 + network_ms(sc, 0.0, 3000, small), rel=1e-6)
+    heavy = Framing(request_bytes=40_000, answer_bytes=0)  # 64 ms more uplink: edge wins
+    assert set(compute_oracle(sc, plan, PROF, None, {}, heavy).path) == {"edge_only"}
+
+
+def test_the_measured_oracle_is_the_per_request_best_static_run() -> None:
+    from collab.scenario.oracle import measured_oracle
+
+    recs = [_rec("edge_only", i, 60.0) for i in range(4)]
+    recs += [_rec("cloud_only", i, v) for i, v in enumerate([20.0, 90.0, 30.0])]
+    recs += [_rec("cloud_only", 3, 0.0, lost=True)]  # lost: counts for no policy
+    recs += [_rec("auto", i, 1.0) for i in range(4)]  # the policy judged is no yardstick
+    m = measured_oracle(recs, ["edge_only", "cloud_only"])
+    assert m.latency_ms == {(0, 0): 20.0, (0, 1): 60.0, (0, 2): 30.0, (0, 3): 60.0}
+    assert m.policy[(0, 1)] == "edge_only" and m.policy[(0, 0)] == "cloud_only"
+    assert m.mean_ms == pytest.approx(42.5) and m.mean_over([(0, 0), (0, 9)]) == 20.0
+
+
+def _report(auto_ms: float, sc: Scenario | None = None) -> dict[str, Any]:
+    from collab.scenario.measured import Framing, Measured
+    from collab.scenario.oracle import compute_oracle, measured_oracle
+    from collab.scenario.report import build_report
+
+    sc = sc or _one_edge()
+    plan = schedule(sc)
+    framing = Framing(request_bytes=100, answer_bytes=100)
+    oracle = compute_oracle(sc, plan, PROF, None, {}, framing)
     recs = []
     for a in plan:
-        extra = 5.0 if a.at_s < half else 200.0
-        lat = network_ms(sc, a.at_s, 3000) + extra
+        recs.append(_rec("edge_only", a.index, 60.0, edge_ms=60.0))
         recs.append(
-            Record(
-                policy="cloud_only",
-                edge=0,
-                index=a.index,
-                at_s=a.at_s,
-                start_s=a.at_s,
-                latency_ms=lat,
-                path="cloud_only",
-                split_point=None,
-                codec=None,
-                bytes_sent=3000,
-                deadline_met=True,
-                agree=True,
-                fell_back=False,
-                lost=False,
+            _rec(
+                "cloud_only",
+                a.index,
+                oracle.latency_ms[a.index],
+                cloud_compute_ms=8.0,
+                cloud_batch_size=2.0,
+                cloud_decode_ms=1.0,
             )
         )
-        recs.append(
-            Record(
-                policy="edge_only",
-                edge=0,
-                index=a.index,
-                at_s=a.at_s,
-                start_s=a.at_s,
-                latency_ms=60.0,
-                path="edge_only",
-                split_point=None,
-                codec=None,
-                bytes_sent=0,
-                deadline_met=True,
-                agree=True,
-                fell_back=False,
-                lost=False,
-            )
-        )
-    prof = {
-        "edge_only": {"base_ms": 60.0, "edge_ms": 60.0},
-        "cloud_only": {"base_ms": 5.0, "edge_ms": 0.0, "bytes": 3000.0},
+        recs.append(_rec("auto", a.index, auto_ms, cloud_compute_ms=4.0, cloud_batch_size=1.0))
+    static = ["edge_only", "cloud_only"]
+    measured = Measured(profile=PROF, framing=framing, link={"cloud_only": {"bytes_up": 2_000_000}})
+    return build_report(
+        sc,
+        recs,
+        oracle,
+        measured_oracle(recs, static),
+        measured,
+        sc.policies,
+        wall_s=1.0,
+        bundle=Path("b"),
+    )
+
+
+def test_acceptance_lists_every_check_with_its_numbers_and_drives_the_exit_code() -> None:
+    from collab.scenario.cli import exit_code
+
+    good = _report(auto_ms=10.0)
+    o = good["oracle"]["mean_ms"]
+    assert good["measured_oracle"]["mean_ms"] == pytest.approx(o)  # cloud_only ran at the model
+    assert good["acceptance"]["pass"] and exit_code(good, no_fail=False) == 0
+    bad = _report(auto_ms=2 * o)
+    checks = {c["name"]: c for c in bad["acceptance"]["checks"]}
+    assert set(checks) == {
+        "auto / measured oracle",
+        "auto / model oracle",
+        "auto / best static",
+        "lost requests",
+        "auto agreement",
     }
-    refined = calibrate_from_static_runs(sc, prof, recs, None)
-    assert refined["cloud_only"]["base_ms"] == pytest.approx(102.5, rel=0.05)  # the whole-run mean
-    local = local_base_costs(sc, plan, refined, recs, None)
-    assert local["cloud_only"][0] == pytest.approx(5.0) and local["cloud_only"][
-        -1
-    ] == pytest.approx(200.0)
-    o = compute_oracle(sc, plan, refined, None, {}, local)
-    assert o.path[0] == "cloud_only" and o.path[-1] == "edge_only"
+    assert checks["auto / measured oracle"]["value"] == pytest.approx(2.0)
+    assert checks["auto / model oracle"]["value"] == pytest.approx(2.0)
     assert (
-        compute_oracle(sc, plan, refined, None, {}).path[0] == "edge_only"
-    )  # the mean misprices it
+        checks["auto / model oracle"]["limit"] == 1.10 and not checks["auto / model oracle"]["ok"]
+    )
+    assert checks["lost requests"]["ok"] and checks["auto agreement"]["ok"]
+    assert not bad["acceptance"]["pass"]
+    assert exit_code(bad, no_fail=False) == 1 and exit_code(bad, no_fail=True) == 0
+    # the scenario's own factors: a generous one lets the same numbers pass
+    lax = _report(
+        auto_ms=2 * o,
+        sc=replace(
+            _one_edge(),
+            acceptance=Acceptance(vs_measured_oracle=3.0, vs_model_oracle=3.0, vs_best_static=3.0),
+        ),
+    )
+    assert lax["acceptance"]["pass"]
+
+
+def test_cost_report_per_1000_requests_from_measured_compute_and_bytes() -> None:
+    rep = _report(auto_ms=10.0)
+    n = rep["requests_per_policy"]
+    c = rep["policies"]["cloud_only"]["cost"]
+    assert c["uplink_mb"] == pytest.approx(2.0 * 1000 / n)  # the emulator's count of the run
+    assert c["frames_mb"] == pytest.approx(3000 * 1000 / 1e6)  # of which its frames
+    assert c["cloud_s"] == pytest.approx((8.0 / 2 + 1.0) / 1000 * 1000)  # batch share + decode
+    assert c["edge_s"] == 0.0 and c["usd_edge"] == 0.0
+    cm = rep["cost_model"]
+    assert c["usd"] == pytest.approx(
+        c["uplink_mb"] / 1000 * cm["uplink_usd_per_gb"] + c["cloud_s"] * cm["cloud_usd_per_vcpu_s"]
+    )
+    e = rep["policies"]["edge_only"]["cost"]
+    assert e["edge_s"] == pytest.approx(60.0) and e["edge_wh"] == pytest.approx(
+        60.0 * cm["edge_power_w"] / 3600
+    )
+    a = rep["policies"]["auto"]["cost"]
+    assert a["uplink_mb"] == pytest.approx(3000 * 1000 / 1e6)  # no counter: the frames it sent
+    save = 1 - a["usd"] / c["usd"]
+    lat = rep["policies"]["auto"]["mean_ms"] / rep["policies"]["cloud_only"]["mean_ms"]
+    assert rep["cost_line"].startswith(
+        f"auto saves {save:.0%} cost vs cloud_only at {lat:.0%} of its latency"
+    )
+
+
+def test_a_failing_scenario_exits_non_zero_unless_no_fail(tmp_path: Path) -> None:
+    """`collab scenario run` on a scenario whose acceptance cannot hold (a model-oracle factor
+    of 0.01): exit 1, and with --no-fail exit 0; the report says FAIL either way."""
+    from collab.cli import main
+
+    f = tmp_path / "fail.yaml"
+    f.write_text(
+        textwrap.dedent("""\
+            name: fail
+            seed: 1
+            model: {example: digits, calibrate: false}
+            edges: {slowdown: 20}
+            workload: {requests: 5, rate_hz: 8}
+            network:
+              segments: [{duration_s: 10, up_mbps: 20, down_mbps: 20, rtt_ms: 10}]
+            acceptance: {vs_model_oracle: 0.01}
+            policies: [edge_only, cloud_only, auto]
+            """)
+    )
+    out = tmp_path / "out"
+    assert main(["scenario", "run", str(f), "--out", str(out), "--no-progress"]) == 1
+    rep = json.loads((out / "report.json").read_text())
+    assert not rep["acceptance"]["pass"]
+    checks = {c["name"]: c for c in rep["acceptance"]["checks"]}
+    assert (
+        not checks["auto / model oracle"]["ok"] and checks["auto / model oracle"]["limit"] == 0.01
+    )
+    a = rep["policies"]["auto"]
+    assert a["ratio_to_model_oracle"] > 0 and a["ratio_to_measured_oracle"] > 0
+    assert rep["framing"]["calls"] > 0 and rep["framing"]["answer_bytes"] > 40  # 10 f32 logits
+    assert rep["policies"]["cloud_only"]["cost"]["cloud_s"] > 0
+    assert rep["policies"]["edge_only"]["cost"]["edge_s"] > 0
+    assert rep["policies"]["cloud_only"]["cost"]["uplink_mb"] > 0
+    assert "acceptance: FAIL" in (out / "report.md").read_text()
+    again = tmp_path / "again"
+    assert main(["scenario", "run", str(f), "--out", str(again), "--no-progress", "--no-fail"]) == 0
+    assert "acceptance: FAIL" in (again / "report.md").read_text()
+    # the recomputed report keeps the verdict and the framing measured at startup
+    framing = json.loads((again / "report.json").read_text())["framing"]
+    assert main(["scenario", "report", str(f), "--out", str(again)]) == 1
+    assert json.loads((again / "report.json").read_text())["framing"] == framing
 
 
 def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:
@@ -353,3 +488,34 @@ def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:
     assert sorted(_codec_table({}, stats, 0.005)) == [(1.5, 1000.0), (1.5, 4000.0)]
     assert sorted(_codec_table({}, stats, 0.2)) == [(1.5, 500.0), (1.5, 1000.0), (1.5, 4000.0)]
     assert _codec_table({"encode_ms": 2.0, "bytes": 64.0}, None, 0.0) == [(2.0, 64.0)]
+
+
+def test_acceptance_and_cost_keys_are_checked_with_their_line() -> None:
+    base = GOOD + "acceptance:\n  vs_model_oracle: 0\ncost:\n  edge_power_w: 5\n"
+    assert "s.yaml:22: acceptance.vs_model_oracle: must be > 0" in _err(base)
+    assert "s.yaml:24: cost.edge_power_w: must be >= 0" in _err(
+        base.replace("vs_model_oracle: 0", "vs_model_oracle: 1.2").replace(
+            "edge_power_w: 5", "edge_power_w: -5"
+        )
+    )
+    assert "unknown key" in _err(GOOD + "cost:\n  dollars: 1\n")
+    sc = parse_scenario(base.replace("vs_model_oracle: 0", "vs_model_oracle: 1.2"), source="s.yaml")
+    assert sc.acceptance.vs_model_oracle == 1.2 and sc.acceptance.vs_best_static == 1.05
+    assert sc.cost.edge_power_w == 5.0
+
+
+def test_the_demo_exits_non_zero_on_fail_unless_no_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`collab demo` takes its exit code from the verdict too (the run itself replaced by a
+    failing report: the scenario run's exit code is tested end to end above)."""
+    import collab.scenario.runner as runner
+    from collab.cli import main
+
+    rep = _report(auto_ms=1000.0)
+    assert not rep["acceptance"]["pass"]
+    monkeypatch.setattr(runner, "run_scenario", lambda sc, out, **kw: rep)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert main(["demo", "--out", str(tmp_path), "--no-fail"]) == 0
+    monkeypatch.setattr(runner, "run_scenario", lambda sc, out, **kw: _report(auto_ms=10.0))
+    assert main(["demo", "--out", str(tmp_path)]) == 0

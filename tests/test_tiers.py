@@ -17,7 +17,7 @@ from collab.edge.config import ClientConfig
 from collab.edge.runtime import EdgeRuntime
 from collab.edge.tiers import TIERS, Device, host_lite0_ms, tier
 from collab.errors import ConfigError
-from collab.scenario.schema import parse_scenario
+from collab.scenario.schema import DEFAULT_EDGE_POWER_W, parse_scenario
 
 MINIMAL = """\
 model:
@@ -170,3 +170,11 @@ def test_engine_learns_the_tier_from_measurement_only(digits_bundle: Path) -> No
     # host noise on a loaded machine adds to the measured time, never removes: wide upper margin
     assert 0.6 * truth < learnt < 1.8 * truth
     assert 0.6 * truth < usual < 1.8 * truth
+
+
+def test_a_named_device_prices_edge_energy_at_its_own_power() -> None:
+    sc = parse_scenario(MINIMAL + "device:\n  tier: jetson-nano-cpu\n", source="s.yaml")
+    assert sc.cost.power_w == tier("jetson-nano-cpu").power_w.active != DEFAULT_EDGE_POWER_W
+    explicit = MINIMAL + "device:\n  tier: jetson-nano-cpu\ncost:\n  edge_power_w: 2.5\n"
+    assert parse_scenario(explicit, source="s.yaml").cost.power_w == 2.5
+    assert parse_scenario(MINIMAL, source="s.yaml").cost.power_w == DEFAULT_EDGE_POWER_W

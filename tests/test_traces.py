@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collab.emulator.traces import (
     DirectionTrace,
     MahimahiCapacity,
+    MahimahiTrace,
     Segment,
     SegmentCapacity,
     load_mahimahi,
@@ -110,3 +114,99 @@ def test_real_traces_parse_with_documented_means() -> None:
         p = SHARED / name
         if p.exists():
             assert load_mahimahi(p).mean_bps / 1e6 == pytest.approx(mbps, rel=0.02)
+
+
+def _big_trace(path: Path, lines: int, mbps: list[tuple[float, int]]) -> None:
+    """A synthetic Mahimahi file: ``(rate Mbit/s, lines)`` stretches, one 1500-byte
+    opportunity per line (numpy, so half a million lines take a moment, not minutes)."""
+    parts, t0 = [], 0.0
+    for rate, n in mbps:
+        per_s = rate * 1e6 / 8 / 1500
+        ts = t0 + np.arange(1, n + 1) * 1000.0 / per_s
+        parts.append(np.floor(ts).astype(np.int64))
+        t0 = float(ts[-1])
+    ts = np.concatenate(parts)
+    assert ts.size == lines
+    path.write_text("\n".join(map(str, ts.tolist())) + "\n")
+
+
+def test_a_500k_line_trace_parses_and_its_offset_moves_trace_time_0(tmp_path: Path) -> None:
+    """2 Mbit/s for 250k lines (1500 s), then 8 Mbit/s for 250k lines (375 s)."""
+    f = tmp_path / "big.up"
+    _big_trace(f, 500_000, [(2.0, 250_000), (8.0, 250_000)])
+    tr = load_mahimahi(f)
+    assert len(tr.timestamps_ms) == 500_000 and tr.period_ms == pytest.approx(1_875_000, abs=2)
+    cap = MahimahiCapacity(tr)
+    assert cap.rate_bps(100.0, 10.0) == pytest.approx(2e6, rel=0.01)
+    assert cap.rate_bps(1700.0, 10.0) == pytest.approx(8e6, rel=0.01)
+    late = MahimahiCapacity(dataclasses.replace(tr, start_s=1600.0))
+    assert late.cum(0.0) <= 1500  # at most the opportunity at exactly 1600 s
+    assert late.rate_bps(5.0, 10.0) == pytest.approx(8e6, rel=0.01)  # trace time 0 = 1600 s in
+    assert late.cum(50.0) == pytest.approx(cap.cum(1650.0) - cap.cum(1600.0), abs=1500)
+    assert late.transmit_end(10.0, 1_000_000) == pytest.approx(
+        cap.transmit_end(1610.0, 1_000_000) - 1600.0, abs=0.002
+    )
+    # past the end of the trace it repeats from its start: 2 Mbit/s again
+    assert late.rate_bps(400.0, 10.0) == pytest.approx(2e6, rel=0.01)
+    with pytest.raises(ConfigError, match="non-decreasing"):
+        MahimahiTrace(np.array([5, 3, 9]), source="x.up")
+    # the compact form the emulator's control channel carries round-trips exactly
+    assert MahimahiTrace.from_dict(tr.to_dict()) == tr
+    assert len(json.dumps(tr.to_dict())) < 2_000_000
+
+
+def test_a_bad_line_deep_in_a_long_trace_is_named(tmp_path: Path) -> None:
+    ts = np.arange(1, 400_001, dtype=np.int64)
+    lines = list(map(str, ts.tolist()))
+    lines[300_000] = "10"  # line 300001 goes backwards
+    f = tmp_path / "bad.up"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"{f}:300001: timestamp 10 goes backwards"):
+        load_mahimahi(f)
+    lines[300_000] = "300001.5"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"{f}:300001: malformed Mahimahi line '300001.5'"):
+        load_mahimahi(f)
+    lines[300_000] = "300001 300002"  # two numbers on one line
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"{f}:300001: malformed"):
+        load_mahimahi(f)
+
+
+def test_an_outage_over_a_mahimahi_trace_is_skipped_in_one_jump() -> None:
+    """Bytes handed to the link in an outage leave with the first opportunity after it."""
+    tr = parse_mahimahi("\n".join(str(ms) for ms in range(1, 1001)))  # one per ms, 1 s period
+    d = DirectionTrace(
+        segments=(
+            Segment(duration_s=1.0),
+            Segment(duration_s=30.0, outage=True),
+            Segment(duration_s=1.0),
+        ),
+        mahimahi=tr,
+    )
+    cap = d.capacity()
+    assert cap.transmit_end(0.5, 3000) == pytest.approx(0.502)
+    assert cap.transmit_end(1.5, 1500) == pytest.approx(31.0)  # at the outage's end, not in it
+    assert d.segment_end(1.5) == 31.0 and d.segment_end(32.5) == 33.0
+
+
+def test_start_s_needs_a_mahimahi_trace(tmp_path: Path) -> None:
+    from collab.scenario.schema import parse_scenario
+
+    text = (
+        "model: {example: digits}\n"
+        "network:\n"
+        "  start_s: 10\n"
+        "  segments: [{duration_s: 1, up_mbps: 1, down_mbps: 1}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"s.yaml:3: network.start_s: .*mahimahi"):
+        parse_scenario(text, source="s.yaml", base=tmp_path)
+    (tmp_path / "t.up").write_text("5\n10\n")
+    sc = parse_scenario(
+        text.replace("up_mbps: 1, ", "").replace(
+            "start_s: 10", "start_s: 10\n  mahimahi: {up: t.up}"
+        ),
+        source="s.yaml",
+        base=tmp_path,
+    )
+    assert sc.link.uplink.mahimahi is not None and sc.link.uplink.mahimahi.start_s == 10.0

@@ -52,6 +52,7 @@ class AgentConfig:
     telemetry_interval: float = 10.0
     fetch_retry_max_s: float = 5.0
     fetch_ca: Path | None = None  # CA for a TLS coordinator gRPC endpoint
+    fetch_token: str = field(default="", repr=False)  # this node's (collab mqtt-auth --fetch-key)
     keep_bundles: int = 3
 
     def __post_init__(self) -> None:
@@ -430,6 +431,7 @@ class NodeAgent:
                 tmp,
                 sizes=d.file_sizes,
                 node_id=self.node_id,
+                token=self.config.fetch_token,
                 ca_file=self.config.fetch_ca,
             )
             name = load_bundle(tmp).name

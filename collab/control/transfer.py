@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +20,7 @@ import grpc
 
 from collab.bundle import MANIFEST, MAX_MANIFEST_BYTES
 from collab.errors import BundleError, TransportError
+from collab.files import read_secret
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
 
@@ -189,6 +191,16 @@ def checked_chunks(
         raise BundleError(f"bundle stream lacks listed files: {missing[:5]}")
 
 
+FETCH_TOKEN_ENV = "COLLAB_FETCH_TOKEN"
+
+
+def fetch_token(path: Path | None) -> str:
+    """A node's fetch token: from ``path`` (mode 0600) or else ``$COLLAB_FETCH_TOKEN``."""
+    if path is not None:
+        return read_secret(path, "fetch token file")
+    return os.environ.get(FETCH_TOKEN_ENV, "").strip()
+
+
 def channel(endpoint: str, *, ca_file: Path | None = None) -> grpc.Channel:
     opts = [("grpc.max_receive_message_length", 8 * CHUNK)]
     if ca_file is not None:
@@ -204,15 +216,20 @@ def fetch_bundle(
     *,
     sizes: Mapping[str, int],
     node_id: str = "",
+    token: str = "",
     timeout: float = 120.0,
     ca_file: Path | None = None,
 ) -> Path:
-    """Stream ``version`` from the coordinator's BundleService into ``dest``, writing only
-    what :func:`checked_chunks` passes against ``version`` and the signed ``sizes``."""
+    """Stream ``version`` from the coordinator's BundleService into ``dest``, presenting
+    ``node_id``'s fetch token and writing only what :func:`checked_chunks` passes against
+    ``version`` and the signed ``sizes``."""
     with channel(endpoint, ca_file=ca_file) as ch:
         stub = pb_grpc.BundleServiceStub(ch)
+        request = pb.FetchRequest(version=version, node_id=node_id)
         try:
-            stream = stub.Fetch(pb.FetchRequest(version=version, node_id=node_id), timeout=timeout)
+            stream = stub.Fetch(
+                request, timeout=timeout, metadata=(("authorization", f"Bearer {token}"),)
+            )
             return receive_bundle(
                 checked_chunks(stream, version=version, sizes=sizes),
                 dest,
@@ -224,4 +241,6 @@ def fetch_bundle(
                 raise BundleError(
                     f"coordinator has no bundle {version[:12]}…: {e.details()}"
                 ) from e  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAUTHENTICATED:  # retrying cannot fix a token
+                raise BundleError(f"coordinator refused the fetch: {e.details()}") from e  # type: ignore[attr-defined]
             raise TransportError(f"bundle fetch from {endpoint} failed: {code}") from e

@@ -26,7 +26,14 @@ MQTT_CREDS_DIR = "/etc/collab/mqtt"
 KEY_FILE = "coordinator.ed25519"  # the coordinator Secret's keys (collab.deploy.secrets)
 PUB_FILE = KEY_FILE + ".pub"
 ADMIN_TOKEN = "admin-token"
+FETCH_KEY = "fetch-key"
 MQTT_PASSWORD = "mqtt-password"
+FETCH_SUFFIX = ".fetch"  # the edge Secret: <node id> (MQTT password), <node id>.fetch (token)
+# where a pod's secrets are copied to, owned by the daemon's user with mode 0600: a
+# Secret volume's files belong to root and get group bits under fsGroup, and the daemons
+# refuse token files others may read (collab.files.read_secret)
+RUN_DIR = "/run/collab"
+UID = 10001  # the images' user (deploy/docker/*.Dockerfile)
 COORDINATOR_USER = "coordinator"  # `collab mqtt-auth`'s default --coordinator-user
 
 
@@ -71,6 +78,27 @@ def _secret_volume(name: str, secret: str, items: Sequence[str] | None = None) -
     if items is not None:
         src["items"] = [{"key": k, "path": k} for k in items]
     return {"name": name, "secret": src}
+
+
+def _copy_secrets(
+    v: Values, image: str, copies: Sequence[tuple[str, str]], mounts: list[Obj]
+) -> Obj:
+    """An init container (root, no network use) installing ``(src, name)`` into RUN_DIR."""
+    script = " && ".join(
+        f"install -o {UID} -g {UID} -m 0600 {src} {RUN_DIR}/{dst}" for src, dst in copies
+    )
+    return {
+        "name": "secrets",
+        "image": image,
+        "imagePullPolicy": v.images.pull_policy,
+        "command": ["sh", "-c", script],
+        "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+        "volumeMounts": [*mounts, {"name": "run", "mountPath": RUN_DIR}],
+    }
+
+
+_RUN_VOLUME: Obj = {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+_RUN_MOUNT: Obj = {"name": "run", "mountPath": RUN_DIR, "readOnly": True}
 
 
 def _args_file(argv: Sequence[str]) -> str:
@@ -193,12 +221,14 @@ def coordinator_argv(v: Values) -> list[str]:
         "coordinator",
         "--broker", broker_url(v),
         "--mqtt-username", COORDINATOR_USER,
-        "--mqtt-password-file", f"{SECRET_DIR}/{MQTT_PASSWORD}",
+        "--mqtt-password-file", f"{RUN_DIR}/{MQTT_PASSWORD}",
         *_mqtt_tls_args(v, f"{TLS_DIR}-mqtt"),
         "--db", "/data/fleet.db",
-        "--signing-key", f"{SECRET_DIR}/{KEY_FILE}",
-        "--admin-token-file", f"{SECRET_DIR}/{ADMIN_TOKEN}",
+        "--signing-key", f"{RUN_DIR}/{KEY_FILE}",
+        "--admin-token-file", f"{RUN_DIR}/{ADMIN_TOKEN}",
+        "--fetch-key", f"{RUN_DIR}/{FETCH_KEY}",
         "--listen", f"0.0.0.0:{c.port}",
+        "--operator-listen", f"0.0.0.0:{c.operator_port}",
         "--advertise", c.advertise or f"{_svc_host(v, 'coordinator')}:{c.port}",
         "--metrics-port", str(c.metrics_port),
         "--heartbeat-timeout", str(c.heartbeat_timeout),
@@ -210,15 +240,13 @@ def coordinator_argv(v: Values) -> list[str]:
 
 def coordinator(v: Values) -> list[Obj]:
     c, name, comp = v.coordinator, f"{v.name}-coordinator", "coordinator"
-    volumes: list[Obj] = [
-        _secret_volume(
-            "secret", v.secrets.coordinator, [KEY_FILE, PUB_FILE, ADMIN_TOKEN, MQTT_PASSWORD]
-        )
-    ]
-    mounts: list[Obj] = [
-        {"name": "data", "mountPath": "/data"},
-        {"name": "secret", "mountPath": SECRET_DIR, "readOnly": True},
-    ]
+    keys = [KEY_FILE, PUB_FILE, ADMIN_TOKEN, FETCH_KEY, MQTT_PASSWORD]
+    volumes: list[Obj] = [_secret_volume("secret", v.secrets.coordinator, keys), _RUN_VOLUME]
+    mounts: list[Obj] = [{"name": "data", "mountPath": "/data"}, _RUN_MOUNT]
+    secret_mount = [{"name": "secret", "mountPath": SECRET_DIR, "readOnly": True}]
+    init = _copy_secrets(
+        v, v.images.coordinator, [(f"{SECRET_DIR}/{k}", k) for k in keys], secret_mount
+    )
     if c.tls.enabled:
         assert c.tls.secret is not None
         volumes.append(_secret_volume("tls", c.tls.secret))
@@ -237,7 +265,10 @@ def coordinator(v: Values) -> list[Obj]:
     if c.storage_class is not None:
         claim["spec"]["storageClassName"] = c.storage_class
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10}
-    ports = [{"name": "grpc", "port": c.port, "targetPort": "grpc"}]
+    ports = [
+        {"name": "grpc", "port": c.port, "targetPort": "grpc"},
+        {"name": "operator", "port": c.operator_port, "targetPort": "operator"},
+    ]
     return [
         {
             "apiVersion": "v1",
@@ -268,10 +299,11 @@ def coordinator(v: Values) -> list[Obj]:
                     "spec": {
                         "securityContext": {
                             "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "fsGroup": 10001,
+                            "runAsUser": UID,
+                            "fsGroup": UID,
                         },
                         "terminationGracePeriodSeconds": 30,
+                        "initContainers": [init],
                         "containers": [
                             {
                                 "name": "coordinator",
@@ -280,6 +312,7 @@ def coordinator(v: Values) -> list[Obj]:
                                 "args": coordinator_argv(v),
                                 "ports": [
                                     {"name": "grpc", "containerPort": c.port},
+                                    {"name": "operator", "containerPort": c.operator_port},
                                     {"name": "metrics", "containerPort": c.metrics_port},
                                 ],
                                 "volumeMounts": mounts,
@@ -358,7 +391,7 @@ def cloud(v: Values) -> list[Obj]:
                         "annotations": _scrape(c.metrics_port),
                     },
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID},
                         "terminationGracePeriodSeconds": grace,
                         "containers": [
                             {
@@ -464,7 +497,8 @@ def edge_argv(v: Values) -> list[str]:
         "--node-id", "$(NODE_NAME)",
         "--broker", e.broker or broker_url(v),
         "--mqtt-username", "$(NODE_NAME)",
-        "--mqtt-password-file", f"{MQTT_CREDS_DIR}/$(NODE_NAME)",
+        "--mqtt-password-file", f"{RUN_DIR}/{MQTT_PASSWORD}",
+        "--fetch-token-file", f"{RUN_DIR}/fetch-token",
         *_mqtt_tls_args(v, f"{TLS_DIR}-mqtt"),
     ]  # fmt: skip
     if v.cloud.tls.enabled:
@@ -478,16 +512,26 @@ def edge(v: Values) -> list[Obj]:
         {"name": "config", "configMap": {"name": name}},
         {"name": "trust", "configMap": {"name": v.secrets.trust}},
         _secret_volume("mqtt", v.secrets.edge_credentials),
+        _RUN_VOLUME,
         {"name": "bundle", "hostPath": {"path": str(e.bundle_host_path), "type": "Directory"}},
         {"name": "work", "hostPath": {"path": str(e.work_host_path), "type": "DirectoryOrCreate"}},
     ]
     mounts: list[Obj] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
-        {"name": "mqtt", "mountPath": MQTT_CREDS_DIR, "readOnly": True},
+        _RUN_MOUNT,
         {"name": "bundle", "mountPath": "/bundle", "readOnly": True},
         {"name": "work", "mountPath": "/work"},
     ]
+    # only this node's credential reaches the daemon (the kubelet expands $(NODE_NAME))
+    own = [
+        (f"{MQTT_CREDS_DIR}/$(NODE_NAME)", MQTT_PASSWORD),
+        (f"{MQTT_CREDS_DIR}/$(NODE_NAME){FETCH_SUFFIX}", "fetch-token"),
+    ]
+    init = _copy_secrets(
+        v, v.images.edge, own, [{"name": "mqtt", "mountPath": MQTT_CREDS_DIR, "readOnly": True}]
+    )
+    init["env"] = [_env_from_field("NODE_NAME", "spec.nodeName")]
     for flag, tls, where in (
         (v.mosquitto.tls.enabled, v.mosquitto.tls, "mqtt"),
         (v.cloud.tls.enabled, v.cloud.tls, "cloud"),
@@ -535,9 +579,10 @@ def edge(v: Values) -> list[Obj]:
                         ],
                         "securityContext": {
                             "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "fsGroup": 10001,
+                            "runAsUser": UID,
+                            "fsGroup": UID,
                         },
+                        "initContainers": [init],
                         "containers": [
                             {
                                 "name": "edge",

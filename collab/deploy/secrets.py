@@ -1,9 +1,10 @@
 """The Secrets of a fleet, from the directory ``collab mqtt-auth --out DIR`` wrote.
 
-The Mosquitto password file and ACL, each edge node's MQTT password (one key per node
-id), and the coordinator's MQTT password, Ed25519 signing key and operator token; the
-key and the token are created in DIR on first use (0600), so rendering again keeps them
-and the nodes' trust (the public key, a ConfigMap) stays valid.
+The Mosquitto password file and ACL, each edge node's MQTT password and bundle fetch token
+(keys ``<node id>`` and ``<node id>.fetch``), and the coordinator's MQTT password, Ed25519
+signing key, fetch key and operator token; the keys and the token are created in DIR on
+first use (0600), so rendering again keeps them and the nodes' trust (the public key, a
+ConfigMap) and fetch tokens stay valid.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collab.control.signing import load_or_create_signing_key, public_key_path
 from collab.deploy.render import (
     ADMIN_TOKEN,
     COORDINATOR_USER,
+    FETCH_KEY,
+    FETCH_SUFFIX,
     KEY_FILE,
     MQTT_PASSWORD,
     PUB_FILE,
@@ -24,6 +27,7 @@ from collab.deploy.render import (
 from collab.deploy.values import Values
 from collab.errors import ConfigError
 from collab.files import read_text, write_private
+from coordinator.auth import write_fetch_tokens
 from coordinator.cli_auth import NODES_FILE, parse_nodes
 
 
@@ -57,6 +61,11 @@ def secret_manifests(v: Values, auth: Path) -> list[Obj]:
     load_or_create_signing_key(auth / KEY_FILE)
     pub = read_text(public_key_path(auth / KEY_FILE), "public key")
     edges = sorted(n for n, r in roles.items() if r == "edge")
+    write_fetch_tokens(auth / FETCH_KEY, auth / "credentials", edges)
+    edge_data = {}
+    for n in edges:
+        edge_data[n] = cred(n)
+        edge_data[n + FETCH_SUFFIX] = cred(n + FETCH_SUFFIX)
     return [
         _secret(
             v,
@@ -72,10 +81,11 @@ def secret_manifests(v: Values, auth: Path) -> list[Obj]:
                 KEY_FILE: read_text(auth / KEY_FILE, "signing key"),
                 PUB_FILE: pub,
                 ADMIN_TOKEN: _admin_token(auth),
+                FETCH_KEY: read_text(auth / FETCH_KEY, "fetch key"),
                 MQTT_PASSWORD: cred(COORDINATOR_USER),
             },
         ),
-        _secret(v, v.secrets.edge_credentials, "edge", {n: cred(n) for n in edges}),
+        _secret(v, v.secrets.edge_credentials, "edge", edge_data),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",

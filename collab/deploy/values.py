@@ -30,7 +30,10 @@ Quantity = Annotated[StrictStr, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|
 
 # what the chart itself decides (ports, paths, identities); the rest is the file's
 CLOUD_OWNED = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca")
-EDGE_OWNED = ("listen", "metrics_port", "tls_cert", "tls_key", "node_id", "trusted_key", "work_dir")
+EDGE_OWNED = (
+    *("listen", "metrics_port", "tls_cert", "tls_key"),
+    *("node_id", "trusted_key", "work_dir", "fetch_token_file"),
+)
 COORDINATOR_OWNED = ("broker_auth", "allow_anonymous_broker")
 CLOUD_KEYS = settings(CloudConfig, skip=CLOUD_OWNED)
 CLIENT_KEYS = settings(ClientConfig)
@@ -89,7 +92,8 @@ class Mosquitto:
 class Coordinator:
     storage: Quantity = "1Gi"
     storage_class: StrictStr | None = None
-    port: Port = 50070  # bundle fetch + operator API (gRPC)
+    port: Port = 50070  # nodes: bundle fetch (gRPC)
+    operator_port: Port = 50071  # `collab rollout` (gRPC, admin token)
     # host:port the nodes fetch bundles from (default: the in-cluster Service name)
     advertise: StrictStr | None = None
     metrics_port: Port = 9102

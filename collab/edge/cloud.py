@@ -308,7 +308,9 @@ class CloudLink:
         pt = timing_from_proto(resp.timing)
         if plausible_timing(pt, call_ms):
             timings["cloud_queue_ms"] = pt.queue_ms
-            timings["cloud_compute_ms"] = pt.compute_ms
+            timings["cloud_compute_ms"] = pt.compute_ms  # the whole batch's
+            timings["cloud_decode_ms"] = pt.decode_ms
+            timings["cloud_batch_size"] = float(pt.batch_size)
             self.link.add_transfer(sent, max(call_ms - pt.total_ms, 0.0), now)
             self._loads.cloud_sample(c.key, pt.queue_ms, pt.compute_ms, now)
         if self.monitor is not None and self.link.pending():

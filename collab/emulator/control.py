@@ -26,6 +26,9 @@ from collab.emulator.traces import LinkTrace
 from collab.errors import CollabError, TransportError
 
 CONTROL_OPS = ("restart", "cut", "set_upstream", "set_link", "stats")
+CONTROL_LINE_LIMIT = 256 * 1024 * 1024
+"""Longest control line: a ``set_link`` carries both directions' Mahimahi traces (compact,
+but a 10^6-line drive is still far beyond asyncio's default 64 KiB line)."""
 
 
 class _Handle:
@@ -117,7 +120,7 @@ async def serve_control(emu: LinkEmulator, host: str = "127.0.0.1") -> asyncio.A
             await writer.drain()
         writer.close()
 
-    return await asyncio.start_server(handle, host, 0)
+    return await asyncio.start_server(handle, host, 0, limit=CONTROL_LINE_LIMIT)
 
 
 class EmulatorProcess(_Handle):

@@ -18,6 +18,7 @@ from collab.control import topics
 from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
 from collab.errors import (
+    AuthError,
     FLError,
     NotFoundError,
     PrivacyBudgetExceeded,
@@ -27,17 +28,26 @@ from collab.errors import (
 from collab.fl import he
 from collab.fl import messages as msg
 from collab.fl.config import FLConfig
+from collab.fl.endpoint import AggregatorEndpoint, check_uploader
 from collab.fl.round_sum import Aggregate, RoundState, UpdateHeader, make_summer
 from collab.fl.rounds import RoundPlanner
+from collab.fl.stream import (
+    Slots,
+    StreamDeadline,
+    UploadLimits,
+    message_limit,
+    read_chunks,
+    upload_limits,
+)
 from collab.fl.wire import aggregate_to_proto, header_from_proto
-from collab.log import logger
+from collab.log import RateLimited, logger
 from collab.proto import fl_pb2, fl_pb2_grpc
 from collab.rpc_status import abort
+from collab.transport import server_options
 
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-]
+# refused uploads and presences: a client (or an attacker) retrying in a loop logs once a
+# minute per cause, with the count of the suppressed lines
+_ignored = RateLimited()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,12 +116,23 @@ class Aggregator:
         )
         return n
 
-    def precheck(self, header: UpdateHeader) -> None:
+    def precheck(self, header: UpdateHeader) -> UploadLimits:
+        """Refuse a header before its payload streams in; the limits of its payload."""
         with self._lock:
             st = self.current
         if st is None:
             raise RoundMismatch("no round is open")
         st.check_header(header)
+        limits = self.limits()
+        if header.num_chunks != limits.chunks:
+            raise UpdateRejected(
+                f"update announces {header.num_chunks} chunks, the round expects {limits.chunks}"
+            )
+        return limits
+
+    def limits(self) -> UploadLimits:
+        """An upload's limits: from the model size and encoding, never from its header."""
+        return upload_limits(self.planner.encoding, self.dim + 1, self.cfg.he.params())
 
     def fetch(self, base_version: str) -> Aggregate:
         with self._lock:
@@ -124,7 +145,9 @@ class Aggregator:
     def _on_client(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = topics.parse_fl_client_topic(topic)
         if parsed is None:  # its id could not be sampled: clients reject announcements naming it
-            logger.warning("ignoring client presence on %s: not a client topic", topic)
+            _ignored.warning(
+                "not a client topic", "ignoring client presence on %s: not a client topic", topic
+            )
             return
         cid = parsed[1]
         with self._lock:
@@ -134,7 +157,17 @@ class Aggregator:
                 try:
                     hello = msg.hello_from_bytes(payload)
                 except MalformedMessage as e:
-                    logger.warning("ignoring client presence on %s: %s", topic, e)
+                    _ignored.warning(
+                        f"malformed:{cid}", "ignoring client presence on %s: %s", topic, e
+                    )
+                    return
+                if hello.client_id != cid:  # one client's credential speaking for another
+                    _ignored.warning(
+                        f"names another:{cid}",
+                        "ignoring client presence on %s: it names client %r",
+                        topic,
+                        hello.client_id,
+                    )
                     return
                 self.roster[cid] = hello
             self._roster_changed.notify_all()
@@ -306,31 +339,36 @@ class Aggregator:
 
 
 class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
-    """Thin: parse the stream, call the aggregator, errors -> :mod:`collab.rpc_status`."""
+    """Thin: parse the stream within its limits (collab.fl.stream), bind the uploader to
+    its certificate (collab.fl.endpoint), call the aggregator; errors go to
+    :mod:`collab.rpc_status`."""
 
-    def __init__(self, agg: Aggregator) -> None:
+    def __init__(self, agg: Aggregator, endpoint: AggregatorEndpoint | None = None) -> None:
         self.agg = agg
+        self.endpoint = endpoint or AggregatorEndpoint()
+        self.uploads = Slots(self.endpoint.max_uploads, "upload streams")
+        self.fetches = Slots(self.endpoint.max_fetches, "aggregate downloads")
 
     def UploadUpdate(
         self, request_iterator: Iterator[fl_pb2.FlUpdateChunk], context: grpc.ServicerContext
     ) -> fl_pb2.FlUploadAck:
         try:
-            first = next(request_iterator, None)
-            if first is None or first.WhichOneof("part") != "header":
-                raise UpdateRejected("upload must start with a header message")
-            header = header_from_proto(first.header)
-            self.agg.precheck(header)  # reject before MBs stream in
-            chunks: list[bytes] = []
-            for m in request_iterator:
-                if m.WhichOneof("part") != "data":
-                    raise UpdateRejected("second header in one upload")
-                chunks.append(m.data)
-                if len(chunks) > header.num_chunks:
-                    raise UpdateRejected(f"more than the announced {header.num_chunks} chunks")
-            n = self.agg.upload(header, chunks)
+            with (
+                self.uploads.hold(),
+                StreamDeadline(context, self.endpoint.stream_timeout_s) as deadline,
+            ):
+                messages = deadline.received(request_iterator)
+                first = next(messages, None)
+                if first is None or first.WhichOneof("part") != "header":
+                    raise UpdateRejected("upload must start with a header message")
+                header = header_from_proto(first.header)
+                if self.endpoint.authenticates:
+                    check_uploader(context, header.client_id)
+                limits = self.agg.precheck(header)  # reject before MBs stream in
+                n = self.agg.upload(header, read_chunks(messages, limits))
         except Exception as e:
-            if isinstance(e, UpdateRejected | NotFoundError):
-                logger.warning("upload rejected: %s", e)
+            if isinstance(e, UpdateRejected | NotFoundError | AuthError):
+                _ignored.warning(f"upload:{type(e).__name__}", "upload rejected: %s", e)
             abort(context, e, "UploadUpdate")
         return fl_pb2.FlUploadAck(round=header.round, reporters=n)
 
@@ -338,29 +376,54 @@ class FlAggregatorServicer(fl_pb2_grpc.FlAggregatorServicer):
         self, request: fl_pb2.FlAggregateRequest, context: grpc.ServicerContext
     ) -> Iterator[fl_pb2.FlAggregateChunk]:
         try:
-            if request.federation != self.agg.cfg.federation:
-                raise NotFoundError(f"unknown federation {request.federation!r}")
-            agg = self.agg.fetch(request.base_version)
+            with self.fetches.hold(), StreamDeadline(context, self.endpoint.stream_timeout_s):
+                if request.federation != self.agg.cfg.federation:
+                    raise NotFoundError(f"unknown federation {request.federation!r}")
+                yield from aggregate_to_proto(self.agg.fetch(request.base_version))
         except Exception as e:
             abort(context, e, "FetchAggregate")
-        yield from aggregate_to_proto(agg)
 
 
 @contextmanager
 def serve(
-    agg: Aggregator, listen: str = "127.0.0.1:0", workers: int = 16
+    agg: Aggregator, endpoint: AggregatorEndpoint | str = "127.0.0.1:0"
 ) -> Iterator[tuple[grpc.Server, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
-    fl_pb2_grpc.add_FlAggregatorServicer_to_server(FlAggregatorServicer(agg), server)
+    """Serve ``agg`` on ``endpoint`` (or on just this listen address, with the defaults).
+
+    The pool has a worker for every upload and download slot and no more RPCs are
+    admitted (RESOURCE_EXHAUSTED), so a slot's stream never waits for a worker."""
+    ep = (
+        endpoint
+        if isinstance(endpoint, AggregatorEndpoint)
+        else AggregatorEndpoint(listen=endpoint)
+    )
+    workers = ep.max_uploads + ep.max_fetches
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collab-fl"),
+        options=server_options(max_message_bytes=message_limit(agg.limits())),
+        maximum_concurrent_rpcs=workers,
+    )
+    fl_pb2_grpc.add_FlAggregatorServicer_to_server(FlAggregatorServicer(agg, ep), server)
+    creds = ep.credentials()
     try:
-        port = server.add_insecure_port(listen)
+        port = (
+            server.add_insecure_port(ep.listen)
+            if creds is None
+            else server.add_secure_port(ep.listen, creds)
+        )
     except RuntimeError as e:
-        raise FLError(f"cannot listen on {listen}: {e}") from e
+        raise FLError(f"cannot listen on {ep.listen}: {e}") from e
     if port == 0:
-        raise FLError(f"cannot listen on {listen}")
+        raise FLError(f"cannot listen on {ep.listen}")
     server.start()
     if not agg.advertise:
-        agg.advertise = f"{listen.rsplit(':', 1)[0]}:{port}"
+        agg.advertise = ep.advertise or f"{ep.listen.rsplit(':', 1)[0]}:{port}"
+    logger.info(
+        "FL aggregator gRPC on port %d (tls=%s, client certificates=%s)",
+        port,
+        creds is not None,
+        ep.authenticates,
+    )
     try:
         yield server, port
     finally:

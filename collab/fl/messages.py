@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collab.control.messages import MalformedMessage, finite, parse_message, valid_node_id
+from collab.errors import ConfigError
 from collab.proto import fl_pb2 as pb
+from collab.transport import parse_address
 
 ENCODINGS = ("ckks", "f32")
 _STATE_TO_PB = {
@@ -110,6 +112,10 @@ def announcement_from_proto(m: pb.FlRoundAnnouncement) -> RoundAnnouncement:
         raise MalformedMessage(f"unknown encoding {m.encoding[:80]!r}")
     if not m.aggregator:
         raise MalformedMessage("round announcement without an aggregator address")
+    try:
+        parse_address(m.aggregator)  # a client dials it
+    except ConfigError as e:
+        raise MalformedMessage(f"round announcement: {e}") from e
     return RoundAnnouncement(
         federation=m.federation,
         round=_round(m.round),

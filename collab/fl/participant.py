@@ -17,20 +17,29 @@ from collab.control.messages import MalformedMessage
 from collab.control.mqtt import MqttClient
 from collab.errors import FLError, TransportError, UploadRefused
 from collab.fl import messages as msg
-from collab.fl.aggregator import GRPC_OPTIONS
+from collab.fl.endpoint import CLIENT_MAX_MESSAGE_BYTES
 from collab.fl.member import ModelHolder, Trainer
 from collab.fl.round_sum import UpdateHeader
 from collab.fl.wire import aggregate_from_proto, update_to_proto
 from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
+from collab.transport import TlsConfig, make_channel
 
 
 class AggregatorStub:
-    """gRPC calls to the aggregator; grpc errors become TransportError (or FLError on rejection)."""
+    """gRPC calls to the aggregator (over TLS with ``tls``, presenting its client
+    certificate if it has one); grpc errors become TransportError (or FLError on
+    rejection)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsConfig | None = None) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self.channel = make_channel(
+            address,
+            tls=tls,
+            max_message_bytes=CLIENT_MAX_MESSAGE_BYTES,
+            retries=False,
+            health_check=False,
+        )
         self.stub = fl_pb2_grpc.FlAggregatorStub(self.channel)
 
     def close(self) -> None:
@@ -82,6 +91,7 @@ class FLClient:
     mqtt: MqttClient
     upload_delay_s: float = 0.0
     compression: str = ""
+    tls: TlsConfig | None = None  # to the aggregator; None = plaintext
     rounds_done: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -121,7 +131,7 @@ class FLClient:
         if time.time() > ann.deadline_unix:
             logger.info("round %d: deadline already passed, skipping", ann.round)
             return
-        stub = AggregatorStub(ann.aggregator)
+        stub = AggregatorStub(ann.aggregator, self.tls)
         try:
             catch_up(self.trainer.holder, stub, self.fed, ann.base_version)
             chunks = self.trainer.update(ann.round, compression=self.compression)

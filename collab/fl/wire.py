@@ -69,10 +69,12 @@ def aggregate_from_proto(stream: Iterable[fl_pb2.FlAggregateChunk]) -> Aggregate
     if first is None or first.WhichOneof("part") != "header":
         raise FLError("aggregate stream does not start with a header")
     h = first.header
-    chunks = []
+    chunks: list[bytes] = []
     for m in it:
         if m.WhichOneof("part") != "data":
             raise FLError("aggregate stream has a second header")
+        if len(chunks) == h.num_chunks:  # stop reading at the first chunk too many
+            raise FLError(f"aggregate stream has more than the {h.num_chunks} chunks it announced")
         chunks.append(m.data)
     if len(chunks) != h.num_chunks:
         raise FLError(f"aggregate stream has {len(chunks)} chunks, header says {h.num_chunks}")

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from collab.scenario.cli import add_no_fail
+
 DEMO = "demo"
 
 
@@ -16,9 +18,10 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument(
         "--scenario", default=DEMO, help="shipped scenario name or YAML file (default: demo)"
     )
+    add_no_fail(parser)
 
     def handler(args: argparse.Namespace) -> int:
-        from collab.scenario.cli import print_result, resolve
+        from collab.scenario.cli import exit_code, print_result, resolve
         from collab.scenario.runner import run_scenario
         from collab.scenario.schema import load_scenario
 
@@ -31,6 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         )
         report = run_scenario(sc, out)
         print_result(report, out)
-        return 0
+        return exit_code(report, args.no_fail)
 
     return handler

@@ -1,16 +1,22 @@
-"""The oracle: the best latency any path could have had, request by request.
+"""The two oracles: the best latency any path could have had, request by request.
 
-For a request at trace time ``t`` and every path ``p`` (edge-only, cloud-only, every split
-point) with every codec within the accuracy budget:
+The **model oracle** never looks at the runs it judges. For a request at trace time ``t``
+and every path ``p`` (edge-only, cloud-only, every split point) with every codec within
+the accuracy budget:
 
-    latency = base_p                      measured on this machine over a perfect link
-                                          (edge compute incl. slowdown, cloud compute,
-                                          RPC and proxy overhead; profile pass)
+    latency = base_p                      the profile pass: the path over a perfect link on
+                                          this machine (edge compute incl. slowdown, cloud
+                                          compute, RPC and proxy overhead)
             + encode_c + decode_c         codec calibration of the bundle
-            + uplink serialisation of the frame starting at t + edge_ms, from the TRUE
+            + uplink serialisation of the frame and its measured framing
+              (:mod:`collab.scenario.framing`) starting at t + edge_ms, from the TRUE
               capacity curve of the trace (not an estimate)
-            + one-way delays both ways + downlink serialisation of the answer
+            + one-way delays both ways + downlink serialisation of the measured answer
             + expected TCP loss stalls (one RTT per lost inner packet, an RTO for the last)
+
+The **measured oracle** (:func:`measured_oracle`) is, per request, the lowest latency any
+static policy actually had on the same seeded schedule: a noisy lower bound that favours
+the oracle (each request gets the luckiest of several independent runs).
 
 Cloud paths are impossible while the link is out (trace outage or ``cut_link``) or the
 cloud node is dead (``kill_cloud`` until the restarted node listens). The oracle's
@@ -29,12 +35,9 @@ from typing import Any
 from collab.codec.policy import allowed, codec_rows
 from collab.emulator.link import PACKET, RTO_MIN_MS
 from collab.emulator.traces import Capacity
-from collab.scenario.requests import Arrival
+from collab.scenario.measured import Framing
+from collab.scenario.requests import Arrival, Record
 from collab.scenario.schema import Scenario
-
-LOCAL_WINDOW_S = 2.0  # half-width of the window of a path's local base cost
-RPC_BYTES = 120  # HTTP/2 + gRPC framing and protobuf fields around a frame
-ANSWER_BYTES = 200  # the answer frame (f32 logits) and its framing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,17 +102,21 @@ def _codec_table(
 
 
 def network_ms(
-    sc: Scenario, t: float, nbytes: float, caps: tuple[Capacity, Capacity] | None = None
+    sc: Scenario,
+    t: float,
+    nbytes: float,
+    framing: Framing,
+    caps: tuple[Capacity, Capacity] | None = None,
 ) -> float:
-    """Time from handing ``nbytes`` to the uplink at ``t`` until the answer is back at the
-    edge, under the true trace (cloud compute excluded)."""
+    """Time from handing a frame of ``nbytes`` to the uplink at ``t`` until the answer is
+    back at the edge, under the true trace (cloud compute excluded)."""
     up, down = sc.link.uplink, sc.link.downlink
     cu, cd = caps or (up.capacity(), down.capacity())
     su, sd = up.segment_at(t), down.segment_at(t)
-    total = nbytes + RPC_BYTES
+    total = nbytes + framing.request_bytes
     up_end = cu.transmit_end(t, total)
     arrive = up_end + su.delay_ms / 1000.0
-    down_end = cd.transmit_end(arrive, ANSWER_BYTES)
+    down_end = cd.transmit_end(arrive, framing.answer_bytes)
     ms = (up_end - t + down_end - arrive) * 1000.0 + su.delay_ms + sd.delay_ms
     if su.loss > 0:
         rtt = su.delay_ms + sd.delay_ms
@@ -124,11 +131,10 @@ def compute_oracle(
     prof: Mapping[str, Mapping[str, float]],
     calibration: Mapping[str, Any] | None,
     events_log: Mapping[str, Sequence[Mapping[str, Any]]],
-    local_base: Mapping[str, Sequence[float]] | None = None,
+    framing: Framing,
 ) -> OracleResult:
-    """``local_base``: per path, a base cost per arrival (:func:`local_base_costs`) in place
-    of the path's single ``base_ms``."""
-    local = local_base or {}
+    """The model oracle from the profile pass ``prof`` (per path: ``base_ms``, ``edge_ms``,
+    ``encode_ms``, ``bytes``), the codec calibration and the true trace."""
     dead, cut = outage_intervals(sc, events_log)
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     budget = sc.edge.client.accuracy_budget
@@ -144,13 +150,13 @@ def compute_oracle(
     lat: list[float] = []
     best: list[str] = []
     edge_only = prof["edge_only"]["base_ms"] if "edge_only" in prof else math.inf
-    for i, a in enumerate(plan):
+    for a in plan:
         t = a.at_s
         link_out = sc.link.outage_at(t) or any(s <= t < e for s, e in cut)
         cloud_dead = any(s <= t < e for s, e in dead)
         row: dict[str, float] = {}
         for p, pr in prof.items():
-            base = local[p][i] if p in local else pr["base_ms"]
+            base = pr["base_ms"]
             if p == "edge_only":
                 row[p] = base
                 continue
@@ -159,7 +165,8 @@ def compute_oracle(
                 continue
             t_send = t + pr.get("edge_ms", 0.0) / 1000.0
             row[p] = base + min(
-                codec_ms + network_ms(sc, t_send, nbytes, caps) for codec_ms, nbytes in tables[p]
+                codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
+                for codec_ms, nbytes in tables[p]
             )
         for p, v in row.items():
             per_path[p].append(v)
@@ -180,104 +187,35 @@ def compute_oracle(
     )
 
 
-def calibrate_from_static_runs(
-    sc: Scenario,
-    prof: Mapping[str, Mapping[str, float]],
-    records: Sequence[Any],
-    calibration: Mapping[str, Any] | None,
-) -> dict[str, dict[str, float]]:
-    """Refine each path's base cost from its own static-policy run when there is one.
+@dataclass(frozen=True, kw_only=True)
+class MeasuredOracle:
+    """Per request (edge, index): the lowest latency among the static policies that ran,
+    and which one had it. Lost requests count for no policy."""
 
-    The profile pass runs minutes before some of the policies on a shared, noisy machine;
-    a static run measured the same path under the same trace, so its mean residual
-    (latency minus the true network time of what it sent) is the better estimate. The
-    mean, not the median: the oracle's mean is compared with measured means, so its
-    per-request values are expectations (compute noise included) — the median would make
-    even the best path "lose" to the oracle by its own noise.
-    """
-    out = {p: dict(v) for p, v in prof.items()}
-    for p, v in out.items():
-        res = list(_residuals(sc, p, v, records, calibration).values())
-        if len(res) < 5:
-            continue
-        v["base_ms_profile"] = v["base_ms"]
-        v["base_ms"] = max(0.0, sum(res) / len(res))
+    latency_ms: dict[tuple[int, int], float]
+    policy: dict[tuple[int, int], str]
+    policies: tuple[str, ...]
 
-    # Paths without a static run (most split points) were only measured in the profile pass,
-    # by one client alone. Scale their edge part and their cloud part by how much slower the
-    # edge-only and cloud-only paths were under the scenario's own conditions (load of N
-    # edges, batching), so that the oracle does not credit them with an idle machine.
-    def ratio(p: str) -> float:
-        v = out.get(p, {})
-        return v["base_ms"] / v["base_ms_profile"] if v.get("base_ms_profile") else 1.0
+    @property
+    def mean_ms(self) -> float:
+        v = list(self.latency_ms.values())
+        return sum(v) / len(v) if v else math.nan
 
-    r_edge, r_cloud = max(ratio("edge_only"), 1.0), max(ratio("cloud_only"), 1.0)
-    for v in out.values():
-        if "base_ms_profile" not in v and v.get("edge_ms", 0.0) > 0:
-            edge = v["edge_ms"]
-            v["base_ms_profile"] = v["base_ms"]
-            v["base_ms"] = edge * r_edge + max(v["base_ms"] - edge, 0.0) * r_cloud
-    return out
+    def mean_over(self, keys: Sequence[tuple[int, int]]) -> float:
+        """Mean over the requests in ``keys`` it has a latency for (those another policy
+        answered), so a policy's ratio compares the same requests."""
+        v = [self.latency_ms[k] for k in keys if k in self.latency_ms]
+        return sum(v) / len(v) if v else math.nan
 
 
-def _residuals(
-    sc: Scenario,
-    path: str,
-    prof: Mapping[str, float],
-    records: Sequence[Any],
-    calibration: Mapping[str, Any] | None,
-) -> dict[tuple[int, int], float]:
-    """(edge, request index) -> what ``path``'s static run paid beyond the true network
-    time and the codec: its base cost, request by request (lost and fallen-back requests
-    left out)."""
-    cal_points = (calibration or {}).get("points", {}) or {}
-    stats = (
-        (calibration or {}).get("input") or {}
-        if path == "cloud_only"
-        else cal_points.get(path.split(":", 1)[-1], {})
-    )
-    caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
-    out = {}
+def measured_oracle(records: Sequence[Record], static: Sequence[str]) -> MeasuredOracle:
+    """The measured oracle over the runs of the ``static`` policies."""
+    lat: dict[tuple[int, int], float] = {}
+    who: dict[tuple[int, int], str] = {}
     for r in records:
-        if r.policy != path or r.lost or r.fell_back:
+        if r.policy not in static or r.lost:
             continue
-        if path == "edge_only":
-            out[(r.edge, r.index)] = r.latency_ms
-            continue
-        st = stats.get(r.codec or "", {})
-        codec_ms = float(st.get("encode_ms", 0.0)) + float(st.get("decode_ms", 0.0))
-        t_send = r.start_s + prof.get("edge_ms", 0.0) / 1000.0
-        out[(r.edge, r.index)] = (
-            r.latency_ms - network_ms(sc, t_send, r.bytes_sent, caps) - codec_ms
-        )
-    return out
-
-
-def local_base_costs(
-    sc: Scenario,
-    plan: Sequence[Arrival],
-    prof: Mapping[str, Mapping[str, float]],
-    records: Sequence[Any],
-    calibration: Mapping[str, Any] | None,
-    window_s: float = LOCAL_WINDOW_S,
-) -> dict[str, list[float]]:
-    """Per path that ran statically, its base cost at each arrival: the mean residual of
-    its own requests within ``window_s`` of that arrival.
-
-    A whole-run mean smears what happened in one stretch over all of it: on a slow uplink
-    the static cloud run queues behind its own frames (and probes) in the slow half, and
-    a single mean then overprices cloud in the fast half, where it really was the better
-    path. The window (a few requests either side, within one trace segment) still
-    averages compute noise, so the oracle stays an expectation, not a minimum of noise."""
-    out: dict[str, list[float]] = {}
-    for p, v in prof.items():
-        res = _residuals(sc, p, v, records, calibration)
-        if len(res) < 5:
-            continue
-        times = [(a.at_s, res[(a.edge, a.index)]) for a in plan if (a.edge, a.index) in res]
-        series = []
-        for a in plan:
-            near = [x for t, x in times if abs(t - a.at_s) <= window_s]
-            series.append(max(0.0, sum(near) / len(near)) if near else v["base_ms"])
-        out[p] = series
-    return out
+        k = (r.edge, r.index)
+        if k not in lat or r.latency_ms < lat[k]:
+            lat[k], who[k] = r.latency_ms, r.policy
+    return MeasuredOracle(latency_ms=lat, policy=who, policies=tuple(static))

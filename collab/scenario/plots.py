@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from collab.scenario.oracle import OracleResult, outage_intervals
+from collab.scenario.oracle import MeasuredOracle, OracleResult, outage_intervals
 from collab.scenario.requests import Record
 from collab.scenario.schema import Scenario
 
@@ -21,7 +21,11 @@ COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
 
 
 def latency_cdf(
-    records: Sequence[Record], oracle: OracleResult, policies: Sequence[str], out: Path
+    records: Sequence[Record],
+    oracle: OracleResult,
+    best: MeasuredOracle,
+    policies: Sequence[str],
+    out: Path,
 ) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, p in enumerate(policies):
@@ -35,16 +39,21 @@ def latency_cdf(
                 lw=2.2 if p == "auto" else 1.4,
                 label=f"{p} (mean {lat.mean():.0f} ms)",
             )
-    o = np.sort(oracle.latency_ms)
-    ax.step(
-        o,
-        np.arange(1, o.size + 1) / o.size,
-        where="post",
-        color="black",
-        ls="--",
-        lw=1.4,
-        label=f"oracle (mean {o.mean():.0f} ms)",
-    )
+    for name, values, ls in (
+        ("model oracle", oracle.latency_ms, "--"),
+        ("measured oracle", list(best.latency_ms.values()), ":"),
+    ):
+        o = np.sort(values)
+        if o.size:
+            ax.step(
+                o,
+                np.arange(1, o.size + 1) / o.size,
+                where="post",
+                color="black",
+                ls=ls,
+                lw=1.4,
+                label=f"{name} (mean {o.mean():.0f} ms)",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("request latency (ms, log scale)")
     ax.set_ylabel("fraction of requests")
@@ -136,7 +145,7 @@ def timeline(
             s=14,
             color="black",
             alpha=0.6,
-            label="oracle's best path",
+            label="model oracle's best path",
         )
     ax2.set_yticks(range(len(names)), names, fontsize=8)
     ax2.set_ylim(-0.6, len(names) - 0.4)
@@ -152,7 +161,7 @@ def timeline(
         label="auto latency",
     )
     if len(o_t) == len(oracle.latency_ms):
-        ax3.plot(o_t, oracle.latency_ms, "k--", lw=0.9, label="oracle latency")
+        ax3.plot(o_t, oracle.latency_ms, "k--", lw=0.9, label="model oracle latency")
     if sc.workload.deadline_ms:
         ax3.axhline(sc.workload.deadline_ms, color="red", lw=0.8, ls=":", label="deadline")
     ax3.set_yscale("log")
@@ -204,12 +213,13 @@ def write_plots(
     sc: Scenario,
     records: Sequence[Record],
     oracle: OracleResult,
+    best: MeasuredOracle,
     report: Mapping[str, Any],
     out: Path,
 ) -> list[Path]:
     pols = list(report["policies"])
     files = [out / "latency_cdf.png", out / "timeline.png", out / "bytes.png"]
-    latency_cdf(records, oracle, pols, files[0])
+    latency_cdf(records, oracle, best, pols, files[0])
     timeline(sc, records, oracle, report, files[1])
     bytes_per_request(records, pols, files[2])
     return files

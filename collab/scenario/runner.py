@@ -28,6 +28,8 @@ from collab.edge.tiers import Device, host_lite0_ms
 from collab.emulator import EmulatorProcess
 from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
+from collab.scenario.framing import framing_paths, measure_framing
+from collab.scenario.measured import Measured
 from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
 from collab.scenario.requests import Arrival, Record, schedule
 from collab.scenario.schema import Scenario, check_split_policies
@@ -65,8 +67,8 @@ def profile_paths(
     reps: int = 4,
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
-    """Median cost of every path (fixed policy) over a perfect link: everything but the network."""
-    emu.set_link(unlimited_link())
+    """Median cost of every path (fixed policy) over the link ``emu`` carries (a perfect
+    one, see :func:`run_scenario`): everything but the network."""
     out: dict[str, dict[str, float]] = {}
     client = _client(bundle, emu.address, sc, "auto")
     try:
@@ -91,7 +93,6 @@ def profile_paths(
                 }
     finally:
         client.close()
-    emu.set_link(sc.link)
     return out
 
 
@@ -298,9 +299,11 @@ def run_policy(
     ref: np.ndarray,
     plan: list[Arrival],
     tick: Callable[[], None] = lambda: None,
-) -> tuple[list[Record], list[dict[str, Any]]]:
-    """One policy over the whole trace; returns every request and the events as applied.
-    One edge runs in this process; several run one process each (like real devices)."""
+) -> tuple[list[Record], list[dict[str, Any]], dict[str, Any]]:
+    """One policy over the whole trace; returns every request, the events as applied and
+    the emulator's counters of the run (every byte the link carried: frames, framing,
+    probes). One edge runs in this process; several run one process each (like real
+    devices)."""
     if not cloud.alive:
         emu.set_upstream("127.0.0.1", cloud.start())
     emu.cut(False)
@@ -327,8 +330,9 @@ def run_policy(
             log = events.log
         finally:
             client.close()
+    link = emu.stats()  # counters run from the last restart, the run's t0
     records.sort(key=lambda r: (r.at_s, r.edge))
-    return records, log
+    return records, log, link
 
 
 def run_scenario(
@@ -360,12 +364,17 @@ def run_scenario(
     )
     all_records: list[Record] = []
     events_log: dict[str, list[dict[str, Any]]] = {}
+    link_stats: dict[str, dict[str, Any]] = {}
     with scenario_env(sc, bundle, logs) as (cloud, emu):
         bar.set_postfix_str("profiling paths")
+        emu.set_link(unlimited_link())
         prof = profile_paths(paths, bundle, emu, sc, x, tick=lambda: bar.update(1))
+        bar.set_postfix_str("measuring RPC framing")
+        framing = measure_framing(bundle, emu, sc, x, framing_paths(paths))
+        emu.set_link(sc.link)
         for pol in pols:
             bar.set_postfix_str(pol)
-            recs, ev = run_policy(
+            recs, ev, link_stats[pol] = run_policy(
                 pol,
                 sc=sc,
                 bundle=bundle,
@@ -386,8 +395,7 @@ def run_scenario(
         sc,
         out,
         all_records,
-        prof,
-        events_log,
+        Measured(profile=prof, framing=framing, events=events_log, link=link_stats),
         pols,
         bundle=bundle,
         wall_s=time.monotonic() - t_start,
@@ -398,29 +406,27 @@ def analyse(
     sc: Scenario,
     out: Path,
     records: list[Record],
-    prof: dict[str, dict[str, float]],
-    events_log: dict[str, list[dict[str, Any]]],
+    measured: Measured,
     pols: tuple[str, ...],
     *,
     bundle: Path,
     wall_s: float,
 ) -> dict[str, Any]:
-    """Oracle, report and plots from recorded requests (also used by ``collab scenario report``)."""
-    from collab.scenario.oracle import calibrate_from_static_runs, compute_oracle, local_base_costs
+    """Oracles, report and plots from recorded requests (also used by ``collab scenario
+    report``). The model oracle takes the profile pass, the calibration, the trace and
+    the framing, never the judged runs."""
+    from collab.scenario.oracle import compute_oracle, measured_oracle
     from collab.scenario.plots import write_plots
     from collab.scenario.report import build_report, write_report
 
     cal = load_bundle(bundle).calibration()
-    refined = calibrate_from_static_runs(sc, prof, records, cal)
     plan = schedule(sc)
-    local = local_base_costs(sc, plan, refined, records, cal)
-    oracle = compute_oracle(sc, plan, refined, cal, events_log, local)
-    report = build_report(
-        sc, records, oracle, refined, events_log, pols, wall_s=wall_s, bundle=bundle
-    )
+    oracle = compute_oracle(sc, plan, measured.profile, cal, measured.events, measured.framing)
+    best = measured_oracle(records, [p for p in pols if p != "auto"])
+    report = build_report(sc, records, oracle, best, measured, pols, wall_s=wall_s, bundle=bundle)
     report["scenario_file"] = str(sc.path) if sc.path else None
     write_report(report, out)
-    write_plots(sc, records, oracle, report, out)
+    write_plots(sc, records, oracle, best, report, out)
     return report
 
 
@@ -431,23 +437,15 @@ def reanalyse(sc: Scenario, out: Path) -> dict[str, Any]:
         rows = [
             json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines() if line
         ]
-    except (OSError, ValueError) as e:
+        measured = Measured.from_report(old)
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{out} is not a finished scenario run: {e}") from e
-    records = [Record(**r) for r in rows]
-    prof = {
-        p: {**v, "base_ms": v.get("base_ms_profile", v["base_ms"])}
-        for p, v in old["profile"].items()
-    }
-    for v in prof.values():
-        v.pop("base_ms_profile", None)
-    pols = tuple(old["policies"])
     return analyse(
         sc,
         out,
-        records,
-        prof,
-        old["events"],
-        pols,
+        [Record(**r) for r in rows],
+        measured,
+        tuple(old["policies"]),
         bundle=Path(old["bundle"]),
         wall_s=float(old.get("wall_s", 0.0)),
     )

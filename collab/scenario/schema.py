@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -187,6 +187,37 @@ class Event:
             raise FieldError("duration_s", "only cut_link takes a duration")
 
 
+@config_dataclass
+class Acceptance:
+    """``acceptance:``: the factors the report holds ``auto`` to (docs/scenarios.md);
+    zero lost requests and auto's agreement within the accuracy budget always apply."""
+
+    vs_measured_oracle: Positive = 1.10  # auto mean <= this x the measured oracle's mean
+    vs_model_oracle: Positive = 1.10  # ... <= this x the model oracle's mean
+    vs_best_static: Positive = 1.05  # ... <= this x the best static policy's mean
+
+
+DEFAULT_EDGE_POWER_W = 6.4
+"""A Raspberry Pi 4 B under full CPU load (docs/scenarios.md): the edge's power when the
+scenario names none."""
+
+
+@config_dataclass
+class CostModel:
+    """``cost:``: prices and power of the cost report, per 1,000 requests (defaults and their
+    sources in docs/scenarios.md)."""
+
+    uplink_usd_per_gb: NonNegative = 3.33  # cellular data (US average)
+    cloud_usd_per_vcpu_s: NonNegative = 0.04048 / 3600  # on-demand vCPU (AWS Fargate)
+    edge_power_w: NonNegative | None = None  # under load (None: the tier's, else the default)
+    usd_per_kwh: NonNegative = 0.16  # electricity at the edge
+
+    @property
+    def power_w(self) -> float:
+        """The edge's power under load the report uses."""
+        return DEFAULT_EDGE_POWER_W if self.edge_power_w is None else self.edge_power_w
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     name: str
@@ -201,6 +232,8 @@ class Scenario:
     events: tuple[Event, ...]
     policies: tuple[str, ...]
     device: DeviceSpec = field(default_factory=DeviceSpec)
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    cost: CostModel = field(default_factory=CostModel)
 
     @property
     def duration_s(self) -> float:
@@ -254,9 +287,12 @@ class _MahimahiFile:
 class _NetworkFile:
     segments: Annotated[tuple[_SegmentFile, ...], Field(min_length=1)]
     mahimahi: _MahimahiFile = field(default_factory=_MahimahiFile)
+    start_s: NonNegative = 0.0  # where in the Mahimahi traces trace time 0 falls
     repeat: StrictBool = True
 
     def __post_init__(self) -> None:
+        if self.start_s and self.mahimahi.up is None and self.mahimahi.down is None:
+            raise FieldError("start_s", "is an offset into network.mahimahi's traces; give them")
         for i, s in enumerate(self.segments):
             for d in ("up", "down"):
                 given, traced = (
@@ -296,12 +332,16 @@ class _NetworkFile:
                         outage=s.outage,
                     )
                 )
+
+        def offset(tr: MahimahiTrace | None) -> MahimahiTrace | None:
+            return None if tr is None else replace(tr, start_s=self.start_s)
+
         return LinkTrace(
             uplink=DirectionTrace(
-                segments=tuple(up), repeat=self.repeat, mahimahi=self.mahimahi.up
+                segments=tuple(up), repeat=self.repeat, mahimahi=offset(self.mahimahi.up)
             ),
             downlink=DirectionTrace(
-                segments=tuple(down), repeat=self.repeat, mahimahi=self.mahimahi.down
+                segments=tuple(down), repeat=self.repeat, mahimahi=offset(self.mahimahi.down)
             ),
         )
 
@@ -319,6 +359,8 @@ class _ScenarioFile:
     network: _NetworkFile
     events: tuple[Event, ...] = ()
     policies: tuple[Annotated[StrictStr, AfterValidator(_policy)], ...] = ()  # (): DEFAULT_POLICIES
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    cost: CostModel = field(default_factory=CostModel)
 
     @field_validator("policies")
     @classmethod
@@ -376,14 +418,22 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base: Path | None =
         events=tuple(sorted(f.events, key=lambda e: e.at_s)),
         policies=f.policies or DEFAULT_POLICIES,
         device=f.device,
+        acceptance=f.acceptance,
+        cost=_cost_for(f.cost, f.device),
     )
+
+
+def _cost_for(cost: CostModel, device: DeviceSpec) -> CostModel:
+    """A named device's power under load replaces the default edge power (an explicit
+    ``cost.edge_power_w`` still wins)."""
+    if cost.edge_power_w is None and device.tier is not None:
+        return replace(cost, edge_power_w=tier(device.tier).power_w.active)
+    return cost
 
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     sc = parse_scenario(read_text(p, "scenario file"), source=str(p), base=p.resolve().parent)
-    from dataclasses import replace
-
     return replace(sc, path=p.resolve())
 
 

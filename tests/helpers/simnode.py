@@ -25,6 +25,7 @@ from collab.chain import BundleSessions
 from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.messages import Telemetry
 from collab.control.mqtt import add_mqtt_args, mqtt_config_from_args
+from collab.control.transfer import fetch_token
 from collab.errors import CollabError
 from collab.log import logger, setup_logging
 from collab.signals import stop_on_signals
@@ -52,6 +53,7 @@ class SimNode:
                 work_dir=self.work,
                 mqtt=mqtt_config_from_args(args),
                 trusted_key=args.trusted_key,
+                fetch_token=fetch_token(args.fetch_token_file),
                 endpoints=tuple(args.endpoint),
                 bundle_version=version,
                 heartbeat_interval=args.heartbeat,
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--role", choices=("edge", "cloud"), default="edge")
     ap.add_argument("--work-dir", type=Path, required=True)
     ap.add_argument("--trusted-key", type=Path, default=None, help="coordinator public key (PEM)")
+    ap.add_argument("--fetch-token-file", type=Path, default=None, help="bundle fetch token")
     ap.add_argument("--bundle", type=Path, default=None, help="bundle served at start")
     ap.add_argument(
         "--endpoint", action="append", default=[], help="cloud: advertised gRPC endpoint"
