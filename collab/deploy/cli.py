@@ -1,4 +1,5 @@
-"""``collab deploy render``: Kubernetes manifests from a values file (docs/deploy.md)."""
+"""``collab deploy render``: Kubernetes manifests from a values file; ``collab deploy
+bridge``: a regional Mosquitto's bridge to the central broker (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         help="also write OUT/secrets.yaml (0600) from `collab mqtt-auth --out AUTH_DIR`; "
         "without it the Secrets are expected to exist",
     )
+    b = sub.add_parser("bridge", help="print a regional broker's bridge to the central one")
+    b.add_argument("--name", required=True, help="the region (the bridge's client id)")
+    b.add_argument("--central", required=True, metavar="HOST:PORT", help="the central broker")
+    b.add_argument("--username", default=None, help="the bridge's user on the central broker")
+    b.add_argument("--password-file", type=Path, default=None, help="its password (mode 0600)")
+    b.add_argument("--cafile", type=Path, default=None, help="CA of the central broker (TLS)")
     return run
 
 
@@ -43,11 +50,35 @@ def dump(objs: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collab.deploy.render import render
+    return bridge(args) if args.action == "bridge" else render(args)
+
+
+def bridge(args: argparse.Namespace) -> int:
+    from collab.deploy.bridge import bridge_config
+    from collab.files import read_secret
+    from collab.transport import parse_address
+
+    parse_address(args.central)
+    password = read_secret(args.password_file, "--password-file") if args.password_file else None
+    print(
+        bridge_config(
+            name=args.name,
+            address=args.central,
+            username=args.username,
+            password=password,
+            cafile=args.cafile,
+        ),
+        end="",
+    )
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    from collab.deploy.render import render as render_files
     from collab.deploy.values import parse_values
 
     values = parse_values(read_text(args.values, "values file"), source=str(args.values))
-    files = render(values)
+    files = render_files(values)
     secret_objs = None
     if args.secrets is not None:
         from collab.deploy.secrets import secret_manifests
