@@ -81,11 +81,20 @@ def _secret_volume(name: str, secret: str, items: Sequence[str] | None = None) -
 
 
 def _copy_secrets(
-    v: Values, image: str, copies: Sequence[tuple[str, str]], mounts: list[Obj]
+    v: Values,
+    image: str,
+    copies: Sequence[tuple[str, str]],
+    mounts: list[Obj],
+    owned: Sequence[str] = (),
 ) -> Obj:
-    """An init container (root, no network use) installing ``(src, name)`` into RUN_DIR."""
+    """An init container (root, no network use) installing ``(src, name)`` into RUN_DIR,
+    and handing the ``owned`` directories (hostPath ones: fsGroup does not reach them) to
+    the daemon's user."""
     script = " && ".join(
-        f"install -o {UID} -g {UID} -m 0600 {src} {RUN_DIR}/{dst}" for src, dst in copies
+        [
+            *(f"install -o {UID} -g {UID} -m 0600 {src} {RUN_DIR}/{dst}" for src, dst in copies),
+            *(f"chown {UID}:{UID} {d}" for d in owned),
+        ]
     )
     return {
         "name": "secrets",
@@ -529,7 +538,14 @@ def edge(v: Values) -> list[Obj]:
         (f"{MQTT_CREDS_DIR}/$(NODE_NAME){FETCH_SUFFIX}", "fetch-token"),
     ]
     init = _copy_secrets(
-        v, v.images.edge, own, [{"name": "mqtt", "mountPath": MQTT_CREDS_DIR, "readOnly": True}]
+        v,
+        v.images.edge,
+        own,
+        [
+            {"name": "mqtt", "mountPath": MQTT_CREDS_DIR, "readOnly": True},
+            {"name": "work", "mountPath": "/work"},
+        ],
+        owned=["/work"],
     )
     init["env"] = [_env_from_field("NODE_NAME", "spec.nodeName")]
     for flag, tls, where in (
