@@ -10,7 +10,7 @@ from pathlib import Path
 
 from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
-from collab.transport import parse_address
+from collab.transport import check_listener
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +64,9 @@ class CloudConfig:
     tls_client_ca: Path | None = setting(
         None, help="require client certificates signed by this CA (PEM)"
     )
+    insecure: bool = setting(
+        False, help="listen off loopback without client certificates (anyone may call this node)"
+    )
     grace_s: float = setting(
         10.0, help="drain time for in-flight requests on shutdown", lo=0, metavar="S"
     )
@@ -72,12 +75,15 @@ class CloudConfig:
     def __post_init__(self) -> None:
         if not self.bundles:
             raise ConfigError("at least one --bundle is required")
-        parse_address(self.listen, allow_zero=True)
         check_bounds(self)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
+        check_listener(
+            self.listen,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_client_ca=self.tls_client_ca,
+            insecure=self.insecure,
+            risk="use this node's compute and read its models' outputs",
+        )
 
     @property
     def worker_count(self) -> int:

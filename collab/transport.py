@@ -147,6 +147,32 @@ def is_loopback(listen: str) -> bool:
     return is_loopback_host(parse_address(listen, allow_zero=True)[0])
 
 
+def check_listener(
+    listen: str,
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    insecure: bool,
+    risk: str,
+) -> None:
+    """A server's listen address and TLS settings, checked the same way for every role:
+    certificate and key go together, a client CA needs them, and a listener reachable off
+    this host without client certificates is refused unless ``insecure`` says so (``risk``:
+    what anyone reaching it could then do)."""
+    parse_address(listen, allow_zero=True)
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
+    if tls_client_ca is None and not insecure and not is_loopback(listen):
+        raise ConfigError(
+            f"refusing to listen on {listen} without client certificates: anyone reaching it "
+            f"could {risk}. Give --tls-cert, --tls-key and --tls-client-ca, listen on "
+            "loopback, or accept that with --insecure"
+        )
+
+
 def advertised(listen: str, port: int, *, wildcard_host: str) -> str:
     """The endpoint peers dial to reach a server listening on ``listen`` and bound to
     ``port``: its host, where a wildcard (every interface) becomes ``wildcard_host``."""
@@ -343,6 +369,7 @@ __all__ = [
     "advertised",
     "channel_credentials",
     "channel_options",
+    "check_listener",
     "is_loopback",
     "is_loopback_host",
     "load_from_proto",

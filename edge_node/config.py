@@ -9,9 +9,8 @@ from pathlib import Path
 
 from collab.control.mqtt import MqttConfig
 from collab.edge.config import ClientConfig
-from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
-from collab.transport import parse_address
+from collab.transport import check_listener
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +34,12 @@ class EdgeConfig:
     )
     tls_cert: Path | None = setting(None, help="TLS certificate of this daemon's listener")
     tls_key: Path | None = setting(None, help="TLS key of this daemon's listener")
+    tls_client_ca: Path | None = setting(
+        None, help="require device apps' client certificates signed by this CA (PEM)"
+    )
+    insecure: bool = setting(
+        False, help="listen off loopback without client certificates (anyone may ask it)"
+    )
     # fleet membership (collab.control): set mqtt (the --broker flags) to join a coordinator's fleet
     mqtt: MqttConfig | None = None
     node_id: str = setting("", help="fleet node id (empty: edge-<hostname>-<port>)")
@@ -68,7 +73,12 @@ class EdgeConfig:
     )
 
     def __post_init__(self) -> None:
-        parse_address(self.listen, allow_zero=True)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
         check_bounds(self)
+        check_listener(
+            self.listen,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_client_ca=self.tls_client_ca,
+            insecure=self.insecure,
+            risk="run inference on this device and read its answers",
+        )

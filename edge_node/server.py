@@ -126,7 +126,8 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
         try:
             if config.tls_cert is not None and config.tls_key is not None:
                 port = server.add_secure_port(
-                    config.listen, server_credentials(config.tls_cert, config.tls_key)
+                    config.listen,
+                    server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca),
                 )
             else:
                 port = server.add_insecure_port(config.listen)

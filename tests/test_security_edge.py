@@ -7,6 +7,7 @@ cloud`` process are exercised over the wire."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from collab.edge.client import Client
 from collab.edge.reply import ADMISSION_REFUSED
 from collab.edge.runtime import EdgeRuntime
 from collab.errors import CodecError
+from collab.log import RateLimited
 from collab.procs import collab_process, free_port, stop_process, wait_for_port
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.transport import make_channel
@@ -285,3 +287,32 @@ def test_calls_beyond_max_concurrent_rpcs_get_resource_exhausted(
         assert ei.value.details() == ADMISSION_REFUSED
         assert held.result(timeout=20).output  # the admitted call was answered
         stub.Probe(collab_pb2.ProbeRequest(), timeout=5)  # and the node admits again
+
+
+def test_a_cloud_failing_in_a_loop_logs_its_breaker_flips_once(
+    bundle: Bundle,
+    hostile: HostileCloud,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Probes succeed, every call gets garbage: the breaker opens, half-opens after its
+    cooldown, fails and opens again, many times; the log says so once."""
+    monkeypatch.setattr(edge_cloud, "_flips", RateLimited())
+    hostile.mode("wide")
+    x = sample_inputs(bundle, 1)
+    with (
+        caplog.at_level(logging.WARNING, logger="collab"),
+        _client(bundle, hostile.addr, breaker_failures=1, breaker_cooldown_s=0.05) as c,
+    ):
+        opened = 0
+        deadline = time.monotonic() + 30
+        while opened < 5 and time.monotonic() < deadline:
+            was = c.breaker.state
+            assert c.infer(x, policy="cloud_only").fell_back
+            opened += was != "open" and c.breaker.state == "open"
+            if c.breaker.state == "open":
+                time.sleep(0.06)
+                c.monitor.refresh(force=True)  # a probe succeeds: half-open again
+    assert opened >= 5
+    flips = [r for r in caplog.records if "circuit breaker opened" in r.getMessage()]
+    assert len(flips) == 1, [r.getMessage() for r in flips]

@@ -436,3 +436,21 @@ def test_a_client_refused_in_a_loop_fills_no_log(
         mallory.close()
     refused = [r for r in caplog.records if "upload rejected" in r.getMessage()]
     assert len(refused) == 1, [r.getMessage() for r in refused[:3]]
+
+
+def test_a_zstd_bomb_chunk_is_refused_at_the_rounds_chunk_bound(pki: CertAuthority) -> None:
+    """A 16 MiB chunk of zeros compressed to a few KB: the aggregator decompresses at most
+    one honest chunk's worth (the round's bound, here far below 16 MiB) and refuses it."""
+    import zstandard
+
+    agg = Aggregator(_cfg(), None)
+    with serve(agg, _mtls(pki)) as (_, port):
+        _open(agg)
+        assert agg.limits().chunk_bytes < 1 << 20
+        bomb = zstandard.ZstdCompressor().compress(bytes(16 << 20))
+        assert len(bomb) < agg.limits().chunk_bytes  # passes the wire bound
+        stub = AggregatorStub(f"127.0.0.1:{port}", _as(pki, "c000"))
+        e = _refused(stub, _header(agg, "c000", compression="zstd"), [bomb])
+        stub.close()
+        assert e.status == "INVALID_ARGUMENT" and "zstd" in e.detail, e
+        assert agg.current is not None and agg.current.reporters == []

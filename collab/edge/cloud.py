@@ -29,7 +29,7 @@ from collab.edge.estimators import LoadEstimates, plausible_timing, suspect_over
 from collab.edge.model import LoadedModel
 from collab.edge.reply import caller_at_fault, decode_output
 from collab.errors import CodecError, CollabError, ConfigError
-from collab.log import logger
+from collab.log import RateLimited, logger
 from collab.net.breaker import CircuitBreaker
 from collab.net.estimator import LinkEstimator, NetState
 from collab.net.monitor import NetworkMonitor, ProbeResult
@@ -42,6 +42,9 @@ from collab.transport import (
     timing_from_proto,
     wrap_rpc_error,
 )
+
+# a cloud that fails in a loop flips its breaker every cooldown: one line a minute per cloud
+_flips = RateLimited()
 
 # Errors that mean "this cloud cannot serve this model", not "the cloud is down".
 _MODEL_ERRORS = {
@@ -321,7 +324,8 @@ class CloudLink:
         """The cloud answered with something that is not an answer: count it against
         this cloud (its breaker), not against the link, which delivered it."""
         if self.breaker.record_failure():
-            logger.warning(
+            _flips.warning(
+                f"breaker:{','.join(self.addresses)}",
                 "circuit breaker opened after %d failures (last: bad reply: %s)",
                 self.breaker.failure_threshold,
                 reason,
@@ -343,7 +347,8 @@ class CloudLink:
                 time.monotonic(), timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED
             )
             if self.breaker.record_failure():
-                logger.warning(
+                _flips.warning(
+                    f"breaker:{','.join(self.addresses)}",
                     "circuit breaker opened after %d failures (last: %s)",
                     self.breaker.failure_threshold,
                     e,

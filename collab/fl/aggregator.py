@@ -106,7 +106,7 @@ class Aggregator:
             st = self.current
         if st is None:
             raise RoundMismatch("no round is open")
-        n = st.submit(header, chunks)
+        n = st.submit(header, chunks, max_chunk_bytes=self.limits().chunk_bytes)
         logger.info(
             "round %d: accepted update from %s (%d/%d)",
             header.round,

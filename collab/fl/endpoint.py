@@ -16,7 +16,7 @@ import grpc
 
 from collab.errors import AuthError, ConfigError
 from collab.settings import check_bounds, setting
-from collab.transport import TlsConfig, is_loopback, parse_address, server_credentials
+from collab.transport import TlsConfig, check_listener, server_credentials
 
 #: gRPC message limit of a client's channel: an aggregate chunk (f64 values, or a CKKS
 #: sum) is larger than any upload chunk; the server derives its own from the model.
@@ -30,7 +30,7 @@ class AggregatorEndpoint:
     """The aggregator's listener: address, TLS, and the limits on its streams."""
 
     listen: str = setting(
-        "127.0.0.1:50070",
+        "127.0.0.1:50072",
         help="gRPC address (port 0 = any free port); off loopback it needs "
         "--tls-client-ca, or --insecure",
         metavar="HOST:PORT",
@@ -70,18 +70,15 @@ class AggregatorEndpoint:
     )
 
     def __post_init__(self) -> None:
-        parse_address(self.listen, allow_zero=True)
         check_bounds(self)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
-        if not self.authenticates and not self.insecure and not is_loopback(self.listen):
-            raise ConfigError(
-                f"refusing to listen on {self.listen} without client certificates: anyone "
-                "reaching it could upload as any sampled client. Give --tls-cert, --tls-key "
-                "and --tls-client-ca, listen on loopback, or accept that with --insecure"
-            )
+        check_listener(
+            self.listen,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_client_ca=self.tls_client_ca,
+            insecure=self.insecure,
+            risk="upload as any sampled client",
+        )
 
     @property
     def authenticates(self) -> bool:

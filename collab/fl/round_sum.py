@@ -143,16 +143,31 @@ class CkksSummer:
         return [bytes(a.serialize()) for a in self._acc or []]
 
 
-def decompress(chunks: list[bytes], compression: str) -> list[bytes]:
+def decompress(
+    chunks: list[bytes], compression: str, max_bytes: int = MAX_CHUNK_BYTES
+) -> list[bytes]:
+    """Each chunk at most ``max_bytes`` once decompressed (the round's chunk bound), so a
+    small zstd bomb costs no more memory than an honest chunk."""
     if compression == "":
         return chunks
     if compression != "zstd":
         raise UpdateRejected(f"unknown compression {compression!r}")
+    limit = min(max_bytes, MAX_CHUNK_BYTES)
     d = zstandard.ZstdDecompressor()
+    out = []
     try:
-        return [d.decompress(c, max_output_size=MAX_CHUNK_BYTES) for c in chunks]
+        for i, c in enumerate(chunks):
+            # zstd allocates the size a frame declares (max_output_size bounds only frames
+            # that declare none): check the declaration first; clients always write it
+            declared = zstandard.frame_content_size(c)
+            if not 0 <= declared <= limit:
+                raise UpdateRejected(
+                    f"zstd chunk {i} declares {declared} bytes, a chunk holds at most {limit}"
+                )
+            out.append(d.decompress(c, max_output_size=limit))
     except zstandard.ZstdError as e:
         raise UpdateRejected(f"bad zstd chunk: {e}") from e
+    return out
 
 
 @dataclass
@@ -200,8 +215,11 @@ class RoundState:
         with self._lock:
             self._precheck(h)
 
-    def submit(self, h: UpdateHeader, chunks: list[bytes]) -> int:
-        """Validate and add one upload; return the number of reporters so far."""
+    def submit(
+        self, h: UpdateHeader, chunks: list[bytes], *, max_chunk_bytes: int = MAX_CHUNK_BYTES
+    ) -> int:
+        """Validate and add one upload; return the number of reporters so far.
+        ``max_chunk_bytes``: the most a chunk may hold once decompressed."""
         self.check_header(h)
         sizes = chunk_sizes(self.spec.num_values, chunk_values(self.spec.encoding, self.slots))
         if h.num_chunks != len(sizes) or len(chunks) != len(sizes):
@@ -209,7 +227,7 @@ class RoundState:
                 f"update has {len(chunks)} chunks (header says {h.num_chunks}), "
                 f"expected {len(sizes)}"
             )
-        parsed = self.summer.parse(decompress(chunks, h.compression), sizes)
+        parsed = self.summer.parse(decompress(chunks, h.compression, max_chunk_bytes), sizes)
         if self.spec.update_norm_bound > 0:
             check_dp_bound(parsed, self.spec.update_norm_bound)
         with self._lock:

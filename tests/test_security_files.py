@@ -1,7 +1,8 @@
 """Hostile bundles and files: a manifest that is huge, nests deeply or has fields of the
 wrong type is one BundleError; a model whose weights live outside its hashed file never
 loads, in a library call or in a real cloud node process; a symlink planted where a key is
-written is replaced, never written through."""
+written is replaced, never written through; a node refuses to listen off loopback without
+client certificates."""
 
 from __future__ import annotations
 
@@ -171,3 +172,21 @@ def test_fl_keygen_replaces_a_planted_symlink_instead_of_writing_through_it(
         p = out / name
         assert not p.is_symlink() and p.stat().st_size > 0
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("role", ["cloud", "edge"])
+def test_a_node_refuses_to_listen_off_loopback_without_client_certificates(
+    digits_bundle: Path, role: str
+) -> None:
+    """`--listen 0.0.0.0:…` without `--tls-client-ca` would let anyone reaching the port use
+    the node: the real process refuses to start, with one line naming the way out."""
+    bundle = ["--bundle", str(digits_bundle)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "collab.cli", role, *bundle, "--listen", "0.0.0.0:0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0, proc.stdout
+    assert "refusing to listen on 0.0.0.0:0 without client certificates" in proc.stderr
+    assert "--insecure" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
