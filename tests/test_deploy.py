@@ -41,14 +41,28 @@ cloud:
   replicas: 3
   bundle: {host_path: /srv/bundles, subdirs: [resnet, digits]}
   hpa: {min_replicas: 3, max_replicas: 30, cpu_percent: null, queue_delay_ms: 25}
-  tls: {enabled: true, secret: cloud-tls}
+  tls: {enabled: true, secret: cloud-tls, client_certs: true, client_secret: cloud-client}
   grace_s: 20.0
 edge:
+  tls: {enabled: true, secret: edge-tls, client_certs: true}
   broker: mqtts://region-a.example.net:8883
   cloud: [cloud.example.net:443]
   policy: "split:block2"
   workers: 4
 """
+
+
+# the smallest file: the daemons listen off loopback, so each section must say how
+BASE = {"cloud": {"insecure": True}, "edge": {"insecure": True}}
+
+
+def _with_base(text: str) -> str:
+    """``text`` (YAML) over BASE, section by section."""
+    data = yaml.safe_load(text) or {}
+    for k, v in BASE.items():
+        if isinstance(data.get(k, {}), dict):
+            data[k] = {**v, **data.get(k, {})}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _render(tmp: Path, text: str | None = None, *extra: str) -> dict[str, list[dict[str, Any]]]:
@@ -188,9 +202,20 @@ def test_validator_rejects_a_broken_manifest(tmp_path: Path) -> None:
         ("coordinator: {directive_ttl: -1.0}", "coordinator.directive_ttl: must be > 0"),
         ("namespace: Not_A_Name", "namespace: must be a string matching"),
         ("images: {pull_policy: Sometimes}", "images.pull_policy"),
+        # the daemon's own listener rule, before any pod starts
+        ("cloud: {insecure: false}", "cloud: refusing to listen on 0.0.0.0:50051 without client"),
+        ("edge: {insecure: false, port: 7000}", "edge: refusing to listen on 0.0.0.0:7000"),
+        (
+            "cloud: {tls: {enabled: true, secret: s, client_certs: true}}",
+            "cloud.tls.client_secret: is required when tls.client_certs is true",
+        ),
+        ("edge: {tls: {client_certs: true}}", "edge.tls.client_certs: needs tls.enabled: true"),
+        ("edge: {tls: {enabled: true, secret: s, client_secret: c}}", "edge.tls.client_secret"),
+        ("namespace: collab2\nedge: null", "edge"),
     ],
 )
 def test_values_that_cannot_work_name_the_value(tmp_path: Path, text: str, named: str) -> None:
+    text = _with_base(text)
     with pytest.raises(ConfigError, match=re.escape(named)):
         parse_values(text, source="values.yaml")
     (tmp_path / "v.yaml").write_text(text)
@@ -208,7 +233,7 @@ def test_secrets_need_an_mqtt_auth_dir(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="run `collab mqtt-auth"):
         from collab.deploy.secrets import secret_manifests
 
-        secret_manifests(parse_values(""), tmp_path / "empty")
+        secret_manifests(parse_values(_with_base("")), tmp_path / "empty")
 
 
 def _parse(module: str, argv: list[str]) -> argparse.Namespace:
@@ -258,7 +283,8 @@ def test_daemons_read_their_configmaps(tmp_path: Path) -> None:
     assert ec.workers == 4 and ec.node_id == "edge-a" and ec.listen == "0.0.0.0:50061"
     assert ec.mqtt is not None and ec.mqtt.username == "edge-a" and ec.mqtt.password == "pw"
     assert ec.fetch_token_file == tmp_path / "run" / "fetch-token"
-    assert ec.client.tls is not None  # the cloud tier's CA
+    assert ec.client.tls is not None and ec.client.tls.client_cert is not None  # mTLS to the cloud
+    assert ec.tls_client_ca == Path("/etc/collab/tls/ca.crt")  # device apps present certificates
     cc = cloud_config(
         _parse(
             "cloud_node.cli",
@@ -272,6 +298,7 @@ def test_daemons_read_their_configmaps(tmp_path: Path) -> None:
         "/bundle/digits",
     ]
     assert cc.tls_cert == Path("/etc/collab/tls/tls.crt") and cc.max_batch_size == 16  # the default
+    assert cc.tls_client_ca == Path("/etc/collab/tls/ca.crt") and not cc.insecure
     ns = _parse(
         "coordinator.cli", _container_argv(tmp_path, objs["StatefulSet/collab-coordinator"], None)
     )

@@ -13,28 +13,38 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from collab.deploy.values import CLIENT_KEYS, CLOUD_KEYS, COORDINATOR_KEYS, EDGE_KEYS, Values
+from collab.deploy.layout import (
+    ADMIN_TOKEN,
+    BUNDLE_DIR,
+    CONFIG_DIR,
+    COORDINATOR_USER,
+    FETCH_KEY,
+    FETCH_SUFFIX,
+    FETCH_TOKEN,
+    KEY_FILE,
+    MQTT_CREDS_DIR,
+    MQTT_PASSWORD,
+    PUB_FILE,
+    RUN_DIR,
+    SECRET_DIR,
+    TLS_DIR,
+    TRUST_DIR,
+    UID,
+    WORK_DIR,
+)
+from collab.deploy.values import (
+    CLIENT_KEYS,
+    CLOUD_KEYS,
+    CLOUD_OWNED_KEYS,
+    COORDINATOR_KEYS,
+    EDGE_KEYS,
+    EDGE_OWNED_KEYS,
+    Values,
+)
 from collab.settings import to_argv
 from collab.transport import SERVICE_NAME
 
 Obj = dict[str, Any]
-CONFIG_DIR = "/etc/collab/config"
-SECRET_DIR = "/etc/collab/secret"
-TRUST_DIR = "/etc/collab/trust"
-TLS_DIR = "/etc/collab/tls"
-MQTT_CREDS_DIR = "/etc/collab/mqtt"
-KEY_FILE = "coordinator.ed25519"  # the coordinator Secret's keys (collab.deploy.secrets)
-PUB_FILE = KEY_FILE + ".pub"
-ADMIN_TOKEN = "admin-token"
-FETCH_KEY = "fetch-key"
-MQTT_PASSWORD = "mqtt-password"
-FETCH_SUFFIX = ".fetch"  # the edge Secret: <node id> (MQTT password), <node id>.fetch (token)
-# where a pod's secrets are copied to, owned by the daemon's user with mode 0600: a
-# Secret volume's files belong to root and get group bits under fsGroup, and the daemons
-# refuse token files others may read (collab.files.read_secret)
-RUN_DIR = "/run/collab"
-UID = 10001  # the images' user (deploy/docker/*.Dockerfile)
-COORDINATOR_USER = "coordinator"  # `collab mqtt-auth`'s default --coordinator-user
 
 
 def meta(v: Values, name: str, component: str, **extra: Any) -> Obj:
@@ -348,11 +358,8 @@ def cloud_argv(v: Values) -> list[str]:
     c = v.cloud
     argv = ["cloud", f"@{CONFIG_DIR}/cloud.args"]
     for sub in c.bundle.subdirs:
-        argv += ["--bundle", str(PurePosixPath("/bundle") / sub)]
-    argv += ["--listen", f"0.0.0.0:{c.port}", "--metrics-port", str(c.metrics_port)]
-    if c.tls.enabled:
-        argv += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
-    return argv
+        argv += ["--bundle", str(PurePosixPath(BUNDLE_DIR) / sub)]
+    return argv + to_argv(CLOUD_OWNED_KEYS, c.owned())
 
 
 def cloud(v: Values) -> list[Obj]:
@@ -365,7 +372,7 @@ def cloud(v: Values) -> list[Obj]:
     volumes: list[Obj] = [{"name": "config", "configMap": {"name": name}}, bundle]
     mounts: list[Obj] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "bundle", "mountPath": "/bundle", "readOnly": True},
+        {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
     ]
     if c.tls.enabled:
         assert c.tls.secret is not None
@@ -497,21 +504,20 @@ def edge_argv(v: Values) -> list[str]:
     e = v.edge
     argv = [
         "edge", f"@{CONFIG_DIR}/edge.args",
-        "--bundle", "/bundle",
-        "--listen", f"0.0.0.0:{e.port}",
-        "--metrics-port", str(e.metrics_port),
-        "--work-dir", "/work",
-        "--trusted-key", f"{TRUST_DIR}/{PUB_FILE}",
+        "--bundle", BUNDLE_DIR,
+        *to_argv(EDGE_OWNED_KEYS, e.owned()),
         # the kubelet expands $(NODE_NAME): each node is the MQTT user of its own id
         "--node-id", "$(NODE_NAME)",
         "--broker", e.broker or broker_url(v),
         "--mqtt-username", "$(NODE_NAME)",
         "--mqtt-password-file", f"{RUN_DIR}/{MQTT_PASSWORD}",
-        "--fetch-token-file", f"{RUN_DIR}/fetch-token",
         *_mqtt_tls_args(v, f"{TLS_DIR}-mqtt"),
     ]  # fmt: skip
     if v.cloud.tls.enabled:
         argv += ["--cloud-ca", f"{TLS_DIR}-cloud/ca.crt"]
+    if v.cloud.tls.client_certs:
+        client = f"{TLS_DIR}-cloud-client"
+        argv += ["--cloud-cert", f"{client}/tls.crt", "--cloud-key", f"{client}/tls.key"]
     return argv
 
 
@@ -529,13 +535,13 @@ def edge(v: Values) -> list[Obj]:
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
         _RUN_MOUNT,
-        {"name": "bundle", "mountPath": "/bundle", "readOnly": True},
-        {"name": "work", "mountPath": "/work"},
+        {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
+        {"name": "work", "mountPath": WORK_DIR},
     ]
     # only this node's credential reaches the daemon (the kubelet expands $(NODE_NAME))
     own = [
         (f"{MQTT_CREDS_DIR}/$(NODE_NAME)", MQTT_PASSWORD),
-        (f"{MQTT_CREDS_DIR}/$(NODE_NAME){FETCH_SUFFIX}", "fetch-token"),
+        (f"{MQTT_CREDS_DIR}/$(NODE_NAME){FETCH_SUFFIX}", FETCH_TOKEN),
     ]
     init = _copy_secrets(
         v,
@@ -543,21 +549,37 @@ def edge(v: Values) -> list[Obj]:
         own,
         [
             {"name": "mqtt", "mountPath": MQTT_CREDS_DIR, "readOnly": True},
-            {"name": "work", "mountPath": "/work"},
+            {"name": "work", "mountPath": WORK_DIR},
         ],
-        owned=["/work"],
+        owned=[WORK_DIR],
     )
     init["env"] = [_env_from_field("NODE_NAME", "spec.nodeName")]
-    for flag, tls, where in (
-        (v.mosquitto.tls.enabled, v.mosquitto.tls, "mqtt"),
-        (v.cloud.tls.enabled, v.cloud.tls, "cloud"),
-    ):
-        if flag:
-            assert tls.secret is not None
-            volumes.append(_secret_volume(f"{where}-tls", tls.secret, ["ca.crt"]))
-            mounts.append(
-                {"name": f"{where}-tls", "mountPath": f"{TLS_DIR}-{where}", "readOnly": True}
-            )
+    # (volume, Secret, keys or None = all, mount path)
+    tls_mounts: list[tuple[str, str | None, list[str] | None, str]] = [
+        ("tls", e.tls.secret if e.tls.enabled else None, None, TLS_DIR),
+        (
+            "mqtt-tls",
+            v.mosquitto.tls.secret if v.mosquitto.tls.enabled else None,
+            ["ca.crt"],
+            f"{TLS_DIR}-mqtt",
+        ),
+        (
+            "cloud-tls",
+            v.cloud.tls.secret if v.cloud.tls.enabled else None,
+            ["ca.crt"],
+            f"{TLS_DIR}-cloud",
+        ),
+        (
+            "cloud-client",
+            v.cloud.tls.client_secret,
+            ["tls.crt", "tls.key"],
+            f"{TLS_DIR}-cloud-client",
+        ),
+    ]
+    for vol, secret, keys, path in tls_mounts:
+        if secret is not None:
+            volumes.append(_secret_volume(vol, secret, keys))
+            mounts.append({"name": vol, "mountPath": path, "readOnly": True})
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10}
     role = e.node_role_label
     return [

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from collab.control.signing import load_or_create_signing_key, public_key_path
-from collab.deploy.render import (
+from collab.deploy.layout import (
     ADMIN_TOKEN,
     COORDINATOR_USER,
     FETCH_KEY,
@@ -21,9 +21,8 @@ from collab.deploy.render import (
     KEY_FILE,
     MQTT_PASSWORD,
     PUB_FILE,
-    Obj,
-    meta,
 )
+from collab.deploy.render import Obj, meta
 from collab.deploy.values import Values
 from collab.errors import ConfigError
 from collab.files import read_text, write_private

@@ -17,6 +17,15 @@ from typing import Annotated, Any
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from cloud_node.config import CloudConfig
+from collab.deploy.layout import (
+    BUNDLE_DIR,
+    FETCH_TOKEN,
+    PUB_FILE,
+    RUN_DIR,
+    TLS_DIR,
+    TRUST_DIR,
+    WORK_DIR,
+)
 from collab.edge.config import ClientConfig
 from collab.setting_keys import given, setting_keys
 from collab.settings import settings
@@ -31,14 +40,17 @@ Quantity = Annotated[StrictStr, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|
 # what the chart itself decides (ports, paths, identities); the rest is the file's
 CLOUD_OWNED = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca")
 EDGE_OWNED = (
-    *("listen", "metrics_port", "tls_cert", "tls_key"),
-    *("node_id", "trusted_key", "work_dir", "fetch_token_file"),
+    *CLOUD_OWNED,
+    *("trusted_key", "work_dir", "fetch_token_file"),
+    "node_id",  # per pod: $(NODE_NAME), in the container's args
 )
 COORDINATOR_OWNED = ("broker_auth", "allow_anonymous_broker")
 CLOUD_KEYS = settings(CloudConfig, skip=CLOUD_OWNED)
 CLIENT_KEYS = settings(ClientConfig)
 EDGE_KEYS = settings(EdgeConfig, skip=EDGE_OWNED)
 COORDINATOR_KEYS = settings(CoordinatorConfig, skip=COORDINATOR_OWNED)
+CLOUD_OWNED_KEYS = [s for s in settings(CloudConfig) if s.name in CLOUD_OWNED]
+EDGE_OWNED_KEYS = [s for s in settings(EdgeConfig) if s.name in EDGE_OWNED[:-1]]
 
 
 @config_dataclass
@@ -50,6 +62,33 @@ class Tls:
     def __post_init__(self) -> None:
         if self.enabled and self.secret is None:
             raise FieldError("secret", "is required when tls.enabled is true")
+
+
+@config_dataclass
+class ServerTls:
+    """TLS of a gRPC listener the daemon refuses to open off loopback without client
+    certificates (collab.transport.check_listener) unless its settings say ``insecure``."""
+
+    enabled: StrictBool = False
+    secret: Name | None = None  # kubernetes.io/tls: tls.crt, tls.key, ca.crt
+    client_certs: StrictBool = False  # require client certificates signed by its ca.crt
+    # cloud only: the kubernetes.io/tls Secret whose certificate the edges present
+    client_secret: Name | None = None
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.secret is None:
+            raise FieldError("secret", "is required when tls.enabled is true")
+        if self.client_certs and not self.enabled:
+            raise FieldError("client_certs", "needs tls.enabled: true")
+
+    def owned(self) -> dict[str, Any]:
+        """The daemon's TLS settings as the pod mounts them (TLS_DIR)."""
+        on = self.enabled
+        return {
+            "tls_cert": Path(f"{TLS_DIR}/tls.crt") if on else None,
+            "tls_key": Path(f"{TLS_DIR}/tls.key") if on else None,
+            "tls_client_ca": Path(f"{TLS_DIR}/ca.crt") if on and self.client_certs else None,
+        }
 
 
 @config_dataclass
@@ -145,17 +184,29 @@ class Cloud:
     metrics_port: Port = 9100
     bundle: BundleVolume = field(default_factory=lambda: BundleVolume(claim="collab-bundles"))
     hpa: Hpa = field(default_factory=Hpa)
-    tls: Tls = field(default_factory=Tls)
+    tls: ServerTls = field(default_factory=ServerTls)
     resources: Resources = field(default_factory=lambda: Resources(cpu="1", memory="1Gi"))
 
     def __post_init__(self) -> None:
         if self.hpa.enabled and self.replicas == 0:
             raise FieldError("replicas", "is 0 but hpa.enabled is true: an HPA cannot scale from 0")
+        if self.tls.client_certs and self.tls.client_secret is None:
+            raise FieldError(
+                ("tls", "client_secret"),
+                "is required when tls.client_certs is true (the certificate the edges present)",
+            )
         self.config()
+
+    def owned(self) -> dict[str, Any]:
+        return {
+            "listen": f"0.0.0.0:{self.port}",
+            "metrics_port": self.metrics_port,
+            **self.tls.owned(),
+        }
 
     def config(self) -> CloudConfig:
         """The node's config as the pods will build it (its own checks run here)."""
-        return CloudConfig(bundles=(Path("/bundle"),), **self.argv_settings())
+        return CloudConfig(bundles=(Path(BUNDLE_DIR),), **self.owned(), **self.argv_settings())
 
     def argv_settings(self) -> dict[str, Any]:
         return given(self, CLOUD_KEYS)
@@ -172,14 +223,28 @@ class Edge:
     bundle_host_path: Path = Path("/var/lib/collab/bundle")
     work_host_path: Path = Path("/var/lib/collab/work")
     node_role_label: StrictStr = "node-role.kubernetes.io/edge"
+    tls: ServerTls = field(default_factory=ServerTls)  # the listener device apps call
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
+        if self.tls.client_secret is not None:
+            raise FieldError(("tls", "client_secret"), "is for cloud.tls only")
         EdgeConfig(
-            bundle=Path("/bundle"),
+            bundle=Path(BUNDLE_DIR),
             client=ClientConfig(**given(self, CLIENT_KEYS)),
+            **self.owned(),
             **given(self, EDGE_KEYS),
         )
+
+    def owned(self) -> dict[str, Any]:
+        return {
+            "listen": f"0.0.0.0:{self.port}",
+            "metrics_port": self.metrics_port,
+            **self.tls.owned(),
+            "trusted_key": Path(f"{TRUST_DIR}/{PUB_FILE}"),
+            "work_dir": Path(WORK_DIR),
+            "fetch_token_file": Path(f"{RUN_DIR}/{FETCH_TOKEN}"),
+        }
 
     def argv_settings(self) -> dict[str, Any]:
         return given(self, [*CLIENT_KEYS, *EDGE_KEYS])
@@ -193,8 +258,10 @@ class Values:
     secrets: Secrets = field(default_factory=Secrets)
     mosquitto: Mosquitto = field(default_factory=Mosquitto)
     coordinator: Coordinator = field(default_factory=Coordinator)
-    cloud: Cloud = field(default_factory=Cloud)
-    edge: Edge = field(default_factory=Edge)
+    # no defaults: the daemons listen off loopback, so each section must say how
+    # (tls.client_certs, or insecure: true)
+    cloud: Cloud
+    edge: Edge
 
 
 def parse_values(text: str, *, source: str = "<values>") -> Values:
