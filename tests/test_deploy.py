@@ -72,7 +72,9 @@ def _render(tmp: Path, text: str | None = None, *extra: str) -> dict[str, list[d
         values.write_text(text)
     out = tmp / "out"
     assert main(["deploy", "render", "--values", str(values), "--out", str(out), *extra]) == 0
-    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(out.glob("*.yaml"))}
+    texts = {p.name: p.read_text() for p in sorted(out.glob("*.yaml"))}
+    assert not any("&id" in s for s in texts.values())  # plain YAML: no anchors for kubectl diff
+    return {name: list(yaml.safe_load_all(s)) for name, s in texts.items()}
 
 
 def _validate_all(files: dict[str, list[dict[str, Any]]]) -> int:

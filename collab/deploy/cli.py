@@ -35,7 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> Any:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (config files, argument files, keys) as ``|`` blocks."""
+    """Multi-line strings (config files, argument files, keys) as ``|`` blocks; an object
+    used twice (a probe) written out twice, not as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, s: str) -> yaml.ScalarNode:

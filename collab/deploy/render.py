@@ -407,7 +407,8 @@ def cloud(v: Values) -> list[Obj]:
                         "annotations": _scrape(c.metrics_port),
                     },
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID},
+                        # fsGroup: the TLS Secret's files become readable by the daemon's group
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID},
                         "terminationGracePeriodSeconds": grace,
                         "containers": [
                             {
