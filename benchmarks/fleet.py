@@ -165,15 +165,15 @@ def _coordinator(
         time.sleep(args.steady)
         rate = (c.processed - m0) / (time.monotonic() - t0)
         lags = np.array(list(c.lags)[first:]) * 1000
+        own = np.array(list(c.db.own_lags)[first:]) * 1000  # arrival in the coordinator -> commit
         v1 = c.upload(v1_dir)
         t0 = time.monotonic()
         c.start_rollout(v1)
-        while time.monotonic() - t0 < 300:
-            ro = c.rollout_status()
-            if ro is not None and ro.state != "active":
-                break
+        current = c.rollouts.current  # polled without building a status (O(N) each time)
+        while current is not None and current.state == "active" and time.monotonic() - t0 < 300:
             time.sleep(0.05)
         rollout_s = time.monotonic() - t0
+        ro = c.rollout_status()
         assert ro is not None
         acked = ro.count("acked")
         time.sleep(1.0)
@@ -199,6 +199,7 @@ def _coordinator(
                     "p50": float(np.percentile(lags, 50)),
                     "p99": float(np.percentile(lags, 99)),
                     "max": float(lags.max()),
+                    "own_p99": float(np.percentile(own, 99)),
                     "rollout_s": rollout_s,
                     "acked": acked,
                     "state": ro.state,
@@ -305,13 +306,14 @@ def main() -> int:
             run_size(int(s), args.procs, v0_dir, v1_dir, args) for s in args.sizes.split(",")
         ]
     print(
-        f"\n{'nodes':>6} {'offered/s':>9} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"\n{'nodes':>6} {'offered/s':>9} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'own p99':>7} {'max ms':>7} "
         f"{'rollout s':>9} {'acked':>6} {'RSS MiB':>8} {'store MiB':>9} {'fetch MiB/s':>11} {'download s':>10}"
     )
     for r in results:
         download = r["n"] * r["bundle_bytes"] / 2**20 / r["fetch_mib_s"]
         print(
             f"{r['n']:>6} {r['n'] / args.interval:>9.0f} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
+            f"{r['own_p99']:>7.1f} "
             f"{r['max']:>7.0f} {r['rollout_s']:>9.2f} {r['acked']:>6} {r['rss_mib']:>8.0f} "
             f"{r['store_mib']:>9.1f} {r['fetch_mib_s']:>11.0f} {download:>10.0f}"
         )
