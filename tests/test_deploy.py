@@ -37,6 +37,7 @@ coordinator:
   storage_class: fast
   advertise: fleet.example.net:443
   node_ttl: 600.0
+  status_interval: 30.0
 cloud:
   replicas: 3
   bundle: {host_path: /srv/bundles, subdirs: [resnet, digits]}
@@ -306,6 +307,7 @@ def test_daemons_read_their_configmaps(tmp_path: Path) -> None:
     )
     assert (
         ns.node_ttl == 600.0
+        and ns.status_interval == 30.0
         and ns.advertise == "fleet.example.net:443"
         and ns.db == Path("/data/fleet.db")
     )

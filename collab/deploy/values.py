@@ -137,6 +137,9 @@ class Coordinator:
     advertise: StrictStr | None = None
     metrics_port: Port = 9102
     heartbeat_timeout: Annotated[float, Field(gt=0)] = 15.0
+    # the retained fleet snapshot is rebuilt this often; at 10k nodes every 2 s its cost
+    # pushes the heartbeat p99 past 100 ms (benchmarks/fleet.py): large fleets set 30+
+    status_interval: Annotated[float, Field(gt=0)] = 2.0
     tls: Tls = field(default_factory=Tls)
     resources: Resources = field(default_factory=Resources)
 
