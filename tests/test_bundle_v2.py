@@ -4,7 +4,6 @@ shared segment sessions, v1 bundles refused with the command that rebuilds them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,13 +15,7 @@ from collab.bundle import MANIFEST, SELF_HASH, load_bundle, manifest_from_dict, 
 from collab.chain import BundleSessions
 from collab.errors import BundleError
 from collab.models.registry import example_inputs
-
-
-def _resign(root: Path, d: dict[str, object]) -> None:
-    """Write manifest ``d`` with a valid self-checksum (as a v1 writer would have)."""
-    body = json.dumps(d, indent=2, sort_keys=True) + "\n"
-    d = {**d, SELF_HASH: hashlib.sha256(body.encode()).hexdigest()}
-    (root / MANIFEST).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+from tests.helpers.manifests import write_self_checksummed
 
 
 @pytest.fixture
@@ -64,7 +57,7 @@ def test_v1_manifest_is_refused_with_the_rebuild_command(bundle_copy: Path) -> N
     for sp in d["split_points"]:
         sp.pop("boundary")
         sp["head"], sp["tail"] = first, first
-    _resign(bundle_copy, d)
+    write_self_checksummed(bundle_copy, d)
     with pytest.raises(BundleError, match="schema 1") as e:
         load_bundle(bundle_copy)
     msg = str(e.value)

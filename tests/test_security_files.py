@@ -6,7 +6,6 @@ client certificates."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import stat
@@ -20,13 +19,7 @@ import pytest
 from collab.bundle import MANIFEST, MAX_MANIFEST_BYTES, SELF_HASH, load_bundle
 from collab.chain import BundleSessions
 from collab.errors import BundleError
-
-
-def _write_signed(root: Path, d: dict[str, object]) -> None:
-    """Write manifest ``d`` with a valid self-checksum: what a hostile author can do."""
-    body = json.dumps(d, indent=2, sort_keys=True) + "\n"
-    d = {**d, SELF_HASH: hashlib.sha256(body.encode()).hexdigest()}
-    (root / MANIFEST).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+from tests.helpers.manifests import write_self_checksummed
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def test_wrong_typed_manifest_fields_are_one_bundle_error(
 ) -> None:
     d = _manifest(bundle_copy)
     d[field] = value
-    _write_signed(bundle_copy, d)
+    write_self_checksummed(bundle_copy, d)
     with pytest.raises(BundleError, match="malformed manifest") as e:
         load_bundle(bundle_copy)
     assert where in str(e.value)
@@ -75,7 +68,7 @@ def test_a_deeply_nested_manifest_is_a_bundle_error(bundle_copy: Path) -> None:
 def test_an_oversized_manifest_is_refused_before_parsing(bundle_copy: Path) -> None:
     d = _manifest(bundle_copy)
     d["extra"] = {"pad": "x" * MAX_MANIFEST_BYTES}
-    _write_signed(bundle_copy, d)
+    write_self_checksummed(bundle_copy, d)
     with pytest.raises(BundleError, match="larger than"):
         load_bundle(bundle_copy)
 
