@@ -26,7 +26,8 @@ Measured (2 shared cores, loopback, 4 node processes, 30 s steady state, resnet 
      1000    200     1.1    23.9      1.5      3.3       0.92       84        4.3          124          22
      5000   1000     4.6    46.8      5.4     21.0       3.07      100        5.2          156          86
     10000   1998     4.8   150.9     21.1     25.6       7.87      118        6.4          128         209
-    10000   2000     3.9    24.2      5.7     20.8       5.63      108        6.5          180         149  (--status-interval 60)
+    10000   2000     3.9    24.2      5.7     20.8       5.63      108        6.5          180         149 (a)
+    (a) with --status-interval 60
 
 msg/s grows with the fleet (x10), RSS x1.4 and the store x1.5 for x10 nodes; the rollout's
 control plane is linear (7.9 s to 10k acks, after settle() stopped scanning every target per
