@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("collab.scenario.cli", "run simulated network scenarios"),
     "demo": ("collab.scenario.cli_demo", "run the default demo scenario"),
     "optimize": ("collab.optimize.cli", "INT8 / pruning / distillation variants per device tier"),
+    "deploy": ("collab.deploy.cli", "render Kubernetes/KubeEdge manifests from a values file"),
 }
 
 Handler = Callable[[argparse.Namespace], int]
@@ -101,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rest = argv[i + 1 :]
     module, help_ = COMMANDS[ns.command]
-    parser = argparse.ArgumentParser(prog=f"collab {ns.command}", description=help_)
+    # "@FILE" reads arguments from FILE, one per line: how a Kubernetes ConfigMap configures
+    # a daemon (collab.deploy.render)
+    parser = argparse.ArgumentParser(
+        prog=f"collab {ns.command}", description=help_, fromfile_prefix_chars="@"
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
     try:
         handler: Handler = importlib.import_module(module).configure(parser)

@@ -47,6 +47,16 @@ class Rollout:
     sequence: int = 0  # set once committed
     nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (state, error)
     issued: dict[str, float] = field(default_factory=dict)  # node -> when last signed for it
+    # nodes per state, kept by mark(): settle() after each ack is O(1), not a scan of every
+    # target (which made a rollout to N nodes O(N^2): 23 s at 10k, benchmarks/fleet.py)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def mark(self, node_id: str, state: str, error: str = "") -> None:
+        old = self.nodes.get(node_id)
+        if old is not None:
+            self.counts[old[0]] -= 1
+        self.nodes[node_id] = (state, error)
+        self.counts[state] += 1
 
     def status(self) -> msg.RolloutStatus:
         return msg.RolloutStatus(
@@ -87,9 +97,8 @@ class Rollout:
     def settle(self) -> None:
         if self.state != "active":
             return
-        states = [s for s, _ in self.nodes.values()]
-        if "pending" not in states:
-            self.state = "failed" if "refused" in states else "completed"
+        if not self.counts["pending"]:
+            self.state = "failed" if self.counts["refused"] else "completed"
 
 
 class Rollouts:
@@ -117,7 +126,7 @@ class Rollouts:
                 "SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
                 (r["rollout_id"],),
             ):
-                self.current.nodes[n["node_id"]] = (n["state"], n["error"])
+                self.current.mark(n["node_id"], n["state"], n["error"])
 
     @property
     def active(self) -> Rollout | None:
@@ -149,7 +158,7 @@ class Rollouts:
         )
         for r in nodes:  # offline nodes join the rollout when they come back (add_target)
             if r.online and r.accepts_rollouts and selected(version, r.node_id, percent):
-                ro.nodes[r.node_id] = ("acked" if r.bundle_version == version else "pending", "")
+                ro.mark(r.node_id, "acked" if r.bundle_version == version else "pending")
         ro.settle()
         superseded = prev.rollout_id if prev is not None and prev.state == "active" else None
         rows = [(ro.rollout_id, n, s, e, ro.created_at) for n, (s, e) in ro.nodes.items()]
@@ -218,7 +227,7 @@ class Rollouts:
         ro = self.active
         if ro is None or node_id not in ro.nodes or ro.nodes[node_id] == (state, error):
             return False
-        ro.nodes[node_id] = (state, error)
+        ro.mark(node_id, state, error)
         ro.settle()
         self._settled(ro)
         self._write_node(ro, node_id)
@@ -234,7 +243,7 @@ class Rollouts:
             or not selected(ro.version, node.node_id, ro.percent)
         ):
             return False
-        ro.nodes[node.node_id] = ("acked" if node.bundle_version == ro.version else "pending", "")
+        ro.mark(node.node_id, "acked" if node.bundle_version == ro.version else "pending")
         ro.settle()
         self._settled(ro)
         self._write_node(ro, node.node_id)

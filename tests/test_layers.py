@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "collab.procs",
             "collab.settings",
             "collab.yamlcfg",
+            "collab.setting_keys",
             "collab.files",
         ),
     ),
@@ -72,7 +73,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("roles", ("coordinator.*", "edge_node.*")),
-    ("applications", ("collab.scenario.*", "collab.cli", "collab.cli_fl")),
+    ("applications", ("collab.scenario.*", "collab.deploy.*", "collab.cli", "collab.cli_fl")),
 )
 TEST_ONLY = ("tests", "pytest", "hypothesis", "trustme")
 

@@ -11,10 +11,10 @@ by the fields themselves (collab.settings). The schema is documented in ``docs/s
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -35,7 +35,8 @@ from collab.edge.tiers import REFERENCE_MODEL, tier
 from collab.emulator.traces import DirectionTrace, LinkTrace, MahimahiTrace, Segment, load_mahimahi
 from collab.errors import CodecError, ConfigError
 from collab.files import read_text
-from collab.settings import Setting, settings, to_argv
+from collab.setting_keys import given, setting_keys
+from collab.settings import settings, to_argv
 from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 
 Action = Literal["kill_cloud", "start_cloud", "cut_link", "restore_link"]
@@ -240,52 +241,12 @@ class Scenario:
 
 
 # --- the file as written: validated, then turned into the Scenario above --------------------
-_STRICT: dict[type, Any] = {
-    bool: StrictBool,
-    int: StrictInt,
-    float: StrictFloat,
-    str: StrictStr,
-    Path: Path,
-    tuple: tuple[StrictStr, ...],
-}
-C = TypeVar("C")
-
-
-def _within(s: Setting) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        why = s.out_of_bounds(value)
-        if why is not None:
-            raise ValueError(f"{why}, got {value}")
-        return value
-
-    return check
-
-
-def _setting_keys(items: Sequence[Setting]) -> Callable[[type[C]], type[C]]:
-    """Add one key per setting to a file section: the setting's kind, never coerced, within
-    the field's bounds; absent (or null) means the config's own default, so none is copied."""
-
-    def add(cls: type[C]) -> type[C]:
-        for s in items:
-            cls.__annotations__[s.name] = Annotated[
-                _STRICT[s.kind] | None, AfterValidator(_within(s))
-            ]
-            setattr(cls, s.name, None)
-        return cls
-
-    return add
-
-
-def _given(section: object, items: Sequence[Setting]) -> dict[str, Any]:
-    return {s.name: getattr(section, s.name) for s in items if getattr(section, s.name) is not None}
-
-
 _EDGE_KEYS = settings(ClientConfig, skip=RUNNER_EDGE)
 _CLOUD_KEYS = settings(CloudConfig, skip=RUNNER_CLOUD)
 
 
 @config_dataclass
-@_setting_keys(_EDGE_KEYS)
+@setting_keys(_EDGE_KEYS)
 class _EdgesFile:
     count: Annotated[StrictInt, Field(ge=1, le=64)] = 1
 
@@ -293,14 +254,14 @@ class _EdgesFile:
         self.spec()  # the config's own checks (e.g. the codec); its ConfigError names the section
 
     def spec(self) -> EdgeSpec:
-        return EdgeSpec(count=self.count, client=ClientConfig(**_given(self, _EDGE_KEYS)))
+        return EdgeSpec(count=self.count, client=ClientConfig(**given(self, _EDGE_KEYS)))
 
 
 @config_dataclass
-@_setting_keys(_CLOUD_KEYS)
+@setting_keys(_CLOUD_KEYS)
 class _CloudFile:
     def spec(self) -> CloudSpec:
-        return CloudSpec(settings=_given(self, _CLOUD_KEYS))
+        return CloudSpec(settings=given(self, _CLOUD_KEYS))
 
 
 @config_dataclass

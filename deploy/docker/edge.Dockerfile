@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# The edge image: the edge daemon: the base install (ONNX Runtime, gRPC, codecs, MQTT), no torch.
+# Build from the repository root: docker build -f deploy/docker/edge.Dockerfile -t edgecollab-edge:0.1.0 .
+# Exactly the locked versions (constraints.txt); nothing is downloaded when the container runs.
+ARG PYTHON=python:3.11-slim-bookworm
+
+FROM ${PYTHON} AS build
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY collab ./collab
+COPY edge_node ./edge_node
+COPY cloud_node ./cloud_node
+COPY coordinator ./coordinator
+RUN python -m venv /opt/collab \
+ && /opt/collab/bin/pip install --no-cache-dir -c constraints.txt "."
+
+FROM ${PYTHON}
+COPY --from=build /opt/collab /opt/collab
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin collab
+USER 10001
+ENV PATH=/opt/collab/bin:$PATH PYTHONUNBUFFERED=1
+EXPOSE 50061 9101
+ENTRYPOINT ["collab"]
+CMD ["edge", "--help"]
