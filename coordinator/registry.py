@@ -178,17 +178,24 @@ class Registry:
                 eps.setdefault(e, None)
         return tuple(eps)
 
-    def snapshot(self, max_bytes: int) -> tuple[tuple[msg.NodeStatus, ...], int]:
-        """The nodes whose status fits in ``max_bytes`` (encoded), online ones first, then
-        the most recently heard of, listed by id; and how many were left out."""
-        order = sorted(self.nodes.values(), key=lambda r: (not r.online, -r.last_seen, r.node_id))
-        kept: list[msg.NodeStatus] = []
-        size = 0
-        for r in order:
-            st = r.status()
-            size += msg.node_status_to_proto(st).ByteSize() + 4  # + tag and length prefix
-            if size > max_bytes:
-                break
-            kept.append(st)
-        kept.sort(key=lambda n: n.node_id)
-        return tuple(kept), len(order) - len(kept)
+    def statuses(self) -> list[msg.NodeStatus]:
+        """Every node's status as of now: immutable copies, cheap to take under the
+        coordinator's lock; :func:`bounded_snapshot` does the rest outside it."""
+        return [r.status() for r in self.nodes.values()]
+
+
+def bounded_snapshot(
+    statuses: list[msg.NodeStatus], max_bytes: int
+) -> tuple[tuple[msg.NodeStatus, ...], int]:
+    """The nodes whose status fits in ``max_bytes`` (encoded), online ones first, then
+    the most recently heard of, listed by id; and how many were left out."""
+    order = sorted(statuses, key=lambda n: (not n.online, -n.last_seen, n.node_id))
+    kept: list[msg.NodeStatus] = []
+    size = 0
+    for st in order:
+        size += msg.node_status_to_proto(st).ByteSize() + 4  # + tag and length prefix
+        if size > max_bytes:
+            break
+        kept.append(st)
+    kept.sort(key=lambda n: n.node_id)
+    return tuple(kept), len(order) - len(kept)
