@@ -187,8 +187,11 @@ def test_auto_starts_edge_only_and_upgrades_when_the_cloud_appears(resnet_bundle
             # probes every 0.2 s, plus gRPC's reconnect backoff (<= 2 s) after the failed start;
             # the margin is for a loaded 2-core machine (it failed once at 4.5 s under load)
             assert time.monotonic() - t_up < 12
+            # explain() decides afresh: on a loaded machine one slow cloud call may tip it
+            # back to edge-only, so what must hold is that the cloud paths are on the table
             ex = c.explain()
-            assert ex["chosen"] != "edge_only" and ex["network"]["reachable"]
+            assert ex["network"]["reachable"]
+            assert any(k["path"] != "edge_only" and k["feasible"] for k in ex["candidates"]), ex
 
 
 def test_set_cloud_follows_a_new_address_list_and_interval_telemetry(
