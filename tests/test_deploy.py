@@ -75,6 +75,10 @@ def _render(tmp: Path, text: str | None = None, *extra: str) -> dict[str, list[d
     assert main(["deploy", "render", "--values", str(values), "--out", str(out), *extra]) == 0
     texts = {p.name: p.read_text() for p in sorted(out.glob("*.yaml"))}
     assert not any("&id" in s for s in texts.values())  # plain YAML: no anchors for kubectl diff
+    # the output is a kustomize base naming exactly the manifests (not a cluster object)
+    kustomization = yaml.safe_load(texts.pop("kustomization.yaml"))
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(texts)
     return {name: list(yaml.safe_load_all(s)) for name, s in texts.items()}
 
 

@@ -77,6 +77,9 @@ def bridge(args: argparse.Namespace) -> int:
     return 0
 
 
+KUSTOMIZATION = "kustomization.yaml"
+
+
 def render(args: argparse.Namespace) -> int:
     from collab.deploy.render import render as render_files
     from collab.deploy.values import parse_values
@@ -94,5 +97,15 @@ def render(args: argparse.Namespace) -> int:
     if secret_objs is not None:
         write_private(args.out / "secrets.yaml", dump(secret_objs).encode(), replace=True)
     written = [*files, *(["secrets.yaml"] if secret_objs is not None else [])]
-    print(f"wrote {', '.join(written)} to {args.out} (apply: kubectl apply -f {args.out})")
+    # the directory is also a kustomize base: overlays (a region, a site) patch it
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": written,
+    }
+    (args.out / KUSTOMIZATION).write_text(dump([kustomization]))
+    print(
+        f"wrote {', '.join(written)} and {KUSTOMIZATION} to {args.out} "
+        f"(apply: kubectl apply -k {args.out})"
+    )
     return 0
