@@ -405,3 +405,47 @@ def test_dockerfiles(role: str) -> None:
     entry = [rest for w, rest in steps if w in ("ENTRYPOINT", "CMD")]
     assert yaml.safe_load(entry[0]) == ["collab"] and yaml.safe_load(entry[1])[0] in COMMANDS
     assert (ROOT / ".dockerignore").read_text().count(".venv") == 1
+
+
+def test_the_committed_base_is_the_rendering_of_the_shipped_values(tmp_path: Path) -> None:
+    """deploy/base is what `collab deploy render --values deploy/values.yaml` writes: an
+    operator without Python can start from it, and it never drifts from the renderer."""
+    out = tmp_path / "base"
+    assert main(["deploy", "render", "--values", str(VALUES), "--out", str(out)]) == 0
+    base = ROOT / "deploy" / "base"
+    rendered = {p.name: p.read_text() for p in out.iterdir()}
+    committed = {p.name: p.read_text() for p in base.iterdir()}
+    stale = sorted(
+        n for n in rendered.keys() | committed.keys() if rendered.get(n) != committed.get(n)
+    )
+    assert not stale, f"deploy/base is stale in {stale}: re-render it into deploy/base"
+
+
+def _replace(doc: dict[str, Any], path: str, value: object) -> None:
+    """JSON-patch ``replace``: the path must exist (kustomize fails otherwise)."""
+    *parents, last = [int(p) if p.isdigit() else p for p in path.strip("/").split("/")]
+    node: Any = doc
+    for p in parents:
+        node = node[p]
+    node[last]
+    node[last] = value
+
+
+def test_the_overlay_patches_objects_of_the_base_and_stays_valid() -> None:
+    overlay = ROOT / "deploy" / "overlays" / "large-fleet"
+    k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    base_dir = (overlay / k["resources"][0]).resolve()
+    assert base_dir == ROOT / "deploy" / "base"
+    docs = [
+        d
+        for p in sorted(base_dir.glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for d in yaml.safe_load_all(p.read_text())
+    ]
+    for patch in k["patches"]:
+        t = patch["target"]
+        (obj,) = [d for d in docs if d["kind"] == t["kind"] and d["metadata"]["name"] == t["name"]]
+        for op in yaml.safe_load(patch["patch"]):
+            assert op["op"] == "replace"
+            _replace(obj, op["path"], op["value"])
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
