@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from test_cloud_support import Recorder
 
 from cloud_node.batcher import Batcher
 from collab.errors import ClosedError, DeadlineError
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sizes: list[int] = []
-        self.drops: dict[str, int] = {}
-
-    def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
-        with self.lock:
-            self.sizes.append(size)
-
-    def dropped(self, reason: str, n: int) -> None:
-        with self.lock:
-            self.drops[reason] = self.drops.get(reason, 0) + n
 
 
 def _model(x: np.ndarray) -> np.ndarray:

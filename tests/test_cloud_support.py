@@ -4,6 +4,8 @@ request computed from the bundle files, channels, and /metrics scraping."""
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -65,3 +67,20 @@ def scrape(port: int, name: str, **labels: str) -> float:
         if all(got.get(k) == v for k, v in labels.items()):
             total += float(m.group(3))
     return total
+
+
+class Recorder:
+    """Batcher metrics sink: batch sizes and drops by reason, as the tests read them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sizes: list[int] = []
+        self.drops: dict[str, int] = {}
+
+    def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
+        with self.lock:
+            self.sizes.append(size)
+
+    def dropped(self, reason: str, n: int) -> None:
+        with self.lock:
+            self.drops[reason] = self.drops.get(reason, 0) + n

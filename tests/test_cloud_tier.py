@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_cloud_support import model_id, sample_inputs, stub, wait_ready
+from test_cloud_support import Recorder, model_id, sample_inputs, stub, wait_ready
 
 from cloud_node.batcher import Batcher
 from cloud_node.config import CloudConfig
@@ -27,21 +27,6 @@ from collab.errors import ConfigError, LateError, OverloadedError
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.rpc_status import RETRY_AFTER_KEY, abort
 from collab.transport import SERVICE_NAME
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sizes: list[int] = []
-        self.drops: dict[str, int] = {}
-
-    def batch(self, size: int, queue_s: Sequence[float], compute_s: float) -> None:
-        with self.lock:
-            self.sizes.append(size)
-
-    def dropped(self, reason: str, n: int) -> None:
-        with self.lock:
-            self.drops[reason] = self.drops.get(reason, 0) + n
 
 
 def _seeded(a: float, b: float) -> BatchCost:

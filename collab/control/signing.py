@@ -9,7 +9,6 @@ prefix keeps these signatures from being valid for anything else the key might s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from collab.control import messages as msg
 from collab.errors import AuthError, ConfigError
+from collab.files import write_private
 from collab.log import logger
 
 CONTEXT = b"collab/v2 rollout directive\x00"
@@ -39,9 +39,7 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    write_private(path, pem)  # 0600 from the first byte, never through a planted link
     public_key_path(path).write_bytes(public_pem(key.public_key()))
     logger.info("generated Ed25519 signing key %s (give nodes %s)", path, public_key_path(path))
     return key
