@@ -194,6 +194,8 @@ def bench_coordinator(
         mqtt=MqttConfig(url=url),
         db=tmp / f"{mode}.db",
         heartbeat_timeout=30,
+        listen="127.0.0.1:0",
+        operator_listen="127.0.0.1:0",
         client_id=f"bench-coordinator-{mode}",
         status_interval=status_interval,
     )

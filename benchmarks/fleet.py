@@ -200,6 +200,8 @@ def _coordinator(
         mqtt=MqttConfig(url=url),
         db=tmp / "fleet.db",
         heartbeat_timeout=30,
+        listen="127.0.0.1:0",
+        operator_listen="127.0.0.1:0",
         status_interval=args.status_interval,
     )
     with Coordinator(cfg) as c:

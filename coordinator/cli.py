@@ -28,64 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> Any:
         "--db", type=Path, required=True, help="SQLite registry (created, WAL mode)"
     )
     parser.add_argument(
-        "--bundle-store",
-        type=Path,
-        default=None,
-        help="bundle store dir (default: <db dir>/bundles)",
-    )
-    parser.add_argument(
-        "--signing-key",
-        type=Path,
-        default=None,
-        help="Ed25519 key (PEM), created on first start; nodes trust <key>.pub "
-        "(default: <db dir>/coordinator.ed25519)",
-    )
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:50070",
-        help="gRPC for nodes: bundle fetch, per-node fetch tokens (default %(default)s)",
-    )
-    parser.add_argument(
-        "--advertise", default=None, help="host:port nodes fetch bundles from (default: --listen)"
-    )
-    parser.add_argument(
-        "--operator-listen",
-        default="127.0.0.1:50071",
-        help="gRPC for `collab rollout`; beyond loopback it needs an admin token "
-        "(default %(default)s)",
-    )
-    limits = FetchLimits()
-    parser.add_argument(
-        "--fetch-key",
-        type=Path,
-        default=None,
-        help="secret the nodes' fetch tokens derive from, created on first start "
-        "(`collab mqtt-auth --fetch-key` issues the tokens; default: <db dir>/coordinator.fetch-key)",
-    )
-    parser.add_argument(
-        "--fetch-streams",
-        type=int,
-        default=limits.streams,
-        help="concurrent bundle fetches (workers); more are refused (default %(default)s)",
-    )
-    parser.add_argument(
-        "--fetch-stream-timeout",
-        type=float,
-        default=limits.stream_timeout,
-        metavar="S",
-        help="seconds a bundle fetch may stay open (default %(default)s)",
-    )
-    parser.add_argument(
-        "--heartbeat-timeout", type=float, default=15.0, help="seconds without heartbeat -> offline"
-    )
-    parser.add_argument(
-        "--status-interval", type=float, default=2.0, help="fleet status publish period (s)"
-    )
-    parser.add_argument(
-        "--grpc-tls-cert", type=Path, default=None, help="serve gRPC with TLS (cert PEM)"
-    )
-    parser.add_argument("--grpc-tls-key", type=Path, default=None, help="TLS key PEM")
-    parser.add_argument(
         "--admin-token-file",
         type=Path,
         default=None,
@@ -98,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     from coordinator.daemon import CoordinatorConfig
 
     add_flags(parser, settings(CoordinatorConfig))
+    add_flags(parser, settings(FetchLimits))
     return run
 
 
@@ -110,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # before anything starts: an open operator API is a refusal to start, not a warning
         token = admin_token(args.admin_token_file)
         require_operator_auth(args.operator_listen, token)
-        limits = FetchLimits(streams=args.fetch_streams, stream_timeout=args.fetch_stream_timeout)
+        limits = FetchLimits(**from_args(args, settings(FetchLimits)))
     except ConfigError as e:
         print(f"collab coordinator: error: {e}", file=sys.stderr)
         return 2
@@ -129,21 +72,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("using external broker %s", args.broker)
             mqtt = mqtt_config_from_args(args)
         cfg = CoordinatorConfig(
-            mqtt=mqtt,
-            db=args.db,
-            bundle_store=args.bundle_store,
-            signing_key=args.signing_key,
-            listen=args.listen,
-            advertise=args.advertise,
-            operator_listen=args.operator_listen,
-            fetch_key=args.fetch_key,
-            fetch_limits=limits,
-            heartbeat_timeout=args.heartbeat_timeout,
-            status_interval=args.status_interval,
-            grpc_tls_cert=args.grpc_tls_cert,
-            grpc_tls_key=args.grpc_tls_key,
-            admin_token=token,
-            **extra,
+            mqtt=mqtt, db=args.db, fetch_limits=limits, admin_token=token, **extra
         )
         coord = stack.enter_context(Coordinator(cfg))
         if args.metrics_port is not None:

@@ -41,18 +41,40 @@ MAX_PAYLOAD = 64 * 1024
 class CoordinatorConfig:
     mqtt: MqttConfig
     db: Path
-    bundle_store: Path | None = None  # default: <db dir>/bundles
-    signing_key: Path | None = None  # default: <db dir>/coordinator.ed25519 (created)
-    listen: str = "127.0.0.1:0"  # gRPC for nodes: bundle fetch (per-node fetch tokens)
-    advertise: str | None = None  # host:port nodes fetch from (default: the listen address)
-    operator_listen: str = "127.0.0.1:0"  # gRPC for operators (admin token beyond loopback)
-    fetch_key: Path | None = None  # default: <db dir>/coordinator.fetch-key (created)
+    bundle_store: Path | None = setting(None, help="bundle store dir (default: <db dir>/bundles)")
+    signing_key: Path | None = setting(
+        None,
+        help="Ed25519 key (PEM), created on first start; nodes trust <key>.pub "
+        "(default: <db dir>/coordinator.ed25519)",
+    )
+    listen: str = setting(
+        "127.0.0.1:50070",
+        help="gRPC for nodes: bundle fetch, per-node fetch tokens",
+        metavar="HOST:PORT",
+    )
+    advertise: str | None = setting(
+        None, help="host:port nodes fetch bundles from (default: --listen)", metavar="HOST:PORT"
+    )
+    operator_listen: str = setting(
+        "127.0.0.1:50071",
+        help="gRPC for `collab rollout`; beyond loopback it needs an admin token",
+        metavar="HOST:PORT",
+    )
+    fetch_key: Path | None = setting(
+        None,
+        help="secret the nodes' fetch tokens derive from, created on first start "
+        "(`collab mqtt-auth --fetch-key` issues the tokens; default: <db dir>/coordinator.fetch-key)",
+    )
     fetch_limits: FetchLimits = field(default_factory=FetchLimits)
-    heartbeat_timeout: float = 15.0
-    status_interval: float = 2.0
+    heartbeat_timeout: float = setting(
+        15.0, help="seconds without heartbeat -> offline", lo=0, lo_open=True, metavar="S"
+    )
+    status_interval: float = setting(
+        2.0, help="fleet status publish period (s)", lo=0, lo_open=True, metavar="S"
+    )
     max_payload: int = MAX_PAYLOAD
-    grpc_tls_cert: Path | None = None
-    grpc_tls_key: Path | None = None
+    grpc_tls_cert: Path | None = setting(None, help="serve gRPC with TLS (cert PEM)")
+    grpc_tls_key: Path | None = setting(None, help="TLS key PEM")
     admin_token: str | None = None  # "authorization: Bearer <token>" on the operator API
     client_id: str = "collab-coordinator"
     directive_ttl: float = setting(
@@ -90,8 +112,6 @@ class CoordinatorConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.heartbeat_timeout <= 0 or self.status_interval <= 0:
-            raise ConfigError("--heartbeat-timeout and status interval must be > 0")
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ConfigError("gRPC TLS needs both a certificate and a key")
         check_bounds(self)

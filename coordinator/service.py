@@ -26,6 +26,7 @@ from collab.errors import ConfigError, NotFoundError, TooLargeError
 from collab.proto import control_pb2 as pb
 from collab.proto import control_pb2_grpc as pb_grpc
 from collab.rpc_status import abort
+from collab.settings import check_bounds, setting
 from collab.transport import server_credentials
 from coordinator.auth import FetchKey, check_admin, require_operator_auth
 from coordinator.store import BundleStore
@@ -49,13 +50,26 @@ class Operations(Protocol):
 class FetchLimits:
     """How much of the node-facing server one caller, and all of them, may hold."""
 
-    streams: int = 16  # worker threads = concurrent Fetch streams; more are refused
-    per_node: int = 2  # concurrent streams of one node id
-    stream_timeout: float = 300.0  # seconds a stream may stay open, read or not
+    streams: int = setting(
+        16,
+        help="concurrent bundle fetches (worker threads); more are refused",
+        lo=1,
+        flag="--fetch-streams",
+    )
+    per_node: int = setting(
+        2, help="concurrent bundle fetches of one node id", lo=1, flag="--fetch-per-node"
+    )
+    stream_timeout: float = setting(
+        300.0,
+        help="seconds a bundle fetch may stay open, read or not",
+        lo=0,
+        lo_open=True,
+        flag="--fetch-stream-timeout",
+        metavar="S",
+    )
 
     def __post_init__(self) -> None:
-        if self.streams < 1 or self.per_node < 1 or not self.stream_timeout > 0:
-            raise ConfigError("fetch streams and per-node streams must be >= 1, timeout > 0")
+        check_bounds(self)
 
 
 @contextmanager

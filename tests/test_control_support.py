@@ -211,6 +211,8 @@ def coordinator_config(url: str, tmp: Path, **kw: Any) -> Any:
         db=tmp / "coord" / "registry.db",
         heartbeat_timeout=kw.pop("heartbeat_timeout", 1.0),
         status_interval=kw.pop("status_interval", 0.2),
+        listen=kw.pop("listen", "127.0.0.1:0"),
+        operator_listen=kw.pop("operator_listen", "127.0.0.1:0"),
         **kw,
     )
 

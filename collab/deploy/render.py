@@ -250,8 +250,6 @@ def coordinator_argv(v: Values) -> list[str]:
         "--operator-listen", f"0.0.0.0:{c.operator_port}",
         "--advertise", c.advertise or f"{_svc_host(v, 'coordinator')}:{c.port}",
         "--metrics-port", str(c.metrics_port),
-        "--heartbeat-timeout", str(c.heartbeat_timeout),
-        "--status-interval", str(c.status_interval),
     ]  # fmt: skip
     if c.tls.enabled:
         argv += ["--grpc-tls-cert", f"{TLS_DIR}/tls.crt", "--grpc-tls-key", f"{TLS_DIR}/tls.key"]

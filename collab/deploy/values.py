@@ -44,7 +44,10 @@ EDGE_OWNED = (
     *("trusted_key", "work_dir", "fetch_token_file"),
     "node_id",  # per pod: $(NODE_NAME), in the container's args
 )
-COORDINATOR_OWNED = ("broker_auth", "allow_anonymous_broker")
+COORDINATOR_OWNED = (
+    *("broker_auth", "allow_anonymous_broker", "bundle_store", "signing_key", "fetch_key"),
+    *("listen", "operator_listen", "advertise", "grpc_tls_cert", "grpc_tls_key"),
+)
 CLOUD_KEYS = settings(CloudConfig, skip=CLOUD_OWNED)
 CLIENT_KEYS = settings(ClientConfig)
 EDGE_KEYS = settings(EdgeConfig, skip=EDGE_OWNED)
@@ -136,10 +139,9 @@ class Coordinator:
     # host:port the nodes fetch bundles from (default: the in-cluster Service name)
     advertise: StrictStr | None = None
     metrics_port: Port = 9102
-    heartbeat_timeout: Annotated[float, Field(gt=0)] = 15.0
-    # the retained fleet snapshot is rebuilt this often; at 10k nodes every 2 s its cost
-    # pushes the heartbeat p99 past 100 ms (benchmarks/fleet.py): large fleets set 30+
-    status_interval: Annotated[float, Field(gt=0)] = 2.0
+    # status_interval (a setting key): the retained fleet snapshot is rebuilt this often; at
+    # 10k nodes every 2 s its cost pushes the heartbeat p99 past 100 ms (benchmarks/fleet.py):
+    # large fleets set 30+
     tls: Tls = field(default_factory=Tls)
     resources: Resources = field(default_factory=Resources)
 
