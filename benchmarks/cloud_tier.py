@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The cloud tier under open-loop load: four execution/scheduling modes side by side.
 
-Modes (each a real ``collab cloud`` process, one after the other, per model):
+Modes (each a real ``collab cloud`` process; all four run at once, idle but for the
+window being measured, so the modes see the same machine):
 
   (a) batch1    one session, intra-op threads = cores, batch size 1, FIFO
   (b) sessions  N sessions x 1 thread pinned to the cores, batch size 1, FIFO
@@ -15,16 +16,21 @@ request not answered OK within it is a miss (latency inf). Load is open loop: Po
 arrivals from ``--streams`` streams, each request sent at its scheduled instant whether
 or not earlier ones returned, latency counted from that instant (benchmarks/cloud.py's
 machinery). Capacity at the SLO: the highest offered rate whose p99 <= SLO and whose
-goodput keeps up (>= 0.95 x offered): double from 1 / p50, then bisect.
+goodput keeps up (>= 0.95 x offered), on one geometric ladder of rates (x1.25 from
+half of 1 / p50; a window lasts ``--seconds`` or long enough for ``--min-requests``, so a
+p99 never rests on a handful of requests) climbed by every mode in turn, window by window (a, b, c, d, a, b,
+...): a burst of host noise hits neighbouring windows of every mode alike, instead of one
+mode's whole search. A mode leaves the ladder after two failed rungs in a row.
 
-Overload: each mode is then offered 2x its own capacity for ``--seconds``; reported are
+Overload: each mode is then offered 2x its own capacity for ``--seconds``, the modes
+interleaved again, ``--repeats`` times (the median of each figure is reported); reported are
 goodput (answers within the deadline, per second) as a share of that capacity, and how
 the misses ended: refused by the node before compute (an error status with time to
 spare: EDF's early rejection or the queue bound), or not (timed out: queued until the
 deadline, or computed too late; the node's /metrics tell how many of those it computed).
 
 Usage: .venv/bin/python benchmarks/cloud_tier.py [--models resnet,vgg-wide]
-       [--seconds 3] [--steps 2]        (about 8 minutes on 2 cores)
+       [--seconds 2] [--repeats 3]      (about 10 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,69 +165,102 @@ def _execution(mport: int) -> str:
     return "?"
 
 
-async def _search(
-    port: int, mport: int, target: base.Target, mode: str, *, slo_ms: float, args: Any
-) -> ModeResult:
-    ch, call, req = await base._connect(port, target)
-    await base._warm_up(call, req, args.streams)
-    l0 = float(np.median(await base._sequential(call, req, 100))) * 1000.0
-    runs: list[Run] = []
+@dataclass
+class _Conn:
+    mode: str
+    call: Any
+    req: Any
+    mport: int
 
-    async def probe(rate: float) -> bool:
+
+async def _ladder(
+    conns: list[_Conn], target: base.Target, *, slo_ms: float, l0: float, args: Any
+) -> list[ModeResult]:
+    """Every mode up one shared ladder of rates, then 2x its capacity, interleaved."""
+
+    async def probe(c: _Conn, rate: float) -> Run:
+        seconds = max(args.seconds, args.min_requests / rate)  # p99 of enough requests
         r = await _window(
-            call, req, mport, rate=rate, streams=args.streams, seconds=args.seconds, slo_ms=slo_ms
-        )
-        runs.append(r)
+            c.call, c.req, c.mport, rate=rate, streams=args.streams, seconds=seconds,
+            slo_ms=slo_ms,
+        )  # fmt: skip
         print(
-            f"    {mode:<9} offered {rate:7.0f}/s  goodput {r.goodput:7.0f}/s  p99 "
+            f"    {c.mode:<9} offered {rate:7.0f}/s  goodput {r.goodput:7.0f}/s  p99 "
             f"{r.p99:8.2f} ms  refused {r.refused:5d}  timed out {r.timed_out:5d}  "
             f"{'pass' if r.ok(slo_ms) else 'FAIL'}",
             flush=True,
         )
-        return r.ok(slo_ms)
+        return r
 
-    rate = 1000.0 / l0
-    lo, hi = (rate, float("inf")) if await probe(rate) else (0.0, rate)
-    while hi == float("inf") and len(runs) < 12:
-        rate *= 2
-        lo, hi = (rate, hi) if await probe(rate) else (lo, rate)
-    while lo == 0.0 and len(runs) < 5:
-        rate /= 2
-        lo, hi = (rate, hi) if await probe(rate) else (lo, rate)
-    for _ in range(args.steps if lo > 0 and hi < float("inf") else 0):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if await probe(mid) else (lo, mid)
-    best = max(
-        (r for r in runs if r.ok(slo_ms) and r.rate <= lo), key=lambda r: r.rate, default=None
-    )
-    over = None
-    if lo > 0:
-        print(f"    {mode:<9} 2x overload:", flush=True)
-        await probe(2 * lo)
-        over = runs[-1]
-    await ch.close()
-    return ModeResult(mode, _execution(mport), lo, best, over)
+    best: dict[str, Run | None] = {c.mode: None for c in conns}
+    fails = {c.mode: 0 for c in conns}
+    rate = 0.5 * 1000.0 / l0
+    while any(f < 2 for f in fails.values()) and rate < 64 * 1000.0 / l0:
+        for c in conns:
+            if fails[c.mode] >= 2:
+                continue
+            r = await probe(c, rate)
+            if r.ok(slo_ms):
+                best[c.mode], fails[c.mode] = r, 0
+            else:
+                fails[c.mode] += 1
+        rate *= 1.25
+    over: dict[str, list[Run]] = {c.mode: [] for c in conns}
+    for i in range(args.repeats):
+        print(f"    2x overload, round {i + 1}/{args.repeats}:", flush=True)
+        for c in conns:
+            b = best[c.mode]
+            if b is not None:
+                over[c.mode].append(await probe(c, 2 * b.rate))
+    out = []
+    for c in conns:
+        b = best[c.mode]
+        cap = b.rate if b is not None else 0.0
+        out.append(ModeResult(c.mode, _execution(c.mport), cap, b, _median_run(over[c.mode])))
+    return out
+
+
+def _median_run(runs: list[Run]) -> Run | None:
+    """The run with the median goodput (its own counts stay consistent)."""
+    if not runs:
+        return None
+    return sorted(runs, key=lambda r: r.goodput)[len(runs) // 2]
+
+
+async def _measure_all(
+    ports: dict[str, tuple[int, int]], target: base.Target, *, slo_ms: float, args: Any
+) -> list[ModeResult]:
+    conns, chans = [], []
+    for mode, (port, mport) in ports.items():
+        ch, call, req = await base._connect(port, target)
+        await base._warm_up(call, req, args.streams)
+        conns.append(_Conn(mode, call, req, mport))
+        chans.append(ch)
+    l0 = float(np.median(await base._sequential(conns[0].call, conns[0].req, 100))) * 1000.0
+    try:
+        return await _ladder(conns, target, slo_ms=slo_ms, l0=l0, args=args)
+    finally:
+        for ch in chans:
+            await ch.close()
 
 
 def bench_model(name: str, tmp: Path, args: Any) -> tuple[base.Target, float, list[ModeResult]]:
     target = base.make_target(base.bundle_for(name, tmp), base.BUILT.get(name, (0, None))[1])
-    p50 = {}
-    for mode in ("batch1", "sessions"):
-        with base.running(base.ServerSpec(mode, MODES[mode]), target) as (port, _, _m):
-            p50[mode] = asyncio.run(_unloaded_p50(port, target))
-    slo = args.slo_factor * min(p50.values())
-    print(
-        f"  [{target.label}] unloaded p50 (idle gaps): "
-        + ", ".join(f"{m} {v:.2f} ms" for m, v in p50.items())
-        + f"; SLO p99 <= {slo:.2f} ms (load average {base.loadavg()})",
-        flush=True,
-    )
-    results = []
-    for mode, flags in MODES.items():
-        with base.running(base.ServerSpec(mode, flags), target) as (port, _, mport):
+    with ExitStack() as stack:
+        ports: dict[str, tuple[int, int]] = {}
+        for mode, flags in MODES.items():
+            port, _, mport = stack.enter_context(base.running(base.ServerSpec(mode, flags), target))
             assert mport is not None
-            results.append(asyncio.run(_search(port, mport, target, mode, slo_ms=slo, args=args)))
-    return target, slo, results
+            ports[mode] = (port, mport)
+        p50 = {m: asyncio.run(_unloaded_p50(ports[m][0], target)) for m in ("batch1", "sessions")}
+        slo = args.slo_factor * min(p50.values())
+        print(
+            f"  [{target.label}] unloaded p50 (idle gaps): "
+            + ", ".join(f"{m} {v:.2f} ms" for m, v in p50.items())
+            + f"; SLO p99 <= {slo:.2f} ms (load average {base.loadavg()})",
+            flush=True,
+        )
+        return target, slo, asyncio.run(_measure_all(ports, target, slo_ms=slo, args=args))
 
 
 def print_table(rows: list[tuple[base.Target, float, list[ModeResult]]]) -> None:
@@ -257,8 +297,9 @@ def main() -> int:
     )
     ap.add_argument("--models", default="resnet,vgg-wide")
     ap.add_argument("--streams", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=3.0, help="per open-loop window")
-    ap.add_argument("--steps", type=int, default=2, help="bisection steps after doubling")
+    ap.add_argument("--seconds", type=float, default=2.0, help="per open-loop window")
+    ap.add_argument("--min-requests", type=int, default=500, help="per window, at least")
+    ap.add_argument("--repeats", type=int, default=3, help="2x overload windows per mode")
     ap.add_argument("--slo-factor", type=float, default=3.0)
     args = ap.parse_args()
     t0 = time.monotonic()

@@ -45,8 +45,8 @@ from collab.errors import CancelledError, ClosedError, DeadlineError, LateError,
 
 _NO_DEADLINE = math.inf
 _KEY = attrgetter("key")
-# EDF's deadline decisions: predicted compute x this, plus the reply's way out
-_MARGIN = 1.2
+# EDF's deadline decisions: predicted compute x the cost model's margin, plus the
+# reply's way out
 _REPLY_S = 0.0005
 
 
@@ -284,9 +284,9 @@ class Batcher:
 
     def _finish(self, n: int) -> float:
         """Predicted seconds from the start of a batch of ``n`` to its answer leaving:
-        with a margin, because a late answer is worse than an early refusal (the caller
-        can still finish the request itself)."""
-        return _MARGIN * self.cost(n) + _REPLY_S
+        a high quantile, not the mean (:attr:`BatchCost.margin`), because a late answer
+        is worse than an early refusal (the caller can still finish the request itself)."""
+        return self.cost.margin * self.cost(n) + _REPLY_S
 
     def _last_start(self, item: _Item) -> float:
         """When ``item`` (with a deadline) must start computing at the latest."""

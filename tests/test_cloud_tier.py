@@ -176,6 +176,26 @@ def test_requests_that_cannot_make_their_deadline_are_refused_before_compute() -
     assert rec.drops == {"deadline": 1, "late": 1}
 
 
+def test_the_deadline_margin_follows_the_spread_of_actual_compute_times() -> None:
+    """The cost line predicts the mean; deadlines use its 95th percentile: exact
+    observations keep the floor (1.2), a host where one batch in ten takes 3x the line
+    lifts the margin to about that, and stalls cannot lift it past the cap (4)."""
+    rng = np.random.default_rng(0)
+    exact = _seeded(0.002, 0.001)
+    assert exact.margin == pytest.approx(1.2)
+    noisy = _seeded(0.002, 0.001)
+    for _ in range(400):
+        n = int(rng.integers(1, 9))
+        slow = 3.0 if rng.random() < 0.1 else 1.0
+        noisy.observe(n, (0.002 + 0.001 * n) * slow)
+    assert 2.0 < noisy.margin <= 3.5
+    stalled = _seeded(0.002, 0.001)
+    for i in range(300):  # every fifth batch stalls for a second
+        stalled.observe(1, 1.0 if i % 5 == 0 else 0.003)
+    assert stalled.margin == pytest.approx(4.0)
+
+
+
 @pytest.mark.parametrize("bound_ms", [600.0, 0.0])
 def test_admission_is_bounded_by_the_predicted_wait(bound_ms: float) -> None:
     seen: list[float] = []
