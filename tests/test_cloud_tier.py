@@ -195,7 +195,6 @@ def test_the_deadline_margin_follows_the_spread_of_actual_compute_times() -> Non
     assert stalled.margin == pytest.approx(4.0)
 
 
-
 @pytest.mark.parametrize("bound_ms", [600.0, 0.0])
 def test_admission_is_bounded_by_the_predicted_wait(bound_ms: float) -> None:
     seen: list[float] = []
