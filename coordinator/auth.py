@@ -27,11 +27,26 @@ ADMIN_TOKEN_ENV = "COLLAB_ADMIN_TOKEN"
 _FETCH_CONTEXT = b"collab/v1 fetch token\x00"
 
 
+MIN_ADMIN_TOKEN = 16  # characters: `secrets.token_urlsafe(32)` (43) is what we issue
+
+
 def admin_token(path: Path | None) -> str | None:
-    """The operator token: from ``path`` (mode 0600) or else ``$COLLAB_ADMIN_TOKEN``."""
+    """The operator token: from ``path`` (mode 0600) or else ``$COLLAB_ADMIN_TOKEN``;
+    refused when short enough to guess (the API answers as fast as it can, so an online
+    guess costs an attacker one round trip)."""
     if path is not None:
-        return read_secret(path, "admin token file")
-    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+        token: str | None = read_secret(path, "admin token file")
+        where = os.fspath(path)
+    else:
+        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+        where = f"${ADMIN_TOKEN_ENV}"
+    if token is not None and len(token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"admin token in {where} has {len(token)} characters, fewer than "
+            f"{MIN_ADMIN_TOKEN}: use e.g. `python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`"
+        )
+    return token
 
 
 def require_operator_auth(listen: str, token: str | None) -> None:

@@ -181,6 +181,15 @@ def test_open_operator_api_beyond_loopback_refuses_to_start(tmp_path: Path) -> N
     loose.chmod(0o644)
     r = _start([*db, "--operator-listen", "0.0.0.0:0", "--admin-token-file", str(loose)], env)
     assert r.returncode == 2 and "chmod 600" in r.stderr, r.stderr
+    # nor is one short enough to guess, from a file or from the environment
+    short = tmp_path / "short.token"
+    short.write_text("hunter2\n")
+    short.chmod(0o600)
+    r = _start([*db, "--operator-listen", "0.0.0.0:0", "--admin-token-file", str(short)], env)
+    assert r.returncode == 2 and "fewer than 16" in r.stderr, r.stderr
+    r = _start([*db, "--operator-listen", "0.0.0.0:0"], {**env, ADMIN_TOKEN_ENV: "hunter2"})
+    assert r.returncode == 2 and "fewer than 16" in r.stderr, r.stderr
+    assert not (tmp_path / "coord").exists()
 
 
 def test_fetch_without_or_with_a_wrong_node_credential_is_refused(
