@@ -47,7 +47,9 @@ def test_operator_token(broker: Broker, tmp_path: Path, capsys: pytest.CaptureFi
     token = tmp_path / "token"
     token.write_text("s3cret-operator-token\n")
     token.chmod(0o600)
-    with Coordinator(coordinator_config(broker.url, tmp_path, admin_token="s3cret-operator-token")) as c:
+    with Coordinator(
+        coordinator_config(broker.url, tmp_path, admin_token="s3cret-operator-token")
+    ) as c:
         ep = f"127.0.0.1:{c.operator_port}"
         assert (
             collab_main(
