@@ -17,6 +17,7 @@ from collab.control import topics
 from collab.control.mqtt import MqttClient, add_mqtt_args, mqtt_config_from_args
 from collab.errors import ControlPlaneError
 from collab.proto import control_pb2 as pb
+from coordinator.cli_rollout import format_canary
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -106,6 +107,8 @@ def format_table(fs: msg.FleetStatus) -> str:
             f"rollout {r.rollout_id} {r.model_name} {r.version[:12]} {r.percent}% {r.state}: "
             f"{r.count('acked')} acked, {r.count('refused')} refused, {r.count('pending')} pending"
         )
+    if fs.canary is not None:
+        lines += format_canary(fs.canary)
     for node_id, version in sorted(fs.drift.items()):
         lines.append(f"drift: {node_id} serves {version[:12] or '-'}, not the rolled-out version")
     if fs.rejected:

@@ -16,6 +16,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collab.bundle import load_bundle
+from collab.control import canary as cn
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
@@ -26,6 +28,7 @@ from collab.proto import control_pb2 as pb
 from collab.settings import check_bounds, setting
 from collab.transport import advertised, is_loopback, is_loopback_host
 from coordinator.auth import load_or_create_fetch_key, require_operator_auth
+from coordinator.canary import Canaries, Launch
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -139,6 +142,7 @@ class Coordinator:
         self.store = BundleStore(Path(config.bundle_store or base / "bundles"), self.db)
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
+        self.canaries = Canaries(self.db)
         self.rejections = Rejections()
         self.metrics = self.rejections.metrics
         register_metrics(self, self.metrics)
@@ -250,11 +254,51 @@ class Coordinator:
     def start_rollout(self, version: str, *, percent: int = 100) -> msg.RolloutStatus:
         self.store.path(version)
         with self._lock:
+            self.canaries.supersede()  # an operator's rollout ends a running canary
+            return self._launch(Launch(version=version, targets=None, percent=percent))
+
+    def start_canary(self, version: str, plan: cn.CanaryPlan) -> cn.CanaryRecord:
+        """Refused (ConfigError, NotFoundError) before anything is sent when the
+        candidate is not stored, is the baseline, or the fleet cannot judge it."""
+        self.store.path(version)
+        with self._lock:
+            rec, launch = self.canaries.start(
+                plan, version, self.store.model_names[version], self.registry.nodes, self._files
+            )
+            self._launch(launch)
+            logger.info(
+                "canary %s: %s %s vs baseline %s, seed %d, %d%% -> %s",
+                rec.canary_id,
+                rec.model_name,
+                version[:12],
+                rec.baseline_version[:12],
+                rec.seed,
+                round(rec.steps[0]),
+                ",".join(rec.canary_nodes),
+            )
+            return rec
+
+    def _files(self, version: str) -> dict[str, str] | None:
+        """The files (path -> sha256) of a stored version; None when not stored."""
+        if version not in self.store.model_names:
+            return None
+        return dict(load_bundle(self.store.path(version)).manifest.files)
+
+    def canary_status(self) -> cn.CanaryRecord | None:
+        with self._lock:
+            return self.canaries.current
+
+    def _launch(self, launch: Launch) -> msg.RolloutStatus:
+        """Start a rollout (a canary step, or an operator's) and publish its directives."""
+        version, percent = launch.version, launch.percent
+        with self._lock:
             ro = self.rollouts.start(
                 version,
                 self.store.model_names[version],
                 percent,
                 list(self.registry.nodes.values()),
+                targets=launch.targets,
+                shadow=launch.shadow,
             )
             for node_id in ro.nodes:
                 self._publish_directive(node_id)
@@ -294,10 +338,11 @@ class Coordinator:
         # held up the MQTT handlers (p99 heartbeat->commit 151 ms, benchmarks/fleet.py)
         with self._lock:
             statuses = self.registry.statuses()
-            rollout, rejected, drift = (
+            rollout, rejected, drift, canary = (
                 self.rollout_status(),
                 dict(self.rejections.counts),
                 self.drift(),
+                self.canaries.current,
             )
         nodes, omitted = bounded_snapshot(statuses, self.config.status_max_bytes)
         return msg.FleetStatus(
@@ -307,12 +352,18 @@ class Coordinator:
             rejected=rejected,
             drift=drift,
             omitted=omitted,
+            canary=canary,
         )
 
     def _status_changed(self) -> bool:
         """Whether anything a snapshot shows changed since the last one was published."""
         with self._lock:
-            key = (self.registry.version, self.rollout_status(), dict(self.rejections.counts))
+            key = (
+                self.registry.version,
+                self.rollout_status(),
+                dict(self.rejections.counts),
+                self.canaries.current,
+            )
         changed, self._published_status = key != self._published_status, key
         return changed
 
@@ -377,6 +428,9 @@ class Coordinator:
                     self._publish_clouds()
                     for node_id in self.rollouts.stale(self.config.directive_ttl):
                         self._publish_directive(node_id)
+                    act = self.canaries.sweep(now)
+                    if act is not None:
+                        self._act(*act)
                     self._log_drift()
                     self._forget(self.registry.expire(now, self.config.node_ttl))
                 if now >= next_status and self._status_changed():
@@ -485,7 +539,29 @@ class Coordinator:
         if not self._check(node_id, t.node_id):
             return
         with self._lock:
-            self.registry.telemetry(t, time.time())
+            now = time.time()
+            self.registry.telemetry(t, now)
+            ignored, act = self.canaries.on_telemetry(node_id, t.versions, self.registry.nodes, now)
+            if ignored:
+                self.rejections.reject(
+                    "canary_ignored", f"{node_id!r} is neither in the canary nor in its control"
+                )
+            if act is not None:
+                self._act(*act)
+
+    def _act(self, d: cn.CanaryDecision, launch: Launch) -> None:
+        """(lock held) Carry out a canary decision (already recorded)."""
+        rec = self.canaries.current
+        assert rec is not None
+        logger.info(
+            "canary %s step %d (%g%%): %s: %s",
+            rec.canary_id,
+            d.step,
+            rec.steps[d.step],
+            d.action,
+            d.reason,
+        )
+        self._launch(launch)
 
     def _on_ack(self, node_id: str, a: msg.RolloutAck) -> None:
         if not self._check(node_id, a.node_id):

@@ -19,10 +19,11 @@ from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.transfer import fetch_token
 from collab.edge.client import Client
 from collab.transport import advertised
+from edge_node.canary import VersionMonitor
 from edge_node.config import EdgeConfig
 
 
-def telemetry(client: Client) -> msg.Telemetry:
+def telemetry(client: Client, monitor: VersionMonitor | None = None) -> msg.Telemetry:
     t = client.take_interval()
     return msg.Telemetry(
         node_id="",
@@ -34,10 +35,13 @@ def telemetry(client: Client) -> msg.Telemetry:
         p99_ms=t.p99_ms,
         fallbacks=t.fallbacks,
         bytes_sent=t.bytes_sent,
+        versions=monitor.take() if monitor is not None else (),
     )
 
 
-def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
+def join_fleet(
+    config: EdgeConfig, client: Client, port: int, monitor: VersionMonitor | None = None
+) -> NodeAgent:
     assert config.mqtt is not None
     node_id = config.node_id or topics.default_node_id("edge", port)
     # a stable default: the directive high-water mark in it must survive restarts
@@ -47,7 +51,16 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
         client.set_cloud(addresses)
 
     def on_swap(bundle_dir: Path) -> None:
-        client.swap_bundle(bundle_dir)
+        version = client.swap_bundle(bundle_dir)
+        if monitor is not None:
+            monitor.served(version, bundle_dir)
+
+    def on_applied(d: msg.RolloutDirective) -> None:  # a canary names its shadow baseline
+        if monitor is not None:
+            monitor.set_shadow(d.shadow_version, d.shadow_share)
+
+    if monitor is not None:
+        monitor.served(client.bundle.version, client.bundle.root)
 
     agent = NodeAgent(
         AgentConfig(
@@ -66,6 +79,7 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
         ),
         on_swap=on_swap,
         on_clouds=on_clouds,
-        telemetry=lambda: telemetry(client),
+        on_applied=on_applied,
+        telemetry=lambda: telemetry(client, monitor),
     )
     return agent.start()

@@ -1,0 +1,303 @@
+"""Canary rollouts with real processes: a coordinator, a Mosquitto broker and three
+`collab edge` daemons under load. A candidate that disagrees with the baseline and one
+that is far slower are rolled back automatically, a good one is promoted in steps to the
+whole fleet; every decision is reproduced from the telemetry windows the coordinator
+recorded; bad requests are refused before anything is sent."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from test_control_support import StatusWatcher, fetch_token_file, revised, tiny_bundle, wait_until
+
+from collab import codec
+from collab.bundle import load_bundle
+from collab.cli import main as collab_main
+from collab.control import canary as cn
+from collab.control import messages as msg
+from collab.control import topics
+from collab.control.mqtt import MqttClient, MqttConfig
+from collab.procs import Broker, collab_process, free_port
+from collab.proto import collab_pb2, collab_pb2_grpc
+from coordinator.canary import load_windows
+from coordinator.canary_decision import replay
+from coordinator.db import Database
+from coordinator.operator_client import CoordinatorClient
+
+EDGES = ("edge-a", "edge-b", "edge-c")
+# small samples keep the run short; the degraded candidates differ by far more than the
+# tests need (20 % disagreement against a 1 % budget; 200x the latency)
+PLAN = [
+    "--min-requests",
+    "150",
+    "--min-shadow",
+    "40",
+    "--shadow-share",
+    "0.5",
+    "--max-duration",
+    "90",
+    "--latency-tolerance",
+    "1.0",  # processes on a shared 2-core box differ; the slow candidate is 200x slower
+]
+
+
+class Load:
+    """One thread per edge sending edge-only requests until stopped."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._stop = threading.Event()
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(p,), daemon=True) for p in ports]
+
+    def _run(self, port: int) -> None:
+        rng = np.random.default_rng(port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = collab_pb2_grpc.EdgeServiceStub(ch)
+            while not self._stop.is_set():
+                x = rng.normal(size=(1, 4)).astype(np.float32)
+                try:
+                    stub.Infer(
+                        collab_pb2.EdgeInferRequest(
+                            frame=codec.encode(x, "f32"), policy="edge_only"
+                        ),
+                        timeout=10,
+                    )
+                except grpc.RpcError as e:
+                    self.errors.append(str(e.code()))
+                time.sleep(0.002)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+@contextmanager
+def fleet(broker: Broker, tmp: Path, base: Path) -> Iterator[tuple[str, StatusWatcher, Path]]:
+    gport, oport = free_port(), free_port()
+    db = tmp / "coord" / "registry.db"
+    with ExitStack() as stack:
+        stack.enter_context(
+            collab_process(
+                [
+                    "coordinator",
+                    "--broker",
+                    broker.url,
+                    "--db",
+                    str(db),
+                    "--listen",
+                    f"127.0.0.1:{gport}",
+                    "--operator-listen",
+                    f"127.0.0.1:{oport}",
+                    "--heartbeat-timeout",
+                    "5",
+                    "--status-interval",
+                    "0.3",
+                ],
+                port=gport,
+                log=tmp / "coord.log",
+            )
+        )
+        watch = stack.enter_context(StatusWatcher(broker.url))
+        ports = []
+        for node in EDGES:
+            port = free_port()
+            ports.append(port)
+            stack.enter_context(
+                collab_process(
+                    [
+                        "edge",
+                        "--bundle",
+                        str(base),
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--broker",
+                        broker.url,
+                        "--node-id",
+                        node,
+                        "--trusted-key",
+                        str(db.parent / "coordinator.ed25519.pub"),
+                        "--fetch-token-file",
+                        str(fetch_token_file(db.parent / "coordinator.fetch-key", tmp, node)),
+                        "--heartbeat-interval",
+                        "0.5",
+                        "--telemetry-interval",
+                        "0.3",
+                        "--work-dir",
+                        str(tmp / f"work-{node}"),
+                    ],
+                    port=port,
+                    log=tmp / f"{node}.log",
+                )
+            )
+        wait_until(
+            lambda: all((n := watch.node(e)) and n.online for e in EDGES), 30, "edges registered"
+        )
+        stack.enter_context(Load(ports))
+        yield f"127.0.0.1:{oport}", watch, db
+
+
+def versions(watch: StatusWatcher) -> dict[str, str]:
+    return {e: n.bundle_version for e in EDGES if (n := watch.node(e)) is not None}
+
+
+def canary(ep: str, bundle: Path, *flags: str) -> int:
+    return collab_main(
+        ["rollout", "--coordinator", ep, "publish", str(bundle), *flags, *PLAN, "--wait", "120"]
+    )
+
+
+def check_replay(db: Path, rec: cn.CanaryRecord) -> None:
+    """The decisions follow from the recorded windows alone."""
+    d = Database(db)
+    try:
+        windows = load_windows(d, rec.canary_id)
+    finally:
+        d.conn.close()
+    assert windows and rec.decisions
+    got = replay(rec, windows)
+    assert [replace(g, decided_at=0.0) for g in got] == [
+        replace(r, decided_at=0.0) for r in rec.decisions
+    ]
+
+
+@pytest.mark.slow
+def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tiny_bundle(tmp_path / "base", rev=1)
+    disagrees = tiny_bundle(tmp_path / "disagrees", rev=4)  # other weights: ~20 % other top-1
+    slow = tiny_bundle(tmp_path / "slow", rev=5, weights=1, detour=300)  # same answers, 200x slower
+    good = tiny_bundle(tmp_path / "good", rev=6, weights=1, scale=1.5)  # same answers
+    v_base = load_bundle(base).version
+    with fleet(broker, tmp_path, base) as (ep, watch, db), CoordinatorClient(ep) as c:
+        # ---- bad input: refused before anything is sent to a node
+        for flags, why in (
+            (["--canary", "0%"], "(0, 100]"),
+            (["--canary", "150%"], "(0, 100]"),
+            (["--canary", "5%", "--metric", "latency,accuracy"], "accuracy"),
+        ):
+            capsys.readouterr()
+            assert canary(ep, good, *flags) == 1
+            assert why in capsys.readouterr().err
+        capsys.readouterr()
+        assert canary(ep, revised(base, tmp_path / "same", rev=99), "--canary", "30%") == 1
+        assert "identical to the baseline" in capsys.readouterr().err
+        with pytest.raises(Exception, match="no rollout yet"):
+            c.status()  # nothing was rolled out
+
+        # ---- a candidate that disagrees with the baseline: rolled back, with the reason
+        assert canary(ep, disagrees, "--canary", "30%", "--steps", "100", "--seed", "11") == 1
+        rec = c.canary()
+        assert rec.state == "rolled_back" and rec.seed == 11 and len(rec.canary_nodes) == 1
+        (d,) = rec.decisions
+        assert d.action == "rollback" and not d.timeout and "agreement worse" in d.reason
+        agree = next(t for t in d.tests if t.metric == "agreement")
+        assert agree.rejected and agree.p_value < 1e-6 and agree.n_candidate >= 40
+        check_replay(db, rec)
+        wait_until(
+            lambda: set(versions(watch).values()) == {v_base}, 30, "every edge back on baseline"
+        )
+
+        # ---- telemetry of a node outside the canary is ignored and counted
+        with MqttClient(MqttConfig(url=broker.url)) as fake:
+            fake.publish(
+                topics.node_topic("edge-x", topics.ANNOUNCE),
+                msg.announce_to_proto(
+                    msg.Announce(node_id="edge-x", role="edge", bundle_version=v_base)
+                ).SerializeToString(),
+                qos=1,
+                wait=5.0,
+            )
+            cand = load_bundle(slow).version
+            c.upload(slow)
+            # ---- a candidate far slower than the baseline: rolled back on latency
+            seen = threading.Event()
+
+            def outsider() -> None:  # while the canary runs, edge-x claims the candidate
+                t = msg.Telemetry(
+                    node_id="edge-x",
+                    interval_s=1.0,
+                    requests=10,
+                    versions=(
+                        cn.VersionTelemetry(version=cand, requests=10, latency_ms=(0.01,) * 10),
+                    ),
+                )
+                while not seen.is_set():
+                    fake.publish(
+                        topics.node_topic("edge-x", topics.TELEMETRY),
+                        msg.telemetry_to_proto(t).SerializeToString(),
+                    )
+                    time.sleep(0.2)
+
+            th = threading.Thread(target=outsider, daemon=True)
+            th.start()
+            try:
+                code = canary(
+                    ep,
+                    slow,
+                    "--canary",
+                    "30%",
+                    "--steps",
+                    "100",
+                    "--metric",
+                    "latency_p95,agreement",
+                )
+            finally:
+                seen.set()
+                th.join(5)
+        assert code == 1
+        rec = c.canary()
+        (d,) = rec.decisions
+        assert rec.state == "rolled_back" and "latency_p95 worse" in d.reason, d.reason
+        assert next(t for t in d.tests if t.metric == "agreement").rejected is False
+        assert rec.ignored_windows >= 1 and "edge-x" not in rec.canary_nodes
+        check_replay(db, rec)
+        wait_until(
+            lambda: set(versions(watch).values()) == {v_base}, 30, "every edge back on baseline"
+        )
+
+        # ---- a good candidate: promoted 30 % (1 edge) -> 60 % (2) -> 100 %
+        assert (
+            canary(
+                ep,
+                good,
+                "--canary",
+                "30%",
+                "--steps",
+                "60,100",
+                "--metric",
+                "latency_p95,error_rate,agreement",
+            )
+            == 0
+        )
+        rec = c.canary()
+        assert rec.state == "promoted", rec
+        assert [d.action for d in rec.decisions] == ["promote", "promote"]
+        assert all(t.p_value > 0 and not t.rejected for d in rec.decisions for t in d.tests)
+        check_replay(db, rec)
+        v_good = load_bundle(good).version
+        wait_until(
+            lambda: set(versions(watch).values()) == {v_good}, 30, "every edge on the candidate"
+        )
+        # ---- `collab status` shows the record, with the p-values
+        capsys.readouterr()
+        assert collab_main(["status", "--broker", broker.url]) == 0
+        out = capsys.readouterr().out
+        assert f"canary {rec.canary_id}" in out and "state=promoted" in out
+        assert out.count("PROMOTE") == 2 and "agreement" in out and "p=" in out
+        fs = watch.latest
+        assert fs is not None and fs.rejected.get("canary_ignored", 0) >= 1
