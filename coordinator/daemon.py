@@ -10,6 +10,7 @@ registry and rollout state.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from contextlib import ExitStack
@@ -540,7 +541,9 @@ class Coordinator:
             return
         with self._lock:
             now = time.time()
-            self.registry.telemetry(t, now)
+            # the per-version samples are the canary's; the registry (and the status
+            # snapshot, within its byte budget) keeps the node's totals only
+            self.registry.telemetry(dataclasses.replace(t, versions=()), now)
             ignored, act = self.canaries.on_telemetry(node_id, t.versions, self.registry.nodes, now)
             if ignored:
                 self.rejections.reject(

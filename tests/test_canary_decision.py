@@ -270,3 +270,27 @@ def test_canaries_record_decide_and_resume(tmp_path: Path) -> None:
         assert can2.current is not None and can2.current.state == "rolled_back"
     finally:
         db.close()
+
+
+def test_a_canary_step_rollout_keeps_its_set_and_shadow_across_restarts(tmp_path: Path) -> None:
+    from coordinator.rollout import Rollouts
+
+    db = Database(tmp_path / "r.db")
+    db.start()
+    try:
+        nodes = [_node(n) for n in ("e1", "e2", "e3")]
+        ro = Rollouts(db).start("c" * 64, "m", 34, nodes, targets=("e2",), shadow=("base", 0.25))
+        assert list(ro.nodes) == ["e2"]
+        d = ro.directive("e2", fetch_endpoint="h:1", file_sizes={}, ttl=60)
+        assert (d.shadow_version, d.shadow_share) == ("base", 0.25)
+        db.close()
+        db = Database(tmp_path / "r.db")
+        db.start()
+        again = Rollouts(db)
+        cur = again.current
+        assert cur is not None and cur.targets == frozenset({"e2"})
+        assert (cur.shadow_version, cur.shadow_share) == ("base", 0.25)
+        assert not again.add_target(_node("e9"))  # a joiner outside the set stays out
+        assert not again.add_target(_node("e1"))
+    finally:
+        db.close()
