@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 from test_control_support import StatusWatcher, fetch_token_file, revised, tiny_bundle, wait_until
+from test_coordinator_fleet import _coordinator
 
 from collab import codec
 from collab.bundle import load_bundle
@@ -90,27 +91,7 @@ def fleet(broker: Broker, tmp: Path, base: Path) -> Iterator[tuple[str, StatusWa
     gport, oport = free_port(), free_port()
     db = tmp / "coord" / "registry.db"
     with ExitStack() as stack:
-        stack.enter_context(
-            collab_process(
-                [
-                    "coordinator",
-                    "--broker",
-                    broker.url,
-                    "--db",
-                    str(db),
-                    "--listen",
-                    f"127.0.0.1:{gport}",
-                    "--operator-listen",
-                    f"127.0.0.1:{oport}",
-                    "--heartbeat-timeout",
-                    "5",
-                    "--status-interval",
-                    "0.3",
-                ],
-                port=gport,
-                log=tmp / "coord.log",
-            )
-        )
+        stack.enter_context(_coordinator(broker, tmp, gport, oport, hb=5.0))
         watch = stack.enter_context(StatusWatcher(broker.url))
         ports = []
         for node in EDGES:
