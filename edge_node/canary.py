@@ -51,6 +51,7 @@ class VersionMonitor:
         self._share = 0.0
         self._queue: queue.Queue[tuple[np.ndarray, np.ndarray, str] | None] = queue.Queue(_QUEUE)
         self._worker: threading.Thread | None = None  # runs only while there is a shadow
+        self.shadow_failures = 0  # shadow runs that raised (logged once per shadow)
 
     # ---------------------------------------------------------- what was served
     def served(self, version: str, bundle_dir: Path) -> None:
@@ -121,6 +122,7 @@ class VersionMonitor:
             self.close()
             return
         if current is None or current.bundle.version != version:
+            self.shadow_failures = 0
             where = self._dirs.get(version)
             if where is None:
                 logger.warning(
@@ -154,8 +156,10 @@ class VersionMonitor:
                 a = np.asarray(served).reshape(y.shape).reshape(len(y), -1).argmax(axis=1)
                 b = y.reshape(len(y), -1).argmax(axis=1)
                 agreed = int((a == b).sum())
-            except Exception as e:
-                logger.warning("shadow run failed: %s", e)
+            except Exception as e:  # e.g. a candidate whose input or output shape differs
+                self.shadow_failures += 1
+                if self.shadow_failures == 1:
+                    logger.warning("shadow run failed (logged once): %s", e)
                 continue
             with self._lock:
                 c = self._c(version)
