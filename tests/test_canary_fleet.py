@@ -6,6 +6,7 @@ recorded; bad requests are refused before anything is sent."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -238,7 +239,7 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
                     "--steps",
                     "100",
                     "--metric",
-                    "latency_p95,agreement",
+                    "latency,latency_p95,agreement",
                 )
             finally:
                 seen.set()
@@ -247,6 +248,7 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         rec = c.canary()
         (d,) = rec.decisions
         assert rec.state == "rolled_back" and "latency_p95 worse" in d.reason, d.reason
+        assert "latency worse" in d.reason  # Mann-Whitney U agrees
         assert next(t for t in d.tests if t.metric == "agreement").rejected is False
         assert rec.ignored_windows >= 1 and "edge-x" not in rec.canary_nodes
         check_replay(db, rec)
@@ -283,5 +285,8 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         out = capsys.readouterr().out
         assert f"canary {rec.canary_id}" in out and "state=promoted" in out
         assert out.count("PROMOTE") == 2 and "agreement" in out and "p=" in out
+        assert collab_main(["status", "--broker", broker.url, "--json"]) == 0
+        js = json.loads(capsys.readouterr().out)
+        assert js["canary"]["state"] == "promoted" and len(js["canary"]["decisions"]) == 2
         fs = watch.latest
         assert fs is not None and fs.rejected.get("canary_ignored", 0) >= 1
