@@ -107,8 +107,8 @@ def _test(
             n1,
             n2,
             (
-                f"p95 {cp95:.2f} vs {thr:.2f} ms; above baseline p95 x {scale:g}: "
-                f"{k1}/{n1} vs {k2}/{n2}"
+                f"p95 {cp95:.2f} vs {thr:.2f} ms; above the baseline p95 (candidate / "
+                f"{scale:g}): {k1}/{n1} vs baseline {k2}/{n2}"
             ),
         )
     if metric == "error_rate":

@@ -218,6 +218,16 @@ class Coordinator:
             self.config.db,
             self.public_key_path,
         )
+        c = self.canaries.running
+        if c is not None:
+            logger.info(
+                "resuming canary %s at step %d (%g%%, %s), %d windows recorded",
+                c.canary_id,
+                c.step,
+                c.steps[c.step],
+                ",".join(c.canary_nodes),
+                len(self.canaries.step_windows()),
+            )
         return self
 
     def stop(self) -> None:
@@ -547,7 +557,9 @@ class Coordinator:
             ignored, act = self.canaries.on_telemetry(node_id, t.versions, self.registry.nodes, now)
             if ignored:
                 self.rejections.reject(
-                    "canary_ignored", f"{node_id!r} is neither in the canary nor in its control"
+                    "canary_ignored",
+                    f"{node_id!r}: a version window that is neither a canary node's candidate "
+                    "nor a control node's baseline (e.g. a canary node before its swap)",
                 )
             if act is not None:
                 self._act(*act)

@@ -7,11 +7,12 @@ recorded; bad requests are refused before anything is sent."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -27,10 +28,11 @@ from collab.control import canary as cn
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
+from collab.errors import TransportError
 from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
 from coordinator.canary import load_windows
-from coordinator.canary_decision import replay
+from coordinator.canary_decision import Window, replay
 from coordinator.db import Database
 from coordinator.operator_client import CoordinatorClient
 
@@ -87,12 +89,25 @@ class Load:
             t.join(15)
 
 
+@dataclass
+class Fleet:
+    ep: str  # the operator API
+    watch: StatusWatcher
+    db: Path
+    coordinator: subprocess.Popen[bytes]
+    restart: Callable[[], subprocess.Popen[bytes]]  # a new coordinator on the same ports
+
+
 @contextmanager
-def fleet(broker: Broker, tmp: Path, base: Path) -> Iterator[tuple[str, StatusWatcher, Path]]:
+def fleet(broker: Broker, tmp: Path, base: Path) -> Iterator[Fleet]:
     gport, oport = free_port(), free_port()
     db = tmp / "coord" / "registry.db"
     with ExitStack() as stack:
-        stack.enter_context(_coordinator(broker, tmp, gport, oport, hb=5.0))
+
+        def coordinator() -> subprocess.Popen[bytes]:
+            return stack.enter_context(_coordinator(broker, tmp, gport, oport, hb=5.0))
+
+        first = coordinator()
         watch = stack.enter_context(StatusWatcher(broker.url))
         ports = []
         for node in EDGES:
@@ -129,7 +144,9 @@ def fleet(broker: Broker, tmp: Path, base: Path) -> Iterator[tuple[str, StatusWa
             lambda: all((n := watch.node(e)) and n.online for e in EDGES), 30, "edges registered"
         )
         stack.enter_context(Load(ports))
-        yield f"127.0.0.1:{oport}", watch, db
+        yield Fleet(
+            ep=f"127.0.0.1:{oport}", watch=watch, db=db, coordinator=first, restart=coordinator
+        )
 
 
 def versions(watch: StatusWatcher) -> dict[str, str]:
@@ -142,13 +159,18 @@ def canary(ep: str, bundle: Path, *flags: str) -> int:
     )
 
 
-def check_replay(db: Path, rec: cn.CanaryRecord) -> None:
-    """The decisions follow from the recorded windows alone."""
+def recorded(db: Path, canary_id: str) -> list[Window]:
+    """The windows the coordinator committed for a canary (read beside the running one)."""
     d = Database(db)
     try:
-        windows = load_windows(d, rec.canary_id)
+        return load_windows(d, canary_id)
     finally:
         d.conn.close()
+
+
+def check_replay(db: Path, rec: cn.CanaryRecord) -> None:
+    """The decisions follow from the recorded windows alone."""
+    windows = recorded(db, rec.canary_id)
     assert windows and rec.decisions
     got = replay(rec, windows)
     assert [replace(g, decided_at=0.0) for g in got] == [
@@ -165,7 +187,8 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
     slow = tiny_bundle(tmp_path / "slow", rev=5, weights=1, detour=300)  # same answers, 200x slower
     good = tiny_bundle(tmp_path / "good", rev=6, weights=1, scale=1.5)  # same answers
     v_base = load_bundle(base).version
-    with fleet(broker, tmp_path, base) as (ep, watch, db), CoordinatorClient(ep) as c:
+    with fleet(broker, tmp_path, base) as f, CoordinatorClient(f.ep) as c:
+        ep, watch, db = f.ep, f.watch, f.db
         # ---- bad input: refused before anything is sent to a node
         for flags, why in (
             (["--canary", "0%"], "(0, 100]"),
@@ -290,3 +313,40 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         assert js["canary"]["state"] == "promoted" and len(js["canary"]["decisions"]) == 2
         fs = watch.latest
         assert fs is not None and fs.rejected.get("canary_ignored", 0) >= 1
+
+
+@pytest.mark.slow
+def test_a_canary_survives_a_coordinator_crash(broker: Broker, tmp_path: Path) -> None:
+    """kill -9 of the coordinator mid-step: the restarted one resumes the recorded step
+    (same seed, set and windows) and decides it; the decision still replays."""
+    base = tiny_bundle(tmp_path / "base", rev=1)
+    good = tiny_bundle(tmp_path / "good", rev=6, weights=1, scale=1.5)
+    plan = cn.CanaryPlan(
+        share=30, steps=("100",), min_requests=1500, min_shadow=200, shadow_share=0.5,
+        metrics=("latency_p95", "agreement"), latency_tolerance=1.0, seed=5,
+    )  # fmt: skip
+    with fleet(broker, tmp_path, base) as f:
+        with CoordinatorClient(f.ep) as c:
+            c.upload(good)
+            rec = c.start_canary(load_bundle(good).version, plan)
+            wait_until(lambda: c.canary().canary_nodes and len(recorded(f.db, rec.canary_id)) >= 3,
+                       30, "the step recorded windows")  # fmt: skip
+            assert c.canary().state == "running"  # killed mid-step, before its decision
+        f.coordinator.kill()
+        f.coordinator.wait(10)
+        f.restart()
+        with CoordinatorClient(f.ep) as c:
+
+            def decided() -> cn.CanaryRecord | None:
+                try:
+                    r = c.canary()
+                except TransportError:  # the operator port opens just after the fetch port
+                    return None
+                return r if r.state != "running" else None
+
+            done = wait_until(decided, 90, "the resumed canary decided")
+        assert done.canary_id == rec.canary_id and done.seed == 5
+        assert done.canary_nodes == rec.canary_nodes and done.state == "promoted", done
+        check_replay(f.db, done)
+        v_good = load_bundle(good).version
+        wait_until(lambda: set(versions(f.watch).values()) == {v_good}, 30, "promoted to all")
