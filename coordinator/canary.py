@@ -24,7 +24,15 @@ from dataclasses import dataclass, replace
 from collab.control import canary as cn
 from collab.errors import ConfigError
 from collab.proto import control_pb2 as pb
-from coordinator.canary_decision import BASELINE, CANDIDATE, Window, decide, timed_out
+from coordinator.canary_decision import (
+    BASELINE,
+    CANDIDATE,
+    Progress,
+    Window,
+    decide,
+    progress,
+    timed_out,
+)
 from coordinator.db import Database
 from coordinator.registry import NodeRecord
 
@@ -57,10 +65,12 @@ class Canaries:
         self._db = db
         self.current: cn.CanaryRecord | None = None
         self.windows: list[Window] = []  # of the current canary, in recorded order
+        self._progress = Progress()  # of the current step
         rows = db.read("SELECT canary_id, record FROM canaries ORDER BY started_at DESC LIMIT 1")
         if rows:
             self.current = cn.record_from_proto(pb.CanaryRecord.FromString(rows[0]["record"]))
             self.windows = load_windows(db, rows[0]["canary_id"])
+            self._progress = progress(self.step_windows(), self.current.baseline_version)
 
     @property
     def running(self) -> cn.CanaryRecord | None:
@@ -121,6 +131,7 @@ class Canaries:
             canary_nodes=tuple(first),
         )
         self.windows = []
+        self._progress = Progress()
         self._save(rec)
         return rec, self._step_launch(rec)
 
@@ -168,10 +179,11 @@ class Canaries:
         if ignored:
             rec = replace(rec, ignored_windows=rec.ignored_windows + ignored)
             self._save(rec, wait=False)
+        if self._progress.missing(rec.plan):
+            return ignored, None
         last = rec.step == len(rec.steps) - 2
         d = decide(rec.plan, rec.baseline_version, rec.step, self.step_windows(), last_step=last)
-        if d is None:
-            return ignored, None
+        assert d is not None  # the sample just became complete
         return ignored, self._decided(rec, replace(d, decided_at=now), now)
 
     def step_windows(self) -> list[Window]:
@@ -202,6 +214,7 @@ class Canaries:
             rec = replace(
                 rec, decisions=decisions, step=step, step_started_at=now, canary_nodes=nodes
             )
+            self._progress = Progress()
             launch = self._step_launch(rec)
         self._save(rec)
         return d, launch
@@ -230,6 +243,7 @@ class Canaries:
     def _add_window(self, rec: cn.CanaryRecord, w: Window) -> None:
         seq = len(self.windows)
         self.windows.append(w)
+        self._progress.add(w, rec.baseline_version)
         row = (
             rec.canary_id,
             seq,

@@ -66,16 +66,41 @@ def _needs_baseline(plan: CanaryPlan) -> bool:
     return any(m != "agreement" for m in plan.metrics)
 
 
-def missing(plan: CanaryPlan, cand: Sample, base: Sample) -> list[str]:
-    """What the step still lacks before it can be judged (empty: complete)."""
-    out = []
-    if cand.requests < plan.min_requests:
-        out.append(f"candidate requests {cand.requests}/{plan.min_requests}")
-    if _needs_baseline(plan) and base.requests < plan.min_requests:
-        out.append(f"baseline requests {base.requests}/{plan.min_requests}")
-    if "agreement" in plan.metrics and cand.compared < plan.min_shadow:
-        out.append(f"shadow comparisons {cand.compared}/{plan.min_shadow}")
-    return out
+@dataclass
+class Progress:
+    """Running sample sizes of a step: whether it is complete is decided from these
+    counts alone, so checking after every window costs O(1)."""
+
+    candidate: int = 0
+    baseline: int = 0
+    compared: int = 0
+
+    def add(self, w: Window, baseline_version: str) -> None:
+        t = w.telemetry
+        if w.group == CANDIDATE:
+            self.candidate += t.requests
+            if t.shadow_version == baseline_version:
+                self.compared += t.shadow_compared
+        elif w.group == BASELINE:
+            self.baseline += t.requests
+
+    def missing(self, plan: CanaryPlan) -> list[str]:
+        """What the step still lacks before it can be judged (empty: complete)."""
+        out = []
+        if self.candidate < plan.min_requests:
+            out.append(f"candidate requests {self.candidate}/{plan.min_requests}")
+        if _needs_baseline(plan) and self.baseline < plan.min_requests:
+            out.append(f"baseline requests {self.baseline}/{plan.min_requests}")
+        if "agreement" in plan.metrics and self.compared < plan.min_shadow:
+            out.append(f"shadow comparisons {self.compared}/{plan.min_shadow}")
+        return out
+
+
+def progress(windows: Sequence[Window], baseline: str) -> Progress:
+    p = Progress()
+    for w in windows:
+        p.add(w, baseline)
+    return p
 
 
 def _test(
@@ -168,10 +193,11 @@ def decide(
 ) -> CanaryDecision | None:
     """The decision of ``step`` on ``windows`` (the step's, in recorded order): on the
     shortest prefix that holds the full sample; None while it lacks one."""
-    for n in range(1, len(windows) + 1):
-        head = windows[:n]
-        if not missing(plan, pooled(head, CANDIDATE, baseline), pooled(head, BASELINE)):
-            return _verdict(step, n, tests(plan, head, baseline), last_step)
+    p = Progress()
+    for n, w in enumerate(windows, 1):
+        p.add(w, baseline)
+        if not p.missing(plan):
+            return _verdict(step, n, tests(plan, windows[:n], baseline), last_step)
     return None
 
 
@@ -180,7 +206,7 @@ def timed_out(
 ) -> CanaryDecision:
     """The step ran out of time before its sample was complete: roll back (a candidate
     that was not shown to be good is not promoted)."""
-    lacks = missing(plan, pooled(windows, CANDIDATE, baseline), pooled(windows, BASELINE))
+    lacks = progress(windows, baseline).missing(plan)
     return CanaryDecision(
         step=step,
         action="rollback",
