@@ -87,9 +87,10 @@ class Canaries:
         files: Callable[[str], Mapping[str, str] | None],
     ) -> tuple[cn.CanaryRecord, Launch]:
         """Check, draw the canary order and record it (committed before it returns).
-        ConfigError, before anything is sent, for what cannot be judged. ``files``: a
-        stored version's files (path -> sha256; None when not stored): a candidate
-        whose model files are the baseline's is refused as identical."""
+        ConfigError, before anything is sent, for what cannot be judged or rolled back.
+        ``files``: a stored version's files (path -> sha256; None when not stored): a
+        candidate whose model files are the baseline's is refused as identical, and the
+        baseline must be stored (a rollback is served from the store)."""
         if self.running is not None:
             raise ConfigError(
                 f"canary {self.running.canary_id} is still running; wait for its decision "
@@ -103,6 +104,12 @@ class Canaries:
             raise ConfigError(
                 f"candidate {version[:12]} is identical to the baseline {baseline[:12]} the "
                 "fleet serves: nothing to compare"
+            )
+        if files(baseline) is None:
+            raise ConfigError(
+                f"the baseline {baseline[:12]} the fleet serves is not in the bundle store, so "
+                "a rollback could not be served: upload it first (collab rollout publish "
+                "BASELINE_DIR --upload-only)"
             )
         seed = plan.seed or int.from_bytes(os.urandom(8), "big") >> 1
         order = sorted(r.node_id for r in live)

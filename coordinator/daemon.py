@@ -144,6 +144,7 @@ class Coordinator:
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
         self.canaries = Canaries(self.db)
+        self._manifest_files: dict[str, dict[str, str]] = {}
         self.rejections = Rejections()
         self.metrics = self.rejections.metrics
         register_metrics(self, self.metrics)
@@ -293,7 +294,11 @@ class Coordinator:
         """The files (path -> sha256) of a stored version; None when not stored."""
         if version not in self.store.model_names:
             return None
-        return dict(load_bundle(self.store.path(version)).manifest.files)
+        if version not in self._manifest_files:  # verified once, then remembered
+            self._manifest_files[version] = dict(
+                load_bundle(self.store.path(version)).manifest.files
+            )
+        return self._manifest_files[version]
 
     def canary_status(self) -> cn.CanaryRecord | None:
         with self._lock:
@@ -566,6 +571,12 @@ class Coordinator:
 
     def _act(self, d: cn.CanaryDecision, launch: Launch) -> None:
         """(lock held) Carry out a canary decision (already recorded)."""
+        try:
+            self._carry_out(d, launch)
+        except Exception:  # never into the MQTT loop or the sweeper; the record stands
+            logger.exception("canary decision %s could not be carried out", d.action)
+
+    def _carry_out(self, d: cn.CanaryDecision, launch: Launch) -> None:
         rec = self.canaries.current
         assert rec is not None
         logger.info(

@@ -217,6 +217,8 @@ def test_canaries_record_decide_and_resume(tmp_path: Path) -> None:
         )
         with pytest.raises(ConfigError, match="identical"):
             can.start(plan, "base", "m", nodes, files)
+        with pytest.raises(ConfigError, match="not in the bundle store"):
+            can.start(plan, "cand", "m", nodes, {"cand": {"a.onnx": "2"}}.get)
         with pytest.raises(ConfigError, match="no control node"):
             can.start(cn.CanaryPlan(share=100, metrics=("latency",)), "cand", "m", nodes, files)
         rec, launch = can.start(plan, "cand", "m", nodes, files)

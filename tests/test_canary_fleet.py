@@ -198,8 +198,12 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
             capsys.readouterr()
             assert canary(ep, good, *flags) == 1
             assert why in capsys.readouterr().err
-        # the coordinator knows the baseline's files once it stored it: a copy with other
-        # metadata but the same model files is refused as identical
+        # the baseline must be stored (a rollback is served from the store) ...
+        capsys.readouterr()
+        assert canary(ep, good, "--canary", "30%") == 1
+        assert "not in the bundle store" in capsys.readouterr().err
+        # ... and once it is, a copy with other metadata but the same model files is
+        # refused as identical
         c.upload(base)
         capsys.readouterr()
         assert canary(ep, revised(base, tmp_path / "same", rev=99), "--canary", "30%") == 1
@@ -327,6 +331,7 @@ def test_a_canary_survives_a_coordinator_crash(broker: Broker, tmp_path: Path) -
     )  # fmt: skip
     with fleet(broker, tmp_path, base) as f:
         with CoordinatorClient(f.ep) as c:
+            c.upload(base)  # what a rollback would be served from
             c.upload(good)
             rec = c.start_canary(load_bundle(good).version, plan)
             wait_until(lambda: c.canary().canary_nodes and len(recorded(f.db, rec.canary_id)) >= 3,
