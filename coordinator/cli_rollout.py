@@ -4,6 +4,7 @@ significance test), show the rollout, roll back — one command each."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,12 @@ from typing import Any
 from collab.control import canary as cn
 from collab.control.messages import RolloutStatus
 from collab.errors import ConfigError, ControlPlaneError
+from collab.proto import control_pb2 as pb
 from collab.settings import add_flags, from_args, settings
 from coordinator.auth import admin_token
+from coordinator.canary import load_windows
+from coordinator.canary_decision import replay
+from coordinator.db import Database
 from coordinator.operator_client import CoordinatorClient
 
 
@@ -60,6 +65,15 @@ def configure(parser: argparse.ArgumentParser) -> Any:
     s.add_argument("--percent", type=int, default=100)
     s.add_argument("--wait", type=float, default=0.0)
     _canary_flags(s)
+    rp = sub.add_parser(
+        "replay",
+        help="recompute a canary's decisions from the telemetry it recorded (offline)",
+        description="Read the coordinator's database (no coordinator needed), recompute "
+        "every decision of a canary from its recorded telemetry windows and compare them "
+        "with the recorded ones; exit 1 when one differs.",
+    )
+    rp.add_argument("--db", type=Path, required=True, help="the coordinator's registry database")
+    rp.add_argument("--canary-id", default="", help="which canary (default: the latest)")
     st = sub.add_parser("status", help="show the current rollout (and the latest canary)")
     st.add_argument("--wait", type=float, default=0.0)
     r = sub.add_parser("rollback", help="roll back to the previous version (or --to VERSION)")
@@ -160,7 +174,41 @@ def _canary(c: CoordinatorClient, version: str, plan: cn.CanaryPlan, wait: float
     return 1 if rec.state == "rolled_back" else 0
 
 
+def replay_record(db_path: Path, canary_id: str = "") -> int:
+    """Print a canary's recorded decisions beside the ones its windows give; 1 if any differ."""
+    if not db_path.is_file():
+        raise ConfigError(f"no database at {db_path}")
+    db = Database(db_path)
+    try:
+        rows = db.read(
+            "SELECT canary_id, record FROM canaries WHERE canary_id=? OR ?='' "
+            "ORDER BY started_at DESC LIMIT 1",
+            (canary_id, canary_id),
+        )
+        if not rows:
+            raise ConfigError(f"no canary {canary_id or '(any)'} recorded in {db_path}")
+        rec = cn.record_from_proto(pb.CanaryRecord.FromString(rows[0]["record"]))
+        windows = load_windows(db, rec.canary_id)
+    finally:
+        db.conn.close()
+    print("\n".join(format_canary(rec)))
+    again = replay(rec, windows)
+    same = [dataclasses.replace(a, decided_at=0.0) for a in again] == [
+        dataclasses.replace(d, decided_at=0.0) for d in rec.decisions
+    ]
+    print(
+        f"replayed {len(again)} decision(s) from {len(windows)} recorded windows: "
+        + ("identical" if same else "DIFFERENT")
+    )
+    if not same:
+        for a in again:
+            print(f"  replayed step {a.step}: {a.action}: {a.reason}")
+    return 0 if same else 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "replay":
+        return replay_record(args.db, args.canary_id)
     plan = canary_plan(args)  # refused here, before anything is uploaded
     with CoordinatorClient(
         args.coordinator, ca_file=args.ca, token=admin_token(args.token_file)

@@ -306,6 +306,9 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         wait_until(
             lambda: set(versions(watch).values()) == {v_good}, 30, "every edge on the candidate"
         )
+        capsys.readouterr()  # and the operator's offline replay says the same
+        assert collab_main(["rollout", "replay", "--db", str(db)]) == 0
+        assert "replayed 2 decision(s)" in capsys.readouterr().out
         # ---- `collab status` shows the record, with the p-values
         capsys.readouterr()
         assert collab_main(["status", "--broker", broker.url]) == 0
