@@ -31,6 +31,8 @@ from collab.control.mqtt import MqttClient, MqttConfig
 from collab.errors import TransportError
 from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
+from collab.proto import control_pb2 as pb
+from collab.proto import control_pb2_grpc as pb_grpc
 from coordinator.canary import load_windows
 from coordinator.canary_decision import Window, replay
 from coordinator.db import Database
@@ -208,6 +210,19 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         capsys.readouterr()
         assert canary(ep, revised(base, tmp_path / "same", rev=99), "--canary", "30%") == 1
         assert "identical to the baseline" in capsys.readouterr().err
+        # the operator API refuses a plan out of bounds itself (not only the CLI)
+        with grpc.insecure_channel(ep) as ch:
+            stub = pb_grpc.CoordinatorServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.StartCanary(
+                    pb.StartCanaryRequest(
+                        version=load_bundle(good).version,
+                        plan=pb.CanaryPlan(share=150, metrics=["agreement"], min_requests=1),
+                    ),
+                    timeout=10,
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert "(0, 100]" in (err.value.details() or "")  # type: ignore[attr-defined]
         with pytest.raises(Exception, match="no rollout yet"):
             c.status()  # nothing was rolled out
 
