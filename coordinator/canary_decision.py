@@ -45,7 +45,7 @@ class Window:
 class Sample:
     requests: int
     errors: int
-    latency_ms: tuple[float, ...]
+    latency_ms: np.ndarray  # every latency sample of the group, float64
     compared: int
     agreed: int
 
@@ -56,7 +56,9 @@ def pooled(windows: Sequence[Window], group: str, shadow_of: str = "") -> Sample
     return Sample(
         requests=sum(t.requests for t in ws),
         errors=sum(t.errors for t in ws),
-        latency_ms=tuple(x for t in ws for x in t.latency_ms),
+        latency_ms=np.concatenate([np.asarray(t.latency_ms, np.float64) for t in ws])
+        if ws
+        else np.empty(0),
         compared=sum(t.shadow_compared for t in shadow),
         agreed=sum(t.shadow_agreed for t in shadow),
     )
@@ -109,23 +111,23 @@ def _test(
     """(statistic, p-value, n candidate, n baseline, detail) of one metric."""
     scale = 1.0 + plan.latency_tolerance
     if metric == "latency":
-        c = [x / scale for x in cand.latency_ms]
+        c = cand.latency_ms / scale
         u, p = mann_whitney_greater(c, base.latency_ms)
         med = (
             f"median {np.median(cand.latency_ms):.2f} vs {np.median(base.latency_ms):.2f} ms"
-            if cand.latency_ms and base.latency_ms
+            if len(cand.latency_ms) and len(base.latency_ms)
             else "no latency samples"
         )
         return u, p, len(c), len(base.latency_ms), f"{med}, candidate / {scale:g}"
     if metric == "latency_p95":
-        if not cand.latency_ms or not base.latency_ms:
+        if not len(cand.latency_ms) or not len(base.latency_ms):
             return 0.0, 1.0, len(cand.latency_ms), len(base.latency_ms), "no latency samples"
-        thr = float(np.quantile(np.asarray(base.latency_ms), 0.95))
-        k1 = sum(1 for x in cand.latency_ms if x / scale > thr)
-        k2 = sum(1 for x in base.latency_ms if x > thr)
+        thr = float(np.quantile(base.latency_ms, 0.95))
+        k1 = int((cand.latency_ms / scale > thr).sum())
+        k2 = int((base.latency_ms > thr).sum())
         n1, n2 = len(cand.latency_ms), len(base.latency_ms)
         z, p = two_proportion_greater(k1, n1, k2, n2)
-        cp95 = float(np.quantile(np.asarray(cand.latency_ms), 0.95))
+        cp95 = float(np.quantile(cand.latency_ms, 0.95))
         return (
             z,
             p,

@@ -18,7 +18,9 @@ def normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+def mann_whitney_greater(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """Mann-Whitney U of ``x`` against ``y``, alternative "x is stochastically greater":
     (U of x, p-value) by the normal approximation with tie correction and continuity
     correction (what ``scipy.stats.mannwhitneyu(x, y, alternative="greater",
