@@ -331,3 +331,36 @@ def test_false_rollbacks_stay_near_alpha_and_a_clear_regression_is_caught() -> N
     # so its rollbacks come from the error rate and chance: at most alpha (+ binomial noise)
     assert aa / runs <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / runs), aa
     assert worse / runs >= 0.95, worse
+
+
+def test_canary_gauges_read_the_latest_record() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from coordinator.metrics import register
+
+    rec: list[cn.CanaryRecord | None] = [None]
+    observed = SimpleNamespace(
+        registry=SimpleNamespace(nodes={}),
+        db=SimpleNamespace(commits=0),
+        processed=0,
+        lags=[],
+        rollout_status=lambda: None,
+        drift=lambda: {},
+        canary_status=lambda: rec[0],
+    )
+    reg = CollectorRegistry()
+    register(observed, reg)  # type: ignore[arg-type]
+    m = reg.get_sample_value
+    assert m("collab_coordinator_canary_step") == -1
+    assert m("collab_coordinator_canary_state", {"state": "running"}) == 0
+    rec[0] = cn.CanaryRecord(
+        canary_id="x", version="c", baseline_version="b", model_name="m", seed=1, order=("e",),
+        steps=(30.0, 100.0), plan=cn.CanaryPlan(share=30), step=1, state="rolled_back",
+        ignored_windows=4,
+    )  # fmt: skip
+    assert m("collab_coordinator_canary_step") == 1
+    assert m("collab_coordinator_canary_state", {"state": "rolled_back"}) == 1
+    assert m("collab_coordinator_canary_state", {"state": "running"}) == 0
+    assert m("collab_coordinator_canary_ignored_windows") == 4
