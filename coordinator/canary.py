@@ -197,6 +197,25 @@ class Canaries:
         rec = self.current
         return [w for w in self.windows if rec is not None and w.step == rec.step]
 
+    def refused(
+        self, version: str, targets: frozenset[str] | None, errors: list[str], now: float
+    ) -> tuple[cn.CanaryDecision, Launch] | None:
+        """The step's rollout ended with every canary node refusing the candidate: roll
+        back now rather than wait for a sample that cannot come."""
+        rec = self.running
+        if rec is None or version != rec.version or targets != frozenset(rec.canary_nodes):
+            return None
+        d = cn.CanaryDecision(
+            step=rec.step,
+            action="rollback",
+            reason="every canary node refused the candidate: "
+            + "; ".join(sorted(set(errors)))[:500],
+            windows=len(self.step_windows()),
+            refused=True,
+            decided_at=now,
+        )
+        return self._decided(rec, d, now)
+
     def sweep(self, now: float) -> tuple[cn.CanaryDecision, Launch] | None:
         """A step past its maximum duration rolls back."""
         rec = self.running

@@ -226,7 +226,13 @@ def replay(record: CanaryRecord, windows: Sequence[Window]) -> list[CanaryDecisi
     last = len(record.steps) - 2  # the step whose promotion goes to 100 %
     for d in record.decisions:
         ws = [w for w in windows if w.step == d.step]
-        if d.timeout:
+        if d.refused:  # decided from the acks: the telemetry must not have decided first
+            if decide(
+                record.plan, record.baseline_version, d.step, ws[: d.windows], last_step=False
+            ):
+                raise ValueError(f"step {d.step}: the windows decided before the refusal")
+            got = d
+        elif d.timeout:
             got = timed_out(record.plan, record.baseline_version, d.step, ws[: d.windows])
         else:
             got_or_none = decide(

@@ -604,6 +604,11 @@ class Coordinator:
                 logger.warning("node %s refused %s: %s", node_id, a.version[:12], a.error)
                 self.rollouts.set_node(node_id, "refused", a.error)
             self._log_settled()
+            if ro.state == "failed" and not ro.counts["acked"]:  # a canary step nobody took
+                errors = [e for s, e in ro.nodes.values() if s == "refused"]
+                act = self.canaries.refused(ro.version, ro.targets, errors, time.time())
+                if act is not None:
+                    self._act(*act)
 
     def _log_drift(self) -> None:
         drift = self.drift()

@@ -364,3 +364,26 @@ def test_canary_gauges_read_the_latest_record() -> None:
     assert m("collab_coordinator_canary_state", {"state": "rolled_back"}) == 1
     assert m("collab_coordinator_canary_state", {"state": "running"}) == 0
     assert m("collab_coordinator_canary_ignored_windows") == 4
+
+
+def test_a_step_every_canary_node_refused_rolls_back_at_once(tmp_path: Path) -> None:
+    db = Database(tmp_path / "r.db")
+    db.start()
+    try:
+        nodes = {n: _node(n) for n in ("e1", "e2", "e3")}
+        files = {"base": {"a.onnx": "1"}, "cand": {"a.onnx": "2"}}.get
+        can = Canaries(db)
+        rec, launch = can.start(cn.CanaryPlan(share=30, seed=3), "cand", "m", nodes, files)
+        targets = frozenset(launch.targets or ())
+        assert can.refused("other", targets, ["x"], 1.0) is None  # not the canary's rollout
+        assert can.refused("cand", frozenset({"e9"}), ["x"], 1.0) is None
+        act = can.refused("cand", targets, ["swap failed: boom", "swap failed: boom"], 2.0)
+        assert act is not None
+        d, back = act
+        assert d.refused and d.action == "rollback" and "swap failed: boom" in d.reason
+        assert back.version == "base" and back.targets is None
+        cur = can.current
+        assert cur is not None and cur.state == "rolled_back"
+        assert replay(cur, load_windows(db, rec.canary_id)) == [d]
+    finally:
+        db.close()

@@ -22,7 +22,7 @@ from test_control_support import StatusWatcher, fetch_token_file, revised, tiny_
 from test_coordinator_fleet import _coordinator
 
 from collab import codec
-from collab.bundle import load_bundle
+from collab.bundle import Manifest, load_bundle, update_bundle
 from collab.cli import main as collab_main
 from collab.control import canary as cn
 from collab.control import messages as msg
@@ -161,6 +161,12 @@ def canary(ep: str, bundle: Path, *flags: str) -> int:
     )
 
 
+def junk_head(root: Path, m: Manifest) -> Manifest:
+    """A head file that is no ONNX model (its hash is recorded: the bundle verifies)."""
+    (root / "head.onnx").write_bytes(b"junk" * 64)
+    return m
+
+
 def recorded(db: Path, canary_id: str) -> list[Window]:
     """The windows the coordinator committed for a canary (read beside the running one)."""
     d = Database(db)
@@ -173,7 +179,7 @@ def recorded(db: Path, canary_id: str) -> list[Window]:
 def check_replay(db: Path, rec: cn.CanaryRecord) -> None:
     """The decisions follow from the recorded windows alone."""
     windows = recorded(db, rec.canary_id)
-    assert windows and rec.decisions
+    assert rec.decisions and (windows or all(d.refused for d in rec.decisions))
     got = replay(rec, windows)
     assert [replace(g, decided_at=0.0) for g in got] == [
         replace(r, decided_at=0.0) for r in rec.decisions
@@ -238,6 +244,19 @@ def test_canary_rolls_back_bad_candidates_and_promotes_a_good_one(
         wait_until(
             lambda: set(versions(watch).values()) == {v_base}, 30, "every edge back on baseline"
         )
+
+        # ---- a candidate every canary node refuses (its ONNX does not load): rolled back
+        # at once, not after --max-duration
+        broken = tiny_bundle(tmp_path / "broken", rev=7)
+        update_bundle(broken, junk_head)
+        t0 = time.monotonic()
+        assert canary(ep, broken, "--canary", "30%", "--steps", "100") == 1
+        assert time.monotonic() - t0 < 60
+        rec = c.canary()
+        (d,) = rec.decisions
+        assert rec.state == "rolled_back" and d.refused and "swap failed" in d.reason, d
+        check_replay(db, rec)
+        wait_until(lambda: set(versions(watch).values()) == {v_base}, 30, "every edge on baseline")
 
         # ---- telemetry of a node outside the canary is ignored and counted
         with MqttClient(MqttConfig(url=broker.url)) as fake:

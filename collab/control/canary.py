@@ -148,6 +148,7 @@ class CanaryDecision:
     windows: int
     tests: tuple[CanaryTest, ...] = ()
     timeout: bool = False
+    refused: bool = False  # decided from the acks, not the telemetry: no node took it
     decided_at: float = 0.0
 
 
@@ -287,6 +288,7 @@ def decision_to_proto(d: CanaryDecision) -> pb.CanaryDecision:
         windows=d.windows,
         tests=[_test_to_proto(t) for t in d.tests],
         timeout=d.timeout,
+        refused=d.refused,
     )
 
 
@@ -299,6 +301,7 @@ def decision_from_proto(m: pb.CanaryDecision) -> CanaryDecision:
         windows=m.windows,
         tests=tuple(_test_from_proto(t) for t in m.tests),
         timeout=m.timeout,
+        refused=m.refused,
     )
 
 

@@ -283,7 +283,7 @@ class CanaryTest(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., rejected: _Optional[bool] = ..., n_candidate: _Optional[int] = ..., n_baseline: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class CanaryDecision(_message.Message):
-    __slots__ = ("step", "action", "reason", "decided_at", "windows", "tests", "timeout")
+    __slots__ = ("step", "action", "reason", "decided_at", "windows", "tests", "timeout", "refused")
     STEP_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +291,7 @@ class CanaryDecision(_message.Message):
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     step: int
     action: str
     reason: str
@@ -298,7 +299,8 @@ class CanaryDecision(_message.Message):
     windows: int
     tests: _containers.RepeatedCompositeFieldContainer[CanaryTest]
     timeout: bool
-    def __init__(self, step: _Optional[int] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., decided_at: _Optional[float] = ..., windows: _Optional[int] = ..., tests: _Optional[_Iterable[_Union[CanaryTest, _Mapping]]] = ..., timeout: _Optional[bool] = ...) -> None: ...
+    refused: bool
+    def __init__(self, step: _Optional[int] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., decided_at: _Optional[float] = ..., windows: _Optional[int] = ..., tests: _Optional[_Iterable[_Union[CanaryTest, _Mapping]]] = ..., timeout: _Optional[bool] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class CanaryRecord(_message.Message):
     __slots__ = ("canary_id", "version", "baseline_version", "model_name", "seed", "order", "steps", "step", "state", "step_started_at", "started_at", "plan", "decisions", "ignored_windows", "canary_nodes")
