@@ -18,6 +18,7 @@ from collab.signals import stop_on_signals
 from collab.transport import TlsConfig
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
+from edge_node.watchdog_config import WatchdogConfig
 
 _FLEET = (
     "node_id",
@@ -30,6 +31,7 @@ _FLEET = (
 _DAEMON = settings(EdgeConfig, skip=_FLEET)
 _MEMBER = [s for s in settings(EdgeConfig) if s.name in _FLEET]
 _CLIENT = settings(ClientConfig)
+_WATCHDOG = settings(WatchdogConfig)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -38,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     add_flags(parser, _DAEMON)
     add_flags(parser.add_argument_group("requests (collab.ClientConfig)"), _CLIENT)
+    add_flags(parser.add_argument_group("self-healing (WatchdogConfig)"), _WATCHDOG)
     g = parser.add_argument_group("TLS towards the cloud nodes (ClientConfig.tls)")
     g.add_argument(
         "--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (turns TLS on)"
@@ -68,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
     return EdgeConfig(
         bundle=args.bundle,
         client=ClientConfig(tls=tls, **from_args(args, _CLIENT)),
+        watchdog=WatchdogConfig(**from_args(args, _WATCHDOG)),
         mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
         **from_args(args, _DAEMON),
         **from_args(args, _MEMBER),
