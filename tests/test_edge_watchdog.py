@@ -16,12 +16,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from test_client import sample_inputs
 from test_control_support import StatusWatcher, fetch_token_file, wait_until
@@ -33,11 +34,15 @@ from collab.cli import main as collab_main
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
+from collab.control.outbox import Outbox
 from collab.edge.client import Client
 from collab.emulator import DirectionTrace, EmulatorThread, LinkTrace
+from collab.errors import ConfigError, MalformedMessage
 from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
 from coordinator.operator_client import CoordinatorClient
+from edge_node.watchdog import Watchdog
+from edge_node.watchdog_config import WatchdogConfig
 
 DEADLINE_MS = 20.0
 
@@ -410,3 +415,74 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
         f"[watchdog] {len(offline)} answers edge-only while offline; {len(queued)} telemetry "
         "intervals from the outage delivered after it"
     )
+
+
+# -- the parts, in this process ------------------------------------------------------------
+
+
+def test_outbox_keeps_the_newest_and_counts_what_it_dropped() -> None:
+    box: Outbox[int] = Outbox(2)
+    for i in range(5):
+        box.put(i)
+    assert box.dropped == 3 and box.take() == [3, 4] and box.take() == []
+    with pytest.raises(ValueError):
+        Outbox(0)
+
+
+def test_telemetry_carries_the_watchdog_report() -> None:
+    t = msg.Telemetry(
+        node_id="e1", interval_s=1.0, recoveries={"refetch": 2}, health="offline,degraded:s"
+    )
+    back = msg.telemetry_from_bytes(msg.telemetry_to_proto(t).SerializeToString())
+    assert back.recoveries == {"refetch": 2} and back.health == "offline,degraded:s"
+    long = msg.telemetry_to_proto(replace(t, health="x" * (msg.MAX_HEALTH_LEN + 1)))
+    with pytest.raises(MalformedMessage, match="health"):
+        msg.telemetry_from_bytes(long.SerializeToString())
+
+
+def test_watchdog_settings_are_bounded() -> None:
+    with pytest.raises(ConfigError, match="memory_threshold"):
+        WatchdogConfig(memory_threshold=1.5)
+    with pytest.raises(ConfigError, match="latency_recover"):
+        WatchdogConfig(latency_recover=0)
+
+
+def test_forced_mode_overrides_the_policy_and_rejects_an_unknown_variant(
+    variant_bundle: Path,
+) -> None:
+    x = sample_inputs(variant_bundle, 1)
+    light = load_bundle(variant_bundle).manifest.full_variants[0].name
+    with Client(variant_bundle, cloud=[f"127.0.0.1:{free_port()}"], policy="cloud_only") as c:
+        assert c.infer(x).fell_back  # nothing listens there: tried, finished locally
+        c.set_mode(edge_only=True)
+        r = c.infer(x)
+        assert r.path == "edge_only" and not r.fell_back and r.variant is None
+        c.set_mode(variant=light)
+        assert c.infer(x).variant == light
+        with pytest.raises(ConfigError, match="no full-model variant"):
+            c.set_mode(variant="nope")
+        c.set_mode()
+        assert c.infer(x).path == "cloud_only"
+
+
+def test_a_damaged_bundle_without_a_fleet_keeps_serving_from_memory(
+    digits_bundle: Path, tmp_path: Path
+) -> None:
+    """No coordinator to re-fetch from: the damage is reported once, a runtime restart
+    (which would read the damaged file) is refused, and requests keep being answered."""
+    root = tmp_path / "b"
+    shutil.copytree(digits_bundle, root)
+    x = sample_inputs(root, 1)
+    with Client(root, policy="edge_only") as c:
+        c.warm()
+        want = c.infer(x).output
+        wd = Watchdog(WatchdogConfig(memory_budget_mb=1), c, CollectorRegistry())
+        wd.check_integrity()
+        assert wd.health() == "ok" and not wd.counts
+        _flip_byte(root / c.bundle.manifest.full_paths()[0])
+        wd.check_integrity()
+        wd.check_integrity()
+        assert wd.counts == {"integrity_fail": 1} and wd.health() == "damaged"
+        wd.check_memory()  # 1 MiB budget: over it, but the files no longer verify
+        assert wd.counts["restart_failed"] == 1
+        np.testing.assert_allclose(c.infer(x).output, want)  # the in-memory sessions
