@@ -1,4 +1,5 @@
-"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0.
+"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0 (or
+75 when the watchdog asks its supervisor for a fresh process: edge_node.watchdog).
 
 The flags are derived from the config dataclasses (collab.settings): one per
 :class:`collab.ClientConfig` field and one per daemon field of :class:`EdgeConfig`,
@@ -18,6 +19,7 @@ from collab.signals import stop_on_signals
 from collab.transport import TlsConfig
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
+from edge_node.watchdog import EXIT_RESTART
 from edge_node.watchdog_config import WatchdogConfig
 
 _FLEET = (
@@ -81,7 +83,13 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     stop = stop_on_signals()
-    with serve(config) as (_server, port):
+    asked: list[str] = []
+
+    def restart_me(why: str) -> None:  # the watchdog gave up curing a leak in-process
+        asked.append(why)
+        stop.set()
+
+    with serve(config, escalate=restart_me) as (_server, port):
         print(f"edge node listening on port {port}", flush=True)
         stop.wait()
-    return 0
+    return EXIT_RESTART if asked else 0

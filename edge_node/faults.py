@@ -14,6 +14,7 @@ could. Write files atomically (temp + rename).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from pathlib import Path
 
@@ -47,6 +48,11 @@ class FaultInjector:
             self._log.warning(f"fault:{name}", "fault injection: cannot read %s: %s", name, e)
             return ""
 
+    def _leak(self, rt: EdgeRuntime, mb: int) -> None:
+        # np.ones touches every page: resident, not just reserved
+        self._leaked.setdefault(rt, []).append(np.ones(max(mb, 0) * _MIB, np.uint8))
+        logger.warning("fault injection: the runtime leaked %d MiB", mb)
+
     def poll(self) -> None:
         rt = self._client.runtime
         leak = self._read("leak_mb")
@@ -56,10 +62,10 @@ class FaultInjector:
                 mb = int(leak)
             except ValueError:
                 self._log.warning("fault:leak_mb", "fault injection: leak_mb %r is no int", leak)
-            else:
-                # np.ones touches every page: resident, not just reserved
-                self._leaked.setdefault(rt, []).append(np.ones(max(mb, 0) * _MIB, np.uint8))
-                logger.warning("fault injection: the runtime leaked %d MiB", mb)
+            else:  # off the watchdog's thread: a leak grows while the watchdog watches
+                threading.Thread(
+                    target=self._leak, args=(rt, mb), name="collab-fault-leak", daemon=True
+                ).start()
         text = self._read("slowdown")
         try:
             factor = max(float(text), 1.0) if text else self._base_slowdown

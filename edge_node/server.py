@@ -7,7 +7,7 @@ loses a request to a cloud failure because the client finishes locally.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,8 +120,11 @@ class EdgeServer:
 
 
 @contextmanager
-def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
-    """Run the daemon; yields ``(server, port)``; drains in-flight requests on exit."""
+def serve(
+    config: EdgeConfig, *, escalate: Callable[[str], None] | None = None
+) -> Iterator[tuple[EdgeServer, int]]:
+    """Run the daemon; yields ``(server, port)``; drains in-flight requests on exit.
+    ``escalate``: how the watchdog has the process restarted (edge_node.watchdog)."""
     client = Client(config.bundle, config=config.client)
     metrics = EdgeMetrics()
     try:
@@ -132,6 +135,7 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
             client,
             metrics.registry,
             default_deadline_ms=config.client.deadline_ms,
+            escalate=escalate,
         )
         handler = EdgeHandler(client, metrics, max_input_bytes=limit, watchdog=watchdog)
         server = grpc.server(

@@ -44,6 +44,7 @@ from edge_node.watchdog_config import WatchdogConfig
 ACTIONS = (
     "runtime_restart",  # RSS over the threshold: fresh sessions
     "restart_failed",  # ... and they could not be built (a file no longer verifies)
+    "process_restart",  # ... and restarts did not help: the process exits for its supervisor
     "variant_switch",  # latency over budget: the lightest variant serves
     "variant_restore",  # ... and FP32 is back
     "integrity_fail",  # a bundle file on disk no longer matches its hash
@@ -55,6 +56,7 @@ ACTIONS = (
     "broker_back",
 )
 _MIB = 1 << 20
+EXIT_RESTART = 75  # EX_TEMPFAIL: collab edge's exit code when it asks to be restarted
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,14 @@ class Watchdog:
         registry: CollectorRegistry,
         *,
         default_deadline_ms: float | None = None,
+        escalate: Callable[[str], None] | None = None,
     ) -> None:
+        """``escalate``: how to have the whole process restarted (collab edge: stop and exit
+        with :data:`EXIT_RESTART`); without it a leak that restarts do not cure is only logged."""
         self.config = config
+        self._escalate = escalate
+        self._futile = 0  # restarts in a row after which RSS stayed over the threshold
+        self._restarted = False  # RSS has not been under the threshold since the last restart
         self.client = client
         self._deadline = default_deadline_ms
         self._log = RateLimited(logger, interval_s=config.log_interval_s)
@@ -265,15 +273,32 @@ class Watchdog:
     def check_memory(self) -> None:
         rss = rss_bytes()
         self.m_rss.set(rss)
-        limit = self.config.memory_threshold * self.memory_budget
+        cfg = self.config
+        limit = cfg.memory_threshold * self.memory_budget
         now = time.monotonic()
-        if rss <= limit or now - self._last_restart < self.config.restart_cooldown_s:
+        if rss <= limit:
+            self._futile, self._restarted = 0, False
+            return
+        if now - self._last_restart < cfg.restart_cooldown_s:
             return
         self._last_restart = now
         detail = (
-            f"RSS {rss / _MIB:.0f} MiB > {self.config.memory_threshold:.0%} of "
+            f"RSS {rss / _MIB:.0f} MiB > {cfg.memory_threshold:.0%} of "
             f"{self.memory_budget / _MIB:.0f} MiB"
         )
+        if self._restarted:  # the last restart did not bring it under
+            self._futile += 1
+        if cfg.escalate_after and self._futile >= cfg.escalate_after:
+            if self._escalate is not None:
+                self._act("process_restart", f"{detail} after {self._futile} runtime restarts")
+                self._escalate(detail)
+                self._escalate = None  # once
+            else:
+                self._log.warning(
+                    "memory:futile", "watchdog: %s after %d runtime restarts", detail, self._futile
+                )
+            return
+        self._restarted = True
         try:
             self.client.restart_runtime()
         except CollabError as e:

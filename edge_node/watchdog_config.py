@@ -46,6 +46,12 @@ class WatchdogConfig:
         flag="--restart-cooldown",
         metavar="S",
     )
+    escalate_after: int = setting(
+        3,
+        help="runtime restarts in a row that leave RSS over the threshold before collab edge "
+        "exits for its supervisor to restart it (exit code 75; 0 = never)",
+        lo=0,
+    )
     latency_budget: float = setting(
         1.0,
         help="the FP32 model's edge compute may take this fraction of a request's deadline",

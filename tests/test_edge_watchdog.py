@@ -486,3 +486,21 @@ def test_a_damaged_bundle_without_a_fleet_keeps_serving_from_memory(
         wd.check_memory()  # 1 MiB budget: over it, but the files no longer verify
         assert wd.counts["restart_failed"] == 1
         np.testing.assert_allclose(c.infer(x).output, want)  # the in-memory sessions
+
+
+def test_a_leak_restarts_cannot_cure_makes_the_daemon_exit_for_its_supervisor(
+    digits_bundle: Path, tmp_path: Path
+) -> None:
+    """A budget the daemon's own baseline exceeds: the in-process restarts do not help, so
+    after --escalate-after of them it drains and exits 75 (its supervisor restarts it)."""
+    port = free_port()
+    args = ["edge", "--bundle", str(digits_bundle), "--listen", f"127.0.0.1:{port}"]
+    args += ["--memory-budget", "20", "--restart-cooldown", "0.3", "--escalate-after", "2"]
+    args += ["--watchdog-log-interval", "0"]  # every action logged
+    log = tmp_path / "edge.log"
+    with collab_process(args, port=port, log=log) as p:
+        t0 = time.monotonic()
+        assert p.wait(30) == 75
+    text = log.read_text()
+    assert text.count("watchdog: runtime restart") == 2 and "process restart" in text
+    _report("leak outside the runtime (budget 20 MiB)", exited=time.monotonic() - t0)
