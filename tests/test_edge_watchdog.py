@@ -40,6 +40,7 @@ from collab.emulator import DirectionTrace, EmulatorThread, LinkTrace
 from collab.errors import ConfigError, MalformedMessage
 from collab.procs import Broker, collab_process, free_port
 from collab.proto import collab_pb2, collab_pb2_grpc
+from coordinator.cli_status import format_table
 from coordinator.operator_client import CoordinatorClient
 from edge_node.watchdog import Watchdog
 from edge_node.watchdog_config import WatchdogConfig
@@ -349,7 +350,9 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
                 assert c.upload(served).version == version
                 c.start(version)
                 wait_until(
-                    lambda: any(n.state == "acked" for n in c.status().nodes), 30, "rollout ack"
+                    lambda: any(n.node_id == node and n.state == "acked" for n in c.status().nodes),
+                    30,
+                    "the edge's rollout ack",
                 )
 
             # --- a flipped byte in a model file on disk
@@ -369,6 +372,9 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
                 15,
                 "the coordinator told of the re-fetch",
             )
+            assert watch.latest is not None
+            table = format_table(watch.latest)  # what collab status prints
+            assert f"recoveries: {node}: " in table and "refetch=1" in table, table
 
             # --- the link cut (cloud and broker)
             before = len(load.answers)
