@@ -11,24 +11,17 @@ not asserted beyond generous bounds (the box is shared).
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from test_client import sample_inputs
-from test_control_support import StatusWatcher, fetch_token_file, wait_until
+from test_control_support import StatusWatcher, fetch_token_file
 from test_coordinator_fleet import _coordinator
 
-from collab import codec as codecs
 from collab.bundle import load_bundle
 from collab.cli import main as collab_main
 from collab.control import messages as msg
@@ -36,16 +29,13 @@ from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.control.outbox import Outbox
 from collab.edge.client import Client
-from collab.emulator import DirectionTrace, EmulatorThread, LinkTrace
 from collab.errors import ConfigError, MalformedMessage
 from collab.procs import Broker, collab_process, free_port
-from collab.proto import collab_pb2, collab_pb2_grpc
 from coordinator.cli_status import format_table
 from coordinator.operator_client import CoordinatorClient
 from edge_node.watchdog import Watchdog
 from edge_node.watchdog_config import WatchdogConfig
-
-DEADLINE_MS = 20.0
+from tests.helpers import faultload as fl
 
 
 @pytest.fixture(scope="module")
@@ -56,142 +46,6 @@ def variant_bundle(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory
     assert collab_main([*args, "--distill", "0.5", "--splits", "none", "--no-progress"]) == 0
     assert load_bundle(out).manifest.full_variants
     return out
-
-
-def _metrics(port: int) -> dict[str, float]:
-    """The daemon's Prometheus samples, ``name{label=value}`` -> value."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
-
-
-def _action(port: int, kind: str) -> float:
-    return _metrics(port).get(f"collab_edge_watchdog_actions_total{{kind={kind}}}", 0.0)
-
-
-def _inject(faults: Path, name: str, value: str | None) -> float:
-    """Write (or with None remove) a fault file atomically; returns when it happened."""
-    if value is None:
-        (faults / name).unlink()
-    else:
-        tmp = faults / f".{name}"
-        tmp.write_text(value)
-        tmp.rename(faults / name)
-    return time.monotonic()
-
-
-def _rss(pid: int) -> int:
-    """Resident memory of process ``pid`` (read from outside it)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-class RssSampler:
-    """Samples a process's RSS from outside every 5 ms (a short excursion is not missed)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            try:
-                self.samples.append((time.monotonic(), _rss(self.pid)))
-            except (OSError, AssertionError):  # the process is gone
-                return
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def first_above(self, limit: float) -> float | None:
-        return next((t for t, v in self.samples if v > limit), None)
-
-    def peak(self) -> int:
-        return max((v for _, v in self.samples), default=0)
-
-
-def _until(pred: Callable[[], object], timeout: float, what: str) -> float:
-    wait_until(pred, timeout, what)
-    return time.monotonic()
-
-
-@dataclass
-class Answer:
-    at: float  # monotonic, when it came back
-    ok: bool
-    error: str = ""
-    output: np.ndarray | None = None
-    path: str = ""
-    edge_ms: float = 0.0
-
-
-@dataclass
-class Load:
-    """Client threads sending requests to the daemon back to back (a short pause each)."""
-
-    port: int
-    x: np.ndarray
-    threads: int = 2
-    answers: list[Answer] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _run(self) -> None:
-        req = collab_pb2.EdgeInferRequest(
-            frame=codecs.encode(self.x, "f32"), deadline_ms=DEADLINE_MS
-        )
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-            stub = collab_pb2_grpc.EdgeServiceStub(ch)
-            while not self._stop.is_set():
-                try:
-                    r = stub.Infer(req, timeout=30)
-                    a = Answer(
-                        time.monotonic(),
-                        True,
-                        output=codecs.decode(r.output),
-                        path=r.path,
-                        edge_ms=r.timings.get("edge_ms", 0.0),
-                    )
-                except grpc.RpcError as e:
-                    a = Answer(time.monotonic(), False, error=f"{e.code()}: {e.details()}")
-                with self._lock:
-                    self.answers.append(a)
-                time.sleep(0.005)
-
-    @contextmanager
-    def running(self) -> Iterator[Load]:
-        ts = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
-        for t in ts:
-            t.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            for t in ts:
-                t.join(35)
-
-    def between(self, t0: float, t1: float) -> list[Answer]:
-        with self._lock:
-            return [a for a in self.answers if t0 <= a.at <= t1]
-
-    def check_none_lost(self) -> None:
-        with self._lock:
-            failed = [a.error for a in self.answers if not a.ok]
-            n = len(self.answers)
-        assert n > 0 and not failed, f"{len(failed)} of {n} requests failed: {failed[:3]}"
 
 
 def _references(bundle: Path, x: np.ndarray) -> list[np.ndarray]:
@@ -208,7 +62,7 @@ def _edge(bundle: Path, faults: Path, tmp: Path, *extra: str):  # type: ignore[n
     port, mport = free_port(), free_port()
     args = ["edge", "--bundle", str(bundle), "--listen", f"127.0.0.1:{port}"]
     args += ["--metrics-port", str(mport), "--fault-injection", str(faults)]
-    args += ["--watchdog-interval", "0.2", "--deadline-ms", str(DEADLINE_MS), *extra]
+    args += ["--watchdog-interval", "0.2", "--deadline-ms", str(fl.DEADLINE_MS), *extra]
     return port, mport, collab_process(args, port=port, log=tmp / f"edge-{port}.log")
 
 
@@ -225,15 +79,17 @@ def test_memory_leak_restarts_the_runtime_without_losing_a_request(
     refs = _references(variant_bundle, x)
     limit = 0.85 * 400 * 2**20
     port, mport, proc = _edge(variant_bundle, faults, tmp_path, "--memory-budget", "400")
-    with proc as p, Load(port, x).running() as load, RssSampler(p.pid) as rss:
-        _until(lambda: load.answers, 30, "first answers")
-        assert _rss(p.pid) < limit  # room to leak
-        t0 = _inject(faults, "leak_mb", "300")
-        t_restart = _until(lambda: _action(mport, "runtime_restart") >= 1, 20, "runtime restart")
-        t_back = _until(lambda: _rss(p.pid) < limit, 20, "RSS back under the threshold")
+    with proc as p, fl.Load(port, x).running() as load, fl.RssSampler(p.pid) as rss:
+        fl.until(lambda: load.answers, 30, "first answers")
+        assert fl.rss(p.pid) < limit  # room to leak
+        t0 = fl.inject(faults, "leak_mb", "300")
+        t_restart = fl.until(
+            lambda: fl.action(mport, "runtime_restart") >= 1, 20, "runtime restart"
+        )
+        t_back = fl.until(lambda: fl.rss(p.pid) < limit, 20, "RSS back under the threshold")
         time.sleep(1.0)  # requests go on on the fresh runtime
         after = load.between(t_back, time.monotonic())
-        assert _action(mport, "runtime_restart") == 1  # one restart cured it
+        assert fl.action(mport, "runtime_restart") == 1  # one restart cured it
     load.check_none_lost()
     assert after, "no request answered after the restart"
     assert all(any(np.allclose(a.output, r, atol=1e-4) for r in refs) for a in load.answers)
@@ -259,7 +115,7 @@ def test_slowed_runtime_switches_to_the_lightest_variant_and_back(
     light = min(m.full_variants, key=lambda v: v.ms)
     # slowed so that FP32 takes ~1.3 x the budget (50 % of the deadline) and the lightest
     # variant well under it; FP32 is predicted back under 70 % of it only once the fault is gone
-    budget_ms = 0.5 * DEADLINE_MS
+    budget_ms = 0.5 * fl.DEADLINE_MS
     factor = 1.3 * budget_ms / m.full_ms
     assert factor * light.ms < 0.7 * budget_ms  # the bundle leaves room for the check
     x = sample_inputs(variant_bundle, 1)
@@ -272,15 +128,17 @@ def test_slowed_runtime_switches_to_the_lightest_variant_and_back(
         "--latency-window",
         "1.0",
     )
-    with proc as p, Load(port, x).running() as load:
-        _until(lambda: len(load.answers) > 20, 30, "first answers")
-        t0 = _inject(faults, "slowdown", f"{factor:.1f}")
-        t_switch = _until(lambda: _action(mport, "variant_switch") >= 1, 20, "variant switch")
-        assert _metrics(mport)["collab_edge_degraded"] == 1.0
+    with proc as p, fl.Load(port, x).running() as load:
+        fl.until(lambda: len(load.answers) > 20, 30, "first answers")
+        t0 = fl.inject(faults, "slowdown", f"{factor:.1f}")
+        t_switch = fl.until(lambda: fl.action(mport, "variant_switch") >= 1, 20, "variant switch")
+        assert fl.metrics(mport)["collab_edge_degraded"] == 1.0
         time.sleep(1.0)
         degraded = load.between(t_switch + 0.2, time.monotonic())
-        t1 = _inject(faults, "slowdown", None)
-        t_restore = _until(lambda: _action(mport, "variant_restore") >= 1, 20, "variant restore")
+        t1 = fl.inject(faults, "slowdown", None)
+        t_restore = fl.until(
+            lambda: fl.action(mport, "variant_restore") >= 1, 20, "variant restore"
+        )
         time.sleep(0.5)
         restored = load.between(t_restore + 0.2, time.monotonic())
         slow = load.between(t0 + 0.3, t_switch - 0.1)
@@ -299,18 +157,6 @@ def test_slowed_runtime_switches_to_the_lightest_variant_and_back(
         f"[watchdog] edge ms median: slowed FP32 {med(slow) if slow else float('nan'):.1f}, "
         f"{light.name} {med(degraded):.1f}, restored FP32 {med(restored):.1f}"
     )
-
-
-def _flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-def _through_link(upstream: tuple[str, int]) -> EmulatorThread:
-    """The link emulator as a plain proxy (no delay, no rate limit) that ``cut`` cuts."""
-    direction = DirectionTrace.constant(bandwidth_bps=None, delay_ms=0.0)
-    return EmulatorThread(upstream=upstream, link=LinkTrace(uplink=direction, downlink=direction))
 
 
 @pytest.mark.slow
@@ -332,8 +178,8 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
 
     with (
         _coordinator(broker, tmp_path, port, oport),
-        _through_link(("127.0.0.1", cport)) as cloud_link,
-        _through_link((broker.host, broker.port)) as mqtt_link,
+        fl.through_link(("127.0.0.1", cport)) as cloud_link,
+        fl.through_link((broker.host, broker.port)) as mqtt_link,
         collab_process(
             [
                 *("cloud", "--bundle", str(served), "--listen", f"127.0.0.1:{cport}"),
@@ -376,14 +222,14 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
             "0.3",
         )
         x = sample_inputs(served, 1)
-        with edge as p, Load(eport, x).running() as load:
-            wait_until(lambda: any(a.path == "cloud_only" for a in load.answers), 30, "cloud path")
+        with edge as p, fl.Load(eport, x).running() as load:
+            fl.until(lambda: any(a.path == "cloud_only" for a in load.answers), 30, "cloud path")
             # the coordinator rolls out the version the edge serves: the signed directive
             # says where (and what) a re-fetch may fetch
             with CoordinatorClient(f"127.0.0.1:{oport}") as c:
                 assert c.upload(served).version == version
                 c.start(version)
-                wait_until(
+                fl.until(
                     lambda: any(n.node_id == node and n.state == "acked" for n in c.status().nodes),
                     30,
                     "the edge's rollout ack",
@@ -392,12 +238,14 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
             # --- a flipped byte in a model file on disk
             seg = load_bundle(served).manifest.full_paths()[0]
             t0 = time.monotonic()
-            _flip_byte(served / seg)
-            t_fail = _until(lambda: _action(mport, "integrity_fail") >= 1, 20, "integrity check")
-            t_fixed = _until(lambda: _action(mport, "refetch") >= 1, 30, "re-fetch")
+            fl.flip_byte(served / seg)
+            t_fail = fl.until(
+                lambda: fl.action(mport, "integrity_fail") >= 1, 20, "integrity check"
+            )
+            t_fixed = fl.until(lambda: fl.action(mport, "refetch") >= 1, 30, "re-fetch")
             fresh = tmp_path / "work" / "bundles" / version
             assert load_bundle(fresh).version == version  # verified, complete
-            wait_until(
+            fl.until(
                 lambda: (
                     (n := watch.node(node))
                     and n.telemetry
@@ -416,20 +264,18 @@ def test_flipped_byte_is_refetched_and_a_cut_link_serves_offline(
             wall_cut = time.time()
             cloud_link.cut(True)
             mqtt_link.cut(True)
-            t_off = _until(lambda: _action(mport, "offline_enter") >= 1, 20, "offline mode")
-            _until(lambda: _action(mport, "broker_lost") >= 1, 20, "broker loss noticed")
+            t_off = fl.until(lambda: fl.action(mport, "offline_enter") >= 1, 20, "offline mode")
+            fl.until(lambda: fl.action(mport, "broker_lost") >= 1, 20, "broker loss noticed")
             time.sleep(1.5)
             offline = load.between(t_off + 0.3, time.monotonic())
             t2 = time.monotonic()
             wall_back = time.time()
             cloud_link.cut(False)
             mqtt_link.cut(False)
-            t_on = _until(lambda: _action(mport, "offline_exit") >= 1, 20, "online again")
-            t_broker = _until(lambda: _action(mport, "broker_back") >= 1, 30, "broker back")
-            wait_until(
-                lambda: any(wall_cut < s < wall_back for _, s in seen), 15, "queued telemetry"
-            )
-            wait_until(
+            t_on = fl.until(lambda: fl.action(mport, "offline_exit") >= 1, 20, "online again")
+            t_broker = fl.until(lambda: fl.action(mport, "broker_back") >= 1, 30, "broker back")
+            fl.until(lambda: any(wall_cut < s < wall_back for _, s in seen), 15, "queued telemetry")
+            fl.until(
                 lambda: any(a.path == "cloud_only" for a in load.between(t_on, time.monotonic())),
                 20,
                 "cloud path again",
@@ -519,7 +365,7 @@ def test_a_damaged_bundle_without_a_fleet_keeps_serving_from_memory(
         wd = Watchdog(WatchdogConfig(memory_budget_mb=1), c, CollectorRegistry())
         wd.check_integrity()
         assert wd.health() == "ok" and not wd.counts
-        _flip_byte(root / c.bundle.manifest.full_paths()[0])
+        fl.flip_byte(root / c.bundle.manifest.full_paths()[0])
         wd.check_integrity()
         wd.check_integrity()
         assert wd.counts == {"integrity_fail": 1} and wd.health() == "damaged"
