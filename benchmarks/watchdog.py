@@ -6,13 +6,15 @@
 One fleet edge daemon (real coordinator, cloud node and Mosquitto processes; the edge's
 links to the cloud and to the broker run through the link emulator) serving the digits
 bundle with a distilled student (``collab optimize --distill 0.5``), and two request
-streams back to back: one with the daemon's policy (auto, which is edge-only for this
-small model) and one asking for cloud_only. The faults in turn, each injected from
-outside the daemon: a 300 MiB leak (budget 400 MiB), the runtime slowed so that FP32 takes
-1.3x its latency budget (half the 20 ms deadline) for 4 s, a flipped byte in a model
-file on disk, a 3 s link cut. Printed: the time from each injection to the watchdog's
-action and to the recovery, and requests answered / failed; the PNG shows every
-request's latency over time (colour = path), the fault windows and the actions.
+streams back to back, one asking for edge_only and one for cloud_only (auto would move a
+slowed edge's requests to the cloud by itself, leaving the watchdog nothing to judge).
+
+The faults in turn, each injected from outside the daemon: a 300 MiB leak (budget
+400 MiB); the runtime slowed for 4 s so that FP32 takes 1.3x its latency budget (half the
+20 ms deadline); a flipped byte in a model file on disk; a 3 s link cut. Printed: the time
+from each injection to the watchdog's action and to the recovery, requests answered and
+failed. The PNG: every request's latency (colour = path), the edge-only stream's edge
+compute against the budget, the daemon's RSS, the fault windows and the actions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -95,7 +98,7 @@ def _variant_bundle(work: Path) -> Path:
     return out
 
 
-def run(work: Path) -> dict[str, object]:
+def run(work: Path) -> dict[str, Any]:
     served = work / "served"
     shutil.copytree(_variant_bundle(work), served)
     m = load_bundle(served).manifest
@@ -131,8 +134,9 @@ def run(work: Path) -> dict[str, object]:
         args += ["--work-dir", str(work / "edge")]
         edge = st.enter_context(collab_process(args, port=eport, log=work / "edge.log"))
         x = np.zeros(m.input_shape, np.float32)
-        load = st.enter_context(fl.Load(eport, x, policies=("", "cloud_only")).running())
+        load = st.enter_context(fl.Load(eport, x, policies=("edge_only", "cloud_only")).running())
         acts = st.enter_context(Actions(mport))
+        rss = st.enter_context(fl.RssSampler(edge.pid))
         fl.until(lambda: any(a.path == "cloud_only" for a in load.answers), 30, "cloud path")
         with CoordinatorClient(f"127.0.0.1:{oport}") as c:  # the signed directive a re-fetch needs
             c.upload(served)
@@ -181,6 +185,7 @@ def run(work: Path) -> dict[str, object]:
         t_end = time.monotonic()
         answers = list(load.answers)
         seen = list(acts.seen)
+        rss_samples = list(rss.samples)
     failed = [a for a in answers if not a.ok]
     return {
         "times_s": times,
@@ -192,6 +197,10 @@ def run(work: Path) -> dict[str, object]:
         "budget_ms": budget_ms,
         "events": [(n, a - t_start, b - t_start) for n, a, b in events],
         "actions": [(t - t_start, k) for t, k in seen if t_start <= t <= t_end],
+        "rss_mib": [
+            (t - t_start, v / 2**20) for t, v in rss_samples[::10] if t_start <= t <= t_end
+        ],
+        "memory_limit_mib": 0.85 * 400,
         "answers": [
             (a.at - t_start, a.latency_ms, a.edge_ms, a.path, a.policy)
             for a in answers
@@ -200,39 +209,54 @@ def run(work: Path) -> dict[str, object]:
     }
 
 
-def plot(r: dict[str, object], png: Path) -> None:
+def plot(r: dict[str, Any], png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
     answers = r["answers"]
-    assert isinstance(answers, list)
     colors = {"edge_only": "tab:green", "cloud_only": "tab:blue", "split": "tab:purple"}
     for path, color in colors.items():
         pts = [(t, ms) for t, ms, _, p, _ in answers if p == path]
         if pts:
             t, ms = zip(*pts, strict=True)
-            ax.scatter(t, ms, s=3, color=color, label=f"answered {path}", alpha=0.6)
-    for i, (name, a, b) in enumerate(r["events"]):  # type: ignore[attr-defined]
-        ax.axvspan(a, max(b, a + 0.05), color="tab:red", alpha=0.12)
-        ax.text(a, 0.97 - 0.07 * (i % 2), name, transform=ax.get_xaxis_transform(), fontsize=8)
-    for t, kind in r["actions"]:  # type: ignore[attr-defined]
-        ax.axvline(t, color="0.4", lw=0.6, ls=":")
-        ax.text(t, 0.02, kind, rotation=90, fontsize=6, transform=ax.get_xaxis_transform())
-    ax.axhline(r["budget_ms"], color="tab:orange", ls="--", lw=0.8, label="latency budget")
-    ax.set_yscale("log")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("request latency (ms)")
-    ax.set_title(
+            top.scatter(t, ms, s=3, color=color, label=f"answered {path}", alpha=0.6)
+    pts = [(t, e) for t, _, e, p, pol in answers if pol == "edge_only" and e > 0]
+    if pts:
+        t, e = zip(*pts, strict=True)
+        mid.scatter(t, e, s=3, color="tab:green", alpha=0.6, label="edge compute, edge_only stream")
+    mid.axhline(r["budget_ms"], color="tab:orange", ls="--", lw=0.8, label="latency budget")
+    t, v = zip(*r["rss_mib"], strict=True)
+    low.plot(t, v, color="k", lw=1, label="daemon RSS (sampled from /proc)")
+    low.axhline(r["memory_limit_mib"], color="tab:orange", ls="--", lw=0.8, label="85 % of budget")
+    for ax in (top, mid, low):
+        for _name, a, b in r["events"]:
+            ax.axvspan(a, max(b, a + 0.05), color="tab:red", alpha=0.12)
+        for when, _ in r["actions"]:
+            ax.axvline(when, color="0.4", lw=0.6, ls=":")
+        ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    for i, (name, a, _) in enumerate(r["events"]):
+        top.text(a, 0.93 - 0.08 * (i % 2), name, transform=top.get_xaxis_transform(), fontsize=8)
+    for i, (when, kind) in enumerate(r["actions"]):
+        low.text(
+            when, 0.05 + 0.3 * (i % 2), kind, rotation=90, fontsize=6,
+            transform=low.get_xaxis_transform(),
+        )  # fmt: skip
+    top.set_yscale("log")
+    mid.set_yscale("log")
+    top.set_ylabel("request latency (ms)")
+    mid.set_ylabel("edge compute (ms)")
+    low.set_ylabel("RSS (MiB)")
+    low.set_xlabel("time (s)")
+    top.set_title(
         f"edge watchdog: {r['answered']} requests answered, {r['failed']} failed "
         "(red: fault until recovered; dotted: watchdog actions)"
     )
-    ax.legend(loc="upper right", fontsize=8, markerscale=3)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=110)
 
 
 def main() -> int:
@@ -244,7 +268,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="collab-watchdog-") as tmp:
         r = run(Path(tmp))
-    for what, s in r["times_s"].items():  # type: ignore[attr-defined]
+    for what, s in r["times_s"].items():
         print(f"{what:<36} {s * 1000:7.0f} ms")
     print(f"requests answered {r['answered']}, failed {r['failed']} {r['errors']}")
     if args.json:
