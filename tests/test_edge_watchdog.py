@@ -10,6 +10,7 @@ not asserted beyond generous bounds (the box is shared).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -29,8 +30,9 @@ from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.control.outbox import Outbox
 from collab.edge.client import Client
-from collab.errors import ConfigError, MalformedMessage
+from collab.errors import BundleError, ConfigError, MalformedMessage
 from collab.procs import Broker, collab_process, free_port
+from collab.split.examples import cache_root
 from coordinator.cli_status import format_table
 from coordinator.operator_client import CoordinatorClient
 from edge_node.watchdog import Watchdog
@@ -40,12 +42,25 @@ from tests.helpers import faultload as fl
 
 @pytest.fixture(scope="module")
 def variant_bundle(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The digits bundle with a real distilled student (``collab optimize --distill``)."""
+    """The digits bundle with a real distilled student (``collab optimize --distill``),
+    built once per digits bundle into the example cache (beside it)."""
+    # not "digits-*": example_bundle prunes those it did not build
+    final = cache_root() / f"distilled-digits-{load_bundle(digits_bundle).version[:16]}"
+    try:
+        if load_bundle(final).manifest.full_variants:
+            return final
+    except BundleError:
+        shutil.rmtree(final, ignore_errors=True)
     out = tmp_path_factory.mktemp("variants") / "digits-distilled"
     args = ["optimize", str(digits_bundle), "--out", str(out), "--calibration", "example:digits"]
     assert collab_main([*args, "--distill", "0.5", "--splits", "none", "--no-progress"]) == 0
     assert load_bundle(out).manifest.full_variants
-    return out
+    try:
+        shutil.copytree(out, final.with_name(f".{final.name}.{os.getpid()}"))
+        final.with_name(f".{final.name}.{os.getpid()}").rename(final)
+    except OSError:  # another session cached it meanwhile
+        return out
+    return final
 
 
 def _references(bundle: Path, x: np.ndarray) -> list[np.ndarray]:
