@@ -392,6 +392,8 @@ class Watchdog:
             return
         try:
             fresh = self._refetch()
+            if self._stop.is_set():
+                return  # shutting down: no new sessions now
             self.client.swap_bundle(fresh)
         except CollabError as e:
             self._act("refetch_failed", str(e))

@@ -27,10 +27,11 @@ from collab.bundle import load_bundle
 from collab.cli import main as collab_main
 from collab.control import messages as msg
 from collab.control import topics
+from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.mqtt import MqttClient, MqttConfig
 from collab.control.outbox import Outbox
 from collab.edge.client import Client
-from collab.errors import BundleError, ConfigError, MalformedMessage
+from collab.errors import BundleError, ConfigError, ControlPlaneError, MalformedMessage
 from collab.procs import Broker, collab_process, free_port
 from collab.split.examples import cache_root
 from coordinator.cli_status import format_table
@@ -405,3 +406,19 @@ def test_a_leak_restarts_cannot_cure_makes_the_daemon_exit_for_its_supervisor(
     text = log.read_text()
     assert text.count("watchdog: runtime restart") == 2 and "process restart" in text
     _report("leak outside the runtime (budget 20 MiB)", exited=time.monotonic() - t0)
+
+
+def test_no_refetch_without_a_verified_directive(tmp_path: Path) -> None:
+    """The broker is not trusted to say where the fetch token goes: a node re-fetches only
+    from the endpoint a verified directive for the version it serves names."""
+    agent = NodeAgent(
+        AgentConfig(
+            node_id="e1",
+            role="edge",
+            mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"),
+            work_dir=tmp_path,
+            bundle_version="ab" * 32,
+        )
+    )
+    with pytest.raises(ControlPlaneError, match="no verified directive"):
+        agent.refetch()

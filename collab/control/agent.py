@@ -289,10 +289,16 @@ class NodeAgent:
         self.outbox.put(t)
         if not self._mqtt.connected:
             return
-        for q in self.outbox.take():
-            self._mqtt.publish(
-                self._topic(topics.TELEMETRY), msg.telemetry_to_proto(q).SerializeToString()
-            )
+        queued = self.outbox.take()
+        for i, q in enumerate(queued):
+            try:
+                self._mqtt.publish(
+                    self._topic(topics.TELEMETRY), msg.telemetry_to_proto(q).SerializeToString()
+                )
+            except CollabError:
+                for rest in queued[i:]:  # the broker went away meanwhile: they wait again
+                    self.outbox.put(rest)
+                raise
 
     def _ack(self, d: msg.RolloutDirective, *, ok: bool, error: str = "") -> None:
         a = msg.RolloutAck(
