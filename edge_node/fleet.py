@@ -20,9 +20,10 @@ from collab.control.transfer import fetch_token
 from collab.edge.client import Client
 from collab.transport import advertised
 from edge_node.config import EdgeConfig
+from edge_node.watchdog import Watchdog
 
 
-def telemetry(client: Client) -> msg.Telemetry:
+def telemetry(client: Client, watchdog: Watchdog | None = None) -> msg.Telemetry:
     t = client.take_interval()
     return msg.Telemetry(
         node_id="",
@@ -34,10 +35,14 @@ def telemetry(client: Client) -> msg.Telemetry:
         p99_ms=t.p99_ms,
         fallbacks=t.fallbacks,
         bytes_sent=t.bytes_sent,
+        recoveries=watchdog.recoveries() if watchdog is not None else {},
+        health=watchdog.health() if watchdog is not None else "",
     )
 
 
-def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
+def join_fleet(
+    config: EdgeConfig, client: Client, port: int, watchdog: Watchdog | None = None
+) -> NodeAgent:
     assert config.mqtt is not None
     node_id = config.node_id or topics.default_node_id("edge", port)
     # a stable default: the directive high-water mark in it must survive restarts
@@ -63,9 +68,14 @@ def join_fleet(config: EdgeConfig, client: Client, port: int) -> NodeAgent:
             heartbeat_interval=config.heartbeat_interval_s,
             telemetry_interval=config.telemetry_interval_s,
             capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)},
+            telemetry_queue=config.watchdog.telemetry_queue,
         ),
         on_swap=on_swap,
         on_clouds=on_clouds,
-        telemetry=lambda: telemetry(client),
+        telemetry=lambda: telemetry(client, watchdog),
     )
+    if watchdog is not None:
+        watchdog.attach_fleet(
+            agent.refetch, broker_up=lambda: agent.connected, dropped=lambda: agent.outbox.dropped
+        )
     return agent.start()
