@@ -76,12 +76,12 @@ def format_table(fs: msg.FleetStatus) -> str:
     now = time.time()
     head = (
         f"{'NODE':<20} {'ROLE':<5} {'STATE':<7} {'VERSION':<12} {'SEEN':>6} {'REQ':>6} {'P50ms':>7} "
-        f"{'P99ms':>7} {'EDGE/SPLIT/CLOUD %':>19} {'FALLBK':>6} {'SENT':>9}"
+        f"{'P99ms':>7} {'EDGE/SPLIT/CLOUD %':>19} {'FALLBK':>6} {'SENT':>9} HEALTH"
     )
     lines = [head]
     for n in fs.nodes:
         t = n.telemetry
-        mix, req, p50, p99, fb, sent = "-", "-", "-", "-", "-", "-"
+        mix, req, p50, p99, fb, sent, health = "-", "-", "-", "-", "-", "-", "-"
         if t is not None:
             total = sum(t.path_mix.values()) or 1
             mix = "/".join(
@@ -90,11 +90,12 @@ def format_table(fs: msg.FleetStatus) -> str:
             )
             req, p50, p99 = str(t.requests), _ms(t.p50_ms), _ms(t.p99_ms)
             fb, sent = str(t.fallbacks), f"{t.bytes_sent / 1024:.0f}KiB"
+            health = t.health or "-"
         seen = f"{now - n.last_seen:.0f}s" if n.last_seen else "-"
         lines.append(
             f"{n.node_id:<20} {n.role:<5} {'online' if n.online else 'OFFLINE':<7} "
             f"{n.bundle_version[:12] or '-':<12} {seen:>6} {req:>6} {p50:>7} {p99:>7} {mix:>19} "
-            f"{fb:>6} {sent:>9}"
+            f"{fb:>6} {sent:>9} {health}"
         )
     online = sum(n.online for n in fs.nodes)
     more = f" ({fs.omitted} more left out of the snapshot)" if fs.omitted else ""
@@ -109,6 +110,10 @@ def format_table(fs: msg.FleetStatus) -> str:
         )
     if fs.canary is not None:
         lines += format_canary(fs.canary)
+    for n in fs.nodes:  # the edge watchdog's actions (edge_node.watchdog)
+        if n.telemetry is not None and n.telemetry.recoveries:
+            done = ", ".join(f"{k}={v}" for k, v in sorted(n.telemetry.recoveries.items()))
+            lines.append(f"recoveries: {n.node_id}: {done}")
     for node_id, version in sorted(fs.drift.items()):
         lines.append(f"drift: {node_id} serves {version[:12] or '-'}, not the rolled-out version")
     if fs.rejected:

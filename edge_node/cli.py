@@ -1,4 +1,5 @@
-"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0.
+"""``collab edge``: run an edge node daemon until SIGTERM/SIGINT, then drain and exit 0 (or
+75 when the watchdog asks its supervisor for a fresh process: edge_node.watchdog).
 
 The flags are derived from the config dataclasses (collab.settings): one per
 :class:`collab.ClientConfig` field and one per daemon field of :class:`EdgeConfig`,
@@ -18,6 +19,8 @@ from collab.signals import stop_on_signals
 from collab.transport import TlsConfig
 from edge_node.config import EdgeConfig
 from edge_node.server import serve
+from edge_node.watchdog import EXIT_RESTART
+from edge_node.watchdog_config import WatchdogConfig
 
 _FLEET = (
     "node_id",
@@ -30,6 +33,7 @@ _FLEET = (
 _DAEMON = settings(EdgeConfig, skip=_FLEET)
 _MEMBER = [s for s in settings(EdgeConfig) if s.name in _FLEET]
 _CLIENT = settings(ClientConfig)
+_WATCHDOG = settings(WatchdogConfig)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -38,6 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     add_flags(parser, _DAEMON)
     add_flags(parser.add_argument_group("requests (collab.ClientConfig)"), _CLIENT)
+    add_flags(parser.add_argument_group("self-healing (WatchdogConfig)"), _WATCHDOG)
     g = parser.add_argument_group("TLS towards the cloud nodes (ClientConfig.tls)")
     g.add_argument(
         "--cloud-ca", type=Path, default=None, help="CA that signed the cloud nodes (turns TLS on)"
@@ -68,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
     return EdgeConfig(
         bundle=args.bundle,
         client=ClientConfig(tls=tls, **from_args(args, _CLIENT)),
+        watchdog=WatchdogConfig(**from_args(args, _WATCHDOG)),
         mqtt=mqtt_config_from_args(args, client_id=args.node_id) if args.broker else None,
         **from_args(args, _DAEMON),
         **from_args(args, _MEMBER),
@@ -77,7 +83,13 @@ def config_from_args(args: argparse.Namespace) -> EdgeConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     stop = stop_on_signals()
-    with serve(config) as (_server, port):
+    asked: list[str] = []
+
+    def restart_me(why: str) -> None:  # the watchdog gave up curing a leak in-process
+        asked.append(why)
+        stop.set()
+
+    with serve(config, escalate=restart_me) as (_server, port):
         print(f"edge node listening on port {port}", flush=True)
         stop.wait()
-    return 0
+    return EXIT_RESTART if asked else 0

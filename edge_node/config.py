@@ -11,12 +11,14 @@ from collab.control.mqtt import MqttConfig
 from collab.edge.config import ClientConfig
 from collab.settings import check_bounds, setting
 from collab.transport import check_listener
+from edge_node.watchdog_config import WatchdogConfig
 
 
 @dataclass(frozen=True, kw_only=True)
 class EdgeConfig:
     bundle: Path
     client: ClientConfig = field(default_factory=ClientConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)  # self-healing
     # loopback: a daemon reachable off this host must be asked for (--listen 0.0.0.0:50061)
     listen: str = setting(
         "127.0.0.1:50061", help="gRPC address for device apps (port 0 = any)", metavar="HOST:PORT"

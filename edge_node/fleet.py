@@ -21,9 +21,12 @@ from collab.edge.client import Client
 from collab.transport import advertised
 from edge_node.canary import VersionMonitor
 from edge_node.config import EdgeConfig
+from edge_node.watchdog import Watchdog
 
 
-def telemetry(client: Client, monitor: VersionMonitor | None = None) -> msg.Telemetry:
+def telemetry(
+    client: Client, watchdog: Watchdog | None = None, monitor: VersionMonitor | None = None
+) -> msg.Telemetry:
     t = client.take_interval()
     return msg.Telemetry(
         node_id="",
@@ -35,12 +38,18 @@ def telemetry(client: Client, monitor: VersionMonitor | None = None) -> msg.Tele
         p99_ms=t.p99_ms,
         fallbacks=t.fallbacks,
         bytes_sent=t.bytes_sent,
+        recoveries=watchdog.recoveries() if watchdog is not None else {},
+        health=watchdog.health() if watchdog is not None else "",
         versions=monitor.take() if monitor is not None else (),
     )
 
 
 def join_fleet(
-    config: EdgeConfig, client: Client, port: int, monitor: VersionMonitor | None = None
+    config: EdgeConfig,
+    client: Client,
+    port: int,
+    watchdog: Watchdog | None = None,
+    monitor: VersionMonitor | None = None,
 ) -> NodeAgent:
     assert config.mqtt is not None
     node_id = config.node_id or topics.default_node_id("edge", port)
@@ -76,10 +85,15 @@ def join_fleet(
             heartbeat_interval=config.heartbeat_interval_s,
             telemetry_interval=config.telemetry_interval_s,
             capabilities={"policy": config.client.policy, "slowdown": str(config.client.slowdown)},
+            telemetry_queue=config.watchdog.telemetry_queue,
         ),
         on_swap=on_swap,
         on_clouds=on_clouds,
         on_applied=on_applied,
-        telemetry=lambda: telemetry(client, monitor),
+        telemetry=lambda: telemetry(client, watchdog, monitor),
     )
+    if watchdog is not None:
+        watchdog.attach_fleet(
+            agent.refetch, broker_up=lambda: agent.connected, dropped=lambda: agent.outbox.dropped
+        )
     return agent.start()

@@ -7,7 +7,7 @@ loses a request to a cloud failure because the client finishes locally.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from edge_node.canary import VersionMonitor
 from edge_node.config import EdgeConfig
 from edge_node.fleet import join_fleet
 from edge_node.metrics import EdgeMetrics
+from edge_node.watchdog import Watchdog
 
 
 def result_to_proto(
@@ -54,11 +55,13 @@ class EdgeHandler:
         metrics: EdgeMetrics,
         *,
         max_input_bytes: int,
+        watchdog: Watchdog | None = None,
         monitor: VersionMonitor | None = None,
     ) -> None:
         self.client = client
         self.metrics = metrics
         self.max_input_bytes = max_input_bytes
+        self.watchdog = watchdog
         self.monitor = monitor  # per-version telemetry + canary shadow (fleet members)
 
     def infer(self, frame: bytes, *, policy: str, deadline_ms: float | None) -> InferenceResult:
@@ -79,6 +82,8 @@ class EdgeHandler:
             reason=r.fallback_reason,
             deadline_met=r.deadline_met,
         )
+        if self.watchdog is not None:
+            self.watchdog.observe(r, deadline_ms)
         self.metrics.breaker_open.set(float(self.client.breaker.is_open))
         self.metrics.cloud_reachable.set(float(self.client.link.reachable))
         return r
@@ -112,9 +117,11 @@ class EdgeServer:
     metrics: EdgeMetrics
     port: int
     metrics_port: int | None
+    watchdog: Watchdog
     agent: Any = None  # collab.control.agent.NodeAgent when the node joined a fleet
 
     def stop(self, grace_s: float = 5.0) -> None:
+        self.watchdog.stop()
         if self.agent is not None:
             self.agent.stop()
         self.grpc_server.stop(grace_s).wait()
@@ -123,15 +130,27 @@ class EdgeServer:
 
 
 @contextmanager
-def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
-    """Run the daemon; yields ``(server, port)``; drains in-flight requests on exit."""
+def serve(
+    config: EdgeConfig, *, escalate: Callable[[str], None] | None = None
+) -> Iterator[tuple[EdgeServer, int]]:
+    """Run the daemon; yields ``(server, port)``; drains in-flight requests on exit.
+    ``escalate``: how the watchdog has the process restarted (edge_node.watchdog)."""
     client = Client(config.bundle, config=config.client)
     metrics = EdgeMetrics()
     try:
         m = client.bundle.manifest
         limit = max(config.client.max_message_bytes, m.input_bytes * 64)
+        watchdog = Watchdog(
+            config.watchdog,
+            client,
+            metrics.registry,
+            default_deadline_ms=config.client.deadline_ms,
+            escalate=escalate,
+        )
         monitor = VersionMonitor(client.config) if config.mqtt is not None else None
-        handler = EdgeHandler(client, metrics, max_input_bytes=limit, monitor=monitor)
+        handler = EdgeHandler(
+            client, metrics, max_input_bytes=limit, watchdog=watchdog, monitor=monitor
+        )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.workers, thread_name_prefix="collab-edge"
@@ -172,14 +191,20 @@ def serve(config: EdgeConfig) -> Iterator[tuple[EdgeServer, int]]:
         mport,
     )
     es = EdgeServer(
-        grpc_server=server, client=client, metrics=metrics, port=port, metrics_port=mport
+        grpc_server=server,
+        client=client,
+        metrics=metrics,
+        port=port,
+        metrics_port=mport,
+        watchdog=watchdog,
     )
-    if config.mqtt is not None:
-        try:
-            es.agent = join_fleet(config, client, port, monitor)
-        except BaseException:
-            es.stop(0)
-            raise
+    try:
+        if config.mqtt is not None:
+            es.agent = join_fleet(config, client, port, watchdog, monitor)
+        watchdog.start()
+    except BaseException:
+        es.stop(0)
+        raise
     try:
         yield es, port
     finally:

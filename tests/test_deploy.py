@@ -50,6 +50,7 @@ edge:
   cloud: [cloud.example.net:443]
   policy: "split:block2"
   workers: 4
+  memory_threshold: 0.9
 """
 
 
@@ -206,6 +207,8 @@ def test_validator_rejects_a_broken_manifest(tmp_path: Path) -> None:
         ("edge: {policy: sideways}", "edge"),
         ("edge: {heartbeat_interval_s: 0.0}", "edge.heartbeat_interval_s: must be > 0"),
         ("edge: {node_id: x}", "edge.node_id: unknown key"),
+        ("edge: {memory_threshold: 1.5}", "edge.memory_threshold: must be <= 1"),
+        ("edge: {fault_injection: /tmp/f}", "edge.fault_injection: unknown key"),
         ("coordinator: {directive_ttl: -1.0}", "coordinator.directive_ttl: must be > 0"),
         ("namespace: Not_A_Name", "namespace: must be a string matching"),
         ("images: {pull_policy: Sometimes}", "images.pull_policy"),
@@ -288,6 +291,7 @@ def test_daemons_read_their_configmaps(tmp_path: Path) -> None:
     ec = edge_config(_parse("edge_node.cli", edge_argv))
     assert ec.client.policy == "split:block2" and ec.client.cloud == ("cloud.example.net:443",)
     assert ec.workers == 4 and ec.node_id == "edge-a" and ec.listen == "0.0.0.0:50061"
+    assert ec.watchdog.memory_threshold == 0.9 and ec.watchdog.fault_injection is None
     assert ec.mqtt is not None and ec.mqtt.username == "edge-a" and ec.mqtt.password == "pw"
     assert ec.fetch_token_file == tmp_path / "run" / "fetch-token"
     assert ec.client.tls is not None and ec.client.tls.client_cert is not None  # mTLS to the cloud

@@ -20,6 +20,7 @@ from collab.scenario.schema import RUNNER_CLOUD, RUNNER_EDGE, CloudSpec, EdgeSpe
 from collab.settings import Setting, settings, to_argv
 from edge_node import cli as edge_cli
 from edge_node.config import EdgeConfig
+from edge_node.watchdog_config import WatchdogConfig
 
 MINIMAL = textwrap.dedent("""\
     model: {example: digits, calibrate: false}
@@ -42,7 +43,11 @@ def _defaults(cls: type) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("configure", "classes", "unflagged"),
     [
-        (edge_cli.configure, (ClientConfig, EdgeConfig), {"tls", "bundle", "client", "mqtt"}),
+        (
+            edge_cli.configure,
+            (ClientConfig, EdgeConfig, WatchdogConfig),
+            {"tls", "bundle", "client", "mqtt", "watchdog"},
+        ),
         (cloud_cli.configure, (CloudConfig,), {"bundles"}),
     ],
 )

@@ -24,10 +24,18 @@ from collab.bundle import load_bundle
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
+from collab.control.outbox import Outbox
 from collab.control.replay import ReplayGuard
 from collab.control.signing import load_public_key, verify_directive
 from collab.control.transfer import fetch_bundle
-from collab.errors import AuthError, BundleError, CollabError, ConfigError, TransportError
+from collab.errors import (
+    AuthError,
+    BundleError,
+    CollabError,
+    ConfigError,
+    ControlPlaneError,
+    TransportError,
+)
 from collab.log import logger
 
 SwapCallback = Callable[[Path], None]  # raise to refuse; return once new requests use it
@@ -55,6 +63,7 @@ class AgentConfig:
     fetch_ca: Path | None = None  # CA for a TLS coordinator gRPC endpoint
     fetch_token: str = field(default="", repr=False)  # this node's (collab mqtt-auth --fetch-key)
     keep_bundles: int = 3
+    telemetry_queue: int = 64  # intervals kept while the broker is unreachable, oldest dropped
 
     def __post_init__(self) -> None:
         topics.check_node_id(self.node_id)
@@ -98,6 +107,8 @@ class NodeAgent:
         self._wake = threading.Event()
         self._pending: msg.SignedDirective | None = None
         self._done_rollout = ""
+        self._installed: msg.RolloutDirective | None = None  # verified, for the version served
+        self.outbox: Outbox[msg.Telemetry] = Outbox(config.telemetry_queue)
         self._seq = 0
         self._threads: list[threading.Thread] = []
         self.acks: list[msg.RolloutAck] = []  # what this agent reported, newest last
@@ -131,6 +142,26 @@ class NodeAgent:
         with self._clouds_cv:
             self._clouds_cv.wait_for(lambda: bool(self._clouds), timeout)
             return self._clouds
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (paho reconnects by itself)."""
+        return self._mqtt.connected
+
+    def refetch(self) -> Path:
+        """Fetch the bundle this node serves again (its files on disk no longer match:
+        edge_node.watchdog), exactly as the last verified directive for it describes it
+        (signed endpoint, version and sizes), into ``work_dir/bundles/<version>``; checked
+        like a rollout's. ControlPlaneError when no verified directive names this version:
+        the broker is not trusted to say where to send the fetch token."""
+        d = self._installed
+        if d is None or d.version != self._version:
+            raise ControlPlaneError(
+                f"no verified directive for version {self._version[:12]}: nowhere to re-fetch from"
+            )
+        root = Path(self.config.work_dir) / "bundles"
+        root.mkdir(parents=True, exist_ok=True)
+        return self._fetch_once(d, root)[0]
 
     def set_endpoints(self, endpoints: tuple[str, ...]) -> None:
         self._endpoints = tuple(endpoints)
@@ -256,9 +287,21 @@ class NodeAgent:
             p99_ms=finite(t.p99_ms),
             interval_s=finite(t.interval_s),
         )
-        self._mqtt.publish(
-            self._topic(topics.TELEMETRY), msg.telemetry_to_proto(t).SerializeToString()
-        )
+        # while the broker is down the intervals wait (bounded, oldest dropped) and go out
+        # oldest first once it is back: the coordinator keeps the newest
+        self.outbox.put(t)
+        if not self._mqtt.connected:
+            return
+        queued = self.outbox.take()
+        for i, q in enumerate(queued):
+            try:
+                self._mqtt.publish(
+                    self._topic(topics.TELEMETRY), msg.telemetry_to_proto(q).SerializeToString()
+                )
+            except CollabError:
+                for rest in queued[i:]:  # the broker went away meanwhile: they wait again
+                    self.outbox.put(rest)
+                raise
 
     def _ack(self, d: msg.RolloutDirective, *, ok: bool, error: str = "") -> None:
         a = msg.RolloutAck(
@@ -382,6 +425,7 @@ class NodeAgent:
         if d.version == self._version:
             self._guard.advance(d)
             self._applied(d)
+            self._installed = d
             self._ack(d, ok=True)
             return
         root = Path(self.config.work_dir) / "bundles"
@@ -398,6 +442,7 @@ class NodeAgent:
             self._ack(d, ok=False, error=f"swap failed: {e}")
             return
         self._guard.advance(d)
+        self._installed = d
         self._version = d.version
         self._model_name = name
         self._bundle_dir = final

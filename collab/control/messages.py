@@ -28,6 +28,7 @@ _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 MAX_LIST = 256  # endpoints / capabilities / path-mix entries a message may carry
 MAX_NODE_ENDPOINTS = 16  # gRPC addresses one node may announce
 MAX_CLOUDS = 64  # cloud endpoints the coordinator publishes; edges use at most this many
+MAX_HEALTH_LEN = 256  # a telemetry's health string
 MAX_ENDPOINT_LEN = 261  # a 253-character host name, ':' and a 5-digit port (+ IPv6 brackets)
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
@@ -67,6 +68,8 @@ class Telemetry:
     bytes_sent: int = 0
     sent_at: float = 0.0
     versions: tuple[cn.VersionTelemetry, ...] = ()  # per version served (canary rollouts)
+    recoveries: Mapping[str, int] = field(default_factory=dict)  # watchdog actions since start
+    health: str = ""  # the watchdog's modes now ("ok", "offline", "degraded:<variant>")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,11 +293,16 @@ def telemetry_to_proto(t: Telemetry) -> pb.Telemetry:
         bytes_sent=t.bytes_sent,
         sent_at=t.sent_at,
         versions=[cn.version_telemetry_to_proto(v) for v in t.versions],
+        recoveries=dict(t.recoveries),
+        health=t.health,
     )
 
 
 def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
     _bounded(len(m.path_mix), "path_mix entries")
+    _bounded(len(m.recoveries), "recoveries entries")
+    if len(m.health) > MAX_HEALTH_LEN:
+        raise MalformedMessage(f"health longer than {MAX_HEALTH_LEN} characters")
     for what in ("interval_s", "p50_ms", "p95_ms", "p99_ms", "sent_at"):
         finite(getattr(m, what), what)
     return Telemetry(
@@ -309,6 +317,8 @@ def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
         bytes_sent=m.bytes_sent,
         sent_at=m.sent_at,
         versions=cn.versions_from_proto(list(m.versions)),
+        recoveries=dict(m.recoveries),
+        health=m.health,
     )
 
 

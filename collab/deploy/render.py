@@ -39,6 +39,7 @@ from collab.deploy.values import (
     COORDINATOR_KEYS,
     EDGE_KEYS,
     EDGE_OWNED_KEYS,
+    WATCHDOG_KEYS,
     Values,
 )
 from collab.settings import to_argv
@@ -497,7 +498,7 @@ def hpa(v: Values) -> Obj:
 def edge_settings_argv(v: Values) -> list[str]:
     stated = dict(v.edge.argv_settings())
     stated.setdefault("cloud", (f"{_svc_host(v, 'cloud-headless')}:{v.cloud.port}",))
-    return to_argv([*CLIENT_KEYS, *EDGE_KEYS], stated)
+    return to_argv([*CLIENT_KEYS, *EDGE_KEYS, *WATCHDOG_KEYS], stated)
 
 
 def edge_argv(v: Values) -> list[str]:

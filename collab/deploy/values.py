@@ -32,6 +32,7 @@ from collab.settings import settings
 from collab.yamlcfg import FieldError, config_dataclass, load_yaml, validate
 from coordinator.daemon import CoordinatorConfig
 from edge_node.config import EdgeConfig
+from edge_node.watchdog_config import WatchdogConfig
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Name = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
@@ -51,6 +52,8 @@ COORDINATOR_OWNED = (
 CLOUD_KEYS = settings(CloudConfig, skip=CLOUD_OWNED)
 CLIENT_KEYS = settings(ClientConfig)
 EDGE_KEYS = settings(EdgeConfig, skip=EDGE_OWNED)
+# the fault-injection debug switch is no chart setting: a fleet never runs with it
+WATCHDOG_KEYS = settings(WatchdogConfig, skip=("fault_injection",))
 COORDINATOR_KEYS = settings(CoordinatorConfig, skip=COORDINATOR_OWNED)
 CLOUD_OWNED_KEYS = [s for s in settings(CloudConfig) if s.name in CLOUD_OWNED]
 EDGE_OWNED_KEYS = [s for s in settings(EdgeConfig) if s.name in EDGE_OWNED[:-1]]
@@ -218,7 +221,7 @@ class Cloud:
 
 
 @config_dataclass
-@setting_keys([*CLIENT_KEYS, *EDGE_KEYS])
+@setting_keys([*CLIENT_KEYS, *EDGE_KEYS, *WATCHDOG_KEYS])
 class Edge:
     # where edges reach the broker and the cloud tier: in-cluster names by default; a
     # regional broker (docs/deploy.md, bridged brokers) or an ingress from outside
@@ -237,6 +240,7 @@ class Edge:
         EdgeConfig(
             bundle=Path(BUNDLE_DIR),
             client=ClientConfig(**given(self, CLIENT_KEYS)),
+            watchdog=WatchdogConfig(**given(self, WATCHDOG_KEYS)),
             **self.owned(),
             **given(self, EDGE_KEYS),
         )
@@ -252,7 +256,7 @@ class Edge:
         }
 
     def argv_settings(self) -> dict[str, Any]:
-        return given(self, [*CLIENT_KEYS, *EDGE_KEYS])
+        return given(self, [*CLIENT_KEYS, *EDGE_KEYS, *WATCHDOG_KEYS])
 
 
 @config_dataclass

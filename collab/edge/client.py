@@ -29,7 +29,7 @@ from collab.edge.cloud import CloudLink, Remote
 from collab.edge.config import ClientConfig, InferenceResult
 from collab.edge.estimators import LoadEstimates
 from collab.edge.model import LoadedModel, load_model
-from collab.edge.runtime import Warmer
+from collab.edge.runtime import EdgeRuntime, Warmer
 from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
 from collab.edge.tiers import Device
 from collab.errors import ClosedError, ConfigError, DeadlineError
@@ -73,6 +73,7 @@ class Client:
         self._warmers: list[Warmer] = []  # started and not yet known to be finished
         self._retired: list[CloudLink] = []  # replaced clouds whose channel may still be open
         self._device = device  # the same device runs every bundle version
+        self._forced: tuple[bool, str | None] = (False, None)  # set_mode: edge-only, variant
         self._model = self._load(bundle_dir)
         self._policy = parse_policy(cfg.policy, self._model.profile)
         self._cloud = self._connect(cfg.cloud)
@@ -158,9 +159,33 @@ class Client:
         )
         return model.bundle.version
 
+    def restart_runtime(self) -> str:
+        """Fresh sessions of the current bundle (a leaking runtime's recovery): its files
+        are read and hash-checked again; in-flight requests finish on the old sessions,
+        which are freed once the last of them returns. BundleError if a file no longer
+        matches (nothing changes then)."""
+        return self.swap_bundle(self._model.bundle)
+
+    def set_mode(self, *, edge_only: bool = False, variant: str | None = None) -> None:
+        """Override every request's path (the edge watchdog's recoveries): ``edge_only``
+        while the cloud is unreachable (no request waits for a dead link), ``variant``: the
+        edge-only path on this full-model variant whatever the accuracy budget (latency
+        over budget on the FP32 model). ``set_mode()`` restores the decision engine's
+        choice. Requests already running keep the path they took."""
+        if variant is not None and not self._model.runtime.has_full_variant(variant):
+            raise ConfigError(f"bundle {self.bundle.name} has no full-model variant {variant!r}")
+        with self._lock:
+            self._forced = (edge_only or variant is not None, variant)
+            self._decision_cache.clear()
+
     @property
     def bundle(self) -> Bundle:
         return self._model.bundle
+
+    @property
+    def runtime(self) -> EdgeRuntime:
+        """The current bundle version's runtime (a concurrent swap may replace it)."""
+        return self._model.runtime
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop and join every thread this client started: warm-ups (current and of
@@ -309,9 +334,14 @@ class Client:
         camera images it came from, for image codecs)."""
         pol = self._policy if policy is None else parse_policy(policy, profile)
         deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
+        edge_only, forced_variant = self._forced
+        if edge_only:
+            pol = Policy(mode="edge_only")
         with self._lock:
             d = self._decide(model, pol, deadline, profile)
         c = d.chosen
+        if forced_variant is not None and model.runtime.has_full_variant(forced_variant):
+            c = dataclasses.replace(c, variant=forced_variant, key=f"edge_only@{forced_variant}")
         timings: dict[str, float] = {"decide_ms": (time.perf_counter() - t0) * 1000.0}
         rt = model.runtime
         remote = Remote(None, 0, None)

@@ -168,6 +168,9 @@ class EdgeRuntime:
             ms += pad
         return y, ms
 
+    def has_full_variant(self, name: str) -> bool:
+        return name in self._full_variants
+
     def full(self, x: np.ndarray, variant: str | None = None) -> tuple[np.ndarray, float]:
         """Edge-only: (output, compute ms including slowdown padding)."""
         if variant is None:

@@ -65,8 +65,15 @@ class Heartbeat(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., bundle_version: _Optional[str] = ...) -> None: ...
 
 class Telemetry(_message.Message):
-    __slots__ = ("node_id", "interval_s", "requests", "path_mix", "p50_ms", "p95_ms", "p99_ms", "fallbacks", "bytes_sent", "sent_at", "versions")
+    __slots__ = ("node_id", "interval_s", "requests", "path_mix", "p50_ms", "p95_ms", "p99_ms", "fallbacks", "bytes_sent", "sent_at", "versions", "recoveries", "health")
     class PathMixEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RecoveriesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +91,8 @@ class Telemetry(_message.Message):
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RECOVERIES_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     interval_s: float
     requests: int
@@ -95,7 +104,9 @@ class Telemetry(_message.Message):
     bytes_sent: int
     sent_at: float
     versions: _containers.RepeatedCompositeFieldContainer[VersionTelemetry]
-    def __init__(self, node_id: _Optional[str] = ..., interval_s: _Optional[float] = ..., requests: _Optional[int] = ..., path_mix: _Optional[_Mapping[str, int]] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., fallbacks: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., sent_at: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionTelemetry, _Mapping]]] = ...) -> None: ...
+    recoveries: _containers.ScalarMap[str, int]
+    health: str
+    def __init__(self, node_id: _Optional[str] = ..., interval_s: _Optional[float] = ..., requests: _Optional[int] = ..., path_mix: _Optional[_Mapping[str, int]] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., fallbacks: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., sent_at: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionTelemetry, _Mapping]]] = ..., recoveries: _Optional[_Mapping[str, int]] = ..., health: _Optional[str] = ...) -> None: ...
 
 class VersionTelemetry(_message.Message):
     __slots__ = ("version", "requests", "errors", "latency_ms", "shadow_version", "shadow_compared", "shadow_agreed", "shadow_dropped")
