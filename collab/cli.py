@@ -37,7 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edge": ("edge_node.cli", "run an edge node daemon"),
     "coordinator": ("coordinator.cli", "run the fleet coordinator (MQTT control plane)"),
     "status": ("coordinator.cli_status", "print the fleet table"),
-    "rollout": ("coordinator.cli_rollout", "publish, inspect or roll back a model rollout"),
+    "rollout": (
+        "coordinator.cli_rollout",
+        "publish (at once, staged, or as a canary judged by a significance test), inspect or roll back a model rollout",
+    ),
     "mqtt-auth": ("coordinator.cli_auth", "write a Mosquitto password file + ACL for a fleet"),
     "fl": ("collab.cli_fl", "federated learning: run a local federation or a fleet round"),
     "scenario": ("collab.scenario.cli", "run simulated network scenarios"),

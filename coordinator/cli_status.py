@@ -17,6 +17,7 @@ from collab.control import topics
 from collab.control.mqtt import MqttClient, add_mqtt_args, mqtt_config_from_args
 from collab.errors import ControlPlaneError
 from collab.proto import control_pb2 as pb
+from coordinator.cli_rollout import format_canary
 
 
 def configure(parser: argparse.ArgumentParser) -> Any:
@@ -107,6 +108,8 @@ def format_table(fs: msg.FleetStatus) -> str:
             f"rollout {r.rollout_id} {r.model_name} {r.version[:12]} {r.percent}% {r.state}: "
             f"{r.count('acked')} acked, {r.count('refused')} refused, {r.count('pending')} pending"
         )
+    if fs.canary is not None:
+        lines += format_canary(fs.canary)
     for n in fs.nodes:  # the edge watchdog's actions (edge_node.watchdog)
         if n.telemetry is not None and n.telemetry.recoveries:
             done = ", ".join(f"{k}={v}" for k, v in sorted(n.telemetry.recoveries.items()))

@@ -10,12 +10,15 @@ registry and rollout state.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collab.bundle import load_bundle
+from collab.control import canary as cn
 from collab.control import messages as msg
 from collab.control import topics
 from collab.control.mqtt import MqttClient, MqttConfig, with_client_id
@@ -26,6 +29,7 @@ from collab.proto import control_pb2 as pb
 from collab.settings import check_bounds, setting
 from collab.transport import advertised, is_loopback, is_loopback_host
 from coordinator.auth import load_or_create_fetch_key, require_operator_auth
+from coordinator.canary import Canaries, Launch
 from coordinator.db import Database
 from coordinator.guard import Rejections
 from coordinator.metrics import register as register_metrics
@@ -139,6 +143,8 @@ class Coordinator:
         self.store = BundleStore(Path(config.bundle_store or base / "bundles"), self.db)
         self.registry = Registry(self.db)
         self.rollouts = Rollouts(self.db)
+        self.canaries = Canaries(self.db)
+        self._manifest_files: dict[str, dict[str, str]] = {}
         self.rejections = Rejections()
         self.metrics = self.rejections.metrics
         register_metrics(self, self.metrics)
@@ -213,6 +219,16 @@ class Coordinator:
             self.config.db,
             self.public_key_path,
         )
+        c = self.canaries.running
+        if c is not None:
+            logger.info(
+                "resuming canary %s at step %d (%g%%, %s), %d windows recorded",
+                c.canary_id,
+                c.step,
+                c.steps[c.step],
+                ",".join(c.canary_nodes),
+                len(self.canaries.step_windows()),
+            )
         return self
 
     def stop(self) -> None:
@@ -250,11 +266,55 @@ class Coordinator:
     def start_rollout(self, version: str, *, percent: int = 100) -> msg.RolloutStatus:
         self.store.path(version)
         with self._lock:
+            self.canaries.supersede()  # an operator's rollout ends a running canary
+            return self._launch(Launch(version=version, targets=None, percent=percent))
+
+    def start_canary(self, version: str, plan: cn.CanaryPlan) -> cn.CanaryRecord:
+        """Refused (ConfigError, NotFoundError) before anything is sent when the
+        candidate is not stored, is the baseline, or the fleet cannot judge it."""
+        self.store.path(version)
+        with self._lock:
+            rec, launch = self.canaries.start(
+                plan, version, self.store.model_names[version], self.registry.nodes, self._files
+            )
+            self._launch(launch)
+            logger.info(
+                "canary %s: %s %s vs baseline %s, seed %d, %d%% -> %s",
+                rec.canary_id,
+                rec.model_name,
+                version[:12],
+                rec.baseline_version[:12],
+                rec.seed,
+                round(rec.steps[0]),
+                ",".join(rec.canary_nodes),
+            )
+            return rec
+
+    def _files(self, version: str) -> dict[str, str] | None:
+        """The files (path -> sha256) of a stored version; None when not stored."""
+        if version not in self.store.model_names:
+            return None
+        if version not in self._manifest_files:  # verified once, then remembered
+            self._manifest_files[version] = dict(
+                load_bundle(self.store.path(version)).manifest.files
+            )
+        return self._manifest_files[version]
+
+    def canary_status(self) -> cn.CanaryRecord | None:
+        with self._lock:
+            return self.canaries.current
+
+    def _launch(self, launch: Launch) -> msg.RolloutStatus:
+        """Start a rollout (a canary step, or an operator's) and publish its directives."""
+        version, percent = launch.version, launch.percent
+        with self._lock:
             ro = self.rollouts.start(
                 version,
                 self.store.model_names[version],
                 percent,
                 list(self.registry.nodes.values()),
+                targets=launch.targets,
+                shadow=launch.shadow,
             )
             for node_id in ro.nodes:
                 self._publish_directive(node_id)
@@ -294,10 +354,11 @@ class Coordinator:
         # held up the MQTT handlers (p99 heartbeat->commit 151 ms, benchmarks/fleet.py)
         with self._lock:
             statuses = self.registry.statuses()
-            rollout, rejected, drift = (
+            rollout, rejected, drift, canary = (
                 self.rollout_status(),
                 dict(self.rejections.counts),
                 self.drift(),
+                self.canaries.current,
             )
         nodes, omitted = bounded_snapshot(statuses, self.config.status_max_bytes)
         return msg.FleetStatus(
@@ -307,12 +368,18 @@ class Coordinator:
             rejected=rejected,
             drift=drift,
             omitted=omitted,
+            canary=canary,
         )
 
     def _status_changed(self) -> bool:
         """Whether anything a snapshot shows changed since the last one was published."""
         with self._lock:
-            key = (self.registry.version, self.rollout_status(), dict(self.rejections.counts))
+            key = (
+                self.registry.version,
+                self.rollout_status(),
+                dict(self.rejections.counts),
+                self.canaries.current,
+            )
         changed, self._published_status = key != self._published_status, key
         return changed
 
@@ -377,6 +444,9 @@ class Coordinator:
                     self._publish_clouds()
                     for node_id in self.rollouts.stale(self.config.directive_ttl):
                         self._publish_directive(node_id)
+                    act = self.canaries.sweep(now)
+                    if act is not None:
+                        self._act(*act)
                     self._log_drift()
                     self._forget(self.registry.expire(now, self.config.node_ttl))
                 if now >= next_status and self._status_changed():
@@ -485,7 +555,39 @@ class Coordinator:
         if not self._check(node_id, t.node_id):
             return
         with self._lock:
-            self.registry.telemetry(t, time.time())
+            now = time.time()
+            # the per-version samples are the canary's; the registry (and the status
+            # snapshot, within its byte budget) keeps the node's totals only
+            self.registry.telemetry(dataclasses.replace(t, versions=()), now)
+            ignored, act = self.canaries.on_telemetry(node_id, t.versions, self.registry.nodes, now)
+            if ignored:
+                self.rejections.reject(
+                    "canary_ignored",
+                    f"{node_id!r}: a version window that is neither a canary node's candidate "
+                    "nor a control node's baseline (e.g. a canary node before its swap)",
+                )
+            if act is not None:
+                self._act(*act)
+
+    def _act(self, d: cn.CanaryDecision, launch: Launch) -> None:
+        """(lock held) Carry out a canary decision (already recorded)."""
+        try:
+            self._carry_out(d, launch)
+        except Exception:  # never into the MQTT loop or the sweeper; the record stands
+            logger.exception("canary decision %s could not be carried out", d.action)
+
+    def _carry_out(self, d: cn.CanaryDecision, launch: Launch) -> None:
+        rec = self.canaries.current
+        assert rec is not None
+        logger.info(
+            "canary %s step %d (%g%%): %s: %s",
+            rec.canary_id,
+            d.step,
+            rec.steps[d.step],
+            d.action,
+            d.reason,
+        )
+        self._launch(launch)
 
     def _on_ack(self, node_id: str, a: msg.RolloutAck) -> None:
         if not self._check(node_id, a.node_id):
@@ -502,6 +604,11 @@ class Coordinator:
                 logger.warning("node %s refused %s: %s", node_id, a.version[:12], a.error)
                 self.rollouts.set_node(node_id, "refused", a.error)
             self._log_settled()
+            if ro.state == "failed" and not ro.counts["acked"]:  # a canary step nobody took
+                errors = [e for s, e in ro.nodes.values() if s == "refused"]
+                act = self.canaries.refused(ro.version, ro.targets, errors, time.time())
+                if act is not None:
+                    self._act(*act)
 
     def _log_drift(self) -> None:
         drift = self.drift()

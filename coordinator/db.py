@@ -39,6 +39,15 @@ CREATE TABLE IF NOT EXISTS rollouts(
 CREATE TABLE IF NOT EXISTS rollout_nodes(
   rollout_id TEXT NOT NULL, node_id TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL,
   updated_at REAL NOT NULL, PRIMARY KEY(rollout_id, node_id));
+CREATE TABLE IF NOT EXISTS rollout_plans(
+  rollout_id TEXT PRIMARY KEY, targets TEXT NOT NULL, shadow_version TEXT NOT NULL,
+  shadow_share REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS canaries(
+  canary_id TEXT PRIMARY KEY, started_at REAL NOT NULL, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS canary_windows(
+  canary_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, node_id TEXT NOT NULL,
+  grp TEXT NOT NULL, received_at REAL NOT NULL, telemetry BLOB NOT NULL,
+  PRIMARY KEY(canary_id, seq));
 """
 
 _STOP = object()

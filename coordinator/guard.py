@@ -18,6 +18,7 @@ CAUSES = (
     "id_mismatch",
     "role_conflict",
     "stale_ack",
+    "canary_ignored",  # a canary telemetry window of a node outside the canary and its control
 )
 
 

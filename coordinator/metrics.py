@@ -1,6 +1,6 @@
 """Prometheus metrics of the coordinator (``collab coordinator --metrics-port``): fleet
 size by state, messages handled, registry commits, commit lag, rollout progress and drift,
-read from live state at scrape time so the message path pays nothing."""
+the latest canary, read from live state at scrape time so the message path pays nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from collab.control import canary as cn
 from collab.control import messages as msg
 from coordinator.db import Database
 from coordinator.registry import Registry
@@ -34,6 +35,8 @@ class Observed(Protocol):
     def rollout_status(self) -> msg.RolloutStatus | None: ...
 
     def drift(self) -> dict[str, str]: ...
+
+    def canary_status(self) -> cn.CanaryRecord | None: ...
 
 
 def register(c: Observed, registry: CollectorRegistry) -> None:
@@ -77,3 +80,25 @@ def register(c: Observed, registry: CollectorRegistry) -> None:
         "Nodes that acked the current rollout but report another version",
         registry=registry,
     ).set_function(lambda: len(c.drift()))
+    canary = Gauge(
+        "collab_coordinator_canary_state",
+        "1 for the latest canary's state (running, promoted, rolled_back, superseded)",
+        ["state"],
+        registry=registry,
+    )
+
+    def canary_in(state: str) -> Callable[[], float]:
+        return lambda: float((r := c.canary_status()) is not None and r.state == state)
+
+    for state in cn.STATES:
+        canary.labels(state).set_function(canary_in(state))
+    Gauge(
+        "collab_coordinator_canary_step",
+        "Step of the latest canary (-1: none)",
+        registry=registry,
+    ).set_function(lambda: r.step if (r := c.canary_status()) else -1)
+    Gauge(
+        "collab_coordinator_canary_ignored_windows",
+        "Telemetry windows the latest canary ignored (nodes outside it and its control)",
+        registry=registry,
+    ).set_function(lambda: r.ignored_windows if (r := c.canary_status()) else 0)

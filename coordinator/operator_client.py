@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from collab.bundle import load_bundle
+from collab.control import canary as cn
 from collab.control import messages as msg
 from collab.control.transfer import channel, iter_bundle_chunks
 from collab.errors import ControlPlaneError, TransportError
@@ -69,3 +70,13 @@ class CoordinatorClient:
         return msg.rollout_status_from_proto(
             self._call(self._stub.GetRollout, pb.GetRolloutRequest())
         )
+
+    def start_canary(self, version: str, plan: cn.CanaryPlan) -> cn.CanaryRecord:
+        r = self._call(
+            self._stub.StartCanary,
+            pb.StartCanaryRequest(version=version, plan=cn.plan_to_proto(plan)),
+        )
+        return cn.record_from_proto(r)
+
+    def canary(self) -> cn.CanaryRecord:
+        return cn.record_from_proto(self._call(self._stub.GetCanary, pb.GetCanaryRequest()))

@@ -17,11 +17,12 @@ bundle, or moved by something that is not the coordinator).
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from collab.control import messages as msg
@@ -45,6 +46,9 @@ class Rollout:
     created_at: float
     model_name: str
     sequence: int = 0  # set once committed
+    targets: frozenset[str] | None = None  # a canary step's explicit set (None: by percent)
+    shadow_version: str = ""  # a canary step: the baseline its nodes also run (sampled)
+    shadow_share: float = 0.0
     nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (state, error)
     issued: dict[str, float] = field(default_factory=dict)  # node -> when last signed for it
     # nodes per state, kept by mark(): settle() after each ack is O(1), not a scan of every
@@ -92,7 +96,15 @@ class Rollout:
             model_name=self.model_name,
             issued_at=now,
             file_sizes=dict(file_sizes),
+            shadow_version=self.shadow_version,
+            shadow_share=self.shadow_share,
         )
+
+    def wants(self, node_id: str) -> bool:
+        """Whether ``node_id`` falls in this rollout's set."""
+        if self.targets is not None:
+            return node_id in self.targets
+        return selected(self.version, node_id, self.percent)
 
     def settle(self) -> None:
         if self.state != "active":
@@ -122,6 +134,14 @@ class Rollouts:
                 model_name=r["model_name"],
                 sequence=r["seq"],
             )
+            for p in db.read(
+                "SELECT targets, shadow_version, shadow_share FROM rollout_plans"
+                " WHERE rollout_id=?",
+                (r["rollout_id"],),
+            ):
+                self.current.targets = frozenset(json.loads(p["targets"]))
+                self.current.shadow_version = p["shadow_version"]
+                self.current.shadow_share = p["shadow_share"]
             for n in db.read(
                 "SELECT node_id, state, error FROM rollout_nodes WHERE rollout_id=?",
                 (r["rollout_id"],),
@@ -133,9 +153,18 @@ class Rollouts:
         return self.current if self.current is not None and self.current.state == "active" else None
 
     def start(
-        self, version: str, model_name: str, percent: int, nodes: list[NodeRecord]
+        self,
+        version: str,
+        model_name: str,
+        percent: int,
+        nodes: list[NodeRecord],
+        *,
+        targets: Collection[str] | None = None,
+        shadow: tuple[str, float] = ("", 0.0),
     ) -> Rollout:
-        """Create a rollout; returns only after it is committed."""
+        """Create a rollout; returns only after it is committed. ``targets``: an explicit
+        node set instead of the percentage's (a canary step), ``shadow``: the (version,
+        share) its nodes also run."""
         if not 1 <= percent <= 100:
             raise ControlPlaneError(f"percent must be in 1..100, got {percent}")
         prev = self.current
@@ -155,9 +184,12 @@ class Rollouts:
             state="active",
             created_at=time.time(),
             model_name=model_name,
+            targets=frozenset(targets) if targets is not None else None,
+            shadow_version=shadow[0],
+            shadow_share=shadow[1],
         )
         for r in nodes:  # offline nodes join the rollout when they come back (add_target)
-            if r.online and r.accepts_rollouts and selected(version, r.node_id, percent):
+            if r.online and r.accepts_rollouts and ro.wants(r.node_id):
                 ro.mark(r.node_id, "acked" if r.bundle_version == version else "pending")
         ro.settle()
         superseded = prev.rollout_id if prev is not None and prev.state == "active" else None
@@ -182,6 +214,16 @@ class Rollouts:
                 ),
             )
             c.executemany("INSERT INTO rollout_nodes VALUES (?,?,?,?,?)", rows)
+            if ro.targets is not None or ro.shadow_version:
+                c.execute(
+                    "INSERT INTO rollout_plans VALUES (?,?,?,?)",
+                    (
+                        ro.rollout_id,
+                        json.dumps(sorted(ro.targets or ())),
+                        ro.shadow_version,
+                        ro.shadow_share,
+                    ),
+                )
             return int(cur.lastrowid or 0)
 
         ro.sequence = self._db.call(op)
@@ -240,7 +282,7 @@ class Rollouts:
             ro is None
             or node.node_id in ro.nodes
             or not node.accepts_rollouts
-            or not selected(ro.version, node.node_id, ro.percent)
+            or not ro.wants(node.node_id)
         ):
             return False
         ro.mark(node.node_id, "acked" if node.bundle_version == ro.version else "pending")

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import grpc
 
+from collab.control import canary as cn
 from collab.control import messages as msg
 from collab.control.transfer import CHUNK, checked_chunks, iter_bundle_chunks, receive_bundle
 from collab.errors import ConfigError, NotFoundError, TooLargeError
@@ -44,6 +45,10 @@ class Operations(Protocol):
     def rollback(self, to_version: str = "") -> msg.RolloutStatus: ...
 
     def rollout_status(self) -> msg.RolloutStatus | None: ...
+
+    def start_canary(self, version: str, plan: cn.CanaryPlan) -> cn.CanaryRecord: ...
+
+    def canary_status(self) -> cn.CanaryRecord | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +190,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         except Exception as e:
             abort(context, e, "GetRollout")
         return msg.rollout_status_to_proto(ro)
+
+    def StartCanary(
+        self, request: pb.StartCanaryRequest, context: grpc.ServicerContext
+    ) -> pb.CanaryRecord:
+        try:
+            self._authorize(context)
+            rec = self._c.start_canary(request.version, cn.plan_from_proto(request.plan))
+        except Exception as e:
+            abort(context, e, "StartCanary")
+        return cn.record_to_proto(rec)
+
+    def GetCanary(
+        self, request: pb.GetCanaryRequest, context: grpc.ServicerContext
+    ) -> pb.CanaryRecord:
+        try:
+            self._authorize(context)
+            rec = self._c.canary_status()
+            if rec is None:
+                raise NotFoundError("no canary yet")
+        except Exception as e:
+            abort(context, e, "GetCanary")
+        return cn.record_to_proto(rec)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,11 +19,14 @@ from collab.control.agent import AgentConfig, NodeAgent
 from collab.control.transfer import fetch_token
 from collab.edge.client import Client
 from collab.transport import advertised
+from edge_node.canary import VersionMonitor
 from edge_node.config import EdgeConfig
 from edge_node.watchdog import Watchdog
 
 
-def telemetry(client: Client, watchdog: Watchdog | None = None) -> msg.Telemetry:
+def telemetry(
+    client: Client, watchdog: Watchdog | None = None, monitor: VersionMonitor | None = None
+) -> msg.Telemetry:
     t = client.take_interval()
     return msg.Telemetry(
         node_id="",
@@ -37,11 +40,16 @@ def telemetry(client: Client, watchdog: Watchdog | None = None) -> msg.Telemetry
         bytes_sent=t.bytes_sent,
         recoveries=watchdog.recoveries() if watchdog is not None else {},
         health=watchdog.health() if watchdog is not None else "",
+        versions=monitor.take() if monitor is not None else (),
     )
 
 
 def join_fleet(
-    config: EdgeConfig, client: Client, port: int, watchdog: Watchdog | None = None
+    config: EdgeConfig,
+    client: Client,
+    port: int,
+    watchdog: Watchdog | None = None,
+    monitor: VersionMonitor | None = None,
 ) -> NodeAgent:
     assert config.mqtt is not None
     node_id = config.node_id or topics.default_node_id("edge", port)
@@ -52,7 +60,16 @@ def join_fleet(
         client.set_cloud(addresses)
 
     def on_swap(bundle_dir: Path) -> None:
-        client.swap_bundle(bundle_dir)
+        version = client.swap_bundle(bundle_dir)
+        if monitor is not None:
+            monitor.served(version, bundle_dir)
+
+    def on_applied(d: msg.RolloutDirective) -> None:  # a canary names its shadow baseline
+        if monitor is not None:
+            monitor.set_shadow(d.shadow_version, d.shadow_share)
+
+    if monitor is not None:
+        monitor.served(client.bundle.version, client.bundle.root)
 
     agent = NodeAgent(
         AgentConfig(
@@ -72,7 +89,8 @@ def join_fleet(
         ),
         on_swap=on_swap,
         on_clouds=on_clouds,
-        telemetry=lambda: telemetry(client, watchdog),
+        on_applied=on_applied,
+        telemetry=lambda: telemetry(client, watchdog, monitor),
     )
     if watchdog is not None:
         watchdog.attach_fleet(

@@ -24,6 +24,7 @@ from collab.log import logger
 from collab.proto import collab_pb2, collab_pb2_grpc
 from collab.rpc_status import abort, status_for
 from collab.transport import parse_address, server_credentials, server_options
+from edge_node.canary import VersionMonitor
 from edge_node.config import EdgeConfig
 from edge_node.fleet import join_fleet
 from edge_node.metrics import EdgeMetrics
@@ -55,15 +56,24 @@ class EdgeHandler:
         *,
         max_input_bytes: int,
         watchdog: Watchdog | None = None,
+        monitor: VersionMonitor | None = None,
     ) -> None:
         self.client = client
         self.metrics = metrics
         self.max_input_bytes = max_input_bytes
         self.watchdog = watchdog
+        self.monitor = monitor  # per-version telemetry + canary shadow (fleet members)
 
     def infer(self, frame: bytes, *, policy: str, deadline_ms: float | None) -> InferenceResult:
         x = codecs.decode(frame, max_bytes=self.max_input_bytes)
-        r = self.client.infer(x, policy=policy or None, deadline_ms=deadline_ms)
+        try:
+            r = self.client.infer(x, policy=policy or None, deadline_ms=deadline_ms)
+        except Exception:
+            if self.monitor is not None:
+                self.monitor.error(self.client.bundle.version)
+            raise
+        if self.monitor is not None:
+            self.monitor.observe(x, r)
         self.metrics.observe(
             path=r.path,
             seconds=r.latency_ms / 1000.0,
@@ -137,7 +147,10 @@ def serve(
             default_deadline_ms=config.client.deadline_ms,
             escalate=escalate,
         )
-        handler = EdgeHandler(client, metrics, max_input_bytes=limit, watchdog=watchdog)
+        monitor = VersionMonitor(client.config) if config.mqtt is not None else None
+        handler = EdgeHandler(
+            client, metrics, max_input_bytes=limit, watchdog=watchdog, monitor=monitor
+        )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.workers, thread_name_prefix="collab-edge"
@@ -187,7 +200,7 @@ def serve(
     )
     try:
         if config.mqtt is not None:
-            es.agent = join_fleet(config, client, port, watchdog)
+            es.agent = join_fleet(config, client, port, watchdog, monitor)
         watchdog.start()
     except BaseException:
         es.stop(0)

@@ -27,28 +27,52 @@ from coordinator.auth import write_fetch_tokens
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _linear(path: Path, w: np.ndarray, relu: bool) -> None:
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if relu else "y"])]
+def _linear(path: Path, w: np.ndarray, relu: bool, detour: int = 0) -> None:
+    """``x @ w`` (+ ReLU). ``detour`` > 0 computes the same product the long way, through
+    a 512-wide identity multiplied ``detour`` times (exact, only slower)."""
+    k = 512
+    inits = [numpy_helper.from_array(w.astype(np.float32), "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w" if not detour else "a"], ["m0"])]
+    if detour:
+        a = np.zeros((w.shape[0], k), np.float32)
+        a[:, : w.shape[1]] = w
+        b = np.zeros((k, w.shape[1]), np.float32)
+        b[: w.shape[1]] = np.eye(w.shape[1])
+        inits = [
+            numpy_helper.from_array(a, "a"),
+            numpy_helper.from_array(np.eye(k, dtype=np.float32), "eye"),
+            numpy_helper.from_array(b, "b"),
+        ]
+        for i in range(detour):
+            nodes.append(helper.make_node("MatMul", [f"m{i}", "eye"], [f"m{i + 1}"]))
+        nodes.append(helper.make_node("MatMul", [f"m{detour}", "b"], ["mb"]))
+    last = "mb" if detour else "m0"
     if relu:
-        nodes.append(helper.make_node("Relu", ["h"], ["y"]))
+        nodes.append(helper.make_node("Relu", [last], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
     g = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", w.shape[1]])],
-        [numpy_helper.from_array(w.astype(np.float32), "w")],
+        inits,
     )
     onnx.save(
         helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path)
     )
 
 
-def tiny_bundle(out: Path, rev: int = 1) -> Path:
-    """A real (ONNX Runtime-servable) 4 -> 3 -> 2 bundle; ``rev`` changes the version."""
+def tiny_bundle(
+    out: Path, rev: int = 1, *, weights: int | None = None, scale: float = 1.0, detour: int = 0
+) -> Path:
+    """A real (ONNX Runtime-servable) 4 -> 3 -> 2 bundle; ``rev`` changes the version.
+    The weights are drawn from ``weights`` (default ``rev``) and multiplied by ``scale``
+    (> 0 keeps every top-1 answer); ``detour`` makes the head slower, not different."""
     out.mkdir(parents=True)
-    rng = np.random.default_rng(rev)
-    w1, w2 = rng.normal(size=(4, 3)), rng.normal(size=(3, 2))
-    _linear(out / "head.onnx", w1, relu=True)
+    rng = np.random.default_rng(rev if weights is None else weights)
+    w1, w2 = rng.normal(size=(4, 3)) * scale, rng.normal(size=(3, 2))
+    _linear(out / "head.onnx", w1, relu=True, detour=detour)
     _linear(out / "tail.onnx", w2, relu=False)
     m = Manifest(
         model_name="tiny",

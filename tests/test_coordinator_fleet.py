@@ -21,7 +21,7 @@ HB_TIMEOUT = 2.0
 EDGES = ("e1", "e2", "e3")
 
 
-def _coordinator(broker: Broker, tmp: Path, port: int, oport: int):  # type: ignore[no-untyped-def]
+def _coordinator(broker: Broker, tmp: Path, port: int, oport: int, hb: float = HB_TIMEOUT):  # type: ignore[no-untyped-def]
     return collab_process(
         [
             "coordinator",
@@ -34,7 +34,7 @@ def _coordinator(broker: Broker, tmp: Path, port: int, oport: int):  # type: ign
             "--operator-listen",
             f"127.0.0.1:{oport}",
             "--heartbeat-timeout",
-            str(HB_TIMEOUT),
+            str(hb),
             "--status-interval",
             "0.3",
         ],

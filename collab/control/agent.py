@@ -41,6 +41,7 @@ from collab.log import logger
 SwapCallback = Callable[[Path], None]  # raise to refuse; return once new requests use it
 CloudsCallback = Callable[[tuple[str, ...]], None]
 TelemetryCallback = Callable[[], "msg.Telemetry | None"]
+AppliedCallback = Callable[["msg.RolloutDirective"], None]  # a verified directive took effect
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +81,10 @@ class NodeAgent:
         on_swap: SwapCallback | None = None,
         on_clouds: CloudsCallback | None = None,
         telemetry: TelemetryCallback | None = None,
+        on_applied: AppliedCallback | None = None,
     ) -> None:
         self.config = config
+        self._on_applied = on_applied
         self._on_swap = on_swap
         self._on_clouds = on_clouds
         self._telemetry = telemetry
@@ -421,6 +424,7 @@ class NodeAgent:
             return
         if d.version == self._version:
             self._guard.advance(d)
+            self._applied(d)
             self._installed = d
             self._ack(d, ok=True)
             return
@@ -442,10 +446,18 @@ class NodeAgent:
         self._version = d.version
         self._model_name = name
         self._bundle_dir = final
+        self._applied(d)
         self._announce()
         self._ack(d, ok=True)
         logger.info("node %s now serves %s %s", self.node_id, name, d.version[:12])
         self._prune(root)
+
+    def _applied(self, d: msg.RolloutDirective) -> None:
+        if self._on_applied is not None:
+            try:
+                self._on_applied(d)
+            except Exception:  # what it sets up is optional; the swap stands
+                logger.exception("node %s: applied-directive callback failed", self.node_id)
 
     def _fetch(self, d: msg.RolloutDirective, root: Path) -> tuple[Path, str] | None:
         """Fetch, retrying transport failures -> (bundle dir, model name); None when

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from collab.control import canary as cn
 from collab.control.topics import NODE_ID_RE
 from collab.errors import MalformedMessage
 from collab.proto import control_pb2 as pb
@@ -66,6 +67,7 @@ class Telemetry:
     fallbacks: int = 0
     bytes_sent: int = 0
     sent_at: float = 0.0
+    versions: tuple[cn.VersionTelemetry, ...] = ()  # per version served (canary rollouts)
     recoveries: Mapping[str, int] = field(default_factory=dict)  # watchdog actions since start
     health: str = ""  # the watchdog's modes now ("ok", "offline", "degraded:<variant>")
 
@@ -84,6 +86,8 @@ class RolloutDirective:
     model_name: str = ""
     issued_at: float = 0.0
     file_sizes: Mapping[str, int] = field(default_factory=dict)  # manifest + files -> bytes
+    shadow_version: str = ""  # canary: also run this version on a sampled shadow share
+    shadow_share: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +151,7 @@ class FleetStatus:
     rejected: Mapping[str, int] = field(default_factory=dict)
     drift: Mapping[str, str] = field(default_factory=dict)  # node -> version it reports instead
     omitted: int = 0  # nodes left out to keep the snapshot within its byte budget
+    canary: cn.CanaryRecord | None = None  # the latest canary rollout
 
 
 # ---------------------------------------------------------------- the decode boundary
@@ -287,6 +292,7 @@ def telemetry_to_proto(t: Telemetry) -> pb.Telemetry:
         fallbacks=t.fallbacks,
         bytes_sent=t.bytes_sent,
         sent_at=t.sent_at,
+        versions=[cn.version_telemetry_to_proto(v) for v in t.versions],
         recoveries=dict(t.recoveries),
         health=t.health,
     )
@@ -310,6 +316,7 @@ def telemetry_from_proto(m: pb.Telemetry) -> Telemetry:
         fallbacks=m.fallbacks,
         bytes_sent=m.bytes_sent,
         sent_at=m.sent_at,
+        versions=cn.versions_from_proto(list(m.versions)),
         recoveries=dict(m.recoveries),
         health=m.health,
     )
@@ -327,6 +334,8 @@ def directive_statement(d: RolloutDirective) -> bytes:
         expires_at=d.expires_at,
         fetch_endpoint=d.fetch_endpoint,
         file_sizes=dict(d.file_sizes),
+        shadow_version=d.shadow_version,
+        shadow_share=d.shadow_share,
     ).SerializeToString(deterministic=True)
 
 
@@ -351,6 +360,8 @@ def directive_from_proto(m: pb.RolloutDirective) -> SignedDirective:
         model_name=s.model_name,
         issued_at=finite(s.issued_at, "issued_at"),
         file_sizes=dict(s.file_sizes),
+        shadow_version=s.shadow_version,
+        shadow_share=finite(s.shadow_share, "shadow_share"),
     )
     return SignedDirective(statement=m.statement, signature=bytes(m.signature), directive=d)
 
@@ -439,6 +450,7 @@ def fleet_status_to_proto(f: FleetStatus) -> pb.FleetStatus:
         rejected=dict(f.rejected),
         drift=dict(f.drift),
         omitted=f.omitted,
+        canary=cn.record_to_proto(f.canary) if f.canary else None,
     )
 
 
@@ -462,6 +474,7 @@ def fleet_status_from_proto(m: pb.FleetStatus) -> FleetStatus:
         rejected=dict(m.rejected),
         drift=dict(m.drift),
         omitted=m.omitted,
+        canary=cn.record_from_proto(m.canary) if m.HasField("canary") else None,
     )
 
 

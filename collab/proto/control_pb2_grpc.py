@@ -130,6 +130,16 @@ class CoordinatorServiceStub:
                 request_serializer=control__pb2.GetRolloutRequest.SerializeToString,
                 response_deserializer=control__pb2.RolloutStatus.FromString,
                 _registered_method=True)
+        self.StartCanary = channel.unary_unary(
+                '/collab.v1.CoordinatorService/StartCanary',
+                request_serializer=control__pb2.StartCanaryRequest.SerializeToString,
+                response_deserializer=control__pb2.CanaryRecord.FromString,
+                _registered_method=True)
+        self.GetCanary = channel.unary_unary(
+                '/collab.v1.CoordinatorService/GetCanary',
+                request_serializer=control__pb2.GetCanaryRequest.SerializeToString,
+                response_deserializer=control__pb2.CanaryRecord.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -160,6 +170,18 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartCanary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCanary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +204,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetRollout,
                     request_deserializer=control__pb2.GetRolloutRequest.FromString,
                     response_serializer=control__pb2.RolloutStatus.SerializeToString,
+            ),
+            'StartCanary': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCanary,
+                    request_deserializer=control__pb2.StartCanaryRequest.FromString,
+                    response_serializer=control__pb2.CanaryRecord.SerializeToString,
+            ),
+            'GetCanary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCanary,
+                    request_deserializer=control__pb2.GetCanaryRequest.FromString,
+                    response_serializer=control__pb2.CanaryRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -293,6 +325,60 @@ class CoordinatorService:
             '/collab.v1.CoordinatorService/GetRollout',
             control__pb2.GetRolloutRequest.SerializeToString,
             control__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/collab.v1.CoordinatorService/StartCanary',
+            control__pb2.StartCanaryRequest.SerializeToString,
+            control__pb2.CanaryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/collab.v1.CoordinatorService/GetCanary',
+            control__pb2.GetCanaryRequest.SerializeToString,
+            control__pb2.CanaryRecord.FromString,
             options,
             channel_credentials,
             insecure,
