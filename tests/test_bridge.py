@@ -45,7 +45,7 @@ def test_edge_behind_a_bridge(broker: Broker, tmp_path: Path) -> None:
             "--heartbeat-timeout", str(HB_TIMEOUT),
             "--status-interval", "0.3",
         ],
-        port=port,
+        port=oport,  # the operator server starts last
         log=tmp_path / "coordinator.log",
     )  # fmt: skip
     regional = mosquitto(bridge, port=regional_port)

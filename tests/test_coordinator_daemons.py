@@ -55,7 +55,7 @@ def test_daemons_join_the_fleet(broker: Broker, tmp_path: Path, digits_bundle: P
                 "--status-interval",
                 "0.3",
             ],
-            port=gport,
+            port=oport,  # the operator server starts last
             log=tmp_path / "coord.log",
         ),
         StatusWatcher(broker.url) as watch,

@@ -38,7 +38,7 @@ def _coordinator(broker: Broker, tmp: Path, port: int, oport: int, hb: float = H
             "--status-interval",
             "0.3",
         ],
-        port=port,
+        port=oport,  # the operator server starts last
         log=tmp / f"coordinator-{time.monotonic_ns()}.log",
     )
 
