@@ -136,11 +136,14 @@ class FLClient:
             return
         stub = AggregatorStub(ann.aggregator, self.tls)
         try:
+            t0 = time.perf_counter()
             catch_up(self.trainer.holder, stub, self.fed, ann.base_version)
+            t1 = time.perf_counter()
             holder = self.trainer.holder
             chunks = self.trainer.update(
                 ann.round, compression=self.compression, packing=ann.packing
             )
+            t2 = time.perf_counter()
             if self.upload_delay_s:
                 chunks = iter(list(chunks))
                 time.sleep(self.upload_delay_s)
@@ -162,7 +165,15 @@ class FLClient:
             )
             n = stub.upload(header, chunks)
             self.rounds_done.append(ann.round)
-            logger.info("round %d: update accepted (%d reporters so far)", ann.round, n)
+            logger.info(
+                "round %d: update accepted (%d reporters so far; catch-up %.2fs, "
+                "train %.2fs, encrypt + upload %.2fs)",
+                ann.round,
+                n,
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+            )
         finally:
             stub.close()
 

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Real FL rounds, plaintext vs CKKS (packed and not), measured across processes.
+
+Each setting is a real federation as `collab fl run` runs it: Mosquitto, an aggregator
+process and one process per client on loopback gRPC, this process as key holder. A
+round's time is MEASURED: the time between two consecutive model announcements arriving
+here (fetch of the previous aggregate + decrypt at every client, local training,
+encryption, upload, aggregation, release), median over rounds 2..R (round 1 includes
+process start-up). Settings run alternately (ABBA order over ``--repeats``) so machine
+load hits them alike; ratios are against the plaintext setting of the same run.
+
+Also per setting: upload bytes of one update (encoded by the same code) vs float32; the
+aggregate error of round 1 (every setting starts from the same model and trains the same
+deltas, so the round-1 models differ only by the encoding: max |w_HE - w_plain| against
+max |w_plain - w_0|); test accuracy after the last round.
+
+    .venv/bin/python benchmarks/fl_rounds.py --epochs 2 --rounds 10 [--clients 4] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from collab.fl import he
+from collab.fl.config import FLConfig, config_from_dict
+from collab.fl.data import member_data
+from collab.fl.local import RoundPoint, run_mode
+from collab.fl.member import ModelHolder
+from collab.fl.round_sum import encode_update
+from collab.fl.rounds import RoundPlanner
+from collab.procs import mosquitto
+
+SETTINGS = {
+    "plain": ("plain", False),
+    "he packed": ("he", True),
+    "he (unpacked)": ("he", False),
+}
+
+
+def config(args: argparse.Namespace, mode: str, packed: bool, tag: str) -> FLConfig:
+    cfg = config_from_dict(
+        {
+            "federation": f"bench{tag}",
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "modes": [mode],
+            "model": {"name": args.model},
+            "train": {"local_epochs": args.epochs, "lr": 0.05, "momentum": 0.9},
+            "round": {"min_clients": args.clients, "deadline_s": 600.0},
+            "he": {"pack": packed},
+        }
+    )
+    return cfg
+
+
+def upload_bytes(cfg: FLConfig, n_examples: int) -> int:
+    """One update's bytes, encoded by the federation's code (sizes do not depend on values)."""
+    keys = he.generate_keys(cfg.he.params()) if cfg.he_enabled else None
+    holder = ModelHolder(cfg, secret_context=keys.secret if keys else None)
+    planner = RoundPlanner(cfg, holder.dim)
+    spec = planner.next_spec("v", [f"c{k}" for k in range(cfg.clients)], max_examples=n_examples)
+    rng = np.random.default_rng(0)
+    vec = np.concatenate([rng.normal(scale=1e-3, size=holder.dim), [n_examples]])
+    chunks = encode_update(
+        vec, ctx=holder.ctx, packing=spec.packing, params=cfg.he.params(), rng=rng
+    )
+    return sum(map(len, chunks))
+
+
+@dataclasses.dataclass
+class Result:
+    round_s: list[float] = dataclasses.field(default_factory=list)
+    acc: list[float] = dataclasses.field(default_factory=list)
+    r1: list[np.ndarray] = dataclasses.field(default_factory=list)
+    bytes: int = 0
+
+
+def round_times(points: list[RoundPoint]) -> list[float]:
+    t = [p.published_s for p in points]
+    return [b - a for a, b in itertools.pairwise(t)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of every setting (ABBA order)")
+    ap.add_argument("--model", default="digits_mlp_1m")
+    ap.add_argument(
+        "--settings", default=",".join(SETTINGS), help=f"comma-separated of {list(SETTINGS)}"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="keep logs here (default: a tmp dir)")
+    args = ap.parse_args()
+    names = [s.strip() for s in args.settings.split(",")]
+    results = {n: Result() for n in names}
+    init = ModelHolder(config(args, "plain", False, "")).state.flat.copy()
+    out = args.out or Path(tempfile.mkdtemp(prefix="fl-rounds-"))
+    order: list[str] = []
+    for rep in range(args.repeats):
+        order += names if rep % 2 == 0 else names[::-1]
+    with mosquitto() as broker:
+        for i, name in enumerate(order):
+            mode, packed = SETTINGS[name]
+            cfg = config(args, mode, packed, f"{i}")
+            res = results[name]
+
+            def keep_r1(rnd: int, holder: ModelHolder, res: Result = res) -> None:
+                if rnd == 1:
+                    res.r1.append(holder.state.flat.copy())
+
+            print(f"[{i + 1}/{len(order)}] {name} ...", flush=True)
+            pts = run_mode(
+                cfg.for_mode(mode), broker.url, out / f"{i}", progress=False, observe=keep_r1
+            )
+            res.round_s += round_times(pts)
+            res.acc.append(pts[-1].accuracy if pts else float("nan"))
+    base_cfg = config(args, "plain", False, "")
+    d = init.size
+    n_max = max(len(member_data(base_cfg, k)[1]) for k in range(args.clients))
+    for name in names:
+        mode, packed = SETTINGS[name]
+        results[name].bytes = upload_bytes(config(args, mode, packed, "").for_mode(mode), n_max)
+    plain = results[names[0]]
+    base_t = statistics.median(plain.round_s)
+    step = float(np.abs(plain.r1[0] - init).max())
+    print(
+        f"\n{args.model}: {d:,} federated parameters; {args.clients} client processes, "
+        f"{args.rounds} rounds, {args.epochs} local epochs, {args.repeats} repeats (ABBA); "
+        f"float32 update {4 * (d + 1) / 1e6:.2f} MB; workdir {out}"
+    )
+    hdr = (
+        f"{'setting':<16}{'round s (med)':>14}{'x plain':>9}{'upload MB':>11}{'x f32':>7}"
+        f"{'round-1 err':>13}{'rel err':>9}{'acc @R':>8}  rounds measured"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for name in names:
+        r = results[name]
+        t = statistics.median(r.round_s)
+        err = max(float(np.abs(a - b).max()) for a in r.r1 for b in plain.r1)
+        accs = "/".join(f"{a:.3f}" for a in r.acc)
+        print(
+            f"{name:<16}{t:>14.2f}{t / base_t:>9.2f}{r.bytes / 1e6:>11.2f}"
+            f"{r.bytes / (4 * (d + 1)):>7.2f}{err:>13.2e}{err / step:>9.1e}{accs:>8}"
+            f"  {len(r.round_s)}"
+        )
+    print(
+        f"\nround-1 err: max |w_setting - w_plain| after round 1 (plain vs plain: run to run); "
+        f"rel err: / max |w_plain - w_0| = {step:.3g}; acc @R: test accuracy after round "
+        f"{args.rounds}, one value per repeat; base config {base_cfg.train}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
