@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -86,7 +88,32 @@ class Result:
     round_s: list[float] = dataclasses.field(default_factory=list)
     acc: list[float] = dataclasses.field(default_factory=list)
     r1: list[np.ndarray] = dataclasses.field(default_factory=list)
+    crit_cpu: list[float] = dataclasses.field(default_factory=list)
+    total_cpu: list[float] = dataclasses.field(default_factory=list)
     bytes: int = 0
+
+
+_CLIENT_CPU = re.compile(r"round (\d+): update accepted .*; cpu ([\d.]+)s\)")
+_AGG_CPU = re.compile(r"round (\d+): aggregator cpu ([\d.]+)s")
+
+
+def round_cpu(workdir: Path) -> tuple[list[float], list[float]]:
+    """Per round from 2 on, from the processes' own logs (robust to other load on the
+    machine): (critical path = the busiest client + the aggregator, total of all)."""
+    clients: dict[int, list[float]] = {}
+    for m in _CLIENT_CPU.finditer((workdir / "clients.log").read_text()):
+        clients.setdefault(int(m[1]), []).append(float(m[2]))
+    agg = {
+        int(m[1]): float(m[2]) for m in _AGG_CPU.finditer((workdir / "aggregator.log").read_text())
+    }
+    rounds = sorted(r for r in clients if r >= 2 and r in agg)
+    crit = [max(clients[r]) + agg[r] for r in rounds]
+    total = [sum(clients[r]) + agg[r] for r in rounds]
+    return crit, total
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
 def round_times(points: list[RoundPoint]) -> list[float]:
@@ -131,6 +158,19 @@ def main() -> int:
             )
             res.round_s += round_times(pts)
             res.acc.append(pts[-1].accuracy if pts else float("nan"))
+            crit, total = round_cpu(out / f"{i}")
+            res.crit_cpu += crit
+            res.total_cpu += total
+            raw = {
+                n: {
+                    "round_s": r.round_s,
+                    "acc": r.acc,
+                    "crit_cpu": r.crit_cpu,
+                    "total_cpu": r.total_cpu,
+                }
+                for n, r in results.items()
+            }
+            (out / "results.json").write_text(json.dumps(raw, indent=1))  # kept as it goes
     base_cfg = config(args, "plain", False, "")
     d = init.size
     n_max = max(len(member_data(base_cfg, k)[1]) for k in range(args.clients))
@@ -147,7 +187,8 @@ def main() -> int:
     )
     hdr = (
         f"{'setting':<16}{'round s (med)':>14}{'x plain':>9}{'upload MB':>11}{'x f32':>7}"
-        f"{'round-1 err':>13}{'rel err':>9}  {'acc @R':<14}rounds measured"
+        f"{'round-1 err':>13}{'rel err':>9}{'crit cpu':>9}{'x':>6}{'total cpu':>10}{'x':>6}"
+        f"  {'acc @R':<14}rounds"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -158,13 +199,17 @@ def main() -> int:
         accs = "/".join(f"{a:.3f}" for a in r.acc)
         print(
             f"{name:<16}{t:>14.2f}{t / base_t:>9.2f}{r.bytes / 1e6:>11.2f}"
-            f"{r.bytes / (4 * (d + 1)):>7.2f}{err:>13.2e}{err / step:>9.1e}  {accs:<14}"
-            f"{len(r.round_s)}"
+            f"{r.bytes / (4 * (d + 1)):>7.2f}{err:>13.2e}{err / step:>9.1e}"
+            f"{med(r.crit_cpu):>9.2f}{med(r.crit_cpu) / med(plain.crit_cpu):>6.2f}"
+            f"{med(r.total_cpu):>10.2f}{med(r.total_cpu) / med(plain.total_cpu):>6.2f}"
+            f"  {accs:<14}{len(r.round_s)}"
         )
     print(
         f"\nround-1 err: max |w_setting - w_plain| after round 1 (plain vs plain: run to run); "
         f"rel err: / max |w_plain - w_0| = {step:.3g}; acc @R: test accuracy after round "
-        f"{args.rounds}, one value per repeat; base config {base_cfg.train}"
+        f"{args.rounds}, one value per repeat; base config {base_cfg.train}\n"
+        "crit cpu: CPU s of the busiest client + the aggregator per round; total cpu: of all "
+        "clients + the aggregator (both from the processes' logs, medians over rounds 2..R)"
     )
     return 0
 

@@ -136,7 +136,7 @@ class FLClient:
             return
         stub = AggregatorStub(ann.aggregator, self.tls)
         try:
-            t0 = time.perf_counter()
+            t0, cpu = time.perf_counter(), time.process_time()
             catch_up(self.trainer.holder, stub, self.fed, ann.base_version)
             t1 = time.perf_counter()
             holder = self.trainer.holder
@@ -167,12 +167,13 @@ class FLClient:
             self.rounds_done.append(ann.round)
             logger.info(
                 "round %d: update accepted (%d reporters so far; catch-up %.2fs, "
-                "train %.2fs, encrypt + upload %.2fs)",
+                "train %.2fs, encrypt + upload %.2fs; cpu %.3fs)",
                 ann.round,
                 n,
                 t1 - t0,
                 t2 - t1,
                 time.perf_counter() - t2,
+                time.process_time() - cpu,
             )
         finally:
             stub.close()
