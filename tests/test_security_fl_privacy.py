@@ -23,7 +23,13 @@ from collab.fl.config import NO_PRIVACY_GUARANTEE, FLConfig, config_from_dict, c
 from collab.fl.data import member_data
 from collab.fl.member import ModelHolder, dp_params, train_params
 from collab.fl.participant import AggregatorStub, UploadRefused
-from collab.fl.round_sum import Aggregate, RoundState, UpdateHeader, encode_update
+from collab.fl.round_sum import (
+    Aggregate,
+    RoundState,
+    UpdateHeader,
+    encode_update,
+    upload_header,
+)
 from collab.fl.rounds import RoundPlanner
 from collab.fl.train import clip_l2, local_train
 from collab.procs import Broker, collab_process
@@ -168,17 +174,7 @@ def test_round_sample_is_not_reproducible_from_the_config() -> None:
 
 
 def _header(st: RoundState, cid: str, n_chunks: int) -> UpdateHeader:
-    s = st.spec
-    return UpdateHeader(
-        federation=s.federation,
-        round=s.round,
-        client_id=cid,
-        base_version=s.base_version,
-        encoding=s.encoding,
-        context_id=s.context_id,
-        num_values=s.num_values,
-        num_chunks=n_chunks,
-    )
+    return upload_header(st.spec, cid, n_chunks)
 
 
 def _running(cfg: FLConfig, public: bytes | None):  # type: ignore[no-untyped-def]

@@ -132,7 +132,9 @@ class Aggregator:
 
     def limits(self) -> UploadLimits:
         """An upload's limits: from the model size and encoding, never from its header."""
-        return upload_limits(self.planner.encoding, self.dim + 1, self.cfg.he.params())
+        return upload_limits(
+            self.planner.encoding, self.dim + 1, self.cfg.he.params(), self.planner.packing
+        )
 
     def fetch(self, base_version: str) -> Aggregate:
         with self._lock:
@@ -215,9 +217,13 @@ class Aggregator:
         open the round for uploads and announce it."""
         self.planner.check_budget()
         with self._lock:
-            roster = list(self.roster)
-        sampled = self.planner.sample(roster)
-        spec = self.planner.next_spec(self.version, sampled)
+            roster = dict(self.roster)
+        sampled = self.planner.sample(list(roster))
+        spec = self.planner.next_spec(
+            self.version,
+            sampled,
+            max_examples=max((roster[c].num_examples for c in sampled), default=1),
+        )
         st = RoundState(
             spec, make_summer(spec.encoding, self.public_context), self.cfg.he.params().slots
         )
@@ -238,6 +244,7 @@ class Aggregator:
                     num_values=spec.num_values,
                     min_clients=spec.min_clients,
                     fixed_denominator=spec.fixed_denominator,
+                    packing=spec.packing,
                 )
             ),
         )
@@ -308,9 +315,13 @@ class Aggregator:
         return out
 
     def run_round(self) -> RoundOutcome:
+        cpu = time.process_time()
         st = self.open_round()
         st.wait(time.monotonic() + self.cfg.round.deadline_s)
         out = self.close_round(st)
+        # CPU seconds of this process over the round (ingest, serving the aggregates the
+        # clients catch up with, release): benchmarks/fl_rounds.py reads it
+        logger.info("round %d: aggregator cpu %.3fs", out.round, time.process_time() - cpu)
         if not out.aggregated:
             self._status(
                 "running",
@@ -334,6 +345,10 @@ class Aggregator:
             logger.warning("stopping: %s", e)
             self._status("budget_exhausted", str(e))
             return self.outcomes
+        except FLError as e:  # e.g. more clients sampled than the packing sums
+            logger.error("stopping: %s", e)
+            self._status("failed", str(e))
+            raise
         self._status("done")
         return self.outcomes
 

@@ -114,7 +114,18 @@ class DPConfig:
 
 @config_dataclass
 class HEConfig(HEParams):
-    """The ``he:`` section: the federation's CKKS parameters."""
+    """The ``he:`` section: the federation's CKKS parameters, and the packing of updates
+    (collab.fl.pack): quantized, several values per slot, fewer ciphertexts."""
+
+    #: pack quantized updates (k b-bit values per CKKS slot; members dequantize the sum)
+    pack: StrictBool = False
+    #: b, bits per quantized value; 0 = chosen from the client count and the precision
+    pack_bits: Annotated[StrictInt, Field(ge=0, le=30)] = 0
+    #: k, values per CKKS slot; 0 = chosen from the client count and the precision
+    pack_per_slot: Annotated[StrictInt, Field(ge=0, le=16)] = 0
+    #: per-coordinate clip of a client's update before quantization (units of the local
+    #: model delta; in plain mode scaled by the largest sampled example count)
+    pack_clip: Positive = 0.5
 
     def params(self) -> HEParams:
         return HEParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HEParams)})

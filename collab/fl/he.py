@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,22 +105,43 @@ def _pool_size() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def encrypt(ctx: ts.Context, vec: np.ndarray, *, threads: int | None = None) -> list[bytes]:
-    """Encrypt a float vector into serialized ciphertexts of ``slots`` values each.
+def _slots(ctx: ts.Context) -> int:
+    return int(ctx.data.seal_context().first_context_data().parms().poly_modulus_degree() // 2)
 
-    TenSEAL releases the GIL inside SEAL, so a small thread pool parallelises chunks."""
-    slots = ctx.data.seal_context().first_context_data().parms().poly_modulus_degree() // 2
+
+def _encrypt_one(ctx: ts.Context, p: np.ndarray) -> bytes:
+    return bytes(ts.ckks_vector(ctx, p.tolist()).serialize())
+
+
+def encrypt_stream(
+    ctx: ts.Context, vec: np.ndarray, *, threads: int | None = None
+) -> Iterator[bytes]:
+    """Encrypt a float vector into serialized ciphertexts of ``slots`` values each,
+    yielded in order as soon as each is ready: the caller streams chunk i while worker
+    threads encrypt the next ones (TenSEAL releases the GIL inside SEAL)."""
+    slots = _slots(ctx)
     v = np.asarray(vec, dtype=np.float64).ravel()
     parts = [v[i : i + slots] for i in range(0, max(len(v), 1), slots)]
-
-    def one(p: np.ndarray) -> bytes:
-        return bytes(ts.ckks_vector(ctx, p.tolist()).serialize())
-
     n = threads or _pool_size()
     if n <= 1 or len(parts) == 1:
-        return [one(p) for p in parts]
-    with ThreadPoolExecutor(n) as ex:
-        return list(ex.map(one, parts))
+        for p in parts:
+            yield _encrypt_one(ctx, p)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="collab-he") as ex:
+        # at most 2n chunks in flight: memory stays bounded for any model size
+        pending = deque(ex.submit(_encrypt_one, ctx, p) for p in parts[: 2 * n])
+        rest = iter(parts[2 * n :])
+        while pending:
+            out = pending.popleft().result()
+            nxt = next(rest, None)
+            if nxt is not None:
+                pending.append(ex.submit(_encrypt_one, ctx, nxt))
+            yield out
+
+
+def encrypt(ctx: ts.Context, vec: np.ndarray, *, threads: int | None = None) -> list[bytes]:
+    """:func:`encrypt_stream`, all chunks at once."""
+    return list(encrypt_stream(ctx, vec, threads=threads))
 
 
 def load_chunk(ctx: ts.Context, data: bytes, expected_size: int) -> ts.CKKSVector:
@@ -166,16 +188,26 @@ def summed(
         raise FLError(f"ciphertexts cannot be added: {e}") from e
 
 
-def decrypt(secret_ctx: ts.Context, chunks: Sequence[bytes], length: int) -> np.ndarray:
-    """Decrypt an aggregate (only ever called on sums, by a holder of the secret key)."""
+def decrypt(
+    secret_ctx: ts.Context, chunks: Sequence[bytes], length: int, *, threads: int | None = None
+) -> np.ndarray:
+    """Decrypt an aggregate (only ever called on sums, by a holder of the secret key);
+    chunks are decrypted on worker threads, as they are encrypted."""
     if not secret_ctx.is_private():
         raise FLError("cannot decrypt: context has no secret key")
-    out = np.empty(length, dtype=np.float64)
-    pos = 0
-    for c in chunks:
-        vals = ts.ckks_vector_from(secret_ctx, c).decrypt()
-        out[pos : pos + len(vals)] = vals
-        pos += len(vals)
+
+    def one(c: bytes) -> list[float]:
+        return list(ts.ckks_vector_from(secret_ctx, c).decrypt())
+
+    n = threads or _pool_size()
+    if n <= 1 or len(chunks) <= 1:
+        parts = [one(c) for c in chunks]
+    else:
+        with ThreadPoolExecutor(n, thread_name_prefix="collab-he") as ex:
+            parts = list(ex.map(one, chunks))
+    pos = sum(len(p) for p in parts)
     if pos != length:
         raise FLError(f"aggregate carries {pos} values, expected {length}")
-    return out
+    return (
+        np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]) if parts else np.zeros(0)
+    )

@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class RoundPoint:
     seconds: float
     #: FLConfig.privacy_note of the run ("no privacy guarantee ..." when insecure deterministic)
     privacy: str = ""
+    #: seconds since start when the round's model announcement arrived (before the key
+    #: holder's own decrypt/evaluate): consecutive differences are real round times
+    published_s: float = 0.0
 
 
 @contextlib.contextmanager
@@ -52,9 +55,16 @@ def _broker(url: str | None) -> Iterator[str]:
 
 
 def run_mode(
-    cfg: FLConfig, broker_url: str, workdir: Path, *, progress: bool = True, wait_s: float = 120.0
+    cfg: FLConfig,
+    broker_url: str,
+    workdir: Path,
+    *,
+    progress: bool = True,
+    wait_s: float = 120.0,
+    observe: Callable[[int, ModelHolder], None] | None = None,
 ) -> list[RoundPoint]:
-    """One federation (one mode) to completion; returns accuracy per aggregated round."""
+    """One federation (one mode) to completion; returns accuracy per aggregated round.
+    ``observe(round, holder)`` sees the key holder's model after each round (benchmarks)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
@@ -80,15 +90,18 @@ def run_mode(
     if pub_path is not None:
         agg_args += ["--public-context", str(pub_path)]
     published: list[msg.ModelPublished] = []
+    arrived: list[float] = []
     status: list[msg.FederationStatus] = []
     changed = threading.Event()
 
     def on_model(topic: str, payload: bytes, retained: bool) -> None:
         try:
-            published.append(msg.model_from_bytes(payload))
+            m = msg.model_from_bytes(payload)
         except MalformedMessage as e:
             logger.warning("ignoring model message on %s: %s", topic, e)
             return
+        arrived.append(time.monotonic() - t0)
+        published.append(m)
         changed.set()
 
     def on_status(topic: str, payload: bytes, retained: bool) -> None:
@@ -137,6 +150,8 @@ def run_mode(
                 p = published[seen]
                 seen += 1
                 catch_up(holder, stub, cfg.federation, p.version)
+                if observe is not None:
+                    observe(p.round, holder)
                 acc = holder.evaluate(xt, yt)
                 points.append(
                     RoundPoint(
@@ -147,6 +162,7 @@ def run_mode(
                         sampled=p.sampled,
                         seconds=time.monotonic() - t0,
                         privacy=cfg.privacy_note,
+                        published_s=arrived[seen - 1],
                     )
                 )
                 bar.update(p.round - bar.n)

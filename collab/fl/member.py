@@ -4,6 +4,7 @@ round into an upload."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,9 +15,10 @@ from collab.errors import FLError
 from collab.fl import he
 from collab.fl.config import FLConfig
 from collab.fl.model import accuracy, federated_names, get_flat, set_flat
+from collab.fl.pack import Packing
 from collab.fl.public import initial_model
 from collab.fl.randomness import privacy_rng
-from collab.fl.round_sum import Aggregate, decode_aggregate, encode_update
+from collab.fl.round_sum import Aggregate, decode_aggregate, stream_update
 from collab.fl.state import GlobalModel, average, next_version
 from collab.fl.train import DPParams, TrainParams, local_train, prepare_update
 
@@ -82,7 +84,15 @@ class ModelHolder:
             raise FLError(
                 f"aggregate of round {agg.round}: version {agg.version} does not match its bytes"
             )
-        total = decode_aggregate(list(agg.chunks), agg.encoding, agg.num_values, self.ctx)
+        total = decode_aggregate(
+            list(agg.chunks),
+            agg.encoding,
+            agg.num_values,
+            self.ctx,
+            packing=agg.packing,
+            params=self.cfg.he.params(),
+            reporters=len(agg.reporters),
+        )
         avg = average(total, fixed_denominator=agg.fixed_denominator or None)
         self.state.apply(
             round_=agg.round, base_version=agg.base_version, version=agg.version, avg_delta=avg
@@ -102,7 +112,11 @@ class Trainer:
     y: np.ndarray
     seed: int
 
-    def update(self, round_: int, *, compression: str = "") -> list[bytes]:
+    def update(
+        self, round_: int, *, compression: str = "", packing: Packing | None = None
+    ) -> Iterator[bytes]:
+        """Train, then the upload's chunks, yielded as each is encrypted (``packing``: the
+        round's, from its announcement)."""
         cfg = self.holder.cfg
         delta = local_train(
             self.holder.model,
@@ -116,4 +130,11 @@ class Trainer:
         # the noise share: from the OS, so no config, client id or round reproduces it
         rng = privacy_rng([self.seed, round_, 17] if cfg.insecure_deterministic else None)
         vec = prepare_update(delta, len(self.y), dp_params(cfg), rng)
-        return encode_update(vec, ctx=self.holder.ctx, compression=compression)
+        return stream_update(
+            vec,
+            ctx=self.holder.ctx,
+            compression=compression,
+            packing=packing,
+            params=cfg.he.params(),
+            rng=rng,
+        )

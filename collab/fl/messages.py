@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from collab.control.messages import MalformedMessage, finite, parse_message, valid_node_id
 from collab.errors import ConfigError
+from collab.fl.pack import Packing
 from collab.proto import fl_pb2 as pb
 from collab.transport import parse_address
 
@@ -46,6 +47,7 @@ class RoundAnnouncement:
     num_values: int
     min_clients: int
     fixed_denominator: float
+    packing: Packing | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +85,27 @@ def _optional(m: pb.FlModelPublished | pb.FlFederationStatus, name: str) -> floa
     return finite(getattr(m, name), name) if m.HasField(name) else None
 
 
+def packing_to_proto(p: Packing | None) -> pb.FlPacking | None:
+    if p is None:
+        return None
+    return pb.FlPacking(bits=p.bits, per_slot=p.per_slot, headroom=p.headroom, range=p.range)
+
+
+def packing_from_proto(m: pb.FlPacking) -> Packing:
+    """A packing whose fields fit an int64 slot value (else MalformedMessage)."""
+    rng = finite(m.range, "packing.range")
+    if not (2 <= m.bits <= 30 and 1 <= m.per_slot <= 16 and m.headroom <= 30 and rng > 0):
+        raise MalformedMessage(f"packing out of bounds: {m.bits}/{m.per_slot}/{m.headroom}/{rng}")
+    if m.per_slot * (m.bits + m.headroom) > 62:
+        raise MalformedMessage("packing wider than a 62-bit slot value")
+    return Packing(bits=m.bits, per_slot=m.per_slot, headroom=m.headroom, range=rng)
+
+
+def optional_packing(m: object) -> Packing | None:
+    """The ``packing`` field of a header/announcement, None when unset."""
+    return packing_from_proto(m.packing) if m.HasField("packing") else None  # type: ignore[attr-defined]
+
+
 def hello_to_proto(h: ClientHello) -> pb.FlClientHello:
     return pb.FlClientHello(client_id=h.client_id, num_examples=h.num_examples, pid=h.pid)
 
@@ -104,6 +127,7 @@ def announcement_to_proto(a: RoundAnnouncement) -> pb.FlRoundAnnouncement:
         num_values=a.num_values,
         min_clients=a.min_clients,
         fixed_denominator=a.fixed_denominator,
+        packing=packing_to_proto(a.packing),
     )
 
 
@@ -128,6 +152,7 @@ def announcement_from_proto(m: pb.FlRoundAnnouncement) -> RoundAnnouncement:
         num_values=m.num_values,
         min_clients=m.min_clients,
         fixed_denominator=finite(m.fixed_denominator, "fixed_denominator"),
+        packing=optional_packing(m),
     )
 
 

@@ -8,6 +8,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -19,7 +20,7 @@ from collab.errors import FLError, TransportError, UploadRefused
 from collab.fl import messages as msg
 from collab.fl.endpoint import CLIENT_MAX_MESSAGE_BYTES
 from collab.fl.member import ModelHolder, Trainer
-from collab.fl.round_sum import UpdateHeader
+from collab.fl.round_sum import UpdateHeader, upload_chunk_sizes
 from collab.fl.wire import aggregate_from_proto, update_to_proto
 from collab.log import logger
 from collab.proto import fl_pb2, fl_pb2_grpc
@@ -45,7 +46,9 @@ class AggregatorStub:
     def close(self) -> None:
         self.channel.close()
 
-    def upload(self, header: UpdateHeader, chunks: list[bytes], timeout: float = 120.0) -> int:
+    def upload(self, header: UpdateHeader, chunks: Iterable[bytes], timeout: float = 120.0) -> int:
+        """Stream the header, then each chunk as the iterable yields it (encryption of the
+        later chunks overlaps the sending of the earlier ones)."""
         try:
             ack = self.stub.UploadUpdate(update_to_proto(header, chunks), timeout=timeout)
         except grpc.RpcError as e:
@@ -133,10 +136,21 @@ class FLClient:
             return
         stub = AggregatorStub(ann.aggregator, self.tls)
         try:
+            t0, cpu = time.perf_counter(), time.process_time()
             catch_up(self.trainer.holder, stub, self.fed, ann.base_version)
-            chunks = self.trainer.update(ann.round, compression=self.compression)
+            t1 = time.perf_counter()
+            holder = self.trainer.holder
+            chunks = self.trainer.update(
+                ann.round, compression=self.compression, packing=ann.packing
+            )
+            t2 = time.perf_counter()
             if self.upload_delay_s:
+                chunks = iter(list(chunks))
                 time.sleep(self.upload_delay_s)
+            num_values = holder.dim + 1
+            sizes = upload_chunk_sizes(
+                ann.encoding, num_values, holder.cfg.he.params().slots, ann.packing
+            )
             header = UpdateHeader(
                 federation=self.fed,
                 round=ann.round,
@@ -144,13 +158,23 @@ class FLClient:
                 base_version=ann.base_version,
                 encoding=ann.encoding,
                 context_id=ann.context_id,
-                num_values=self.trainer.holder.dim + 1,
-                num_chunks=len(chunks),
+                num_values=num_values,
+                num_chunks=len(sizes),
                 compression=self.compression,
+                packing=ann.packing,
             )
             n = stub.upload(header, chunks)
             self.rounds_done.append(ann.round)
-            logger.info("round %d: update accepted (%d reporters so far)", ann.round, n)
+            logger.info(
+                "round %d: update accepted (%d reporters so far; catch-up %.2fs, "
+                "train %.2fs, encrypt + upload %.2fs; cpu %.3fs)",
+                ann.round,
+                n,
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+                time.process_time() - cpu,
+            )
         finally:
             stub.close()
 

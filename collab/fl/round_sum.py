@@ -10,6 +10,7 @@ added; so a rejected one leaves the sum bit-identical and gets a reason.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,7 +25,9 @@ from collab.errors import (
     RoundMismatch,
     UpdateRejected,
 )
-from collab.fl import he
+from collab.fl import he, pack
+from collab.fl.config import HEParams
+from collab.fl.pack import Packing
 from collab.fl.state import next_version
 
 F32_CHUNK = 1 << 18  # float32 values per plaintext chunk (1 MiB)
@@ -42,6 +45,7 @@ class UpdateHeader:
     num_values: int
     num_chunks: int
     compression: str = ""
+    packing: Packing | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +63,8 @@ class RoundSpec:
     #: clipped update plus its noise share, collab.fl.train.upload_norm_bound), and its
     #: weight slot must be 1; 0 = not checked (no DP, or HE: the aggregator sees ciphertexts).
     update_norm_bound: float = 0.0
+    #: ckks: how updates are packed (collab.fl.pack); None = one float per slot
+    packing: Packing | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,25 @@ class Aggregate:
     reporters: tuple[str, ...]
     fixed_denominator: float
     chunks: tuple[bytes, ...]
+    packing: Packing | None = None
+
+
+def upload_header(
+    spec: RoundSpec, client_id: str, num_chunks: int, compression: str = ""
+) -> UpdateHeader:
+    """The header of ``client_id``'s upload to the round ``spec`` (in-process callers)."""
+    return UpdateHeader(
+        federation=spec.federation,
+        round=spec.round,
+        client_id=client_id,
+        base_version=spec.base_version,
+        encoding=spec.encoding,
+        context_id=spec.context_id,
+        num_values=spec.num_values,
+        num_chunks=num_chunks,
+        compression=compression,
+        packing=spec.packing,
+    )
 
 
 def chunk_values(encoding: str, slots: int) -> int:
@@ -81,6 +106,18 @@ def chunk_values(encoding: str, slots: int) -> int:
 
 def chunk_sizes(num_values: int, per_chunk: int) -> list[int]:
     return [min(per_chunk, num_values - i) for i in range(0, num_values, per_chunk)]
+
+
+def encoded_len(num_values: int, packing: Packing | None) -> int:
+    """Values actually encrypted for a ``num_values`` update (fewer when packed)."""
+    return packing.encoded_len(num_values) if packing else num_values
+
+
+def upload_chunk_sizes(
+    encoding: str, num_values: int, slots: int, packing: Packing | None
+) -> list[int]:
+    """The values each chunk of an upload carries (its count is the chunk count)."""
+    return chunk_sizes(encoded_len(num_values, packing), chunk_values(encoding, slots))
 
 
 class Summer(Protocol):
@@ -209,6 +246,8 @@ class RoundState:
             )
         if h.num_values != s.num_values:
             raise UpdateRejected(f"update has {h.num_values} values, expected {s.num_values}")
+        if h.packing != s.packing:
+            raise UpdateRejected(f"update packed as {h.packing}, the round packs as {s.packing}")
 
     def check_header(self, h: UpdateHeader) -> None:
         """Cheap checks before the payload streams in."""
@@ -221,7 +260,8 @@ class RoundState:
         """Validate and add one upload; return the number of reporters so far.
         ``max_chunk_bytes``: the most a chunk may hold once decompressed."""
         self.check_header(h)
-        sizes = chunk_sizes(self.spec.num_values, chunk_values(self.spec.encoding, self.slots))
+        s = self.spec
+        sizes = upload_chunk_sizes(s.encoding, s.num_values, self.slots, s.packing)
         if h.num_chunks != len(sizes) or len(chunks) != len(sizes):
             raise UpdateRejected(
                 f"update has {len(chunks)} chunks (header says {h.num_chunks}), "
@@ -268,6 +308,7 @@ class RoundState:
                 reporters=tuple(self.reporters),
                 fixed_denominator=s.fixed_denominator,
                 chunks=chunks,
+                packing=s.packing,
             )
 
 
@@ -292,27 +333,61 @@ def make_summer(encoding: str, public_context: bytes | None) -> Summer:
     return F32Summer()
 
 
-def encode_update(vec: np.ndarray, *, ctx: Any | None, compression: str = "") -> list[bytes]:
-    """Client side: the upload chunks for a ``d + 1`` vector (CKKS if ``ctx`` is given)."""
+def stream_update(
+    vec: np.ndarray,
+    *,
+    ctx: Any | None,
+    compression: str = "",
+    packing: Packing | None = None,
+    params: HEParams | None = None,
+    rng: np.random.Generator | None = None,
+) -> Iterator[bytes]:
+    """Client side: the upload chunks for a ``d + 1`` vector (CKKS if ``ctx`` is given;
+    quantized and packed first with ``packing``, which needs the federation's ``params``
+    and the ``rng`` of stochastic rounding). Chunks are yielded as soon as each is
+    encrypted (worker threads encrypt the next ones meanwhile), so the upload streams
+    while the rest is still being encrypted."""
+    if packing is not None:
+        if ctx is None or params is None or rng is None:
+            raise FLError("packing needs the CKKS context, its parameters and an rng")
+        vec = pack.encode(vec, packing, params, rng)
     if ctx is not None:
-        chunks = he.encrypt(ctx, vec)
+        chunks: Iterable[bytes] = he.encrypt_stream(ctx, vec)
     else:
         a = np.asarray(vec, dtype="<f4")
-        chunks = [a[i : i + F32_CHUNK].tobytes() for i in range(0, len(a), F32_CHUNK)]
+        chunks = (a[i : i + F32_CHUNK].tobytes() for i in range(0, len(a), F32_CHUNK))
     if compression == "zstd":
         c = zstandard.ZstdCompressor(level=1)
-        chunks = [c.compress(x) for x in chunks]
-    return chunks
+        chunks = (c.compress(x) for x in chunks)
+    yield from chunks
+
+
+def encode_update(vec: np.ndarray, **kw: Any) -> list[bytes]:
+    """:func:`stream_update`, all chunks at once."""
+    return list(stream_update(vec, **kw))
 
 
 def decode_aggregate(
-    agg_chunks: list[bytes], encoding: str, num_values: int, secret_ctx: Any | None
+    agg_chunks: list[bytes],
+    encoding: str,
+    num_values: int,
+    secret_ctx: Any | None,
+    *,
+    packing: Packing | None = None,
+    params: HEParams | None = None,
+    reporters: int = 0,
 ) -> np.ndarray:
-    """Key-holder side: the plaintext SUM (only aggregates are ever decrypted)."""
+    """Key-holder side: the plaintext SUM (only aggregates are ever decrypted); a packed
+    sum of ``reporters`` uploads is unpacked and dequantized."""
     if encoding == "ckks":
         if secret_ctx is None:
             raise FLError("a ckks aggregate needs the secret context to decrypt")
-        return he.decrypt(secret_ctx, agg_chunks, num_values)
+        values = he.decrypt(secret_ctx, agg_chunks, encoded_len(num_values, packing))
+        if packing is None:
+            return values
+        if params is None:
+            raise FLError("a packed aggregate needs the federation's CKKS parameters")
+        return pack.decode(values, packing, params, reporters, num_values)
     out = (
         np.concatenate([np.frombuffer(c, dtype="<f8") for c in agg_chunks])
         if agg_chunks

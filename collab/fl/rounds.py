@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collab.fl import pack
 from collab.fl.accountant import PublicSampleAccountant
 from collab.fl.config import FLConfig
 from collab.fl.member import dp_params
@@ -42,6 +43,7 @@ class RoundPlanner:
         if self.cfg.insecure_deterministic:
             self._insecure_rng = np.random.default_rng(self.cfg.seed + 7919)
             logger.warning("%s: %s", self.cfg.federation, self.cfg.privacy_note)
+        self.packing = pack.for_config(self.cfg)
         if self.cfg.dp_enabled and self.accountant is None:
             self.accountant = PublicSampleAccountant(
                 delta=self.cfg.dp.delta, epsilon_budget=self.cfg.dp.epsilon_budget
@@ -80,7 +82,16 @@ class RoundPlanner:
         )
         return self.accountant.check(worst)
 
-    def next_spec(self, base_version: str, sampled: Sequence[str]) -> RoundSpec:
+    def next_spec(
+        self, base_version: str, sampled: Sequence[str], *, max_examples: int = 1
+    ) -> RoundSpec:
+        """The next round's spec; ``max_examples``: the largest example count among the
+        sampled clients (plain FedAvg pre-weights updates by it; scales a packed round's
+        clip). A packed federation refuses a round sampling more clients than it sums."""
+        packing = None
+        if self.packing is not None:
+            weight = 1 if self.cfg.dp_enabled else max_examples
+            packing = pack.for_round(self.packing, len(sampled), weight)
         self._round += 1
         return RoundSpec(
             federation=self.cfg.federation,
@@ -93,6 +104,7 @@ class RoundPlanner:
             min_clients=self.cfg.round.min_clients,
             fixed_denominator=self.cfg.expected_clients if self.cfg.dp_enabled else 0.0,
             update_norm_bound=self._update_norm_bound(),
+            packing=packing,
         )
 
     def _update_norm_bound(self) -> float:

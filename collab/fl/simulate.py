@@ -12,7 +12,7 @@ from collab.fl import he
 from collab.fl.config import FLConfig
 from collab.fl.data import member_data, test_data
 from collab.fl.member import ModelHolder, Trainer
-from collab.fl.round_sum import RoundState, UpdateHeader, UpdateRejected, make_summer
+from collab.fl.round_sum import RoundState, UpdateRejected, make_summer, upload_header
 from collab.fl.rounds import RoundPlanner
 from collab.log import logger
 
@@ -47,23 +47,19 @@ def simulate(cfg: FLConfig, *, progress: bool = True, drop: int = 0) -> list[Rou
     for _ in bar:
         t0 = time.perf_counter()
         planner.check_budget()
-        spec = planner.next_spec(evaluator.state.version, planner.sample(list(trainers)))
+        sampled = planner.sample(list(trainers))
+        spec = planner.next_spec(
+            evaluator.state.version,
+            sampled,
+            max_examples=max((len(trainers[c].y) for c in sampled), default=1),
+        )
         st = RoundState(spec, make_summer(spec.encoding, keys.public if keys else None), slots)
         sent = 0
         for cid in spec.sampled[drop:]:
             t = trainers[cid]
-            chunks = t.update(spec.round)
+            chunks = list(t.update(spec.round, packing=spec.packing))
             sent += sum(map(len, chunks))
-            header = UpdateHeader(
-                federation=spec.federation,
-                round=spec.round,
-                client_id=cid,
-                base_version=spec.base_version,
-                encoding=spec.encoding,
-                context_id=spec.context_id,
-                num_values=spec.num_values,
-                num_chunks=len(chunks),
-            )
+            header = upload_header(spec, cid, len(chunks))
             try:
                 st.submit(header, chunks)
             except UpdateRejected as e:  # the round continues without this client

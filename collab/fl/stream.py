@@ -24,7 +24,8 @@ import grpc
 
 from collab.errors import CancelledError, DeadlineError, TooLargeError, UpdateRejected
 from collab.fl.config import HEParams
-from collab.fl.round_sum import chunk_sizes, chunk_values
+from collab.fl.pack import Packing
+from collab.fl.round_sum import upload_chunk_sizes
 from collab.proto import fl_pb2
 
 T = TypeVar("T")
@@ -48,11 +49,13 @@ def _with_compression(raw: int) -> int:
     return raw + raw // 128 + 1024
 
 
-def upload_limits(encoding: str, num_values: int, he: HEParams) -> UploadLimits:
-    """The limits of an upload of ``num_values`` values under ``encoding``: a float32
-    chunk is 4 bytes a value; a fresh CKKS ciphertext two polynomials of N coefficients
-    per prime, 8 bytes each (its serialisation is smaller)."""
-    sizes = chunk_sizes(num_values, chunk_values(encoding, he.slots))
+def upload_limits(
+    encoding: str, num_values: int, he: HEParams, packing: Packing | None = None
+) -> UploadLimits:
+    """The limits of an upload of ``num_values`` values under ``encoding`` (and
+    ``packing``): a float32 chunk is 4 bytes a value; a fresh CKKS ciphertext two
+    polynomials of N coefficients per prime, 8 bytes each (its serialisation is smaller)."""
+    sizes = upload_chunk_sizes(encoding, num_values, he.slots, packing)
     if encoding == "ckks":
         raw = 2 * he.poly_modulus_degree * len(he.coeff_mod_bit_sizes) * 8
     else:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from collab.control.messages import MalformedMessage
 from collab.errors import FLError
+from collab.fl.messages import optional_packing, packing_to_proto
+from collab.fl.pack import Packing
 from collab.fl.round_sum import Aggregate, UpdateHeader
 from collab.proto import fl_pb2
 
@@ -21,6 +24,7 @@ def header_to_proto(h: UpdateHeader) -> fl_pb2.FlUpdateHeader:
         num_values=h.num_values,
         num_chunks=h.num_chunks,
         compression=h.compression,
+        packing=packing_to_proto(h.packing),
     )
 
 
@@ -35,6 +39,7 @@ def header_from_proto(p: fl_pb2.FlUpdateHeader) -> UpdateHeader:
         num_values=p.num_values,
         num_chunks=p.num_chunks,
         compression=p.compression,
+        packing=optional_packing(p),
     )
 
 
@@ -57,6 +62,7 @@ def aggregate_to_proto(a: Aggregate) -> Iterator[fl_pb2.FlAggregateChunk]:
             num_chunks=len(a.chunks),
             reporters=len(a.reporters),
             fixed_denominator=a.fixed_denominator,
+            packing=packing_to_proto(a.packing),
         )
     )
     for c in a.chunks:
@@ -89,4 +95,12 @@ def aggregate_from_proto(stream: Iterable[fl_pb2.FlAggregateChunk]) -> Aggregate
         reporters=tuple(f"#{i}" for i in range(h.reporters)),
         fixed_denominator=h.fixed_denominator,
         chunks=tuple(chunks),
+        packing=_aggregate_packing(h),
     )
+
+
+def _aggregate_packing(h: fl_pb2.FlAggregateHeader) -> Packing | None:
+    try:
+        return optional_packing(h)
+    except MalformedMessage as e:
+        raise FLError(f"aggregate header: {e}") from e

@@ -24,35 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x66l.proto\x12\tcollab.v1\"E\n\rFlClientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x04\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\xf4\x01\n\x13\x46lRoundAnnouncement\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07sampled\x18\x04 \x03(\t\x12\x15\n\rdeadline_unix\x18\x05 \x01(\x01\x12\x12\n\naggregator\x18\x06 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x12\n\nnum_values\x18\t \x01(\x04\x12\x13\n\x0bmin_clients\x18\n \x01(\r\x12\x19\n\x11\x66ixed_denominator\x18\x0b \x01(\x01\"\xc8\x01\n\x10\x46lModelPublished\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\treporters\x18\x05 \x01(\r\x12\x0f\n\x07sampled\x18\x06 \x01(\r\x12\x14\n\x07\x65psilon\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tsigma_eff\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_epsilonB\x0c\n\n_sigma_eff\"\x9d\x01\n\x12\x46lFederationStatus\x12\x12\n\nfederation\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.collab.v1.FlState\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x14\n\x07\x65psilon\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_epsilon\"\xbf\x01\n\x0e\x46lUpdateHeader\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x12\n\ncontext_id\x18\x06 \x01(\t\x12\x12\n\nnum_values\x18\x07 \x01(\x04\x12\x12\n\nnum_chunks\x18\x08 \x01(\r\x12\x13\n\x0b\x63ompression\x18\t \x01(\t\"T\n\rFlUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.collab.v1.FlUpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"/\n\x0b\x46lUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x11\n\treporters\x18\x02 \x01(\r\">\n\x12\x46lAggregateRequest\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\"\xd9\x01\n\x11\x46lAggregateHeader\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x12\n\ncontext_id\x18\x06 \x01(\t\x12\x12\n\nnum_values\x18\x07 \x01(\x04\x12\x12\n\nnum_chunks\x18\x08 \x01(\r\x12\x11\n\treporters\x18\t \x01(\r\x12\x19\n\x11\x66ixed_denominator\x18\n \x01(\x01\"Z\n\x10\x46lAggregateChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.collab.v1.FlAggregateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*\x80\x01\n\x07\x46lState\x12\x18\n\x14\x46L_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46L_STATE_RUNNING\x10\x01\x12\x11\n\rFL_STATE_DONE\x10\x02\x12\x1d\n\x19\x46L_STATE_BUDGET_EXHAUSTED\x10\x03\x12\x13\n\x0f\x46L_STATE_FAILED\x10\x04\x32\xa2\x01\n\x0c\x46lAggregator\x12\x42\n\x0cUploadUpdate\x12\x18.collab.v1.FlUpdateChunk\x1a\x16.collab.v1.FlUploadAck(\x01\x12N\n\x0e\x46\x65tchAggregate\x12\x1d.collab.v1.FlAggregateRequest\x1a\x1b.collab.v1.FlAggregateChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x66l.proto\x12\tcollab.v1\"E\n\rFlClientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x04\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\x9b\x02\n\x13\x46lRoundAnnouncement\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07sampled\x18\x04 \x03(\t\x12\x15\n\rdeadline_unix\x18\x05 \x01(\x01\x12\x12\n\naggregator\x18\x06 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x12\n\nnum_values\x18\t \x01(\x04\x12\x13\n\x0bmin_clients\x18\n \x01(\r\x12\x19\n\x11\x66ixed_denominator\x18\x0b \x01(\x01\x12%\n\x07packing\x18\x0c \x01(\x0b\x32\x14.collab.v1.FlPacking\"L\n\tFlPacking\x12\x0c\n\x04\x62its\x18\x01 \x01(\r\x12\x10\n\x08per_slot\x18\x02 \x01(\r\x12\x10\n\x08headroom\x18\x03 \x01(\r\x12\r\n\x05range\x18\x04 \x01(\x01\"\xc8\x01\n\x10\x46lModelPublished\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\treporters\x18\x05 \x01(\r\x12\x0f\n\x07sampled\x18\x06 \x01(\r\x12\x14\n\x07\x65psilon\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tsigma_eff\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_epsilonB\x0c\n\n_sigma_eff\"\x9d\x01\n\x12\x46lFederationStatus\x12\x12\n\nfederation\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.collab.v1.FlState\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x14\n\x07\x65psilon\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_epsilon\"\xe6\x01\n\x0e\x46lUpdateHeader\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x12\n\ncontext_id\x18\x06 \x01(\t\x12\x12\n\nnum_values\x18\x07 \x01(\x04\x12\x12\n\nnum_chunks\x18\x08 \x01(\r\x12\x13\n\x0b\x63ompression\x18\t \x01(\t\x12%\n\x07packing\x18\n \x01(\x0b\x32\x14.collab.v1.FlPacking\"T\n\rFlUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.collab.v1.FlUpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"/\n\x0b\x46lUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x11\n\treporters\x18\x02 \x01(\r\">\n\x12\x46lAggregateRequest\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\"\x80\x02\n\x11\x46lAggregateHeader\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x12\n\ncontext_id\x18\x06 \x01(\t\x12\x12\n\nnum_values\x18\x07 \x01(\x04\x12\x12\n\nnum_chunks\x18\x08 \x01(\r\x12\x11\n\treporters\x18\t \x01(\r\x12\x19\n\x11\x66ixed_denominator\x18\n \x01(\x01\x12%\n\x07packing\x18\x0b \x01(\x0b\x32\x14.collab.v1.FlPacking\"Z\n\x10\x46lAggregateChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.collab.v1.FlAggregateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*\x80\x01\n\x07\x46lState\x12\x18\n\x14\x46L_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46L_STATE_RUNNING\x10\x01\x12\x11\n\rFL_STATE_DONE\x10\x02\x12\x1d\n\x19\x46L_STATE_BUDGET_EXHAUSTED\x10\x03\x12\x13\n\x0f\x46L_STATE_FAILED\x10\x04\x32\xa2\x01\n\x0c\x46lAggregator\x12\x42\n\x0cUploadUpdate\x12\x18.collab.v1.FlUpdateChunk\x1a\x16.collab.v1.FlUploadAck(\x01\x12N\n\x0e\x46\x65tchAggregate\x12\x1d.collab.v1.FlAggregateRequest\x1a\x1b.collab.v1.FlAggregateChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fl_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FLSTATE']._serialized_start=1410
-  _globals['_FLSTATE']._serialized_end=1538
+  _globals['_FLSTATE']._serialized_start=1605
+  _globals['_FLSTATE']._serialized_end=1733
   _globals['_FLCLIENTHELLO']._serialized_start=23
   _globals['_FLCLIENTHELLO']._serialized_end=92
   _globals['_FLROUNDANNOUNCEMENT']._serialized_start=95
-  _globals['_FLROUNDANNOUNCEMENT']._serialized_end=339
-  _globals['_FLMODELPUBLISHED']._serialized_start=342
-  _globals['_FLMODELPUBLISHED']._serialized_end=542
-  _globals['_FLFEDERATIONSTATUS']._serialized_start=545
-  _globals['_FLFEDERATIONSTATUS']._serialized_end=702
-  _globals['_FLUPDATEHEADER']._serialized_start=705
-  _globals['_FLUPDATEHEADER']._serialized_end=896
-  _globals['_FLUPDATECHUNK']._serialized_start=898
-  _globals['_FLUPDATECHUNK']._serialized_end=982
-  _globals['_FLUPLOADACK']._serialized_start=984
-  _globals['_FLUPLOADACK']._serialized_end=1031
-  _globals['_FLAGGREGATEREQUEST']._serialized_start=1033
-  _globals['_FLAGGREGATEREQUEST']._serialized_end=1095
-  _globals['_FLAGGREGATEHEADER']._serialized_start=1098
-  _globals['_FLAGGREGATEHEADER']._serialized_end=1315
-  _globals['_FLAGGREGATECHUNK']._serialized_start=1317
-  _globals['_FLAGGREGATECHUNK']._serialized_end=1407
-  _globals['_FLAGGREGATOR']._serialized_start=1541
-  _globals['_FLAGGREGATOR']._serialized_end=1703
+  _globals['_FLROUNDANNOUNCEMENT']._serialized_end=378
+  _globals['_FLPACKING']._serialized_start=380
+  _globals['_FLPACKING']._serialized_end=456
+  _globals['_FLMODELPUBLISHED']._serialized_start=459
+  _globals['_FLMODELPUBLISHED']._serialized_end=659
+  _globals['_FLFEDERATIONSTATUS']._serialized_start=662
+  _globals['_FLFEDERATIONSTATUS']._serialized_end=819
+  _globals['_FLUPDATEHEADER']._serialized_start=822
+  _globals['_FLUPDATEHEADER']._serialized_end=1052
+  _globals['_FLUPDATECHUNK']._serialized_start=1054
+  _globals['_FLUPDATECHUNK']._serialized_end=1138
+  _globals['_FLUPLOADACK']._serialized_start=1140
+  _globals['_FLUPLOADACK']._serialized_end=1187
+  _globals['_FLAGGREGATEREQUEST']._serialized_start=1189
+  _globals['_FLAGGREGATEREQUEST']._serialized_end=1251
+  _globals['_FLAGGREGATEHEADER']._serialized_start=1254
+  _globals['_FLAGGREGATEHEADER']._serialized_end=1510
+  _globals['_FLAGGREGATECHUNK']._serialized_start=1512
+  _globals['_FLAGGREGATECHUNK']._serialized_end=1602
+  _globals['_FLAGGREGATOR']._serialized_start=1736
+  _globals['_FLAGGREGATOR']._serialized_end=1898
 # @@protoc_insertion_point(module_scope)

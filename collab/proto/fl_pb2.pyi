@@ -31,7 +31,7 @@ class FlClientHello(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class FlRoundAnnouncement(_message.Message):
-    __slots__ = ("federation", "round", "base_version", "sampled", "deadline_unix", "aggregator", "encoding", "context_id", "num_values", "min_clients", "fixed_denominator")
+    __slots__ = ("federation", "round", "base_version", "sampled", "deadline_unix", "aggregator", "encoding", "context_id", "num_values", "min_clients", "fixed_denominator", "packing")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class FlRoundAnnouncement(_message.Message):
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     FIXED_DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     base_version: str
@@ -54,7 +55,20 @@ class FlRoundAnnouncement(_message.Message):
     num_values: int
     min_clients: int
     fixed_denominator: float
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., sampled: _Optional[_Iterable[str]] = ..., deadline_unix: _Optional[float] = ..., aggregator: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., min_clients: _Optional[int] = ..., fixed_denominator: _Optional[float] = ...) -> None: ...
+    packing: FlPacking
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., sampled: _Optional[_Iterable[str]] = ..., deadline_unix: _Optional[float] = ..., aggregator: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., min_clients: _Optional[int] = ..., fixed_denominator: _Optional[float] = ..., packing: _Optional[_Union[FlPacking, _Mapping]] = ...) -> None: ...
+
+class FlPacking(_message.Message):
+    __slots__ = ("bits", "per_slot", "headroom", "range")
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    PER_SLOT_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    bits: int
+    per_slot: int
+    headroom: int
+    range: float
+    def __init__(self, bits: _Optional[int] = ..., per_slot: _Optional[int] = ..., headroom: _Optional[int] = ..., range: _Optional[float] = ...) -> None: ...
 
 class FlModelPublished(_message.Message):
     __slots__ = ("federation", "round", "base_version", "version", "reporters", "sampled", "epsilon", "sigma_eff")
@@ -93,7 +107,7 @@ class FlFederationStatus(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., state: _Optional[_Union[FlState, str]] = ..., round: _Optional[int] = ..., version: _Optional[str] = ..., detail: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class FlUpdateHeader(_message.Message):
-    __slots__ = ("federation", "round", "client_id", "base_version", "encoding", "context_id", "num_values", "num_chunks", "compression")
+    __slots__ = ("federation", "round", "client_id", "base_version", "encoding", "context_id", "num_values", "num_chunks", "compression", "packing")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +117,7 @@ class FlUpdateHeader(_message.Message):
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
     NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     client_id: str
@@ -112,7 +127,8 @@ class FlUpdateHeader(_message.Message):
     num_values: int
     num_chunks: int
     compression: str
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+    packing: FlPacking
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., compression: _Optional[str] = ..., packing: _Optional[_Union[FlPacking, _Mapping]] = ...) -> None: ...
 
 class FlUpdateChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -139,7 +155,7 @@ class FlAggregateRequest(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., base_version: _Optional[str] = ...) -> None: ...
 
 class FlAggregateHeader(_message.Message):
-    __slots__ = ("federation", "round", "base_version", "version", "encoding", "context_id", "num_values", "num_chunks", "reporters", "fixed_denominator")
+    __slots__ = ("federation", "round", "base_version", "version", "encoding", "context_id", "num_values", "num_chunks", "reporters", "fixed_denominator", "packing")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +166,7 @@ class FlAggregateHeader(_message.Message):
     NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     REPORTERS_FIELD_NUMBER: _ClassVar[int]
     FIXED_DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     base_version: str
@@ -160,7 +177,8 @@ class FlAggregateHeader(_message.Message):
     num_chunks: int
     reporters: int
     fixed_denominator: float
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., reporters: _Optional[int] = ..., fixed_denominator: _Optional[float] = ...) -> None: ...
+    packing: FlPacking
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., version: _Optional[str] = ..., encoding: _Optional[str] = ..., context_id: _Optional[str] = ..., num_values: _Optional[int] = ..., num_chunks: _Optional[int] = ..., reporters: _Optional[int] = ..., fixed_denominator: _Optional[float] = ..., packing: _Optional[_Union[FlPacking, _Mapping]] = ...) -> None: ...
 
 class FlAggregateChunk(_message.Message):
     __slots__ = ("header", "data")
