@@ -86,7 +86,7 @@ def _public_noise(cfg: FLConfig, k: int, share_std: float, d: int) -> np.ndarray
 def test_regenerating_dp_noise_from_public_values_does_not_reveal_updates(
     broker: Broker, tmp_path: Path, insecure: bool
 ) -> None:
-    cfg = _cfg("dp", round={"min_clients": 3, "deadline_s": 40.0}, insecure_deterministic=insecure)
+    cfg = _cfg("dp", round={"min_clients": 3, "deadline_s": 90.0}, insecure_deterministic=insecure)
     cfg_path = tmp_path / "fl.yaml"
     cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
     agg = RecordingAggregator(cfg, None)
@@ -99,7 +99,7 @@ def test_regenerating_dp_noise_from_public_values_does_not_reveal_updates(
         ),
     ):
         agg.attach(mq)
-        (out,) = agg.run(wait_clients_s=30)
+        (out,) = agg.run(wait_clients_s=60)
         stub = AggregatorStub(f"127.0.0.1:{port}")
         released = stub.fetch("sec", agg.aggregates and next(iter(agg.aggregates)))
         stub.close()
