@@ -37,22 +37,23 @@ GOAL_BYTES, GOAL_LOSS, EXIT_RATE, EXIT_AGREE = 2048, 0.01, 0.30, 0.995
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("/work/.cache-shared/bottleneck"))
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    ap.add_argument("--out", type=Path, default=Path("/work/.cache-shared/bottleneck/pngs"))
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n", type=int, default=150, help="calibration and evaluation crops each")
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=600, help="feature-only steps first")
+    ap.add_argument("--no-sweep", action="store_true")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(2)
-    from feature_codecs import build_bundle
 
     from collab.bundle import confidence, load_bundle
     from collab.chain import BundleSessions
-    from collab.codec.calibrate import calibrate_bundle, codec_stats, image_stats
+    from collab.codec.calibrate import codec_stats, image_stats
     from collab.codec.image import normalize, preprocess
     from collab.models.efficientnet import MEAN, STD, efficientnet_lite0
     from collab.models.images import TEST_SOURCES, TRAIN_SOURCES, crops
@@ -61,17 +62,16 @@ def main() -> None:
     from collab.optimize.measure import run_batched, top1
     from collab.optimize.samples import Samples
 
-    base = build_bundle(args.work)
-    root = args.work / "learned-bundle"
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(base.root, root)
     cal_img = crops(TEST_SOURCES[0::2], args.n, seed=11)
     ev_img = crops(TEST_SOURCES[1::2], args.n, seed=12)
     cal = Samples(x=normalize(cal_img, MEAN, STD))
     ev = normalize(ev_img, MEAN, STD)
-    calibrate_bundle(root, cal.x, codecs=CODECS, progress=True)
+    calibrated = calibrated_bundle(args.work, cal.x, cal_img)
+    root = args.work / "learned-bundle"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(calibrated, root)
     train = Samples(x=normalize(crops(TRAIN_SOURCES, args.n_train, seed=10), MEAN, STD))
-    cfg = LearnConfig(budget_s=args.minutes * 60.0, steps=20000, warmup_steps=300)
+    cfg = LearnConfig(budget_s=args.minutes * 60.0, steps=20000, warmup_steps=args.warmup)
     bn = add_bottleneck(
         root,
         efficientnet_lite0(),
@@ -82,9 +82,8 @@ def main() -> None:
         bits=args.bits,
         cfg=cfg,
     )
-    exits = [
-        add_exit(root, c, train, cal, cfg=LearnConfig(budget_s=90.0, steps=1500)) for c in EXIT_CUTS
-    ]
+    exit_cfg = LearnConfig(budget_s=90.0, steps=1500, batch_size=32, warmup_steps=0)
+    exits = [add_exit(root, c, train, cal, cfg=exit_cfg) for c in EXIT_CUTS]
     del train
 
     b = load_bundle(root)
@@ -137,9 +136,78 @@ def main() -> None:
             + ("MET" if rate >= EXIT_RATE and agr >= EXIT_AGREE else "MISSED")
         )
     plot(args.out, rows, bn.name, curves)
+    if not args.no_sweep:
+        sweeps(calibrated, root, args.out, args.work)
     (args.work / "bottleneck-result.json").write_text(
         json.dumps({"rows": rows, "exits": [e.stats for e in exits]}, indent=1)
     )
+
+
+def calibrated_bundle(work: Path, x: np.ndarray, images: np.ndarray) -> Path:
+    """The base bundle with a codec table (feature codecs and image codecs) measured on
+    the calibration crops, built once (it takes ~20 min on the shared box)."""
+    from feature_codecs import build_bundle
+
+    from collab.bundle import load_bundle
+    from collab.codec.calibrate import calibrate_bundle
+
+    final = work / f"calibrated-bundle-{len(x)}"
+    if not (final / "manifest.json").is_file():
+        tmp = work / f".calibrating-{len(x)}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(build_bundle(work).root, tmp)
+        calibrate_bundle(tmp, x, codecs=CODECS, images=images, image_codecs=JPEG)
+        tmp.rename(final)
+    cal = load_bundle(final).calibration()
+    if cal is not None and "image" not in cal:  # an older cache: add the image section
+        add_image_section(final, images)
+    return final
+
+
+def add_image_section(root: Path, images: np.ndarray) -> None:
+    from dataclasses import replace
+
+    from collab.bundle import load_bundle, update_bundle
+    from collab.chain import BundleSessions
+    from collab.codec.calibrate import image_stats, validate_calibration
+    from collab.codec.image import preprocess
+    from collab.models.registry import LITE0_PREPROCESSING
+    from collab.optimize.measure import run_batched, top1
+
+    b = load_bundle(root)
+    if b.manifest.preprocessing is None:  # split by feature_codecs.py: record what it used
+        b = update_bundle(root, lambda _r, m: replace(m, preprocessing=LITE0_PREPROCESSING))
+    cal = b.calibration()
+    assert cal is not None and b.manifest.preprocessing is not None
+    full = BundleSessions(b).full()
+    ref = preprocess(images, b.manifest.preprocessing)
+    ref_top1 = top1(run_batched(full, ref))
+    section = {c: image_stats(images, c, b.manifest, full, ref, ref_top1, None) for c in JPEG}
+    cal = {**cal, "image": section, "image_codecs": list(JPEG), "num_images": len(images)}
+    validate_calibration(cal, b.manifest)
+
+    def mutate(r: Path, m):  # type: ignore[no-untyped-def]
+        (r / "calibration-img.json").write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
+        files = {k: v for k, v in m.files.items() if k != m.calibration}
+        return replace(m, calibration="calibration-img.json", files=files)
+
+    update_bundle(root, mutate)
+
+
+def sweeps(before: Path, after: Path, out: Path, work: Path) -> None:
+    """The scenario sweep (model only) on the bundle without and with the learned parts."""
+    from collab.scenario.sweep import run_sweep
+    from collab.scenario.sweep_model import SweepConfig
+
+    cfg = SweepConfig(spot_checks=0)
+    for tag, root in (("before", before), ("after", after)):
+        res = run_sweep(root, work / f"sweep-{tag}", cfg, progress=True)
+        for t, region in res["split_regions"].items():
+            n = 0 if region is None else region["cells"]
+            of = cfg.bandwidth_points * cfg.rtt_points
+            print(f"sweep {tag} {t}: split wins {n}/{of} cells", region and region["splits"])
+        for p in res["pngs"]:
+            shutil.copy(p, out / f"sweep_{tag}_{Path(p).name}")
 
 
 def plot(out: Path, rows, bn_name: str, curves) -> None:  # type: ignore[no-untyped-def]

@@ -64,8 +64,11 @@ class Encoder(nn.Module):
 
     def __init__(self, channels: int, code_channels: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+        self.net = nn.Sequential(  # 1x1 mix, 3x3 depthwise context, 1x1 down: cheap on the edge
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU6(),
             nn.Conv2d(channels, code_channels, 1),
