@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n", type=int, default=150, help="calibration and evaluation crops each")
-    ap.add_argument("--channels", type=int, default=8)
+    ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=600, help="feature-only steps first")
+    ap.add_argument("--warmup", type=int, default=800, help="feature-only steps first")
     ap.add_argument("--no-sweep", action="store_true")
     args = ap.parse_args()
 
@@ -82,7 +82,7 @@ def main() -> None:
         bits=args.bits,
         cfg=cfg,
     )
-    exit_cfg = LearnConfig(budget_s=90.0, steps=1500, batch_size=32, warmup_steps=0)
+    exit_cfg = LearnConfig(budget_s=75.0, steps=1500, batch_size=32, warmup_steps=0)
     exits = [add_exit(root, c, train, cal, cfg=exit_cfg) for c in EXIT_CUTS]
     del train
 
@@ -146,10 +146,13 @@ def main() -> None:
 def calibrated_bundle(work: Path, x: np.ndarray, images: np.ndarray) -> Path:
     """The base bundle with a codec table (feature codecs and image codecs) measured on
     the calibration crops, built once (it takes ~20 min on the shared box)."""
+    from dataclasses import replace
+
     from feature_codecs import build_bundle
 
-    from collab.bundle import load_bundle
+    from collab.bundle import load_bundle, update_bundle
     from collab.codec.calibrate import calibrate_bundle
+    from collab.edge.tiers import REFERENCE_MODEL
 
     final = work / f"calibrated-bundle-{len(x)}"
     if not (final / "manifest.json").is_file():
@@ -161,6 +164,9 @@ def calibrated_bundle(work: Path, x: np.ndarray, images: np.ndarray) -> Path:
     cal = load_bundle(final).calibration()
     if cal is not None and "image" not in cal:  # an older cache: add the image section
         add_image_section(final, images)
+    if load_bundle(final).manifest.model_name != REFERENCE_MODEL:
+        # the example's model (same factory, weights, preprocessing): device tiers apply
+        update_bundle(final, lambda _r, m: replace(m, model_name=REFERENCE_MODEL))
     return final
 
 
@@ -219,8 +225,8 @@ def plot(out: Path, rows, bn_name: str, curves) -> None:  # type: ignore[no-unty
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for what, label, mk in (
-        (CUT, f"{CUT} fixed codecs", "o"),
-        (bn_name, f"{bn_name} learned", "s"),
+        (CUT, f"cut {CUT}, fixed codecs", "o"),
+        (bn_name, f"cut {bn_name} (learned)", "s"),
         ("image", "JPEG/WebP/PNG (cloud-only)", "^"),
     ):
         pts = sorted((r[2], r[3], r[1]) for r in rows if r[0] == what)
@@ -238,7 +244,7 @@ def plot(out: Path, rows, bn_name: str, curves) -> None:  # type: ignore[no-unty
     fig.savefig(out / "bottleneck_bytes_agreement.png", dpi=110)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (rate, agr) in curves.items():
-        ax.plot(rate, agr, label=f"exit at {name}")
+        ax.plot(rate, agr, label=f"exit at cut {name}")
     ax.axhline(EXIT_AGREE, ls=":", c="grey")
     ax.axvline(EXIT_RATE, ls=":", c="grey")
     ax.set_xlabel("exit rate (most confident first)")

@@ -332,3 +332,39 @@ def test_client_answers_confident_requests_from_the_exit(digits_exit: Path, tmp_
                 assert r.exit is None
                 np.testing.assert_allclose(r.output, full[i : i + 1], rtol=1e-4, atol=1e-4)
     assert json.loads((root / "manifest.json").read_text())["exits"][0]["ms"] == 0.0
+
+
+def test_a_real_cloud_node_serves_the_bottleneck_split(wide_bn: Path) -> None:
+    """Edge head + encoder, the code over gRPC, decoder + tail on a cloud node process:
+    the answer is what the composed bottleneck path computes locally."""
+    from collab.procs import collab_process, free_port
+
+    m = load_bundle(wide_bn).manifest
+    (sp,) = [p for p in m.split_points if p.bottleneck is not None]
+    x = _wide_inputs(3, 5)
+    rt = EdgeRuntime(wide_bn)
+    port = free_port()
+    args = [
+        "cloud",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--max-wait-ms",
+        "0.5",
+        "--bundle",
+        str(wide_bn),
+    ]
+    with (
+        collab_process(args, port=port, timeout=90),
+        Client(wide_bn, cloud=[f"127.0.0.1:{port}"], codec="f32+zstd1", accuracy_budget=1.0) as c,
+    ):
+        for i in range(len(x)):
+            r = c.infer(x[i], policy=f"split:{sp.name}")
+            assert not r.fell_back, r.fallback_reason
+            assert r.path == "split" and r.split_point == sp.name
+            code, _ = rt.head(sp.name, x[i : i + 1])
+            assert code.shape == (1, 4, 16, 16)
+            np.testing.assert_allclose(r.output, rt.tail(sp.name, code)[0][0], rtol=0, atol=1e-5)
+            assert (
+                r.bytes_sent
+                < m.split(sp.bottleneck.base if sp.bottleneck else "").feature_bytes / 4
+            )

@@ -32,6 +32,7 @@ class LearnConfig:
     steps: int = 3000
     warmup_steps: int = 300  # feature reconstruction only, before the tail joins in
     batch_size: int = 16
+    kd_batch_size: int = 4  # rows of each batch that also go through the (costly) frozen tail
     lr: float = 2e-3
     temperature: float = 2.0
     alpha: float = 0.9  # soft-label weight; the rest is CE on the teacher's top-1
@@ -41,8 +42,10 @@ class LearnConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.budget_s <= 0:
-            raise ConfigError("steps and batch_size must be >= 1, lr and budget_s > 0")
+        if min(self.steps, self.batch_size, self.kd_batch_size) < 1:
+            raise ConfigError("steps, batch_size and kd_batch_size must be >= 1")
+        if self.lr <= 0 or self.budget_s <= 0:
+            raise ConfigError("lr and budget_s must be > 0")
         if not 0 <= self.warmup_steps <= self.steps or self.threads < 1:
             raise ConfigError("need 0 <= warmup_steps <= steps and threads >= 1")
         if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
@@ -203,8 +206,13 @@ def train_bottleneck(
             rec = dec(quantize_ste(enc(x), bits))
             loss = cfg.feature_weight * F.mse_loss(rec, x) / var
             if i >= cfg.warmup_steps:
+                k = idx[: cfg.kd_batch_size]
                 loss = loss + distillation_loss(
-                    tail(rec), t[idx], labels[idx], temperature=cfg.temperature, alpha=cfg.alpha
+                    tail(rec[: len(k)]),
+                    t[k],
+                    labels[k],
+                    temperature=cfg.temperature,
+                    alpha=cfg.alpha,
                 )
             return loss
 
