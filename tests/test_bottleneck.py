@@ -368,3 +368,20 @@ def test_a_real_cloud_node_serves_the_bottleneck_split(wide_bn: Path) -> None:
                 r.bytes_sent
                 < m.split(sp.bottleneck.base if sp.bottleneck else "").feature_bytes / 4
             )
+
+
+def test_the_cli_adds_an_exit_and_refuses_a_bad_cut(digits_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "d"
+    shutil.copytree(digits_bundle, root)
+    base = [sys.executable, "-m", "collab.cli", "bottleneck", str(root), "--no-progress"]
+    r = subprocess.run([*base, "--cut", "flatten"], capture_output=True, text=True)
+    assert r.returncode != 0 and "not a float32 (N, C, H, W) feature map" in r.stderr
+    small = ["--n-train", "256", "--n-held-out", "100", "--steps", "100", "--threads", "1"]
+    r = subprocess.run([*base, "--exit-cut", "pool1", *small], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "early exit at pool1: tau" in r.stdout
+    (e,) = load_bundle(root).manifest.exits
+    assert e.num_calibration == 100 and e.train["steps"] == 100
