@@ -9,8 +9,9 @@ Data, all seeded crops (random-resized + flips) of disjoint source photographs:
 Goals: bottleneck <= 2048 B per request at <= 1 % agreement loss; an exit answering
 >= 30 % of requests at >= 99.5 % agreement. Prints the table, writes PNGs to --out.
 
-Usage (~15 min on the shared 2-core box; the base bundle is cached in --work):
-    .venv/bin/python benchmarks/bottleneck.py [--minutes 8] [--n-train 400] [--n 150]
+Usage (~20 min on the shared 2-core box once the calibrated bundle is cached in --work;
+building it takes ~20 min more):
+    .venv/bin/python benchmarks/bottleneck.py [--minutes 12] [--n-train 400] [--n 150] [--channels 16]
 """
 
 from __future__ import annotations
