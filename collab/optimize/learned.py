@@ -12,7 +12,8 @@ learns is one the shipped codecs reproduce. Threads are capped: the machine is s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -62,20 +63,25 @@ def quantize_ste(y: torch.Tensor, bits: int) -> torch.Tensor:
     return y + (q - y).detach()
 
 
+def _stack(cin: int, mid: int, cout: int) -> nn.Sequential:
+    """1x1 to ``mid``, 3x3 depthwise context, 1x1 to ``cout``: cheap on the edge."""
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 1, bias=False),
+        nn.BatchNorm2d(mid),
+        nn.ReLU6(),
+        nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False),
+        nn.BatchNorm2d(mid),
+        nn.ReLU6(),
+        nn.Conv2d(mid, cout, 1),
+    )
+
+
 class Encoder(nn.Module):
     """Cut tensor (C channels) -> code (``code_channels``), same spatial size."""
 
     def __init__(self, channels: int, code_channels: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(  # 1x1 mix, 3x3 depthwise context, 1x1 down: cheap on the edge
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU6(),
-            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU6(),
-            nn.Conv2d(channels, code_channels, 1),
-        )
+        self.net = _stack(channels, channels, code_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -86,16 +92,7 @@ class Decoder(nn.Module):
 
     def __init__(self, code_channels: int, channels: int) -> None:
         super().__init__()
-        mid = 2 * channels
-        self.net = nn.Sequential(
-            nn.Conv2d(code_channels, mid, 1, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.ReLU6(),
-            nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.ReLU6(),
-            nn.Conv2d(mid, channels, 1),
-        )
+        self.net = _stack(code_channels, 2 * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -165,13 +162,25 @@ def _loop(
     )
 
 
-def _tensors(feats: np.ndarray, logits: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+@contextmanager
+def _run(
+    cfg: LearnConfig, feats: np.ndarray, logits: np.ndarray, what: str
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Threads capped and the seed set for one run; yields (cut tensors, teacher logits,
+    teacher top-1) as tensors."""
+    if feats.ndim != 4:
+        raise ConfigError(f"{what} needs an (N, C, H, W) cut tensor, got {feats.shape}")
     if len(feats) != len(logits) or len(feats) == 0:
         raise ConfigError(f"training data: {len(feats)} features and {len(logits)} teacher outputs")
-    return (
-        torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-        torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-    )
+    old = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        torch.manual_seed(cfg.seed)
+        f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        t = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+        yield f, t, t.argmax(dim=1)
+    finally:
+        torch.set_num_threads(old)
 
 
 def train_bottleneck(
@@ -187,14 +196,7 @@ def train_bottleneck(
     """Distil an encoder/decoder pair at a cut: reconstruct the cut tensor (MSE over its
     variance) and, after the warm-up, match the frozen ``tail``'s output on the
     reconstruction to the teacher ``logits`` (soft KD + CE on the teacher's top-1)."""
-    if feats.ndim != 4:
-        raise ConfigError(f"a bottleneck needs an (N, C, H, W) cut tensor, got {feats.shape}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        torch.manual_seed(cfg.seed)
-        f, t = _tensors(feats, logits)
-        labels = t.argmax(dim=1)
+    with _run(cfg, feats, logits, "a bottleneck") as (f, t, labels):
         var = float(f.var()) or 1.0
         enc, dec = Encoder(f.shape[1], code_channels), Decoder(code_channels, f.shape[1])
         tail.eval()
@@ -221,8 +223,6 @@ def train_bottleneck(
         log = _loop(
             [*enc.parameters(), *dec.parameters()], len(f), cfg, step, "bottleneck", progress
         )
-    finally:
-        torch.set_num_threads(old)
     return enc.eval(), dec.eval(), log
 
 
@@ -235,14 +235,7 @@ def train_exit(
     progress: bool = True,
 ) -> tuple[ExitHead, TrainLog]:
     """Distil an exit head from the cut tensors ``feats`` to the teacher ``logits``."""
-    if feats.ndim != 4:
-        raise ConfigError(f"an exit head needs an (N, C, H, W) cut tensor, got {feats.shape}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        torch.manual_seed(cfg.seed)
-        f, t = _tensors(feats, logits)
-        labels = t.argmax(dim=1)
+    with _run(cfg, feats, logits, "an exit head") as (f, t, labels):
         head = ExitHead(f.shape[1], t.shape[1], hidden)
 
         def step(idx: torch.Tensor, i: int) -> torch.Tensor:
@@ -252,6 +245,4 @@ def train_exit(
 
         head.train()
         log = _loop(list(head.parameters()), len(f), cfg, step, "exit head", progress)
-    finally:
-        torch.set_num_threads(old)
     return head.eval(), log
