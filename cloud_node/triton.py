@@ -120,7 +120,8 @@ def repository(m: Manifest) -> list[TritonModel]:
         )
     base = _NAME.sub("_", m.model_name)
     types = [m.input_dtype] + [""] * (len(m.segments) - 1)
-    for sp in m.split_points:
+    plain = [sp for sp in m.split_points if sp.bottleneck is None]
+    for sp in plain:
         types[sp.boundary] = sp.feature_dtype
     segs: list[TritonModel] = []
     for i, seg in enumerate(m.segments):
@@ -144,7 +145,7 @@ def repository(m: Manifest) -> list[TritonModel]:
     models = [*segs, ensemble(f"{base}_full", segs)]
     models += [
         ensemble(f"{base}_tail_{_NAME.sub('_', sp.name)}", segs[sp.boundary :])
-        for sp in m.split_points
+        for sp in plain  # a bottleneck's tail starts with its decoder: served by ORT nodes only
     ]
     return models
 

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from collab.errors import BundleError
@@ -70,6 +71,56 @@ class Segment:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Bottleneck:
+    """A learned bottleneck at the cut of split point ``base``: the head runs ``encoder``
+    after the base head (cut tensor -> small code), the tail ``decoder`` before the base
+    tail (code -> cut tensor). Only these two small files hold new weights."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
+
+    base: str  # the split point whose cut it compresses
+    encoder: str  # relative ONNX path
+    decoder: str
+    encoder_ms: float
+    decoder_ms: float
+    train: dict[str, Any] = field(default_factory=dict)  # how it was trained (data, steps, loss)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EarlyExit:
+    """An exit head at the cut of split point ``split``: logits from the cut tensor. The
+    edge answers at once when its top-1 softmax probability is >= ``tau``; ``tau`` was
+    calibrated on held-out inputs so the exited ones agree with the full model at least
+    ``target``; ``rate`` and ``agreement`` are what that calibration measured."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT
+
+    name: str
+    split: str  # a split point without a bottleneck
+    path: str  # relative ONNX path: cut tensor -> logits
+    ms: float  # exit head latency on the build machine
+    tau: float  # in [0, 1], or > 1 for "never exit"
+    target: float  # the agreement the calibration aimed at
+    rate: float  # fraction of calibration inputs that exit
+    agreement: float  # top-1 agreement of the exited ones with the full model
+    num_calibration: int
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def takes(self, logits: np.ndarray) -> np.ndarray:
+        """Which rows of the exit head's ``logits`` exit (bool, one per row)."""
+        return confidence(logits) >= self.tau
+
+
+def confidence(logits: np.ndarray) -> np.ndarray:
+    """Top-1 softmax probability per row (float64), the exits' confidence."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    out: np.ndarray = p.max(axis=1) / p.sum(axis=1)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class SplitPoint:
     __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
@@ -82,6 +133,9 @@ class SplitPoint:
     head_ms: float
     tail_ms: float
     head_variants: tuple[Variant, ...] = ()
+    # a learned bottleneck: the head is the base head + encoder, the tail decoder + base
+    # tail, the feature the code (boundary, index: the base's)
+    bottleneck: Bottleneck | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +199,7 @@ class Manifest:
     full_variants: tuple[Variant, ...] = ()
     preprocessing: Preprocessing | None = None  # known for image models (collab split --mean/--std)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (e.g. accuracy)
+    exits: tuple[EarlyExit, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def split(self, name: str) -> SplitPoint:
@@ -155,12 +210,24 @@ class Manifest:
         raise BundleError(f"unknown split point {name!r} (known: {known})")
 
     def head_paths(self, split: str) -> tuple[str, ...]:
-        """Segment files of the head of split point ``split``, in run order."""
-        return tuple(s.path for s in self.segments[: self.split(split).boundary])
+        """Files of the head of split point ``split``, in run order: segments, then the
+        bottleneck's encoder if it has one."""
+        sp = self.split(split)
+        segs = tuple(s.path for s in self.segments[: sp.boundary])
+        return segs if sp.bottleneck is None else (*segs, sp.bottleneck.encoder)
 
     def tail_paths(self, split: str) -> tuple[str, ...]:
-        """Segment files of the tail of split point ``split``, in run order."""
-        return tuple(s.path for s in self.segments[self.split(split).boundary :])
+        """Files of the tail of split point ``split``, in run order (a bottleneck's
+        decoder first)."""
+        sp = self.split(split)
+        segs = tuple(s.path for s in self.segments[sp.boundary :])
+        return segs if sp.bottleneck is None else (sp.bottleneck.decoder, *segs)
+
+    def exit(self, name: str) -> EarlyExit:
+        for e in self.exits:
+            if e.name == name:
+                return e
+        raise BundleError(f"unknown early exit {name!r} (known: {[e.name for e in self.exits]})")
 
     def full_paths(self) -> tuple[str, ...]:
         """Segment files of the full model (edge-only), in run order."""
@@ -169,6 +236,10 @@ class Manifest:
     def model_files(self) -> set[str]:
         """Every ONNX file the manifest references: segments and variants."""
         files = {s.path for s in self.segments} | {v.path for v in self.full_variants}
+        files |= {e.path for e in self.exits}
+        for sp in self.split_points:
+            if sp.bottleneck is not None:
+                files |= {sp.bottleneck.encoder, sp.bottleneck.decoder}
         return files | {v.path for sp in self.split_points for v in sp.head_variants}
 
 
@@ -199,6 +270,21 @@ def _check_layout(m: Manifest) -> None:
                 f"malformed manifest: split point {sp.name} at boundary {sp.boundary} of "
                 f"{len(m.segments)} segments"
             )
+    plain = {sp.name: sp for sp in m.split_points if sp.bottleneck is None}
+    for sp in m.split_points:
+        bn = sp.bottleneck
+        if bn is not None and (bn.base not in plain or plain[bn.base].boundary != sp.boundary):
+            raise BundleError(
+                f"malformed manifest: bottleneck {sp.name} sits on {bn.base!r}, which is not "
+                "a plain split point at its boundary"
+            )
+    for e in m.exits:
+        if e.split not in plain:
+            raise BundleError(
+                f"malformed manifest: early exit {e.name} at {e.split!r}, not a plain split point"
+            )
+    if len({e.name for e in m.exits}) != len(m.exits):
+        raise BundleError("malformed manifest: two early exits with one name")
     pre = m.preprocessing
     if pre is not None and tuple(m.input_shape[1:]) != pre.input_shape:
         raise BundleError(
@@ -222,6 +308,16 @@ def _check_values(m: Manifest) -> None:
     times += [t for sp in m.split_points for t in (sp.head_ms, sp.tail_ms)]
     variants = [*m.full_variants, *(v for sp in m.split_points for v in sp.head_variants)]
     times += [v.ms for v in variants]
+    times += [
+        t
+        for sp in m.split_points
+        if sp.bottleneck
+        for t in (sp.bottleneck.encoder_ms, sp.bottleneck.decoder_ms)
+    ]
+    times += [e.ms for e in m.exits]
+    rates = [r for e in m.exits for r in (e.rate, e.agreement, e.target)]
+    if not all(0.0 <= r <= 1.0 for r in rates) or not all(e.tau >= 0 for e in m.exits):
+        raise BundleError("malformed manifest: an early exit rate/agreement outside [0, 1]")
     if not all(math.isfinite(t) and t >= 0 for t in times):
         raise BundleError("malformed manifest: a latency that is negative or not finite")
     sizes = [m.input_bytes, *(sp.feature_bytes for sp in m.split_points)]

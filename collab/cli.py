@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("collab.scenario.cli", "run simulated network scenarios"),
     "demo": ("collab.scenario.cli_demo", "run the default demo scenario"),
     "optimize": ("collab.optimize.cli", "INT8 / pruning / distillation variants per device tier"),
+    "bottleneck": (
+        "collab.optimize.cli_bottleneck",
+        "train a learned bottleneck or an early exit at a cut and add it to a bundle",
+    ),
     "deploy": ("collab.deploy.cli", "render Kubernetes/KubeEdge manifests from a values file"),
 }
 

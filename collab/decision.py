@@ -9,10 +9,16 @@ engine predicts
 
 and picks the fastest candidate that meets the deadline and the accuracy budget,
 keeping the previous choice unless the new one is clearly better (hysteresis).
+
+A path that passes a calibrated early exit (``PathSpec.exit``) is predicted as the mix
+of its two outcomes: with the exit's calibrated rate the edge answers after the exit
+head, otherwise the path runs on (its transfer, cloud and loss weighted by the rest);
+its deadline check takes the slower outcome.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -39,6 +45,17 @@ def path_key(path: str, split_point: str | None) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExitSpec:
+    """An early exit a path passes on the edge (collab.bundle.EarlyExit, calibrated)."""
+
+    name: str
+    prefix_ms: float  # edge compute up to the exit's cut
+    ms: float  # the exit head
+    rate: float  # fraction of requests that exit
+    agreement: float  # top-1 agreement of the exited ones with the full model
+
+
+@dataclass(frozen=True, kw_only=True)
 class PathSpec:
     """What a path costs independent of the network: the profile of one candidate."""
 
@@ -52,11 +69,19 @@ class PathSpec:
     output_bytes: int = 0  # bytes of the answer coming back
     codec_stats: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     edge_agreement: float = 1.0  # top-1 agreement of the edge variant with FP32
+    exit: ExitSpec | None = None  # an early exit on the way (FP32 paths only)
 
     @property
     def key(self) -> str:
         base = path_key(self.path, self.split_point)
+        if self.exit is not None:
+            return f"{base}@exit:{self.exit.name}"
         return base if self.variant is None else f"{base}@{self.variant}"
+
+    @property
+    def plain(self) -> bool:
+        """Neither an edge variant nor an exit: one of the fixed policies."""
+        return self.variant is None and self.exit is None
 
     @property
     def uses_cloud(self) -> bool:
@@ -74,14 +99,12 @@ class Profile:
     paths: tuple[PathSpec, ...]
 
     def split_names(self) -> list[str]:
-        return [
-            p.split_point for p in self.paths if p.split_point is not None and p.variant is None
-        ]
+        return [p.split_point for p in self.paths if p.split_point is not None and p.plain]
 
     def path_keys(self) -> list[str]:
         """The fixed policies, one per path without an edge variant: ``edge_only``,
         ``cloud_only``, ``split:<name>``..."""
-        return [p.key for p in self.paths if p.variant is None]
+        return [p.key for p in self.paths if p.plain]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +170,10 @@ class Candidate:
     feasible: bool  # reachable and within the accuracy budget
     meets_deadline: bool
     note: str = ""
+    exit: str | None = None  # the early exit this path passes
+    exit_rate: float = 0.0  # predicted fraction of requests answered by it
+    exit_saved_ms: float = 0.0  # per exited request, against running the path on
+    exit_saved_bytes: float = 0.0  # per exited request
 
     def breakdown(self) -> dict[str, Any]:
         return {
@@ -168,6 +195,10 @@ class Candidate:
             "feasible": self.feasible,
             "meets_deadline": self.meets_deadline,
             "note": self.note,
+            "exit": self.exit,
+            "exit_rate": self.exit_rate,
+            "exit_saved_ms": self.exit_saved_ms,
+            "exit_saved_bytes": round(self.exit_saved_bytes),
         }
 
 
@@ -242,6 +273,8 @@ def profile_from_manifest(
         )
     )
     for sp in manifest.split_points:
+        if sp.bottleneck is not None and sp.name not in cal_points:
+            continue  # a learned code is lossy: without its measured rows it is no candidate
         stats = cal_points.get(sp.name) or default_codec_stats(sp.feature_bytes)
         common = dict(
             path="split",
@@ -257,7 +290,58 @@ def profile_from_manifest(
             PathSpec(edge_ms=v.ms, variant=v.name, edge_agreement=v.agreement, **common)  # type: ignore[arg-type]
             for v in sp.head_variants
         ]
+    paths += _exit_paths(manifest, paths)
     return Profile(model_name=manifest.model_name, paths=tuple(paths))
+
+
+def _exit_paths(manifest: Manifest, paths: list[PathSpec]) -> list[PathSpec]:
+    """Every FP32 path whose edge compute passes an exit's cut, once per exit."""
+    out = []
+    for e in manifest.exits:
+        at = manifest.split(e.split)
+        spec = ExitSpec(
+            name=e.name, prefix_ms=at.head_ms, ms=e.ms, rate=e.rate, agreement=e.agreement
+        )
+        for p in paths:
+            if not p.plain or p.path == "cloud_only":
+                continue
+            if p.path == "split" and manifest.split(p.split_point or "").boundary < at.boundary:
+                continue
+            out.append(dataclasses.replace(p, exit=spec))
+    return out
+
+
+def _with_exit(
+    c: Candidate, e: ExitSpec, edge: EdgeState, budget: float, deadline: float | None
+) -> Candidate:
+    """``c`` (the path run on) mixed with the exited outcome at the exit's rate."""
+    p = min(max(e.rate, 0.0), 1.0)
+    pre, ex = e.prefix_ms * edge.compute_scale, e.ms * edge.compute_scale
+    go_on = 1.0 - p
+    loss = p * (1.0 - e.agreement) + go_on * c.accuracy_loss
+    reachable = c.feasible or c.note in ("", "exceeds the accuracy budget")
+    feasible = reachable and loss <= budget + 1e-12
+    return dataclasses.replace(
+        c,
+        key=f"{path_key(c.path, c.split_point)}@exit:{e.name}",
+        exit=e.name,
+        exit_rate=p,
+        exit_saved_ms=c.total_ms - pre,
+        exit_saved_bytes=c.bytes,
+        bytes=go_on * c.bytes,
+        edge_ms=pre + ex + go_on * (c.edge_ms - pre),
+        encode_ms=go_on * c.encode_ms,
+        transfer_ms=go_on * c.transfer_ms,
+        rtt_ms=go_on * c.rtt_ms,
+        queue_ms=go_on * c.queue_ms,
+        cloud_ms=go_on * c.cloud_ms,
+        decode_ms=go_on * c.decode_ms,
+        total_ms=ex + p * pre + go_on * c.total_ms,
+        accuracy_loss=loss,
+        feasible=feasible,
+        meets_deadline=deadline is None or c.total_ms + ex <= deadline,
+        note=c.note if not reachable or feasible else "exceeds the accuracy budget",
+    )
 
 
 def predict(
@@ -270,6 +354,16 @@ def predict(
     deadline_ms: float | None,
 ) -> Candidate:
     """Predicted latency breakdown of one path under the current state."""
+    if spec.exit is not None:
+        on = predict(
+            dataclasses.replace(spec, exit=None),
+            net=net,
+            cloud=cloud,
+            edge=edge,
+            accuracy_budget=accuracy_budget,
+            deadline_ms=deadline_ms,
+        )
+        return _with_exit(on, spec.exit, edge, accuracy_budget, deadline_ms)
     edge_ms = spec.edge_ms * edge.compute_scale
     edge_loss = 1.0 - spec.edge_agreement
     local_finish = spec.local_finish_ms * edge.compute_scale
@@ -389,7 +483,7 @@ def decide(
         for p in specs
     )
     if policy.mode != "auto":
-        fp32 = next((c for c in cands if c.variant is None), None)
+        fp32 = next((c for c in cands if c.variant is None and c.exit is None), None)
         if fp32 is None:
             raise ConfigError(
                 f"policy {policy.key!r} does not match any path of {profile.model_name}"
@@ -399,12 +493,16 @@ def decide(
         why = f"forced by policy {policy.key}"
         if pick.variant is not None:
             why += f" (edge variant {pick.variant} is within the accuracy budget and faster)"
+        if pick.exit is not None:
+            why += f" (early exit {pick.exit} is within the accuracy budget and faster)"
         if not pick.feasible:
             why += f" ({pick.note}; will finish locally)"
         return Decision(chosen=pick, candidates=cands, policy=policy.key, reason=why)
     feasible = [c for c in cands if c.feasible]
     if not feasible:  # edge-only FP32 always has zero loss; only a negative budget gets here
-        best = next(c for c in cands if c.path == "edge_only" and c.variant is None)
+        best = next(
+            c for c in cands if c.path == "edge_only" and c.variant is None and c.exit is None
+        )
         return Decision(
             chosen=best,
             candidates=cands,

@@ -21,6 +21,7 @@ from collab.scenario.sweep_model import (
     model_cell,
     model_grid,
     nearest_cells,
+    path_kind,
     pick_spots,
     predict_path,
     split_region,
@@ -164,3 +165,26 @@ def test_bad_sweep_input_names_the_problem() -> None:
     args = parser.parse_args(["sweep", "--out", "x", "--tiers", "rpi4,pi9"])
     with pytest.raises(ConfigError, match="unknown device tier 'pi9'"):
         handler(args)
+
+
+def test_an_early_exit_has_its_own_region_in_the_phase_diagram(tmp_path: Path) -> None:
+    """An exit answering most requests after a third of the compute wins where edge-only
+    did (slow links), and the diagram labels it apart from the path it passes."""
+    import dataclasses
+
+    from collab.decision import ExitSpec
+
+    p = profile()
+    edge = p.paths[0]
+    ex = ExitSpec(name="early", prefix_ms=3.0, ms=0.5, rate=0.7, agreement=0.999)
+    p = dataclasses.replace(p, paths=(*p.paths, dataclasses.replace(edge, exit=ex)))
+    assert path_kind("edge_only@exit:early") == "edge_only@exit:early"
+    assert path_kind("split:mid@int8_static") == "split:mid"
+    c = model_cell(p, "rpi4", 1.0, 1.0, 200.0, 0.01)
+    assert c.winner == "edge_only@exit:early"
+    assert c.winner_ms == pytest.approx(0.5 + 0.7 * 3.0 + 0.3 * FULL_MS)
+    cfg = SweepConfig(bandwidth_points=8, rtt_points=6, tiers=("rpi4",), spot_checks=0)
+    cells = model_grid(cfg, p, {"rpi4": 4.0}, progress=False)
+    assert "edge_only@exit:early" in {c.winner for c in cells}
+    png = phase_diagram(cells, cfg, "rpi4", 4.0, [], tmp_path / "p.png")
+    assert png.is_file()

@@ -345,15 +345,32 @@ class Client:
         timings: dict[str, float] = {"decide_ms": (time.perf_counter() - t0) * 1000.0}
         rt = model.runtime
         remote = Remote(None, 0, None)
-        if c.path == "edge_only":
-            y, ms = rt.full(arr, c.variant)
+        exited: np.ndarray | None = None  # the exit head's answer, when every row exits
+        cut: np.ndarray | None = None  # the exit's cut tensor, when the path runs on
+        if c.exit is not None:
+            cut, logits, ms = rt.exit(c.exit, arr)
+            timings["exit_ms"] = ms
+            if bool(model.bundle.manifest.exit(c.exit).takes(logits).all()):
+                exited, timings["edge_ms"] = logits, ms
+        if exited is not None:
+            y = exited
+        elif c.path == "edge_only":
+            if cut is None:
+                y, ms = rt.full(arr, c.variant)
+            else:
+                y, ms = rt.resume(c.exit or "", cut, None)
+                ms += timings["exit_ms"]
             timings["edge_ms"] = ms
             self._loads.edge_sample(ms, model.specs.get(c.key))
         else:
             payload = arr
             if c.path == "split":
                 assert c.split_point is not None
-                payload, ms = rt.head(c.split_point, arr, c.variant)
+                if cut is None:
+                    payload, ms = rt.head(c.split_point, arr, c.variant)
+                else:
+                    payload, ms = rt.resume(c.exit or "", cut, c.split_point)
+                    ms += timings["exit_ms"]
                 timings["edge_ms"] = ms
                 self._loads.edge_sample(ms, model.specs.get(c.key))
             cl = self._cloud
@@ -379,12 +396,14 @@ class Client:
                 timings["local_finish_ms"] = ms
                 if remote.suspect and np.isfinite(y).all():
                     cl.bad_reply("non-finite values where the exact answer is finite")
-        fell_back, reason = c.path != "edge_only" and remote.output is None, remote.fallback_reason
+        served = "edge_only" if exited is not None else c.path
+        fell_back = served != "edge_only" and remote.output is None
+        reason = remote.fallback_reason
         total = (time.perf_counter() - t0) * 1000.0
         timings["total_ms"] = total
         met = deadline is None or total <= deadline
         self._stats.record(
-            path=c.path,
+            path=served,
             total_ms=total,
             sent=remote.bytes_sent,
             fell_back=fell_back,
@@ -399,13 +418,14 @@ class Client:
         out = y[0] if unbatched else y
         return InferenceResult(
             output=out,
-            path=c.path,
+            path=served,
             split_point=c.split_point,
             bytes_sent=remote.bytes_sent,
             timings=timings,
             fell_back=fell_back,
             codec=c.codec,
             variant=c.variant,
+            exit=c.exit if exited is not None else None,
             deadline_met=met,
             fallback_reason=reason,
             model_version=model.bundle.version,

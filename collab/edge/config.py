@@ -128,6 +128,7 @@ class InferenceResult:
     fell_back: bool
     codec: str | None = None
     variant: str | None = None
+    exit: str | None = None  # the early exit that answered it (path is then edge_only)
     deadline_met: bool = True
     fallback_reason: str | None = None
     model_version: str = ""

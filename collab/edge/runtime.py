@@ -83,6 +83,16 @@ class EdgeRuntime:
             (sp.name, v.name): ((v.path,), v.ms) for sp in m.split_points for v in sp.head_variants
         }
         self._full_variants = {v.name: ((v.path,), v.ms) for v in m.full_variants}
+        self._exits = {e.name: e for e in m.exits}
+        # learned files (bottleneck encoders/decoders, exit heads): warmed after the rest
+        self._learned = sorted(
+            m.model_files()
+            - set(m.full_paths())
+            - {
+                v.path
+                for v in (*m.full_variants, *(v for sp in m.split_points for v in sp.head_variants))
+            }
+        )
         # model file -> shape of its input recorded at build time, batch 1
         self._known_shapes: dict[str, tuple[int, ...]] = {
             s.path: tuple(s.input_shape) for s in m.segments
@@ -104,6 +114,7 @@ class EdgeRuntime:
             *self.manifest.full_paths(),
             *(p for paths, _ in self._head_variants.values() for p in paths),
             *(p for paths, _ in self._full_variants.values() for p in paths),
+            *self._learned,
         ]
 
     def load(self, paths: list[str]) -> None:
@@ -188,6 +199,29 @@ class EdgeRuntime:
         except KeyError:
             raise BundleError(f"unknown split point/variant {split!r}/{variant!r}") from None
         return self._timed(path, x)
+
+    def exit(self, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Run to early exit ``name``'s cut, then its head: (cut tensor, exit logits, ms)."""
+        try:
+            e = self._exits[name]
+        except KeyError:
+            raise BundleError(f"unknown early exit {name!r}") from None
+        feature, ms = self.head(e.split, x)
+        logits, ms_exit = self._timed(((e.path,), e.ms), feature)
+        return feature, logits, ms + ms_exit
+
+    def resume(self, name: str, feature: np.ndarray, split: str | None) -> tuple[np.ndarray, float]:
+        """From early exit ``name``'s cut tensor on: the rest of the head of split point
+        ``split`` (its feature), or with ``split`` None the rest of the full model."""
+        m = self.manifest
+        at = m.split(self._exits[name].split)
+        if split is None:
+            files, ms = m.full_paths()[at.boundary :], m.full_ms - at.head_ms
+        else:
+            sp = m.split(split)
+            files = m.head_paths(split)[at.boundary :]
+            ms = sp.head_ms - at.head_ms
+        return self._timed((files, max(ms, 0.0)), feature)
 
     def tail(self, split: str, feature: np.ndarray) -> tuple[np.ndarray, float]:
         try:

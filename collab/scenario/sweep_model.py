@@ -214,8 +214,10 @@ def model_grid(
 
 
 def path_kind(key: str) -> str:
-    """A candidate's path without its edge variant (``split:x@int8`` -> ``split:x``)."""
-    return key.split("@")[0]
+    """A candidate's path without its edge variant (``split:x@int8`` -> ``split:x``); an
+    early exit stays (``edge_only@exit:y``): where an exit wins is part of the picture."""
+    base, _, rest = key.partition("@")
+    return f"{base}@{rest}" if rest.startswith("exit:") else base
 
 
 def pick_spots(cells: Sequence[Cell], n: int) -> list[Cell]:

@@ -28,14 +28,18 @@ def phase_diagram(
     bws, rtts = cfg.bandwidths_mbps(), cfg.rtts_ms()
     winners = [path_kind(c.winner) for c in cells]
     # edge-only and cloud-only first, then the split points in the order of the grid
-    splits_won = sorted({w for w in winners if w.startswith("split:")}, key=winners.index)
-    labels = ["edge_only", "cloud_only", *splits_won]
+    won = sorted(set(winners), key=winners.index)
+    splits_won = [w for w in won if w.startswith("split:") and "@exit:" not in w]
+    exits_won = [w for w in won if "@exit:" in w]  # paths that answer some requests early
+    labels = ["edge_only", "cloud_only", *splits_won, *exits_won]
     index = {w: i for i, w in enumerate(labels)}
     grid = np.array([index[w] for w in winners], dtype=float).reshape(len(rtts), len(bws))
     gain = np.array([c.split_gain for c in cells]).reshape(len(rtts), len(bws))
     base = ["#4c72b0", "#dd8452"]
-    splits = plt.get_cmap("Greens")(np.linspace(0.45, 0.95, max(len(labels) - 2, 1)))
-    cmap = ListedColormap([*base, *[tuple(c) for c in splits]][: len(labels)])
+    splits = plt.get_cmap("Greens")(np.linspace(0.45, 0.95, max(len(splits_won), 1)))
+    exits = plt.get_cmap("Purples")(np.linspace(0.45, 0.95, max(len(exits_won), 1)))
+    colours = [*base, *[tuple(c) for c in splits][: len(splits_won)], *[tuple(c) for c in exits]]
+    cmap = ListedColormap(colours[: len(labels)])
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
     ax.pcolormesh(bws, rtts, grid, cmap=cmap, vmin=-0.5, vmax=len(labels) - 0.5, shading="nearest")
