@@ -30,7 +30,7 @@ from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
 from collab.scenario.framing import framing_paths, measure_framing
 from collab.scenario.measured import Measured
-from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
+from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_requests, serve
 from collab.scenario.requests import Arrival, Record, schedule
 from collab.scenario.schema import Scenario, check_split_policies
 
@@ -76,7 +76,7 @@ def profile_paths(
         for path in paths:
             lat, enc, edge, nbytes = [], [], [], []
             for i in range(reps + 1):
-                r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
+                r = serve(client, x[i % len(x)], policy=path, deadline_ms=None)
                 if i < 1 or r.fell_back:
                     continue  # warm-up (sessions, connection)
                 lat.append(r.timings["total_ms"] - r.timings.get("encode_ms", 0.0))
@@ -99,7 +99,7 @@ def profile_paths(
 def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
     start = time.monotonic() - t0
     try:
-        r = client.infer(x[a.input_index][None])
+        r = serve(client, x[a.input_index])
         return Record(
             policy=policy,
             edge=a.edge,
@@ -235,9 +235,13 @@ def _run_in_processes(
     pipes, procs = [], []
     for e in range(sc.edge.count):
         parent, child = ctx.Pipe()
+        # each device gets only its own requests (camera frames are 150 KB each)
+        mine = [a for a in plan if a.edge == e]
+        idx = [a.input_index for a in mine]
+        local = [replace(a, input_index=j) for j, a in enumerate(mine)]
         p = ctx.Process(
             target=edge_worker,
-            args=(child, bundle, emu.address, sc, policy, e, plan, x, ref),
+            args=(child, bundle, emu.address, sc, policy, e, local, x[idx], ref[idx]),
             name=f"edge-{e}",
             daemon=True,
         )
@@ -346,13 +350,13 @@ def run_scenario(
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     t_start = time.monotonic()
-    bundle = prepare_bundle(sc)
+    bundle = prepare_bundle(sc, progress=progress)
     profile = profile_from_bundle(load_bundle(bundle))
     check_split_policies(
         sc, profile.split_names(), lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}")
     )
     plan = schedule(sc)
-    x = scenario_inputs(sc, sc.edge.count * sc.workload.requests)
+    x = scenario_requests(sc, sc.edge.count * sc.workload.requests)
     ref = reference_top1(bundle, x)
     paths = profile.path_keys()
     bar = tqdm(
