@@ -37,14 +37,19 @@ from collab.scenario.schema import Scenario, check_split_policies
 LEAD_S = 0.3  # time between creating the clients and the first request
 
 
-def _client(bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0) -> Client:
+def _client(
+    bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0, *, steady: bool = False
+) -> Client:
     """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
     in RUNNER_EDGE are the run's. Edge ``edge`` runs on its own seeded device of the
-    scenario's tier (the same device in every run)."""
+    scenario's tier (the same device in every run); ``steady``: at the device's mean
+    speed without its variation (the profile pass)."""
     device = None
     if sc.device.tier is not None:
         host_ms = host_lite0_ms(load_bundle(bundle).manifest)
         device = Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
+        if steady:
+            device = device.steady()
     return Client(
         bundle,
         device=device,
@@ -68,9 +73,10 @@ def profile_paths(
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
     """Median cost of every path (fixed policy) over the link ``emu`` carries (a perfect
-    one, see :func:`run_scenario`): everything but the network."""
+    one, see :func:`run_scenario`): everything but the network. A device tier runs at
+    its mean speed here (:meth:`Device.steady`)."""
     out: dict[str, dict[str, float]] = {}
-    client = _client(bundle, emu.address, sc, "auto")
+    client = _client(bundle, emu.address, sc, "auto", steady=True)
     try:
         client.config  # noqa: B018 - constructed
         for path in paths:
