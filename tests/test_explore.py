@@ -8,21 +8,9 @@ import itertools
 from collab.decision import CloudState, Decision, EdgeState, PathSpec, Policy, Profile, decide
 from collab.edge.explore import Explorer
 from collab.net.estimator import NetState
+from tests.test_decision import _lossless
 
 NET = NetState(rtt_ms=10.0, bandwidth_bps=8e6)
-
-
-def _lossless(nbytes: int) -> dict[str, dict[str, float]]:
-    return {
-        "f32": {
-            "bytes": float(nbytes),
-            "ratio": 1.0,
-            "encode_ms": 0.0,
-            "decode_ms": 0.0,
-            "rel_l2": 0.0,
-            "agreement": 1.0,
-        }
-    }
 
 
 def profile() -> Profile:
