@@ -81,6 +81,7 @@ def test_exploration_finds_the_faster_path_and_stays_on_it() -> None:
     keys = [d.chosen.key for d in ds]
     first = keys.index("split:s")
     assert ds[first].reason.startswith("exploring split:s (never tried")
+    assert ds[first].explored and not any(d.explored for d in ds[first + 1 :])
     assert 3.0 <= first / 4.0 <= 3.5  # the first interval starts at the first decision
     # once measured, the split is the greedy choice: every later request takes it
     assert set(keys[first:]) == {"split:s"}

@@ -393,6 +393,7 @@ class Client:
             fallback_reason=reason,
             model_version=model.bundle.version,
             predicted_ms=c.total_ms,
+            explored=d.explored,
         )
 
     # -- telemetry -----------------------------------------------------------------------

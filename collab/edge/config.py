@@ -150,6 +150,7 @@ class InferenceResult:
     fallback_reason: str | None = None
     model_version: str = ""
     predicted_ms: float = math.nan  # the decision engine's prediction for the chosen path
+    explored: bool = False  # the path was taken to explore it (collab.edge.explore)
 
     @property
     def latency_ms(self) -> float:

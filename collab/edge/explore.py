@@ -76,6 +76,7 @@ class Explorer:
         return dataclasses.replace(
             d,
             chosen=c,
+            explored=True,
             reason=(
                 f"exploring {c.key} ({why}; predicted {c.total_ms:.2f} ms, "
                 f"{c.total_ms / max(d.chosen.total_ms, 1e-9):.2f}x the greedy "

@@ -122,6 +122,7 @@ def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np
             fell_back=bool(r.fell_back),
             lost=False,
             fallback_reason=r.fallback_reason or "",
+            explored=bool(r.explored),
             timings={k: round(float(v), 3) for k, v in r.timings.items()},
         )
     except Exception as e:  # a lost request: recorded, never hidden
