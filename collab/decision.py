@@ -208,6 +208,7 @@ class Decision:
     candidates: tuple[Candidate, ...]
     reason: str
     policy: str
+    explored: bool = False  # an exploring request's choice (collab.edge.explore), not greedy
 
     def explain(self) -> dict[str, Any]:
         """Every candidate's predicted breakdown (fastest first) and why the winner won."""

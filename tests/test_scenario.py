@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from collab.errors import ConfigError
@@ -177,10 +178,13 @@ def test_shipped_scenarios_are_valid() -> None:
         "iot-uplink",
         "fleet-8-edges",
         "demo",
+        "split-gateway",
     } <= names
     for f in files:
         sc = load_scenario(f)
         assert "auto" in sc.policies
+        # issue 16: every shipped scenario runs EfficientNet-Lite0 on camera frames
+        assert sc.model.example == "efficientnet", f
         assert sc.duration_s * len(sc.policies) <= 100, f  # each runs in about 1-2 minutes
 
 
@@ -317,6 +321,56 @@ def test_the_model_oracle_prices_the_measured_framing() -> None:
     assert fast.mean_ms == pytest.approx(5.0 + network_ms(sc, 0.0, 3000, small), rel=1e-6)
     heavy = Framing(request_bytes=40_000, answer_bytes=0)  # 64 ms more uplink: edge wins
     assert set(compute_oracle(sc, plan, PROF, None, {}, heavy).path) == {"edge_only"}
+
+
+def _frames_scenario(noise: float, seed: int = 3) -> Scenario:
+    return parse_scenario(
+        textwrap.dedent(f"""\
+            seed: {seed}
+            model: {{example: efficientnet}}
+            workload: {{requests: 8, rate_hz: 4, input_noise: {noise}}}
+            network:
+              segments: [{{duration_s: 2, up_mbps: 5, down_mbps: 10, rtt_ms: 20}}]
+            policies: [edge_only, cloud_only, auto]
+            """),
+        source="f.yaml",
+    )
+
+
+def test_an_image_workload_sends_noisy_camera_frames() -> None:
+    """EfficientNet scenarios replay uint8 camera frames (infer_image: the cloud-only path
+    sends an image codec); input_noise is the std the model input sees."""
+    from collab.codec.image import preprocess
+    from collab.models.registry import LITE0_PREPROCESSING
+    from collab.scenario.prepare import image_workload, scenario_inputs, scenario_requests
+
+    sc, clean = _frames_scenario(0.05), _frames_scenario(0.0)
+    assert image_workload(sc) and not image_workload(_one_edge())
+    frames = scenario_requests(sc, 6)
+    assert frames.dtype == np.uint8 and frames.shape == (6, 224, 224, 3)
+    ref = scenario_requests(clean, 6)
+    noise = preprocess(frames, LITE0_PREPROCESSING) - preprocess(ref, LITE0_PREPROCESSING)
+    assert 0.04 < float(noise.std()) < 0.055  # rounding to levels, clipping at 0/255
+    assert np.array_equal(scenario_inputs(sc, 6), preprocess(frames, LITE0_PREPROCESSING))
+    again = scenario_requests(sc, 6)
+    other = scenario_requests(_frames_scenario(0.05, seed=4), 6)
+    assert np.array_equal(frames, again) and not np.array_equal(frames, other)
+
+
+def test_the_oracle_prices_an_image_workloads_cloud_path_with_the_image_codecs() -> None:
+    from collab.scenario.measured import Framing
+    from collab.scenario.oracle import compute_oracle, network_ms
+
+    sc = _frames_scenario(0.0)
+    row = {"ratio": 1.0, "encode_ms": 1.0, "decode_ms": 1.0, "rel_l2": 0.0, "agreement": 1.0}
+    cal = {
+        "input": {"f32+zstd1": {**row, "bytes": 600_000.0}},
+        "image": {"png": {**row, "bytes": 60_000.0}},
+    }
+    prof = {"cloud_only": {"base_ms": 5.0, "edge_ms": 0.0, "bytes": 60_000.0}}
+    f = Framing(request_bytes=0, answer_bytes=0)
+    got = compute_oracle(sc, schedule(sc), prof, cal, {}, f)
+    assert got.mean_ms == pytest.approx(5.0 + 2.0 + network_ms(sc, 0.0, 60_000, f), rel=1e-6)
 
 
 def test_the_measured_oracle_is_the_per_request_best_static_run() -> None:

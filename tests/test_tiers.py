@@ -107,6 +107,16 @@ def test_variation_is_seeded_and_has_episodes() -> None:
     assert np.mean(a) == pytest.approx(d.mean_factor(), rel=0.15)
 
 
+def test_the_steady_device_runs_at_the_mean_factor() -> None:
+    """The profile pass' device (the model oracle's price): the tier's long-run mean,
+    every run, whatever episode the varying device is in."""
+    d = Device(tier("iot-gateway"), speed=7.5, seed=3)
+    s = d.steady()
+    assert s.tier.name == "iot-gateway"
+    assert [s.factor() for _ in range(50)] == pytest.approx([d.mean_factor()] * 50)
+    assert d.mean_factor() > 7.5 * 1.3  # bursts x2.5 2 s in 9, throttling x1.3 1 in 5
+
+
 def _fake_run_clock(monkeypatch: pytest.MonkeyPatch, run_ms: float) -> list[float]:
     """Every segment run of this thread takes ``run_ms``, every sleep its length (fake)."""
     import collab.chain as chain_mod

@@ -28,6 +28,7 @@ from collab.decision import Decision, Hysteresis, Policy, Profile, decide, parse
 from collab.edge.cloud import CloudLink, Remote
 from collab.edge.config import ClientConfig, InferenceResult
 from collab.edge.estimators import LoadEstimates
+from collab.edge.explore import Explorer
 from collab.edge.model import LoadedModel, load_model
 from collab.edge.runtime import EdgeRuntime, Warmer
 from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
@@ -68,6 +69,11 @@ class Client:
         self._loads = LoadEstimates(cfg.slowdown)
         self._hysteresis = Hysteresis(fraction=cfg.hysteresis, min_ms=cfg.hysteresis_ms)
         self._previous: str | None = None  # the last choice of ``auto`` (hysteresis)
+        self._explorer = Explorer(
+            interval_s=cfg.explore_interval_s,
+            max_ratio=cfg.explore_max_ratio,
+            stale_s=cfg.explore_stale_s,
+        )
         self._decision_cache: dict[tuple[Any, ...], tuple[float, Decision]] = {}
         self._closed = False
         self._warmers: list[Warmer] = []  # started and not yet known to be finished
@@ -261,15 +267,19 @@ class Client:
         )
         hit = self._decision_cache.get(key)
         if hit is not None and now - hit[0] < self.config.decision_ttl_ms / 1000.0:
-            return hit[1]
-        if len(self._decision_cache) > 64:
-            self._decision_cache.clear()
-        cl.suspect_overdue(time.perf_counter())
-        d = self._evaluate(model, cl, policy, deadline_ms, profile)
-        if policy.mode == "auto":
-            self._previous = d.chosen.key
-            cl.standby(d.chosen.path == "edge_only" and cl.link.reachable)
-        self._decision_cache[key] = (now, d)
+            d = hit[1]
+        else:
+            if len(self._decision_cache) > 64:
+                self._decision_cache.clear()
+            cl.suspect_overdue(time.perf_counter())
+            d = self._evaluate(model, cl, policy, deadline_ms, profile)
+            if policy.mode == "auto":
+                self._previous = d.chosen.key
+                cl.standby(d.chosen.path == "edge_only" and cl.link.reachable)
+            self._decision_cache[key] = (now, d)
+        # an exploring request is one request: neither cached nor the hysteresis' previous
+        d = self._explorer.maybe(d, now)
+        self._explorer.note(d.chosen.key, now)
         return d
 
     def explain(
@@ -283,7 +293,10 @@ class Client:
         pol = self._policy if policy is None else parse_policy(policy, profile)
         deadline = deadline_ms if deadline_ms is not None else self.config.deadline_ms
         with self._lock:
-            out = self._evaluate(model, cl, pol, deadline, profile).explain()
+            d = self._evaluate(model, cl, pol, deadline, profile)
+            exploration = self._explorer.state(d, time.monotonic())
+        out = d.explain()
+        out["exploration"] = exploration
         out["network"] = dataclasses.asdict(cl.net_state())
         out["breaker"] = cl.breaker.state
         out["cloud"] = list(cl.addresses)
@@ -430,6 +443,7 @@ class Client:
             fallback_reason=reason,
             model_version=model.bundle.version,
             predicted_ms=c.total_ms,
+            explored=d.explored,
         )
 
     # -- telemetry -----------------------------------------------------------------------

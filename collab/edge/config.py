@@ -88,6 +88,24 @@ class ClientConfig:
     decision_ttl_ms: float = setting(
         50.0, help="reuse a decision this long unless reachability changes", lo=0, metavar="MS"
     )
+    # one request per 3 s at most, only on a path predicted within 1.3x of the greedy
+    # choice: at 4 requests/s that bounds the cost under 2.5 % of the mean (collab.edge.explore)
+    explore_interval_s: float = setting(
+        3.0,
+        help="at most one request per this many s explores a path not tried lately (0: never)",
+        lo=0,
+        metavar="S",
+    )
+    explore_max_ratio: float = setting(
+        1.3, help="explore only paths predicted within this factor of the greedy choice", lo=1.0
+    )
+    explore_stale_s: float = setting(
+        10.0,
+        help="a path not taken for this many s may be explored again",
+        lo=0,
+        lo_open=True,
+        metavar="S",
+    )
     slowdown: float = setting(
         1.0,
         help="emulate a weaker device: pad edge compute to slowdown x its profiled time",
@@ -133,6 +151,7 @@ class InferenceResult:
     fallback_reason: str | None = None
     model_version: str = ""
     predicted_ms: float = math.nan  # the decision engine's prediction for the chosen path
+    explored: bool = False  # the path was taken to explore it (collab.edge.explore)
 
     @property
     def latency_ms(self) -> float:

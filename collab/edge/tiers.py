@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -246,6 +246,22 @@ class Device:
             * (v.throttle_factor if throttled else 1.0)
             * (v.burst_factor if bursting else 1.0)
         )
+
+    def steady(self) -> Device:
+        """This device without its variation, at its long-run mean factor: what the
+        scenario's profile pass runs on, so the model oracle prices the device's expected
+        speed, not the one throttling or burst episode a few profiling runs happened to
+        hit (a property of the tier, not of any judged run)."""
+        still = Variation(
+            jitter_sigma=0.0,
+            throttle_factor=1.0,
+            throttle_on_s=1.0,
+            throttle_off_s=1.0,
+            burst_factor=1.0,
+            burst_s=1.0,
+            burst_every_s=1.0,
+        )
+        return Device(replace(self.tier, variation=still), speed=self.mean_factor())
 
     def mean_factor(self) -> float:
         """The long-run mean of :meth:`factor`: what a measuring engine converges to."""

@@ -19,6 +19,7 @@ from collab.edge.client import Client
 from collab.emulator import EmulatorProcess
 from collab.errors import TransportError
 from collab.scenario.measured import Framing
+from collab.scenario.prepare import serve
 from collab.scenario.schema import Scenario
 
 QUIET_PROBE_S = 3600.0
@@ -64,7 +65,7 @@ def measure_framing(
             for i in range(calls + 1):
                 time.sleep(SETTLE_S)
                 before = emu.stats()
-                r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
+                r = serve(client, x[i % len(x)], policy=path, deadline_ms=None)
                 time.sleep(SETTLE_S)
                 after = emu.stats()
                 if i == 0 or r.fell_back:

@@ -36,6 +36,7 @@ from collab.codec.policy import allowed, codec_rows
 from collab.emulator.link import PACKET, RTO_MIN_MS
 from collab.emulator.traces import Capacity
 from collab.scenario.measured import Framing
+from collab.scenario.prepare import image_workload
 from collab.scenario.requests import Arrival, Record
 from collab.scenario.schema import Scenario
 
@@ -140,6 +141,8 @@ def compute_oracle(
     budget = sc.edge.client.accuracy_budget
     cal_points = (calibration or {}).get("points", {}) or {}
     cal_input = (calibration or {}).get("input")
+    if image_workload(sc) and (calibration or {}).get("image"):
+        cal_input = (calibration or {})["image"]  # camera frames: cloud-only sends an image
     tables = {}
     for p, pr in prof.items():
         if p == "edge_only":

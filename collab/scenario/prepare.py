@@ -10,7 +10,9 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +23,76 @@ from collab.log import logger
 from collab.scenario.schema import Scenario
 
 
+def image_workload(sc: Scenario) -> bool:
+    """Whether the scenario's requests are camera frames: an example model fed from
+    camera images (efficientnet). Then every request goes to ``Client.infer_image``
+    and the cloud-only path sends the frame with the calibrated image codec."""
+    if sc.model.example is None:
+        return False
+    from collab.models.registry import spec
+
+    return spec(sc.model.example).images is not None
+
+
+def scenario_frames(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
+    """``n`` uint8 camera frames (cycled) of an image workload with the workload's sensor
+    noise, seeded. ``input_noise`` keeps its meaning (the std the model input sees): in
+    pixels it is ``input_noise x 255 x`` the preprocessing's std, then rounded and
+    clipped as a sensor's output is."""
+    from collab.models.registry import example_images, spec
+
+    assert sc.model.example is not None
+    pre = spec(sc.model.example).preprocessing
+    assert pre is not None
+    img = example_images(sc.model.example, None, "test")
+    img = img[np.arange(n) % len(img)]
+    if sc.workload.input_noise <= 0:
+        return np.ascontiguousarray(img)
+    rng = np.random.default_rng(sc.seed * 1000 + 17 + seed_offset)
+    sigma = sc.workload.input_noise * 255.0 * np.asarray(pre.std, np.float32)
+    noisy = img.astype(np.float32) + rng.normal(0.0, 1.0, img.shape).astype(np.float32) * sigma
+    return np.ascontiguousarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+
+
+def scenario_requests(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
+    """What the workload's ``n`` requests carry: camera frames (uint8 (N, H, W, 3)) for an
+    image workload, else model inputs (float32); :func:`serve` sends either."""
+    if image_workload(sc):
+        return scenario_frames(sc, n, seed_offset=seed_offset)
+    return scenario_inputs(sc, n, seed_offset=seed_offset)
+
+
+def model_inputs(bundle_dir: Path, requests: np.ndarray) -> np.ndarray:
+    """The model inputs of ``requests`` (frames preprocessed as the bundle records)."""
+    if requests.dtype != np.uint8:
+        return requests
+    from collab.codec.image import preprocess
+
+    pre = load_bundle(bundle_dir).manifest.preprocessing
+    if pre is None:
+        raise ConfigError(f"{bundle_dir}: camera frames need a bundle with preprocessing")
+    return np.concatenate(
+        [preprocess(requests[i : i + 64], pre) for i in range(0, len(requests), 64)]
+    )
+
+
+def serve(client: Any, item: np.ndarray, **kw: Any) -> Any:
+    """One request of the workload: a frame to ``infer_image``, an input to ``infer``."""
+    if item.dtype == np.uint8:
+        return client.infer_image(item, **kw)
+    return client.infer(item[None], **kw)
+
+
 def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
-    """``n`` dataset inputs (cycled) plus the workload's sensor noise, seeded."""
+    """``n`` dataset inputs (cycled) plus the workload's sensor noise, seeded (model
+    inputs; an image workload's are its frames preprocessed)."""
+    if image_workload(sc):
+        from collab.codec.image import preprocess
+        from collab.models.registry import spec
+
+        pre = spec(sc.model.example).preprocessing  # type: ignore[arg-type]
+        assert pre is not None
+        return preprocess(scenario_frames(sc, n, seed_offset=seed_offset), pre)
     if sc.model.example is not None:
         from collab.models.registry import example_inputs
 
@@ -38,18 +108,24 @@ def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+#: the calibration's noise draws: one seed for every scenario, so scenarios on the same
+#: model and noise share one (costly) calibration; the runs draw theirs from their seed
+CALIBRATION_SEED = 1_000_003
+
+
 def _cache_root() -> Path:
     from collab.split.examples import cache_root
 
     return cache_root().parent / "scenario-bundles"
 
 
-def prepare_bundle(sc: Scenario) -> Path:
-    """The scenario's bundle directory, with a codec calibration measured on its inputs."""
+def prepare_bundle(sc: Scenario, *, progress: bool = False) -> Path:
+    """The scenario's bundle directory, with a codec calibration measured on its inputs
+    (``progress``: a bar while building and calibrating)."""
     if sc.model.example is not None:
         from collab.split.examples import example_bundle
 
-        src = example_bundle(sc.model.example)
+        src = example_bundle(sc.model.example, progress=progress)
     else:
         assert sc.model.bundle is not None
         src = sc.model.bundle
@@ -63,7 +139,8 @@ def prepare_bundle(sc: Scenario) -> Path:
                 list(sc.model.codecs),
                 sc.model.calibration_inputs,
                 sc.workload.input_noise,
-                sc.seed,
+                CALIBRATION_SEED,
+                "frames" if image_workload(sc) else "inputs",
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -81,11 +158,20 @@ def prepare_bundle(sc: Scenario) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{final.name}.{time.time_ns()}"
     shutil.copytree(src, tmp)
-    x = scenario_inputs(sc, sc.model.calibration_inputs, seed_offset=1)
+    # the workload's own distribution, noise included (other draws than the run's): a
+    # codec's agreement on clean images says little about noisy frames
+    req = scenario_requests(replace(sc, seed=CALIBRATION_SEED), sc.model.calibration_inputs)
+    frames = req if req.dtype == np.uint8 else None
     logger.info(
-        "calibrating %d codecs on %d inputs for %s", len(sc.model.codecs), len(x), final.name
+        "calibrating %d codecs on %d %s for %s",
+        len(sc.model.codecs),
+        len(req),
+        "camera frames" if frames is not None else "inputs",
+        final.name,
     )
-    calibrate_bundle(tmp, x, None, codecs=sc.model.codecs, progress=False)
+    calibrate_bundle(
+        tmp, model_inputs(src, req), None, codecs=sc.model.codecs, progress=progress, images=frames
+    )
     try:
         tmp.rename(final)
     except OSError:  # a concurrent run won the race
@@ -93,8 +179,10 @@ def prepare_bundle(sc: Scenario) -> Path:
     return final
 
 
-def reference_top1(bundle_dir: Path, x: np.ndarray) -> np.ndarray:
-    """Top-1 of the full FP32 model on every input: what 'agreement' is measured against."""
+def reference_top1(bundle_dir: Path, requests: np.ndarray) -> np.ndarray:
+    """Top-1 of the full FP32 model on every request (a frame: on its preprocessing, what
+    the edge runs): what 'agreement' is measured against."""
+    x = model_inputs(bundle_dir, requests)
     b = load_bundle(bundle_dir)
     full = BundleSessions(b).full()
     out = np.concatenate([full(x[i : i + 64]) for i in range(0, len(x), 64)])

@@ -52,6 +52,7 @@ def policy_stats(
         "answered": len(ok),
         "path_mix": dict(sorted(paths.items())),
         "fallbacks": sum(1 for r in recs if r.fell_back),
+        "explored": sum(1 for r in recs if r.explored),
         "ratio_to_model_oracle": _ratio(mean, oracle.mean_ms),
         # over the same requests: those this policy answered
         "ratio_to_measured_oracle": _ratio(mean, best.mean_over([(r.edge, r.index) for r in ok])),
@@ -228,6 +229,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines = [head, "|" + "---|" * 15]
     for p, s in report["policies"].items():
         mix = ", ".join(f"{k}:{v}" for k, v in s["path_mix"].items())
+        if s.get("explored"):
+            mix += f" ({s['explored']} exploring)"
         lines.append(
             f"| {p} | {s['count']} | {_f(s['mean_ms'])} | {_f(s['p50_ms'])} | {_f(s['p95_ms'])} | "
             f"{_f(s['p99_ms'])} | {_f(s['ratio_to_model_oracle'], 3)} | "

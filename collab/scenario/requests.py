@@ -50,6 +50,7 @@ class Record:
     lost: bool
     error: str = ""
     fallback_reason: str = ""
+    explored: bool = False  # auto took this path to explore it
     timings: dict[str, float] = field(default_factory=dict)
 
     @property

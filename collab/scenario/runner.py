@@ -30,21 +30,26 @@ from collab.errors import ConfigError, TransportError
 from collab.scenario.env import CloudNode, Events, scenario_env, unlimited_link
 from collab.scenario.framing import framing_paths, measure_framing
 from collab.scenario.measured import Measured
-from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_inputs
+from collab.scenario.prepare import prepare_bundle, reference_top1, scenario_requests, serve
 from collab.scenario.requests import Arrival, Record, schedule
 from collab.scenario.schema import Scenario, check_split_policies
 
 LEAD_S = 0.3  # time between creating the clients and the first request
 
 
-def _client(bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0) -> Client:
+def _client(
+    bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0, *, steady: bool = False
+) -> Client:
     """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
     in RUNNER_EDGE are the run's. Edge ``edge`` runs on its own seeded device of the
-    scenario's tier (the same device in every run)."""
+    scenario's tier (the same device in every run); ``steady``: at the device's mean
+    speed without its variation (the profile pass)."""
     device = None
     if sc.device.tier is not None:
         host_ms = host_lite0_ms(load_bundle(bundle).manifest)
         device = Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
+        if steady:
+            device = device.steady()
     return Client(
         bundle,
         device=device,
@@ -68,15 +73,16 @@ def profile_paths(
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
     """Median cost of every path (fixed policy) over the link ``emu`` carries (a perfect
-    one, see :func:`run_scenario`): everything but the network."""
+    one, see :func:`run_scenario`): everything but the network. A device tier runs at
+    its mean speed here (:meth:`Device.steady`)."""
     out: dict[str, dict[str, float]] = {}
-    client = _client(bundle, emu.address, sc, "auto")
+    client = _client(bundle, emu.address, sc, "auto", steady=True)
     try:
         client.config  # noqa: B018 - constructed
         for path in paths:
             lat, enc, edge, nbytes = [], [], [], []
             for i in range(reps + 1):
-                r = client.infer(x[i % len(x)][None], policy=path, deadline_ms=None)
+                r = serve(client, x[i % len(x)], policy=path, deadline_ms=None)
                 if i < 1 or r.fell_back:
                     continue  # warm-up (sessions, connection)
                 lat.append(r.timings["total_ms"] - r.timings.get("encode_ms", 0.0))
@@ -99,7 +105,7 @@ def profile_paths(
 def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
     start = time.monotonic() - t0
     try:
-        r = client.infer(x[a.input_index][None])
+        r = serve(client, x[a.input_index])
         return Record(
             policy=policy,
             edge=a.edge,
@@ -116,6 +122,7 @@ def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np
             fell_back=bool(r.fell_back),
             lost=False,
             fallback_reason=r.fallback_reason or "",
+            explored=bool(r.explored),
             timings={k: round(float(v), 3) for k, v in r.timings.items()},
         )
     except Exception as e:  # a lost request: recorded, never hidden
@@ -235,9 +242,13 @@ def _run_in_processes(
     pipes, procs = [], []
     for e in range(sc.edge.count):
         parent, child = ctx.Pipe()
+        # each device gets only its own requests (camera frames are 150 KB each)
+        mine = [a for a in plan if a.edge == e]
+        idx = [a.input_index for a in mine]
+        local = [replace(a, input_index=j) for j, a in enumerate(mine)]
         p = ctx.Process(
             target=edge_worker,
-            args=(child, bundle, emu.address, sc, policy, e, plan, x, ref),
+            args=(child, bundle, emu.address, sc, policy, e, local, x[idx], ref[idx]),
             name=f"edge-{e}",
             daemon=True,
         )
@@ -346,13 +357,13 @@ def run_scenario(
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     t_start = time.monotonic()
-    bundle = prepare_bundle(sc)
+    bundle = prepare_bundle(sc, progress=progress)
     profile = profile_from_bundle(load_bundle(bundle))
     check_split_policies(
         sc, profile.split_names(), lambda m: ConfigError(f"{sc.path or sc.name}: policies: {m}")
     )
     plan = schedule(sc)
-    x = scenario_inputs(sc, sc.edge.count * sc.workload.requests)
+    x = scenario_requests(sc, sc.edge.count * sc.workload.requests)
     ref = reference_top1(bundle, x)
     paths = profile.path_keys()
     bar = tqdm(

@@ -51,8 +51,9 @@ def _key(name: str) -> str:
     return h.hexdigest()[:16]
 
 
-def example_bundle(name: str) -> Path:
-    """Path of the verified bundle of example model ``name`` (see collab.models.registry)."""
+def example_bundle(name: str, *, progress: bool = False) -> Path:
+    """Path of the verified bundle of example model ``name`` (see collab.models.registry);
+    ``progress``: a bar while it is built (the first use only)."""
     from collab.models.registry import spec
 
     spec(name)  # ConfigError for unknown names, before any work
@@ -69,7 +70,7 @@ def example_bundle(name: str) -> Path:
             except BundleError as e:
                 logger.warning("cached bundle %s is damaged (%s); rebuilding", final, e)
                 shutil.rmtree(final)
-        build_example_bundle(name, final)
+        build_example_bundle(name, final, progress=progress)
     _prune(root, name, keep=final)
     return final
 
