@@ -16,10 +16,11 @@ request not answered OK within it is a miss (latency inf). Load is open loop: Po
 arrivals from ``--streams`` streams, each request sent at its scheduled instant whether
 or not earlier ones returned, latency counted from that instant (benchmarks/cloud.py's
 machinery). Capacity at the SLO: the highest offered rate whose p99 <= SLO and whose
-goodput keeps up (>= 0.95 x offered), on one geometric ladder of rates (x1.25 from
-half of 1 / p50; a window lasts ``--seconds`` or long enough for ``--min-requests``, so a
-p99 never rests on a handful of requests) climbed by every mode in turn, window by window (a, b, c, d, a, b,
-...): a burst of host noise hits neighbouring windows of every mode alike, instead of one
+goodput keeps up (>= 0.95 x offered), on one geometric ladder of rates (x1.25 from a
+fifth of 1 / the fastest mode's back-to-back latency; a window lasts ``--seconds`` or long
+enough for ``--min-requests``, so a p99 never rests on a handful of requests) climbed by
+every mode in turn, window by window (a, b, c, d, a, b, ...): a burst of host noise hits
+neighbouring windows of every mode alike, instead of one
 mode's whole search. A mode leaves the ladder after two failed rungs in a row.
 
 Overload: each mode is then offered 2x its own capacity for ``--seconds``, the modes
@@ -194,7 +195,7 @@ async def _ladder(
 
     best: dict[str, Run | None] = {c.mode: None for c in conns}
     fails = {c.mode: 0 for c in conns}
-    rate = 0.5 * 1000.0 / l0
+    rate = 0.2 * 1000.0 / l0
     while any(f < 2 for f in fails.values()) and rate < 64 * 1000.0 / l0:
         for c in conns:
             if fails[c.mode] >= 2:
@@ -236,7 +237,9 @@ async def _measure_all(
         await base._warm_up(call, req, args.streams)
         conns.append(_Conn(mode, call, req, mport))
         chans.append(ch)
-    l0 = float(np.median(await base._sequential(conns[0].call, conns[0].req, 100))) * 1000.0
+    # the ladder starts from the fastest mode's back-to-back latency
+    l0 = min([float(np.median(await base._sequential(c.call, c.req, 100))) for c in conns])
+    l0 *= 1000.0
     try:
         return await _ladder(conns, target, slo_ms=slo_ms, l0=l0, args=args)
     finally:
