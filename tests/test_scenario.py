@@ -323,6 +323,24 @@ def test_the_model_oracle_prices_the_measured_framing() -> None:
     assert set(compute_oracle(sc, plan, PROF, None, {}, heavy).path) == {"edge_only"}
 
 
+def test_the_model_oracle_prices_the_device_state_at_each_request() -> None:
+    """A device episode (edge compute x2.5 in the first half) raises edge-only's price
+    there and only there, and moves the sends of split/cloud paths as late."""
+    from collab.scenario.measured import Framing
+    from collab.scenario.oracle import compute_oracle
+
+    sc = _one_edge()
+    plan = schedule(sc)
+    mid = plan[len(plan) // 2].at_s
+    slow = {"edge_only": {"base_ms": 100.0, "edge_ms": 95.0}}
+    none = Framing(request_bytes=0, answer_bytes=0)
+    flat = compute_oracle(sc, plan, slow, None, {}, none)
+    ep = compute_oracle(sc, plan, slow, None, {}, none, lambda e, t: 2.5 if t < mid else 1.0)
+    for a, f, g in zip(plan, flat.latency_ms, ep.latency_ms, strict=True):
+        assert f == pytest.approx(100.0)
+        assert g == pytest.approx(100.0 + 95.0 * 1.5 if a.at_s < mid else 100.0)
+
+
 def _frames_scenario(noise: float, seed: int = 3) -> Scenario:
     return parse_scenario(
         textwrap.dedent(f"""\

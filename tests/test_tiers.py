@@ -117,6 +117,34 @@ def test_the_steady_device_runs_at_the_mean_factor() -> None:
     assert d.mean_factor() > 7.5 * 1.3  # bursts x2.5 2 s in 9, throttling x1.3 1 in 5
 
 
+def test_start_at_aligns_episodes_and_expected_factor_is_their_price() -> None:
+    """Two runs of one seeded device started at different moments meet the same episodes
+    at the same trace time once both are started at the trace's zero; the model oracle's
+    price of a moment (expected_factor) is the mean of what the runtime draws then."""
+    clock = FakeClock()
+    a = Device(tier("iot-gateway"), speed=6.0, seed=5, clock=clock)
+    clock.t = 3.7
+    b = Device(tier("iot-gateway"), speed=6.0, seed=5, clock=clock)
+    a.start_at(10.0)
+    b.start_at(10.0)
+    grid = np.arange(0.0, 600.0, 0.5)
+    assert [a.state(t) for t in grid] == [b.state(t) for t in grid]
+    v = tier("iot-gateway").variation
+    prices = {round(a.expected_factor(t), 9) for t in grid}
+    assert len(prices) > 1  # the episodes change the price
+    for t in grid[grid % 37 == 0][:8]:
+        clock.t = 10.0 + float(t)
+        draws = [a.factor() for _ in range(400)]
+        assert np.mean(draws) == pytest.approx(a.expected_factor(float(t)), rel=0.03)
+        throttled, bursting = a.state(float(t))
+        assert a.expected_factor(float(t)) == pytest.approx(
+            6.0
+            * np.exp(v.jitter_sigma**2 / 2)
+            * (v.throttle_factor if throttled else 1.0)
+            * (v.burst_factor if bursting else 1.0)
+        )
+
+
 def _fake_run_clock(monkeypatch: pytest.MonkeyPatch, run_ms: float) -> list[float]:
     """Every segment run of this thread takes ``run_ms``, every sleep its length (fake)."""
     import collab.chain as chain_mod

@@ -19,6 +19,10 @@ Variation, applied by the runtime on top of the tier's speed for every run:
 
 Episodes are functions of time since the device started and jitter of the run index,
 from separate seeded streams, so a seed gives the same device whatever work it is given.
+A scenario starts every run's device at the trace's time zero (:meth:`Device.start_at`),
+so each policy meets the same episodes at the same trace times, and the model oracle
+prices each request at the device's true state then (:meth:`Device.expected_factor`), as
+it prices the link from the true trace.
 """
 
 from __future__ import annotations
@@ -229,6 +233,11 @@ class Device:
         t = tier(name)
         return cls(t, speed=t.speed(host_lite0_ms), seed=seed)
 
+    def start_at(self, t0: float) -> None:
+        """Make ``t0`` (on the device's clock) the device's time zero: a scenario aligns
+        every run's episodes with the trace (before ``t0`` the device is in its state at 0)."""
+        self._t0 = t0
+
     def state(self, t: float) -> tuple[bool, bool]:
         """(throttled, bursting) at ``t`` seconds since the device started."""
         with self._lock:
@@ -243,6 +252,18 @@ class Device:
         return (
             self.speed
             * j
+            * (v.throttle_factor if throttled else 1.0)
+            * (v.burst_factor if bursting else 1.0)
+        )
+
+    def expected_factor(self, t: float) -> float:
+        """The mean of :meth:`factor` over the jitter at ``t`` seconds since the device
+        started: speed x the throttling and burst episodes in force then."""
+        v = self.tier.variation
+        throttled, bursting = self.state(max(t, 0.0))
+        return (
+            self.speed
+            * math.exp(v.jitter_sigma**2 / 2)
             * (v.throttle_factor if throttled else 1.0)
             * (v.burst_factor if bursting else 1.0)
         )

@@ -5,8 +5,13 @@ and every path ``p`` (edge-only, cloud-only, every split point) with every codec
 the accuracy budget:
 
     latency = base_p                      the profile pass: the path over a perfect link on
-                                          this machine (edge compute incl. slowdown, cloud
-                                          compute, RPC and proxy overhead)
+                                          this machine (edge compute incl. slowdown or the
+                                          tier's mean speed, cloud compute, RPC and proxy
+                                          overhead)
+            + edge_p x (f(t) - 1)             the device tier's TRUE state at t (its seeded
+                                          throttling and burst episodes, jitter at its
+                                          mean): f = that factor / the mean factor the
+                                          profile pass ran at
             + encode_c + decode_c         codec calibration of the bundle
             + uplink serialisation of the frame and its measured framing
               (:mod:`collab.scenario.framing`) starting at t + edge_ms, from the TRUE
@@ -28,7 +33,7 @@ requests cost what the forced policy pays: the local fallback, edge-only).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,9 +138,12 @@ def compute_oracle(
     calibration: Mapping[str, Any] | None,
     events_log: Mapping[str, Sequence[Mapping[str, Any]]],
     framing: Framing,
+    edge_factor: Callable[[int, float], float] = lambda edge, t: 1.0,
 ) -> OracleResult:
     """The model oracle from the profile pass ``prof`` (per path: ``base_ms``, ``edge_ms``,
-    ``encode_ms``, ``bytes``), the codec calibration and the true trace."""
+    ``encode_ms``, ``bytes``), the codec calibration, the true trace and the true device
+    state: ``edge_factor(edge, t)`` is how many times the profile pass's edge compute
+    edge ``edge`` takes at trace time ``t``."""
     dead, cut = outage_intervals(sc, events_log)
     caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
     budget = sc.edge.client.accuracy_budget
@@ -152,32 +160,36 @@ def compute_oracle(
     per_path: dict[str, list[float]] = {p: [] for p in prof}
     lat: list[float] = []
     best: list[str] = []
-    edge_only = prof["edge_only"]["base_ms"] if "edge_only" in prof else math.inf
+    edge_only: list[float] = []  # what an impossible path's request costs: the fallback
     for a in plan:
         t = a.at_s
         link_out = sc.link.outage_at(t) or any(s <= t < e for s, e in cut)
         cloud_dead = any(s <= t < e for s, e in dead)
+        f = edge_factor(a.edge, t)
         row: dict[str, float] = {}
         for p, pr in prof.items():
-            base = pr["base_ms"]
+            edge_ms = pr.get("edge_ms", 0.0) * f
+            base = pr["base_ms"] + edge_ms - pr.get("edge_ms", 0.0)
             if p == "edge_only":
                 row[p] = base
                 continue
             if link_out or cloud_dead:
                 row[p] = math.inf
                 continue
-            t_send = t + pr.get("edge_ms", 0.0) / 1000.0
+            t_send = t + edge_ms / 1000.0
             row[p] = base + min(
                 codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
                 for codec_ms, nbytes in tables[p]
             )
         for p, v in row.items():
             per_path[p].append(v)
+        edge_only.append(row.get("edge_only", math.inf))
         k = min(row, key=lambda p: row[p])
         lat.append(row[k])
         best.append(k)
     means = {
-        p: sum(v if math.isfinite(v) else edge_only for v in vs) / max(len(vs), 1)
+        p: sum(v if math.isfinite(v) else e for v, e in zip(vs, edge_only, strict=True))
+        / max(len(vs), 1)
         for p, vs in per_path.items()
     }
     bs = min(means, key=lambda p: means[p])

@@ -37,19 +37,25 @@ from collab.scenario.schema import Scenario, check_split_policies
 LEAD_S = 0.3  # time between creating the clients and the first request
 
 
+def scenario_device(sc: Scenario, bundle: Path, edge: int = 0) -> Device | None:
+    """Edge ``edge``'s seeded device of the scenario's tier (the same device in every run
+    and in the model oracle), or None without a tier."""
+    if sc.device.tier is None:
+        return None
+    host_ms = host_lite0_ms(load_bundle(bundle).manifest)
+    return Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
+
+
 def _client(
-    bundle: Path, address: str, sc: Scenario, policy: str, edge: int = 0, *, steady: bool = False
+    bundle: Path,
+    address: str,
+    sc: Scenario,
+    policy: str,
+    device: Device | None = None,
 ) -> Client:
-    """The scenario's edge client (its ``edges:`` ClientConfig) for one run; the fields
-    in RUNNER_EDGE are the run's. Edge ``edge`` runs on its own seeded device of the
-    scenario's tier (the same device in every run); ``steady``: at the device's mean
-    speed without its variation (the profile pass)."""
-    device = None
-    if sc.device.tier is not None:
-        host_ms = host_lite0_ms(load_bundle(bundle).manifest)
-        device = Device.for_host(sc.device.tier, host_ms, seed=sc.seed * 1009 + edge)
-        if steady:
-            device = device.steady()
+    """The scenario's edge client (its ``edges:`` ClientConfig) for one run on ``device``
+    (:func:`scenario_device`; its steady twin for the profile pass); the fields in
+    RUNNER_EDGE are the run's."""
     return Client(
         bundle,
         device=device,
@@ -76,7 +82,8 @@ def profile_paths(
     one, see :func:`run_scenario`): everything but the network. A device tier runs at
     its mean speed here (:meth:`Device.steady`)."""
     out: dict[str, dict[str, float]] = {}
-    client = _client(bundle, emu.address, sc, "auto", steady=True)
+    device = scenario_device(sc, bundle)
+    client = _client(bundle, emu.address, sc, "auto", device and device.steady())
     try:
         client.config  # noqa: B018 - constructed
         for path in paths:
@@ -206,13 +213,16 @@ def edge_worker(
 
     setup_logging("WARNING")
     lock = threading.Lock()
-    client = _warm(_client(bundle, address, sc, policy, edge))
+    device = scenario_device(sc, bundle, edge)
+    client = _warm(_client(bundle, address, sc, policy, device))
     try:
         conn.send(("ready", None))
         conn.recv()  # the trace restarted: probe it
         _prime([client])
         conn.send(("primed", None))
         _, t0 = conn.recv()
+        if device is not None:
+            device.start_at(t0)  # its episodes follow trace time, as in every run
 
         def send(r: Record) -> None:
             with lock:
@@ -330,11 +340,14 @@ def run_policy(
     if sc.edge.count > 1:
         log = _run_in_processes(policy, sc, bundle, emu, cloud, x, ref, plan, on_record)
     else:
-        client = _warm(_client(bundle, emu.address, sc, policy))
+        device = scenario_device(sc, bundle)
+        client = _warm(_client(bundle, emu.address, sc, policy, device))
         try:
             emu.restart(seed=sc.seed)  # the client's first estimates come from the trace's start
             _prime([client])
             t0 = time.monotonic() + LEAD_S
+            if device is not None:
+                device.start_at(t0)  # its episodes follow trace time, as in every run
             emu.restart(t0=t0, seed=sc.seed)
             with Events(sc, t0, cloud, emu) as events:
                 _replay({0: client}, policy, plan, t0, x, ref, on_record)
@@ -432,7 +445,16 @@ def analyse(
 
     cal = load_bundle(bundle).calibration()
     plan = schedule(sc)
-    oracle = compute_oracle(sc, plan, measured.profile, cal, measured.events, measured.framing)
+    devices = [scenario_device(sc, bundle, e) for e in range(sc.edge.count)]
+    steady = [d.mean_factor() if d else 1.0 for d in devices]
+
+    def edge_factor(edge: int, t: float) -> float:
+        d = devices[edge]
+        return d.expected_factor(t) / steady[edge] if d else 1.0
+
+    oracle = compute_oracle(
+        sc, plan, measured.profile, cal, measured.events, measured.framing, edge_factor
+    )
     best = measured_oracle(records, [p for p in pols if p != "auto"])
     report = build_report(sc, records, oracle, best, measured, pols, wall_s=wall_s, bundle=bundle)
     report["scenario_file"] = str(sc.path) if sc.path else None
