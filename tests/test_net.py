@@ -64,8 +64,9 @@ def test_monitor_estimates_follow_the_link(rtt: float, bw: float) -> None:
     assert st.reachable
     assert st.rtt_ms == pytest.approx(rtt, rel=0.15)
     assert st.bandwidth_bps == pytest.approx(bw, rel=0.15)
-    # the sized probe adapts to the link: ~bandwidth_probe_ms of transfer, within limits
-    assert min(link.calls[-1], 1 << 20) == link.calls[-1] >= 4_096
+    # the sized probe adapts to the link: ~bandwidth_probe_ms of transfer, within limits;
+    # an RTT probe closes every bandwidth probe
+    assert min(link.calls[-2], 1 << 20) == link.calls[-2] >= 4_096 and link.calls[-1] == 0
 
 
 def test_slow_uplink_sized_probe_timeout_is_a_bandwidth_bound_not_an_outage() -> None:
@@ -121,8 +122,49 @@ def test_stale_estimates_are_reprobed_and_fresh_ones_are_not() -> None:
     mon.refresh()
     assert len(link.calls) == n + 1
     clock.t += 5
-    mon.refresh()  # bandwidth stale: rtt + sized
-    assert len(link.calls) >= n + 3 and link.calls[n + 1] == 0 and link.calls[-1] > 0
+    mon.refresh()  # bandwidth stale: rtt + sized + rtt
+    assert len(link.calls) >= n + 4 and link.calls[n + 1] == 0 and link.calls[-2] > 0
+    assert link.calls[-1] == 0
+
+
+def test_a_path_change_between_the_probes_is_not_a_free_link() -> None:
+    """The RTT probe meets the old, slow path (40 ms RTT), the sized probe the new one (10
+    ms RTT, 8 Mbit/s): its whole round trip (26 ms) is below the old RTT. Read against the
+    RTT before, that was a transfer of 0 ms, i.e. the estimator's maximum bandwidth (seen in
+    fleet-8-edges: 50 Gbit/s confirmed twice, then 300 KB frames sent into 8 Mbit/s); the RTT
+    after the sized probe prices it right."""
+    clock = FakeClock()
+    est = LinkEstimator()
+    calls: list[int] = []
+
+    def probe(nbytes: int, timeout_s: float) -> ProbeResult:
+        calls.append(nbytes)
+        old_path = len(calls) % 3 == 1  # every round's first probe: the RTT probe
+        rtt = 40.0 if old_path else 10.0
+        return ProbeResult(wall_ms=rtt + nbytes * 8 / 8e6 * 1000)
+
+    mon = NetworkMonitor(probe, est, interval_s=1.0, clock=clock, max_probe_bytes=16_384)
+    for _ in range(6):
+        calls.clear()
+        mon.probe_bandwidth()
+        clock.t += 1
+    assert est.state().bandwidth_bps == pytest.approx(8e6, rel=0.05)
+
+
+def test_a_transfer_below_the_timer_floor_is_a_lower_bound() -> None:
+    """A sized probe that crossed the link faster than timer noise can tell (a 4 KB probe
+    on a 10 Gbit/s LAN) prices the link at the floor, not at the estimator's maximum."""
+    clock = FakeClock()
+    est = LinkEstimator()
+    mon = NetworkMonitor(
+        lambda n, t: ProbeResult(wall_ms=0.3 + n * 8 / 10e9 * 1000),
+        est,
+        interval_s=1.0,
+        clock=clock,
+        max_probe_bytes=4096,
+    )
+    mon.probe_bandwidth()
+    assert est.state().bandwidth_bps == pytest.approx(4096 * 8 / 2.0e-3, rel=0.01)  # 2 ms
 
 
 def test_passive_transfers_update_bandwidth() -> None:

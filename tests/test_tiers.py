@@ -210,6 +210,23 @@ def test_engine_learns_the_tier_from_measurement_only(digits_bundle: Path) -> No
     assert 0.6 * truth < usual < 1.8 * truth
 
 
+def test_warm_up_times_the_device_before_the_first_request(digits_bundle: Path) -> None:
+    """warm() ends with a few padded full-model runs: the engine starts at the device's
+    speed (here 40x the profile) instead of routing the first requests as the profiler;
+    with warm_speed_runs 0 it is still at the profile's x1."""
+    device = Device(tier("iot-gateway"), speed=40.0, seed=5)
+    v = tier("iot-gateway").variation
+    with Client(digits_bundle, device=device, warm=False) as c:
+        c.warm()
+        learnt = c._loads.edge_state().compute_scale
+    # the state at warm-up: 40x, times whatever episode is on, plus host noise
+    assert 0.6 * 40.0 < learnt < 1.8 * 40.0 * v.throttle_factor * v.burst_factor
+    cfg = dataclasses.replace(ClientConfig(), warm=False, warm_speed_runs=0)
+    with Client(digits_bundle, device=device, config=cfg) as c:
+        c.warm()
+        assert c._loads.edge_state().compute_scale == pytest.approx(1.0)
+
+
 def test_a_named_device_prices_edge_energy_at_its_own_power() -> None:
     sc = parse_scenario(MINIMAL + "device:\n  tier: jetson-nano-cpu\n", source="s.yaml")
     assert sc.cost.power_w == tier("jetson-nano-cpu").power_w.active != DEFAULT_EDGE_POWER_W

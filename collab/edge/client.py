@@ -127,6 +127,7 @@ class Client:
         model = load_model(source, self.config, self._device)
         w = model.warmer
         if w is not None:
+            w.after = lambda: self._learn_speed(model)
             with self._lock:
                 if self._closed:
                     return model
@@ -139,9 +140,22 @@ class Client:
         """Load and warm every session of the current bundle now, in this thread (e.g.
         before a timed run, when the background warm-up may not be done). Returns how
         many sessions are loaded."""
-        rt = self._model.runtime
+        model = self._model
+        rt = model.runtime
         rt.warm()
+        self._learn_speed(model)
         return rt.loaded()
+
+    def _learn_speed(self, model: LoadedModel) -> None:
+        """Time ``warm_speed_runs`` full-model runs on zeros, padded like requests, into the
+        edge estimate: the engine knows the device's speed before the first request (as
+        it knows the link from its first probes) instead of routing it as the profiler."""
+        spec = model.specs.get("edge_only")
+        m = model.bundle.manifest
+        arr, _ = model.check_input(np.zeros(m.input_shape, np.dtype(m.input_dtype)))
+        for _ in range(self.config.warm_speed_runs if spec is not None else 0):
+            _, ms = model.runtime.full(arr)
+            self._loads.edge_sample(ms, spec)
 
     def swap_bundle(self, bundle_dir: str | os.PathLike[str] | Bundle) -> str:
         """Switch to another bundle version atomically; in-flight requests finish on the

@@ -117,6 +117,14 @@ class ClientConfig:
     )
     initial_probe: bool = setting(True, help="probe the cloud once before the constructor returns")
     warm: bool = setting(True, help="load every session in a background thread at start")
+    # a device's speed differs from the profile's machine by 2-10x (a named tier): learnt
+    # from requests only, the first few would be routed as if the device were the profiler
+    warm_speed_runs: int = setting(
+        3,
+        help="after the warm-up, time this many full-model runs to learn the device's speed "
+        "before the first request (0: from requests only)",
+        lo=0,
+    )
     codec: str | None = setting(
         None, help="force this codec on every cloud path (None: the codec policy)"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,12 +248,14 @@ class Warmer:
     runtime: EdgeRuntime
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread = field(init=False)
+    after: Callable[[], None] | None = None  # run once the sessions are warm
 
     def __post_init__(self) -> None:
         self.thread = threading.Thread(target=self._run, name="collab-warm", daemon=False)
 
     def _run(self) -> None:
         try:
-            self.runtime.warm(stop=self.stop)
+            if self.runtime.warm(stop=self.stop) and self.after is not None:
+                self.after()
         except CollabError as e:  # a broken file surfaces again, with its name, when used
             logger.warning("warming sessions failed: %s", e)

@@ -74,6 +74,12 @@ class Ewma:
         return now - self.updated_at
 
 
+def transfer_floor_ms(rtt_std_ms: float) -> float:
+    """The shortest transfer time that is a bandwidth measurement: below timer noise and
+    RTT jitter a transfer says only that the link is at least this fast."""
+    return max(2.0, 3.0 * rtt_std_ms)
+
+
 class LinkEstimator:
     """RTT, bandwidth and failure rate of the link to the cloud. Thread-safe.
 
@@ -130,7 +136,7 @@ class LinkEstimator:
         # a bandwidth sample needs a transfer long enough to stand out of timer noise and
         # RTT jitter; on a slow uplink even a small frame qualifies, and those frames are
         # the only fresh news of the link between sized probes
-        noise = max(2.0, 3.0 * rtt_std)
+        noise = transfer_floor_ms(rtt_std)
         if nbytes >= self.min_bw_sample_bytes and network_ms - rtt > max(0.3 * network_ms, noise):
             self.add_bandwidth(nbytes, network_ms - rtt, now, active=False)
         elif transfer_est < 0.3 * network_ms:

@@ -18,7 +18,7 @@ from typing import Any
 
 from collab.errors import CollabError, DeadlineError
 from collab.log import logger
-from collab.net.estimator import LinkEstimator
+from collab.net.estimator import LinkEstimator, transfer_floor_ms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,11 +130,23 @@ class NetworkMonitor:
             r = self._probe(nbytes, sized=True)
             if r is None:
                 return None
-            transfer = max(r.wall_ms - r.server_ms - rtt, 0.0)
+            sized_ms = r.wall_ms - r.server_ms
+            transfer = max(sized_ms - rtt, 0.0)
             if transfer >= self.bandwidth_probe_ms / 4 or nbytes >= self.max_probe_bytes:
                 break
             nbytes = min(nbytes * 8, self.max_probe_bytes)
-        self.est.add_bandwidth(nbytes, transfer, self.clock())
+        # the RTT again, after: when the path changed between the two probes (a cellular
+        # handover, congestion clearing), the RTT before is the old path's and may exceed
+        # the sized probe's whole round trip, which read as an infinitely fast link and
+        # sent hundred-KB frames into a link of a few Mbit/s. The lower of the two RTTs
+        # errs the safe way (a slower estimate) ...
+        after = self.probe_rtt()
+        if after is not None and after < rtt:
+            transfer = max(sized_ms - after, 0.0)
+        # ... and a transfer under the timer/jitter floor is only a lower bound on the
+        # bandwidth: priced at the floor, never as a free link
+        floor = transfer_floor_ms(self.est.state().rtt_std_ms)
+        self.est.add_bandwidth(nbytes, max(transfer, floor), self.clock())
         return self.est.state().bandwidth_bps
 
     def refresh(self, *, force: bool = False) -> None:
