@@ -114,6 +114,8 @@ class CloudState:
     # observed cloud compute per path key (ServerTiming); small tails are dominated by fixed
     # per-batch costs, so a measured value beats any scaling of the profile
     compute_ms: Mapping[str, float] = field(default_factory=dict)
+    # how much a stale observation still counts (missing: 1); the rest is the profile's
+    compute_weight: Mapping[str, float] = field(default_factory=dict)
     serves_model: bool = True  # the cloud serves this bundle version
     breaker_open: bool = False
 
@@ -403,7 +405,10 @@ def predict(
         note = f"no codec within the accuracy budget ({e})"
     transfer_ms = (nbytes + spec.output_bytes) * 8.0 / bw * 1000.0
     base_key = spec.key.split("@")[0]
-    cloud_ms = cloud.compute_ms.get(base_key, spec.cloud_ms * cloud.compute_scale)
+    cloud_ms = spec.cloud_ms * cloud.compute_scale
+    if base_key in cloud.compute_ms:
+        w = cloud.compute_weight.get(base_key, 1.0)
+        cloud_ms += (cloud.compute_ms[base_key] - cloud_ms) * w
     total = edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
     # A failed call costs the local finish on top; weigh it by the observed loss rate.
     total += min(max(net.loss_rate, 0.0), 1.0) * local_finish

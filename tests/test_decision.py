@@ -276,6 +276,36 @@ def test_edge_load_and_cloud_queue_shift_the_choice() -> None:
     assert slow_edge.chosen.edge_ms == pytest.approx(20.0)
 
 
+def test_a_stale_cloud_compute_observation_relaxes_to_the_profile() -> None:
+    """s2's tail was seen at 30 ms (a burst of cloud load), so the engine avoided it and
+    never saw it again: while fresh the observation rules, and once stale it loses weight
+    towards the profile (LoadEstimates) until s2 wins again."""
+    import time
+
+    from collab.edge.estimators import LoadEstimates
+
+    prof = synthetic_profile()
+    loads = LoadEstimates(1.0)
+
+    def choose() -> str:
+        return decide(
+            prof,
+            policy=AUTO,
+            net=NetState(rtt_ms=2.0, bandwidth_bps=5e6),
+            cloud=loads.cloud_state(serves_model=True, breaker_open=False),
+            edge=EdgeState(),
+            hysteresis=NO_HYSTERESIS,
+        ).chosen.key
+
+    now = time.monotonic()
+    loads.cloud_sample("split:s2", 0.0, 30.0, now)
+    assert choose() != "split:s2"  # fresh: 30 ms of tail
+    loads.cloud_compute["split:s2"].updated_at = now - 30.0  # the same, 30 s later
+    state = loads.cloud_state(serves_model=True, breaker_open=False)
+    assert state.compute_weight["split:s2"] == pytest.approx(math.exp(-5), rel=0.01)
+    assert choose() == "split:s2"
+
+
 def test_forced_policies_and_parse() -> None:
     prof = synthetic_profile()
     for text in ("edge_only", "cloud_only", "split:s1", "split:s2"):

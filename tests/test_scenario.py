@@ -341,6 +341,29 @@ def test_the_model_oracle_prices_the_device_state_at_each_request() -> None:
         assert g == pytest.approx(100.0 + 95.0 * 1.5 if a.at_s < mid else 100.0)
 
 
+def test_the_model_oracle_queues_frames_on_the_one_uplink() -> None:
+    """Two edges send at once over the shared 5 Mbit/s uplink: a static cloud-only run's
+    second frame waits for the first (24 ms), and the oracle, which has already sent
+    one frame, finishes the second request on the edge instead."""
+    from collab.scenario.measured import Framing
+    from collab.scenario.oracle import compute_oracle, network_ms
+    from collab.scenario.requests import Arrival
+
+    sc = _one_edge()
+    none = Framing(request_bytes=0, answer_bytes=0)
+    prof = {
+        "edge_only": {"base_ms": 60.0, "edge_ms": 60.0},
+        "cloud_only": {"base_ms": 5.0, "edge_ms": 0.0, "bytes": 15_000.0},
+    }
+    plan = [Arrival(edge=e, index=0, at_s=0.5, input_index=e) for e in (0, 1)]
+    o = compute_oracle(sc, plan, prof, None, {}, none)
+    alone = 5.0 + network_ms(sc, 0.5, 15_000, none)
+    assert alone < 60.0
+    assert o.per_path_ms["cloud_only"] == pytest.approx([alone, alone + 15_000 * 8 / 5e3])
+    assert sorted(o.path) == ["cloud_only", "edge_only"]
+    assert sorted(o.latency_ms) == pytest.approx([alone, 60.0])
+
+
 def _frames_scenario(noise: float, seed: int = 3) -> Scenario:
     return parse_scenario(
         textwrap.dedent(f"""\

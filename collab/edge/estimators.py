@@ -89,10 +89,23 @@ class LoadEstimates:
                 self.cloud_compute.setdefault(key.split("@")[0], Ewma(0.2)).update(compute_ms, now)
 
     def cloud_state(self, *, serves_model: bool, breaker_open: bool) -> CloudState:
+        """What the cloud's compute per path has been observed to be. An observation not
+        refreshed for ``_EDGE_STALE_S`` loses weight (``compute_weight``) and the engine
+        moves towards the profile: a tail priced during a burst of cloud load, and then
+        avoided for it, would otherwise keep that price forever (seen on
+        congested-evening: a split priced at 35 ms of cloud compute in a noisy first
+        second and never taken again while it took 6 ms)."""
+        now = time.monotonic()
         with self._lock:
+            weight = {}
+            for k, e in self.cloud_compute.items():
+                age = e.age(now)
+                if age > _EDGE_STALE_S:
+                    weight[k] = math.exp(-(age - _EDGE_STALE_S) / _EDGE_STALE_S)
             return CloudState(
                 queue_ms=self.cloud_queue.mean if self.cloud_queue.n else 0.0,
                 compute_ms={k: e.mean for k, e in self.cloud_compute.items()},
+                compute_weight=weight,
                 serves_model=serves_model,
                 breaker_open=breaker_open,
             )

@@ -8,13 +8,14 @@ the accuracy budget:
                                           this machine (edge compute incl. slowdown or the
                                           tier's mean speed, cloud compute, RPC and proxy
                                           overhead)
-            + edge_p x (f(t) - 1)             the device tier's TRUE state at t (its seeded
+            + edge_p x (f(t) - 1)         the device tier's TRUE state at t (its seeded
                                           throttling and burst episodes, jitter at its
                                           mean): f = that factor / the mean factor the
                                           profile pass ran at
             + encode_c + decode_c         codec calibration of the bundle
             + uplink serialisation of the frame and its measured framing
-              (:mod:`collab.scenario.framing`) starting at t + edge_ms, from the TRUE
+              (:mod:`collab.scenario.framing`) starting at t + edge_ms, or when the
+              frames sent before it have left the one shared uplink, from the TRUE
               capacity curve of the trace (not an estimate)
             + one-way delays both ways + downlink serialisation of the measured answer
             + expected TCP loss stalls (one RTT per lost inner packet, an RTO for the last)
@@ -23,9 +24,14 @@ The **measured oracle** (:func:`measured_oracle`) is, per request, the lowest la
 static policy actually had on the same seeded schedule: a noisy lower bound that favours
 the oracle (each request gets the luckiest of several independent runs).
 
+A static path's prices queue behind that path's own earlier frames (every edge's, as its
+run's did); the oracle's behind the frames of its own earlier choices: per request, in time
+order, it takes the path that is fastest given what it has sent (clairvoyant and greedy).
+It does not model what else loads the link (probes) or the cloud (batching N edges).
+
 Cloud paths are impossible while the link is out (trace outage or ``cut_link``) or the
 cloud node is dead (``kill_cloud`` until the restarted node listens). The oracle's
-latency is the minimum over paths and codecs; the *best static path in hindsight* is the
+latency is its choice's over paths and codecs; the *best static path in hindsight* is the
 path with the lowest mean of its own per-request latencies (where it is impossible, its
 requests cost what the forced policy pays: the local fallback, edge-only).
 """
@@ -114,21 +120,40 @@ def network_ms(
     framing: Framing,
     caps: tuple[Capacity, Capacity] | None = None,
 ) -> float:
-    """Time from handing a frame of ``nbytes`` to the uplink at ``t`` until the answer is
-    back at the edge, under the true trace (cloud compute excluded)."""
+    """Time from handing a frame of ``nbytes`` to an idle uplink at ``t`` until the
+    answer is back at the edge, under the true trace (cloud compute excluded)."""
+    return _network(sc, t, nbytes, framing, caps or _caps(sc))[0]
+
+
+def _caps(sc: Scenario) -> tuple[Capacity, Capacity]:
+    return sc.link.uplink.capacity(), sc.link.downlink.capacity()
+
+
+def _network(
+    sc: Scenario,
+    t: float,
+    nbytes: float,
+    framing: Framing,
+    caps: tuple[Capacity, Capacity],
+    up_free: float = 0.0,
+) -> tuple[float, float]:
+    """(:func:`network_ms` of a frame that queues behind the uplink's earlier frames
+    until ``up_free``, when the uplink is free again after it)."""
     up, down = sc.link.uplink, sc.link.downlink
-    cu, cd = caps or (up.capacity(), down.capacity())
-    su, sd = up.segment_at(t), down.segment_at(t)
+    cu, cd = caps
+    start = max(t, up_free)
+    su, sd = up.segment_at(start), down.segment_at(t)
     total = nbytes + framing.request_bytes
-    up_end = cu.transmit_end(t, total)
-    arrive = up_end + su.delay_ms / 1000.0
-    down_end = cd.transmit_end(arrive, framing.answer_bytes)
-    ms = (up_end - t + down_end - arrive) * 1000.0 + su.delay_ms + sd.delay_ms
+    up_end = cu.transmit_end(start, total)
+    stall_ms = 0.0
     if su.loss > 0:
         rtt = su.delay_ms + sd.delay_ms
         k = max(1, math.ceil(total / PACKET))
-        ms += su.loss * ((k - 1) * max(rtt, 1.0) + max(RTO_MIN_MS, 2 * rtt))
-    return ms
+        stall_ms = su.loss * ((k - 1) * max(rtt, 1.0) + max(RTO_MIN_MS, 2 * rtt))
+    arrive = up_end + su.delay_ms / 1000.0
+    down_end = cd.transmit_end(arrive, framing.answer_bytes)
+    ms = (up_end - t + down_end - arrive) * 1000.0 + su.delay_ms + sd.delay_ms + stall_ms
+    return ms, up_end + stall_ms / 1000.0
 
 
 def compute_oracle(
@@ -145,7 +170,7 @@ def compute_oracle(
     state: ``edge_factor(edge, t)`` is how many times the profile pass's edge compute
     edge ``edge`` takes at trace time ``t``."""
     dead, cut = outage_intervals(sc, events_log)
-    caps = (sc.link.uplink.capacity(), sc.link.downlink.capacity())
+    caps = _caps(sc)
     budget = sc.edge.client.accuracy_budget
     cal_points = (calibration or {}).get("points", {}) or {}
     cal_input = (calibration or {}).get("input")
@@ -157,36 +182,49 @@ def compute_oracle(
             continue
         stats = cal_input if p == "cloud_only" else cal_points.get(p.split(":", 1)[1])
         tables[p] = _codec_table(pr, stats, budget)
-    per_path: dict[str, list[float]] = {p: [] for p in prof}
-    lat: list[float] = []
-    best: list[str] = []
-    edge_only: list[float] = []  # what an impossible path's request costs: the fallback
-    for a in plan:
+    n = len(plan)
+    per_path: dict[str, list[float]] = {p: [math.inf] * n for p in prof}
+    lat: list[float] = [math.inf] * n
+    best: list[str] = [""] * n
+    edge_only: list[float] = [math.inf] * n  # what an impossible path's request costs
+    # the uplink is one FIFO for every edge (the emulator's): a frame waits for the
+    # frames before it. The oracle's own choices queue on one uplink (each request takes
+    # the path that is fastest given what the oracle sent before it: clairvoyant and
+    # greedy); each static path's prices queue on an uplink of its own, as its run did
+    free = {p: 0.0 for p in prof}
+    free_oracle = 0.0
+    for i in sorted(range(n), key=lambda i: plan[i].at_s):
+        a = plan[i]
         t = a.at_s
         link_out = sc.link.outage_at(t) or any(s <= t < e for s, e in cut)
         cloud_dead = any(s <= t < e for s, e in dead)
         f = edge_factor(a.edge, t)
         row: dict[str, float] = {}
+        ends: dict[str, float] = {}
         for p, pr in prof.items():
             edge_ms = pr.get("edge_ms", 0.0) * f
             base = pr["base_ms"] + edge_ms - pr.get("edge_ms", 0.0)
             if p == "edge_only":
-                row[p] = base
+                row[p] = per_path[p][i] = base
                 continue
             if link_out or cloud_dead:
                 row[p] = math.inf
                 continue
             t_send = t + edge_ms / 1000.0
-            row[p] = base + min(
-                codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
-                for codec_ms, nbytes in tables[p]
-            )
-        for p, v in row.items():
-            per_path[p].append(v)
-        edge_only.append(row.get("edge_only", math.inf))
+            for up_free, mine in ((free[p], True), (free_oracle, False)):
+                ms, end = min(
+                    (codec_ms + x, e)
+                    for codec_ms, nbytes in tables[p]
+                    for x, e in [_network(sc, t_send, nbytes, framing, caps, up_free)]
+                )
+                if mine:
+                    per_path[p][i], free[p] = base + ms, end
+                else:
+                    row[p], ends[p] = base + ms, end
+        edge_only[i] = row.get("edge_only", math.inf)
         k = min(row, key=lambda p: row[p])
-        lat.append(row[k])
-        best.append(k)
+        lat[i], best[i] = row[k], k
+        free_oracle = ends.get(k, free_oracle)
     means = {
         p: sum(v if math.isfinite(v) else e for v, e in zip(vs, edge_only, strict=True))
         / max(len(vs), 1)
