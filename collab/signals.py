@@ -1,10 +1,13 @@
-"""SIGTERM/SIGINT handling for the daemons: both just ask the main loop to stop."""
+"""SIGTERM/SIGINT handling: the daemons' both just ask the main loop to stop; a
+foreground job that owns child processes unwinds on SIGTERM as on Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from collab.log import logger
@@ -37,3 +40,22 @@ def stop_on_signals_async() -> asyncio.Event:
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, _on_signal, sig)
     return stop
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises KeyboardInterrupt in the main thread, so the job's
+    context managers stop the processes it started (a scenario's cloud node and link
+    emulator) instead of leaving them orphaned, as Python's default SIGTERM does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -74,10 +74,15 @@ class Ewma:
         return now - self.updated_at
 
 
+TIMER_FLOOR_MS = 2.0
+"""A transfer shorter than this is timer noise: it says only that the link is at least
+that fast (a sized probe's transfer is priced at this floor, never as a free link)."""
+
+
 def transfer_floor_ms(rtt_std_ms: float) -> float:
-    """The shortest transfer time that is a bandwidth measurement: below timer noise and
-    RTT jitter a transfer says only that the link is at least this fast."""
-    return max(2.0, 3.0 * rtt_std_ms)
+    """The shortest transfer that stands out of timer noise and RTT jitter (3 sigma): a
+    passive sample from a real call below it is not a bandwidth sample."""
+    return max(TIMER_FLOOR_MS, 3.0 * rtt_std_ms)
 
 
 class LinkEstimator:

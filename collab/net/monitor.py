@@ -18,7 +18,7 @@ from typing import Any
 
 from collab.errors import CollabError, DeadlineError
 from collab.log import logger
-from collab.net.estimator import LinkEstimator, transfer_floor_ms
+from collab.net.estimator import TIMER_FLOOR_MS, LinkEstimator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,10 +143,11 @@ class NetworkMonitor:
         after = self.probe_rtt()
         if after is not None and after < rtt:
             transfer = max(sized_ms - after, 0.0)
-        # ... and a transfer under the timer/jitter floor is only a lower bound on the
-        # bandwidth: priced at the floor, never as a free link
-        floor = transfer_floor_ms(self.est.state().rtt_std_ms)
-        self.est.add_bandwidth(nbytes, max(transfer, floor), self.clock())
+        # ... and a transfer under the timer floor is only a lower bound on the bandwidth:
+        # priced at the floor, never as a free link. (Not a jitter floor: on a jittery
+        # cellular link 3 RTT sigmas cap a 16 KB probe at a few Mbit/s, and the RTT after
+        # already errs the safe way.)
+        self.est.add_bandwidth(nbytes, max(transfer, TIMER_FLOOR_MS), self.clock())
         return self.est.state().bandwidth_bps
 
     def refresh(self, *, force: bool = False) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collab.errors import ConfigError
+from collab.signals import terminate_as_interrupt
 
 
 def scenarios_dir() -> Path:
@@ -78,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
 
         sc = replace(sc, seed=args.seed)
     out = Path(args.out)
-    report = run_scenario(sc, out, progress=not args.no_progress)
+    with terminate_as_interrupt():
+        report = run_scenario(sc, out, progress=not args.no_progress)
     print_result(report, out)
     return exit_code(report, args.no_fail)
 
@@ -169,7 +171,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
         bundle = calibrated_example()
     out = Path(args.out)
-    res = run_sweep(bundle, out, cfg, progress=not args.no_progress)
+    with terminate_as_interrupt():
+        res = run_sweep(bundle, out, cfg, progress=not args.no_progress)
     print((out / "sweep.md").read_text())
     print(f"table: {out / 'sweep.csv'} , {out / 'sweep.json'}")
     print("phase diagrams: " + " , ".join(res["pngs"]))

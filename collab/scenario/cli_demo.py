@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collab.scenario.cli import add_no_fail
+from collab.signals import terminate_as_interrupt
 
 DEMO = "demo"
 
@@ -32,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
             f"({len(sc.policies)} policies x {sc.duration_s:.0f} s through the link emulator; "
             "the first run also builds and calibrates the example bundle)"
         )
-        report = run_scenario(sc, out)
+        with terminate_as_interrupt():
+            report = run_scenario(sc, out)
         print_result(report, out)
         return exit_code(report, args.no_fail)
 

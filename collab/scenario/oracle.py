@@ -24,10 +24,12 @@ The **measured oracle** (:func:`measured_oracle`) is, per request, the lowest la
 static policy actually had on the same seeded schedule: a noisy lower bound that favours
 the oracle (each request gets the luckiest of several independent runs).
 
-A static path's prices queue behind that path's own earlier frames (every edge's, as its
-run's did); the oracle's behind the frames of its own earlier choices: per request, in time
-order, it takes the path that is fastest given what it has sent (clairvoyant and greedy).
-It does not model what else loads the link (probes) or the cloud (batching N edges).
+The oracle's frames queue on the one uplink every edge shares, behind the frames of its own
+earlier choices: per request, in time order, it takes the path that is fastest given what
+it has already sent (clairvoyant and greedy). A static path is priced on an idle link (its
+run abandons a call at the deadline and its breaker stops sending, which a queue of every
+frame would not know). It does not model what else loads the link (probes) or the cloud
+(batching N edges on this machine's two cores).
 
 Cloud paths are impossible while the link is out (trace outage or ``cut_link``) or the
 cloud node is dead (``kill_cloud`` until the restarted node listens). The oracle's
@@ -188,10 +190,10 @@ def compute_oracle(
     best: list[str] = [""] * n
     edge_only: list[float] = [math.inf] * n  # what an impossible path's request costs
     # the uplink is one FIFO for every edge (the emulator's): a frame waits for the
-    # frames before it. The oracle's own choices queue on one uplink (each request takes
-    # the path that is fastest given what the oracle sent before it: clairvoyant and
-    # greedy); each static path's prices queue on an uplink of its own, as its run did
-    free = {p: 0.0 for p in prof}
+    # frames before it. The oracle's own choices queue on it (each request takes the path
+    # that is fastest given what the oracle sent before it: clairvoyant and greedy). A
+    # static path's prices do not: its run gives up on a call at the deadline and its
+    # circuit breaker stops sending, which a queue of every frame would not know
     free_oracle = 0.0
     for i in sorted(range(n), key=lambda i: plan[i].at_s):
         a = plan[i]
@@ -211,16 +213,16 @@ def compute_oracle(
                 row[p] = math.inf
                 continue
             t_send = t + edge_ms / 1000.0
-            for up_free, mine in ((free[p], True), (free_oracle, False)):
-                ms, end = min(
-                    (codec_ms + x, e)
-                    for codec_ms, nbytes in tables[p]
-                    for x, e in [_network(sc, t_send, nbytes, framing, caps, up_free)]
-                )
-                if mine:
-                    per_path[p][i], free[p] = base + ms, end
-                else:
-                    row[p], ends[p] = base + ms, end
+            per_path[p][i] = base + min(
+                codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
+                for codec_ms, nbytes in tables[p]
+            )
+            ms, ends[p] = min(
+                (codec_ms + x, e)
+                for codec_ms, nbytes in tables[p]
+                for x, e in [_network(sc, t_send, nbytes, framing, caps, free_oracle)]
+            )
+            row[p] = base + ms
         edge_only[i] = row.get("edge_only", math.inf)
         k = min(row, key=lambda p: row[p])
         lat[i], best[i] = row[k], k

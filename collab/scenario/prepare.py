@@ -34,18 +34,29 @@ def image_workload(sc: Scenario) -> bool:
     return spec(sc.model.example).images is not None
 
 
-def scenario_frames(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
+def _pick(total: int, n: int, held_out: bool) -> np.ndarray:
+    """Indices of ``n`` items (cycled) of a set of ``total``: the runs take them from the
+    start, the calibration (``held_out``) from the end, so the codec table's agreement is
+    measured on other images than the ones it is judged on while both sets fit."""
+    i = np.arange(n)
+    return (total - 1 - i) % total if held_out else i % total
+
+
+def scenario_frames(
+    sc: Scenario, n: int, *, seed_offset: int = 0, held_out: bool = False
+) -> np.ndarray:
     """``n`` uint8 camera frames (cycled) of an image workload with the workload's sensor
-    noise, seeded. ``input_noise`` keeps its meaning (the std the model input sees): in
-    pixels it is ``input_noise x 255 x`` the preprocessing's std, then rounded and
-    clipped as a sensor's output is."""
+    noise, seeded (``held_out``: from the other end of the image set, see :func:`_pick`).
+    ``input_noise`` keeps its meaning (the std the model input sees): in pixels it is
+    ``input_noise x 255 x`` the preprocessing's std, then rounded and clipped as a
+    sensor's output is."""
     from collab.models.registry import example_images, spec
 
     assert sc.model.example is not None
     pre = spec(sc.model.example).preprocessing
     assert pre is not None
     img = example_images(sc.model.example, None, "test")
-    img = img[np.arange(n) % len(img)]
+    img = img[_pick(len(img), n, held_out)]
     if sc.workload.input_noise <= 0:
         return np.ascontiguousarray(img)
     rng = np.random.default_rng(sc.seed * 1000 + 17 + seed_offset)
@@ -54,12 +65,14 @@ def scenario_frames(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray
     return np.ascontiguousarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
 
 
-def scenario_requests(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
+def scenario_requests(
+    sc: Scenario, n: int, *, seed_offset: int = 0, held_out: bool = False
+) -> np.ndarray:
     """What the workload's ``n`` requests carry: camera frames (uint8 (N, H, W, 3)) for an
     image workload, else model inputs (float32); :func:`serve` sends either."""
     if image_workload(sc):
-        return scenario_frames(sc, n, seed_offset=seed_offset)
-    return scenario_inputs(sc, n, seed_offset=seed_offset)
+        return scenario_frames(sc, n, seed_offset=seed_offset, held_out=held_out)
+    return scenario_inputs(sc, n, seed_offset=seed_offset, held_out=held_out)
 
 
 def model_inputs(bundle_dir: Path, requests: np.ndarray) -> np.ndarray:
@@ -83,7 +96,9 @@ def serve(client: Any, item: np.ndarray, **kw: Any) -> Any:
     return client.infer(item[None], **kw)
 
 
-def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray:
+def scenario_inputs(
+    sc: Scenario, n: int, *, seed_offset: int = 0, held_out: bool = False
+) -> np.ndarray:
     """``n`` dataset inputs (cycled) plus the workload's sensor noise, seeded (model
     inputs; an image workload's are its frames preprocessed)."""
     if image_workload(sc):
@@ -92,7 +107,7 @@ def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray
 
         pre = spec(sc.model.example).preprocessing  # type: ignore[arg-type]
         assert pre is not None
-        return preprocess(scenario_frames(sc, n, seed_offset=seed_offset), pre)
+        return preprocess(scenario_frames(sc, n, seed_offset=seed_offset, held_out=held_out), pre)
     if sc.model.example is not None:
         from collab.models.registry import example_inputs
 
@@ -101,7 +116,7 @@ def scenario_inputs(sc: Scenario, n: int, *, seed_offset: int = 0) -> np.ndarray
         m = load_bundle(sc.model.bundle).manifest  # type: ignore[arg-type]
         rng = np.random.default_rng(sc.seed + 7)
         x = rng.standard_normal((64, *m.input_shape[1:])).astype(np.float32)
-    x = x[np.arange(n) % len(x)]
+    x = x[_pick(len(x), n, held_out)]
     if sc.workload.input_noise > 0:
         rng = np.random.default_rng(sc.seed * 1000 + 17 + seed_offset)
         x = x + rng.normal(0.0, sc.workload.input_noise, x.shape).astype(np.float32)
@@ -141,6 +156,7 @@ def prepare_bundle(sc: Scenario, *, progress: bool = False) -> Path:
                 sc.workload.input_noise,
                 CALIBRATION_SEED,
                 "frames" if image_workload(sc) else "inputs",
+                "held-out",
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -160,7 +176,9 @@ def prepare_bundle(sc: Scenario, *, progress: bool = False) -> Path:
     shutil.copytree(src, tmp)
     # the workload's own distribution, noise included (other draws than the run's): a
     # codec's agreement on clean images says little about noisy frames
-    req = scenario_requests(replace(sc, seed=CALIBRATION_SEED), sc.model.calibration_inputs)
+    req = scenario_requests(
+        replace(sc, seed=CALIBRATION_SEED), sc.model.calibration_inputs, held_out=True
+    )
     frames = req if req.dtype == np.uint8 else None
     logger.info(
         "calibrating %d codecs on %d %s for %s",

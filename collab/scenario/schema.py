@@ -93,7 +93,7 @@ class ModelSpec:
     codecs: tuple[Annotated[StrictStr, AfterValidator(_codec)], ...] = (
         DEFAULT_CODECS  # []: the default
     )
-    calibration_inputs: Annotated[StrictInt, Field(ge=1)] = 48
+    calibration_inputs: Annotated[StrictInt, Field(ge=1)] = 160
 
     @field_validator("example")
     @classmethod
