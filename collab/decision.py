@@ -414,6 +414,23 @@ def predict(
     total += min(max(net.loss_rate, 0.0), 1.0) * local_finish
     loss = edge_loss + codec_loss
     feasible = codec is not None and loss <= accuracy_budget + 1e-12
+    # what the client will do (collab.edge.cloud): the call gets what the deadline leaves
+    # after room for the local finish, and one that needs longer is cut there and finished
+    # locally, which only adds the wait to the edge's own time. On a device in a burst the
+    # room grows: a cloud call of 82 ms was cut at 70 and the request took 330 ms, where
+    # edge-only took 250 (outage-recovery).
+    call_ms = transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
+    cut = (
+        None
+        if deadline_ms is None
+        else call_budget_ms(deadline_ms, edge_ms + encode_ms, local_finish, math.inf)
+    )
+    if feasible and deadline_ms is not None and (cut is None or call_ms > cut):
+        feasible = False
+        note = (
+            "the call would be cut to leave time for the local finish "
+            f"({call_ms:.1f} ms predicted, {cut or 0.0:.1f} ms left)"
+        )
     if not (net.reachable and cloud.serves_model and not cloud.breaker_open):
         feasible = False
         note = (
@@ -446,6 +463,21 @@ def predict(
         meets_deadline=deadline_ms is None or total <= deadline_ms,
         note=note,
     )
+
+
+def call_budget_ms(
+    deadline_ms: float | None, elapsed_ms: float, local_finish_ms: float, cap_ms: float
+) -> float | None:
+    """Timeout of a cloud call; None when it would miss the deadline anyway. Keeps room
+    for the local finish (when that can still make the deadline at all) and for timer
+    slack (gRPC deadlines fire late by a few ms on a busy machine)."""
+    if deadline_ms is None:
+        return cap_ms
+    slack = max(2.0, 0.05 * deadline_ms)
+    remaining = deadline_ms - elapsed_ms - slack
+    reserve = local_finish_ms * 1.5
+    budget = remaining - reserve if reserve < remaining else remaining
+    return budget if budget > 0.5 else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -195,6 +195,33 @@ def test_hysteresis_never_keeps_a_path_that_misses_the_deadline() -> None:
     assert d.chosen.meets_deadline
 
 
+def test_a_call_the_client_would_cut_for_the_local_finish_is_not_chosen() -> None:
+    """The client gives a cloud call what the deadline leaves after 1.5x the local finish
+    (call_budget_ms). On a device 2x slow, cloud-only's 20 ms call fits a 100 ms deadline
+    (35 ms left) but not a 75 ms one (11 ms left): there it would be cut and finished
+    locally, so auto does not take it, and explain() says why."""
+    full = synthetic_profile()
+    prof = Profile(model_name=full.model_name, paths=full.paths[:2])  # edge-only, cloud-only
+
+    def cloud_only(deadline: float) -> tuple[str, bool, str]:
+        d = decide(
+            prof,
+            policy=AUTO,
+            net=NetState(rtt_ms=2.0, bandwidth_bps=50e6),
+            cloud=CloudState(),
+            edge=EdgeState(compute_scale=2.0),
+            deadline_ms=deadline,
+            hysteresis=NO_HYSTERESIS,
+        )
+        c = next(c for c in d.candidates if c.key == "cloud_only")
+        return d.chosen.key, c.feasible, c.note
+
+    chosen, ok, _ = cloud_only(100.0)
+    assert ok and chosen == "cloud_only"
+    chosen, ok, note = cloud_only(75.0)
+    assert not ok and chosen == "edge_only" and "cut to leave time for the local finish" in note
+
+
 def test_nothing_meets_deadline_picks_fastest() -> None:
     d = decide(
         synthetic_profile(),

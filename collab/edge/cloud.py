@@ -28,7 +28,7 @@ import numpy as np
 from collab import codec as codecs
 from collab.codec.image import encode_image, is_image_codec
 from collab.codec.spec import DEFAULT_CODEC
-from collab.decision import Candidate
+from collab.decision import Candidate, call_budget_ms
 from collab.edge.config import ClientConfig
 from collab.edge.estimators import LoadEstimates, plausible_timing, suspect_overdue
 from collab.edge.model import LoadedModel
@@ -67,21 +67,6 @@ class Remote:
     bytes_sent: int
     fallback_reason: str | None
     suspect: bool = False  # a non-finite reply: blamed on the cloud if the local answer is finite
-
-
-def call_budget_ms(
-    deadline_ms: float | None, elapsed_ms: float, local_finish_ms: float, cap_ms: float
-) -> float | None:
-    """Timeout of a cloud call; None when it would miss the deadline anyway. Keeps room
-    for the local finish (when that can still make the deadline at all) and for timer
-    slack (gRPC deadlines fire late by a few ms on a busy machine)."""
-    if deadline_ms is None:
-        return cap_ms
-    slack = max(2.0, 0.05 * deadline_ms)
-    remaining = deadline_ms - elapsed_ms - slack
-    reserve = local_finish_ms * 1.5
-    budget = remaining - reserve if reserve < remaining else remaining
-    return budget if budget > 0.5 else None
 
 
 class CloudLink:
