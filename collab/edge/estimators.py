@@ -92,9 +92,9 @@ class LoadEstimates:
         """What the cloud's compute per path has been observed to be. An observation not
         refreshed for ``_EDGE_STALE_S`` loses weight (``compute_weight``) and the engine
         moves towards the profile: a tail priced during a burst of cloud load, and then
-        avoided for it, would otherwise keep that price forever (seen on
-        congested-evening: a split priced at 35 ms of cloud compute in a noisy first
-        second and never taken again while it took 6 ms)."""
+        avoided for it, would otherwise keep that price forever (congested-evening on a
+        loaded host: split tails priced at 24-38 ms of cloud compute in the first 3 s, no
+        split taken in the 10 s after; the same tails take about 6 ms on a quiet one)."""
         now = time.monotonic()
         with self._lock:
             weight = {}
