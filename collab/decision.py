@@ -409,7 +409,8 @@ def predict(
     if base_key in cloud.compute_ms:
         w = cloud.compute_weight.get(base_key, 1.0)
         cloud_ms += (cloud.compute_ms[base_key] - cloud_ms) * w
-    total = edge_ms + encode_ms + transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
+    call_ms = transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
+    total = edge_ms + encode_ms + call_ms
     # A failed call costs the local finish on top; weigh it by the observed loss rate.
     total += min(max(net.loss_rate, 0.0), 1.0) * local_finish
     loss = edge_loss + codec_loss
@@ -419,7 +420,6 @@ def predict(
     # locally, which only adds the wait to the edge's own time. On a device in a burst the
     # room grows: a cloud call of 82 ms was cut at 70 and the request took 330 ms, where
     # edge-only took 250 (outage-recovery).
-    call_ms = transfer_ms + net.rtt_ms + cloud.queue_ms + cloud_ms + decode_ms
     cut = (
         None
         if deadline_ms is None

@@ -80,7 +80,7 @@ class Client:
         self._retired: list[CloudLink] = []  # replaced clouds whose channel may still be open
         self._device = device  # the same device runs every bundle version
         self._forced: tuple[bool, str | None] = (False, None)  # set_mode: edge-only, variant
-        self._model = self._load(bundle_dir)
+        self._model = self._load(bundle_dir, first=True)
         self._policy = parse_policy(cfg.policy, self._model.profile)
         self._cloud = self._connect(cfg.cloud)
 
@@ -121,13 +121,16 @@ class Client:
         return self._cloud.monitor
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _load(self, source: str | os.PathLike[str] | Bundle) -> LoadedModel:
+    def _load(self, source: str | os.PathLike[str] | Bundle, *, first: bool = False) -> LoadedModel:
         """Load ``source`` and start its warm-up, registered first so close() joins it
-        (none starts once the client is closed)."""
+        (none starts once the client is closed). The ``first`` load's warm-up ends by
+        timing the device (:meth:`_learn_speed`); a swap or a runtime restart keeps what
+        the estimates know."""
         model = load_model(source, self.config, self._device)
         w = model.warmer
         if w is not None:
-            w.after = lambda: self._learn_speed(model)
+            if first:
+                w.after = lambda: self._learn_speed(model)
             with self._lock:
                 if self._closed:
                     return model

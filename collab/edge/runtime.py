@@ -255,7 +255,11 @@ class Warmer:
 
     def _run(self) -> None:
         try:
-            if self.runtime.warm(stop=self.stop) and self.after is not None:
-                self.after()
+            # dropped before it runs: it may hold the model that holds this warmer, a
+            # cycle that kept a swapped-out runtime (and its memory) alive until the next
+            # full garbage collection
+            after, self.after = self.after, None
+            if self.runtime.warm(stop=self.stop) and after is not None:
+                after()
         except CollabError as e:  # a broken file surfaces again, with its name, when used
             logger.warning("warming sessions failed: %s", e)
