@@ -243,30 +243,27 @@ class Device:
         with self._lock:
             return self._throttle.active(t), self._burst.active(t)
 
-    def factor(self) -> float:
-        v = self.tier.variation
-        t = max(self._clock() - self._t0, 0.0)
-        throttled, bursting = self.state(t)
-        with self._lock:
-            j = math.exp(v.jitter_sigma * float(self._jitter.standard_normal()))
-        return (
-            self.speed
-            * j
-            * (v.throttle_factor if throttled else 1.0)
-            * (v.burst_factor if bursting else 1.0)
-        )
-
-    def expected_factor(self, t: float) -> float:
-        """The mean of :meth:`factor` over the jitter at ``t`` seconds since the device
-        started: speed x the throttling and burst episodes in force then."""
+    def _episodes(self, t: float) -> float:
+        """speed x the throttling and burst episodes in force at ``t`` (no jitter)."""
         v = self.tier.variation
         throttled, bursting = self.state(max(t, 0.0))
         return (
             self.speed
-            * math.exp(v.jitter_sigma**2 / 2)
             * (v.throttle_factor if throttled else 1.0)
             * (v.burst_factor if bursting else 1.0)
         )
+
+    def factor(self) -> float:
+        v = self.tier.variation
+        episodes = self._episodes(self._clock() - self._t0)
+        with self._lock:
+            j = math.exp(v.jitter_sigma * float(self._jitter.standard_normal()))
+        return episodes * j
+
+    def expected_factor(self, t: float) -> float:
+        """The mean of :meth:`factor` over the jitter at ``t`` seconds since the device
+        started: speed x the throttling and burst episodes in force then."""
+        return self._episodes(t) * math.exp(self.tier.variation.jitter_sigma**2 / 2)
 
     def steady(self) -> Device:
         """This device without its variation, at its long-run mean factor: what the

@@ -158,6 +158,23 @@ def _network(
     return ms, up_end + stall_ms / 1000.0
 
 
+def _best_codec(
+    sc: Scenario,
+    t: float,
+    table: Sequence[tuple[float, float]],
+    framing: Framing,
+    caps: tuple[Capacity, Capacity],
+    up_free: float,
+) -> tuple[float, float]:
+    """(codec + network ms, uplink free again) of the codec in ``table`` that is fastest
+    for a frame sent at ``t`` behind an uplink busy until ``up_free``."""
+    return min(
+        (codec_ms + x, end)
+        for codec_ms, nbytes in table
+        for x, end in [_network(sc, t, nbytes, framing, caps, up_free)]
+    )
+
+
 def compute_oracle(
     sc: Scenario,
     plan: Sequence[Arrival],
@@ -213,14 +230,12 @@ def compute_oracle(
                 row[p] = math.inf
                 continue
             t_send = t + edge_ms / 1000.0
-            per_path[p][i] = base + min(
-                codec_ms + network_ms(sc, t_send, nbytes, framing, caps)
-                for codec_ms, nbytes in tables[p]
-            )
-            ms, ends[p] = min(
-                (codec_ms + x, e)
-                for codec_ms, nbytes in tables[p]
-                for x, e in [_network(sc, t_send, nbytes, framing, caps, free_oracle)]
+            idle = _best_codec(sc, t_send, tables[p], framing, caps, 0.0)
+            per_path[p][i] = base + idle[0]
+            ms, ends[p] = (
+                idle
+                if free_oracle <= t_send
+                else _best_codec(sc, t_send, tables[p], framing, caps, free_oracle)
             )
             row[p] = base + ms
         edge_only[i] = row.get("edge_only", math.inf)
