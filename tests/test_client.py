@@ -97,6 +97,26 @@ def test_forced_cloud_path_with_dead_cloud_falls_back_exactly(digits_bundle: Pat
         np.testing.assert_array_equal(r.output, rt.full(xs[:1])[0][0])
 
 
+def test_a_pinned_policy_without_the_breaker_tries_its_path_every_time(digits_bundle: Path) -> None:
+    """A scenario's static baseline (``pinned_breaker=False``) calls the cloud on every
+    request: its run measures the path it names, not the device behind an open breaker.
+    auto still stops at the breaker."""
+    xs = sample_inputs(digits_bundle, 5)
+    with Client(
+        digits_bundle,
+        cloud=[f"127.0.0.1:{free_port()}"],
+        policy="cloud_only",
+        breaker_failures=2,
+        pinned_breaker=False,
+        initial_probe=False,
+    ) as c:
+        results = [c.infer(x) for x in xs]
+        assert c.breaker.is_open
+        assert all(r.fell_back for r in results)
+        assert "circuit breaker open" not in {r.fallback_reason for r in results}
+        assert c.infer(xs[0], policy="auto").path == "edge_only"
+
+
 def test_bad_input_and_config_errors(digits_bundle: Path) -> None:
     with Client(digits_bundle) as c:
         with pytest.raises(ConfigError, match="shape"):

@@ -412,6 +412,7 @@ class Client:
                 deadline,
                 timings,  # a snapshot, as model
                 pixels if c.path == "cloud_only" else None,
+                breaker=pol.mode == "auto" or self.config.pinned_breaker,
             )
             if remote.output is not None:
                 y = remote.output

@@ -212,14 +212,17 @@ class CloudLink:
         deadline: float | None,
         timings: dict[str, float],
         pixels: np.ndarray | None = None,
+        *,
+        breaker: bool = True,
     ) -> Remote:
         """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``.
         ``pixels``: the uint8 camera images behind a cloud-only ``payload``, sent instead
-        of it when the chosen codec is an image codec (JPEG, PNG, WebP)."""
+        of it when the chosen codec is an image codec (JPEG, PNG, WebP). ``breaker``:
+        an open breaker skips the call (off: the call is tried, and its outcome counted)."""
         stub = self.stub
         if stub is None:
             return Remote(None, 0, "no cloud configured")
-        if self.breaker.is_open:
+        if breaker and self.breaker.is_open:
             return Remote(None, 0, "circuit breaker open")
         if not model.served:
             return Remote(None, 0, "cloud does not serve this model version")

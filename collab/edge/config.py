@@ -78,6 +78,13 @@ class ClientConfig:
     breaker_failures: int = setting(
         3, help="consecutive failed cloud calls that open the circuit breaker", lo=1
     )
+    # a scenario's static baselines run with this off: a "cloud_only" run whose breaker
+    # sent 35 of 40 requests to the device measured edge-only, not the cloud path
+    pinned_breaker: bool = setting(
+        True,
+        help="a pinned policy (cloud_only, split:<name>) also stops calling the cloud while "
+        "the breaker is open (off: every request tries the path it names)",
+    )
     breaker_cooldown_s: float = setting(
         1.0, help="seconds before a probe may half-open an open breaker", lo=0, metavar="S"
     )

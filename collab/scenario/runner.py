@@ -65,6 +65,7 @@ def _client(
             policy=policy,
             deadline_ms=sc.workload.deadline_ms,
             warm=False,
+            pinned_breaker=False,  # a static baseline measures the path it names
         ),
     )
 

@@ -156,9 +156,10 @@ class DeviceSpec:
 
 
 #: ClientConfig fields the runner sets for every run (the cloud is the emulator's
-#: address, the policy the one being replayed, the deadline the workload's, and the
-#: sessions are warmed before the run starts)
-RUNNER_EDGE = ("cloud", "policy", "deadline_ms", "warm")
+#: address, the policy the one being replayed, the deadline the workload's, the
+#: sessions are warmed before the run starts, and a static policy calls the cloud on
+#: every request, breaker or not, so it measures the path it names)
+RUNNER_EDGE = ("cloud", "policy", "deadline_ms", "warm", "pinned_breaker")
 #: CloudConfig fields the runner sets: it starts the node on loopback and stops it
 RUNNER_CLOUD = ("listen", "metrics_port", "tls_cert", "tls_key", "tls_client_ca", "grace_s")
 
