@@ -27,9 +27,9 @@ the oracle (each request gets the luckiest of several independent runs).
 The oracle's frames queue on the one uplink every edge shares, behind the frames of its own
 earlier choices: per request, in time order, it takes the path that is fastest given what
 it has already sent (clairvoyant and greedy). A static path is priced on an idle link (its
-run abandons a call at the deadline and its breaker stops sending, which a queue of every
-frame would not know). It does not model what else loads the link (probes) or the cloud
-(batching N edges on this machine's two cores).
+run abandons a call at the deadline, which a queue of every frame would not know). It does
+not model what else loads the link (probes) or the cloud (batching N edges on this
+machine's two cores).
 
 Cloud paths are impossible while the link is out (trace outage or ``cut_link``) or the
 cloud node is dead (``kill_cloud`` until the restarted node listens). The oracle's
@@ -209,8 +209,8 @@ def compute_oracle(
     # the uplink is one FIFO for every edge (the emulator's): a frame waits for the
     # frames before it. The oracle's own choices queue on it (each request takes the path
     # that is fastest given what the oracle sent before it: clairvoyant and greedy). A
-    # static path's prices do not: its run gives up on a call at the deadline and its
-    # circuit breaker stops sending, which a queue of every frame would not know
+    # static path's prices do not: its run gives up on a call at the deadline, which a
+    # queue of every frame would not know
     free_oracle = 0.0
     for i in sorted(range(n), key=lambda i: plan[i].at_s):
         a = plan[i]
