@@ -221,6 +221,9 @@ def test_tiny_scenario_end_to_end(tmp_path: Path) -> None:
     assert report["policies"]["cloud_only"]["bytes_total"] > 0
     assert report["policies"]["cloud_only"]["fallbacks"] >= 1  # the cut hit cloud-only requests
     assert report["oracle"]["mean_ms"] > 0 and "acceptance" in report
+    # the two devices profiled together, every path priced (runner.profile_worker)
+    assert {"edge_only", "cloud_only"} <= set(saved["profile"])
+    assert all(p["base_ms"] > 0 for p in saved["profile"].values())
     lines = (out / "requests.jsonl").read_text().splitlines()
     assert len(lines) == 36
     for name in ("latency_cdf.png", "timeline.png", "bytes.png"):
