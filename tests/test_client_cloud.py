@@ -226,7 +226,14 @@ def _wait_stopped(pid: int, timeout_s: float = 5.0) -> None:
     raise AssertionError(f"process {pid} did not stop")
 
 
-def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Path) -> None:
+@pytest.mark.parametrize("hedge", [False, True])
+def test_a_hung_cloud_is_finished_locally_within_the_deadline(
+    digits_bundle: Path, hedge: bool
+) -> None:
+    """Without hedging the call is cut at its budget (what the deadline leaves after the
+    local finish); with it the local finish starts once the call overruns its
+    prediction, long before the budget, and the calls still out time out on their own:
+    the breaker opens either way."""
     import signal
 
     port = free_port()
@@ -242,11 +249,13 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
             accuracy_budget=0.0,
             deadline_ms=400,
             probe_interval_s=5.0,
+            hedge_factor=2.0 if hedge else 0.0,
         ) as c,
     ):
         assert not c.infer(xs[0]).fell_back
         proc.send_signal(signal.SIGSTOP)  # the cloud stops answering, connections stay open
         _wait_stopped(proc.pid)
+        hedged = 0
         try:
             for x in xs:
                 r = c.infer(x)
@@ -255,12 +264,23 @@ def test_a_hung_cloud_is_finished_locally_within_the_deadline(digits_bundle: Pat
                     r.fallback_reason,
                 )
                 assert r.latency_ms <= 400
+                # hedged: answered while the call was still out (its budget is ~380 ms),
+                # until the overrun calls open the breaker
+                if "hedge_after_ms" in r.timings:
+                    assert hedge and r.latency_ms < 200, r.timings
+                    hedged += 1
+                else:
+                    assert not hedge or r.fallback_reason == "circuit breaker open"
                 want = rt.tail(sp, rt.head(sp, x[None])[0])[0][0]
                 np.testing.assert_allclose(r.output, want, rtol=0, atol=1e-6)
+            end = time.monotonic() + 5
+            while c.breaker.opened_count < 1 and time.monotonic() < end:
+                time.sleep(0.05)  # hedged calls end (cancelled) in their own threads
         finally:
             proc.send_signal(signal.SIGCONT)
         reasons = c.stats().fallback_reasons
-        assert "DEADLINE_EXCEEDED" in reasons
+        assert (hedged >= 1) == hedge and ("hedged" in reasons) == hedge, reasons
+        assert hedge or "DEADLINE_EXCEEDED" in reasons
         assert c.breaker.opened_count >= 1  # repeated timeouts open the breaker
 
 

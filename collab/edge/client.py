@@ -19,16 +19,18 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from collab.bundle import Bundle
 from collab.decision import Decision, Hysteresis, Policy, Profile, decide, parse_policy
-from collab.edge.cloud import CloudLink, Remote
+from collab.edge.cloud import CallHandle, CloudLink, Remote
 from collab.edge.config import ClientConfig, InferenceResult
 from collab.edge.estimators import LoadEstimates
 from collab.edge.explore import Explorer
+from collab.edge.hedge import HedgePolicy, hedged
 from collab.edge.model import LoadedModel, load_model
 from collab.edge.runtime import EdgeRuntime, Warmer
 from collab.edge.stats import ClientStats, Interval, LinkStats, StatsRecorder
@@ -75,6 +77,8 @@ class Client:
             stale_s=cfg.explore_stale_s,
         )
         self._decision_cache: dict[tuple[Any, ...], tuple[float, Decision]] = {}
+        self._hedge = HedgePolicy(factor=cfg.hedge_factor, slack_ms=cfg.hedge_slack_ms)
+        self._hedges: ThreadPoolExecutor | None = None  # cloud calls and hedged local finishes
         self._closed = False
         self._warmers: list[Warmer] = []  # started and not yet known to be finished
         self._retired: list[CloudLink] = []  # replaced clouds whose channel may still be open
@@ -85,6 +89,12 @@ class Client:
         self._cloud = self._connect(cfg.cloud)
 
     # -- the cloud side ------------------------------------------------------------------
+    def _hedge_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._hedges is None:
+                self._hedges = ThreadPoolExecutor(max_workers=32, thread_name_prefix="collab-call")
+            return self._hedges
+
     def _connect(self, addresses: Sequence[str]) -> CloudLink:
         return CloudLink(
             addresses, cfg=self.config, loads=self._loads, current=lambda: self._model
@@ -226,6 +236,8 @@ class Client:
         self._cloud.close()
         for cl in retired:
             cl.close()
+        if self._hedges is not None:  # the channels are closed: calls still out end now
+            self._hedges.shutdown(wait=True)
         deadline = time.monotonic() + timeout_s
         for w in warmers:
             w.thread.join(timeout=max(deadline - time.monotonic(), 0.0))
@@ -403,20 +415,25 @@ class Client:
                     ms += timings["exit_ms"]
                 timings["edge_ms"] = ms
                 self._loads.edge_sample(ms, model.specs.get(c.key))
-            cl = self._cloud
-            remote = cl.call(
-                model,
-                c,
-                payload,
-                t0,
-                deadline,
-                timings,  # a snapshot, as model
-                pixels if c.path == "cloud_only" else None,
-                breaker=pol.mode == "auto" or self.config.pinned_breaker,
-            )
-            if remote.output is not None:
-                y = remote.output
-            else:  # finish locally from what the edge already has
+            cl = self._cloud  # a snapshot, as model
+
+            after_ms = self._hedge.after_ms(c, deadline, (time.perf_counter() - t0) * 1000.0)
+
+            def call(into: dict[str, float], handle: CallHandle | None) -> Remote:
+                return cl.call(
+                    model,
+                    c,
+                    payload,
+                    t0,
+                    deadline,
+                    into,
+                    pixels if c.path == "cloud_only" else None,
+                    breaker=pol.mode == "auto" or self.config.pinned_breaker,
+                    handle=handle,
+                    reserve_local=after_ms is None,
+                )
+
+            def finish() -> tuple[np.ndarray, float]:  # locally, from what the edge has
                 if c.path == "split":
                     assert c.split_point is not None
                     y, ms = rt.tail(c.split_point, payload)
@@ -424,7 +441,17 @@ class Client:
                 else:
                     y, ms = rt.full(arr)
                     self._loads.edge_sample(ms, model.specs.get("edge_only"))
-                timings["local_finish_ms"] = ms
+                return y, ms
+
+            local: tuple[np.ndarray, float] | None = None
+            if after_ms is None:
+                remote = call(timings, None)
+            else:
+                remote, local = hedged(self._hedge_pool(), call, finish, after_ms, timings)
+            if remote.output is not None and local is None:
+                y = remote.output
+            else:
+                y, timings["local_finish_ms"] = local or finish()
                 if remote.suspect and np.isfinite(y).all():
                     cl.bad_reply("non-finite values where the exact answer is finite")
         served = "edge_only" if exited is not None else c.path

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -67,6 +68,30 @@ class Remote:
     bytes_sent: int
     fallback_reason: str | None
     suspect: bool = False  # a non-finite reply: blamed on the cloud if the local answer is finite
+
+
+class CallHandle:
+    """A cloud call another thread may cancel (collab.edge.hedge): the frame's size once
+    encoded, and ``cancel`` ends the RPC (at once, or as soon as it starts), which frees
+    the shared uplink of a frame whose answer nobody waits for."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.cancelled = False
+        self._future: Any = None
+        self._lock = threading.Lock()
+
+    def attach(self, future: Any) -> None:
+        with self._lock:
+            self._future = future
+            if self.cancelled:
+                future.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            if self._future is not None:
+                self._future.cancel()
 
 
 class CloudLink:
@@ -214,11 +239,16 @@ class CloudLink:
         pixels: np.ndarray | None = None,
         *,
         breaker: bool = True,
+        handle: CallHandle | None = None,
+        reserve_local: bool = True,
     ) -> Remote:
         """Encode ``payload`` and run the rest of ``c`` in the cloud; stage times go to ``timings``.
         ``pixels``: the uint8 camera images behind a cloud-only ``payload``, sent instead
         of it when the chosen codec is an image codec (JPEG, PNG, WebP). ``breaker``:
-        an open breaker skips the call (off: the call is tried, and its outcome counted)."""
+        an open breaker skips the call (off: the call is tried, and its outcome counted).
+        ``handle``: told the frame's size, lets another thread cancel. ``reserve_local``: the
+        call's timeout keeps room for the local finish (off: the caller hedges, and the
+        call gets what the deadline leaves; collab.edge.hedge)."""
         stub = self.stub
         if stub is None:
             return Remote(None, 0, "no cloud configured")
@@ -246,10 +276,12 @@ class CloudLink:
         except CodecError as e:
             return Remote(None, 0, f"encode failed: {e}"[:200])
         timings["encode_ms"] = (time.perf_counter() - te) * 1000.0
+        if handle is not None:
+            handle.sent = sent
         budget_ms = call_budget_ms(
             deadline,
             (time.perf_counter() - t0) * 1000.0,
-            c.local_finish_ms,
+            c.local_finish_ms if reserve_local else 0.0,
             self._cfg.cloud_timeout_ms,
         )
         if budget_ms is None:
@@ -262,23 +294,33 @@ class CloudLink:
         try:
             try:
                 if c.path == "split":
-                    resp = stub.Decode(
-                        collab_pb2.DecodeRequest(
-                            model=model.model_id,
-                            split_point=c.split_point,
-                            frame=frame,
-                            request_id=rid,
-                        ),
-                        timeout=budget_ms / 1000.0,
+                    method: Any = stub.Decode
+                    req: Any = collab_pb2.DecodeRequest(
+                        model=model.model_id,
+                        split_point=c.split_point,
+                        frame=frame,
+                        request_id=rid,
                     )
                 else:
-                    resp = stub.Infer(
-                        collab_pb2.InferRequest(
-                            model=model.model_id, frame=frame, images=files, request_id=rid
-                        ),
-                        timeout=budget_ms / 1000.0,
+                    method = stub.Infer
+                    req = collab_pb2.InferRequest(
+                        model=model.model_id, frame=frame, images=files, request_id=rid
                     )
+                if handle is None:
+                    resp = method(req, timeout=budget_ms / 1000.0)
+                else:
+                    future = method.future(req, timeout=budget_ms / 1000.0)
+                    handle.attach(future)
+                    resp = future.result()
+            except grpc.FutureCancelledError:
+                return self._cancelled(model, c, sent, tc, timings)
             except grpc.RpcError as e:
+                if (
+                    e.code() == grpc.StatusCode.CANCELLED
+                    and handle is not None
+                    and handle.cancelled
+                ):
+                    return self._cancelled(model, c, sent, tc, timings)
                 raise wrap_rpc_error(e, what=what) from e
             call_ms = (time.perf_counter() - tc) * 1000.0
             td = time.perf_counter()
@@ -319,6 +361,21 @@ class CloudLink:
         if self.monitor is not None and self.link.pending():
             self.monitor.confirm()  # confirm the suspected change with a probe before the next request
         return Remote(y, sent, None)
+
+    def _cancelled(
+        self, model: LoadedModel, c: Candidate, sent: int, tc: float, timings: dict[str, float]
+    ) -> Remote:
+        """A call the hedge's local finish made moot. One out longer than predicted
+        counts as the timeout it replaced (RTT suspicion, a breaker failure: a hung cloud
+        still opens the breaker); one the hedge gave up on early, to keep the deadline on
+        a slow device, blames no one."""
+        ms = (time.perf_counter() - tc) * 1000.0
+        timings["cloud_call_ms"] = ms
+        if ms > c.rtt_ms + c.transfer_ms + c.queue_ms + c.cloud_ms:
+            self.link.suspect_rtt(ms, time.monotonic())
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            self._failed(model, RpcError("hedged call overran", code=code, details="cancelled"))
+        return Remote(None, sent, "cancelled: the local finish answered first")
 
     def back_off(self, ms: float) -> None:
         """Skip this cloud for ``ms`` (capped at the breaker's cooldown)."""

@@ -75,6 +75,14 @@ class ClientConfig:
         lo_open=True,
         metavar="MS",
     )
+    # collab.edge.hedge: on fleet-8-edges a fallback after the call's budget took 330-540 ms
+    hedge_factor: float = setting(
+        2.0,
+        help="start the local finish beside a cloud call that has run this many times its "
+        "predicted time ... (first answer wins; 0: only after the call gives up)",
+        lo=0,
+    )
+    hedge_slack_ms: float = setting(20.0, help="... plus this many ms", lo=0, metavar="MS")
     breaker_failures: int = setting(
         3, help="consecutive failed cloud calls that open the circuit breaker", lo=1
     )
