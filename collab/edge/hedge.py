@@ -17,9 +17,9 @@ still answer while the device computes.
 
 A call the local answer beat is cancelled: left to run to its timeout it kept a frame
 nobody waited for on the shared uplink (fleet-8-edges' cloud-only run: 434 ms mean and
-107 misses, against 385 and 70 cut at the budget). A cancelled call is no failure for the
-breaker; one out longer than predicted raises the link's RTT suspicion, as a timeout
-does. The local finish is not cancelled when the call wins (its result is dropped): the
+107 misses, against 385 and 70 cut at the budget). A cancelled call that was out longer
+than predicted counts as the timeout it replaced (RTT suspicion, a breaker failure), so a
+hung cloud still opens the breaker. The local finish is not cancelled when the call wins (its result is dropped): the
 device spends that compute only on requests whose call overran.
 """
 
