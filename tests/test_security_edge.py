@@ -185,6 +185,7 @@ def test_calls_beyond_the_edge_daemons_max_concurrent_rpcs_get_resource_exhauste
     port = free_port()
     args = ["edge", "--bundle", str(bundle.root), "--cloud", hostile.addr]
     args += ["--listen", f"127.0.0.1:{port}", "--max-concurrent-rpcs", "1", "--no-warm"]
+    args += ["--hedge-factor", "0"]  # (a hedge would answer it locally within ms)
     x = sample_inputs(bundle, 1)
     req = collab_pb2.EdgeInferRequest(frame=codec.encode(x, "f32"), policy="cloud_only")
     with collab_process(args, port=port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
