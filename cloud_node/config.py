@@ -110,4 +110,13 @@ class CloudConfig:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or _cores()
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity: a cpuset or a scenario's pinned
+    node), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -684,3 +684,33 @@ def test_the_demo_exits_non_zero_on_fail_unless_no_fail(
     assert main(["demo", "--out", str(tmp_path), "--no-fail"]) == 0
     monkeypatch.setattr(runner, "run_scenario", lambda sc, out, **kw: _report(auto_ms=10.0))
     assert main(["demo", "--out", str(tmp_path)]) == 0
+
+
+def test_the_scenario_cloud_node_runs_on_a_core_of_its_own(
+    digits_bundle: Path, tmp_path: Path
+) -> None:
+    """The cloud is another machine: with two cores or more it gets the last one alone,
+    and its batch workers follow its affinity, not the machine's core count."""
+    import os
+
+    from collab.scenario.env import CloudNode, cloud_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        assert cloud_cores() is None
+        return
+    assert cloud_cores() == {cores[-1]}
+    node = CloudNode(digits_bundle, _one_edge(), tmp_path / "cloud.log")
+    node.start()
+    try:
+        assert node.proc is not None
+        assert os.sched_getaffinity(node.proc.pid) == {cores[-1]}
+    finally:
+        node.stop()
+    from cloud_node.config import CloudConfig
+
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        assert CloudConfig(bundles=(digits_bundle,)).worker_count == 1
+    finally:
+        os.sched_setaffinity(0, set(cores))
