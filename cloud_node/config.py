@@ -4,11 +4,10 @@ the serving ones by name (collab.scenario.schema); each default is written here 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_node.execution import MODES
+from cloud_node.execution import MODES, usable_cores
 from collab.errors import ConfigError
 from collab.settings import check_bounds, setting
 from collab.transport import check_listener
@@ -110,13 +109,5 @@ class CloudConfig:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or _cores()
-
-
-def _cores() -> int:
-    """The cores this process may run on (its affinity: a cpuset or a scenario's pinned
-    node), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        # the cores this process may run on (a cpuset, a scenario's pinned node)
+        return self.workers or len(usable_cores()) or 1

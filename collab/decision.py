@@ -177,6 +177,12 @@ class Candidate:
     exit_saved_ms: float = 0.0  # per exited request, against running the path on
     exit_saved_bytes: float = 0.0  # per exited request
 
+    @property
+    def call_ms(self) -> float:
+        """The predicted cloud call once the frame is encoded: transfer, RTT, queue and
+        cloud compute (what a call still out is measured against)."""
+        return self.transfer_ms + self.rtt_ms + self.queue_ms + self.cloud_ms
+
     def breakdown(self) -> dict[str, Any]:
         return {
             "key": self.key,

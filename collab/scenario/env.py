@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cloud_node.execution import usable_cores
 from collab.emulator import EmulatorProcess, LinkTrace
 from collab.emulator.traces import DirectionTrace
 from collab.errors import CollabError, TransportError
@@ -38,6 +40,7 @@ class CloudNode:
 
     def start(self) -> int:
         self.port = free_port()
+        cores = cloud_cores()
         out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [
@@ -55,7 +58,7 @@ class CloudNode:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_pin(cloud_cores()),
+            preexec_fn=None if cores is None else partial(os.sched_setaffinity, 0, cores),
         )
         out.close()
         try:
@@ -84,17 +87,8 @@ class CloudNode:
 def cloud_cores() -> set[int] | None:
     """The cores a scenario's cloud node runs on: the last of this process's when it has
     two or more (None: unpinned)."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None
-    return {cores[-1]} if len(cores) >= 2 else None
-
-
-def _pin(cores: set[int] | None) -> Callable[[], None] | None:
-    if cores is None:
-        return None
-    return lambda: os.sched_setaffinity(0, cores)
+    cores = usable_cores()
+    return {cores[-1]} if len(cores) >= 2 and hasattr(os, "sched_setaffinity") else None
 
 
 def unlimited_link() -> LinkTrace:

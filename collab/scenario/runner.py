@@ -13,8 +13,9 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,45 @@ def profile_paths(
     return out
 
 
+@contextmanager
+def _device_processes(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], name: str
+) -> Iterator[list[Any]]:
+    """One spawned process per device (``target(conn, *args[e])``); yields the parent
+    ends of their pipes and joins (or terminates) them on the way out."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for e, a in enumerate(args):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=target, args=(child, *a), name=f"{name}-{e}", daemon=True)
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    try:
+        yield pipes
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def _expect(pipes: Sequence[Any], what: str, who: str, timeout_s: float) -> list[Any]:
+    """Every device's next message, which must be ``what``; their payloads."""
+    out = []
+    for c in pipes:
+        if not c.poll(timeout_s):
+            raise TransportError(f"{who} did not report {what!r}")
+        kind, payload = c.recv()
+        if kind != what:
+            raise TransportError(f"{who}: expected {what!r}, got {kind!r}")
+        out.append(payload)
+    return out
+
+
 def profile_worker(
     conn: Any,
     bundle: Path,
@@ -189,46 +229,29 @@ def _profile_in_processes(
     x: np.ndarray,
     reps: int,
 ) -> dict[str, list[Sample]]:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
     n = sc.edge.count
     rounds = max(2, math.ceil(reps / n))
-    pipes, procs = [], []
-    for e in range(n):
-        parent, child = ctx.Pipe()
-        xe = x[[(e * sc.workload.requests + i) % len(x) for i in range(rounds + 1)]]
-        p = ctx.Process(
-            target=profile_worker,
-            args=(child, bundle, emu.address, sc, list(paths), e, xe, rounds),
-            name=f"profile-{e}",
-            daemon=True,
+    args = [
+        (
+            bundle,
+            emu.address,
+            sc,
+            list(paths),
+            e,
+            x[[(e * sc.workload.requests + i) % len(x) for i in range(rounds + 1)]],
+            rounds,
         )
-        p.start()
-        pipes.append(parent)
-        procs.append(p)
+        for e in range(n)
+    ]
     samples: dict[str, list[Sample]] = {p: [] for p in paths}
-    try:
-        for what in ("ready", "samples"):
-            for c in pipes:
-                if not c.poll(300):
-                    raise TransportError(f"profile worker did not report {what!r}")
-                kind, payload = c.recv()
-                if kind != what:
-                    raise TransportError(f"profile worker: expected {what!r}, got {kind!r}")
-                if kind == "samples":
-                    for path, rows in payload.items():
-                        samples[path] += rows
-            if what == "ready":
-                for c in pipes:
-                    c.send(("go", None))
-        return samples
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
+    with _device_processes(profile_worker, args, "profile") as pipes:
+        _expect(pipes, "ready", "profile worker", 300)
+        for c in pipes:
+            c.send(("go", None))
+        for got in _expect(pipes, "samples", "profile worker", 300):
+            for path, rows in got.items():
+                samples[path] += rows
+    return samples
 
 
 def _one(client: Any, policy: str, a: Arrival, t0: float, x: np.ndarray, ref: np.ndarray) -> Record:
@@ -367,41 +390,21 @@ def _run_in_processes(
     plan: list[Arrival],
     on_record: Callable[[Record], None],
 ) -> list[dict[str, Any]]:
-    import multiprocessing as mp
     from multiprocessing.connection import wait
 
-    ctx = mp.get_context("spawn")
-    pipes, procs = [], []
+    args = []
     for e in range(sc.edge.count):
-        parent, child = ctx.Pipe()
         # each device gets only its own requests (camera frames are 150 KB each)
         mine = [a for a in plan if a.edge == e]
         idx = [a.input_index for a in mine]
         local = [replace(a, input_index=j) for j, a in enumerate(mine)]
-        p = ctx.Process(
-            target=edge_worker,
-            args=(child, bundle, emu.address, sc, policy, e, local, x[idx], ref[idx]),
-            name=f"edge-{e}",
-            daemon=True,
-        )
-        p.start()
-        pipes.append(parent)
-        procs.append(p)
-    try:
-
-        def expect(what: str) -> None:
-            for c in pipes:
-                if not c.poll(180):
-                    raise TransportError(f"edge worker did not report {what!r}")
-                got = c.recv()
-                if got[0] != what:
-                    raise TransportError(f"edge worker: expected {what!r}, got {got[0]!r}")
-
-        expect("ready")
+        args.append((bundle, emu.address, sc, policy, e, local, x[idx], ref[idx]))
+    with _device_processes(edge_worker, args, "edge") as pipes:
+        _expect(pipes, "ready", "edge worker", 180)
         emu.restart(seed=sc.seed)
         for c in pipes:
             c.send(("prime", None))
-        expect("primed")
+        _expect(pipes, "primed", "edge worker", 180)
         t0 = time.monotonic() + LEAD_S
         emu.restart(t0=t0, seed=sc.seed)
         for c in pipes:
@@ -423,12 +426,6 @@ def _run_in_processes(
                     elif kind == "done":
                         live.remove(c)
         return events.log
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 def run_policy(
