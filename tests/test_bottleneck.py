@@ -355,7 +355,13 @@ def test_a_real_cloud_node_serves_the_bottleneck_split(wide_bn: Path) -> None:
     ]
     with (
         collab_process(args, port=port, timeout=90),
-        Client(wide_bn, cloud=[f"127.0.0.1:{port}"], codec="f32+zstd1", accuracy_budget=1.0) as c,
+        Client(
+            wide_bn,
+            cloud=[f"127.0.0.1:{port}"],
+            codec="f32+zstd1",
+            accuracy_budget=1.0,
+            hedge_factor=0.0,
+        ) as c,
     ):
         for i in range(len(x)):
             r = c.infer(x[i], policy=f"split:{sp.name}")
