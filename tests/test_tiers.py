@@ -175,22 +175,44 @@ def _fake_run_clock(monkeypatch: pytest.MonkeyPatch, run_ms: float) -> list[floa
 def test_runtime_pads_to_the_device_factor(
     digits_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run takes its measured time plus (factor - 1) x the profiled time, the factor
-    drawn by the device for this run (the same draws for the same seed)."""
-    _fake_run_clock(monkeypatch, 0.5)
+    """A run takes the factor x the profiled time from its start, the factor drawn by the
+    device for this run (the same draws for the same seed)."""
+    rt = EdgeRuntime(digits_bundle)
+    run_ms = rt.manifest.full_ms / len(rt.manifest.segments) / 4  # the host: 4x the device
+    _fake_run_clock(monkeypatch, run_ms)
     clock = FakeClock()
     twin = Device(tier("iot-gateway"), speed=6.0, seed=3, clock=clock)
     rt = EdgeRuntime(
         digits_bundle, device=Device(tier("iot-gateway"), speed=6.0, seed=3, clock=clock)
     )
     x = np.zeros(rt.manifest.input_shape, np.float32)
-    run_ms = 0.5 * len(rt.manifest.segments)
     for _ in range(5):
-        want = run_ms + rt.manifest.full_ms * (twin.factor() - 1.0)
+        want = rt.manifest.full_ms * twin.factor()
+        assert want > run_ms * len(rt.manifest.segments)
         assert rt.full(x)[1] == pytest.approx(want)
         clock.t += 3.0
     with pytest.raises(ConfigError, match="not both"):
         EdgeRuntime(digits_bundle, slowdown=2.0, device=twin)
+
+
+def test_host_load_is_hidden_inside_the_devices_time(
+    digits_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's run, however slow (another emulated device on the same core), is not the
+    device's: it is inside the device's time, and counts in full only when it is longer."""
+    profiled = EdgeRuntime(digits_bundle).manifest
+    segs = len(profiled.segments)
+    device = Device(tier("iot-gateway"), speed=6.0, seed=3, clock=FakeClock())
+    f = device.steady().factor()
+    for run_ms, want in [
+        (profiled.full_ms * f / segs / 2, profiled.full_ms * f),  # half the device's time
+        (profiled.full_ms * f / segs * 3, profiled.full_ms * f * 3),  # 3x: the host's
+    ]:
+        slept = _fake_run_clock(monkeypatch, run_ms)
+        rt = EdgeRuntime(digits_bundle, device=device.steady())
+        x = np.zeros(profiled.input_shape, np.float32)
+        assert rt.full(x)[1] == pytest.approx(want)
+        assert sum(slept) == pytest.approx(max(0.0, want - run_ms * segs) / 1000.0)
 
 
 def test_engine_learns_the_tier_from_measurement_only(digits_bundle: Path) -> None:
