@@ -178,7 +178,7 @@ def test_runtime_pads_to_the_device_factor(
     """A run takes the factor x the profiled time from its start, the factor drawn by the
     device for this run (the same draws for the same seed)."""
     rt = EdgeRuntime(digits_bundle)
-    run_ms = rt.manifest.full_ms / len(rt.manifest.segments) / 4  # the host: 4x the device
+    run_ms = rt.manifest.full_ms / len(rt.manifest.segments) / 4  # a quarter of the profile
     _fake_run_clock(monkeypatch, run_ms)
     clock = FakeClock()
     twin = Device(tier("iot-gateway"), speed=6.0, seed=3, clock=clock)

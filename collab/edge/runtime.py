@@ -26,7 +26,7 @@ bursts. The host's own run is hidden inside that time (it counts in full only wh
 longer): a tier brings its own noise model, and the host's noise is not the device's --
 least of all the load of the other emulated devices of a fleet sharing this machine's
 cores, which no real device meets (on fleet-8-edges it added 8 ms to every edge-only
-request, and only to those the model oracle priced at a lighter mix of paths).
+request, more than the profile pass, spread over every path, had seen).
 The runtime is the only part that knows the device: the decision engine learns the
 resulting compute times from measurement.
 No torch import anywhere here.
