@@ -594,7 +594,9 @@ def test_sigterm_stops_the_scenario_and_its_processes(tmp_path: Path) -> None:
                 os.kill(k, signal.SIGKILL)
 
 
-def test_a_failing_scenario_exits_non_zero_unless_no_fail(tmp_path: Path) -> None:
+def test_a_failing_scenario_exits_non_zero_unless_no_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`collab scenario run` on a scenario whose acceptance cannot hold (a model-oracle factor
     of 0.01): exit 1, and with --no-fail exit 0; the report says FAIL either way."""
     from collab.cli import main
@@ -635,6 +637,18 @@ def test_a_failing_scenario_exits_non_zero_unless_no_fail(tmp_path: Path) -> Non
     framing = json.loads((again / "report.json").read_text())["framing"]
     assert main(["scenario", "report", str(f), "--out", str(again)]) == 1
     assert json.loads((again / "report.json").read_text())["framing"] == framing
+    # the summary of both runs: the failed check in bold, the verdict, the exit code
+    capsys.readouterr()
+    assert main(["scenario", "summary", str(out), str(again)]) == 1
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| fail |")]
+    model = f"**{checks['auto / model oracle']['value']:.3f}**"
+    assert len(rows) == 2 and model in rows[0] and rows[0].endswith("| FAIL |"), table
+    speedup = rep["policies"]["cloud_only"]["mean_ms"] / a["mean_ms"]
+    assert f"{speedup:.2f}x / " in rows[0] and rep["cost_line"] in table
+    assert main(["scenario", "summary", str(out), "--no-fail"]) == 0
+    assert main(["scenario", "summary", str(tmp_path)]) != 0  # no report.json there
+    assert "not a finished scenario run" in capsys.readouterr().err
 
 
 def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:

@@ -148,6 +148,28 @@ def compare_runs(a: Path, b: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _summary(args: argparse.Namespace) -> int:
+    """The acceptance table of finished runs (each DIR holds a report.json); exit 1 when
+    one of them failed, as ``run`` does, unless ``--no-fail``."""
+    import json
+
+    from collab.scenario.report import summary_table
+
+    reports = []
+    for d in args.dirs:
+        f = Path(d) / "report.json"
+        try:
+            reports.append(json.loads(f.read_text()))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{d} is not a finished scenario run ({f}: {e})") from e
+    print(summary_table(reports))
+    failed = [r["scenario"] for r in reports if not (r.get("acceptance") or {}).get("pass", True)]
+    if failed and not args.no_fail:
+        print(f"acceptance FAILED in {', '.join(failed)}: exit 1 (--no-fail to only print)")
+        return 1
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     res = compare_runs(Path(args.a), Path(args.b))
     print(f"{'policy':<16} {'requests':>8} {'same path':>10} {'mean ms A':>10} {'mean ms B':>10}")
@@ -200,6 +222,11 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     rep.add_argument("file", help="the scenario file (or shipped name) the run used")
     rep.add_argument("--out", required=True, help="the run's output directory")
     add_no_fail(rep)
+    summ = sub.add_parser(
+        "summary", help="the acceptance table and cost lines of finished runs (closing notes)"
+    )
+    summ.add_argument("dirs", nargs="+", metavar="DIR", help="output directories of runs")
+    add_no_fail(summ)
     cmp = sub.add_parser(
         "compare", help="compare the path choices of two runs (same scenario and seed)"
     )
@@ -227,6 +254,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
             "list": _list,
             "compare": _compare,
             "report": _report,
+            "summary": _summary,
             "sweep": _sweep,
         }[args.action](args)
 

@@ -320,3 +320,41 @@ def write_report(report: Mapping[str, Any], out: Path) -> None:
         "",
     ]
     (out / "report.md").write_text("\n".join(md))
+
+
+def summary_table(reports: Sequence[Mapping[str, Any]]) -> str:
+    """One row per finished run: every acceptance check's value (bold where it failed),
+    auto's mean, its speedups over cloud-only and edge-only, the verdict; then each run's
+    cost line. What a closing note or a paper table quotes, read from the reports only."""
+    names: list[str] = []
+    for r in reports:
+        for c in (r.get("acceptance") or {}).get("checks", []):
+            if c["name"] not in names:
+                names.append(c["name"])
+    head = ["scenario", *names, "auto ms", "speedup vs cloud-only / edge-only", "verdict"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in reports:
+        per, acc = r["policies"], r.get("acceptance") or {}
+        checks = {c["name"]: c for c in acc.get("checks", [])}
+        cells = [str(r["scenario"])]
+        for n in names:
+            c = checks.get(n)
+            v = (
+                "-"
+                if c is None
+                else (f"{c['value']:.0f}" if n == "lost requests" else _f(c["value"], 3))
+            )
+            cells.append(v if c is None or c["ok"] else f"**{v}**")
+        a = per.get("auto")
+        if a is None:
+            cells += ["-", "-", "no auto"]
+        else:
+            speed = [
+                f"{_ratio(per[p]['mean_ms'], a['mean_ms']):.2f}x" if p in per else "-"
+                for p in ("cloud_only", "edge_only")
+            ]
+            verdict = "PASS" if acc.get("pass") else "FAIL"
+            cells += [f"{a['mean_ms']:.1f}", " / ".join(speed), verdict]
+        rows.append("| " + " | ".join(cells) + " |")
+    costs = [f"- {r['scenario']}: {r['cost_line']}" for r in reports if r.get("cost_line")]
+    return "\n".join(rows + (["", *costs] if costs else []))
