@@ -649,6 +649,9 @@ def test_a_failing_scenario_exits_non_zero_unless_no_fail(
     assert main(["scenario", "summary", str(out), "--no-fail"]) == 0
     assert main(["scenario", "summary", str(tmp_path)]) != 0  # no report.json there
     assert "not a finished scenario run" in capsys.readouterr().err
+    (tmp_path / "report.json").write_text('{"a": 1}')  # JSON, but not a report
+    assert main(["scenario", "summary", str(tmp_path)]) != 0
+    assert "not a scenario report" in capsys.readouterr().err
 
 
 def test_oracle_prices_the_codecs_the_engine_may_choose() -> None:

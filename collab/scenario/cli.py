@@ -159,9 +159,12 @@ def _summary(args: argparse.Namespace) -> int:
     for d in args.dirs:
         f = Path(d) / "report.json"
         try:
-            reports.append(json.loads(f.read_text()))
+            r = json.loads(f.read_text())
         except (OSError, ValueError) as e:
             raise ConfigError(f"{d} is not a finished scenario run ({f}: {e})") from e
+        if not isinstance(r, dict) or not {"scenario", "policies"} <= r.keys():
+            raise ConfigError(f"{d} is not a finished scenario run ({f}: not a scenario report)")
+        reports.append(r)
     print(summary_table(reports))
     failed = [r["scenario"] for r in reports if not (r.get("acceptance") or {}).get("pass", True)]
     if failed and not args.no_fail:
