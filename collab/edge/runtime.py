@@ -178,13 +178,14 @@ class EdgeRuntime:
         t0 = time.perf_counter()
         y = chain(x)
         ms = (time.perf_counter() - t0) * 1000.0
-        if self.device is not None:  # the device's time from the run's start
-            target = (profiled if profiled > 0 else ms) * self.device.factor()
-            if target > ms:
-                time.sleep((target - ms) / 1000.0)
-                ms = target
-        elif self.slowdown > 1.0:
-            pad = (profiled if profiled > 0 else ms) * (self.slowdown - 1.0)
+        base = profiled if profiled > 0 else ms
+        # a device: its time from the run's start; a slowdown: padding on top of the run
+        pad = (
+            base * self.device.factor() - ms
+            if self.device is not None
+            else base * (self.slowdown - 1.0)
+        )
+        if pad > 0:
             time.sleep(pad / 1000.0)
             ms += pad
         return y, ms

@@ -39,16 +39,22 @@ def print_result(report: dict[str, object], out: Path) -> None:
     print(f"every request: {out / 'requests.jsonl'}")
 
 
-def exit_code(report: dict[str, object], no_fail: bool) -> int:
-    """1 when the acceptance checks fail (the run still wrote everything), unless
-    ``--no-fail`` (exploration); 0 when they pass or there is no ``auto`` to judge."""
-    acc = report.get("acceptance")
-    if not isinstance(acc, dict) or acc["pass"]:
+def exit_code(*reports: dict[str, object], no_fail: bool) -> int:
+    """1 when the acceptance checks of one of ``reports`` fail (the runs still wrote
+    everything), unless ``--no-fail`` (exploration); 0 when they pass or there is no
+    ``auto`` to judge."""
+    failed = [
+        str(r.get("scenario"))
+        for r in reports
+        if isinstance(acc := r.get("acceptance"), dict) and not acc["pass"]
+    ]
+    if not failed:
         return 0
+    where = f" in {', '.join(failed)}" if len(reports) > 1 else ""
     if no_fail:
-        print("acceptance FAILED (exit 0: --no-fail)")
+        print(f"acceptance FAILED{where} (exit 0: --no-fail)")
         return 0
-    print("acceptance FAILED: exit 1 (--no-fail to explore without failing)")
+    print(f"acceptance FAILED{where}: exit 1 (--no-fail to explore without failing)")
     return 1
 
 
@@ -82,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     with terminate_as_interrupt():
         report = run_scenario(sc, out, progress=not args.no_progress)
     print_result(report, out)
-    return exit_code(report, args.no_fail)
+    return exit_code(report, no_fail=args.no_fail)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -92,7 +98,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     report = reanalyse(load_scenario(resolve(args.file)), out)
     print_result(report, out)
-    return exit_code(report, args.no_fail)
+    return exit_code(report, no_fail=args.no_fail)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -166,11 +172,7 @@ def _summary(args: argparse.Namespace) -> int:
             raise ConfigError(f"{d} is not a finished scenario run ({f}: not a scenario report)")
         reports.append(r)
     print(summary_table(reports))
-    failed = [r["scenario"] for r in reports if not (r.get("acceptance") or {}).get("pass", True)]
-    if failed and not args.no_fail:
-        print(f"acceptance FAILED in {', '.join(failed)}: exit 1 (--no-fail to only print)")
-        return 1
-    return 0
+    return exit_code(*reports, no_fail=args.no_fail)
 
 
 def _compare(args: argparse.Namespace) -> int:

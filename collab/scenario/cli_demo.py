@@ -36,6 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         with terminate_as_interrupt():
             report = run_scenario(sc, out)
         print_result(report, out)
-        return exit_code(report, args.no_fail)
+        return exit_code(report, no_fail=args.no_fail)
 
     return handler
